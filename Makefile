@@ -1,0 +1,39 @@
+# Thin wrappers over the CLIs. Two commands matter: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Debian packages the test suite drives for real: openssl (chain checks), mosquitto clients.
+TEST_DEBS  := openssl mosquitto-clients
+BENCH_DEBS := $(TEST_DEBS) mosquitto
+
+.PHONY: venv test demo certs lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,lint]'
+	touch $@
+
+test: venv
+	scripts/ensure-debian-packages $(TEST_DEBS)
+	$(BIN)/python -m pytest
+
+demo: venv
+	scripts/ensure-debian-packages $(TEST_DEBS)
+	PATH="$(abspath $(BIN)):$$PATH" scripts/demo
+
+certs: venv
+	PATH="$(abspath $(BIN)):$$PATH" scripts/demo --certs-only
+
+lint: venv
+	$(BIN)/ruff check ca gateway firmware-sim tests bench
+
+bench: venv
+	scripts/ensure-debian-packages $(BENCH_DEBS)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

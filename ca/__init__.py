@@ -1,0 +1,1 @@
+"""fleetgate's certificate authority: root, issuing CA, device/server/operator profiles."""

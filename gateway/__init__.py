@@ -1,0 +1,1 @@
+"""fleetgate's gateway: MQTT over mutual TLS, one jail per network, durable ingest."""
