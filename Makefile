@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Debian packages the test suite drives for real: openssl (chain checks), mosquitto clients.
-TEST_DEBS  := openssl mosquitto-clients
-BENCH_DEBS := $(TEST_DEBS) mosquitto
+# Debian packages the test suite drives for real: openssl (chain checks), the mosquitto
+# clients (standard clients against the gateway) and broker (the bench smoke run's peer).
+TEST_DEBS  := openssl mosquitto-clients mosquitto
+BENCH_DEBS := $(TEST_DEBS)
 
 .PHONY: venv test demo certs lint bench clean
 
