@@ -1,0 +1,284 @@
+"""The broker core: sessions, subscriptions, retained messages and routing, without I/O.
+
+Theory of operation. Every topic and filter reaching this module is already mounted by the
+jail (`<network-uuid>/...`), so one `SubscriptionTree` serves all networks and isolation
+follows from the prefixes: a mounted filter can only match topics under its own network.
+
+- A session is keyed by (network, client id) (MQTT 3.1.1 section 3.1.3; ids are free inside
+  a jail). `connect()` takes over a live session of the same key: the old connection is
+  closed with DUPLICATE_CLIENTID (MQTT-3.1.4-2). clean_session=1 discards any previous state
+  (MQTT-3.1.2-6); clean_session=0 resumes it and reports session_present (MQTT-3.2.2-2).
+- Each session has one bounded outbox. `publish()` matches the topic once and appends one
+  copy per session at min(message QoS, the highest QoS granted by any overlapping
+  subscription of that session) (MQTT-3.3.5-1), with retain cleared (MQTT-3.3.1-9). A live
+  connection drains the outbox into its protocol session as its inflight window allows; an
+  offline persistent session keeps QoS 1/2 messages (MQTT-3.1.2-5) up to `max_queued`.
+- Retained messages: one per topic, replaced by each retained PUBLISH and cleared by an empty
+  one (MQTT-3.3.1-5, -10, -11); a new subscription receives the matching ones with retain set
+  (MQTT-3.3.1-6).
+- Persistent state sits behind `SessionStore`; the in-memory one is the default, a durable
+  store implements the same four methods.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .mqtt.packets import QoS
+from .mqtt.topics import SubscriptionTree, topic_matches
+from .reasons import DisconnectReason
+
+SessionKey = tuple[str, str]
+"""(network UUID, client id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An application message as the broker routes it (topic mounted)."""
+
+    topic: str
+    payload: bytes
+    qos: QoS = QoS.AT_MOST_ONCE
+    retain: bool = False
+
+    @property
+    def network(self) -> str:
+        return self.topic.partition("/")[0]
+
+
+class Outlet(Protocol):
+    """A live connection as the broker sees it."""
+
+    def wake(self) -> None:
+        """The session's outbox has new messages."""
+
+    def close(self, reason: DisconnectReason, detail: str | None = None) -> None:
+        """Close the connection (from any task; must not block)."""
+
+
+@dataclass(eq=False, slots=True)
+class SessionState:
+    """What MQTT keeps for a session: subscriptions and undelivered messages (section 3.1.2.4)."""
+
+    key: SessionKey
+    clean: bool
+    max_queued: int
+    subscriptions: dict[str, QoS] = field(default_factory=dict)
+    outbox: deque[Message] = field(default_factory=deque)
+    dropped: int = 0
+
+    def offer(self, message: Message) -> bool:
+        """Queue a message for delivery; False when the outbox is full (it is not queued)."""
+        if len(self.outbox) >= self.max_queued:
+            self.dropped += 1
+            return False
+        self.outbox.append(message)
+        return True
+
+    def requeue(self, messages: Iterable[Message]) -> None:
+        """Put unacknowledged messages back at the front, in their original order."""
+        self.outbox.extendleft(reversed(list(messages)))
+
+
+class SessionStore(Protocol):
+    """Where persistent sessions live between connections (a durable store implements it)."""
+
+    def get(self, key: SessionKey) -> SessionState | None: ...
+
+    def put(self, state: SessionState) -> None: ...
+
+    def delete(self, key: SessionKey) -> None: ...
+
+    def all(self) -> Iterable[SessionState]: ...
+
+
+class MemorySessionStore:
+    """Sessions in a dict: lost on restart (the durable store comes with the ingest issue)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[SessionKey, SessionState] = {}
+
+    def get(self, key: SessionKey) -> SessionState | None:
+        return self._sessions.get(key)
+
+    def put(self, state: SessionState) -> None:
+        self._sessions[state.key] = state
+
+    def delete(self, key: SessionKey) -> None:
+        self._sessions.pop(key, None)
+
+    def all(self) -> Iterable[SessionState]:
+        return list(self._sessions.values())
+
+
+class RetainedStore(Protocol):
+    def set(self, message: Message) -> None: ...
+
+    def clear(self, topic: str) -> None: ...
+
+    def matching(self, mounted_filter: str) -> list[Message]: ...
+
+
+class MemoryRetainedStore:
+    """Retained messages by mounted topic; matching scans only the filter's network."""
+
+    def __init__(self) -> None:
+        self._by_network: dict[str, dict[str, Message]] = {}
+
+    def set(self, message: Message) -> None:
+        self._by_network.setdefault(message.network, {})[message.topic] = message
+
+    def clear(self, topic: str) -> None:
+        network = topic.partition("/")[0]
+        bucket = self._by_network.get(network)
+        if bucket is not None:
+            bucket.pop(topic, None)
+            if not bucket:
+                del self._by_network[network]
+
+    def matching(self, mounted_filter: str) -> list[Message]:
+        network = mounted_filter.partition("/")[0]
+        bucket = self._by_network.get(network, {})
+        return [m for t, m in bucket.items() if topic_matches(mounted_filter, t)]
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._by_network.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Attached:
+    """What `Broker.connect` hands the new connection."""
+
+    state: SessionState
+    session_present: bool
+
+
+class Broker:
+    """Routes mounted messages between sessions of all networks."""
+
+    def __init__(
+        self,
+        *,
+        max_queued: int = 1000,
+        sessions: SessionStore | None = None,
+        retained: RetainedStore | None = None,
+    ) -> None:
+        self.max_queued = max_queued
+        self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
+        self.retained: RetainedStore = (
+            retained if retained is not None else MemoryRetainedStore()
+        )
+        self._tree = SubscriptionTree()
+        self._live: dict[SessionKey, Outlet] = {}
+        self.routed = 0
+        self.delivered = 0
+        self.dropped = 0
+        for state in self.sessions.all():
+            for topic_filter, qos in state.subscriptions.items():
+                self._tree.add(topic_filter, state.key, qos)
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def connect(self, key: SessionKey, clean_session: bool, outlet: Outlet) -> Attached:
+        """Attach a new connection to the session `key`, taking over any live one."""
+        old = self._live.pop(key, None)
+        if old is not None and old is not outlet:
+            old.close(DisconnectReason.DUPLICATE_CLIENTID, "another connection took over")
+        state = self.sessions.get(key)
+        present = False
+        if state is not None and (clean_session or state.clean):
+            self._drop_state(state)
+            state = None
+        if state is None:
+            state = SessionState(key, clean_session, self.max_queued)
+            self.sessions.put(state)
+        else:
+            present = True
+        self._live[key] = outlet
+        return Attached(state, present)
+
+    def disconnect(self, key: SessionKey, outlet: Outlet) -> None:
+        """Detach `outlet`; a clean session ends here (MQTT-3.1.2-6), a persistent one stays."""
+        if self._live.get(key) is not outlet:
+            return  # taken over: the session now belongs to the newer connection
+        del self._live[key]
+        state = self.sessions.get(key)
+        if state is not None:
+            if state.clean:
+                self._drop_state(state)
+            else:
+                # An offline session keeps only what MQTT-3.1.2-5 requires: QoS 1 and 2.
+                kept = [m for m in state.outbox if m.qos > QoS.AT_MOST_ONCE]
+                state.outbox.clear()
+                state.outbox.extend(kept)
+                self.sessions.put(state)
+
+    def is_live(self, key: SessionKey) -> bool:
+        return key in self._live
+
+    def live(self) -> dict[SessionKey, Outlet]:
+        return dict(self._live)
+
+    def _drop_state(self, state: SessionState) -> None:
+        for topic_filter in state.subscriptions:
+            self._tree.remove(topic_filter, state.key)
+        self.sessions.delete(state.key)
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def subscribe(self, state: SessionState, mounted_filter: str, qos: QoS) -> list[Message]:
+        """Add or replace a subscription (MQTT-3.8.4-3); return retained messages to send."""
+        state.subscriptions[mounted_filter] = qos
+        self._tree.add(mounted_filter, state.key, qos)
+        self.sessions.put(state)
+        return [
+            Message(m.topic, m.payload, min(m.qos, qos), True)
+            for m in self.retained.matching(mounted_filter)
+        ]
+
+    def unsubscribe(self, state: SessionState, mounted_filter: str) -> None:
+        if state.subscriptions.pop(mounted_filter, None) is not None:
+            self._tree.remove(mounted_filter, state.key)
+            self.sessions.put(state)
+
+    # -- routing ------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> int:
+        """Route one message to every matching session; return how many sessions got it."""
+        self.routed += 1
+        if message.retain:
+            if message.payload:
+                self.retained.set(Message(message.topic, message.payload, message.qos, True))
+            else:
+                self.retained.clear(message.topic)
+        matches = self._tree.match(message.topic)
+        count = 0
+        for key, granted in matches.items():
+            state = self.sessions.get(key)
+            if state is None:
+                continue
+            qos = QoS(min(message.qos, granted))
+            outlet = self._live.get(key)
+            if outlet is None and qos == QoS.AT_MOST_ONCE:
+                continue
+            if state.offer(Message(message.topic, message.payload, qos, False)):
+                count += 1
+                if outlet is not None:
+                    outlet.wake()
+            else:
+                self.dropped += 1
+                if outlet is not None:
+                    outlet.close(DisconnectReason.THROTTLED, "max_queued reached")
+        self.delivered += count
+        return count
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "live_sessions": len(self._live),
+            "routed": self.routed,
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+        }

@@ -1,0 +1,196 @@
+"""The gateway's configuration: defaults, a TOML file, then command-line overrides.
+
+`GatewayConfig` is one frozen value. `load_config(path, overrides)` reads the TOML file (its
+tables are only for reading comfort: `[tls]`, `[mqtt]`, `[limits]`, `[log]`; every key maps
+to one field), applies the overrides (flags win over the file) and validates the result.
+Unknown keys are errors: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_MQTT = "127.0.0.1:8883"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Every option of `fleet-gateway serve`, with its default (see docs/operations.md)."""
+
+    # [tls]
+    ca_home: Path | None = None
+    """Folder holding root.crt and crl.pem (public files only)."""
+    cert: Path | None = None
+    """Server certificate (PEM, may hold the chain). Default <ca_home>/server/server.crt."""
+    key: Path | None = None
+    """Server private key (PEM, unencrypted, 0600). Default <ca_home>/server/server.key."""
+    crl_poll_interval: float = 0.2
+    """Seconds between stat() checks of crl.pem, root.crt and the server certificate."""
+    # [mqtt]
+    mqtt: str = DEFAULT_MQTT
+    """MQTT over TLS listener, HOST:PORT (port 0: any free port, logged at start)."""
+    data: Path | None = None
+    """Data folder for the store (used by the ingest store; unused by the broker today)."""
+    handshake_timeout: float = 10.0
+    """Seconds a TCP connection may take to finish the TLS handshake."""
+    connect_timeout: float = 10.0
+    """Seconds after the handshake within which CONNECT must arrive."""
+    keepalive_factor: float = 1.5
+    """A client silent for keepalive x this factor is disconnected (MQTT 3.1.1 3.1.2.10)."""
+    # [limits]
+    max_connections: int = 10_000
+    """Live connections in total (TCP accepted, handshake included)."""
+    max_connections_per_network: int = 100
+    """Live MQTT sessions of one network (one certificate)."""
+    connection_rate: float = 500.0
+    """New TCP connections accepted per second (token bucket)."""
+    connection_burst: int = 1_000
+    """Connections accepted at once before the rate applies."""
+    max_packet_size: int = 256 * 1024
+    """Largest MQTT packet accepted, in bytes, fixed header included."""
+    max_inflight: int = 20
+    """Outbound QoS 1/2 messages awaiting acknowledgement, per connection."""
+    max_queued: int = 1_000
+    """Messages queued per session (offline persistent session or slow reader)."""
+    publish_rate: float = 1_000.0
+    """Inbound PUBLISH packets per second per connection (token bucket; over it: stop reading)."""
+    publish_burst: int = 2_000
+    """PUBLISH packets a connection may send at once before the rate applies."""
+    byte_rate: float = 4 * 1024 * 1024
+    """Inbound bytes per second per connection (token bucket; over it: stop reading)."""
+    byte_burst: int = 8 * 1024 * 1024
+    """Bytes a connection may send at once before the rate applies."""
+    # [log]
+    log_file: str = "-"
+    """Where JSON log lines go: "-" for stderr, or a file path (appended)."""
+    truncate_ip: bool = True
+    """Log peer addresses truncated to /24 (IPv4) and /48 (IPv6): they are personal data."""
+
+    @property
+    def root_path(self) -> Path:
+        return self._home() / "root.crt"
+
+    @property
+    def crl_path(self) -> Path:
+        return self._home() / "crl.pem"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.cert if self.cert is not None else self._home() / "server" / "server.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self.key if self.key is not None else self._home() / "server" / "server.key"
+
+    @property
+    def mqtt_address(self) -> tuple[str, int]:
+        return parse_address(self.mqtt)
+
+    def _home(self) -> Path:
+        if self.ca_home is None:
+            raise ConfigError("no CA home: pass --ca-home DIR or set ca_home in [tls]")
+        return self.ca_home
+
+
+_PATH_FIELDS = {"ca_home", "cert", "key", "data"}
+_FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
+_SECTIONS = ("tls", "mqtt", "limits", "log")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split "HOST:PORT" (IPv6 as "[::1]:PORT") and check the port.
+
+    Raises:
+        ConfigError: not HOST:PORT, or the port is not 0..65535.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"bad listener address {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    field = _FIELDS.get(name)
+    if field is None:
+        raise ConfigError(f"unknown option {name!r}")
+    if value is None:
+        return None
+    if name in _PATH_FIELDS:
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"option {name!r} must be a path string")
+        return Path(value).expanduser()
+    default = field.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"option {name!r} must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"option {name!r} must be an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"option {name!r} must be a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"option {name!r} must be a string")
+    return value
+
+
+def _flatten(doc: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in _SECTIONS and isinstance(value, dict):
+            for inner, inner_value in value.items():
+                flat[inner] = inner_value
+        else:
+            flat[key] = value
+    return flat
+
+
+def _validate(config: GatewayConfig) -> GatewayConfig:
+    config.mqtt_address  # noqa: B018 - raises ConfigError on a bad address
+    positive = (
+        "crl_poll_interval", "handshake_timeout", "connect_timeout", "keepalive_factor",
+        "max_connections", "max_connections_per_network", "connection_rate",
+        "connection_burst", "max_packet_size", "max_inflight", "max_queued", "publish_rate",
+        "publish_burst", "byte_rate", "byte_burst",
+    )
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"option {name!r} must be greater than 0")
+    if config.max_packet_size > 268_435_455:
+        raise ConfigError("option 'max_packet_size' exceeds MQTT's 256 MiB limit")
+    if config.byte_burst < config.max_packet_size:
+        raise ConfigError("option 'byte_burst' must be at least max_packet_size")
+    return config
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> GatewayConfig:
+    """Build the configuration: defaults, then the TOML file at `path`, then `overrides`.
+
+    `overrides` maps field names to values; a value of None means "not given" and is skipped.
+
+    Raises:
+        ConfigError: unreadable or invalid TOML, unknown option, wrong type, bad value.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+        for name, value in _flatten(doc).items():
+            values[name] = _coerce(name, value)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    return _validate(GatewayConfig(**values))

@@ -1,0 +1,36 @@
+"""The error tree of the gateway service (everything outside `gateway.mqtt`).
+
+- `ConfigError`: a bad or missing configuration value or file; the CLI prints one line and
+  exits with `EXIT_CONFIG`.
+- `AdmissionRefused`: a peer certificate that opens no jail (operator, server, malformed);
+  `reason` is a stable upper-case token for logs and metrics.
+- `JailViolation`: a topic that would leave the device's namespace (`$`-topics, escapes).
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error raised by the gateway service."""
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used (bad value, unreadable file, missing certificate)."""
+
+
+class AdmissionRefused(GatewayError):
+    """A verified TLS peer whose certificate is not a device certificate."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class JailViolation(GatewayError):
+    """A topic name or filter that is not allowed inside a network's jail."""
+
+    def __init__(self, topic: str, why: str) -> None:
+        super().__init__(f"{why}: {topic!r}")
+        self.topic = topic
+        self.why = why

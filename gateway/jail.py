@@ -1,0 +1,64 @@
+"""The jail: every topic a device names is mounted under its network UUID.
+
+A device of network N publishing `report/t` writes `N/report/t`; its filter `#` becomes `N/#`
+and so can only match topics inside `N/`. Because the prefix is added by the gateway and a
+UUID holds no `/`, `+` or `#`, no topic name or filter a device can write mounts outside its
+own subtree; a device naming another network's UUID only reaches `N/<other-uuid>/...`.
+`$`-topics (`$SYS/...`) are server topics and are refused outright (MQTT 3.1.1 section 4.7.2).
+Syntax (wildcard placement, UTF-8, NUL) is checked by `gateway.mqtt.topics`; this module only
+adds the namespace rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import JailViolation
+
+ERRORS_TOPIC = "errors"
+"""The in-jail topic where the gateway tells a device why a publish was not taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Jail:
+    """The topic namespace of one network."""
+
+    network: str
+
+    @property
+    def prefix(self) -> str:
+        return self.network + "/"
+
+    def mount_topic(self, topic: str) -> str:
+        """Map a device's topic name to the broker-wide name.
+
+        Raises:
+            JailViolation: a `$`-topic, or an empty topic.
+        """
+        self._check(topic)
+        return self.prefix + topic
+
+    def mount_filter(self, topic_filter: str) -> str:
+        """Map a device's topic filter to the broker-wide filter (same rules as names)."""
+        self._check(topic_filter)
+        return self.prefix + topic_filter
+
+    def unmount(self, mounted: str) -> str:
+        """Map a broker-wide topic back to the name the device sees.
+
+        Raises:
+            JailViolation: the topic is not inside this jail (a routing bug: never deliver it).
+        """
+        if not mounted.startswith(self.prefix):
+            raise JailViolation(mounted, "topic outside the jail")
+        return mounted[len(self.prefix):]
+
+    def contains(self, mounted: str) -> bool:
+        return mounted.startswith(self.prefix)
+
+    @staticmethod
+    def _check(topic: str) -> None:
+        if not topic:
+            raise JailViolation(topic, "empty topic")
+        if topic.startswith("$"):
+            raise JailViolation(topic, "$-topics are reserved to the server")

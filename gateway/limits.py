@@ -1,0 +1,91 @@
+"""Limits that keep one device, one network or a flood of sockets from harming the others.
+
+`TokenBucket` is pure (time is passed in): `debit(n, now)` takes n tokens and returns how long
+the caller must wait before going on. The connection loop waits that long before reading
+again, so an over-rate publisher is slowed down by TCP backpressure, never dropped.
+`ConnectionLimits` counts live connections in total and per network, and rate-limits accepts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+class TokenBucket:
+    """A token bucket of `burst` tokens refilled at `rate` tokens per second."""
+
+    __slots__ = ("rate", "burst", "_tokens", "_stamp")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+
+    def try_take(self, n: float, now: float) -> bool:
+        """Take n tokens if they are there; return whether it did."""
+        self._refill(now)
+        if self._tokens >= n:
+            self._tokens -= n
+            return True
+        return False
+
+    def debit(self, n: float, now: float) -> float:
+        """Take n tokens, going into debt if needed; return seconds until the debt is paid."""
+        self._refill(now)
+        self._tokens -= n
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+@dataclass(slots=True)
+class ConnectionLimits:
+    """Live connection counters and the accept-rate bucket."""
+
+    max_connections: int
+    max_per_network: int
+    rate: TokenBucket
+    total: int = 0
+    per_network: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def open_socket(self, now: float) -> str | None:
+        """Count a new TCP connection; return why it must be refused, or None."""
+        if self.total >= self.max_connections:
+            self.refused["max_connections"] += 1
+            return "max_connections"
+        if not self.rate.try_take(1, now):
+            self.refused["connection_rate"] += 1
+            return "connection_rate"
+        self.total += 1
+        return None
+
+    def close_socket(self) -> None:
+        self.total -= 1
+
+    def open_network(self, network: str) -> str | None:
+        """Count a session of `network`; return why it must be refused, or None."""
+        if self.per_network[network] >= self.max_per_network:
+            self.refused["max_connections_per_network"] += 1
+            return "max_connections_per_network"
+        self.per_network[network] += 1
+        return None
+
+    def close_network(self, network: str) -> None:
+        self.per_network[network] -= 1
+        if self.per_network[network] <= 0:
+            del self.per_network[network]
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "connections": self.total,
+            "networks": len(self.per_network),
+            "refused": dict(self.refused),
+        }
