@@ -4,7 +4,17 @@ This package imports no trio, ssl, socket or database module, and never reads a 
 time is passed in. A test proves it.
 """
 
+from ._state import ConnectionState
 from .errors import LocalProtocolError, MQTTError, PacketTooLarge, RemoteProtocolError
+from .events import (
+    ConnectReceived,
+    DeliveryComplete,
+    Disconnected,
+    Event,
+    PublishReceived,
+    SubscribeReceived,
+    UnsubscribeReceived,
+)
 from .packets import (
     SUBACK_FAILURE,
     ConnAck,
@@ -27,13 +37,20 @@ from .packets import (
     Unsubscribe,
     Will,
 )
+from .session import ConnectionStatistics, ServerConnection, SessionState
 
 __all__ = [
     "SUBACK_FAILURE",
     "ConnAck",
     "Connect",
+    "ConnectReceived",
+    "ConnectionState",
+    "ConnectionStatistics",
     "ConnectReturnCode",
+    "DeliveryComplete",
     "Disconnect",
+    "Disconnected",
+    "Event",
     "LocalProtocolError",
     "MQTTError",
     "Packet",
@@ -46,11 +63,16 @@ __all__ = [
     "PubRec",
     "PubRel",
     "Publish",
+    "PublishReceived",
     "QoS",
     "RemoteProtocolError",
+    "ServerConnection",
+    "SessionState",
     "SubAck",
     "Subscribe",
+    "SubscribeReceived",
     "UnsubAck",
     "Unsubscribe",
+    "UnsubscribeReceived",
     "Will",
 ]

@@ -1,0 +1,116 @@
+"""What a `ServerConnection` tells the application (MQTT 3.1.1, chapters 3 and 4).
+
+`ServerConnection.next_event()` returns one of these frozen values, or None when it needs
+more bytes. Everything the session answers by itself (PINGRESP, PUBREL, PUBCOMP, the
+CONNACK of a refused client identifier) never becomes an event; everything that needs an
+application decision does, and the application answers with the matching method:
+
+| event                 | the application answers with                         |
+|-----------------------|------------------------------------------------------|
+| `ConnectReceived`     | `accept(...)` or `refuse(code)`, before `next_event` |
+| `PublishReceived`     | QoS 1/2: `acknowledge(packet_id)` once it is durable |
+| `SubscribeReceived`   | `grant(packet_id, return_codes)`                     |
+| `UnsubscribeReceived` | `unsubscribed(packet_id)`                            |
+| `DeliveryComplete`    | nothing (drop the message from its outbound queue)   |
+| `Disconnected`        | publish the will if not graceful; close the socket   |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .packets import Connect, Publish, QoS
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectReceived:
+    """A CONNECT arrived and passed the session's own checks (section 3.1).
+
+    Already enforced before this event is emitted: it is the first packet (MQTT-3.1.0-1),
+    protocol name and level (by the codec, CONNACK 0x01 for an unknown level), and the
+    client-identifier policy: an empty id with clean_session=0 (MQTT-3.1.3-8) or one longer
+    than `max_client_id_length` UTF-8 bytes (MQTT-3.1.3-9) was answered with CONNACK 0x02
+    and raised `RemoteProtocolError` instead of emitting this.
+
+    An empty `connect.client_id` (clean_session=1) is allowed (MQTT-3.1.3-6): the
+    application must give that session a unique identifier of its own (MQTT-3.1.3-7 says
+    such a session must not be persistent, which clean_session=1 already guarantees).
+    Authentication (certificate, username/password) is the application's: it answers with
+    `accept()` or `refuse(code)`.
+    """
+
+    connect: Connect
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReceived:
+    """An application message from the client (section 3.3).
+
+    QoS 1 and 2: the application calls `acknowledge(publish.packet_id)` once the message
+    is stored or routed, not before (durability). QoS 2: emitted once per packet identifier
+    until the client's PUBREL: a re-sent PUBLISH with the same identifier is answered by
+    the session and not emitted again (MQTT-4.3.3-2). QoS 1 re-sends are emitted again
+    (at least once, section 4.3.2). The topic name is already validated (no wildcards).
+    """
+
+    publish: Publish
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeReceived:
+    """A SUBSCRIBE (section 3.8); filters are validated (section 4.7), at least one.
+
+    The application answers `grant(packet_id, return_codes)` with one return code per
+    filter, in order (MQTT-3.8.4-5): the granted QoS (at most the requested one) or
+    `SUBACK_FAILURE` (0x80).
+    """
+
+    packet_id: int
+    subscriptions: tuple[tuple[str, QoS], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeReceived:
+    """An UNSUBSCRIBE (section 3.10), at least one validated filter.
+
+    The application removes the subscriptions, then answers `unsubscribed(packet_id)`
+    (UNSUBACK, MQTT-3.10.4-4), even when a filter matched nothing (MQTT-3.10.4-5).
+    """
+
+    packet_id: int
+    topic_filters: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryComplete:
+    """An outbound QoS 1 message got its PUBACK, or a QoS 2 one its PUBCOMP (4.3.2, 4.3.3).
+
+    The message left the server's responsibility: the application may forget it. Its
+    packet identifier is free again, and one more slot of the inflight window is open.
+    """
+
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection ended from the client's side; the state is now CLOSED.
+
+    `graceful=True`: a DISCONNECT packet arrived, so the will must be discarded without
+    being published (MQTT-3.14.4-3). `graceful=False`: the byte stream ended (EOF) without
+    DISCONNECT, so the will must be published (MQTT-3.1.2-8). Keepalive expiry and
+    protocol errors do not produce this event: the application sees the deadline pass or
+    the `RemoteProtocolError`, and publishes the will itself in those cases too.
+    """
+
+    graceful: bool
+
+
+Event = (
+    ConnectReceived
+    | PublishReceived
+    | SubscribeReceived
+    | UnsubscribeReceived
+    | DeliveryComplete
+    | Disconnected
+)

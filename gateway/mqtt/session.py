@@ -1,0 +1,602 @@
+"""The server side of one MQTT 3.1.1 network connection, sans-IO (h11/h2-shaped).
+
+Theory of operation (OASIS MQTT 3.1.1, sections 3 and 4):
+
+    conn = ServerConnection()
+    conn.receive_data(data, now)          # bytes from the socket; b"" at EOF
+    while (event := conn.next_event()) is not None:
+        ...                               # decide, then answer: accept(), acknowledge(), ...
+    sock.send(conn.data_to_send())        # everything queued, in order
+
+`next_event()` parses buffered bytes with the codec's `PacketReader`, runs each packet
+through the one transition table (`_state`), answers by itself what needs no decision
+(PINGREQ -> PINGRESP, PUBREC -> PUBREL, PUBREL -> PUBCOMP) and returns an event for the
+rest. The application's answers (accept, refuse, acknowledge, grant, unsubscribed,
+publish) append bytes to one outbound buffer that `data_to_send()` drains.
+
+A peer's violation raises `RemoteProtocolError` from `next_event()` and leaves the state
+ERROR: flush `data_to_send()` (it may hold the CONNACK the error asked for) and close.
+Our own misuse raises `LocalProtocolError` and changes nothing.
+
+Packet identifiers (section 2.3.1, 4.3): the two directions have separate spaces. Outbound
+QoS 1/2 messages take the next free identifier and hold one slot of a window of
+`max_inflight` until PUBACK (QoS 1) or PUBCOMP (QoS 2) arrives: then `DeliveryComplete`.
+Inbound QoS 1/2 messages are held until the application acknowledges them; inbound QoS 2
+identifiers are then held until PUBREL, and a PUBLISH re-sent with such an identifier is
+answered (PUBREC) but not emitted again (MQTT-4.3.3-2). At most `max_inbound_inflight`
+inbound messages may be held at once; one more is a protocol error.
+
+Acknowledgements for identifiers the server does not know (decisions, the standard is
+silent): PUBACK and PUBCOMP are ignored (a duplicate, or an acknowledgement for a session
+the server no longer holds); PUBREC is answered with PUBREL so that the client can finish
+its flow; PUBREL is answered with PUBCOMP (MQTT-4.3.3-2 demands a PUBCOMP for every
+PUBREL). An acknowledgement of the wrong kind for a known identifier (PUBACK for a QoS 2
+message, PUBREC for QoS 1, PUBCOMP before PUBREC, PUBREL before our PUBREC) is a
+protocol violation (MQTT-4.8.0-1).
+
+Refinements of the contract in the brief, for the gateway:
+- `ConnectionState.CONNECT_RECEIVED` sits between AWAITING_CONNECT and CONNECTED: after
+  `ConnectReceived` the application must `accept()` or `refuse()` before the next
+  `next_event()` (which otherwise raises `LocalProtocolError`); packets the client
+  pipelined after CONNECT stay buffered meanwhile (MQTT-3.1.4-5).
+- After `Disconnected`, or in CLOSED, `next_event()` returns None and `receive_data()`
+  discards bytes. In ERROR, `next_event()` raises the same `RemoteProtocolError` again.
+- `acknowledge()` is allowed after the connection ended (CLOSED/ERROR): it sends nothing
+  but records a QoS 2 identifier as awaiting PUBREL in `session_state()`, so a message
+  stored just after the client vanished is not delivered twice on resume.
+- `accept(resume=...)` requires `session_present=True` (MQTT-3.2.2-2); a clean session
+  accepts neither (MQTT-3.2.2-1).
+- The keepalive deadline counts from the last complete control packet (MQTT-3.1.2-24),
+  not the last byte, and is None before CONNECT (the gateway's CONNECT deadline applies)
+  and after the connection ended.
+- `statistics()` and the `connect` property were added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from . import _state
+from ._state import Action, ConnectionState
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import (
+    ConnectReceived,
+    DeliveryComplete,
+    Disconnected,
+    Event,
+    PublishReceived,
+    SubscribeReceived,
+    UnsubscribeReceived,
+)
+from .packets import (
+    SUBACK_FAILURE,
+    ConnAck,
+    Connect,
+    ConnectReturnCode,
+    Disconnect,
+    Packet,
+    PacketType,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    QoS,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+
+MAX_PACKET_ID = 0xFFFF
+
+_PACKET_TYPE: dict[type, PacketType] = {
+    Connect: PacketType.CONNECT,
+    ConnAck: PacketType.CONNACK,
+    Publish: PacketType.PUBLISH,
+    PubAck: PacketType.PUBACK,
+    PubRec: PacketType.PUBREC,
+    PubRel: PacketType.PUBREL,
+    PubComp: PacketType.PUBCOMP,
+    Subscribe: PacketType.SUBSCRIBE,
+    SubAck: PacketType.SUBACK,
+    Unsubscribe: PacketType.UNSUBSCRIBE,
+    UnsubAck: PacketType.UNSUBACK,
+    PingReq: PacketType.PINGREQ,
+    PingResp: PacketType.PINGRESP,
+    Disconnect: PacketType.DISCONNECT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """What a persistent session (clean_session=0) keeps across connections (4.1).
+
+    Attributes:
+        outbound: unfinished outbound QoS 1/2 messages in the order they were first sent:
+            a `Publish` still awaiting PUBACK/PUBREC, or the `PubRel` of a QoS 2 message
+            awaiting PUBCOMP. Resuming re-sends them all, PUBLISH with DUP=1 (4.4).
+        inbound_awaiting_pubrel: inbound QoS 2 identifiers acknowledged (PUBREC) but not
+            yet released; a re-sent PUBLISH with one of them is not delivered again.
+        next_packet_id: where outbound identifier allocation continues.
+
+    Subscriptions and queued messages are the application's to keep.
+    """
+
+    outbound: tuple[Publish | PubRel, ...] = ()
+    inbound_awaiting_pubrel: frozenset[int] = frozenset()
+    next_packet_id: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    """Queue sizes of one connection, for metrics and backpressure."""
+
+    state: ConnectionState
+    outbound_inflight: int
+    inbound_unacknowledged: int
+    inbound_awaiting_pubrel: int
+    bytes_to_send: int
+
+
+class ServerConnection:
+    """The server's half of one MQTT 3.1.1 connection: bytes in, events out.
+
+    Args:
+        max_packet_size: largest packet accepted, checked from the fixed header before the
+            body is buffered (`PacketTooLarge`).
+        max_inflight: outbound QoS 1/2 messages awaiting acknowledgement at once.
+        max_client_id_length: longest client identifier in UTF-8 bytes; longer gets
+            CONNACK 0x02 (MQTT-3.1.3-9). At least 23 (MQTT-3.1.3-5).
+        max_inbound_inflight: inbound QoS 1/2 messages held at once (awaiting the
+            application's acknowledgement, or QoS 2 awaiting PUBREL); more is an error.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_packet_size: int = 256 * 1024,
+        max_inflight: int = 20,
+        max_client_id_length: int = 256,
+        max_inbound_inflight: int = 1000,
+    ) -> None:
+        from .codec import PacketReader  # noqa: PLC0415 (top-level once the codec lands)
+
+        if not 1 <= max_inflight <= MAX_PACKET_ID:
+            raise ValueError(f"max_inflight must be in 1..{MAX_PACKET_ID}")
+        if not 1 <= max_inbound_inflight <= 2 * MAX_PACKET_ID:
+            raise ValueError("max_inbound_inflight must be positive")
+        if max_client_id_length < 23:
+            raise ValueError("max_client_id_length must be at least 23 (MQTT-3.1.3-5)")
+        self._reader = PacketReader(max_packet_size=max_packet_size)
+        self._max_inflight = max_inflight
+        self._max_client_id_length = max_client_id_length
+        self._max_inbound_inflight = max_inbound_inflight
+        self._state = ConnectionState.AWAITING_CONNECT
+        self._error: RemoteProtocolError | None = None
+        self._out = bytearray()
+        self._eof = False
+        self._now = 0.0
+        self._last_packet_at = 0.0
+        self._connect: Connect | None = None
+        # Outbound: packet id -> Publish awaiting PUBACK/PUBREC, or PubRel awaiting PUBCOMP.
+        # A dict keeps first-send order; replacing a value keeps its position.
+        self._outbound: dict[int, Publish | PubRel] = {}
+        self._next_id = 1
+        # Inbound: ids emitted and not yet acknowledged (-> their QoS), QoS 2 ids awaiting
+        # PUBREL, and SUBSCRIBE/UNSUBSCRIBE awaiting the application's answer.
+        self._unacked: dict[int, QoS] = {}
+        self._awaiting_pubrel: set[int] = set()
+        self._pending_subscribe: dict[int, tuple[QoS, ...]] = {}
+        self._pending_unsubscribe: set[int] = set()
+
+    # ---------------------------------------------------------------- inspection
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current `ConnectionState`."""
+        return self._state
+
+    @property
+    def connect(self) -> Connect | None:
+        """The CONNECT packet once received (client id, keepalive, will, credentials)."""
+        return self._connect
+
+    def keepalive_deadline(self) -> float | None:
+        """When the server must disconnect if no further control packet arrives.
+
+        Last complete packet's `now` + 1.5 x keepalive (MQTT-3.1.2-24). None when the
+        keepalive is 0 (disabled), before CONNECT, and once the connection ended.
+        """
+        if self._state not in (ConnectionState.CONNECT_RECEIVED, ConnectionState.CONNECTED):
+            return None
+        assert self._connect is not None
+        if self._connect.keepalive == 0:
+            return None
+        return self._last_packet_at + 1.5 * self._connect.keepalive
+
+    def can_publish(self, qos: QoS) -> bool:
+        """Whether `publish(..., qos)` would be accepted now (state and inflight window)."""
+        if self._state is not ConnectionState.CONNECTED:
+            return False
+        return qos == QoS.AT_MOST_ONCE or len(self._outbound) < self._max_inflight
+
+    def session_state(self) -> SessionState:
+        """What a persistent session must keep if this connection ends now."""
+        return SessionState(
+            outbound=tuple(self._outbound.values()),
+            inbound_awaiting_pubrel=frozenset(self._awaiting_pubrel),
+            next_packet_id=self._next_id,
+        )
+
+    def statistics(self) -> ConnectionStatistics:
+        """Current queue sizes."""
+        return ConnectionStatistics(
+            state=self._state,
+            outbound_inflight=len(self._outbound),
+            inbound_unacknowledged=len(self._unacked),
+            inbound_awaiting_pubrel=len(self._awaiting_pubrel),
+            bytes_to_send=len(self._out),
+        )
+
+    # ---------------------------------------------------------------- bytes in / out
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes read from the network; `b""` means the peer closed its side (EOF).
+
+        `now` is a monotonic clock reading in seconds; it dates the packets these bytes
+        complete (keepalive). Bytes arriving in CLOSED or ERROR are discarded.
+
+        Raises:
+            LocalProtocolError: data after EOF was already fed.
+        """
+        if self._state in (ConnectionState.CLOSED, ConnectionState.ERROR):
+            return
+        if self._eof:
+            raise LocalProtocolError("receive_data() after EOF")
+        self._now = now
+        if data:
+            self._reader.feed(data)
+        else:
+            self._eof = True
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the client since the last call, in order; then empty."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def next_event(self) -> Event | None:
+        """The next event, or None when more bytes are needed (or the connection ended).
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol; the state is now ERROR. If
+                the CONNECT was not yet accepted and the error carries a `connack_code`,
+                that CONNACK is already queued in `data_to_send()`.
+            LocalProtocolError: called in CONNECT_RECEIVED (answer the CONNECT first).
+        """
+        state = self._state
+        if state is ConnectionState.ERROR:
+            assert self._error is not None
+            raise self._error
+        if state is ConnectionState.CLOSED:
+            return None
+        if state is ConnectionState.CONNECT_RECEIVED:
+            raise LocalProtocolError("accept() or refuse() the CONNECT before next_event()")
+        try:
+            while True:
+                packet = self._reader.next_packet()
+                if packet is None:
+                    if self._eof:
+                        self._state = _state.act(self._state, Action.EOF)
+                        return Disconnected(graceful=False)
+                    return None
+                self._last_packet_at = self._now
+                event = self._handle(packet)
+                if event is not None:
+                    return event
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+
+    # ---------------------------------------------------------------- the CONNECT answer
+
+    def accept(
+        self, *, session_present: bool = False, resume: SessionState | None = None
+    ) -> None:
+        """Queue CONNACK 0 (section 3.2); the state becomes CONNECTED.
+
+        Args:
+            session_present: the server holds a session for this client id
+                (MQTT-3.2.2-2); must be False for clean_session=1 (MQTT-3.2.2-1).
+            resume: that session's `SessionState`: its unfinished outbound messages are
+                re-sent right after the CONNACK with their original identifiers, PUBLISH
+                with DUP=1, and PUBREL as is (MQTT-4.4.0-1, MQTT-3.3.1-1).
+
+        Raises:
+            LocalProtocolError: not in CONNECT_RECEIVED, or the flags contradict.
+        """
+        new_state = _state.act(self._state, Action.ACCEPT)
+        assert self._connect is not None
+        if self._connect.clean_session and (session_present or resume is not None):
+            raise LocalProtocolError(
+                "clean_session=1: session_present must be 0 and nothing resumed (MQTT-3.2.2-1)"
+            )
+        if resume is not None and not session_present:
+            raise LocalProtocolError("resuming a session requires session_present (MQTT-3.2.2-2)")
+        if resume is not None and not 1 <= resume.next_packet_id <= MAX_PACKET_ID:
+            raise LocalProtocolError("resume.next_packet_id out of range")
+        self._state = new_state
+        self._send(ConnAck(ConnectReturnCode.ACCEPTED, session_present))
+        if resume is None:
+            return
+        self._next_id = resume.next_packet_id
+        self._awaiting_pubrel = set(resume.inbound_awaiting_pubrel)
+        for entry in resume.outbound:
+            if isinstance(entry, Publish):
+                entry = replace(entry, dup=True)
+            self._outbound[entry.packet_id] = entry
+            self._send(entry)
+
+    def refuse(self, code: ConnectReturnCode) -> None:
+        """Queue CONNACK `code` with session present 0 (MQTT-3.2.2-4); state CLOSED.
+
+        Raises:
+            LocalProtocolError: not in CONNECT_RECEIVED, or `code` is ACCEPTED.
+        """
+        code = ConnectReturnCode(code)
+        if code is ConnectReturnCode.ACCEPTED:
+            raise LocalProtocolError("refuse() needs a non-zero return code; use accept()")
+        self._state = _state.act(self._state, Action.REFUSE)
+        self._send(ConnAck(code, session_present=False))
+
+    # ---------------------------------------------------------------- other answers
+
+    def acknowledge(self, packet_id: int) -> None:
+        """Take over an inbound QoS 1/2 message: PUBACK (QoS 1) or PUBREC (QoS 2).
+
+        Call it once the message is stored or routed (MQTT-4.3.2-2, MQTT-4.3.3-2). After
+        the connection ended it sends nothing, but still records the QoS 2 identifier.
+
+        Raises:
+            LocalProtocolError: no emitted, unacknowledged message has this identifier.
+        """
+        new_state = _state.act(self._state, Action.ACKNOWLEDGE)
+        qos = self._unacked.pop(packet_id, None)
+        if qos is None:
+            raise LocalProtocolError(f"no inbound message {packet_id} awaits acknowledgement")
+        self._state = new_state
+        live = new_state is ConnectionState.CONNECTED
+        if qos == QoS.AT_LEAST_ONCE:
+            if live:
+                self._send(PubAck(packet_id))
+        else:
+            self._awaiting_pubrel.add(packet_id)
+            if live:
+                self._send(PubRec(packet_id))
+
+    def grant(self, packet_id: int, return_codes: Sequence[int]) -> None:
+        """Queue the SUBACK for a `SubscribeReceived` (MQTT-3.8.4-1, -2, -5).
+
+        Args:
+            return_codes: one per filter, in order: granted QoS (at most the requested
+                one, MQTT-3.9.3) or `SUBACK_FAILURE`.
+
+        Raises:
+            LocalProtocolError: unknown packet id, wrong count, or an invalid code.
+        """
+        _state.act(self._state, Action.GRANT)
+        requested = self._pending_subscribe.get(packet_id)
+        if requested is None:
+            raise LocalProtocolError(f"no SUBSCRIBE {packet_id} awaits an answer")
+        codes = tuple(return_codes)
+        if len(codes) != len(requested):
+            raise LocalProtocolError(
+                f"SUBSCRIBE {packet_id} has {len(requested)} filters, got {len(codes)} codes"
+            )
+        for code, asked in zip(codes, requested, strict=True):
+            if code != SUBACK_FAILURE and not 0 <= code <= asked:
+                raise LocalProtocolError(f"return code {code!r} for a request of QoS {asked}")
+        del self._pending_subscribe[packet_id]
+        self._send(SubAck(packet_id, codes))
+
+    def unsubscribed(self, packet_id: int) -> None:
+        """Queue the UNSUBACK for an `UnsubscribeReceived` (MQTT-3.10.4-4, -5).
+
+        Raises:
+            LocalProtocolError: no UNSUBSCRIBE with this id awaits an answer.
+        """
+        _state.act(self._state, Action.UNSUBSCRIBED)
+        if packet_id not in self._pending_unsubscribe:
+            raise LocalProtocolError(f"no UNSUBSCRIBE {packet_id} awaits an answer")
+        self._pending_unsubscribe.discard(packet_id)
+        self._send(UnsubAck(packet_id))
+
+    def publish(
+        self, topic: str, payload: bytes, qos: QoS, retain: bool = False
+    ) -> int | None:
+        """Queue an outbound application message; return its packet id (None for QoS 0).
+
+        The application delivers at the subscription's granted QoS (MQTT-3.8.4-6) and
+        sets `retain` only for retained messages sent on a new subscription (MQTT-3.3.1-8,
+        -9). QoS 1/2 messages hold an inflight slot until `DeliveryComplete`.
+
+        Raises:
+            LocalProtocolError: not CONNECTED, or the inflight window is full
+                (see `can_publish`).
+        """
+        _state.act(self._state, Action.PUBLISH)
+        qos = QoS(qos)
+        if qos == QoS.AT_MOST_ONCE:
+            self._send(Publish(topic, payload, qos, retain))
+            return None
+        if len(self._outbound) >= self._max_inflight:
+            raise LocalProtocolError(f"inflight window full ({self._max_inflight} messages)")
+        packet_id = self._allocate_id()
+        packet = Publish(topic, payload, qos, retain, dup=False, packet_id=packet_id)
+        self._outbound[packet_id] = packet
+        self._send(packet)
+        return packet_id
+
+    def close(self) -> None:
+        """The server ends the connection (keepalive expiry, revocation, shutdown).
+
+        State CLOSED (ERROR stays ERROR). The will, if any, is the application's to
+        publish. `session_state()` stays readable.
+        """
+        self._state = _state.act(self._state, Action.CLOSE)
+
+    # ---------------------------------------------------------------- internals
+
+    def _send(self, packet: Packet) -> None:
+        from .codec import encode_into  # noqa: PLC0415
+
+        encode_into(packet, self._out)
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        if self._state is ConnectionState.AWAITING_CONNECT and exc.connack_code is not None:
+            self._send(ConnAck(exc.connack_code, session_present=False))
+        self._state = ConnectionState.ERROR
+        self._error = exc
+
+    def _allocate_id(self) -> int:
+        packet_id = self._next_id
+        while packet_id in self._outbound:
+            packet_id = packet_id % MAX_PACKET_ID + 1
+        self._next_id = packet_id % MAX_PACKET_ID + 1
+        return packet_id
+
+    def _handle(self, packet: Packet) -> Event | None:
+        """Run one received packet through the table and its handler."""
+        packet_type = _PACKET_TYPE[type(packet)]
+        if packet_type is PacketType.CONNECT and self._state is ConnectionState.AWAITING_CONNECT:
+            self._check_client_id(packet)  # before the transition: its CONNACK is 0x02
+        self._state = _state.receive(self._state, packet_type)
+        return _HANDLERS[packet_type](self, packet)
+
+    def _check_client_id(self, connect: Connect) -> None:
+        if connect.client_id == "" and not connect.clean_session:
+            raise RemoteProtocolError(
+                "empty client identifier with clean_session=0",
+                rule="MQTT-3.1.3-8",
+                connack_code=ConnectReturnCode.IDENTIFIER_REJECTED,
+            )
+        if len(connect.client_id.encode("utf-8")) > self._max_client_id_length:
+            raise RemoteProtocolError(
+                f"client identifier longer than {self._max_client_id_length} bytes",
+                rule="MQTT-3.1.3-9",
+                connack_code=ConnectReturnCode.IDENTIFIER_REJECTED,
+            )
+
+    def _on_connect(self, packet: Connect) -> Event:
+        self._connect = packet
+        return ConnectReceived(packet)
+
+    def _on_publish(self, packet: Publish) -> Event | None:
+        if packet.qos == QoS.AT_MOST_ONCE:
+            return PublishReceived(packet)
+        packet_id = packet.packet_id
+        assert packet_id is not None
+        held = self._unacked.get(packet_id)
+        if packet_id in self._awaiting_pubrel:
+            held = QoS.EXACTLY_ONCE
+        if held is not None and held != packet.qos:
+            raise RemoteProtocolError(
+                f"packet id {packet_id} reused at QoS {packet.qos} while in flight at QoS {held}",
+                rule="MQTT-2.3.1-2",
+            )
+        if packet.qos == QoS.EXACTLY_ONCE and held is not None:
+            # A re-sent QoS 2 PUBLISH: not delivered again (MQTT-4.3.3-2). Already
+            # acknowledged: acknowledge again; still with the application: its
+            # acknowledge() will send the one PUBREC.
+            if packet_id in self._awaiting_pubrel:
+                self._send(PubRec(packet_id))
+            return None
+        if held is None:
+            if len(self._unacked) + len(self._awaiting_pubrel) >= self._max_inbound_inflight:
+                raise RemoteProtocolError(
+                    f"more than {self._max_inbound_inflight} inbound QoS 1/2 messages in flight"
+                )
+            self._unacked[packet_id] = packet.qos
+        return PublishReceived(packet)
+
+    def _on_puback(self, packet: PubAck) -> Event | None:
+        entry = self._outbound.get(packet.packet_id)
+        if entry is None:
+            return None
+        if not (isinstance(entry, Publish) and entry.qos == QoS.AT_LEAST_ONCE):
+            raise RemoteProtocolError(
+                f"PUBACK for packet id {packet.packet_id}, which is a QoS 2 flow",
+                rule="MQTT-4.8.0-1",
+            )
+        del self._outbound[packet.packet_id]
+        return DeliveryComplete(packet.packet_id)
+
+    def _on_pubrec(self, packet: PubRec) -> Event | None:
+        packet_id = packet.packet_id
+        entry = self._outbound.get(packet_id)
+        if isinstance(entry, Publish):
+            if entry.qos != QoS.EXACTLY_ONCE:
+                raise RemoteProtocolError(
+                    f"PUBREC for packet id {packet_id}, which is a QoS 1 message",
+                    rule="MQTT-4.8.0-1",
+                )
+            # Ownership passed to the client: from now on PUBREL, never the PUBLISH again
+            # (MQTT-4.3.3-1).
+            self._outbound[packet_id] = PubRel(packet_id)
+        self._send(PubRel(packet_id))
+        return None
+
+    def _on_pubrel(self, packet: PubRel) -> Event | None:
+        packet_id = packet.packet_id
+        if self._unacked.get(packet_id) == QoS.EXACTLY_ONCE:
+            raise RemoteProtocolError(
+                f"PUBREL for packet id {packet_id} before the server sent PUBREC",
+                rule="MQTT-4.8.0-1",
+            )
+        self._awaiting_pubrel.discard(packet_id)
+        self._send(PubComp(packet_id))
+        return None
+
+    def _on_pubcomp(self, packet: PubComp) -> Event | None:
+        entry = self._outbound.get(packet.packet_id)
+        if entry is None:
+            return None
+        if not isinstance(entry, PubRel):
+            raise RemoteProtocolError(
+                f"PUBCOMP for packet id {packet.packet_id} before its PUBREC/PUBREL",
+                rule="MQTT-4.8.0-1",
+            )
+        del self._outbound[packet.packet_id]
+        return DeliveryComplete(packet.packet_id)
+
+    def _on_subscribe(self, packet: Subscribe) -> Event:
+        self._pending_subscribe[packet.packet_id] = tuple(q for _, q in packet.subscriptions)
+        return SubscribeReceived(packet.packet_id, packet.subscriptions)
+
+    def _on_unsubscribe(self, packet: Unsubscribe) -> Event:
+        self._pending_unsubscribe.add(packet.packet_id)
+        return UnsubscribeReceived(packet.packet_id, packet.topic_filters)
+
+    def _on_pingreq(self, packet: PingReq) -> None:
+        self._send(PingResp())  # MQTT-3.12.4-1
+
+    def _on_disconnect(self, packet: Disconnect) -> Event:
+        return Disconnected(graceful=True)
+
+
+_HANDLERS = {
+    PacketType.CONNECT: ServerConnection._on_connect,
+    PacketType.PUBLISH: ServerConnection._on_publish,
+    PacketType.PUBACK: ServerConnection._on_puback,
+    PacketType.PUBREC: ServerConnection._on_pubrec,
+    PacketType.PUBREL: ServerConnection._on_pubrel,
+    PacketType.PUBCOMP: ServerConnection._on_pubcomp,
+    PacketType.SUBSCRIBE: ServerConnection._on_subscribe,
+    PacketType.UNSUBSCRIBE: ServerConnection._on_unsubscribe,
+    PacketType.PINGREQ: ServerConnection._on_pingreq,
+    PacketType.DISCONNECT: ServerConnection._on_disconnect,
+}
