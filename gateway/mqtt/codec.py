@@ -1,0 +1,609 @@
+"""MQTT 3.1.1 packets to bytes and back (OASIS MQTT 3.1.1, chapters 2 and 3).
+
+Theory of operation. Every control packet is a fixed header (a type/flags byte and a
+Remaining Length of 1 to 4 bytes, section 2.2) followed by exactly Remaining Length bytes of
+variable header and payload. `PacketReader` keeps the bytes it was fed in one bytearray with
+a read offset: a packet is decoded only once all of its bytes are there, from a memoryview
+slice of exactly its body, and the consumed prefix is dropped only when it is more than half
+the buffer (or all of it), so feeding a stream costs linear time whatever the chunking.
+
+The size limit is checked as soon as the fixed header is complete, before any of the body
+is kept waiting: a header announcing 256 MB is refused at once (`PacketTooLarge`).
+
+The reader decodes all 14 packet types in both directions and enforces what the standard
+says of a packet in isolation: fixed-header flags (2.2.2), QoS and DUP (3.3.1), non-zero
+packet identifiers (2.3.1), UTF-8 strings (1.5.3), topic names and filters (4.7), CONNECT's
+protocol name, level and flags (3.1.2), and that the fields fill the Remaining Length
+exactly. What depends on the connection's state (which packets a server may receive, client
+identifier policy) is the session's job. A violation raises `RemoteProtocolError` with the
+normative statement in `rule`; the reader then stays failed: every later call raises it.
+
+`encode` and `encode_into` refuse (with `LocalProtocolError`) any packet the reader would
+refuse, so whatever we send, a conforming peer accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
+from .packets import (
+    PROTOCOL_LEVEL_3_1_1,
+    SUBACK_FAILURE,
+    ConnAck,
+    Connect,
+    ConnectReturnCode,
+    Disconnect,
+    Packet,
+    PacketType,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    QoS,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+from .topics import validate_topic_filter, validate_topic_name
+from .wire import (
+    MAX_REMAINING_LENGTH,
+    decode_binary,
+    decode_remaining_length,
+    decode_u8,
+    decode_u16,
+    decode_utf8,
+    encode_binary,
+    encode_remaining_length,
+    encode_u16,
+    encode_utf8,
+    utf8_bytes,
+)
+
+DEFAULT_MAX_PACKET_SIZE = 256 * 1024
+
+_QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
+_RETURN_CODES = tuple(ConnectReturnCode)
+_VALID_SUBACK_CODES = frozenset((0, 1, 2, SUBACK_FAILURE))
+_PINGREQ = PingReq()
+_PINGRESP = PingResp()
+_DISCONNECT = Disconnect()
+
+# Fixed-header flags every type but PUBLISH must carry (section 2.2.2, table 2.2), and the
+# normative statement that names the check where the standard has a specific one.
+_REQUIRED_FLAGS = {
+    PacketType.CONNECT: 0,
+    PacketType.CONNACK: 0,
+    PacketType.PUBACK: 0,
+    PacketType.PUBREC: 0,
+    PacketType.PUBREL: 0b0010,
+    PacketType.PUBCOMP: 0,
+    PacketType.SUBSCRIBE: 0b0010,
+    PacketType.SUBACK: 0,
+    PacketType.UNSUBSCRIBE: 0b0010,
+    PacketType.UNSUBACK: 0,
+    PacketType.PINGREQ: 0,
+    PacketType.PINGRESP: 0,
+    PacketType.DISCONNECT: 0,
+}
+_FLAG_RULES = {
+    PacketType.PUBREL: "MQTT-3.6.1-1",
+    PacketType.SUBSCRIBE: "MQTT-3.8.1-1",
+    PacketType.UNSUBSCRIBE: "MQTT-3.10.1-1",
+    PacketType.DISCONNECT: "MQTT-3.14.1-1",
+}
+# Indexed by the whole first byte: None where type and flags are legal (or PUBLISH, whose
+# flags carry meaning and are checked when decoding), else the error to raise.
+_FIRST_BYTE_ERRORS: list[tuple[str, str | None] | None] = []
+for _byte in range(256):
+    _type, _flags = _byte >> 4, _byte & 0x0F
+    if _type in (0, 15):
+        _FIRST_BYTE_ERRORS.append((f"reserved control packet type {_type} (section 2.2.1)", None))
+    elif _type == PacketType.PUBLISH or _flags == _REQUIRED_FLAGS[PacketType(_type)]:
+        _FIRST_BYTE_ERRORS.append(None)
+    else:
+        _FIRST_BYTE_ERRORS.append(
+            (
+                f"{PacketType(_type).name} with fixed-header flags {_flags:04b}, "
+                f"not {_REQUIRED_FLAGS[PacketType(_type)]:04b} (section 2.2.2)",
+                _FLAG_RULES.get(PacketType(_type), "MQTT-2.2.2-2"),
+            )
+        )
+del _byte, _type, _flags
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _packet_id(body: memoryview, offset: int, what: str) -> tuple[int, int]:
+    packet_id, offset = decode_u16(body, offset)
+    if packet_id == 0:
+        raise RemoteProtocolError(f"{what} with packet identifier 0", rule="MQTT-2.3.1-1")
+    return packet_id, offset
+
+
+def _expect_end(body: memoryview, offset: int, what: str) -> None:
+    if offset != len(body):
+        raise RemoteProtocolError(
+            f"{what}: remaining length {len(body)} but its fields end at byte {offset}"
+        )
+
+
+def _decode_connect(flags: int, body: memoryview) -> Connect:
+    # Section 3.1.2: protocol name, level, connect flags, keep alive; 3.1.3: the payload.
+    protocol_name, i = decode_utf8(body, 0)
+    if protocol_name != "MQTT":
+        raise RemoteProtocolError(
+            f"CONNECT protocol name {protocol_name!r} is not 'MQTT'", rule="MQTT-3.1.2-1"
+        )
+    level, i = decode_u8(body, i)
+    if level != PROTOCOL_LEVEL_3_1_1:
+        raise RemoteProtocolError(
+            f"unsupported protocol level {level}",
+            rule="MQTT-3.1.2-2",
+            connack_code=ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION,
+        )
+    cflags, i = decode_u8(body, i)
+    if cflags & 0x01:
+        raise RemoteProtocolError("CONNECT reserved flag is set", rule="MQTT-3.1.2-3")
+    will_flag = cflags & 0x04
+    will_qos = (cflags >> 3) & 0x03
+    will_retain = bool(cflags & 0x20)
+    if will_flag:
+        if will_qos == 3:
+            raise RemoteProtocolError("CONNECT will QoS is 3", rule="MQTT-3.1.2-14")
+    else:
+        if will_qos:
+            raise RemoteProtocolError("will QoS set without the will flag", rule="MQTT-3.1.2-13")
+        if will_retain:
+            raise RemoteProtocolError("will retain set without the will flag", rule="MQTT-3.1.2-15")
+    if cflags & 0x40 and not cflags & 0x80:
+        raise RemoteProtocolError("password flag set without username flag", rule="MQTT-3.1.2-22")
+    keepalive, i = decode_u16(body, i)
+    client_id, i = decode_utf8(body, i)
+    will = None
+    if will_flag:
+        will_topic, i = decode_utf8(body, i)
+        validate_topic_name(will_topic)
+        will_payload, i = decode_binary(body, i)
+        will = Will(will_topic, will_payload, _QOS[will_qos], will_retain)
+    username = password = None
+    if cflags & 0x80:
+        username, i = decode_utf8(body, i)
+    if cflags & 0x40:
+        password, i = decode_binary(body, i)
+    _expect_end(body, i, "CONNECT")
+    return Connect(
+        client_id=client_id,
+        clean_session=bool(cflags & 0x02),
+        keepalive=keepalive,
+        will=will,
+        username=username,
+        password=password,
+    )
+
+
+def _decode_connack(flags: int, body: memoryview) -> ConnAck:
+    # Section 3.2.2: acknowledge flags (bits 7-1 reserved) and a return code.
+    if len(body) != 2:
+        raise RemoteProtocolError(f"CONNACK remaining length {len(body)}, not 2")
+    ack_flags, code = body[0], body[1]
+    if ack_flags & 0xFE:
+        raise RemoteProtocolError("CONNACK reserved acknowledge flags are set (3.2.2.1)")
+    if code >= len(_RETURN_CODES):
+        raise RemoteProtocolError(f"CONNACK reserved return code {code} (3.2.2.3)")
+    if ack_flags and code:
+        raise RemoteProtocolError(
+            "CONNACK refuses the connection yet says a session is present", rule="MQTT-3.2.2-4"
+        )
+    return ConnAck(_RETURN_CODES[code], bool(ack_flags))
+
+
+def _decode_publish(flags: int, body: memoryview) -> Publish:
+    # Section 3.3: DUP, QoS and RETAIN in the fixed header; topic name; packet id if QoS > 0.
+    qos = (flags >> 1) & 0x03
+    if qos == 3:
+        raise RemoteProtocolError("PUBLISH with QoS 3", rule="MQTT-3.3.1-4")
+    dup = bool(flags & 0x08)
+    if dup and not qos:
+        raise RemoteProtocolError("PUBLISH with QoS 0 and DUP set", rule="MQTT-3.3.1-2")
+    topic, i = decode_utf8(body, 0)
+    validate_topic_name(topic)
+    packet_id = None
+    if qos:
+        packet_id, i = _packet_id(body, i, "PUBLISH")
+    return Publish(topic, bytes(body[i:]), _QOS[qos], bool(flags & 0x01), dup, packet_id)
+
+
+def _ack_decoder(cls: type, name: str) -> Callable[[int, memoryview], Packet]:
+    def decode(flags: int, body: memoryview) -> Packet:
+        if len(body) != 2:
+            raise RemoteProtocolError(f"{name} remaining length {len(body)}, not 2")
+        packet_id = (body[0] << 8) | body[1]
+        if packet_id == 0:
+            raise RemoteProtocolError(f"{name} with packet identifier 0", rule="MQTT-2.3.1-1")
+        return cls(packet_id)
+
+    decode.__name__ = f"_decode_{name.lower()}"
+    return decode
+
+
+def _decode_subscribe(flags: int, body: memoryview) -> Subscribe:
+    # Section 3.8: packet id, then (topic filter, requested QoS) pairs to the end.
+    packet_id, i = _packet_id(body, 0, "SUBSCRIBE")
+    subscriptions = []
+    end = len(body)
+    while i < end:
+        topic_filter, i = decode_utf8(body, i)
+        validate_topic_filter(topic_filter)
+        requested, i = decode_u8(body, i)
+        if requested > 2:
+            raise RemoteProtocolError(
+                f"SUBSCRIBE requested QoS byte {requested:#04x}: reserved bits or QoS 3",
+                rule="MQTT-3.8.3-4",
+            )
+        subscriptions.append((topic_filter, _QOS[requested]))
+    if not subscriptions:
+        raise RemoteProtocolError("SUBSCRIBE without a topic filter", rule="MQTT-3.8.3-3")
+    return Subscribe(packet_id, tuple(subscriptions))
+
+
+def _decode_suback(flags: int, body: memoryview) -> SubAck:
+    # Section 3.9: packet id, then one return code per filter subscribed.
+    packet_id, i = _packet_id(body, 0, "SUBACK")
+    codes = tuple(body[i:])
+    if not codes:
+        raise RemoteProtocolError("SUBACK without a return code (3.9.3)")
+    for code in codes:
+        if code not in _VALID_SUBACK_CODES:
+            raise RemoteProtocolError(f"SUBACK reserved return code {code}", rule="MQTT-3.9.3-2")
+    return SubAck(packet_id, codes)
+
+
+def _decode_unsubscribe(flags: int, body: memoryview) -> Unsubscribe:
+    # Section 3.10: packet id, then topic filters to the end.
+    packet_id, i = _packet_id(body, 0, "UNSUBSCRIBE")
+    filters = []
+    end = len(body)
+    while i < end:
+        topic_filter, i = decode_utf8(body, i)
+        validate_topic_filter(topic_filter)
+        filters.append(topic_filter)
+    if not filters:
+        raise RemoteProtocolError("UNSUBSCRIBE without a topic filter", rule="MQTT-3.10.3-2")
+    return Unsubscribe(packet_id, tuple(filters))
+
+
+def _empty_decoder(packet: Packet, name: str) -> Callable[[int, memoryview], Packet]:
+    def decode(flags: int, body: memoryview) -> Packet:
+        if len(body):
+            raise RemoteProtocolError(f"{name} remaining length {len(body)}, not 0")
+        return packet
+
+    decode.__name__ = f"_decode_{name.lower()}"
+    return decode
+
+
+_DECODERS: tuple[Callable[[int, memoryview], Packet] | None, ...] = (
+    None,
+    _decode_connect,
+    _decode_connack,
+    _decode_publish,
+    _ack_decoder(PubAck, "PUBACK"),
+    _ack_decoder(PubRec, "PUBREC"),
+    _ack_decoder(PubRel, "PUBREL"),
+    _ack_decoder(PubComp, "PUBCOMP"),
+    _decode_subscribe,
+    _decode_suback,
+    _decode_unsubscribe,
+    _ack_decoder(UnsubAck, "UNSUBACK"),
+    _empty_decoder(_PINGREQ, "PINGREQ"),
+    _empty_decoder(_PINGRESP, "PINGRESP"),
+    _empty_decoder(_DISCONNECT, "DISCONNECT"),
+    None,
+)
+
+
+class PacketReader:
+    """Turns a stream of bytes into MQTT packets, h11-style: `feed` bytes, then call
+    `next_packet` until it returns None (it needs more bytes).
+
+    Args:
+        max_packet_size: the largest whole packet (fixed header included) accepted, in
+            bytes. A fixed header announcing more raises `PacketTooLarge` before the body
+            is waited for.
+
+    Any `RemoteProtocolError` leaves the reader failed: every later `feed` or `next_packet`
+    raises the same error, since the stream can no longer be framed.
+    """
+
+    __slots__ = ("_buf", "_pos", "_max_packet_size", "_error")
+
+    def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+        if max_packet_size < 2:
+            raise ValueError("max_packet_size must allow at least a 2-byte packet")
+        self._buf = bytearray()
+        self._pos = 0
+        self._max_packet_size = max_packet_size
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def max_packet_size(self) -> int:
+        return self._max_packet_size
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet returned as packets."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the peer. Raises the stored error if failed."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        pos = self._pos
+        if pos:
+            # Drop the consumed prefix only when it outweighs the rest: amortised linear.
+            if pos == len(buf):
+                buf.clear()
+                self._pos = 0
+            elif pos > len(buf) >> 1:
+                del buf[:pos]
+                self._pos = 0
+        buf += data
+
+    def next_packet(self) -> Packet | None:
+        """The next complete packet, or None if more bytes are needed.
+
+        Raises `RemoteProtocolError` (or `PacketTooLarge`) when the peer broke the standard.
+        """
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        pos = self._pos
+        have = len(buf) - pos
+        if have < 2:
+            return None
+        try:
+            first = buf[pos]
+            start = pos + 2
+            length = buf[pos + 1]
+            if length >= 0x80:
+                decoded = decode_remaining_length(buf, pos + 1)
+                if decoded is None:
+                    return None
+                length, start = decoded
+            end = start + length
+            if end - pos > self._max_packet_size:
+                raise PacketTooLarge(
+                    f"packet of {end - pos} bytes exceeds the maximum of {self._max_packet_size}"
+                )
+            error = _FIRST_BYTE_ERRORS[first]
+            if error is not None:
+                raise RemoteProtocolError(error[0], rule=error[1])
+            if end > len(buf):
+                return None
+            self._pos = end
+            with memoryview(buf) as view:
+                body = view[start:end]
+                try:
+                    return _DECODERS[first >> 4](first & 0x0F, body)  # type: ignore[misc]
+                finally:
+                    body.release()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._buf = bytearray()
+            self._pos = 0
+            raise
+
+
+def decode(data: bytes | bytearray | memoryview) -> Packet:
+    """Decode exactly one whole packet. Raises `RemoteProtocolError` if `data` holds less or
+    more than one packet, or anything the standard forbids."""
+    reader = PacketReader(max_packet_size=MAX_REMAINING_LENGTH + 5)
+    reader.feed(data)
+    packet = reader.next_packet()
+    if packet is None:
+        raise RemoteProtocolError("incomplete packet")
+    if reader.buffered:
+        raise RemoteProtocolError(f"{reader.buffered} bytes after the packet")
+    return packet
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _check(validate: Callable[[str], None], topic: str) -> None:
+    try:
+        validate(topic)
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(str(exc)) from None
+
+
+def _frame(first_byte: int, body: bytes | bytearray, out: bytearray) -> None:
+    out.append(first_byte)
+    encode_remaining_length(len(body), out)
+    out += body
+
+
+def _check_packet_id(packet_id: int | None, what: str) -> int:
+    if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
+        raise LocalProtocolError(f"{what} needs a packet identifier 1..65535, not {packet_id!r}")
+    return packet_id
+
+
+def _encode_connect(packet: Connect, out: bytearray) -> None:
+    body = bytearray()
+    encode_utf8(packet.protocol_name, body)
+    if not 0 <= packet.protocol_level <= 0xFF:
+        raise LocalProtocolError(f"protocol level {packet.protocol_level} is not a byte")
+    body.append(packet.protocol_level)
+    cflags = 0x02 if packet.clean_session else 0
+    will = packet.will
+    if will is not None:
+        if will.qos not in (0, 1, 2):
+            raise LocalProtocolError(f"will QoS {will.qos} is not 0, 1 or 2")
+        cflags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+    if packet.username is not None:
+        cflags |= 0x80
+    if packet.password is not None:
+        if packet.username is None:
+            raise LocalProtocolError("a password needs a username (MQTT-3.1.2-22)")
+        cflags |= 0x40
+    body.append(cflags)
+    encode_u16(packet.keepalive, body)
+    encode_utf8(packet.client_id, body)
+    if will is not None:
+        _check(validate_topic_name, will.topic)
+        encode_utf8(will.topic, body)
+        encode_binary(will.payload, body)
+    if packet.username is not None:
+        encode_utf8(packet.username, body)
+    if packet.password is not None:
+        encode_binary(packet.password, body)
+    _frame(0x10, body, out)
+
+
+def _encode_connack(packet: ConnAck, out: bytearray) -> None:
+    code = packet.return_code
+    if not 0 <= code < len(_RETURN_CODES):
+        raise LocalProtocolError(f"CONNACK return code {code} is reserved")
+    if packet.session_present and code:
+        raise LocalProtocolError("a refusing CONNACK must not say session present (MQTT-3.2.2-4)")
+    out += bytes((0x20, 2, 1 if packet.session_present else 0, code))
+
+
+def _encode_publish(packet: Publish, out: bytearray) -> None:
+    qos = packet.qos
+    topic = packet.topic
+    _check(validate_topic_name, topic)
+    topic_bytes = utf8_bytes(topic)
+    if qos == 0:
+        if packet.packet_id is not None:
+            raise LocalProtocolError("a QoS 0 PUBLISH carries no packet identifier")
+        if packet.dup:
+            raise LocalProtocolError("a QoS 0 PUBLISH must not set DUP (MQTT-3.3.1-2)")
+        id_size = 0
+    elif qos == 1 or qos == 2:
+        _check_packet_id(packet.packet_id, "a QoS 1 or 2 PUBLISH")
+        id_size = 2
+    else:
+        raise LocalProtocolError(f"PUBLISH QoS {qos} is not 0, 1 or 2")
+    payload = packet.payload
+    out.append(0x30 | (0x08 if packet.dup else 0) | (qos << 1) | (0x01 if packet.retain else 0))
+    encode_remaining_length(2 + len(topic_bytes) + id_size + len(payload), out)
+    out += len(topic_bytes).to_bytes(2, "big")
+    out += topic_bytes
+    if id_size:
+        out += packet.packet_id.to_bytes(2, "big")  # type: ignore[union-attr]
+    out += payload
+
+
+def _ack_encoder(first_byte: int, name: str) -> Callable[[Packet, bytearray], None]:
+    def encode_ack(packet: Packet, out: bytearray) -> None:
+        packet_id = packet.packet_id  # type: ignore[union-attr]
+        if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
+            _check_packet_id(packet_id, name)
+        out += bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
+
+    encode_ack.__name__ = f"_encode_{name.lower()}"
+    return encode_ack
+
+
+def _encode_subscribe(packet: Subscribe, out: bytearray) -> None:
+    if not packet.subscriptions:
+        raise LocalProtocolError("SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-3)")
+    body = bytearray(_check_packet_id(packet.packet_id, "SUBSCRIBE").to_bytes(2, "big"))
+    for topic_filter, qos in packet.subscriptions:
+        _check(validate_topic_filter, topic_filter)
+        if qos not in (0, 1, 2):
+            raise LocalProtocolError(f"requested QoS {qos} is not 0, 1 or 2")
+        encode_utf8(topic_filter, body)
+        body.append(qos)
+    _frame(0x82, body, out)
+
+
+def _encode_suback(packet: SubAck, out: bytearray) -> None:
+    if not packet.return_codes:
+        raise LocalProtocolError("SUBACK needs at least one return code")
+    for code in packet.return_codes:
+        if code not in _VALID_SUBACK_CODES:
+            raise LocalProtocolError(f"SUBACK return code {code} is reserved (MQTT-3.9.3-2)")
+    body = bytearray(_check_packet_id(packet.packet_id, "SUBACK").to_bytes(2, "big"))
+    body += bytes(packet.return_codes)
+    _frame(0x90, body, out)
+
+
+def _encode_unsubscribe(packet: Unsubscribe, out: bytearray) -> None:
+    if not packet.topic_filters:
+        raise LocalProtocolError("UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)")
+    body = bytearray(_check_packet_id(packet.packet_id, "UNSUBSCRIBE").to_bytes(2, "big"))
+    for topic_filter in packet.topic_filters:
+        _check(validate_topic_filter, topic_filter)
+        encode_utf8(topic_filter, body)
+    _frame(0xA2, body, out)
+
+
+def _empty_encoder(first_byte: int) -> Callable[[Packet, bytearray], None]:
+    wire = bytes((first_byte, 0))
+
+    def encode_empty(packet: Packet, out: bytearray) -> None:
+        out += wire
+
+    return encode_empty
+
+
+_ENCODERS: dict[type, Callable[[Packet, bytearray], None]] = {
+    Connect: _encode_connect,  # type: ignore[dict-item]
+    ConnAck: _encode_connack,  # type: ignore[dict-item]
+    Publish: _encode_publish,  # type: ignore[dict-item]
+    PubAck: _ack_encoder(0x40, "PUBACK"),
+    PubRec: _ack_encoder(0x50, "PUBREC"),
+    PubRel: _ack_encoder(0x62, "PUBREL"),
+    PubComp: _ack_encoder(0x70, "PUBCOMP"),
+    Subscribe: _encode_subscribe,  # type: ignore[dict-item]
+    SubAck: _encode_suback,  # type: ignore[dict-item]
+    Unsubscribe: _encode_unsubscribe,  # type: ignore[dict-item]
+    UnsubAck: _ack_encoder(0xB0, "UNSUBACK"),
+    PingReq: _empty_encoder(0xC0),
+    PingResp: _empty_encoder(0xD0),
+    Disconnect: _empty_encoder(0xE0),
+}
+
+
+def encode_into(packet: Packet, out: bytearray) -> None:
+    """Append the wire form of `packet` to `out` (batch many packets into one buffer).
+
+    Raises `LocalProtocolError` for a packet the standard forbids sending, leaving `out`
+    as it was.
+    """
+    encoder = _ENCODERS.get(type(packet))
+    if encoder is None:
+        raise LocalProtocolError(f"not an MQTT packet: {packet!r}")
+    size = len(out)
+    try:
+        encoder(packet, out)
+    except LocalProtocolError:
+        del out[size:]
+        raise
+
+
+def encode(packet: Packet) -> bytes:
+    """The wire form of `packet`. Raises `LocalProtocolError` as `encode_into` does."""
+    out = bytearray()
+    encode_into(packet, out)
+    return bytes(out)
+
+
+__all__ = [
+    "DEFAULT_MAX_PACKET_SIZE",
+    "PacketReader",
+    "decode",
+    "encode",
+    "encode_into",
+]
