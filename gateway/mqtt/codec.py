@@ -24,6 +24,7 @@ refuse, so whatever we send, a conforming peer accepts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from .errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
@@ -68,6 +69,33 @@ from .wire import (
 DEFAULT_MAX_PACKET_SIZE = 256 * 1024
 
 _QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
+
+
+def _publish_shadow() -> type | None:
+    """A plain slotted class with Publish's exact layout, or None if that cannot be had.
+
+    Why: a frozen dataclass's __init__ sets each field through object.__setattr__, which
+    costs about a microsecond per PUBLISH, half the decoding budget. The hot path fills a
+    shadow instance with plain attribute stores, then gives it Publish's class: the result
+    is an ordinary, frozen, equal and hashable Publish (a test proves it). Should Publish's
+    fields ever change, this returns None and the hot path calls Publish() instead.
+    """
+    names = tuple(f.name for f in dataclasses.fields(Publish))
+    if names != ("topic", "payload", "qos", "retain", "dup", "packet_id"):
+        return None
+    if getattr(Publish, "__slots__", None) != names:
+        return None
+    shadow = type("_PublishShadow", (), {"__slots__": names})
+    try:
+        probe = object.__new__(shadow)
+        probe.__class__ = Publish
+    except TypeError:
+        return None
+    return shadow
+
+
+_PublishShadow = _publish_shadow()
+_new_object = object.__new__
 _RETURN_CODES = tuple(ConnectReturnCode)
 _VALID_SUBACK_CODES = frozenset((0, 1, 2, SUBACK_FAILURE))
 _PINGREQ = PingReq()
@@ -322,13 +350,21 @@ class PacketReader:
     raises the same error, since the stream can no longer be framed.
     """
 
-    __slots__ = ("_buf", "_pos", "_max_packet_size", "_error")
+    # Buffering: `_buf` is an immutable bytes object read from `_pos`; bytes fed while it
+    # still holds unread data wait in `_chunks`. They are joined to the unread tail only
+    # when that completes a fixed header (under 5 bytes to copy) or a whole packet (copied
+    # once, then consumed), so every byte is copied a bounded number of times whatever the
+    # chunking. Decoding slices bytes, which yields bytes directly: the common case (feed
+    # a recv() buffer, drain it) copies nothing but the fields themselves.
+    __slots__ = ("_buf", "_pos", "_chunks", "_chunked", "_max_packet_size", "_error")
 
     def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         if max_packet_size < 2:
             raise ValueError("max_packet_size must allow at least a 2-byte packet")
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
+        self._chunks: list[bytes] = []
+        self._chunked = 0
         self._max_packet_size = max_packet_size
         self._error: RemoteProtocolError | None = None
 
@@ -339,23 +375,21 @@ class PacketReader:
     @property
     def buffered(self) -> int:
         """Bytes fed but not yet returned as packets."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._chunked
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer. Raises the stored error if failed."""
         if self._error is not None:
             raise self._error
-        buf = self._buf
-        pos = self._pos
-        if pos:
-            # Drop the consumed prefix only when it outweighs the rest: amortised linear.
-            if pos == len(buf):
-                buf.clear()
-                self._pos = 0
-            elif pos > len(buf) >> 1:
-                del buf[:pos]
-                self._pos = 0
-        buf += data
+        if not data:
+            return
+        if self._pos >= len(self._buf) and not self._chunks:
+            self._buf = bytes(data)  # no copy when `data` is already bytes
+            self._pos = 0
+        else:
+            data = bytes(data)
+            self._chunks.append(data)
+            self._chunked += len(data)
 
     def next_packet(self) -> Packet | None:
         """The next complete packet, or None if more bytes are needed.
@@ -366,40 +400,112 @@ class PacketReader:
             raise self._error
         buf = self._buf
         pos = self._pos
-        have = len(buf) - pos
-        if have < 2:
-            return None
         try:
-            first = buf[pos]
-            start = pos + 2
-            length = buf[pos + 1]
-            if length >= 0x80:
-                decoded = decode_remaining_length(buf, pos + 1)
-                if decoded is None:
-                    return None
-                length, start = decoded
-            end = start + length
-            if end - pos > self._max_packet_size:
-                raise PacketTooLarge(
-                    f"packet of {end - pos} bytes exceeds the maximum of {self._max_packet_size}"
-                )
-            error = _FIRST_BYTE_ERRORS[first]
-            if error is not None:
-                raise RemoteProtocolError(error[0], rule=error[1])
-            if end > len(buf):
-                return None
-            self._pos = end
-            with memoryview(buf) as view:
-                body = view[start:end]
-                try:
-                    return _DECODERS[first >> 4](first & 0x0F, body)  # type: ignore[misc]
-                finally:
-                    body.release()
+            # The hot path, inlined: a whole packet with a 1-byte remaining length in `buf`.
+            if len(buf) - pos >= 2:
+                first = buf[pos]
+                length = buf[pos + 1]
+                end = pos + 2 + length
+                if length < 0x80 and end <= len(buf) and end - pos <= self._max_packet_size:
+                    if first & 0xF0 == 0x30:
+                        # PUBLISH: refer anything unusual to the general decoder for its error.
+                        start = pos + 2
+                        qos = (first >> 1) & 0x03
+                        if length >= 2 and (first & 0x0E == 0 or qos and qos != 3):
+                            topic_end = start + 2 + ((buf[start] << 8) | buf[start + 1])
+                            payload_at = topic_end + 2 if qos else topic_end
+                            if payload_at <= end:
+                                try:
+                                    topic = buf[start + 2 : topic_end].decode()
+                                except UnicodeDecodeError:
+                                    topic = ""
+                                packet_id = (
+                                    (buf[topic_end] << 8) | buf[topic_end + 1] if qos else None
+                                )
+                                if (
+                                    topic
+                                    and "+" not in topic
+                                    and "#" not in topic
+                                    and "\x00" not in topic
+                                    and packet_id != 0
+                                ):
+                                    self._pos = end
+                                    if _PublishShadow is None:
+                                        return Publish(
+                                            topic,
+                                            buf[payload_at:end],
+                                            _QOS[qos],
+                                            bool(first & 0x01),
+                                            bool(first & 0x08),
+                                            packet_id,
+                                        )
+                                    packet = _new_object(_PublishShadow)
+                                    packet.topic = topic
+                                    packet.payload = buf[payload_at:end]
+                                    packet.qos = _QOS[qos]
+                                    packet.retain = bool(first & 0x01)
+                                    packet.dup = bool(first & 0x08)
+                                    packet.packet_id = packet_id
+                                    packet.__class__ = Publish
+                                    return packet
+                    elif _FIRST_BYTE_ERRORS[first] is None:
+                        self._pos = end
+                        return _DECODERS[first >> 4](  # type: ignore[misc]
+                            first & 0x0F, memoryview(buf)[pos + 2 : end]
+                        )
+            return self._next_slow()
         except RemoteProtocolError as exc:
             self._error = exc
-            self._buf = bytearray()
+            self._buf = b""
             self._pos = 0
+            self._chunks.clear()
+            self._chunked = 0
             raise
+
+    def _next_slow(self) -> Packet | None:
+        """Everything the hot path leaves: headers and packets across chunks, long remaining
+        lengths, every error."""
+        buf = self._buf
+        pos = self._pos
+        have = len(buf) - pos
+        if have < 5 and self._chunks:
+            # The fixed header may span chunks: joining costs at most 4 bytes of copying.
+            buf = self._merge()
+            pos = 0
+            have = len(buf)
+        if have < 2:
+            return None
+        first = buf[pos]
+        decoded = decode_remaining_length(buf, pos + 1)
+        if decoded is None:
+            return None
+        length, start = decoded
+        end = start + length
+        if end - pos > self._max_packet_size:
+            raise PacketTooLarge(
+                f"packet of {end - pos} bytes exceeds the maximum of {self._max_packet_size}"
+            )
+        error = _FIRST_BYTE_ERRORS[first]
+        if error is not None:
+            raise RemoteProtocolError(error[0], rule=error[1])
+        if end > len(buf):
+            if end - len(buf) > self._chunked:
+                return None
+            buf = self._merge()
+            start -= pos
+            end -= pos
+            pos = 0
+        self._pos = end
+        return _DECODERS[first >> 4](first & 0x0F, memoryview(buf)[start:end])  # type: ignore[misc]
+
+    def _merge(self) -> bytes:
+        chunks = self._chunks
+        chunks.insert(0, self._buf[self._pos :])
+        self._buf = buf = b"".join(chunks)
+        self._pos = 0
+        chunks.clear()
+        self._chunked = 0
+        return buf
 
 
 def decode(data: bytes | bytearray | memoryview) -> Packet:
