@@ -1,0 +1,84 @@
+"""The `ca` package's one error tree.
+
+Every error a user can cause is a `CAError` subclass carrying the process exit code the CLI
+returns for it, so `fleet-ca` maps any of them to one line on stderr and a distinct code.
+Anything that is not a `CAError` is a bug (exit 1, with a traceback only under --debug).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of `fleet-ca`; documented in `fleet-ca --help`."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: please report it
+    USAGE = 2  # bad command line (argparse's own code)
+    HOME_NOT_FOUND = 3
+    HOME_INVALID = 4  # a folder that is not a fleet-ca home, or a damaged one
+    HOME_EXISTS = 5  # init refuses to overwrite
+    PASSPHRASE = 6  # missing or wrong passphrase
+    NOT_FOUND = 7  # unknown serial or network UUID
+    BAD_CSR = 8  # not a parseable CSR, or an unacceptable key
+    FORGED_CSR = 9  # the CSR's signature does not match its key (no proof of possession)
+    ALREADY_REVOKED = 10
+    OUTPUT = 11  # output folder or file unwritable, or already there
+    BAD_INPUT = 12  # a bad value: certificate file, day count, name, address
+    VERIFY_FAILED = 13  # `verify`: the chain does not verify
+    REVOKED = 14  # `verify`: the chain verifies but the certificate is revoked
+
+
+class CAError(Exception):
+    """Base of every error a user of the CA can cause. `exit_code` is what the CLI returns."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class HomeNotFoundError(CAError):
+    exit_code = ExitCode.HOME_NOT_FOUND
+
+
+class HomeInvalidError(CAError):
+    exit_code = ExitCode.HOME_INVALID
+
+
+class HomeExistsError(CAError):
+    exit_code = ExitCode.HOME_EXISTS
+
+
+class PassphraseError(CAError):
+    exit_code = ExitCode.PASSPHRASE
+
+
+class NotFoundError(CAError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class BadCSRError(CAError):
+    exit_code = ExitCode.BAD_CSR
+
+
+class ForgedCSRError(CAError):
+    exit_code = ExitCode.FORGED_CSR
+
+
+class AlreadyRevokedError(CAError):
+    exit_code = ExitCode.ALREADY_REVOKED
+
+
+class OutputError(CAError):
+    exit_code = ExitCode.OUTPUT
+
+
+class BadInputError(CAError):
+    exit_code = ExitCode.BAD_INPUT
+
+
+class VerifyFailedError(CAError):
+    exit_code = ExitCode.VERIFY_FAILED
+
+
+class RevokedError(CAError):
+    exit_code = ExitCode.REVOKED

@@ -1,0 +1,413 @@
+"""Certificate profiles: root, issuing CA, device, server, operator. Pure builders.
+
+Theory of operation (RFC 5280 section 4.2, the CA/Browser-style hierarchy that
+`cryptography.x509.verification` checks):
+
+- root: self-signed, BasicConstraints CA (critical), KeyUsage keyCertSign|cRLSign (critical),
+  SKI. 10 years by default.
+- issuing CA: signed by the root, BasicConstraints CA pathlen 0 (critical), KeyUsage
+  keyCertSign|cRLSign|digitalSignature (critical), SKI, AKI = the root's SKI. 5 years.
+- device: subject CN = the network UUID, SAN URI `urn:uuid:<uuid>`, EKU clientAuth only,
+  KeyUsage digitalSignature (critical), BasicConstraints CA=false (critical), SKI, AKI.
+- server: SAN DNS/IP, EKU serverAuth; otherwise like a device.
+- operator: SAN URI `urn:fleetgate:operator:<name>`, EKU clientAuth.
+
+Every builder takes `now` (a UTC-aware datetime); nothing here reads the clock or the disk.
+Leaves are back-dated by `BACKDATE` against small clock differences, and never outlive their
+issuer (not_after is clamped to the issuer's).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import BadInputError
+from .keys import KeyType, PrivateKey, PublicKey, generate_key, signing_hash
+
+BACKDATE = dt.timedelta(minutes=1)
+ROOT_DAYS = 3650
+ISSUING_DAYS = 1825
+LEAF_DAYS = 365
+MAX_LEAF_DAYS = 36500
+OPERATOR_URN_PREFIX = "urn:fleetgate:operator:"
+CA_NAME_MAX = 50  # leaves room for " Issuing CA" inside the 64-character CN limit
+_OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+class Kind:
+    """Certificate kinds recorded in the inventory."""
+
+    ROOT = "root"
+    ISSUING = "issuing"
+    DEVICE = "device"
+    SERVER = "server"
+    OPERATOR = "operator"
+    ALL = ("root", "issuing", "device", "server", "operator")
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """A CA certificate with its private key: what signs. Build with `Issuer.of(cert, key)`."""
+
+    cert: x509.Certificate
+    key: PrivateKey
+    aki: x509.AuthorityKeyIdentifier = field(repr=False)
+
+    @classmethod
+    def of(cls, cert: x509.Certificate, key: PrivateKey) -> Issuer:
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return cls(cert, key, x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski))
+
+
+@dataclass(frozen=True, slots=True)
+class Hierarchy:
+    """A root and an issuing CA (both with keys): a whole CA, as made by `build_hierarchy`."""
+
+    root: Issuer
+    issuing: Issuer
+
+
+def check_utc(now: dt.datetime) -> dt.datetime:
+    """Refuse naive datetimes; normalise to UTC without microseconds (X.509 has seconds)."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("datetimes must be timezone-aware (UTC)")
+    return now.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def check_days(days: int) -> int:
+    """A validity in days: an int in 1..MAX_LEAF_DAYS. Raises BadInputError otherwise."""
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_LEAF_DAYS:
+        raise BadInputError(f"days must be a whole number from 1 to {MAX_LEAF_DAYS}, not {days!r}")
+    return days
+
+
+def check_ca_name(name: str) -> str:
+    """A CA display name: 1..50 printable characters, no leading/trailing space."""
+    if not isinstance(name, str) or not 1 <= len(name) <= CA_NAME_MAX:
+        raise BadInputError(f"CA name must be 1 to {CA_NAME_MAX} characters")
+    if name != name.strip() or not name.isprintable():
+        raise BadInputError("CA name must be printable with no leading or trailing space")
+    return name
+
+
+def check_operator_name(name: str) -> str:
+    """An operator name: letters, digits, '.', '_', '-' (1..64, starting alphanumeric)."""
+    if not isinstance(name, str) or not _OPERATOR_NAME.fullmatch(name):
+        raise BadInputError(
+            f"operator name {name!r} must be 1-64 of A-Z a-z 0-9 . _ - (starting alphanumeric)"
+        )
+    return name
+
+
+def check_dns_name(name: str) -> str:
+    """An ASCII DNS name, optionally with one leading '*.' wildcard label."""
+    host = name[2:] if name.startswith("*.") else name
+    labels = host.rstrip(".").split(".")
+    if not host or len(host) > 253 or not all(_DNS_LABEL.fullmatch(lbl) for lbl in labels):
+        raise BadInputError(f"not a DNS name: {name!r}")
+    return name.rstrip(".").lower()
+
+
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise BadInputError(f"not an IP address: {text!r}") from None
+
+
+def _validity(
+    now: dt.datetime, days: int, issuer: Issuer | None
+) -> tuple[dt.datetime, dt.datetime]:
+    now = check_utc(now)
+    not_before = now - BACKDATE
+    not_after = now + dt.timedelta(days=check_days(days))
+    if issuer is not None:
+        not_after = min(not_after, issuer.cert.not_valid_after_utc)
+    return not_before, not_after
+
+
+def _leaf_builder(
+    public_key: PublicKey,
+    subject: x509.Name,
+    issuer: Issuer,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    serial: int | None,
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject)
+        .public_key(public_key)
+        .serial_number(serial if serial is not None else x509.random_serial_number())
+        .not_valid_before(check_utc(not_before))
+        .not_valid_after(check_utc(not_after))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_KU_SIGN, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(issuer.aki, critical=False)
+    )
+
+
+_KU_SIGN = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+_KU_CA = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+_KU_ROOT = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+_EKU_CLIENT = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+_EKU_SERVER = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
+
+
+def _sign(builder: x509.CertificateBuilder, issuer_key: PrivateKey) -> x509.Certificate:
+    return builder.sign(issuer_key, signing_hash(issuer_key))
+
+
+def build_root(
+    key: PrivateKey, *, name: str, now: dt.datetime, days: int = ROOT_DAYS
+) -> x509.Certificate:
+    """A self-signed root CA certificate for `key`, CN "<name> Root CA"."""
+    name = check_ca_name(name)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Root CA"),
+        ]
+    )
+    not_before, not_after = _validity(now, days, None)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_KU_ROOT, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    return _sign(builder, key)
+
+
+def build_issuing(
+    public_key: PublicKey,
+    *,
+    root: Issuer,
+    name: str,
+    now: dt.datetime,
+    days: int = ISSUING_DAYS,
+) -> x509.Certificate:
+    """An issuing (intermediate) CA certificate, path length 0, signed by `root`."""
+    name = check_ca_name(name)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Issuing CA"),
+        ]
+    )
+    not_before, not_after = _validity(now, days, root)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(root.cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_KU_CA, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(root.aki, critical=False)
+    )
+    return _sign(builder, root.key)
+
+
+def build_hierarchy(
+    *, name: str, now: dt.datetime, key_type: KeyType | str = KeyType.EC_P256
+) -> Hierarchy:
+    """A fresh root + issuing CA, keys included. Also how tests make an independent CA."""
+    root_key = generate_key(key_type)
+    root = Issuer.of(build_root(root_key, name=name, now=now), root_key)
+    issuing_key = generate_key(key_type)
+    issuing_cert = build_issuing(issuing_key.public_key(), root=root, name=name, now=now)
+    return Hierarchy(root=root, issuing=Issuer.of(issuing_cert, issuing_key))
+
+
+def device_subject(network: uuid.UUID) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(network))])
+
+
+def build_device(
+    public_key: PublicKey,
+    *,
+    issuer: Issuer,
+    network: uuid.UUID,
+    now: dt.datetime,
+    days: int = LEAF_DAYS,
+    serial: int | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> x509.Certificate:
+    """A device certificate naming `network`.
+
+    `not_before`/`not_after`, when given, override the validity exactly (no clamping): that is
+    how tests make expired or not-yet-valid certificates.
+    """
+    nb, na = _validity(now, days, issuer)
+    builder = _leaf_builder(
+        public_key,
+        device_subject(network),
+        issuer,
+        not_before or nb,
+        not_after or na,
+        serial,
+    ).add_extension(
+        x509.SubjectAlternativeName([x509.UniformResourceIdentifier(network.urn)]),
+        critical=False,
+    ).add_extension(_EKU_CLIENT, critical=False)
+    return _sign(builder, issuer.key)
+
+
+def build_server(
+    public_key: PublicKey,
+    *,
+    issuer: Issuer,
+    dns: Sequence[str] = (),
+    ips: Iterable[str] = (),
+    now: dt.datetime,
+    days: int = LEAF_DAYS,
+) -> x509.Certificate:
+    """A TLS server certificate for `dns` names and `ips` (at least one of them)."""
+    dns_names = [check_dns_name(d) for d in dns]
+    ip_addrs = [parse_ip(i) if isinstance(i, str) else i for i in ips]
+    if not dns_names and not ip_addrs:
+        raise BadInputError("a server certificate needs at least one --dns or --ip")
+    cn = dns_names[0] if dns_names else str(ip_addrs[0])
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    sans += [x509.IPAddress(ip) for ip in ip_addrs]
+    nb, na = _validity(now, days, issuer)
+    builder = (
+        _leaf_builder(
+            public_key,
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn[:64])]),
+            issuer,
+            nb,
+            na,
+            None,
+        )
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(_EKU_SERVER, critical=False)
+    )
+    return _sign(builder, issuer.key)
+
+
+def operator_urn(name: str) -> str:
+    return OPERATOR_URN_PREFIX + check_operator_name(name)
+
+
+def build_operator(
+    public_key: PublicKey,
+    *,
+    issuer: Issuer,
+    name: str,
+    now: dt.datetime,
+    days: int = LEAF_DAYS,
+) -> x509.Certificate:
+    """An operator (HTTP API client) certificate, SAN URI `urn:fleetgate:operator:<name>`."""
+    urn = operator_urn(name)
+    nb, na = _validity(now, days, issuer)
+    builder = (
+        _leaf_builder(
+            public_key,
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+            issuer,
+            nb,
+            na,
+            None,
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(urn)]),
+                       critical=False)
+        .add_extension(_EKU_CLIENT, critical=False)
+    )
+    return _sign(builder, issuer.key)
+
+
+def build_self_signed_device(
+    key: PrivateKey, *, network: uuid.UUID, now: dt.datetime, days: int = LEAF_DAYS
+) -> x509.Certificate:
+    """A certificate that looks like a device's but is signed by its own key (for attack
+    tests: it must never be accepted)."""
+    nb, na = _validity(now, days, None)
+    subject = device_subject(network)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(nb)
+        .not_valid_after(na)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_KU_SIGN, critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(network.urn)]),
+                       critical=False)
+        .add_extension(_EKU_CLIENT, critical=False)
+    )
+    return _sign(builder, key)
+
+
+def network_of(cert: x509.Certificate) -> uuid.UUID | None:
+    """The network UUID a device certificate names (its SAN `urn:uuid:`), or None."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.lower().startswith("urn:uuid:"):
+            try:
+                return uuid.UUID(uri[9:])
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,685 @@
+"""The CA home on disk: keys, certificates, CRL, inventory, and the bundles it writes.
+
+Layout of a home (see certs.example/README.md):
+    root.crt  root.key  issuing.crt  issuing.key  ca-chain.pem  crl.pem  inventory.db
+`root.key` may be moved offline after `init`: only `issuing.key` is needed to sign.
+
+Durability rules: CA files are written atomically (temp file, fsync, rename, fsync folder);
+`init` builds the whole home in a temp folder and renames it into place; device bundles are
+staged in a hidden folder, synced once with syncfs(2), recorded in the inventory in one
+transaction, then renamed into place, so a failure leaves no half-written bundle and no
+unrecorded certificate. Every key file is created 0600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, pkcs12
+
+from . import crl as crl_mod
+from .csr import load_csr
+from .errors import (
+    AlreadyRevokedError,
+    BadInputError,
+    CAError,
+    HomeExistsError,
+    HomeInvalidError,
+    HomeNotFoundError,
+    NotFoundError,
+    OutputError,
+    PassphraseError,
+)
+from .files import atomic_write, fsync_dir, syncfs, write_new
+from .inventory import CertRecord, Inventory, fingerprint, iso, serial_hex
+from .keys import (
+    KeyType,
+    PrivateKey,
+    PublicKey,
+    generate_key,
+    is_encrypted_pem,
+    load_private_key_pem,
+    private_key_pem,
+)
+from .profiles import (
+    LEAF_DAYS,
+    Issuer,
+    Kind,
+    build_device,
+    build_issuing,
+    build_operator,
+    build_root,
+    build_server,
+    check_days,
+    check_utc,
+    network_of,
+)
+
+ROOT_CRT, ROOT_KEY = "root.crt", "root.key"
+ISSUING_CRT, ISSUING_KEY = "issuing.crt", "issuing.key"
+CHAIN_PEM, CRL_PEM, INVENTORY_DB = "ca-chain.pem", "crl.pem", "inventory.db"
+BATCH = 500  # bundles per staging/transaction round
+_PEM = Encoding.PEM
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBundle:
+    """One device's bundle folder `dir` = OUT/<network-uuid>/ and what is in it."""
+
+    network_uuid: uuid.UUID
+    serial: int
+    dir: Path
+    cert_path: Path  # device.crt: leaf then issuing CA
+    key_path: Path  # device.key, 0600
+    ca_path: Path  # ca.crt: the root, to verify the gateway
+    json_path: Path  # device.json
+    fingerprint: str
+    not_after: dt.datetime
+    p12_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeafFiles:
+    """A server or operator certificate written to disk (`ca_path` only for operators)."""
+
+    serial: int
+    cert_path: Path
+    key_path: Path
+    ca_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCert:
+    """A certificate issued from a CSR: the device keeps its key, it gets `chain_pem`."""
+
+    network_uuid: uuid.UUID
+    serial: int
+    cert: x509.Certificate
+    chain_pem: bytes  # leaf then issuing CA
+
+
+def parse_selector(text: str) -> uuid.UUID | int:
+    """'SERIAL|UUID' from the command line: a canonical UUID (or urn:uuid:...), else a hex
+    serial (colons, '0x' and case ignored). Raises BadInputError."""
+    t = text.strip()
+    if t.lower().startswith("urn:uuid:"):
+        t = t[9:]
+    if len(t) == 36 and t.count("-") == 4:
+        try:
+            return uuid.UUID(t)
+        except ValueError:
+            pass
+    h = t.replace(":", "").lower().removeprefix("0x")
+    try:
+        value = int(h, 16)
+    except ValueError:
+        raise BadInputError(f"{text!r} is neither a network UUID nor a hex serial") from None
+    if value <= 0 or h.startswith("-") or h.startswith("+"):
+        raise BadInputError(f"{text!r} is not a valid serial")
+    return value
+
+
+class CAHome:
+    """A CA home folder. Make one with `CAHome.init`, open one with `CAHome.open`."""
+
+    def __init__(
+        self, path: Path, root_cert: x509.Certificate, issuing_cert: x509.Certificate,
+        inventory: Inventory, passphrase: bytes | None,
+    ) -> None:
+        self.path = path
+        self.root_cert = root_cert
+        self.issuing_cert = issuing_cert
+        self.inventory = inventory
+        self._passphrase = passphrase
+        self._issuer: Issuer | None = None
+        self._root_pem = root_cert.public_bytes(_PEM)
+        self._issuing_pem = issuing_cert.public_bytes(_PEM)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        path: os.PathLike[str] | str,
+        *,
+        name: str = "fleetgate",
+        key_type: KeyType | str = KeyType.EC_P256,
+        passphrase: bytes | None,
+        now: dt.datetime | None = None,
+    ) -> CAHome:
+        """Create a new CA home at `path`: root, issuing CA, empty CRL, inventory.
+
+        `passphrase=None` makes a dev CA with unencrypted keys. Raises HomeExistsError if
+        `path` exists and is not an empty folder, OutputError if it cannot be created.
+        """
+        path = Path(path).absolute()
+        now = check_utc(now or utcnow())
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise HomeExistsError(f"{path} already exists and is not empty: refusing to overwrite")
+        if passphrase is not None and not passphrase:
+            raise PassphraseError("the passphrase is empty")
+        root_key = generate_key(key_type)
+        root_cert = build_root(root_key, name=name, now=now)
+        root = Issuer.of(root_cert, root_key)
+        issuing_key = generate_key(key_type)
+        issuing_cert = build_issuing(issuing_key.public_key(), root=root, name=name, now=now)
+        issuer = Issuer.of(issuing_cert, issuing_key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = path.parent / f".{path.name}.init-{secrets.token_hex(4)}"
+            staging.mkdir(mode=0o755)
+        except OSError as exc:
+            raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
+        try:
+            write_new(staging / ROOT_KEY, private_key_pem(root_key, passphrase), 0o600)
+            write_new(staging / ISSUING_KEY, private_key_pem(issuing_key, passphrase), 0o600)
+            write_new(staging / ROOT_CRT, root_cert.public_bytes(_PEM))
+            write_new(staging / ISSUING_CRT, issuing_cert.public_bytes(_PEM))
+            write_new(
+                staging / CHAIN_PEM, issuing_cert.public_bytes(_PEM) + root_cert.public_bytes(_PEM)
+            )
+            inv = Inventory.create(staging / INVENTORY_DB)
+            try:
+                with inv.transaction() as conn:
+                    inv.add(conn, [CertRecord.of(root_cert, Kind.ROOT, None, now),
+                                   CertRecord.of(issuing_cert, Kind.ISSUING, None, now)])
+                    number = inv.next_crl_number(conn)
+                crl = crl_mod.build_crl(issuer, [], now=now, number=number)
+                write_new(staging / CRL_PEM, crl.public_bytes(_PEM))
+            finally:
+                inv.close()
+            for f in staging.iterdir():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            fsync_dir(staging)
+            if path.exists():
+                if any(path.iterdir()):  # someone raced us into it
+                    raise HomeExistsError(f"{path} is not empty: refusing to overwrite")
+                path.rmdir()
+            os.rename(staging, path)
+            fsync_dir(path.parent)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
+            raise
+        home = cls.open(path, passphrase=passphrase)
+        home._issuer = issuer
+        return home
+
+    @classmethod
+    def open(cls, path: os.PathLike[str] | str, *, passphrase: bytes | None = None) -> CAHome:
+        """Open an existing home. The passphrase is needed only to sign (see `unlock`).
+
+        Raises HomeNotFoundError (nothing there), HomeInvalidError (foreign or damaged).
+        """
+        path = Path(path).absolute()
+        if not path.is_dir():
+            raise HomeNotFoundError(f"no CA home at {path} (run `fleet-ca init`, or give --home)")
+        if not (path / INVENTORY_DB).exists() and not (path / ROOT_CRT).exists():
+            if any(path.iterdir()):
+                raise HomeInvalidError(f"{path} is not a fleet-ca home (no {INVENTORY_DB})")
+            raise HomeNotFoundError(f"no CA home at {path} (run `fleet-ca init`, or give --home)")
+        root_cert = _load_cert(path / ROOT_CRT)
+        issuing_cert = _load_cert(path / ISSUING_CRT)
+        try:
+            issuing_cert.verify_directly_issued_by(root_cert)
+        except (ValueError, TypeError, Exception):
+            raise HomeInvalidError(f"{path}: {ISSUING_CRT} is not signed by {ROOT_CRT}") from None
+        inventory = Inventory.open(path / INVENTORY_DB)
+        return cls(path, root_cert, issuing_cert, inventory, passphrase)
+
+    def close(self) -> None:
+        self.inventory.close()
+
+    def __enter__(self) -> CAHome:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the signing key -------------------------------------------------------------------
+
+    @property
+    def key_encrypted(self) -> bool:
+        """True if the issuing key needs a passphrase."""
+        try:
+            return is_encrypted_pem((self.path / ISSUING_KEY).read_bytes()[:64])
+        except OSError:
+            return False
+
+    def unlock(self, passphrase: bytes | None) -> None:
+        """Set the passphrase and load the issuing key now. Raises PassphraseError."""
+        self._passphrase = passphrase
+        self._issuer = None
+        _ = self.issuer
+
+    @property
+    def issuer(self) -> Issuer:
+        """The issuing CA with its key, loaded once. Raises PassphraseError/HomeInvalidError."""
+        if self._issuer is None:
+            try:
+                data = (self.path / ISSUING_KEY).read_bytes()
+            except OSError as exc:
+                raise HomeInvalidError(
+                    f"cannot read {self.path / ISSUING_KEY}: {exc.strerror or exc}"
+                ) from None
+            key = load_private_key_pem(data, self._passphrase)
+            if key.public_key() != self.issuing_cert.public_key():
+                raise HomeInvalidError(f"{ISSUING_KEY} does not match {ISSUING_CRT}")
+            self._issuer = Issuer.of(self.issuing_cert, key)
+        return self._issuer
+
+    @property
+    def root_pem(self) -> bytes:
+        return self._root_pem
+
+    @property
+    def chain_pem(self) -> bytes:
+        """The issuing CA then the root (what ca-chain.pem holds)."""
+        return self._issuing_pem + self._root_pem
+
+    # -- issuing ---------------------------------------------------------------------------
+
+    def issue_devices(
+        self,
+        out_dir: os.PathLike[str] | str,
+        *,
+        count: int = 1,
+        network: uuid.UUID | None = None,
+        days: int = LEAF_DAYS,
+        now: dt.datetime | None = None,
+        p12: bool = False,
+        p12_password: bytes | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[DeviceBundle]:
+        """Generate `count` device key pairs and certificates; write OUT/<uuid>/ bundles.
+
+        Each bundle: device.key (0600), device.crt (leaf + issuing), ca.crt (root),
+        device.json, and device.p12 when `p12`. `network` (only with count=1) fixes the UUID;
+        otherwise each is a fresh uuid4. `progress(n)` is called with bundles done so far.
+        Raises BadInputError, OutputError (unwritable OUT, or OUT/<uuid> exists),
+        PassphraseError.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise BadInputError(f"count must be a positive whole number, not {count!r}")
+        if network is not None and count != 1:
+            raise BadInputError("--network names one device: use it with --count 1")
+        check_days(days)
+        now = check_utc(now or utcnow())
+        issuer = self.issuer
+        out = _prepare_out_dir(out_dir)
+        if network is not None and (out / str(network)).exists():
+            raise OutputError(f"{out / str(network)} already exists")
+        bundles: list[DeviceBundle] = []
+        done = 0
+        while done < count:
+            n = min(BATCH, count - done)
+            nets = [network] if network is not None else [uuid.uuid4() for _ in range(n)]
+            bundles += self._issue_batch(out, issuer, nets, days, now, p12, p12_password)
+            done += n
+            if progress:
+                progress(done)
+        return bundles
+
+    def _issue_batch(
+        self,
+        out: Path,
+        issuer: Issuer,
+        networks: Sequence[uuid.UUID],
+        days: int,
+        now: dt.datetime,
+        p12: bool,
+        p12_password: bytes | None,
+    ) -> list[DeviceBundle]:
+        staging = _make_staging(out)
+        try:
+            records: list[CertRecord] = []
+            staged: list[tuple[Path, DeviceBundle]] = []
+            for net in networks:
+                key = generate_key(KeyType.EC_P256)
+                cert = build_device(key.public_key(), issuer=issuer, network=net, now=now,
+                                    days=days)
+                record = CertRecord.of(cert, Kind.DEVICE, net, now)
+                records.append(record)
+                name = str(net)
+                sdir = staging / name
+                os.mkdir(sdir, 0o700)
+                cert_pem = cert.public_bytes(_PEM)
+                write_new(sdir / "device.key", private_key_pem(key), 0o600)
+                write_new(sdir / "device.crt", cert_pem + self._issuing_pem)
+                write_new(sdir / "ca.crt", self._root_pem)
+                info = {
+                    "uuid": name,
+                    "serial": serial_hex(cert.serial_number),
+                    "fingerprint": record.fingerprint,
+                    "not_before": iso(record.not_before),
+                    "not_after": iso(record.not_after),
+                }
+                write_new(sdir / "device.json", (json.dumps(info, indent=2) + "\n").encode())
+                if p12:
+                    write_new(sdir / "device.p12", _p12(name, key, cert, self.issuing_cert,
+                                                        p12_password), 0o600)
+                final = out / name
+                staged.append((sdir, DeviceBundle(
+                    network_uuid=net, serial=cert.serial_number, dir=final,
+                    cert_path=final / "device.crt", key_path=final / "device.key",
+                    ca_path=final / "ca.crt", json_path=final / "device.json",
+                    fingerprint=record.fingerprint, not_after=record.not_after,
+                    p12_path=final / "device.p12" if p12 else None,
+                )))
+            # Bundles durable before they are recorded, recorded before they are visible.
+            syncfs(staging)
+            with self.inventory.transaction() as conn:
+                self.inventory.add(conn, records)
+            for sdir, bundle in staged:
+                os.rename(sdir, bundle.dir)
+            fsync_dir(out)
+            return [b for _, b in staged]
+        except OSError as exc:
+            raise OutputError(f"cannot write bundles in {out}: {exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def sign_csr(
+        self,
+        csr_data: bytes,
+        *,
+        network: uuid.UUID | None = None,
+        days: int = LEAF_DAYS,
+        now: dt.datetime | None = None,
+        kind: str = Kind.DEVICE,
+    ) -> SignedCert:
+        """Issue the device profile for the key in a CSR (subject/extensions ignored).
+
+        Raises BadCSRError, ForgedCSRError, BadInputError, PassphraseError.
+        """
+        csr = load_csr(csr_data)
+        check_days(days)
+        now = check_utc(now or utcnow())
+        net = network or uuid.uuid4()
+        cert = self._record_device(csr.public_key(), net, days, now)  # type: ignore[arg-type]
+        return SignedCert(net, cert.serial_number, cert, cert.public_bytes(_PEM) + self._issuing_pem)
+
+    def _record_device(
+        self, public_key: PublicKey, net: uuid.UUID, days: int, now: dt.datetime
+    ) -> x509.Certificate:
+        cert = build_device(public_key, issuer=self.issuer, network=net, now=now, days=days)
+        with self.inventory.transaction() as conn:
+            self.inventory.add(conn, [CertRecord.of(cert, Kind.DEVICE, net, now)])
+        return cert
+
+    def issue_server(
+        self,
+        out_dir: os.PathLike[str] | str,
+        *,
+        dns: Sequence[str] = (),
+        ips: Sequence[str] = (),
+        days: int = LEAF_DAYS,
+        now: dt.datetime | None = None,
+    ) -> LeafFiles:
+        """Write OUT/server.crt (leaf + issuing) and OUT/server.key (0600)."""
+        now = check_utc(now or utcnow())
+        key = generate_key(KeyType.EC_P256)
+        cert = build_server(key.public_key(), issuer=self.issuer, dns=dns, ips=ips, now=now,
+                            days=days)
+        out = _prepare_out_dir(out_dir)
+        files = {"server.key": (private_key_pem(key), 0o600),
+                 "server.crt": (cert.public_bytes(_PEM) + self._issuing_pem, 0o644)}
+        self._write_recorded(out, files, CertRecord.of(cert, Kind.SERVER, None, now))
+        return LeafFiles(cert.serial_number, out / "server.crt", out / "server.key")
+
+    def issue_operator(
+        self,
+        out_dir: os.PathLike[str] | str,
+        *,
+        name: str,
+        days: int = LEAF_DAYS,
+        now: dt.datetime | None = None,
+    ) -> LeafFiles:
+        """Write OUT/operator.crt (leaf + issuing), OUT/operator.key (0600), OUT/ca.crt."""
+        now = check_utc(now or utcnow())
+        key = generate_key(KeyType.EC_P256)
+        cert = build_operator(key.public_key(), issuer=self.issuer, name=name, now=now, days=days)
+        out = _prepare_out_dir(out_dir)
+        files = {"operator.key": (private_key_pem(key), 0o600),
+                 "operator.crt": (cert.public_bytes(_PEM) + self._issuing_pem, 0o644),
+                 "ca.crt": (self._root_pem, 0o644)}
+        self._write_recorded(out, files, CertRecord.of(cert, Kind.OPERATOR, None, now))
+        return LeafFiles(cert.serial_number, out / "operator.crt", out / "operator.key",
+                         out / "ca.crt")
+
+    def _write_recorded(
+        self, out: Path, files: dict[str, tuple[bytes, int]], record: CertRecord
+    ) -> None:
+        """Write `files` into `out` and record the certificate: both or neither."""
+        for fname in files:
+            if (out / fname).exists():
+                raise OutputError(f"{out / fname} already exists: refusing to overwrite")
+        written: list[Path] = []
+        try:
+            with self.inventory.transaction() as conn:
+                self.inventory.add(conn, [record])
+                for fname, (data, mode) in files.items():
+                    atomic_write(out / fname, data, mode)
+                    written.append(out / fname)
+        except BaseException as exc:
+            for p in written:
+                p.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write in {out}: {exc.strerror or exc}") from None
+            raise
+
+    # -- revocation ------------------------------------------------------------------------
+
+    def find(self, selector: str | int | uuid.UUID) -> list[CertRecord]:
+        """Records named by a serial (int or hex text) or network UUID. Raises NotFoundError."""
+        sel = parse_selector(selector) if isinstance(selector, str) else selector
+        if isinstance(sel, uuid.UUID):
+            records = self.inventory.by_network(sel)
+            if not records:
+                raise NotFoundError(f"no certificate for network {sel}")
+            return records
+        record = self.inventory.get(sel)
+        if record is None:
+            raise NotFoundError(f"no certificate with serial {serial_hex(sel)}")
+        return [record]
+
+    def revoke(
+        self,
+        selector: str | int | uuid.UUID,
+        *,
+        reason: str = "unspecified",
+        now: dt.datetime | None = None,
+    ) -> list[CertRecord]:
+        """Revoke a certificate (serial) or all valid ones of a network (UUID); rewrite the
+        CRL atomically. Returns the records revoked now.
+
+        Raises NotFoundError, AlreadyRevokedError, BadInputError (a CA certificate),
+        PassphraseError.
+        """
+        crl_mod.check_reason(reason)
+        now = check_utc(now or utcnow())
+        issuer = self.issuer
+        records = self.find(selector)
+        if any(r.kind in (Kind.ROOT, Kind.ISSUING) for r in records):
+            raise BadInputError("CA certificates are not revoked by this CRL: make a new CA")
+        todo = [r for r in records if r.status == "valid"]
+        if not todo:
+            raise AlreadyRevokedError(
+                f"{_describe(selector)} is already revoked"
+                f" (at {iso(records[-1].revoked_at or now)}, reason {records[-1].reason})"
+            )
+        with self.inventory.transaction() as conn:
+            self.inventory.mark_revoked(conn, [r.serial for r in todo], now, reason)
+            self._write_crl(conn, issuer, now)
+        return [self.inventory.get(r.serial) for r in todo]  # type: ignore[misc]
+
+    def write_crl(self, now: dt.datetime | None = None) -> Path:
+        """Regenerate crl.pem (fresh thisUpdate/nextUpdate, next CRL number)."""
+        now = check_utc(now or utcnow())
+        issuer = self.issuer
+        with self.inventory.transaction() as conn:
+            self._write_crl(conn, issuer, now)
+        return self.path / CRL_PEM
+
+    def _write_crl(self, conn: sqlite3.Connection, issuer: Issuer, now: dt.datetime) -> None:
+        # Inside the write transaction: concurrent revokers write their CRLs in turn, and the
+        # last one lists everything.
+        entries = [
+            crl_mod.RevokedEntry(r.serial, r.revoked_at or now, r.reason or "unspecified")
+            for r in self.inventory.revoked(conn)
+        ]
+        number = self.inventory.next_crl_number(conn)
+        crl = crl_mod.build_crl(issuer, entries, now=now, number=number)
+        try:
+            atomic_write(self.path / CRL_PEM, crl.public_bytes(_PEM))
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path / CRL_PEM}: {exc.strerror or exc}") \
+                from None
+
+    def load_crl(self) -> x509.CertificateRevocationList:
+        try:
+            return x509.load_pem_x509_crl((self.path / CRL_PEM).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise HomeInvalidError(f"cannot read {self.path / CRL_PEM}: {exc}") from None
+
+    # -- renewal ---------------------------------------------------------------------------
+
+    def renew(
+        self,
+        network: uuid.UUID,
+        *,
+        out_dir: os.PathLike[str] | str | None = None,
+        csr_data: bytes | None = None,
+        days: int = LEAF_DAYS,
+        now: dt.datetime | None = None,
+    ) -> DeviceBundle | SignedCert:
+        """A new certificate for an existing network UUID: a fresh bundle in OUT/<uuid>/, or
+        a certificate for the key in `csr_data`. The old certificate stays valid (revoke it
+        with reason superseded once the device has switched).
+
+        Raises NotFoundError (unknown UUID), BadInputError (not a device, or all revoked).
+        """
+        records = [r for r in self.find(network) if r.kind == Kind.DEVICE]
+        if not records:
+            raise BadInputError(f"{network} is not a device's network UUID")
+        if csr_data is not None:
+            return self.sign_csr(csr_data, network=network, days=days, now=now)
+        if out_dir is None:
+            raise BadInputError("renew needs an output folder or a CSR")
+        return self.issue_devices(out_dir, count=1, network=network, days=days, now=now)[0]
+
+
+def write_bundle(
+    out_dir: os.PathLike[str] | str,
+    *,
+    key: PrivateKey,
+    cert: x509.Certificate,
+    chain: Sequence[x509.Certificate] = (),
+    ca_cert: x509.Certificate,
+) -> DeviceBundle:
+    """Write a device-shaped bundle OUT/<uuid>/ for any certificate, recording nothing.
+
+    For tests that need odd certificates on disk (expired, self-signed, from another CA):
+    the files look exactly like `issue_devices` output. The UUID is the certificate's SAN
+    `urn:uuid:` (a fresh one if it names none). Raises OutputError.
+    """
+    out = _prepare_out_dir(out_dir)
+    net = network_of(cert) or uuid.uuid4()
+    d = out / str(net)
+    try:
+        d.mkdir(mode=0o700)
+        write_new(d / "device.key", private_key_pem(key), 0o600)
+        write_new(d / "device.crt", b"".join(c.public_bytes(_PEM) for c in (cert, *chain)))
+        write_new(d / "ca.crt", ca_cert.public_bytes(_PEM))
+        fp = fingerprint(cert)
+        info = {"uuid": str(net), "serial": serial_hex(cert.serial_number), "fingerprint": fp,
+                "not_before": iso(cert.not_valid_before_utc),
+                "not_after": iso(cert.not_valid_after_utc)}
+        write_new(d / "device.json", (json.dumps(info, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise OutputError(f"cannot write {d}: {exc.strerror or exc}") from None
+    return DeviceBundle(
+        network_uuid=net, serial=cert.serial_number, dir=d, cert_path=d / "device.crt",
+        key_path=d / "device.key", ca_path=d / "ca.crt", json_path=d / "device.json",
+        fingerprint=fp, not_after=cert.not_valid_after_utc,
+    )
+
+
+def _describe(selector: object) -> str:
+    if isinstance(selector, int):
+        return f"serial {serial_hex(selector)}"
+    return str(selector)
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise HomeInvalidError(f"{path.parent} is not a fleet-ca home ({path.name} is missing)") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise HomeInvalidError(f"cannot read {path}: {exc}") from None
+
+
+def _prepare_out_dir(out_dir: os.PathLike[str] | str) -> Path:
+    out = Path(out_dir).absolute()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+    if not out.is_dir():
+        raise OutputError(f"output {out} is not a folder")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {out} is not writable")
+    return out
+
+
+def _make_staging(out: Path) -> Path:
+    staging = out / f".staging-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        staging.mkdir(mode=0o700)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {out}: {exc.strerror or exc}") from None
+    return staging
+
+
+def _p12(
+    name: str, key: PrivateKey, cert: x509.Certificate, issuing: x509.Certificate,
+    password: bytes | None,
+) -> bytes:
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption
+
+    enc = BestAvailableEncryption(password) if password else NoEncryption()
+    return pkcs12.serialize_key_and_certificates(name.encode(), key, cert, [issuing], enc)
+
+
+__all__ = [
+    "CAHome",
+    "CAError",
+    "DeviceBundle",
+    "LeafFiles",
+    "SignedCert",
+    "parse_selector",
+    "utcnow",
+    "write_bundle",
+    "network_of",
+]
