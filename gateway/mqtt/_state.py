@@ -63,7 +63,13 @@ _A = Action
 
 # Packets a client may send once connected, all keeping the state CONNECTED.
 _CONNECTED_INBOUND = (
-    _P.PUBLISH, _P.PUBACK, _P.PUBREC, _P.PUBREL, _P.PUBCOMP, _P.SUBSCRIBE, _P.UNSUBSCRIBE,
+    _P.PUBLISH,
+    _P.PUBACK,
+    _P.PUBREC,
+    _P.PUBREL,
+    _P.PUBCOMP,
+    _P.SUBSCRIBE,
+    _P.UNSUBSCRIBE,
     _P.PINGREQ,
 )
 
@@ -140,6 +146,5 @@ def act(state: ConnectionState, action: Action) -> ConnectionState:
         return ACT[state, action]
     except KeyError:
         raise LocalProtocolError(
-            f"cannot {action.value} in state {state.name}; allowed in: "
-            f"{_allowed(ACT, action)}"
+            f"cannot {action.value} in state {state.name}; allowed in: {_allowed(ACT, action)}"
         ) from None

@@ -59,6 +59,7 @@ from dataclasses import dataclass, replace
 
 from . import _state
 from ._state import Action, ConnectionState
+from .codec import DEFAULT_MAX_PACKET_SIZE, PacketReader, encode_into
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
     ConnectReceived,
@@ -158,13 +159,11 @@ class ServerConnection:
     def __init__(
         self,
         *,
-        max_packet_size: int = 256 * 1024,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         max_inflight: int = 20,
         max_client_id_length: int = 256,
         max_inbound_inflight: int = 1000,
     ) -> None:
-        from .codec import PacketReader  # noqa: PLC0415 (top-level once the codec lands)
-
         if not 1 <= max_inflight <= MAX_PACKET_ID:
             raise ValueError(f"max_inflight must be in 1..{MAX_PACKET_ID}")
         if not 1 <= max_inbound_inflight <= 2 * MAX_PACKET_ID:
@@ -304,9 +303,7 @@ class ServerConnection:
 
     # ---------------------------------------------------------------- the CONNECT answer
 
-    def accept(
-        self, *, session_present: bool = False, resume: SessionState | None = None
-    ) -> None:
+    def accept(self, *, session_present: bool = False, resume: SessionState | None = None) -> None:
         """Queue CONNACK 0 (section 3.2); the state becomes CONNECTED.
 
         Args:
@@ -415,9 +412,7 @@ class ServerConnection:
         self._pending_unsubscribe.discard(packet_id)
         self._send(UnsubAck(packet_id))
 
-    def publish(
-        self, topic: str, payload: bytes, qos: QoS, retain: bool = False
-    ) -> int | None:
+    def publish(self, topic: str, payload: bytes, qos: QoS, retain: bool = False) -> int | None:
         """Queue an outbound application message; return its packet id (None for QoS 0).
 
         The application delivers at the subscription's granted QoS (MQTT-3.8.4-6) and
@@ -435,10 +430,11 @@ class ServerConnection:
             return None
         if len(self._outbound) >= self._max_inflight:
             raise LocalProtocolError(f"inflight window full ({self._max_inflight} messages)")
-        packet_id = self._allocate_id()
+        packet_id = self._free_id()
         packet = Publish(topic, payload, qos, retain, dup=False, packet_id=packet_id)
+        self._send(packet)  # first: a topic the codec refuses must leave no trace
         self._outbound[packet_id] = packet
-        self._send(packet)
+        self._next_id = packet_id % MAX_PACKET_ID + 1
         return packet_id
 
     def close(self) -> None:
@@ -452,8 +448,6 @@ class ServerConnection:
     # ---------------------------------------------------------------- internals
 
     def _send(self, packet: Packet) -> None:
-        from .codec import encode_into  # noqa: PLC0415
-
         encode_into(packet, self._out)
 
     def _fail(self, exc: RemoteProtocolError) -> None:
@@ -462,11 +456,11 @@ class ServerConnection:
         self._state = ConnectionState.ERROR
         self._error = exc
 
-    def _allocate_id(self) -> int:
+    def _free_id(self) -> int:
+        # The window (< 65535) guarantees a free identifier exists.
         packet_id = self._next_id
         while packet_id in self._outbound:
             packet_id = packet_id % MAX_PACKET_ID + 1
-        self._next_id = packet_id % MAX_PACKET_ID + 1
         return packet_id
 
     def _handle(self, packet: Packet) -> Event | None:
