@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .mqtt.packets import QoS
+from .mqtt.session import SessionState as ProtocolSessionState
 from .mqtt.topics import SubscriptionTree, topic_matches
 from .reasons import DisconnectReason
 
@@ -69,6 +70,8 @@ class SessionState:
     subscriptions: dict[str, QoS] = field(default_factory=dict)
     outbox: deque[Message] = field(default_factory=deque)
     dropped: int = 0
+    protocol_state: ProtocolSessionState | None = None
+    """The protocol core's unfinished flows (inflight QoS 1/2), kept while offline."""
 
     def offer(self, message: Message) -> bool:
         """Queue a message for delivery; False when the outbox is full (it is not queued)."""

@@ -23,15 +23,11 @@ from .errors import ConfigError
 
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
-# Other public CA files the gateway may find next to root.crt: the issuing CA certificate
-# lets devices whose bundle sends only the leaf build their chain. Trust still ends at root.
-INTERMEDIATE_NAMES = ("issuing.crt",)
-
-
-def build_server_context(
-    root: Path, crl: Path, cert: Path, key: Path, intermediates: tuple[Path, ...] = ()
-) -> ssl.SSLContext:
+def build_server_context(root: Path, crl: Path, cert: Path, key: Path) -> ssl.SSLContext:
     """Build the server context from PEM files.
+
+    Devices send their chain (leaf + issuing CA, as `fleet-ca` bundles hold it), so the
+    root is the only CA certificate the gateway needs.
 
     Raises:
         ConfigError: a file is missing or unreadable, or holds no usable certificate/key/CRL.
@@ -48,8 +44,6 @@ def build_server_context(
     ctx.num_tickets = 0
     _load(lambda: ctx.load_cert_chain(str(cert), str(key)), "server certificate/key", cert, key)
     _load(lambda: ctx.load_verify_locations(cafile=str(root)), "root certificate", root)
-    for extra in intermediates:
-        _load(lambda p=extra: ctx.load_verify_locations(cafile=str(p)), "CA certificate", extra)
     _load(lambda: ctx.load_verify_locations(cafile=str(crl)), "CRL", crl)
     return ctx
 
@@ -127,22 +121,21 @@ class TLSContexts:
 
     def _paths(self) -> tuple[Path, ...]:
         c = self._config
-        home = c.root_path.parent
-        inter = tuple(home / n for n in INTERMEDIATE_NAMES if (home / n).is_file())
-        return (c.root_path, c.crl_path, c.cert_path, c.key_path, *inter)
+        return (c.root_path, c.crl_path, c.cert_path, c.key_path)
 
     def _build(self) -> TLSState:
         paths = self._paths()
         stamps = tuple(_stamp(p) for p in paths)
-        root, crl, cert, key, *inter = paths
-        context = build_server_context(root, crl, cert, key, tuple(inter))
+        root, crl, cert, key = paths
+        context = build_server_context(root, crl, cert, key)
         return TLSState(context, revoked_serials(crl), stamps)
+
+    def stamps_now(self) -> tuple[tuple[int, int, int] | None, ...]:
+        return tuple(_stamp(p) for p in self._paths())
 
     def changed(self) -> bool:
         """Whether any watched file differs (stat) from what the current state was built on."""
         paths = self._paths()
-        if len(paths) != len(self.state.stamps):
-            return True
         return any(_stamp(p) != s for p, s in zip(paths, self.state.stamps, strict=True))
 
     def reload(self) -> TLSState:
@@ -158,3 +151,40 @@ class TLSContexts:
             raise
         self.reloads += 1
         return self.state
+
+
+# OpenSSL X509_V_ERR_* codes -> the reason a refused handshake is logged with.
+_VERIFY_CAUSES = {
+    2: "UNKNOWN_CA",  # unable to get issuer certificate
+    3: "NO_CRL",  # unable to get certificate CRL
+    9: "CERT_NOT_YET_VALID",
+    10: "CERT_EXPIRED",
+    18: "SELF_SIGNED",  # depth zero self-signed
+    19: "SELF_SIGNED",  # self-signed certificate in chain
+    20: "UNKNOWN_CA",  # unable to get local issuer certificate
+    21: "UNKNOWN_CA",  # unable to verify the first certificate
+    23: "CERT_REVOKED",
+    26: "WRONG_PURPOSE",  # e.g. a server certificate (EKU serverAuth only)
+}
+
+
+def classify_handshake_error(exc: BaseException) -> tuple[str, str]:
+    """Name why a TLS handshake failed: (cause token, one-line detail) for the log.
+
+    `exc` is what trio raised (`BrokenResourceError` whose `__cause__` is the `SSLError`),
+    or the `SSLError` itself.
+    """
+    err: BaseException | None = exc
+    while err is not None and not isinstance(err, ssl.SSLError):
+        err = err.__cause__ or err.__context__
+    if err is None:
+        return "CONNECTION_LOST", "connection closed during the TLS handshake"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        cause = _VERIFY_CAUSES.get(err.verify_code, "CERT_INVALID")
+        return cause, f"certificate verify failed: {err.verify_message}"
+    reason = getattr(err, "reason", None) or type(err).__name__
+    if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "NO_CERTIFICATE_RETURNED"):
+        return "NO_CERTIFICATE", "the client presented no certificate"
+    if isinstance(err, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "CONNECTION_LOST", "connection closed during the TLS handshake"
+    return "TLS_ERROR", str(reason)

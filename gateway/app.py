@@ -1,0 +1,170 @@
+"""The gateway process: its shared state, the ingest seam, and running until a signal.
+
+`Gateway` holds what every connection shares: the configuration, the log, the current TLS
+contexts, the broker, the connection limits and counters. `Gateway.accept_publish` is the
+one place an inbound application message is handed to ingest and routed; the connection
+acknowledges the PUBLISH only after it returns, so a durable `Ingest` (issue 6) makes the
+acknowledgement mean "stored". `run_gateway(config)` serves until SIGTERM/SIGINT, then stops
+accepting, closes every session with SERVER_SHUTDOWN and returns.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections import Counter
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+import trio
+
+from .broker import Broker, Message
+from .config import GatewayConfig
+from .errors import ConfigError
+from .identity import DeviceIdentity
+from .limits import ConnectionLimits, TokenBucket
+from .logs import EventLog
+from .reasons import DisconnectReason
+from .tls import TLSContexts
+
+if TYPE_CHECKING:
+    from .server import Connection
+
+
+class Ingest(Protocol):
+    """Takes an inbound application message before it is routed and acknowledged."""
+
+    async def ingest(self, identity: DeviceIdentity, client_id: str, message: Message) -> None:
+        """Return once the message is taken (stored, for a durable ingest).
+
+        `message.topic` is mounted (`<network-uuid>/...`). Raising ends the connection and
+        leaves the message unacknowledged, so the device sends it again.
+        """
+
+
+def open_log(config: GatewayConfig, stream: TextIO | None = None) -> EventLog:
+    """The EventLog the config asks for (stderr, or a file appended to).
+
+    Raises:
+        ConfigError: the log file cannot be opened.
+    """
+    if stream is None:
+        if config.log_file == "-":
+            stream = sys.stderr
+        else:
+            try:
+                stream = open(config.log_file, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise ConfigError(f"cannot open log file {config.log_file}: "
+                                  f"{exc.strerror}") from None
+    return EventLog(stream, truncate_ips=config.truncate_ip)
+
+
+class Gateway:
+    """Everything the connections of one gateway process share."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        log: EventLog | None = None,
+        ingest: Ingest | None = None,
+        broker: Broker | None = None,
+    ) -> None:
+        self.config = config
+        self.log = log if log is not None else open_log(config)
+        self.tls = TLSContexts(config)
+        self.broker = broker if broker is not None else Broker(max_queued=config.max_queued)
+        self.ingest = ingest
+        self.limits = ConnectionLimits(
+            config.max_connections,
+            config.max_connections_per_network,
+            TokenBucket(config.connection_rate, config.connection_burst, trio.current_time()
+                        if _in_trio() else 0.0),
+        )
+        self.counters: Counter[str] = Counter()
+        self.connections: set[Connection] = set()
+        self.accept_scope: trio.CancelScope | None = None
+
+    # -- the ingest seam ----------------------------------------------------------------
+
+    async def accept_publish(self, connection: Connection, message: Message) -> None:
+        """Hand one inbound message to ingest, then route it. The caller acks afterwards."""
+        self.counters[f"messages_in_qos{int(message.qos)}"] += 1
+        if self.ingest is not None:
+            assert connection.identity is not None and connection.client_id is not None
+            await self.ingest.ingest(connection.identity, connection.client_id, message)
+        self.broker.publish(message)
+
+    # -- connection bookkeeping ---------------------------------------------------------
+
+    def connection_opened(self, connection: Connection) -> None:
+        self.connections.add(connection)
+        self.counters["connections_accepted"] += 1
+
+    def network_opened(self, connection: Connection) -> None:
+        """A connection passed admission: count it against its network."""
+        assert connection.identity is not None
+        self.counters["handshakes_accepted"] += 1
+
+    def connection_closed(self, connection: Connection) -> None:
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self.limits.close_socket()
+        if connection.identity is not None:
+            self.limits.close_network(connection.identity.network)
+        if connection.reason is not None:
+            self.counters[f"disconnect_{connection.reason}"] += 1
+
+    # -- revocation ---------------------------------------------------------------------
+
+    def close_revoked(self) -> int:
+        """Close every live connection whose certificate the current CRL lists."""
+        revoked = self.tls.revoked
+        closed = 0
+        for connection in list(self.connections):
+            identity = connection.identity
+            if identity is not None and identity.serial in revoked:
+                self.log.emit(
+                    "revoked", network=identity.network, client_id=connection.client_id,
+                    serial=identity.serial, reason=str(DisconnectReason.REVOKED),
+                )
+                connection.close(DisconnectReason.REVOKED, "certificate revoked")
+                closed += 1
+        self.counters["revocations_applied"] += closed
+        return closed
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "connections": len(self.connections),
+            "limits": self.limits.statistics(),
+            "broker": self.broker.statistics(),
+            "counters": dict(self.counters),
+            "tls_reloads": self.tls.reloads,
+        }
+
+
+def _in_trio() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def run_gateway(gateway: Gateway) -> None:
+    """Serve until SIGTERM or SIGINT; then stop accepting and close every session."""
+    from .server import serve_mqtt
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_mqtt, gateway)
+
+            async def wait_for_signal() -> None:
+                async for signum in signals:
+                    gateway.log.emit("stopping", signal=signal.Signals(signum).name)
+                    break
+                # Closing sessions takes the shutdown path of serve_mqtt.
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait_for_signal)
+    gateway.log.emit("stopped", **gateway.statistics())

@@ -1,0 +1,516 @@
+"""The MQTT-over-mTLS listener: one trio task per connection around the sans-IO core.
+
+Theory of operation, per accepted TCP connection (docs/security.md has the why):
+
+1. Admission: count the socket (total cap, accept-rate bucket), wrap it in an `SSLStream`
+   built on the TLS context current at accept time, and run `do_handshake()` under
+   `handshake_timeout`. A failed handshake is logged with its cause (expired, revoked,
+   unknown CA, no certificate...) and closed; it never reached MQTT.
+2. Identity: the verified peer certificate must be a device certificate
+   (`identity.identity_from_der`); the network UUID it names is the jail. The per-network
+   cap is applied here.
+3. CONNECT under `connect_timeout`: the client id (or an assigned one for an empty id) and
+   the network form the session key; `Broker.connect` takes over any live session of that
+   key. Username and password are ignored: they cannot change the identity.
+4. The session loop: a reader (bytes -> `ServerConnection` events -> jail -> ingest/broker
+   -> acknowledgement) and a writer (session outbox -> `ServerConnection.publish` within the
+   inflight window -> socket). Reading stops while the rate buckets are in debt, so a fast
+   publisher is slowed by TCP backpressure, never dropped. The reader's deadline follows the
+   keepalive (keepalive x keepalive_factor after the last complete packet).
+5. `close(reason)` may come from anywhere (takeover, revocation, queue overflow, shutdown):
+   it records the reason and cancels the connection's scope. Cleanup publishes the will
+   unless the client sent DISCONNECT, keeps a persistent session's state, and logs one
+   `disconnected` line with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from typing import TYPE_CHECKING
+
+import trio
+
+from .broker import Attached, Message, SessionKey
+from .errors import AdmissionRefused, JailViolation
+from .identity import DeviceIdentity, identity_from_der
+from .jail import ERRORS_TOPIC, Jail
+from .limits import TokenBucket
+from .mqtt.errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
+from .mqtt.events import (
+    ConnectReceived,
+    DeliveryComplete,
+    Disconnected,
+    PublishReceived,
+    SubscribeReceived,
+    UnsubscribeReceived,
+)
+from .mqtt.packets import SUBACK_FAILURE, ConnectReturnCode, QoS
+from .mqtt.session import ServerConnection
+from .reasons import DisconnectReason
+from .tls import classify_handshake_error
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+RECEIVE_SIZE = 64 * 1024
+CLOSE_GRACE = 1.0  # seconds a closing TLS stream may take to say goodbye
+
+
+class _Closed(Exception):
+    """Internal: ends a connection's loop with a reason."""
+
+    def __init__(self, reason: DisconnectReason, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Connection:
+    """One device connection, from TCP accept to the `disconnected` log line."""
+
+    def __init__(self, gateway: Gateway, stream: trio.abc.Stream, peer: str) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
+        self.log = gateway.log
+        self.tcp = stream
+        self.stream: trio.abc.Stream = stream
+        self.peer = peer
+        self.identity: DeviceIdentity | None = None
+        self.jail: Jail | None = None
+        self.client_id: str | None = None
+        self.key: SessionKey | None = None
+        self.attached: Attached | None = None
+        self.reason: DisconnectReason | None = None
+        self.detail: str | None = None
+        self.graceful = False
+        self.conn: ServerConnection | None = None
+        self._scope = trio.CancelScope()
+        self._wake = trio.Event()
+        self._send_lock = trio.Lock()
+        self._inflight: dict[int, Message] = {}
+        self._resumed_at = 0.0
+
+    # -- the broker's Outlet protocol ---------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self, reason: DisconnectReason, detail: str | None = None) -> None:
+        """Close this connection for `reason` (first reason wins); never blocks."""
+        if self.reason is None:
+            self.reason = reason
+            self.detail = detail
+        self._scope.cancel()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        gw = self.gateway
+        try:
+            with self._scope:
+                try:
+                    await self._admit()
+                    await self._connect()
+                    await self._session()
+                except _Closed as closed:
+                    if self.reason is None:
+                        self.reason, self.detail = closed.reason, closed.detail
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if self.reason is None:
+                        self.reason = DisconnectReason.CONNECTION_LOST
+        except trio.Cancelled:
+            if self.reason is None:
+                self.reason = DisconnectReason.SERVER_SHUTDOWN
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                self._cleanup()
+                with trio.move_on_after(CLOSE_GRACE):
+                    await self._aclose()
+            gw.connection_closed(self)
+
+    async def _aclose(self) -> None:
+        try:
+            if self.reason not in (DisconnectReason.AUTH_ERROR, None):
+                await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            pass
+        try:
+            await self.stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def _cleanup(self) -> None:
+        gw = self.gateway
+        reason = self.reason or DisconnectReason.CONNECTION_LOST
+        if self.attached is not None and self.key is not None and self.conn is not None:
+            connect = self.conn.connect
+            if not self.graceful and connect is not None and connect.will is not None:
+                self._publish_will(connect.will)
+            state = self.attached.state
+            if not state.clean:
+                # Messages handed to the protocol core but not acknowledged are part of its
+                # session_state(); the broker keeps it for the resume (MQTT-4.4.0-1).
+                state.protocol_state = self.conn.session_state()
+            try:
+                self.conn.close()
+            except LocalProtocolError:
+                pass
+            gw.broker.disconnect(self.key, self)
+        if self.identity is not None and self.reason is not DisconnectReason.AUTH_ERROR:
+            self.log.emit(
+                "disconnected",
+                network=self.identity.network,
+                client_id=self.client_id,
+                serial=self.identity.serial,
+                reason=str(reason),
+                detail=self.detail,
+                peer=self.log.peer(self.peer),
+            )
+
+    def _publish_will(self, will) -> None:
+        assert self.jail is not None
+        try:
+            topic = self.jail.mount_topic(will.topic)
+        except JailViolation:
+            return  # refused at CONNECT already; never routed
+        self.gateway.broker.publish(Message(topic, will.payload, QoS(will.qos), will.retain))
+        self.gateway.counters["wills_published"] += 1
+
+    # -- 1 and 2: TLS and identity ------------------------------------------------------
+
+    async def _admit(self) -> None:
+        gw = self.gateway
+        ssl_stream = trio.SSLStream(self.tcp, gw.tls.current, server_side=True)
+        self.stream = ssl_stream
+        try:
+            with trio.fail_after(self.config.handshake_timeout):
+                await ssl_stream.do_handshake()
+        except trio.TooSlowError:
+            self._refuse("HANDSHAKE_TIMEOUT", "no TLS handshake within handshake_timeout")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            cause, detail = classify_handshake_error(exc)
+            self._refuse(cause, detail)
+        try:
+            identity = identity_from_der(ssl_stream.getpeercert(binary_form=True))
+        except AdmissionRefused as exc:
+            self._refuse(exc.reason, exc.detail)
+        self.identity = identity
+        self.jail = Jail(identity.network)
+        if identity.serial in gw.tls.revoked:
+            # The CRL changed during this handshake: the new one wins.
+            self._refuse("CERT_REVOKED", "certificate revoked")
+        why = gw.limits.open_network(identity.network)
+        if why is not None:
+            self.identity = None  # not counted: nothing to release
+            gw.counters[f"throttled_{why}"] += 1
+            self.log.emit(
+                "refused", network=identity.network, serial=identity.serial,
+                reason=str(DisconnectReason.THROTTLED), cause=why,
+                peer=self.log.peer(self.peer),
+            )
+            raise _Closed(DisconnectReason.THROTTLED, why)
+        gw.network_opened(self)
+
+    def _refuse(self, cause: str, detail: str) -> None:
+        self.gateway.counters[f"handshake_refused_{cause}"] += 1
+        self.log.emit(
+            "refused",
+            reason=str(DisconnectReason.AUTH_ERROR),
+            cause=cause,
+            detail=detail,
+            peer=self.log.peer(self.peer),
+        )
+        raise _Closed(DisconnectReason.AUTH_ERROR, cause)
+
+    # -- 3: CONNECT ---------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        assert self.identity is not None and self.jail is not None
+        cfg = self.config
+        self.conn = conn = ServerConnection(
+            max_packet_size=cfg.max_packet_size, max_inflight=cfg.max_inflight
+        )
+        event = None
+        with trio.move_on_after(cfg.connect_timeout):
+            while event is None:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+                conn.receive_data(data, trio.current_time())
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    await self._flush()
+                    raise _Closed(DisconnectReason.CLIENT_ERROR, _describe(exc)) from None
+                if not data and event is None:
+                    raise _Closed(DisconnectReason.CONNECTION_LOST, "closed before CONNECT")
+        if event is None:
+            raise _Closed(DisconnectReason.CLIENT_ERROR, "no CONNECT within connect_timeout")
+        if not isinstance(event, ConnectReceived):  # pragma: no cover - the core forbids it
+            raise _Closed(DisconnectReason.CLIENT_ERROR, f"unexpected {event!r}")
+        connect = event.connect
+        if connect.will is not None:
+            try:
+                self.jail.mount_topic(connect.will.topic)
+            except JailViolation as exc:
+                conn.refuse(ConnectReturnCode.NOT_AUTHORIZED)
+                await self._flush()
+                raise _Closed(DisconnectReason.CLIENT_ERROR, f"will topic: {exc}") from None
+        # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
+        self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
+        self.key = (self.identity.network, self.client_id)
+        self.attached = attached = self.gateway.broker.connect(
+            self.key, connect.clean_session, self
+        )
+        resume = attached.state.protocol_state if attached.session_present else None
+        conn.accept(session_present=attached.session_present, resume=resume)
+        await self._flush()
+        self.log.emit(
+            "connected",
+            network=self.identity.network,
+            client_id=self.client_id,
+            serial=self.identity.serial,
+            clean_session=connect.clean_session,
+            session_present=attached.session_present,
+            keepalive=connect.keepalive,
+            peer=self.log.peer(self.peer),
+        )
+
+    # -- 4: the session loop ------------------------------------------------------------
+
+    async def _session(self) -> None:
+        # Exceptions are caught inside the nursery so they leave it bare, not grouped.
+        ended: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer)
+            try:
+                await self._reader()
+            except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                ended = exc
+            nursery.cancel_scope.cancel()
+        if ended is not None:
+            raise ended
+
+    def _read_deadline(self) -> float:
+        assert self.conn is not None
+        base = self.conn.keepalive_deadline()
+        connect = self.conn.connect
+        if base is None or connect is None:
+            return math.inf
+        keepalive = connect.keepalive
+        last = base - 1.5 * keepalive  # the core's own factor, replaced by ours
+        factor = self.config.keepalive_factor
+        return max(last, self._resumed_at) + factor * keepalive
+
+    async def _reader(self) -> None:
+        assert self.conn is not None
+        cfg = self.config
+        now = trio.current_time()
+        publishes = TokenBucket(cfg.publish_rate, cfg.publish_burst, now)
+        octets = TokenBucket(cfg.byte_rate, cfg.byte_burst, now)
+        # Bytes pipelined behind CONNECT are already in the core: handle them first.
+        await self._handle_events()
+        while True:
+            data = None
+            with trio.move_on_at(self._read_deadline()):
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            if data is None:
+                raise _Closed(DisconnectReason.KEEP_ALIVE_TIMEOUT)
+            now = trio.current_time()
+            self.conn.receive_data(data, now)
+            count = await self._handle_events()
+            delay = max(octets.debit(len(data), now), publishes.debit(count, now))
+            if delay > 0:
+                # Over the rate: stop reading, so TCP pushes back on the device.
+                self.gateway.counters["throttle_pauses"] += 1
+                await trio.sleep(delay)
+                self._resumed_at = trio.current_time()
+            if not data:
+                raise _Closed(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
+
+    async def _handle_events(self) -> int:
+        """Handle every complete packet buffered in the core; return how many were PUBLISH."""
+        assert self.conn is not None
+        conn = self.conn
+        publishes = 0
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                await self._flush()
+                self.gateway.counters["protocol_errors"] += 1
+                raise _Closed(DisconnectReason.CLIENT_ERROR, _describe(exc)) from None
+            if event is None:
+                break
+            if isinstance(event, PublishReceived):
+                publishes += 1
+                await self._on_publish(event)
+            elif isinstance(event, SubscribeReceived):
+                self._on_subscribe(event)
+            elif isinstance(event, UnsubscribeReceived):
+                assert self.attached is not None and self.jail is not None
+                for topic_filter in event.topic_filters:
+                    if not topic_filter.startswith("$"):
+                        self.gateway.broker.unsubscribe(
+                            self.attached.state, self.jail.mount_filter(topic_filter)
+                        )
+                conn.unsubscribed(event.packet_id)
+            elif isinstance(event, DeliveryComplete):
+                self._inflight.pop(event.packet_id, None)
+                self.wake()
+            elif isinstance(event, Disconnected):
+                self.graceful = event.graceful
+                await self._flush()
+                if event.graceful:
+                    raise _Closed(DisconnectReason.CLIENT_DISCONNECT)
+                raise _Closed(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
+        await self._flush()
+        return publishes
+
+    async def _on_publish(self, event: PublishReceived) -> None:
+        assert self.conn is not None and self.jail is not None and self.identity is not None
+        publish = event.publish
+        gw = self.gateway
+        try:
+            mounted = self.jail.mount_topic(publish.topic)
+        except JailViolation as exc:
+            gw.counters["publish_denied"] += 1
+            self.log.emit(
+                "publish_denied", network=self.identity.network, client_id=self.client_id,
+                serial=self.identity.serial, topic=publish.topic, reason=exc.why,
+            )
+            note = json.dumps({"error": "publish_denied", "topic": publish.topic,
+                               "reason": exc.why}).encode()
+            gw.broker.publish(Message(self.jail.mount_topic(ERRORS_TOPIC), note))
+        else:
+            message = Message(mounted, publish.payload, QoS(publish.qos), publish.retain)
+            await gw.accept_publish(self, message)
+        if publish.qos > QoS.AT_MOST_ONCE:
+            assert publish.packet_id is not None
+            # Acknowledged only now: ingest has returned (MQTT-4.3.2-2, MQTT-4.3.3-2).
+            self.conn.acknowledge(publish.packet_id)
+
+    def _on_subscribe(self, event: SubscribeReceived) -> None:
+        assert self.conn is not None and self.jail is not None and self.attached is not None
+        assert self.identity is not None
+        gw = self.gateway
+        codes: list[int] = []
+        for topic_filter, qos in event.subscriptions:
+            try:
+                mounted = self.jail.mount_filter(topic_filter)
+            except JailViolation as exc:
+                gw.counters["subscribe_denied"] += 1
+                self.log.emit(
+                    "subscribe_denied", network=self.identity.network,
+                    client_id=self.client_id, serial=self.identity.serial,
+                    topic=topic_filter, reason=exc.why,
+                )
+                codes.append(SUBACK_FAILURE)
+                continue
+            for retained in gw.broker.subscribe(self.attached.state, mounted, QoS(qos)):
+                self.attached.state.offer(retained)
+            codes.append(int(qos))
+        self.conn.grant(event.packet_id, codes)
+        self.wake()
+
+    async def _writer(self) -> None:
+        try:
+            await self._write_loop()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close(DisconnectReason.CONNECTION_LOST, "send failed")
+
+    async def _write_loop(self) -> None:
+        assert self.conn is not None and self.attached is not None and self.jail is not None
+        conn, outbox, jail = self.conn, self.attached.state.outbox, self.jail
+        counters = self.gateway.counters
+        while True:
+            self._wake = trio.Event()
+            while outbox and conn.can_publish(outbox[0].qos):
+                message = outbox.popleft()
+                packet_id = conn.publish(
+                    jail.unmount(message.topic), message.payload, message.qos, message.retain
+                )
+                if packet_id is not None:
+                    self._inflight[packet_id] = message
+                counters[f"messages_out_qos{int(message.qos)}"] += 1
+            await self._flush()
+            if outbox and conn.can_publish(outbox[0].qos):
+                continue
+            await self._wake.wait()
+
+    async def _flush(self) -> None:
+        if self.conn is None:
+            return
+        async with self._send_lock:
+            data = self.conn.data_to_send()
+            if data:
+                await self.stream.send_all(data)
+
+
+def _describe(exc: RemoteProtocolError) -> str:
+    if isinstance(exc, PacketTooLarge):
+        return f"max_packet_size: {exc}"
+    return f"{exc.rule}: {exc}" if exc.rule else str(exc)
+
+
+async def serve_mqtt(gateway: Gateway, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve MQTT over mTLS on `gateway.config.mqtt` until cancelled.
+
+    Starts the TLS file watcher too. `task_status.started((host, port))` reports the bound
+    address (port 0 in the config picks a free port) once the socket listens, after the
+    `listening` log line.
+    """
+    from .revocation import watch_tls_files
+
+    host, port = gateway.config.mqtt_address
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
+    sockname = listeners[0].socket.getsockname()
+    bound = (sockname[0], sockname[1])
+    shown = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+    async with trio.open_nursery() as connections:
+        try:
+            async with trio.open_nursery() as nursery:
+                gateway.accept_scope = nursery.cancel_scope
+                await nursery.start(watch_tls_files, gateway)
+                for listener in listeners:
+                    nursery.start_soon(_accept_loop, gateway, listener, connections)
+                gateway.log.emit("listening", mqtt=shown)
+                task_status.started(bound)
+        finally:
+            # Stop accepting first, then close every session (SERVER_SHUTDOWN).
+            for listener in listeners:
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+            for live in list(gateway.connections):
+                live.close(DisconnectReason.SERVER_SHUTDOWN)
+
+
+async def _accept_loop(
+    gateway: Gateway, listener: trio.SocketListener, connections: trio.Nursery
+) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            # EMFILE and friends: log, back off a little, keep serving the others.
+            gateway.log.emit("accept_error", detail=str(exc))
+            await trio.sleep(0.1)
+            continue
+        try:
+            peer = stream.socket.getpeername()[0]
+        except OSError:
+            await stream.aclose()
+            continue
+        why = gateway.limits.open_socket(trio.current_time())
+        if why is not None:
+            gateway.counters[f"throttled_{why}"] += 1
+            gateway.log.emit(
+                "refused", reason=str(DisconnectReason.THROTTLED), cause=why,
+                peer=gateway.log.peer(peer),
+            )
+            await stream.aclose()
+            continue
+        connection = Connection(gateway, stream, peer)
+        gateway.connection_opened(connection)
+        connections.start_soon(connection.run)
