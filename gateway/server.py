@@ -412,6 +412,10 @@ class Connection:
                 self.attached.state.offer(retained)
             codes.append(int(qos))
         self.conn.grant(event.packet_id, codes)
+        self.log.emit(
+            "subscribed", network=self.identity.network, client_id=self.client_id,
+            filters=[f for f, _ in event.subscriptions], granted=codes,
+        )
         self.wake()
 
     async def _writer(self) -> None:
