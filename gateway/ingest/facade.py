@@ -1,0 +1,260 @@
+"""`Ingest`: the one object the gateway calls for a device's `model` and `report/...` publishes.
+
+Theory of operation. For each PUBLISH a device sends inside its jail, the gateway calls
+
+    replies = await ingest.handle(network_uuid, client_id, topic, payload, qos, now)
+
+with the device-relative topic (the `<network-uuid>/` mount removed). `handle` returns when
+what must be durable is committed (for QoS 1/2), and the gateway then sends PUBACK/PUBREC and
+publishes each `Reply` into that network's jail (topic device-relative, qos, retain as given:
+`model/accepted` is retained so a rebooted device finds its UUIDs). For QoS 0 it returns once
+the reports are queued. Publishes on other topics return `[]` at once (`is_ingest_topic`
+tells in advance); the gateway relays every publish, ingest's or not, like any broker.
+
+Pipelining: a connection that must keep reading while earlier messages commit uses
+`pending = await ingest.submit(...)` in its reader (waits only for queue room: backpressure)
+and `await pending.wait()` in a task that sends the acknowledgements in order. A `model`
+publish completes inside `submit` (the reports behind it must see its UUIDs).
+
+Errors: a `StorageError` out of `handle`/`wait` means "not stored": do not acknowledge; close
+the connection (the device will resend). Nothing else escapes for any payload or topic.
+
+Integration steps for the gateway (issue 5/6):
+1. at start: `async with open_sqlite_store(data_dir) as store:` then `ingest = Ingest(store)`;
+2. on CONNECT accepted: `await store.connected(net, client_id, cert_serial, now)`; on close:
+   `await store.disconnected(net, client_id, reason, now)`; every few seconds of traffic:
+   `await store.seen(net, now)`;
+3. on PUBLISH with `is_ingest_topic(topic)`: `handle` (or submit/wait), then ack, then publish
+   the replies into the jail (retained ones via the broker's retained path);
+4. retained messages, persistent sessions and queued QoS 1/2 messages: `store.set_retained`,
+   `save_session`, `enqueue`/`dequeue`, `load_sessions()`/`retained(net)` at start;
+5. HTTP API: `ingest.control(value_uuid, data, now)` validates, stores the Control state and
+   returns the retained QoS 1 `Reply` to publish in the returned network's jail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from .errors import DeclarationRejected, ReadingRejected, RejectCode
+from .limits import DEFAULT_LIMITS, Limits
+from .model import parse_model
+from .readings import Reading, check_data, parse_readings
+from .topics import (
+    ERRORS,
+    MODEL_ACCEPTED,
+    MODEL_REJECTED,
+    BadReportTopic,
+    ModelTopic,
+    ReportByName,
+    control_topic,
+    route,
+)
+from .tree import NetworkTree, ReportRow, StateKind, ValueNode
+
+if TYPE_CHECKING:  # ingest stays free of storage (and trio) imports at run time
+    from gateway.storage.interface import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A message for the gateway to publish into the device's jail."""
+
+    topic: str  # device-relative
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_timestamp(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class _Index:
+    """One network's values by (device, value) name and by UUID, for validation."""
+
+    __slots__ = ("by_name", "by_uuid", "names")
+
+    def __init__(self, tree: NetworkTree | None) -> None:
+        self.by_name: dict[tuple[str, str], ValueNode] = {}
+        self.by_uuid: dict[UUID, ValueNode] = {}
+        self.names: dict[UUID, tuple[str, str]] = {}
+        for dev in tree.devices if tree else ():
+            for v in dev.values:
+                self.by_name[dev.name, v.name] = v
+                self.by_uuid[v.uuid] = v
+                self.names[v.uuid] = (dev.name, v.name)
+
+
+class Pending:
+    """What `submit` started: `await wait()` gives the replies once durable."""
+
+    __slots__ = ("_store", "_ticket", "replies")
+
+    def __init__(self, store: Any, ticket: Any, replies: list[Reply]) -> None:
+        self._store, self._ticket, self.replies = store, ticket, replies
+
+    async def wait(self) -> list[Reply]:
+        if self._ticket is not None:
+            await self._store.wait_committed(self._ticket)
+        return self.replies
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStatistics:
+    models_accepted: int
+    models_rejected: int
+    reports_stored: int  # queued for the store (committed once their ticket is)
+    rejected: dict[str, int]  # readings refused, by RejectCode
+
+
+class Ingest:
+    """Validates device publishes against their declarations and hands them to the store.
+
+    Keeps an LRU cache of network trees (filled from the store's read side on first use,
+    replaced on every accepted declaration); this process is the only writer of trees, so the
+    cache cannot go stale. (Several gateway processes will need an invalidation signal.)
+    """
+
+    def __init__(self, store: Store, *, limits: Limits = DEFAULT_LIMITS,
+                 cached_networks: int = 10_000) -> None:
+        self._store = store
+        self._limits = limits
+        self._cache: OrderedDict[UUID, _Index] = OrderedDict()
+        self._cache_size = cached_networks
+        self._accepted = 0
+        self._model_rejected = 0
+        self._stored = 0
+        self._rejected: Counter[str] = Counter()
+
+    def statistics(self) -> IngestStatistics:
+        return IngestStatistics(self._accepted, self._model_rejected, self._stored,
+                                dict(self._rejected))
+
+    async def handle(self, network: UUID, client_id: str, topic: str, payload: bytes,
+                     qos: int, now: datetime) -> list[Reply]:
+        """Ingest one publish; return the replies once what must be durable is committed."""
+        pending = await self.submit(network, client_id, topic, payload, qos, now)
+        return await pending.wait()
+
+    async def submit(self, network: UUID, client_id: str, topic: str, payload: bytes,
+                     qos: int, now: datetime) -> Pending:
+        """Validate and queue one publish; `Pending.wait()` completes it (see module doc)."""
+        where = route(topic)
+        if where is None:
+            return Pending(self._store, None, [])
+        if isinstance(where, ModelTopic):
+            return Pending(self._store, None, await self._declare(network, payload, now))
+        index = await self._index(network)
+        if isinstance(where, BadReportTopic):
+            return self._refuse(topic, [(None, ReadingRejected(
+                RejectCode.UNKNOWN_TOPIC,
+                "report topics are report/<device>/<value> or report/<value-uuid>"))])
+        value = (index.by_name.get((where.device, where.value))
+                 if isinstance(where, ReportByName) else index.by_uuid.get(where.value))
+        if value is None:
+            return self._refuse(topic, [(None, ReadingRejected(
+                RejectCode.UNKNOWN_VALUE, "no such value declared in this network; publish "
+                "a model first"))])
+        if not value.decl.permission.reportable:
+            return self._refuse(topic, [(None, ReadingRejected(
+                RejectCode.PERMISSION, f"value {value.name!r} is write-only (permission w): "
+                "devices do not report it"))])
+        try:
+            parsed = parse_readings(payload, self._limits)
+        except ReadingRejected as exc:
+            return self._refuse(topic, [(None, exc)])
+        rows: list[ReportRow] = []
+        refused: list[tuple[int | None, ReadingRejected]] = []
+        for i, reading in enumerate(parsed.readings):
+            try:
+                if not isinstance(reading, Reading):
+                    raise reading
+                text = check_data(value.decl, reading.data)
+            except ReadingRejected as exc:
+                refused.append((i if parsed.batch else None, exc))
+                continue
+            rows.append(ReportRow(value.uuid, text, reading.timestamp or now, now))
+        replies = self._refuse(topic, refused).replies if refused else []
+        if not rows:
+            return Pending(self._store, None, replies)
+        ticket = await self._store.submit_reports(rows)
+        self._stored += len(rows)
+        return Pending(self._store, ticket if qos > 0 else None, replies)
+
+    def _refuse(self, topic: str, refused: list[tuple[int | None, ReadingRejected]]) -> Pending:
+        items = []
+        for index, exc in refused:
+            self._rejected[str(exc.code)] += 1
+            if len(items) < self._limits.max_errors_per_reply:
+                item: dict[str, Any] = {"code": str(exc.code), "reason": exc.reason}
+                if index is not None:
+                    item["index"] = index
+                items.append(item)
+        doc: dict[str, Any] = {"topic": topic, "errors": items}
+        if len(refused) > len(items):
+            doc["more"] = len(refused) - len(items)
+        return Pending(self._store, None, [Reply(ERRORS, _json(doc), 1, False)])
+
+    async def _declare(self, network: UUID, payload: bytes, now: datetime) -> list[Reply]:
+        try:
+            model = parse_model(payload, self._limits)
+            tree = await self._store.declare_model(network, model, now, self._limits)
+        except DeclarationRejected as exc:
+            self._model_rejected += 1
+            return [Reply(MODEL_REJECTED, _json({"reasons": list(exc.reasons)}), 1, False)]
+        self._accepted += 1
+        self._remember(network, _Index(tree))
+        return [Reply(MODEL_ACCEPTED, _json({"network": tree.to_json()}), 1, True)]
+
+    async def _index(self, network: UUID) -> _Index:
+        index = self._cache.get(network)
+        if index is None:
+            index = _Index(await self._store.get_tree(network))
+            # a declaration may have landed while we read: keep the newer one
+            index = self._cache.get(network) or index
+            self._remember(network, index)
+        else:
+            self._cache.move_to_end(network)
+        return index
+
+    def _remember(self, network: UUID, index: _Index) -> None:
+        self._cache[network] = index
+        self._cache.move_to_end(network)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def forget(self, network: UUID) -> None:
+        """Drop a network's cached tree (call after erasing it)."""
+        self._cache.pop(network, None)
+
+    async def control(self, value: UUID, data: str | int | float, now: datetime
+                      ) -> tuple[UUID, Reply]:
+        """Validate and store a command for `value`; return (network, Reply to publish).
+
+        Raises `ReadingRejected` (UNKNOWN_VALUE, PERMISSION, TYPE, RANGE, ...) when refused.
+        """
+        where = await self._store.find_value(value)
+        if where is None:
+            raise ReadingRejected(RejectCode.UNKNOWN_VALUE, f"no value {value}")
+        node = where.value
+        if not node.decl.permission.controllable or node.state(StateKind.CONTROL) is None:
+            raise ReadingRejected(RejectCode.PERMISSION,
+                                  f"value {node.name!r} is read-only (permission r)")
+        if isinstance(data, bool) or not isinstance(data, str | int | float):
+            raise ReadingRejected(RejectCode.TYPE, "data must be a string or a number")
+        text = check_data(node.decl, data)
+        record = await self._store.append_control(value, text, now)
+        doc = {"data": text, "timestamp": encode_timestamp(record.timestamp),
+               "value": str(value)}
+        topic = control_topic(where.device_name, node.name)
+        return where.network, Reply(topic, _json(doc), 1, True)

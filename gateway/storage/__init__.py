@@ -1,0 +1,30 @@
+"""Durable storage for the gateway: the data model, reports, connection status, MQTT state.
+
+`Store` (interface.py) is what callers use; `open_sqlite_store(data_dir)` gives the embedded
+SQLite implementation. Writes pass through one group-commit writer (writer.py): many messages
+per transaction, a bounded queue in front (backpressure, never loss), and an acknowledgement
+only after the commit.
+"""
+
+from .errors import SchemaError, StorageError, StoreClosed
+from .interface import Store
+from .records import (
+    ConnectionEvent,
+    ConnectionStatus,
+    QueuedMessage,
+    ReportRow,
+    RetainedMessage,
+    StateRecord,
+    StoredSession,
+    StoreStatistics,
+    ValueLocation,
+)
+from .sqlite import DB_NAME, SQLiteStore, open_sqlite_store
+from .writer import Ticket
+
+__all__ = [
+    "DB_NAME", "ConnectionEvent", "ConnectionStatus", "QueuedMessage", "ReportRow",
+    "RetainedMessage", "SQLiteStore", "SchemaError", "StateRecord", "Store", "StoreClosed",
+    "StorageError", "StoreStatistics", "StoredSession", "Ticket", "ValueLocation",
+    "open_sqlite_store",
+]

@@ -1,0 +1,114 @@
+"""The storage interface: what the gateway, ingest and the HTTP API need from a store.
+
+`Store` is a `typing.Protocol`; `SQLiteStore` is the embedded implementation and a PostgreSQL
+one (psycopg 3 in a worker thread) will be another, with no change to its callers.
+
+Contract every implementation keeps:
+- Writes go through ONE ordered writer with group commit. `submit_*` returns a ticket once
+  the write is queued (it waits only for room: backpressure, never loss); `wait_committed`
+  returns once the transaction holding it committed. The `async def` write methods without
+  `submit_` do both. A QoS 0 report may be submitted and never waited for.
+- UUIDs: devices, values and states get uuid4 when first declared and keep it forever (unique
+  on parent + name); declaring again updates metadata in place.
+- Reads see only committed data and never wait for the writer.
+- `erase_network` leaves no row of that network anywhere.
+- Times are UTC-aware datetimes; storage resolution is one microsecond.
+- Failures raise `gateway.storage.StorageError` (never acknowledge what raised it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from gateway.ingest.limits import Limits
+from gateway.ingest.model import ModelDecl
+from gateway.ingest.tree import NetworkTree, ReportRow, StateKind
+
+from .records import (
+    ConnectionEvent,
+    ConnectionStatus,
+    RetainedMessage,
+    StateRecord,
+    StoredSession,
+    StoreStatistics,
+    ValueLocation,
+)
+
+
+class Store(Protocol):
+    # -- writes: the data model ----------------------------------------------------------
+    async def declare_model(self, network: UUID, model: ModelDecl, now: datetime,
+                            limits: Limits = ...) -> NetworkTree:
+        """Create or update the declared nodes; return the network's whole tree.
+
+        Raises `gateway.ingest.DeclarationRejected` when the network would pass its caps."""
+
+    async def submit_reports(self, rows: Sequence[ReportRow]) -> Any:
+        """Queue report rows; returns a ticket for `wait_committed`."""
+
+    async def wait_committed(self, ticket: Any) -> Any:
+        """Return once the ticket's transaction committed; raise StorageError if it failed."""
+
+    async def append_reports(self, rows: Sequence[ReportRow]) -> None: ...
+
+    async def append_control(self, value: UUID, data: str, now: datetime) -> StateRecord:
+        """Store a Control state (the caller validated it)."""
+
+    # -- writes: connections -------------------------------------------------------------
+    async def connected(self, network: UUID, client_id: str, cert_serial: str | None,
+                        now: datetime) -> None: ...
+
+    async def disconnected(self, network: UUID, client_id: str, reason: str,
+                           now: datetime) -> None: ...
+
+    async def seen(self, network: UUID, now: datetime) -> None:
+        """Update last-seen; queued, not waited for."""
+
+    # -- writes: MQTT state that must survive a restart ----------------------------------
+    async def set_retained(self, network: UUID, topic: str, payload: bytes, qos: int,
+                           now: datetime) -> None:
+        """Set (or with an empty payload, clear) a retained message of the jail."""
+
+    async def save_session(self, network: UUID, client_id: str,
+                           subscriptions: Sequence[tuple[str, int]], now: datetime) -> None:
+        """Create a persistent session or replace its subscriptions."""
+
+    async def delete_session(self, network: UUID, client_id: str) -> None: ...
+
+    async def enqueue(self, network: UUID, client_id: str,
+                      messages: Sequence[tuple[str, bytes, int, bool]], now: datetime
+                      ) -> list[int]:
+        """Queue QoS 1/2 messages for an offline session; returns their ids."""
+
+    async def dequeue(self, network: UUID, client_id: str, ids: Sequence[int]) -> None:
+        """Forget queued messages once delivered (PUBACK / PUBCOMP received)."""
+
+    async def erase_network(self, network: UUID) -> bool: ...
+
+    # -- reads ---------------------------------------------------------------------------
+    async def get_tree(self, network: UUID) -> NetworkTree | None: ...
+
+    async def find_value(self, value: UUID) -> ValueLocation | None: ...
+
+    async def history(self, value: UUID, *, kind: StateKind = ..., since: datetime | None = ...,
+                      until: datetime | None = ..., limit: int = ..., newest_first: bool = ...,
+                      after: StateRecord | None = ...) -> list[StateRecord]: ...
+
+    async def latest_states(self, network: UUID) -> dict[UUID, StateRecord]: ...
+
+    async def connection_status(self, network: UUID) -> ConnectionStatus | None: ...
+
+    async def list_networks(self, *, limit: int = ..., after: UUID | None = ...
+                            ) -> list[ConnectionStatus]: ...
+
+    async def connection_history(self, network: UUID, *, limit: int = ...
+                                 ) -> list[ConnectionEvent]: ...
+
+    async def retained(self, network: UUID) -> list[RetainedMessage]: ...
+
+    async def load_sessions(self, network: UUID | None = ...) -> list[StoredSession]: ...
+
+    def statistics(self) -> StoreStatistics: ...

@@ -1,0 +1,95 @@
+"""Values going in and out of a store (frozen, slotted; datetimes UTC-aware)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from gateway.ingest.tree import ReportRow, StateKind, ValueNode
+
+__all__ = ["ReportRow"]  # defined beside the tree: ingest builds it and must not import us
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """One stored Report or Control state. `id` orders rows and serves as a paging cursor."""
+
+    id: int
+    value: UUID
+    kind: StateKind
+    data: str
+    timestamp: datetime
+    received: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatus:
+    network: UUID
+    online: bool
+    connections: int  # live MQTT connections of this network (clients of one jail)
+    connected_since: datetime | None
+    last_seen: datetime | None
+    cert_serial: str | None
+    client_id: str | None
+    disconnect_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    network: UUID
+    event: str  # "connect" or "disconnect"
+    at: datetime
+    client_id: str | None
+    cert_serial: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedMessage:
+    topic: str  # device-relative (inside the jail)
+    payload: bytes
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    id: int  # pass back to `Store.dequeue` once delivered
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A persistent (clean session 0) MQTT session as it survives a restart."""
+
+    network: UUID
+    client_id: str
+    subscriptions: tuple[tuple[str, int], ...]  # (device-relative filter, granted QoS)
+    queued: tuple[QueuedMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueLocation:
+    """Where a value lives: for `control` (its topic) and the HTTP API."""
+
+    network: UUID
+    device: UUID
+    device_name: str
+    value: ValueNode
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    queued: int  # write operations waiting for the writer
+    queue_capacity: int
+    producers_waiting: int  # tasks blocked by backpressure
+    commits: int  # transactions committed
+    operations: int  # write operations committed
+    reports: int  # report rows committed
+    failed_operations: int
+    busy_retries: int  # commits retried because another process held the write lock
+    last_batch: int  # operations in the last transaction
+    last_commit_seconds: float

@@ -1,0 +1,469 @@
+"""The write side: operations the single writer applies, many per transaction.
+
+Each operation is a frozen value with `apply(side)`; `WriteSide.apply_batch` runs a batch in
+one `BEGIN IMMEDIATE ... COMMIT` and returns one outcome per operation (its result, or
+`Failed`). Report rows of consecutive `Reports` operations go to SQLite in one `executemany`.
+An operation that finds bad input (an unknown value UUID) fails alone before touching SQL; if
+SQL itself fails, the transaction is rolled back and the batch is retried one operation per
+transaction, so one poisoned operation never costs the others.
+
+Runs only in the writer's worker thread; the caches are that thread's and are dropped on any
+rollback, since they may hold ids the rollback undid.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid as uuidlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from gateway.ingest.errors import DeclarationRejected
+from gateway.ingest.limits import Limits
+from gateway.ingest.model import ModelDecl
+from gateway.ingest.tree import NetworkTree, ReportRow, StateKind
+
+from ..errors import StorageError
+from ..records import StateRecord
+from ..writer import Failed
+from .convert import KIND_CODE, from_us, load_tree, to_us
+
+REPORT, CONTROL = KIND_CODE[StateKind.REPORT], KIND_CODE[StateKind.CONTROL]
+
+
+class UnknownValue(StorageError):
+    """A report or control names a value UUID this store does not hold (erased meanwhile?)."""
+
+
+class WriteSide:
+    """The write connection and its caches (uuid -> integer id)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.networks: dict[UUID, int] = {}
+        self.report_states: dict[UUID, int] = {}
+        self.pending_rows: list[tuple[int, int, int, str]] = []
+        self.busy_retries = 0
+        self.erased_in_batch = False
+
+    def reset_caches(self) -> None:
+        self.networks.clear()
+        self.report_states.clear()
+
+    # -- lookups -----------------------------------------------------------------------
+    def network_id(self, network: UUID, now_us: int, *, create: bool = True) -> int | None:
+        nid = self.networks.get(network)
+        if nid is not None:
+            return nid
+        row = self.conn.execute("SELECT id FROM networks WHERE uuid = ?",
+                                (str(network),)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            nid = self.conn.execute("INSERT INTO networks (uuid, created_us) VALUES (?, ?)",
+                                    (str(network), now_us)).lastrowid
+        else:
+            nid = row[0]
+        self.networks[network] = nid
+        return nid
+
+    def state_id(self, value: UUID, kind: int) -> int:
+        if kind == REPORT:
+            sid = self.report_states.get(value)
+            if sid is not None:
+                return sid
+        row = self.conn.execute(
+            "SELECT s.id FROM states s JOIN value_nodes v ON v.id = s.value_id "
+            "WHERE v.uuid = ? AND s.kind = ?", (str(value), kind)).fetchone()
+        if row is None:
+            raise UnknownValue(f"no {'Report' if kind == REPORT else 'Control'} state for "
+                               f"value {value}")
+        if kind == REPORT:
+            self.report_states[value] = row[0]
+        return row[0]
+
+    # -- batches -----------------------------------------------------------------------
+    def flush_rows(self) -> None:
+        if self.pending_rows:
+            self.conn.executemany(
+                "INSERT INTO state_log (state_id, ts_us, received_us, data) VALUES (?, ?, ?, ?)",
+                self.pending_rows)
+            self.pending_rows.clear()
+
+    def _begin(self) -> None:
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                # Another process (a backup, the sqlite3 shell) holds the write lock past
+                # busy_timeout: wait again rather than fail writes we were asked to keep.
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                self.busy_retries += 1
+
+    def _apply(self, op: Any) -> Any:
+        if isinstance(op, Reports):
+            try:
+                rows = op.rows_for(self)
+            except StorageError as exc:
+                return Failed(exc)
+            self.pending_rows.extend(rows)
+            return None
+        self.flush_rows()
+        try:
+            return op.apply(self)
+        except (StorageError, DeclarationRejected) as exc:
+            return Failed(exc)
+
+    def apply_batch(self, ops: Sequence[Any]) -> list[Any]:
+        self.erased_in_batch = False
+        try:
+            self._begin()
+            try:
+                outcomes = [self._apply(op) for op in ops]
+                self.flush_rows()
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error:
+            outcomes = [self._apply_alone(op) for op in ops]
+        if self.erased_in_batch:
+            self._purge_wal()
+        return outcomes
+
+    def _apply_alone(self, op: Any) -> Any:
+        try:
+            self._begin()
+            try:
+                outcome = self._apply(op)
+                self.flush_rows()
+                self.conn.execute("COMMIT")
+                return outcome
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as exc:
+            return Failed(StorageError(f"{type(op).__name__} failed: {exc}"))
+
+    def _rollback(self) -> None:
+        self.pending_rows.clear()
+        self.reset_caches()
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def _purge_wal(self) -> None:
+        # Erased rows were overwritten in the database (secure_delete); their old page
+        # images still sit in the WAL until a checkpoint copies and truncates it.
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # readers active: the next automatic checkpoint finishes the job
+
+
+# -- operations ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Reports:
+    rows: Sequence[ReportRow]
+
+    def rows_for(self, side: WriteSide) -> list[tuple[int, int, int, str]]:
+        return [(side.state_id(r.value, REPORT), to_us(r.timestamp), to_us(r.received), r.data)
+                for r in self.rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Declare:
+    network: UUID
+    model: ModelDecl
+    now: datetime
+    limits: Limits
+
+    def apply(self, side: WriteSide) -> NetworkTree:
+        conn, now = side.conn, to_us(self.now)
+        nid = side.network_id(self.network, now)
+        self._check_caps(conn, nid)
+        for dev in self.model.devices:
+            row = conn.execute("SELECT id, description FROM devices WHERE network_id = ? "
+                               "AND name = ?", (nid, dev.name)).fetchone()
+            if row is None:
+                did = conn.execute(
+                    "INSERT INTO devices (uuid, network_id, name, description, created_us, "
+                    "updated_us) VALUES (?, ?, ?, ?, ?, ?)",
+                    (str(uuidlib.uuid4()), nid, dev.name, dev.description, now, now)).lastrowid
+            else:
+                did = row[0]
+                if row[1] != dev.description:
+                    conn.execute("UPDATE devices SET description = ?, updated_us = ? "
+                                 "WHERE id = ?", (dev.description, now, did))
+            for v in dev.values:
+                decl = json.dumps(v.to_json(), sort_keys=True)
+                row = conn.execute("SELECT id, decl FROM value_nodes WHERE device_id = ? "
+                                   "AND name = ?", (did, v.name)).fetchone()
+                if row is None:
+                    vid = conn.execute(
+                        "INSERT INTO value_nodes (uuid, device_id, network_id, name, decl, "
+                        "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (str(uuidlib.uuid4()), did, nid, v.name, decl, now, now)).lastrowid
+                else:
+                    vid = row[0]
+                    if row[1] != decl:
+                        conn.execute("UPDATE value_nodes SET decl = ?, updated_us = ? "
+                                     "WHERE id = ?", (decl, now, vid))
+                # States are created when the permission first needs them and never deleted:
+                # a value that goes from rw to r keeps its Control history.
+                kinds = ([REPORT] if v.permission.reportable else []) + (
+                    [CONTROL] if v.permission.controllable else [])
+                for kind in kinds:
+                    conn.execute("INSERT OR IGNORE INTO states (uuid, value_id, network_id, "
+                                 "kind) VALUES (?, ?, ?, ?)",
+                                 (str(uuidlib.uuid4()), vid, nid, kind))
+        side.report_states.clear()  # a value may have gained or lost reportability
+        tree = load_tree(conn, self.network)
+        assert tree is not None
+        return tree
+
+    def _check_caps(self, conn: sqlite3.Connection, nid: int) -> None:
+        existing_devices = {name for (name,) in conn.execute(
+            "SELECT name FROM devices WHERE network_id = ?", (nid,))}
+        new_devices = {d.name for d in self.model.devices} - existing_devices
+        if len(existing_devices) + len(new_devices) > self.limits.max_devices_per_network:
+            raise DeclarationRejected([
+                f"the network would have {len(existing_devices) + len(new_devices)} devices; "
+                f"the limit is {self.limits.max_devices_per_network}"])
+        existing_values = {(d, v) for d, v in conn.execute(
+            "SELECT d.name, v.name FROM value_nodes v JOIN devices d ON d.id = v.device_id "
+            "WHERE v.network_id = ?", (nid,))}
+        declared = {(d.name, v.name) for d in self.model.devices for v in d.values}
+        total = len(existing_values | declared)
+        if total > self.limits.max_values_per_network:
+            raise DeclarationRejected([
+                f"the network would have {total} values; the limit is "
+                f"{self.limits.max_values_per_network}"])
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    value: UUID
+    data: str
+    now: datetime
+
+    def apply(self, side: WriteSide) -> StateRecord:
+        sid = side.state_id(self.value, CONTROL)
+        now = to_us(self.now)
+        rid = side.conn.execute(
+            "INSERT INTO state_log (state_id, ts_us, received_us, data) VALUES (?, ?, ?, ?)",
+            (sid, now, now, self.data)).lastrowid
+        return StateRecord(rid, self.value, StateKind.CONTROL, self.data, self.now, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    network: UUID
+    client_id: str
+    cert_serial: str | None
+    now: datetime
+
+    def apply(self, side: WriteSide) -> None:
+        now = to_us(self.now)
+        nid = side.network_id(self.network, now)
+        side.conn.execute(
+            "INSERT INTO connection_status (network_id, connections, connected_since_us, "
+            "last_seen_us, cert_serial, client_id, disconnect_reason) "
+            "VALUES (?, 1, ?, ?, ?, ?, NULL) ON CONFLICT (network_id) DO UPDATE SET "
+            "connections = connections + 1, "
+            "connected_since_us = CASE WHEN connections = 0 THEN excluded.connected_since_us "
+            "ELSE connected_since_us END, last_seen_us = excluded.last_seen_us, "
+            "cert_serial = excluded.cert_serial, client_id = excluded.client_id, "
+            "disconnect_reason = NULL",
+            (nid, now, now, self.cert_serial, self.client_id))
+        side.conn.execute(
+            "INSERT INTO connection_log (network_id, event, at_us, client_id, cert_serial) "
+            "VALUES (?, 'connect', ?, ?, ?)", (nid, now, self.client_id, self.cert_serial))
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    network: UUID
+    client_id: str
+    reason: str
+    now: datetime
+
+    def apply(self, side: WriteSide) -> None:
+        now = to_us(self.now)
+        nid = side.network_id(self.network, now)
+        side.conn.execute(
+            "UPDATE connection_status SET connections = max(connections - 1, 0), "
+            "connected_since_us = CASE WHEN connections <= 1 THEN NULL "
+            "ELSE connected_since_us END, last_seen_us = ?, disconnect_reason = ? "
+            "WHERE network_id = ?", (now, self.reason, nid))
+        side.conn.execute(
+            "INSERT INTO connection_log (network_id, event, at_us, client_id, reason) "
+            "VALUES (?, 'disconnect', ?, ?, ?)", (nid, now, self.client_id, self.reason))
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    network: UUID
+    now: datetime
+
+    def apply(self, side: WriteSide) -> None:
+        nid = side.network_id(self.network, to_us(self.now), create=False)
+        if nid is not None:
+            side.conn.execute("UPDATE connection_status SET last_seen_us = ? "
+                              "WHERE network_id = ?", (to_us(self.now), nid))
+
+
+@dataclass(frozen=True, slots=True)
+class ResetConnections:
+    """At start-up: no connection survived the previous process."""
+
+    reason: str
+    now: datetime
+
+    def apply(self, side: WriteSide) -> int:
+        now = to_us(self.now)
+        stale = side.conn.execute(
+            "SELECT network_id FROM connection_status WHERE connections > 0").fetchall()
+        for (nid,) in stale:
+            side.conn.execute(
+                "INSERT INTO connection_log (network_id, event, at_us, reason) "
+                "VALUES (?, 'disconnect', ?, ?)", (nid, now, self.reason))
+        side.conn.execute(
+            "UPDATE connection_status SET connections = 0, connected_since_us = NULL, "
+            "disconnect_reason = ? WHERE connections > 0", (self.reason,))
+        return len(stale)
+
+
+@dataclass(frozen=True, slots=True)
+class SetRetained:
+    network: UUID
+    topic: str
+    payload: bytes
+    qos: int
+    now: datetime
+
+    def apply(self, side: WriteSide) -> None:
+        nid = side.network_id(self.network, to_us(self.now))
+        if not self.payload:  # MQTT 3.1.1 section 3.3.1.3: empty payload clears it
+            side.conn.execute("DELETE FROM retained WHERE network_id = ? AND topic = ?",
+                              (nid, self.topic))
+        else:
+            side.conn.execute(
+                "INSERT INTO retained (network_id, topic, payload, qos) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (network_id, topic) DO UPDATE SET payload = excluded.payload, "
+                "qos = excluded.qos", (nid, self.topic, self.payload, self.qos))
+
+
+@dataclass(frozen=True, slots=True)
+class SaveSession:
+    network: UUID
+    client_id: str
+    subscriptions: tuple[tuple[str, int], ...]
+    now: datetime
+
+    def apply(self, side: WriteSide) -> None:
+        nid = side.network_id(self.network, to_us(self.now))
+        side.conn.execute("INSERT OR IGNORE INTO sessions (network_id, client_id) VALUES (?, ?)",
+                          (nid, self.client_id))
+        side.conn.execute("DELETE FROM subscriptions WHERE network_id = ? AND client_id = ?",
+                          (nid, self.client_id))
+        side.conn.executemany(
+            "INSERT INTO subscriptions (network_id, client_id, filter, qos) VALUES (?, ?, ?, ?)",
+            [(nid, self.client_id, f, q) for f, q in self.subscriptions])
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSession:
+    network: UUID
+    client_id: str
+
+    def apply(self, side: WriteSide) -> None:
+        nid = side.network_id(self.network, 0, create=False)
+        if nid is None:
+            return
+        for table in ("queued", "subscriptions", "sessions"):
+            side.conn.execute(f"DELETE FROM {table} WHERE network_id = ? AND client_id = ?",
+                              (nid, self.client_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    network: UUID
+    client_id: str
+    messages: tuple[tuple[str, bytes, int, bool], ...]  # topic, payload, qos, retain
+    now: datetime
+
+    def apply(self, side: WriteSide) -> list[int]:
+        nid = side.network_id(self.network, to_us(self.now))
+        side.conn.execute("INSERT OR IGNORE INTO sessions (network_id, client_id) VALUES (?, ?)",
+                          (nid, self.client_id))
+        return [side.conn.execute(
+            "INSERT INTO queued (network_id, client_id, topic, payload, qos, retain) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (nid, self.client_id, topic, payload, qos, int(retain))).lastrowid
+            for topic, payload, qos, retain in self.messages]
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeue:
+    network: UUID
+    client_id: str
+    ids: tuple[int, ...]
+
+    def apply(self, side: WriteSide) -> None:
+        nid = side.network_id(self.network, 0, create=False)
+        if nid is not None:
+            side.conn.executemany(
+                "DELETE FROM queued WHERE id = ? AND network_id = ? AND client_id = ?",
+                [(i, nid, self.client_id) for i in self.ids])
+
+
+ERASE_ORDER = (
+    # children before parents (foreign keys are on)
+    ("state_log", "state_id IN (SELECT id FROM states WHERE network_id = ?)"),
+    ("states", "network_id = ?"),
+    ("value_nodes", "network_id = ?"),
+    ("devices", "network_id = ?"),
+    ("connection_status", "network_id = ?"),
+    ("connection_log", "network_id = ?"),
+    ("retained", "network_id = ?"),
+    ("queued", "network_id = ?"),
+    ("subscriptions", "network_id = ?"),
+    ("sessions", "network_id = ?"),
+    ("networks", "id = ?"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Erase:
+    network: UUID
+
+    def apply(self, side: WriteSide) -> bool:
+        nid = side.network_id(self.network, 0, create=False)
+        if nid is None:
+            return False
+        side.conn.execute("PRAGMA secure_delete = ON")  # overwrite erased content on disk
+        try:
+            for table, where in ERASE_ORDER:
+                side.conn.execute(f"DELETE FROM {table} WHERE {where}", (nid,))
+        finally:
+            side.conn.execute("PRAGMA secure_delete = OFF")
+        side.reset_caches()
+        side.erased_in_batch = True
+        return True
+
+
+def report_count(op: Any) -> int:
+    return len(op.rows) if isinstance(op, Reports) else 0
+
+
+__all__ = [
+    "Connected", "Control", "Declare", "DeleteSession", "Dequeue", "Disconnected", "Enqueue",
+    "Erase", "Reports", "ResetConnections", "Seen", "SaveSession", "SetRetained", "UnknownValue",
+    "WriteSide", "from_us", "report_count",
+]

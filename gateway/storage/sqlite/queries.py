@@ -1,0 +1,176 @@
+"""The read side: queries on the read connection (WAL: they never wait for the writer).
+
+Plain functions of a connection, run in a worker thread by the store. Each reads one
+consistent snapshot (one transaction) where it reads more than one statement.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime
+from uuid import UUID
+
+from gateway.ingest.model import value_decl_from_json
+from gateway.ingest.tree import NetworkTree, StateKind, StateNode, ValueNode
+
+from ..records import (
+    ConnectionEvent,
+    ConnectionStatus,
+    QueuedMessage,
+    RetainedMessage,
+    StateRecord,
+    StoredSession,
+    ValueLocation,
+)
+from .convert import CODE_KIND, KIND_CODE, from_us, load_tree, to_us
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection):
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
+def tree(conn: sqlite3.Connection, network: UUID) -> NetworkTree | None:
+    with snapshot(conn):
+        return load_tree(conn, network)
+
+
+def find_value(conn: sqlite3.Connection, value: UUID) -> ValueLocation | None:
+    with snapshot(conn):
+        row = conn.execute(
+            "SELECT v.id, v.decl, d.uuid, d.name, n.uuid FROM value_nodes v "
+            "JOIN devices d ON d.id = v.device_id JOIN networks n ON n.id = v.network_id "
+            "WHERE v.uuid = ?", (str(value),)).fetchone()
+        if row is None:
+            return None
+        vid, decl, device_uuid, device_name, network_uuid = row
+        states = tuple(StateNode(UUID(u), CODE_KIND[k]) for u, k in conn.execute(
+            "SELECT uuid, kind FROM states WHERE value_id = ? ORDER BY kind", (vid,)))
+    node = ValueNode(value, value_decl_from_json(json.loads(decl)), states)
+    return ValueLocation(UUID(network_uuid), UUID(device_uuid), device_name, node)
+
+
+def _record(value: UUID, kind: StateKind, row: tuple) -> StateRecord:
+    rid, ts, received, data = row
+    return StateRecord(rid, value, kind, data, from_us(ts), from_us(received))
+
+
+def history(
+    conn: sqlite3.Connection,
+    value: UUID,
+    kind: StateKind,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    newest_first: bool,
+    after: StateRecord | None,
+) -> list[StateRecord]:
+    """States of one value with since <= timestamp < until, ordered by (timestamp, id).
+
+    `after` is the last record of the previous page (a keyset cursor: stable under inserts).
+    """
+    row = conn.execute(
+        "SELECT s.id FROM states s JOIN value_nodes v ON v.id = s.value_id "
+        "WHERE v.uuid = ? AND s.kind = ?", (str(value), KIND_CODE[kind])).fetchone()
+    if row is None:
+        return []
+    clauses, params = ["state_id = ?"], [row[0]]
+    if since is not None:
+        clauses.append("ts_us >= ?")
+        params.append(to_us(since))
+    if until is not None:
+        clauses.append("ts_us < ?")
+        params.append(to_us(until))
+    if after is not None:
+        op = "<" if newest_first else ">"
+        clauses.append(f"(ts_us, id) {op} (?, ?)")
+        params += [to_us(after.timestamp), after.id]
+    order = "DESC" if newest_first else "ASC"
+    rows = conn.execute(
+        f"SELECT id, ts_us, received_us, data FROM state_log WHERE {' AND '.join(clauses)} "
+        f"ORDER BY ts_us {order}, id {order} LIMIT ?", (*params, limit)).fetchall()
+    return [_record(value, kind, r) for r in rows]
+
+
+def latest_states(conn: sqlite3.Connection, network: UUID) -> dict[UUID, StateRecord]:
+    """The newest (by timestamp) entry of every state of a network, keyed by state UUID."""
+    out: dict[UUID, StateRecord] = {}
+    with snapshot(conn):
+        states = conn.execute(
+            "SELECT s.id, s.uuid, s.kind, v.uuid FROM states s "
+            "JOIN value_nodes v ON v.id = s.value_id JOIN networks n ON n.id = s.network_id "
+            "WHERE n.uuid = ?", (str(network),)).fetchall()
+        for sid, suuid, kind, vuuid in states:
+            row = conn.execute(
+                "SELECT id, ts_us, received_us, data FROM state_log WHERE state_id = ? "
+                "ORDER BY ts_us DESC, id DESC LIMIT 1", (sid,)).fetchone()
+            if row is not None:
+                out[UUID(suuid)] = _record(UUID(vuuid), CODE_KIND[kind], row)
+    return out
+
+
+_STATUS = ("SELECT n.uuid, c.connections, c.connected_since_us, c.last_seen_us, c.cert_serial, "
+           "c.client_id, c.disconnect_reason FROM networks n "
+           "LEFT JOIN connection_status c ON c.network_id = n.id")
+
+
+def _status(row: tuple) -> ConnectionStatus:
+    uuid, connections, since, seen, serial, client_id, reason = row
+    return ConnectionStatus(UUID(uuid), bool(connections), connections or 0, from_us(since),
+                            from_us(seen), serial, client_id, reason)
+
+
+def connection_status(conn: sqlite3.Connection, network: UUID) -> ConnectionStatus | None:
+    row = conn.execute(f"{_STATUS} WHERE n.uuid = ?", (str(network),)).fetchone()
+    return None if row is None else _status(row)
+
+
+def list_networks(conn: sqlite3.Connection, limit: int, after: UUID | None
+                  ) -> list[ConnectionStatus]:
+    """Networks ordered by UUID, `limit` at a time after `after` (keyset paging)."""
+    rows = conn.execute(f"{_STATUS} WHERE n.uuid > ? ORDER BY n.uuid LIMIT ?",
+                        ("" if after is None else str(after), limit)).fetchall()
+    return [_status(r) for r in rows]
+
+
+def connection_history(conn: sqlite3.Connection, network: UUID, limit: int
+                       ) -> list[ConnectionEvent]:
+    rows = conn.execute(
+        "SELECT l.event, l.at_us, l.client_id, l.cert_serial, l.reason FROM connection_log l "
+        "JOIN networks n ON n.id = l.network_id WHERE n.uuid = ? "
+        "ORDER BY l.at_us DESC, l.id DESC LIMIT ?", (str(network), limit)).fetchall()
+    return [ConnectionEvent(network, e, from_us(at), c, s, r) for e, at, c, s, r in rows]
+
+
+def retained(conn: sqlite3.Connection, network: UUID) -> list[RetainedMessage]:
+    rows = conn.execute(
+        "SELECT r.topic, r.payload, r.qos FROM retained r JOIN networks n ON n.id = r.network_id "
+        "WHERE n.uuid = ? ORDER BY r.topic", (str(network),)).fetchall()
+    return [RetainedMessage(t, bytes(p), q) for t, p, q in rows]
+
+
+def sessions(conn: sqlite3.Connection, network: UUID | None) -> list[StoredSession]:
+    """Persistent sessions (all networks, or one) with subscriptions and queued messages."""
+    with snapshot(conn):
+        where, params = ("WHERE n.uuid = ?", (str(network),)) if network else ("", ())
+        rows = conn.execute(
+            "SELECT n.id, n.uuid, s.client_id FROM sessions s "
+            f"JOIN networks n ON n.id = s.network_id {where} ORDER BY n.uuid, s.client_id",
+            params).fetchall()
+        out = []
+        for nid, nuuid, client_id in rows:
+            subs = tuple(conn.execute(
+                "SELECT filter, qos FROM subscriptions WHERE network_id = ? AND client_id = ? "
+                "ORDER BY filter", (nid, client_id)).fetchall())
+            queued = tuple(QueuedMessage(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in
+                           conn.execute("SELECT id, topic, payload, qos, retain FROM queued "
+                                        "WHERE network_id = ? AND client_id = ? ORDER BY id",
+                                        (nid, client_id)))
+            out.append(StoredSession(UUID(nuuid), client_id, subs, queued))
+    return out

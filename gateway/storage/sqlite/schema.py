@@ -1,0 +1,160 @@
+"""The SQLite schema as numbered migrations, and the connection settings.
+
+`PRAGMA user_version` holds the number of the last migration applied; `migrate` applies the
+missing ones in order, each in its own transaction, and refuses a database from a newer
+fleetgate. Never edit a released migration: add the next number.
+
+Why the schema looks like this:
+- Integer surrogate keys inside, UUIDs (text, unique) at the edges: the hot table `state_log`
+  then carries an 8-byte state id instead of a 36-byte UUID, which keeps the (state, time)
+  index small and inserts fast.
+- `state_log(state_id, ts_us)` is the index for the reads that matter: one value's history
+  over a time range, and its latest state (the last entry of that index range). Times are
+  integer microseconds since the epoch, UTC.
+- Every table that belongs to a network carries `network_id` (or reaches it through a state),
+  so erasure is a handful of indexed deletes, and a test proves no row survives it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..errors import SchemaError
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, """
+CREATE TABLE networks (
+    id          INTEGER PRIMARY KEY,
+    uuid        TEXT NOT NULL UNIQUE,
+    created_us  INTEGER NOT NULL
+);
+CREATE TABLE devices (
+    id          INTEGER PRIMARY KEY,
+    uuid        TEXT NOT NULL UNIQUE,
+    network_id  INTEGER NOT NULL REFERENCES networks(id),
+    name        TEXT NOT NULL,
+    description TEXT,
+    created_us  INTEGER NOT NULL,
+    updated_us  INTEGER NOT NULL,
+    UNIQUE (network_id, name)
+);
+CREATE TABLE value_nodes (
+    id          INTEGER PRIMARY KEY,
+    uuid        TEXT NOT NULL UNIQUE,
+    device_id   INTEGER NOT NULL REFERENCES devices(id),
+    network_id  INTEGER NOT NULL REFERENCES networks(id),
+    name        TEXT NOT NULL,
+    decl        TEXT NOT NULL,          -- ValueDecl.to_json(), JSON
+    created_us  INTEGER NOT NULL,
+    updated_us  INTEGER NOT NULL,
+    UNIQUE (device_id, name)
+);
+CREATE INDEX value_nodes_by_network ON value_nodes(network_id);
+CREATE TABLE states (
+    id          INTEGER PRIMARY KEY,
+    uuid        TEXT NOT NULL UNIQUE,
+    value_id    INTEGER NOT NULL REFERENCES value_nodes(id),
+    network_id  INTEGER NOT NULL REFERENCES networks(id),
+    kind        INTEGER NOT NULL,       -- 1 Report, 2 Control
+    UNIQUE (value_id, kind)
+);
+CREATE INDEX states_by_network ON states(network_id);
+CREATE TABLE state_log (
+    id          INTEGER PRIMARY KEY,
+    state_id    INTEGER NOT NULL REFERENCES states(id),
+    ts_us       INTEGER NOT NULL,       -- the device's timestamp (or receive time)
+    received_us INTEGER NOT NULL,       -- the gateway's receive time
+    data        TEXT NOT NULL
+);
+CREATE INDEX state_log_by_time ON state_log(state_id, ts_us);
+CREATE TABLE connection_status (
+    network_id        INTEGER PRIMARY KEY REFERENCES networks(id),
+    connections       INTEGER NOT NULL,
+    connected_since_us INTEGER,
+    last_seen_us      INTEGER,
+    cert_serial       TEXT,
+    client_id         TEXT,
+    disconnect_reason TEXT
+);
+CREATE TABLE connection_log (
+    id          INTEGER PRIMARY KEY,
+    network_id  INTEGER NOT NULL REFERENCES networks(id),
+    event       TEXT NOT NULL,
+    at_us       INTEGER NOT NULL,
+    client_id   TEXT,
+    cert_serial TEXT,
+    reason      TEXT
+);
+CREATE INDEX connection_log_by_network ON connection_log(network_id, at_us);
+CREATE TABLE retained (
+    network_id  INTEGER NOT NULL REFERENCES networks(id),
+    topic       TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    qos         INTEGER NOT NULL,
+    PRIMARY KEY (network_id, topic)
+) WITHOUT ROWID;
+CREATE TABLE sessions (
+    network_id  INTEGER NOT NULL REFERENCES networks(id),
+    client_id   TEXT NOT NULL,
+    PRIMARY KEY (network_id, client_id)
+) WITHOUT ROWID;
+CREATE TABLE subscriptions (
+    network_id  INTEGER NOT NULL,
+    client_id   TEXT NOT NULL,
+    filter      TEXT NOT NULL,
+    qos         INTEGER NOT NULL,
+    PRIMARY KEY (network_id, client_id, filter),
+    FOREIGN KEY (network_id, client_id) REFERENCES sessions(network_id, client_id)
+) WITHOUT ROWID;
+CREATE TABLE queued (
+    id          INTEGER PRIMARY KEY,
+    network_id  INTEGER NOT NULL,
+    client_id   TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    FOREIGN KEY (network_id, client_id) REFERENCES sessions(network_id, client_id)
+);
+CREATE INDEX queued_by_session ON queued(network_id, client_id, id);
+"""),
+)
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def configure_writer(conn: sqlite3.Connection, *, synchronous: str) -> None:
+    """WAL (readers never block the writer), fsync per commit unless told otherwise."""
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise SchemaError(f"cannot switch the database to WAL (got {mode})")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+
+
+def configure_reader(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA query_only=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply missing migrations; return the schema version now in force."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > LATEST:
+        raise SchemaError(f"database schema {version} is newer than this fleetgate ({LATEST})")
+    for number, sql in MIGRATIONS:
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version = number
+    return version

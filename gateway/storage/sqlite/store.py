@@ -1,0 +1,229 @@
+"""`SQLiteStore`: the embedded default store, one file under the gateway's data folder.
+
+One write connection, driven by the group-commit `Writer` (writes queue, commit in batches, in
+a worker thread); one read connection for the HTTP API and cache fills (WAL: reads never wait
+for the writer, and see only committed data). Open it with `open_sqlite_store(data_dir)`.
+
+Durability: `synchronous=FULL` by default, i.e. one fsync of the WAL per transaction, so what
+a commit acknowledged survives a power cut, not only a process crash. `synchronous="NORMAL"`
+keeps crash safety (SIGKILL) and gives up only the last transactions on power loss.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import trio
+
+from gateway.ingest.limits import DEFAULT_LIMITS, Limits
+from gateway.ingest.model import ModelDecl
+from gateway.ingest.tree import NetworkTree, ReportRow, StateKind
+
+from ..errors import StorageError
+from ..records import (
+    ConnectionEvent,
+    ConnectionStatus,
+    RetainedMessage,
+    StateRecord,
+    StoredSession,
+    StoreStatistics,
+    ValueLocation,
+)
+from ..writer import Ticket, Writer
+from . import ops, queries
+from .schema import configure_reader, configure_writer, migrate
+
+DB_NAME = "fleetgate.sqlite3"
+T = TypeVar("T")
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it holds personal data)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+class SQLiteStore:
+    """A `gateway.storage.Store` on one SQLite file. Build it with `open_sqlite_store`."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", max_queue: int = 10_000,
+                 max_batch: int = 5_000) -> None:
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.path = path
+        _create_private(path)
+        try:
+            wconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            configure_writer(wconn, synchronous=synchronous)
+            self.schema_version = migrate(wconn)
+            rconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            configure_reader(rconn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {path}: {exc}") from exc
+        self._side = ops.WriteSide(wconn)
+        self._read = rconn
+        self._read_limiter = trio.CapacityLimiter(1)
+        self._writer = Writer(self._side.apply_batch, max_queue=max_queue, max_batch=max_batch,
+                              count_rows=ops.report_count)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                     ) -> None:
+        await self._writer.run(task_status=task_status)
+
+    # -- write plumbing -----------------------------------------------------------------
+    async def submit(self, op: Any) -> Ticket:
+        """Queue one write operation (backpressure: waits while the queue is full)."""
+        return await self._writer.submit(op)
+
+    async def wait_committed(self, ticket: Ticket) -> Any:
+        """Return (the operation's result) once its transaction committed; raise if it failed."""
+        return await self._writer.wait(ticket)
+
+    async def _write(self, op: Any) -> Any:
+        return await self._writer.wait(await self._writer.submit(op))
+
+    # -- writes -------------------------------------------------------------------------
+    async def declare_model(self, network: UUID, model: ModelDecl, now: datetime,
+                            limits: Limits = DEFAULT_LIMITS) -> NetworkTree:
+        return await self._write(ops.Declare(network, model, now, limits))
+
+    async def submit_reports(self, rows: Sequence[ReportRow]) -> Ticket:
+        return await self.submit(ops.Reports(tuple(rows)))
+
+    async def append_reports(self, rows: Sequence[ReportRow]) -> None:
+        await self._write(ops.Reports(tuple(rows)))
+
+    async def append_control(self, value: UUID, data: str, now: datetime) -> StateRecord:
+        return await self._write(ops.Control(value, data, now))
+
+    async def connected(self, network: UUID, client_id: str, cert_serial: str | None,
+                        now: datetime) -> None:
+        await self._write(ops.Connected(network, client_id, cert_serial, now))
+
+    async def disconnected(self, network: UUID, client_id: str, reason: str,
+                           now: datetime) -> None:
+        await self._write(ops.Disconnected(network, client_id, reason, now))
+
+    async def seen(self, network: UUID, now: datetime) -> None:
+        """Record activity; not waited for (last_seen is advisory)."""
+        await self.submit(ops.Seen(network, now))
+
+    async def reset_connections(self, now: datetime, reason: str = "GATEWAY_RESTART") -> int:
+        return await self._write(ops.ResetConnections(reason, now))
+
+    async def set_retained(self, network: UUID, topic: str, payload: bytes, qos: int,
+                           now: datetime) -> None:
+        await self._write(ops.SetRetained(network, topic, bytes(payload), int(qos), now))
+
+    async def save_session(self, network: UUID, client_id: str,
+                           subscriptions: Sequence[tuple[str, int]], now: datetime) -> None:
+        subs = tuple((f, int(q)) for f, q in subscriptions)
+        await self._write(ops.SaveSession(network, client_id, subs, now))
+
+    async def delete_session(self, network: UUID, client_id: str) -> None:
+        await self._write(ops.DeleteSession(network, client_id))
+
+    async def enqueue(self, network: UUID, client_id: str,
+                      messages: Sequence[tuple[str, bytes, int, bool]], now: datetime
+                      ) -> list[int]:
+        msgs = tuple((t, bytes(p), int(q), bool(r)) for t, p, q, r in messages)
+        return await self._write(ops.Enqueue(network, client_id, msgs, now))
+
+    async def dequeue(self, network: UUID, client_id: str, ids: Sequence[int]) -> None:
+        await self._write(ops.Dequeue(network, client_id, tuple(ids)))
+
+    async def erase_network(self, network: UUID) -> bool:
+        """Delete every row of `network` in one transaction; False if it was unknown."""
+        return await self._write(ops.Erase(network))
+
+    # -- reads --------------------------------------------------------------------------
+    async def _read_with(self, fn: Callable[..., T], *args: Any) -> T:
+        def run() -> T:
+            try:
+                return fn(self._read, *args)
+            except sqlite3.Error as exc:
+                if self._read.in_transaction:
+                    self._read.execute("ROLLBACK")
+                raise StorageError(f"read failed: {exc}") from exc
+        return await trio.to_thread.run_sync(run, limiter=self._read_limiter)
+
+    async def get_tree(self, network: UUID) -> NetworkTree | None:
+        return await self._read_with(queries.tree, network)
+
+    async def find_value(self, value: UUID) -> ValueLocation | None:
+        return await self._read_with(queries.find_value, value)
+
+    async def history(self, value: UUID, *, kind: StateKind = StateKind.REPORT,
+                      since: datetime | None = None, until: datetime | None = None,
+                      limit: int = 100, newest_first: bool = False,
+                      after: StateRecord | None = None) -> list[StateRecord]:
+        return await self._read_with(queries.history, value, kind, since, until, limit,
+                                     newest_first, after)
+
+    async def latest_states(self, network: UUID) -> dict[UUID, StateRecord]:
+        return await self._read_with(queries.latest_states, network)
+
+    async def connection_status(self, network: UUID) -> ConnectionStatus | None:
+        return await self._read_with(queries.connection_status, network)
+
+    async def list_networks(self, *, limit: int = 100, after: UUID | None = None
+                            ) -> list[ConnectionStatus]:
+        return await self._read_with(queries.list_networks, limit, after)
+
+    async def connection_history(self, network: UUID, *, limit: int = 100
+                                 ) -> list[ConnectionEvent]:
+        return await self._read_with(queries.connection_history, network, limit)
+
+    async def retained(self, network: UUID) -> list[RetainedMessage]:
+        return await self._read_with(queries.retained, network)
+
+    async def load_sessions(self, network: UUID | None = None) -> list[StoredSession]:
+        return await self._read_with(queries.sessions, network)
+
+    def statistics(self) -> StoreStatistics:
+        queued, waiting = self._writer.queue_statistics()
+        w = self._writer
+        return StoreStatistics(
+            queued=queued, queue_capacity=w._capacity, producers_waiting=waiting,
+            commits=w.commits, operations=w.operations, reports=w.rows,
+            failed_operations=w.failed, busy_retries=self._side.busy_retries,
+            last_batch=w.last_batch, last_commit_seconds=w.last_commit_seconds)
+
+
+@asynccontextmanager
+async def open_sqlite_store(
+    data_dir: str | os.PathLike[str], *, synchronous: str = "FULL", max_queue: int = 10_000,
+    max_batch: int = 5_000, reset_connections: bool = True,
+) -> AsyncIterator[SQLiteStore]:
+    """Open (creating and migrating) `<data_dir>/fleetgate.sqlite3` and run its writer.
+
+    On exit, everything queued is committed before the file is closed. With
+    `reset_connections`, networks left online by a previous process are marked offline
+    (reason GATEWAY_RESTART): a restarted gateway holds no connection yet.
+    """
+    path = Path(data_dir) / DB_NAME
+    store = await trio.to_thread.run_sync(
+        lambda: SQLiteStore(path, synchronous=synchronous, max_queue=max_queue,
+                            max_batch=max_batch))
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store._serve)
+            try:
+                if reset_connections:
+                    await store.reset_connections(datetime.now(UTC))
+                yield store
+            finally:
+                with trio.CancelScope(shield=True):
+                    await store._writer.close()
+    finally:
+        store._side.conn.close()
+        store._read.close()
