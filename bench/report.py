@@ -1,0 +1,140 @@
+"""Render a results document as the "## Side by side" section of docs/benchmarks.md.
+
+Only that section is replaced (up to the next "## " heading); the rest of the file belongs to
+others (the codec engineer's "## MQTT codec", for one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.figures import TITLES
+
+HEADING = "## Side by side"
+ORDER = ["1", "2", "3", "4", "5", "6", "7"]
+OURS = ("fleetgate", "fleet-ca")
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 1:
+        return f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
+    return f"{x:.3g}"
+
+
+def _cell(summary: dict[str, float] | None) -> str:
+    if not summary:
+        return "n/a"
+    if summary["min"] == summary["max"]:
+        return _num(summary["median"])
+    return f"{_num(summary['median'])} ({_num(summary['min'])} to {_num(summary['max'])})"
+
+
+def _ratio(ours: dict[str, Any] | None, theirs: dict[str, Any], key: str) -> str:
+    if ours is None or ours.get("unavailable") or theirs.get("unavailable"):
+        return "n/a"
+    a, b = ours.get(key), theirs.get(key)
+    if not a or not b or not b["median"]:
+        return "n/a"
+    return f"{a['median'] / b['median']:.2f}x"
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    with_cpu = any(r.get("per_cpu_s") for r in rows)
+    lower = rows[0].get("lower_is_better")
+    unit = rows[0]["unit"] + (" (lower is better)" if lower else "")
+    head = ["case", "system", f"{unit}: median (min to max)"]
+    if with_cpu:
+        head.append("per server CPU-second")
+    head.append("ours ÷ theirs" + (", per CPU-second" if with_cpu else ""))
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        group = [r for r in rows if r["case"] == case]
+        ours = next((r for r in group if r["system"] in OURS), None)
+        for r in group:
+            if r.get("unavailable"):
+                value = r["unavailable"]
+            elif r.get("value") is None and r.get("verdict"):
+                value = r["verdict"]
+            else:
+                value = _cell(r.get("value"))
+            cells = [case, r["system"], value]
+            if with_cpu:
+                cells.append("" if r.get("unavailable") else _cell(r.get("per_cpu_s")))
+            if r is ours:
+                ratio = "(ours)"
+            else:
+                ratio = _ratio(ours, r, "value")
+                if with_cpu:
+                    ratio += ", " + _ratio(ours, r, "per_cpu_s")
+            cells.append(ratio)
+            out.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return out
+
+
+def render(doc: dict[str, Any], results_path: str) -> str:
+    m = doc["machine"]
+    lines = [
+        HEADING,
+        "",
+        "fleetgate beside what a user would pick instead, measured in one run on one machine "
+        "with one load generator (`bench/loadgen.py`: pipelined mTLS MQTT clients in separate "
+        "processes, pre-encoded packets, acknowledgements read in bulk). Written by "
+        "`make bench` (issue 9); the raw runs are in "
+        f"[{results_path}](../{results_path}).",
+        "",
+        "### The machine and the run",
+        "",
+        f"- CPU: {m['cpu_model']}, {m['cores']} cores; {m['pinning']}",
+        f"- Memory: {m['memory_gib']} GiB; kernel {m['kernel']}",
+        f"- OpenSSL {m['openssl']}; Python {m['python']}; mosquitto {m['mosquitto']}; "
+        f"amqtt {m['amqtt']}",
+        f"- Certificates: {m['certificates']}",
+        f"- Command: `{doc['command']}`, {doc['runs']} runs per figure, "
+        f"{doc['started']} to {doc['finished']}",
+        f"- Load average before and after: {m['loadavg_before']} / {m['loadavg_after']}. "
+        + m.get("shared_note", ""),
+        "",
+        "Every cell is the median of the runs with the minimum and maximum in brackets. "
+        "\"Per server CPU-second\" divides by the utime+stime the server's processes used "
+        "during the measured window (/proc/<pid>/stat), so it does not depend on the load "
+        "generator. \"ours ÷ theirs\" is fleetgate's (or fleet-ca's) median over the other "
+        "system's.",
+        "",
+    ]
+    rows = doc["rows"]
+    for fig in ORDER:
+        frows = [r for r in rows if r["figure"] == fig]
+        if not frows:
+            continue
+        lines += [f"### {fig}. {TITLES[fig]}", ""]
+        lines += _table(frows)
+        notes = [(r["system"], n) for r in frows for n in r.get("notes", [])]
+        if notes:
+            lines.append("")
+            lines += [f"- {s}: {n}" for s, n in dict.fromkeys(notes)]
+        lines.append("")
+    lines += [f"Not measured in this run: {', '.join(doc['skipped'])}.", ""] if doc.get(
+        "skipped") else []
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_doc(doc_path: Path, section: str) -> None:
+    """Replace (or append) the "## Side by side" section, leaving the rest of the file."""
+    text = doc_path.read_text() if doc_path.exists() else "# Benchmarks\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if l.rstrip() == HEADING), None)
+    if start is None:
+        new = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                   len(lines))
+        tail = "".join(lines[end:])
+        new = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
+    tmp = doc_path.with_name(doc_path.name + ".tmp")
+    tmp.write_text(new)
+    tmp.replace(doc_path)
