@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import signal
 import sys
+import uuid
 from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 import trio
@@ -20,9 +23,9 @@ import trio
 from .broker import Broker, Message
 from .config import GatewayConfig
 from .errors import ConfigError
-from .identity import DeviceIdentity
 from .limits import ConnectionLimits, TokenBucket
 from .logs import EventLog
+from .mqtt.packets import QoS
 from .reasons import DisconnectReason
 from .tls import TLSContexts
 
@@ -30,15 +33,24 @@ if TYPE_CHECKING:
     from .server import Connection
 
 
+class Reply(Protocol):
+    """A message ingest asks the gateway to publish into the device's jail."""
+
+    topic: str  # device-relative
+    payload: bytes
+    qos: int
+    retain: bool
+
+
 class Ingest(Protocol):
-    """Takes an inbound application message before it is routed and acknowledged."""
+    """Takes an inbound application message before it is acknowledged (gateway.ingest.Ingest).
 
-    async def ingest(self, identity: DeviceIdentity, client_id: str, message: Message) -> None:
-        """Return once the message is taken (stored, for a durable ingest).
+    `handle` returns once what must be durable is committed; raising means "not stored":
+    the connection closes without acknowledging, so the device sends the message again.
+    """
 
-        `message.topic` is mounted (`<network-uuid>/...`). Raising ends the connection and
-        leaves the message unacknowledged, so the device sends it again.
-        """
+    async def handle(self, network: uuid.UUID, client_id: str, topic: str, payload: bytes,
+                     qos: int, now: datetime) -> Sequence[Reply]: ...
 
 
 def open_log(config: GatewayConfig, stream: TextIO | None = None) -> EventLog:
@@ -87,13 +99,28 @@ class Gateway:
 
     # -- the ingest seam ----------------------------------------------------------------
 
-    async def accept_publish(self, connection: Connection, message: Message) -> None:
-        """Hand one inbound message to ingest, then route it. The caller acks afterwards."""
+    async def accept_publish(self, connection: Connection, message: Message) -> list[Message]:
+        """Hand one inbound message to ingest, then route it; the caller acks afterwards.
+
+        Returns ingest's replies, mounted, for the caller to publish after the
+        acknowledgement (`model/accepted`, `errors`, ...).
+        """
         self.counters[f"messages_in_qos{int(message.qos)}"] += 1
+        replies: list[Message] = []
         if self.ingest is not None:
-            assert connection.identity is not None and connection.client_id is not None
-            await self.ingest.ingest(connection.identity, connection.client_id, message)
+            identity, jail = connection.identity, connection.jail
+            assert identity is not None and jail is not None
+            assert connection.client_id is not None
+            answers = await self.ingest.handle(
+                identity.network_uuid, connection.client_id, jail.unmount(message.topic),
+                message.payload, int(message.qos), datetime.now(UTC),
+            )
+            replies = [
+                Message(jail.mount_topic(r.topic), r.payload, QoS(r.qos), r.retain)
+                for r in answers
+            ]
         self.broker.publish(message)
+        return replies
 
     # -- connection bookkeeping ---------------------------------------------------------
 

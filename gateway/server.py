@@ -120,6 +120,13 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     if self.reason is None:
                         self.reason = DisconnectReason.CONNECTION_LOST
+                except Exception as exc:  # a bug or a failed store: this connection only
+                    gw.counters["internal_errors"] += 1
+                    gw.log.emit("internal_error", detail=f"{type(exc).__name__}: {exc}",
+                                client_id=self.client_id)
+                    if self.reason is None:
+                        self.reason = DisconnectReason.CONNECTION_LOST
+                        self.detail = "internal error"
         except trio.Cancelled:
             if self.reason is None:
                 self.reason = DisconnectReason.SERVER_SHUTDOWN
@@ -372,9 +379,11 @@ class Connection:
         assert self.conn is not None and self.jail is not None and self.identity is not None
         publish = event.publish
         gw = self.gateway
+        denied = False
         try:
             mounted = self.jail.mount_topic(publish.topic)
         except JailViolation as exc:
+            denied = True
             gw.counters["publish_denied"] += 1
             self.log.emit(
                 "publish_denied", network=self.identity.network, client_id=self.client_id,
@@ -383,13 +392,16 @@ class Connection:
             note = json.dumps({"error": "publish_denied", "topic": publish.topic,
                                "reason": exc.why}).encode()
             gw.broker.publish(Message(self.jail.mount_topic(ERRORS_TOPIC), note))
-        else:
+        replies: list[Message] = []
+        if not denied:
             message = Message(mounted, publish.payload, QoS(publish.qos), publish.retain)
-            await gw.accept_publish(self, message)
+            replies = await gw.accept_publish(self, message)
         if publish.qos > QoS.AT_MOST_ONCE:
             assert publish.packet_id is not None
             # Acknowledged only now: ingest has returned (MQTT-4.3.2-2, MQTT-4.3.3-2).
             self.conn.acknowledge(publish.packet_id)
+        for reply in replies:
+            gw.broker.publish(reply)
 
     def _on_subscribe(self, event: SubscribeReceived) -> None:
         assert self.conn is not None and self.jail is not None and self.attached is not None
