@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TypeVar
 
 from .errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
 from .packets import (
@@ -67,6 +68,7 @@ from .wire import (
 )
 
 DEFAULT_MAX_PACKET_SIZE = 256 * 1024
+_T = TypeVar("_T")
 
 _QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
 
@@ -162,6 +164,19 @@ def _expect_end(body: memoryview, offset: int, what: str) -> None:
         )
 
 
+def _field(
+    decoder: Callable[[memoryview, int], tuple[_T, int]], body: memoryview, i: int, rule: str
+) -> tuple[_T, int]:
+    """Decode a CONNECT payload field whose absence breaks `rule` (truncation has no rule
+    of its own; ill-formed UTF-8 keeps its MQTT-1.5.3 rule)."""
+    try:
+        return decoder(body, i)
+    except RemoteProtocolError as exc:
+        if exc.rule is None:
+            exc.rule = rule
+        raise
+
+
 def _decode_connect(flags: int, body: memoryview) -> Connect:
     # Section 3.1.2: protocol name, level, connect flags, keep alive; 3.1.3: the payload.
     protocol_name, i = decode_utf8(body, 0)
@@ -193,19 +208,32 @@ def _decode_connect(flags: int, body: memoryview) -> Connect:
     if cflags & 0x40 and not cflags & 0x80:
         raise RemoteProtocolError("password flag set without username flag", rule="MQTT-3.1.2-22")
     keepalive, i = decode_u16(body, i)
-    client_id, i = decode_utf8(body, i)
+    client_id, i = _field(decode_utf8, body, i, "MQTT-3.1.3-3")
     will = None
     if will_flag:
-        will_topic, i = decode_utf8(body, i)
+        will_topic, i = _field(decode_utf8, body, i, "MQTT-3.1.2-9")
         validate_topic_name(will_topic)
-        will_payload, i = decode_binary(body, i)
+        will_payload, i = _field(decode_binary, body, i, "MQTT-3.1.2-9")
         will = Will(will_topic, will_payload, _QOS[will_qos], will_retain)
     username = password = None
     if cflags & 0x80:
-        username, i = decode_utf8(body, i)
+        username, i = _field(decode_utf8, body, i, "MQTT-3.1.2-19")
     if cflags & 0x40:
-        password, i = decode_binary(body, i)
-    _expect_end(body, i, "CONNECT")
+        password, i = _field(decode_binary, body, i, "MQTT-3.1.2-21")
+    if i != len(body):
+        # Trailing bytes sit where the first field after the last one present would be: that
+        # field's flag said it is absent (MQTT-3.1.2-11, -18, -20).
+        if password is not None:
+            rule = None
+        elif username is not None:
+            rule = "MQTT-3.1.2-20"
+        elif will is not None:
+            rule = "MQTT-3.1.2-18"
+        else:
+            rule = "MQTT-3.1.2-11"
+        raise RemoteProtocolError(
+            f"CONNECT has {len(body) - i} bytes after its last flagged field", rule=rule
+        )
     return Connect(
         client_id=client_id,
         clean_session=bool(cflags & 0x02),
@@ -450,9 +478,8 @@ class PacketReader:
                                     return packet
                     elif _FIRST_BYTE_ERRORS[first] is None:
                         self._pos = end
-                        return _DECODERS[first >> 4](  # type: ignore[misc]
-                            first & 0x0F, memoryview(buf)[pos + 2 : end]
-                        )
+                        decoder = _DECODERS[first >> 4]
+                        return decoder(first & 0x0F, memoryview(buf)[pos + 2 : end])  # type: ignore[misc]
             return self._next_slow()
         except RemoteProtocolError as exc:
             self._error = exc
