@@ -5,6 +5,7 @@ time is passed in. A test proves it.
 """
 
 from ._state import ConnectionState
+from .codec import PacketReader, decode, encode, encode_into
 from .errors import LocalProtocolError, MQTTError, PacketTooLarge, RemoteProtocolError
 from .events import (
     ConnectReceived,
@@ -38,6 +39,7 @@ from .packets import (
     Will,
 )
 from .session import ConnectionStatistics, ServerConnection, SessionState
+from .topics import SubscriptionTree, topic_matches, validate_topic_filter, validate_topic_name
 
 __all__ = [
     "SUBACK_FAILURE",
@@ -55,6 +57,7 @@ __all__ = [
     "MQTTError",
     "Packet",
     "PacketTooLarge",
+    "PacketReader",
     "PacketType",
     "PingReq",
     "PingResp",
@@ -71,8 +74,15 @@ __all__ = [
     "SubAck",
     "Subscribe",
     "SubscribeReceived",
+    "SubscriptionTree",
     "UnsubAck",
     "Unsubscribe",
     "UnsubscribeReceived",
     "Will",
+    "decode",
+    "encode",
+    "encode_into",
+    "topic_matches",
+    "validate_topic_filter",
+    "validate_topic_name",
 ]
