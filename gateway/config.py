@@ -48,9 +48,9 @@ class GatewayConfig:
     """Live connections in total (TCP accepted, handshake included)."""
     max_connections_per_network: int = 100
     """Live MQTT sessions of one network (one certificate)."""
-    connection_rate: float = 500.0
+    connection_rate: float = 1_000.0
     """New TCP connections accepted per second (token bucket)."""
-    connection_burst: int = 1_000
+    connection_burst: int = 2_000
     """Connections accepted at once before the rate applies."""
     max_packet_size: int = 256 * 1024
     """Largest MQTT packet accepted, in bytes, fixed header included."""

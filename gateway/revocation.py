@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import trio
@@ -42,9 +43,11 @@ def reload_tls(gateway: Gateway, trigger: str, *, force: bool = False) -> bool:
 async def watch_tls_files(gateway: Gateway, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run until cancelled: poll the TLS files, and reload on SIGHUP (main thread only)."""
     interval = gateway.config.crl_poll_interval
-    async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
         if threading.current_thread() is threading.main_thread():
-            nursery.start_soon(_on_sighup, gateway)
+            # Installed before started(): a SIGHUP right after start is already ours.
+            signals = stack.enter_context(trio.open_signal_receiver(signal.SIGHUP))
+            nursery.start_soon(_on_sighup, gateway, signals)
         task_status.started()
         failed_stamps = None
         while True:
@@ -59,7 +62,6 @@ async def watch_tls_files(gateway: Gateway, *, task_status=trio.TASK_STATUS_IGNO
                     failed_stamps = None
 
 
-async def _on_sighup(gateway: Gateway) -> None:
-    with trio.open_signal_receiver(signal.SIGHUP) as signals:
-        async for _ in signals:
-            reload_tls(gateway, "SIGHUP", force=True)
+async def _on_sighup(gateway: Gateway, signals) -> None:
+    async for _ in signals:
+        reload_tls(gateway, "SIGHUP", force=True)

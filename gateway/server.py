@@ -204,14 +204,11 @@ class Connection:
             identity = identity_from_der(ssl_stream.getpeercert(binary_form=True))
         except AdmissionRefused as exc:
             self._refuse(exc.reason, exc.detail)
-        self.identity = identity
-        self.jail = Jail(identity.network)
         if identity.serial in gw.tls.revoked:
             # The CRL changed during this handshake: the new one wins.
             self._refuse("CERT_REVOKED", "certificate revoked")
         why = gw.limits.open_network(identity.network)
         if why is not None:
-            self.identity = None  # not counted: nothing to release
             gw.counters[f"throttled_{why}"] += 1
             self.log.emit(
                 "refused", network=identity.network, serial=identity.serial,
@@ -219,6 +216,9 @@ class Connection:
                 peer=self.log.peer(self.peer),
             )
             raise _Closed(DisconnectReason.THROTTLED, why)
+        # Set only once counted against its network: cleanup releases what was taken.
+        self.identity = identity
+        self.jail = Jail(identity.network)
         gw.network_opened(self)
 
     def _refuse(self, cause: str, detail: str) -> None:

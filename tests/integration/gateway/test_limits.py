@@ -1,0 +1,160 @@
+"""Limits: each has a config option, a counter, and a disconnect reason in the log."""
+
+from __future__ import annotations
+
+import trio
+from gwhelpers import MQTTTestClient
+
+from gateway.mqtt.packets import (
+    ConnAck,
+    ConnectReturnCode,
+    PingReq,
+    PingResp,
+    PubAck,
+    Publish,
+    QoS,
+    SubAck,
+    Subscribe,
+)
+
+OK = ConnAck(ConnectReturnCode.ACCEPTED, False)
+
+
+async def _client(running, creds, client_id):
+    client = await MQTTTestClient.open(running, creds)
+    assert await client.connect(client_id) == OK
+    return client
+
+
+async def test_a_thousand_idle_tcp_connections_do_not_keep_a_device_out(start_gateway, net_a):
+    running = await start_gateway()
+    idle = [await trio.open_tcp_stream(running.host, running.port) for _ in range(1000)]
+    try:
+        started = trio.current_time()
+        device = await _client(running, net_a, "real-device")
+        elapsed = trio.current_time() - started
+        print(f"\ndevice connect with 1,000 idle TCP connections open: {elapsed * 1000:.0f} ms")
+        # All the idle ones are still there (waiting for a ClientHello) while it connected.
+        assert running.gateway.limits.total >= 1001
+        await device.send(PingReq())
+        assert await device.receive() == PingResp()
+    finally:
+        for stream in idle:
+            await stream.aclose()
+
+
+async def test_max_connections_refuses_the_next_socket(start_gateway, net_a, net_b):
+    running = await start_gateway(max_connections=2)
+    first = await _client(running, net_a, "one")
+    second = await _client(running, net_b, "two")
+    third = await trio.open_tcp_stream(running.host, running.port)
+    assert await third.receive_some(10) == b""
+    record = await running.logs.wait("refused", cause="max_connections")
+    assert record["reason"] == "THROTTLED"
+    assert running.gateway.counters["throttled_max_connections"] == 1
+    for client in (first, second):
+        await client.send(PingReq())
+        assert await client.receive() == PingResp()
+
+
+async def test_max_connections_per_network_refuses_the_next_session(
+    start_gateway, net_a, net_a2, net_b
+):
+    running = await start_gateway(max_connections_per_network=1)
+    first = await _client(running, net_a, "first")
+    second = await MQTTTestClient.open(running, net_a2)
+    assert await second.connect("second") is None
+    record = await running.logs.wait("refused", cause="max_connections_per_network")
+    assert (record["reason"], record["network"]) == ("THROTTLED", net_a.network)
+    other = await _client(running, net_b, "other-network")  # other networks: unaffected
+    for client in (first, other):
+        await client.send(PingReq())
+        assert await client.receive() == PingResp()
+
+
+async def test_connection_rate_cap_refuses_a_burst(start_gateway, net_a):
+    running = await start_gateway(connection_rate=0.001, connection_burst=2)
+    kept = [await _client(running, net_a, "one"), await _client(running, net_a, "two")]
+    third = await trio.open_tcp_stream(running.host, running.port)
+    assert await third.receive_some(10) == b""
+    record = await running.logs.wait("refused", cause="connection_rate")
+    assert record["reason"] == "THROTTLED"
+    assert len(kept) == 2
+
+
+async def test_oversized_packet_closes_the_connection_with_client_error(start_gateway, net_a):
+    running = await start_gateway(max_packet_size=1024, byte_burst=1024)
+    client = await _client(running, net_a, "big")
+    await client.send(Publish("t", b"x" * 2000))
+    assert await client.receive() is None
+    record = await running.logs.wait("disconnected", client_id="big")
+    assert record["reason"] == "CLIENT_ERROR"
+    assert record["detail"].startswith("max_packet_size")
+
+
+async def _routed(pub, count, first_id=1):
+    for i in range(first_id, first_id + count):
+        await pub.send(Publish("w", b"%d" % i, QoS.AT_LEAST_ONCE, packet_id=i))
+        assert await pub.receive() == PubAck(i)
+
+
+async def test_max_inflight_holds_further_messages_until_an_acknowledgement(
+    start_gateway, net_a, net_a2
+):
+    running = await start_gateway(max_inflight=2)
+    sub = await _client(running, net_a, "slow")
+    await sub.send(Subscribe(1, (("w", QoS.AT_LEAST_ONCE),)))
+    assert await sub.receive() == SubAck(1, (1,))
+    pub = await _client(running, net_a2, "fast")
+    await _routed(pub, 5)
+    got = [await sub.receive(), await sub.receive()]
+    await sub.send(PingReq())
+    assert await sub.receive() == PingResp()  # no third message: the window is full
+    await sub.send(PubAck(got[0].packet_id))
+    third = await sub.receive()
+    assert third.payload == b"3"
+
+
+async def test_max_queued_overflow_closes_the_slow_reader_with_throttled(
+    start_gateway, net_a, net_a2
+):
+    running = await start_gateway(max_inflight=1, max_queued=3)
+    sub = await _client(running, net_a, "stuck")
+    await sub.send(Subscribe(1, (("w", QoS.AT_LEAST_ONCE),)))
+    assert await sub.receive() == SubAck(1, (1,))
+    pub = await _client(running, net_a2, "flood")
+    await _routed(pub, 6)
+    record = await running.logs.wait("disconnected", client_id="stuck")
+    assert (record["reason"], record["detail"]) == ("THROTTLED", "max_queued reached")
+    assert running.gateway.broker.statistics()["dropped"] >= 1
+    await pub.send(PingReq())
+    assert await pub.receive() == PingResp()  # the publisher is not harmed
+
+
+async def _flood_and_count(running, sub, pub, count, size):
+    await sub.send(Subscribe(1, (("r", QoS.AT_MOST_ONCE),)))
+    assert await sub.receive() == SubAck(1, (0,))
+    await pub.send(*(Publish("r", b"%04d" % i + b"." * size) for i in range(count)), PingReq())
+    assert await pub.receive() == PingResp()
+    received = [await sub.receive() for _ in range(count)]
+    return [p.payload[:4] for p in received]
+
+
+async def test_publish_rate_slows_the_reader_and_drops_nothing(start_gateway, net_a, net_a2):
+    running = await start_gateway(publish_rate=100, publish_burst=5)
+    sub = await _client(running, net_a, "sub")
+    pub = await _client(running, net_a2, "pub")
+    payloads = await _flood_and_count(running, sub, pub, 40, 0)
+    assert payloads == [b"%04d" % i for i in range(40)]
+    assert running.gateway.counters["throttle_pauses"] >= 1
+
+
+async def test_byte_rate_slows_the_reader_and_drops_nothing(start_gateway, net_a, net_a2):
+    running = await start_gateway(
+        byte_rate=100_000, byte_burst=2048, max_packet_size=2048
+    )
+    sub = await _client(running, net_a, "sub")
+    pub = await _client(running, net_a2, "pub")
+    payloads = await _flood_and_count(running, sub, pub, 30, 1000)
+    assert payloads == [b"%04d" % i for i in range(30)]
+    assert running.gateway.counters["throttle_pauses"] >= 1
