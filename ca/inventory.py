@@ -250,6 +250,12 @@ class Inventory:
             (_record_to_row(r) for r in records),
         )
 
+    def add_rows(self, conn: sqlite3.Connection, rows: Iterable[tuple]) -> None:
+        """Insert raw rows in `_COLUMNS` order (the bulk path of device bundles)."""
+        conn.executemany(
+            f"INSERT INTO certificates ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows
+        )
+
     def get(self, serial: int) -> CertRecord | None:
         row = self._conn.execute(
             f"SELECT {_COLUMNS} FROM certificates WHERE serial = ?", (serial_hex(serial),)

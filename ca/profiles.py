@@ -274,6 +274,52 @@ def device_subject(network: uuid.UUID) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(network))])
 
 
+def device_template(
+    issuer: Issuer, not_before: dt.datetime, not_after: dt.datetime
+) -> x509.CertificateBuilder:
+    """What every device certificate of one batch shares: issuer, validity and the fixed
+    extensions. Builders are immutable, so one template serves a whole batch (this is most
+    of what makes bulk issuance fast)."""
+    return (
+        x509.CertificateBuilder()
+        .issuer_name(issuer.cert.subject)
+        .not_valid_before(check_utc(not_before))
+        .not_valid_after(check_utc(not_after))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_KU_SIGN, critical=True)
+        .add_extension(_EKU_CLIENT, critical=False)
+        .add_extension(issuer.aki, critical=False)
+    )
+
+
+def finish_device(
+    template: x509.CertificateBuilder,
+    issuer_key: PrivateKey,
+    public_key: PublicKey,
+    network: uuid.UUID,
+    serial: int | None = None,
+) -> x509.Certificate:
+    """Sign a device certificate for `network` from a `device_template`."""
+    builder = (
+        template.subject_name(device_subject(network))
+        .public_key(public_key)
+        .serial_number(serial if serial is not None else x509.random_serial_number())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(network.urn)]),
+            critical=False,
+        )
+    )
+    return _sign(builder, issuer_key)
+
+
+def device_validity(
+    issuer: Issuer, now: dt.datetime, days: int = LEAF_DAYS
+) -> tuple[dt.datetime, dt.datetime]:
+    """(not_before, not_after) of a device certificate issued at `now` for `days`."""
+    return _validity(now, days, issuer)
+
+
 def build_device(
     public_key: PublicKey,
     *,
@@ -291,18 +337,8 @@ def build_device(
     how tests make expired or not-yet-valid certificates.
     """
     nb, na = _validity(now, days, issuer)
-    builder = _leaf_builder(
-        public_key,
-        device_subject(network),
-        issuer,
-        not_before or nb,
-        not_after or na,
-        serial,
-    ).add_extension(
-        x509.SubjectAlternativeName([x509.UniformResourceIdentifier(network.urn)]),
-        critical=False,
-    ).add_extension(_EKU_CLIENT, critical=False)
-    return _sign(builder, issuer.key)
+    template = device_template(issuer, not_before or nb, not_after or na)
+    return finish_device(template, issuer.key, public_key, network, serial)
 
 
 def build_server(

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import crl as crl_mod
+from .bundles import BundleFactory, DeviceBundle, Stager, bundles_from_rows
 from .csr import load_csr
 from .errors import (
     AlreadyRevokedError,
@@ -45,7 +46,6 @@ from .inventory import CertRecord, Inventory, fingerprint, iso, serial_hex
 from .keys import (
     KeyType,
     PrivateKey,
-    PublicKey,
     generate_key,
     is_encrypted_pem,
     load_private_key_pem,
@@ -62,34 +62,19 @@ from .profiles import (
     build_server,
     check_days,
     check_utc,
+    device_validity,
     network_of,
 )
 
 ROOT_CRT, ROOT_KEY = "root.crt", "root.key"
 ISSUING_CRT, ISSUING_KEY = "issuing.crt", "issuing.key"
 CHAIN_PEM, CRL_PEM, INVENTORY_DB = "ca-chain.pem", "crl.pem", "inventory.db"
-BATCH = 500  # bundles per staging/transaction round
+BATCH = 5000  # bundles per staging/transaction round
 _PEM = Encoding.PEM
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceBundle:
-    """One device's bundle folder `dir` = OUT/<network-uuid>/ and what is in it."""
-
-    network_uuid: uuid.UUID
-    serial: int
-    dir: Path
-    cert_path: Path  # device.crt: leaf then issuing CA
-    key_path: Path  # device.key, 0600
-    ca_path: Path  # ca.crt: the root, to verify the gateway
-    json_path: Path  # device.json
-    fingerprint: str
-    not_after: dt.datetime
-    p12_path: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,12 +294,15 @@ class CAHome:
         p12: bool = False,
         p12_password: bytes | None = None,
         progress: Callable[[int], None] | None = None,
+        workers: int | None = None,
     ) -> list[DeviceBundle]:
         """Generate `count` device key pairs and certificates; write OUT/<uuid>/ bundles.
 
         Each bundle: device.key (0600), device.crt (leaf + issuing), ca.crt (root),
         device.json, and device.p12 when `p12`. `network` (only with count=1) fixes the UUID;
         otherwise each is a fresh uuid4. `progress(n)` is called with bundles done so far.
+        `workers` processes share large counts (default: the CPU count, up to 4, from
+        1000 bundles on; 1 = in-process).
         Raises BadInputError, OutputError (unwritable OUT, or OUT/<uuid> exists),
         PassphraseError.
         """
@@ -328,71 +316,42 @@ class CAHome:
         out = _prepare_out_dir(out_dir)
         if network is not None and (out / str(network)).exists():
             raise OutputError(f"{out / str(network)} already exists")
-        bundles: list[DeviceBundle] = []
-        done = 0
-        while done < count:
-            n = min(BATCH, count - done)
-            nets = [network] if network is not None else [uuid.uuid4() for _ in range(n)]
-            bundles += self._issue_batch(out, issuer, nets, days, now, p12, p12_password)
-            done += n
+        not_before, not_after = device_validity(issuer, now, days)
+        factory = BundleFactory.of(issuer, self.root_cert, now=now, not_before=not_before,
+                                   not_after=not_after, p12=p12, p12_password=p12_password)
+        done = [0]
+
+        def advance(k: int) -> None:
+            done[0] += k
             if progress:
-                progress(done)
+                progress(done[0])
+
+        bundles: list[DeviceBundle] = []
+        with Stager(factory, total=count, workers=workers) as stager:
+            for start in range(0, count, BATCH):
+                n = min(BATCH, count - start)
+                nets = [network] if network is not None else [uuid.uuid4() for _ in range(n)]
+                bundles += self._issue_batch(out, stager, nets, advance)
         return bundles
 
     def _issue_batch(
         self,
         out: Path,
-        issuer: Issuer,
+        stager: Stager,
         networks: Sequence[uuid.UUID],
-        days: int,
-        now: dt.datetime,
-        p12: bool,
-        p12_password: bytes | None,
+        advance: Callable[[int], None],
     ) -> list[DeviceBundle]:
         staging = _make_staging(out)
         try:
-            records: list[CertRecord] = []
-            staged: list[tuple[Path, DeviceBundle]] = []
-            for net in networks:
-                key = generate_key(KeyType.EC_P256)
-                cert = build_device(key.public_key(), issuer=issuer, network=net, now=now,
-                                    days=days)
-                record = CertRecord.of(cert, Kind.DEVICE, net, now)
-                records.append(record)
-                name = str(net)
-                sdir = staging / name
-                os.mkdir(sdir, 0o700)
-                cert_pem = cert.public_bytes(_PEM)
-                write_new(sdir / "device.key", private_key_pem(key), 0o600)
-                write_new(sdir / "device.crt", cert_pem + self._issuing_pem)
-                write_new(sdir / "ca.crt", self._root_pem)
-                info = {
-                    "uuid": name,
-                    "serial": serial_hex(cert.serial_number),
-                    "fingerprint": record.fingerprint,
-                    "not_before": iso(record.not_before),
-                    "not_after": iso(record.not_after),
-                }
-                write_new(sdir / "device.json", (json.dumps(info, indent=2) + "\n").encode())
-                if p12:
-                    write_new(sdir / "device.p12", _p12(name, key, cert, self.issuing_cert,
-                                                        p12_password), 0o600)
-                final = out / name
-                staged.append((sdir, DeviceBundle(
-                    network_uuid=net, serial=cert.serial_number, dir=final,
-                    cert_path=final / "device.crt", key_path=final / "device.key",
-                    ca_path=final / "ca.crt", json_path=final / "device.json",
-                    fingerprint=record.fingerprint, not_after=record.not_after,
-                    p12_path=final / "device.p12" if p12 else None,
-                )))
+            rows = stager.stage(str(staging), networks, advance)
             # Bundles durable before they are recorded, recorded before they are visible.
             syncfs(staging)
             with self.inventory.transaction() as conn:
-                self.inventory.add(conn, records)
-            for sdir, bundle in staged:
-                os.rename(sdir, bundle.dir)
+                self.inventory.add_rows(conn, rows)
+            for r in rows:
+                os.rename(staging / r[2], out / r[2])
             fsync_dir(out)
-            return [b for _, b in staged]
+            return bundles_from_rows(out, rows, p12=stager.factory.p12)
         except OSError as exc:
             raise OutputError(f"cannot write bundles in {out}: {exc.strerror or exc}") from None
         finally:
@@ -405,26 +364,32 @@ class CAHome:
         network: uuid.UUID | None = None,
         days: int = LEAF_DAYS,
         now: dt.datetime | None = None,
-        kind: str = Kind.DEVICE,
+        out: os.PathLike[str] | str | None = None,
     ) -> SignedCert:
-        """Issue the device profile for the key in a CSR (subject/extensions ignored).
+        """Issue the device profile for the key in a CSR (its subject and extensions are
+        ignored). With `out`, the chain (leaf then issuing CA) is written there atomically,
+        and the certificate is recorded only if that write succeeds.
 
-        Raises BadCSRError, ForgedCSRError, BadInputError, PassphraseError.
+        Raises BadCSRError, ForgedCSRError, BadInputError, OutputError, PassphraseError.
         """
         csr = load_csr(csr_data)
         check_days(days)
         now = check_utc(now or utcnow())
         net = network or uuid.uuid4()
-        cert = self._record_device(csr.public_key(), net, days, now)  # type: ignore[arg-type]
-        return SignedCert(net, cert.serial_number, cert, cert.public_bytes(_PEM) + self._issuing_pem)
-
-    def _record_device(
-        self, public_key: PublicKey, net: uuid.UUID, days: int, now: dt.datetime
-    ) -> x509.Certificate:
-        cert = build_device(public_key, issuer=self.issuer, network=net, now=now, days=days)
-        with self.inventory.transaction() as conn:
-            self.inventory.add(conn, [CertRecord.of(cert, Kind.DEVICE, net, now)])
-        return cert
+        cert = build_device(csr.public_key(), issuer=self.issuer, network=net, now=now,  # type: ignore[arg-type]
+                            days=days)
+        chain = cert.public_bytes(_PEM) + self._issuing_pem
+        record = CertRecord.of(cert, Kind.DEVICE, net, now)
+        if out is None:
+            with self.inventory.transaction() as conn:
+                self.inventory.add(conn, [record])
+        else:
+            out_path = Path(out).absolute()
+            if out_path.is_dir():
+                raise OutputError(f"{out_path} is a folder; give a file name")
+            self._write_recorded(out_path.parent, {out_path.name: (chain, 0o644)}, record,
+                                 overwrite=True)
+        return SignedCert(net, cert.serial_number, cert, chain)
 
     def issue_server(
         self,
@@ -467,12 +432,15 @@ class CAHome:
                          out / "ca.crt")
 
     def _write_recorded(
-        self, out: Path, files: dict[str, tuple[bytes, int]], record: CertRecord
+        self, out: Path, files: dict[str, tuple[bytes, int]], record: CertRecord,
+        *, overwrite: bool = False,
     ) -> None:
         """Write `files` into `out` and record the certificate: both or neither."""
         for fname in files:
-            if (out / fname).exists():
+            if (out / fname).exists() and not overwrite:
                 raise OutputError(f"{out / fname} already exists: refusing to overwrite")
+        if not out.is_dir():
+            raise OutputError(f"output folder {out} does not exist")
         written: list[Path] = []
         try:
             with self.inventory.transaction() as conn:
@@ -618,9 +586,8 @@ def write_bundle(
     except OSError as exc:
         raise OutputError(f"cannot write {d}: {exc.strerror or exc}") from None
     return DeviceBundle(
-        network_uuid=net, serial=cert.serial_number, dir=d, cert_path=d / "device.crt",
-        key_path=d / "device.key", ca_path=d / "ca.crt", json_path=d / "device.json",
-        fingerprint=fp, not_after=cert.not_valid_after_utc,
+        network_uuid=net, serial=cert.serial_number, dir=d, fingerprint=fp,
+        not_after=cert.not_valid_after_utc,
     )
 
 
@@ -660,16 +627,6 @@ def _make_staging(out: Path) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write in {out}: {exc.strerror or exc}") from None
     return staging
-
-
-def _p12(
-    name: str, key: PrivateKey, cert: x509.Certificate, issuing: x509.Certificate,
-    password: bytes | None,
-) -> bytes:
-    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption
-
-    enc = BestAvailableEncryption(password) if password else NoEncryption()
-    return pkcs12.serialize_key_and_certificates(name.encode(), key, cert, [issuing], enc)
 
 
 __all__ = [

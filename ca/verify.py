@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from .crl import REASONS
 from .errors import BadInputError, RevokedError, VerifyFailedError
 from .profiles import check_utc
 
@@ -80,6 +83,9 @@ def verify_chain(
         raise BadInputError("no certificate to verify")
     leaf = certs[0]
     intermediates = [issuing, *certs[1:]]
+    if _is_eddsa(root) or _is_eddsa(issuing):
+        chain = _verify_eddsa(leaf, issuing, root, check_utc(now))
+        return _after_chain(leaf, chain, issuing, crl)
     builder = xv.PolicyBuilder().store(xv.Store([root])).time(check_utc(now))
     try:
         if _is_server(leaf):
@@ -90,6 +96,49 @@ def verify_chain(
             chain = builder.build_client_verifier().verify(leaf, intermediates).chain
     except xv.VerificationError as exc:
         raise VerifyFailedError(f"does not verify: {exc}") from None
+    return _after_chain(leaf, chain, issuing, crl)
+
+
+def _is_eddsa(cert: x509.Certificate) -> bool:
+    return isinstance(cert.public_key(), ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+
+
+def _verify_eddsa(
+    leaf: x509.Certificate, issuing: x509.Certificate, root: x509.Certificate, now: dt.datetime
+) -> list[x509.Certificate]:
+    """cryptography's verifier implements the Web PKI profile, which has no EdDSA; for an
+    Ed25519 CA we check the fixed two-level chain ourselves: signatures, names, validity,
+    CA flags and path length."""
+    chain = [leaf, issuing, root]
+    try:
+        leaf.verify_directly_issued_by(issuing)
+        issuing.verify_directly_issued_by(root)
+        root.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise VerifyFailedError(f"does not verify: {exc or 'bad signature'}") from None
+    for cert in chain:
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise VerifyFailedError(
+                f"does not verify: {cert.subject.rfc4514_string()} is not valid now"
+            )
+    for cert, want_ca in ((leaf, False), (issuing, True), (root, True)):
+        try:
+            bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            raise VerifyFailedError("does not verify: missing basicConstraints") from None
+        if bc.ca != want_ca:
+            raise VerifyFailedError(
+                f"does not verify: {cert.subject.rfc4514_string()} has the wrong CA flag"
+            )
+    return chain
+
+
+def _after_chain(
+    leaf: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    issuing: x509.Certificate,
+    crl: x509.CertificateRevocationList | None,
+) -> VerifyResult:
     result = VerifyResult(
         leaf.serial_number, leaf.subject.rfc4514_string(),
         tuple(c.subject.rfc4514_string() for c in chain),
@@ -101,10 +150,12 @@ def verify_chain(
         if entry is not None:
             reason = "unspecified"
             try:
-                reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
+                flag = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+                reason = next((k for k, v in REASONS.items() if v == flag), flag.name)
             except x509.ExtensionNotFound:
                 pass
             raise RevokedError(
-                f"revoked at {entry.revocation_date_utc:%Y-%m-%dT%H:%M:%SZ} (reason {reason})"
+                f"{result.subject} serial {leaf.serial_number:x} was revoked at"
+                f" {entry.revocation_date_utc:%Y-%m-%dT%H:%M:%SZ} (reason {reason})"
             )
     return result

@@ -1,0 +1,542 @@
+"""`fleet-ca`: the thin command line over `ca.store`. One command per noun and verb.
+
+Every user mistake becomes one line on stderr and a distinct exit code (`ca.errors.ExitCode`,
+listed in `fleet-ca --help`); a traceback appears only for a bug, and only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import crl as crl_mod
+from .errors import (
+    BadInputError,
+    CAError,
+    ExitCode,
+    OutputError,
+    PassphraseError,
+)
+from .inventory import iso, serial_hex
+from .keys import KeyType
+from .profiles import LEAF_DAYS, Kind, check_days
+from .store import CAHome, DeviceBundle, SignedCert, parse_selector, utcnow
+from .verify import load_pem_chain, verify_chain
+
+PROG = "fleet-ca"
+ENV_HOME = "FLEET_CA_HOME"
+ENV_PASSPHRASE = "FLEET_CA_PASSPHRASE"
+
+EXIT_CODES = "\n".join(
+    f"  {int(c):>3}  {text}"
+    for c, text in [
+        (ExitCode.OK, "success"),
+        (ExitCode.INTERNAL, "internal error (a bug: rerun with --debug and report it)"),
+        (ExitCode.USAGE, "bad command line"),
+        (ExitCode.HOME_NOT_FOUND, "no CA home at --home"),
+        (ExitCode.HOME_INVALID, "--home is not a fleet-ca home, or it is damaged"),
+        (ExitCode.HOME_EXISTS, "init: the home already exists (never overwritten)"),
+        (ExitCode.PASSPHRASE, "passphrase missing or wrong"),
+        (ExitCode.NOT_FOUND, "unknown serial or network UUID"),
+        (ExitCode.BAD_CSR, "malformed CSR, or a key the CA refuses"),
+        (ExitCode.FORGED_CSR, "CSR signature invalid (no proof of possession)"),
+        (ExitCode.ALREADY_REVOKED, "already revoked"),
+        (ExitCode.OUTPUT, "output folder/file not writable, or already there"),
+        (ExitCode.BAD_INPUT, "bad value (days, name, address, certificate file)"),
+        (ExitCode.VERIFY_FAILED, "verify: the certificate does not chain to this CA"),
+        (ExitCode.REVOKED, "verify: the certificate is revoked"),
+        (130, "interrupted"),
+    ]
+)
+
+MAIN_EPILOG = f"""\
+The CA home is --home DIR (before or after the verb), else ${ENV_HOME}, else ./certs.
+Signing verbs need the issuing key's passphrase: --passphrase-file F, else ${ENV_PASSPHRASE},
+else a prompt when stdin is a terminal.
+
+examples:
+  fleet-ca init --no-passphrase                    # dev CA in ./certs
+  fleet-ca issue device --count 100 --out bundles  # 100 device bundles
+  fleet-ca revoke 5f3c9a1e-...                     # revoke a device, rewrite crl.pem
+  fleet-ca list --json --status revoked
+
+exit codes:
+{EXIT_CODES}
+"""
+
+
+class UsageError(CAError):
+    exit_code = ExitCode.USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting: one line, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = self.prog.removeprefix(PROG).strip()
+        raise UsageError(f"{where + ': ' if where else ''}{message} (see --help)")
+
+
+def _add_home(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument(
+        "--home", metavar="DIR", default=default,
+        help=f"the CA home (default ${ENV_HOME}, else ./certs)",
+    )
+
+
+def _add_passphrase(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--passphrase-file", metavar="F", type=Path,
+        help=f"file holding the CA key passphrase (else ${ENV_PASSPHRASE}, else a prompt)",
+    )
+
+
+def _days(text: str) -> int:
+    try:
+        return check_days(int(text))
+    except (ValueError, BadInputError):
+        raise argparse.ArgumentTypeError(f"not a day count from 1 to 36500: {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return n
+
+
+def _uuid(text: str) -> uuid.UUID:
+    t = text.strip()
+    t = t[9:] if t.lower().startswith("urn:uuid:") else t
+    try:
+        return uuid.UUID(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
+
+
+def _sub(sub: argparse._SubParsersAction, name: str, help: str, examples: str
+         ) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name, help=help, description=help, epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_home(p, argparse.SUPPRESS)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="fleetgate's certificate authority: a root, an issuing CA, and a "
+        "certificate (and key pair) for every device.",
+        epilog=MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_home(parser, None)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of bugs")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True,
+                                parser_class=_Parser)
+
+    p = _sub(sub, "init", "make a new CA: self-signed root (10 y) and issuing CA (5 y)",
+             "  fleet-ca init --no-passphrase --name 'fleetgate demo'\n"
+             "  fleet-ca --home /srv/ca init --passphrase-file /run/secrets/ca-pass\n"
+             "  FLEET_CA_PASSPHRASE=... fleet-ca init --key-type rsa-3072\n")
+    p.add_argument("--name", default="fleetgate", help="CA display name (default fleetgate)")
+    p.add_argument("--key-type", choices=[k.value for k in KeyType], default=KeyType.EC_P256.value)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--passphrase-file", metavar="F", type=Path,
+                   help=f"file holding the passphrase for the CA keys (else ${ENV_PASSPHRASE}, "
+                   "else a prompt)")
+    g.add_argument("--no-passphrase", action="store_true",
+                   help="dev CA: leave the CA keys unencrypted")
+    p.set_defaults(func=cmd_init)
+
+    issue = sub.add_parser("issue", help="issue a device, server or operator certificate",
+                           description="issue a device, server or operator certificate")
+    _add_home(issue, argparse.SUPPRESS)
+    isub = issue.add_subparsers(dest="noun", metavar="KIND", required=True, parser_class=_Parser)
+
+    p = _sub(isub, "device", "generate device key pairs and certificates: OUT/<uuid>/ bundles",
+             "  fleet-ca issue device                        # one bundle in ./bundles\n"
+             "  fleet-ca issue device --count 1000 --out B   # 1000 bundles\n"
+             "  fleet-ca issue device --network 0b7e...-... --days 730 --p12\n")
+    p.add_argument("--network", type=_uuid, metavar="UUID", help="network UUID (default: fresh)")
+    p.add_argument("--count", type=_positive, default=1, metavar="N")
+    p.add_argument("--days", type=_days, default=LEAF_DAYS, metavar="D",
+                   help=f"validity (default {LEAF_DAYS})")
+    p.add_argument("--out", type=Path, default=Path("bundles"), metavar="DIR",
+                   help="output folder (default ./bundles)")
+    p.add_argument("--p12", action="store_true", help="also write device.p12 (key + chain)")
+    p.add_argument("--p12-password-file", type=Path, metavar="F",
+                   help="encrypt device.p12 with the password in F (default: unencrypted)")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_issue_device)
+
+    p = _sub(isub, "server", "a TLS server certificate: OUT/server.crt (+ chain), server.key",
+             "  fleet-ca issue server --dns localhost --ip 127.0.0.1 --out certs/server\n"
+             "  fleet-ca issue server --dns gw.example.com --dns '*.gw.example.com' --out S\n")
+    p.add_argument("--dns", action="append", default=[], metavar="NAME")
+    p.add_argument("--ip", action="append", default=[], metavar="ADDR")
+    p.add_argument("--days", type=_days, default=LEAF_DAYS, metavar="D")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_issue_server)
+
+    p = _sub(isub, "operator", "an operator (HTTP API client) certificate",
+             "  fleet-ca issue operator --name alice --out certs/operator\n")
+    p.add_argument("--name", required=True)
+    p.add_argument("--days", type=_days, default=LEAF_DAYS, metavar="D")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_issue_operator)
+
+    p = _sub(sub, "sign", "sign a device's CSR (proof of possession checked; subject ignored)",
+             "  fleet-ca sign device.csr --out device.crt\n"
+             "  fleet-ca sign - --network 0b7e...-... < device.csr > device.crt\n")
+    p.add_argument("csr", metavar="CSR", help="CSR file (PEM or DER), or - for stdin")
+    p.add_argument("--network", type=_uuid, metavar="UUID", help="network UUID (default: fresh)")
+    p.add_argument("--days", type=_days, default=LEAF_DAYS, metavar="D")
+    p.add_argument("--out", type=Path, metavar="FILE", help="certificate chain (default stdout)")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_sign)
+
+    p = _sub(sub, "revoke", "revoke a certificate (serial) or a network's (UUID); rewrite crl.pem",
+             "  fleet-ca revoke 0b7e2c1a-4d5e-4f60-8a9b-0c1d2e3f4a5b --reason key-compromise\n"
+             "  fleet-ca revoke 5FB0C8EB15B7A5414EFB8861BDA25FFF65B63E76\n")
+    p.add_argument("selector", metavar="SERIAL|UUID")
+    p.add_argument("--reason", default="unspecified", choices=list(crl_mod.REASONS))
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_revoke)
+
+    p = _sub(sub, "crl", "regenerate crl.pem (new thisUpdate/nextUpdate; run it from cron)",
+             "  fleet-ca crl\n")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_crl)
+
+    p = _sub(sub, "list", "list the inventory",
+             "  fleet-ca list\n  fleet-ca list --json --kind device --status revoked\n"
+             "  fleet-ca list --expiring-within 30\n")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--kind", choices=list(Kind.ALL))
+    p.add_argument("--status", choices=["valid", "revoked", "expired"])
+    p.add_argument("--expiring-within", type=_days, metavar="DAYS")
+    p.set_defaults(func=cmd_list)
+
+    p = _sub(sub, "show", "show the certificate(s) of a serial or network UUID",
+             "  fleet-ca show 0b7e2c1a-4d5e-4f60-8a9b-0c1d2e3f4a5b\n"
+             "  fleet-ca show 5FB0C8EB15B7A5414EFB8861BDA25FFF65B63E76 --pem\n")
+    p.add_argument("selector", metavar="SERIAL|UUID")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--pem", action="store_true", help="print the certificate(s) as PEM")
+    p.set_defaults(func=cmd_show)
+
+    p = _sub(sub, "verify", "verify a certificate's chain and revocation status, offline",
+             "  fleet-ca verify bundles/0b7e.../device.crt\n")
+    p.add_argument("cert", type=Path, metavar="CERT")
+    p.set_defaults(func=cmd_verify)
+
+    p = _sub(sub, "renew", "a new certificate (and key, or for a CSR) for the same network UUID",
+             "  fleet-ca renew 0b7e2c1a-4d5e-4f60-8a9b-0c1d2e3f4a5b --out renewed\n"
+             "  fleet-ca renew 0b7e2c1a-... --csr device.csr --out device.crt\n")
+    p.add_argument("network", type=_uuid, metavar="UUID")
+    p.add_argument("--csr", type=Path, metavar="FILE")
+    p.add_argument("--days", type=_days, default=LEAF_DAYS, metavar="D")
+    p.add_argument("--out", type=Path, metavar="DIR|FILE",
+                   help="bundle folder (default ./bundles), or with --csr the chain file "
+                   "(default stdout)")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_renew)
+    return parser
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def _home_path(args: argparse.Namespace) -> Path:
+    return Path(args.home or os.environ.get(ENV_HOME) or "certs")
+
+
+def _read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
+    """--passphrase-file, else $FLEET_CA_PASSPHRASE, else a prompt on a TTY."""
+    f: Path | None = getattr(args, "passphrase_file", None)
+    if f is not None:
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            raise PassphraseError(f"cannot read passphrase file {f}: {exc.strerror}") from None
+        data = data.rstrip(b"\r\n")
+        if not data:
+            raise PassphraseError(f"passphrase file {f} is empty")
+        return data
+    env = os.environ.get(ENV_PASSPHRASE)
+    if env:
+        return env.encode()
+    if sys.stdin is not None and sys.stdin.isatty():
+        first = getpass.getpass("CA passphrase: ")
+        if not first:
+            raise PassphraseError("the passphrase is empty")
+        if confirm and getpass.getpass("again: ") != first:
+            raise PassphraseError("the two passphrases differ")
+        return first.encode()
+    hint = " (or --no-passphrase for a dev CA)" if confirm else ""
+    raise PassphraseError(
+        f"no passphrase: give --passphrase-file F or set {ENV_PASSPHRASE}{hint}"
+    )
+
+
+def _open(args: argparse.Namespace, *, sign: bool) -> CAHome:
+    home = CAHome.open(_home_path(args))
+    if sign and home.key_encrypted:
+        home.unlock(_read_passphrase(args))
+    elif sign:
+        _ = home.issuer
+    return home
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _progress(total: int) -> Callable[[int], None] | None:
+    """A progress bar on stderr, only when stderr is a terminal."""
+    if total < 2 or not sys.stderr.isatty():
+        return None
+    start = time.monotonic()
+    last = [0.0]
+
+    def show(done: int) -> None:
+        t = time.monotonic()
+        if done < total and t - last[0] < 0.1:
+            return
+        last[0] = t
+        width = 30
+        filled = width * done // total
+        rate = done / max(t - start, 1e-9)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+                         f" {rate:,.0f}/s")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _read_input(path: str | Path, what: str, limit: int = 1 << 20) -> bytes:
+    if str(path) == "-":
+        return sys.stdin.buffer.read(limit + 1)
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit + 1)
+    except OSError as exc:
+        raise BadInputError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _print_signed(signed: SignedCert, out: Path | None) -> None:
+    if out is None:
+        _write_stdout(signed.chain_pem.decode())
+    print(f"issued device {signed.network_uuid} serial {serial_hex(signed.serial)}"
+          + (f" -> {out}" if out else ""), file=sys.stderr)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = _home_path(args)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        # Say so before asking for a passphrase.
+        from .errors import HomeExistsError
+        raise HomeExistsError(f"{path} already exists and is not empty: refusing to overwrite")
+    passphrase = None if args.no_passphrase else _read_passphrase(args, confirm=True)
+    home = CAHome.init(path, name=args.name, key_type=args.key_type, passphrase=passphrase)
+    with home:
+        print(f"CA home {home.path}")
+        print(f"  root     {home.root_cert.subject.rfc4514_string()}"
+              f"  until {iso(home.root_cert.not_valid_after_utc)}")
+        print(f"  issuing  {home.issuing_cert.subject.rfc4514_string()}"
+              f"  until {iso(home.issuing_cert.not_valid_after_utc)}")
+        if passphrase is None:
+            print("  DEV CA: the CA keys are NOT encrypted (--no-passphrase); "
+                  "never use it in production")
+        else:
+            print("  CA keys encrypted with the passphrase; move root.key offline now "
+                  "(see docs/operations.md)")
+    return 0
+
+
+def cmd_issue_device(args: argparse.Namespace) -> int:
+    p12_password = None
+    if args.p12_password_file is not None:
+        if not args.p12:
+            raise UsageError("--p12-password-file needs --p12")
+        p12_password = _read_input(args.p12_password_file, "password file").rstrip(b"\r\n")
+    with _open(args, sign=True) as home:
+        start = time.perf_counter()
+        bundles = home.issue_devices(
+            args.out, count=args.count, network=args.network, days=args.days, p12=args.p12,
+            p12_password=p12_password, progress=_progress(args.count),
+        )
+        elapsed = time.perf_counter() - start
+        _write_stdout("".join(f"{b.network_uuid} {serial_hex(b.serial)}\n" for b in bundles))
+        print(f"issued {len(bundles)} device bundle(s) in {Path(args.out).absolute()}"
+              f" ({len(bundles) / max(elapsed, 1e-9):,.0f}/s)", file=sys.stderr)
+    return 0
+
+
+def cmd_issue_server(args: argparse.Namespace) -> int:
+    with _open(args, sign=True) as home:
+        files = home.issue_server(args.out, dns=args.dns, ips=args.ip, days=args.days)
+        print(f"server certificate serial {serial_hex(files.serial)}: {files.cert_path},"
+              f" key {files.key_path}")
+    return 0
+
+
+def cmd_issue_operator(args: argparse.Namespace) -> int:
+    with _open(args, sign=True) as home:
+        files = home.issue_operator(args.out, name=args.name, days=args.days)
+        print(f"operator certificate serial {serial_hex(files.serial)}: {files.cert_path},"
+              f" key {files.key_path}, CA {files.ca_path}")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    data = _read_input(args.csr, "CSR")
+    with _open(args, sign=True) as home:
+        signed = home.sign_csr(data, network=args.network, days=args.days, out=args.out)
+    _print_signed(signed, args.out)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    selector = parse_selector(args.selector)  # bad syntax before any passphrase prompt
+    with _open(args, sign=True) as home:
+        home.find(selector)  # unknown before asking twice
+        records = home.revoke(selector, reason=args.reason)
+        for r in records:
+            print(f"revoked {r.kind} serial {serial_hex(r.serial)}"
+                  + (f" network {r.network_uuid}" if r.network_uuid else "")
+                  + f" reason {r.reason}")
+        print(f"rewrote {home.path / 'crl.pem'}")
+    return 0
+
+
+def cmd_crl(args: argparse.Namespace) -> int:
+    with _open(args, sign=True) as home:
+        path = home.write_crl()
+        n = len(home.inventory.revoked())
+        print(f"rewrote {path} ({n} revoked)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    now = utcnow()
+    with _open(args, sign=False) as home:
+        within = dt.timedelta(days=args.expiring_within) if args.expiring_within else None
+        records = home.inventory.select(now=now, kind=args.kind, status=args.status,
+                                        expiring_within=within)
+    if args.json:
+        _write_stdout(json.dumps([r.to_json(now) for r in records], indent=2) + "\n")
+        return 0
+    lines = [f"{'SERIAL':<40} {'KIND':<8} {'STATUS':<7} {'NOT AFTER':<20} NAME"]
+    for r in records:
+        name = str(r.network_uuid) if r.network_uuid else r.subject
+        lines.append(f"{serial_hex(r.serial):<40} {r.kind:<8} {r.status_at(now):<7} "
+                     f"{iso(r.not_after):<20} {name}")
+    _write_stdout("\n".join(lines) + "\n")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    now = utcnow()
+    with _open(args, sign=False) as home:
+        records = home.find(args.selector)
+    if args.pem:
+        _write_stdout("".join(r.certificate().public_bytes(_pem()).decode() for r in records))
+    elif args.json:
+        _write_stdout(json.dumps([r.to_json(now) for r in records], indent=2) + "\n")
+    else:
+        out = []
+        for r in records:
+            out += [f"{k + ':':<12} {v}" for k, v in r.to_json(now).items() if v is not None]
+            out.append("")
+        _write_stdout("\n".join(out))
+    return 0
+
+
+def _pem():  # noqa: ANN202
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.PEM
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    data = _read_input(args.cert, "certificate")
+    certs = load_pem_chain(data)
+    with _open(args, sign=False) as home:
+        result = verify_chain(certs, root=home.root_cert, issuing=home.issuing_cert,
+                              crl=home.load_crl(), now=utcnow())
+    print(f"OK {result.subject} serial {serial_hex(result.serial)}: "
+          + " <- ".join(result.chain))
+    return 0
+
+
+def cmd_renew(args: argparse.Namespace) -> int:
+    with _open(args, sign=True) as home:
+        if args.csr is not None:
+            data = _read_input(args.csr, "CSR")
+            signed = home.renew(args.network, csr_data=data, days=args.days)
+            if args.out is not None:
+                # renew() recorded it; write the chain atomically.
+                from .files import atomic_write
+                try:
+                    atomic_write(args.out.absolute(), signed.chain_pem)
+                except OSError as exc:
+                    raise OutputError(f"cannot write {args.out}: {exc.strerror}") from None
+            assert isinstance(signed, SignedCert)
+            _print_signed(signed, args.out)
+            return 0
+        bundle = home.renew(args.network, out_dir=args.out or Path("bundles"), days=args.days)
+        assert isinstance(bundle, DeviceBundle)
+        print(f"renewed {bundle.network_uuid}: serial {serial_hex(bundle.serial)} in {bundle.dir}")
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `fleet-ca` with `argv` (default sys.argv[1:]); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except CAError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} "
+              "(a bug: rerun with --debug and report it)", file=sys.stderr)
+        return int(ExitCode.INTERNAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
