@@ -9,6 +9,7 @@ in the order they run (cheapest and most wanted first).
 from __future__ import annotations
 
 import contextlib
+import functools
 import select
 import socket
 import sqlite3
@@ -130,6 +131,10 @@ def _load_run(bench: Bench, server: Server, spec: LoadSpec, timeout: float) -> d
     return out
 
 
+def _server_notes(row: Row, server: Server) -> None:
+    row.notes.extend(n for n in server.notes if n not in row.notes)
+
+
 def _note_saturation(row: Row) -> None:
     if any(r.get("loadgen_busy", 0) > 0.9 for r in row.runs):
         row.notes.append("load generator saturated in some runs: the figure is a lower bound")
@@ -154,6 +159,7 @@ def _per_system(bench: Bench, rows: dict[tuple[str, str], Row], systems: tuple[s
                 for case in cases:
                     bench.log(f"  {system}: {case}")
                     row = rows[(case, system)]
+                    _server_notes(row, server)
                     try:
                         body(server, case, row)
                     except (LoadError, Unavailable) as exc:
@@ -177,9 +183,9 @@ def figure_ca(bench: Bench) -> list[Row]:
     for run in range(bench.runs):
         with tempfile.TemporaryDirectory(dir=bench.work) as tmp:
             out = Path(tmp) / "openssl"
-            t, cpu = _timed_children(lambda: openssl_device_loop(
-                bench.pki.issuing_cert, bench.pki.issuing_key, bench.pki.root, out,
-                s.ca_openssl))
+            t, cpu = _timed_children(functools.partial(
+                openssl_device_loop, bench.pki.issuing_cert, bench.pki.issuing_key,
+                bench.pki.root, out, s.ca_openssl))
             made = _count_bundles(out)
             loop.add(value=round(made / t, 1), per_cpu_s=round(made / cpu, 1) if cpu else None,
                      bundles=made, seconds=round(t, 3), cpu_s=round(cpu, 2))
@@ -191,7 +197,8 @@ def figure_ca(bench: Bench) -> list[Row]:
             cmd = [str(fleet_ca_command()), "issue", "device", "--count", str(s.ca_fleet),
                    "--out", str(out)]
             try:
-                t, cpu = _timed_children(lambda: _check_call(cmd, fleet_ca_env(bench.pki.home)))
+                t, cpu = _timed_children(functools.partial(
+                    _check_call, cmd, fleet_ca_env(bench.pki.home)))
             except PkiError as exc:
                 fleet.unavailable = f"fleet-ca issue device failed: {exc}"
                 continue
@@ -410,6 +417,7 @@ def figure_memory(bench: Bench) -> list[Row]:
                 try:
                     # A fresh server per run: memory a previous run freed may not go back.
                     with bench.server(system) as server:
+                        _server_notes(row, server)
                         row.add(**_idle_run(bench, server, n))
                 except Unavailable as exc:
                     row.unavailable = str(exc)
@@ -461,6 +469,7 @@ def figure_revocation(bench: Bench) -> list[Row]:
             device = candidates[-1 - run]
             try:
                 with bench.server(system, **kw) as server:
+                    _server_notes(row, server)
                     row.add(**_revoke_run(bench, server, device, system))
             except Unavailable as exc:
                 row.unavailable = str(exc)

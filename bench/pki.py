@@ -130,13 +130,15 @@ mkdir -p "$out"
 for ((i = 0; i < n; i++)); do
     uuid=$(cat /proc/sys/kernel/random/uuid)
     d="$out/$uuid"; mkdir -p "$d"
-    (umask 077; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/device.key" 2>/dev/null)
+    (umask 077; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+        -out "$d/device.key" 2>/dev/null)
     openssl req -new -key "$d/device.key" -subj "/CN=$uuid" -out "$d/device.csr"
     printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
         "extendedKeyUsage=clientAuth" "subjectAltName=URI:urn:uuid:$uuid" \
         "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" > "$d/ext.cnf"
-    openssl x509 -req -in "$d/device.csr" -CA "$ica" -CAkey "$ikey" -set_serial "0x$(openssl rand -hex 16)" \
-        -days 365 -sha256 -extfile "$d/ext.cnf" -out "$d/leaf.crt" 2>/dev/null
+    openssl x509 -req -in "$d/device.csr" -CA "$ica" -CAkey "$ikey" \
+        -set_serial "0x$(openssl rand -hex 16)" -days 365 -sha256 -extfile "$d/ext.cnf" \
+        -out "$d/leaf.crt" 2>/dev/null
     cat "$d/leaf.crt" "$ica" > "$d/device.crt"
     cp "$root" "$d/ca.crt"
     rm -f "$d/device.csr" "$d/ext.cnf" "$d/leaf.crt"

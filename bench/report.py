@@ -49,7 +49,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     unit = rows[0]["unit"] + (" (lower is better)" if lower else "")
     head = ["case", "system", f"{unit}: median (min to max)"]
     if with_cpu:
-        head.append("per server CPU-second")
+        head.append("per CPU-second")
     head.append("ours ÷ theirs" + (", per CPU-second" if with_cpu else ""))
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in dict.fromkeys(r["case"] for r in rows):
@@ -85,7 +85,8 @@ def render(doc: dict[str, Any], results_path: str) -> str:
         "with one load generator (`bench/loadgen.py`: pipelined mTLS MQTT clients in separate "
         "processes, pre-encoded packets, acknowledgements read in bulk). Written by "
         "`make bench` (issue 9); the raw runs are in "
-        f"[{results_path}](../{results_path}).",
+        + (f"[{results_path}](../{results_path})." if not results_path.startswith("/")
+           else f"{results_path}."),
         "",
         "### The machine and the run",
         "",
@@ -113,10 +114,14 @@ def render(doc: dict[str, Any], results_path: str) -> str:
             continue
         lines += [f"### {fig}. {TITLES[fig]}", ""]
         lines += _table(frows)
-        notes = [(r["system"], n) for r in frows for n in r.get("notes", [])]
+        shared = set.intersection(*(set(r.get("notes", [])) for r in frows))
+        notes = [f"- {n}" for n in dict.fromkeys(n for r in frows for n in r.get("notes", []))
+                 if n in shared]
+        notes += [f"- {s}: {n}" for s, n in dict.fromkeys(
+            (r["system"], n) for r in frows for n in r.get("notes", []) if n not in shared)]
         if notes:
             lines.append("")
-            lines += [f"- {s}: {n}" for s, n in dict.fromkeys(notes)]
+            lines += notes
         lines.append("")
     lines += [f"Not measured in this run: {', '.join(doc['skipped'])}.", ""] if doc.get(
         "skipped") else []
@@ -127,7 +132,7 @@ def update_doc(doc_path: Path, section: str) -> None:
     """Replace (or append) the "## Side by side" section, leaving the rest of the file."""
     text = doc_path.read_text() if doc_path.exists() else "# Benchmarks\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip() == HEADING), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == HEADING), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section
     else:

@@ -1,0 +1,134 @@
+"""The benchmark harness cannot rot: a tiny real run, and its parts checked on their own.
+
+No timing is asserted anywhere here: only that the harness runs, measures the real servers
+and writes well-formed results and a docs section.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import mqttwire
+from bench.report import HEADING, render, update_doc
+from bench.results import SCHEMA, Row, check_document
+
+REPO = Path(__file__).resolve().parents[3]
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def _run_bench(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "--out", str(out), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+
+
+@pytest.mark.skipif(not Path(MOSQUITTO).exists() or shutil.which("openssl") is None,
+                    reason="needs the mosquitto binary (Debian package mosquitto) and openssl")
+def test_quick_run_of_ca_and_publish_figures_writes_well_formed_results(tmp_path: Path) -> None:
+    proc = _run_bench(tmp_path, "--quick", "--runs", "1", "--only", "6", "2",
+                      "--systems", "mosquitto", "--no-doc")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    [result] = list(tmp_path.glob("*-quick.json"))
+    doc = json.loads(result.read_text())
+    assert check_document(doc) == []
+    assert doc["schema"] == SCHEMA and doc["quick"] is True
+    rows = {(r["figure"], r["system"], r["case"]): r for r in doc["rows"]}
+
+    openssl = [r for (fig, system, _), r in rows.items()
+               if fig == "6" and system == "openssl shell loop"]
+    assert [run["bundles"] for run in openssl[0]["runs"]] == [3]
+    fleet_ca = [r for (fig, system, _), r in rows.items() if fig == "6" and system == "fleet-ca"]
+    assert fleet_ca[0]["unavailable"] or fleet_ca[0]["runs"][0]["bundles"] == 5
+
+    publish = [r for (fig, system, _), r in rows.items() if fig == "2"]
+    assert {r["system"] for r in publish} == {"mosquitto"}  # --systems is honoured
+    assert {r["case"] for r in publish} == {"QoS 0, 2 clients", "QoS 1, 2 clients"}
+    for row in publish:
+        [run] = row["runs"]
+        assert run["failed"] == 0, run["errors"]
+        assert run["ok"] == run["sent"] > 0  # every message sent was acknowledged
+        assert run["server_cpu_s"] >= 0 and run["value"] > 0
+
+
+def test_bad_arguments_exit_2_with_one_usage_error(tmp_path: Path) -> None:
+    proc = _run_bench(tmp_path, "--runs", "0")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "--runs must be at least 1" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_ack_counter_counts_acknowledgements_split_anywhere() -> None:
+    stream = (bytes([0x20, 2, 0, 0])  # CONNACK accepted
+              + b"".join(bytes([0x40, 2, i >> 8, i & 0xFF]) for i in range(1, 301))
+              + bytes([0xD0, 0]))  # PINGRESP
+    for cut in (1, 3, 7, len(stream) // 2):
+        counter = mqttwire.AckCounter()
+        for i in range(0, len(stream), cut):
+            counter.feed(stream[i:i + cut])
+        assert counter.count(mqttwire.PacketType.PUBACK) == 300
+        assert counter.count(mqttwire.PacketType.PINGRESP) == 1
+        assert counter.connack_codes == [0]
+        assert not counter.buffer
+
+
+def test_publish_blocks_never_reuse_a_packet_id_within_the_cycle() -> None:
+    blocks = mqttwire.publish_blocks("t", b"x" * 100, qos=1, block=5, blocks=4)
+    ids = []
+    for block in blocks:
+        pos = 0
+        while pos < len(block):
+            assert block[pos] == 0x32  # PUBLISH, QoS 1
+            length = block[pos + 1]
+            ids.append(int.from_bytes(block[pos + 5:pos + 7], "big"))  # after topic "t"
+            pos += 2 + length
+    assert ids == list(range(1, 21))
+
+
+def _doc(rows: list[Row]) -> dict:
+    machine = {k: "x" for k in ("cpu_model", "cores", "pinning", "memory_gib", "kernel",
+                                "openssl", "python", "mosquitto", "amqtt", "certificates",
+                                "loadavg_before", "loadavg_after")}
+    return {"schema": SCHEMA, "command": "python -m bench", "runs": 3, "started": "s",
+            "finished": "f", "machine": machine, "rows": [r.as_dict() for r in rows]}
+
+
+def test_report_gives_ratios_and_says_why_a_system_is_missing(tmp_path: Path) -> None:
+    ours = Row("1", "TLS 1.3", "fleetgate", "connects/s")
+    theirs = Row("1", "TLS 1.3", "mosquitto", "connects/s")
+    for v in (100.0, 300.0, 200.0):
+        ours.add(value=v, per_cpu_s=v)
+        theirs.add(value=v / 2, per_cpu_s=v * 2)
+    missing = Row("3", "stored", "fleetgate", "reports/s", unavailable="not yet available "
+                  "(needs issue 6)")
+    doc = _doc([ours, theirs, missing])
+    assert check_document(doc) == []
+    text = render(doc, "bench/results/x.json")
+    assert text.startswith(HEADING + "\n")
+    assert "| TLS 1.3 | mosquitto | 100 (50.0 to 150) | 400 (200 to 600) | 2.00x, 0.50x |" in text
+    assert "not yet available (needs issue 6)" in text
+
+
+def test_docs_update_replaces_only_its_own_section(tmp_path: Path) -> None:
+    doc_path = tmp_path / "benchmarks.md"
+    doc_path.write_text("# Benchmarks\n\n## Side by side\n\nold table\n\n## MQTT codec\n\n"
+                        "codec figures\n")
+    update_doc(doc_path, "## Side by side\n\nnew table\n")
+    text = doc_path.read_text()
+    assert "old table" not in text and "new table" in text
+    assert text.endswith("## MQTT codec\n\ncodec figures\n")
+    update_doc(tmp_path / "fresh.md", "## Side by side\n\nt\n")
+    assert (tmp_path / "fresh.md").read_text() == "# Benchmarks\n\n## Side by side\n\nt\n"
+
+
+def test_check_document_refuses_rows_without_numbers_or_reasons() -> None:
+    doc = _doc([Row("2", "QoS 1", "amqtt", "publishes/s")])
+    assert check_document(doc) == ["row 0 (2/QoS 1/amqtt): no runs and no reason"]
