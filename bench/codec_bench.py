@@ -1,0 +1,187 @@
+"""Throughput of the MQTT 3.1.1 codec (gateway.mqtt.codec), on one core, in packets/s.
+
+A standalone script (not part of `python -m bench`, never part of the tests' pass/fail):
+
+  .venv/bin/python bench/codec_bench.py                  # full sizes, best of 5 runs
+  .venv/bin/python bench/codec_bench.py --count 2000 --repeat 1   # smoke run
+
+What it measures, each from a buffer built before the clock starts:
+  decode-qos0-one-buffer   N small QoS 0 PUBLISH (17-byte topic, 4-byte payload) fed as one
+                           buffer, then drained with next_packet(): the issue's target figure
+  decode-qos0-4k-chunks    the same stream fed in 4 KiB pieces, as recv() hands it over
+  decode-qos1-one-buffer   QoS 1 PUBLISH (a packet identifier each)
+  encode-puback-batch      N PUBACKs appended to one bytearray with encode_into()
+  encode-publish-qos0      N QoS 0 PUBLISH appended to one bytearray
+  framing-floor (peer)     a minimal pure-Python loop over the same one buffer that only
+                           frames packets and slices topic and payload into tuples, with no
+                           validation and no packet objects: the ceiling for pure Python on
+                           this machine, so the ratio shows what validation and typed values
+                           cost rather than how fast the machine is.
+
+Exit codes: 0 done; 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.mqtt import PubAck, Publish, QoS  # noqa: E402
+from gateway.mqtt.codec import PacketReader, encode, encode_into  # noqa: E402
+
+TOPIC = "sensors/dev1/temp"
+PAYLOAD = b"21.5"
+
+
+def _drain(reader: PacketReader) -> int:
+    count = 0
+    next_packet = reader.next_packet
+    while next_packet() is not None:
+        count += 1
+    return count
+
+
+def decode_one_buffer(stream: bytes, expected: int) -> Callable[[], int]:
+    def run() -> int:
+        reader = PacketReader()
+        reader.feed(stream)
+        count = _drain(reader)
+        assert count == expected, (count, expected)
+        return count
+
+    return run
+
+
+def decode_chunks(stream: bytes, expected: int, size: int) -> Callable[[], int]:
+    chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+
+    def run() -> int:
+        reader = PacketReader()
+        count = 0
+        for chunk in chunks:
+            reader.feed(chunk)
+            count += _drain(reader)
+        assert count == expected, (count, expected)
+        return count
+
+    return run
+
+
+def framing_floor(stream: bytes, expected: int) -> Callable[[], int]:
+    def run() -> int:
+        out = []
+        pos, end = 0, len(stream)
+        while pos < end:
+            length = stream[pos + 1]  # every packet here has a 1-byte remaining length
+            start = pos + 2
+            stop = start + length
+            topic_end = start + 2 + ((stream[start] << 8) | stream[start + 1])
+            out.append((stream[start + 2 : topic_end].decode(), stream[topic_end:stop]))
+            pos = stop
+        assert len(out) == expected
+        return len(out)
+
+    return run
+
+
+def encode_pubacks(count: int) -> Callable[[], int]:
+    acks = [PubAck(i % 65535 + 1) for i in range(count)]
+
+    def run() -> int:
+        out = bytearray()
+        for ack in acks:
+            encode_into(ack, out)
+        assert len(out) == 4 * count
+        return count
+
+    return run
+
+
+def encode_publishes(count: int) -> Callable[[], int]:
+    packets = [Publish(TOPIC, PAYLOAD)] * count
+
+    def run() -> int:
+        out = bytearray()
+        for packet in packets:
+            encode_into(packet, out)
+        return count
+
+    return run
+
+
+def measure(run: Callable[[], int], repeat: int) -> tuple[float, float]:
+    """Best and median packets/s over `repeat` runs."""
+    rates = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        count = run()
+        rates.append(count / (time.perf_counter() - start))
+    return max(rates), statistics.median(rates)
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{platform.python_implementation()} {platform.python_version()} on "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+        f"load average {load}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codec_bench.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--count", type=int, default=200_000, help="packets per run")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (best is kept)")
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.repeat < 1:
+        parser.error("--count and --repeat must be at least 1")
+
+    qos0 = encode(Publish(TOPIC, PAYLOAD))
+    qos0_stream = qos0 * args.count
+    qos1_stream = b"".join(
+        encode(Publish(TOPIC, PAYLOAD, QoS.AT_LEAST_ONCE, packet_id=i % 65535 + 1))
+        for i in range(args.count)
+    )
+    cases: list[tuple[str, Callable[[], int]]] = [
+        ("decode-qos0-one-buffer", decode_one_buffer(qos0_stream, args.count)),
+        ("decode-qos0-4k-chunks", decode_chunks(qos0_stream, args.count, 4096)),
+        ("decode-qos1-one-buffer", decode_one_buffer(qos1_stream, args.count)),
+        ("encode-puback-batch", encode_pubacks(args.count)),
+        ("encode-publish-qos0", encode_publishes(args.count)),
+        ("framing-floor (peer)", framing_floor(qos0_stream, args.count)),
+    ]
+    print(f"machine: {machine()}")
+    print(f"packets per run: {args.count}, runs: {args.repeat}, packet: {len(qos0)} bytes QoS 0")
+    results = {}
+    for name, run in cases:
+        best, median = measure(run, args.repeat)
+        results[name] = best
+        print(f"{name:<24} {best:>12,.0f} packets/s best  {median:>12,.0f} median")
+    ratio = results["decode-qos0-one-buffer"] / results["framing-floor (peer)"]
+    print(f"decode-qos0-one-buffer / framing-floor = {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
