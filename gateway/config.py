@@ -62,7 +62,7 @@ class GatewayConfig:
     """Inbound PUBLISH packets per second per connection (token bucket; over it: stop reading)."""
     publish_burst: int = 2_000
     """PUBLISH packets a connection may send at once before the rate applies."""
-    byte_rate: float = 4 * 1024 * 1024
+    byte_rate: float = 4.0 * 1024 * 1024
     """Inbound bytes per second per connection (token bucket; over it: stop reading)."""
     byte_burst: int = 8 * 1024 * 1024
     """Bytes a connection may send at once before the rate applies."""
@@ -125,16 +125,16 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, str | Path):
             raise ConfigError(f"option {name!r} must be a path string")
         return Path(value).expanduser()
-    default = field.default
-    if isinstance(default, bool):
+    kind = field.type  # a string: annotations are postponed in this module
+    if kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"option {name!r} must be true or false")
         return value
-    if isinstance(default, int):
+    if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"option {name!r} must be an integer")
         return value
-    if isinstance(default, float):
+    if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"option {name!r} must be a number")
         return float(value)

@@ -127,7 +127,9 @@ class Connection:
                     if self.reason is None:
                         self.reason = DisconnectReason.CONNECTION_LOST
                         self.detail = "internal error"
-        except trio.Cancelled:
+        except BaseException:
+            # Only cancellation gets here (as Cancelled or a group of them): the gateway
+            # is stopping.
             if self.reason is None:
                 self.reason = DisconnectReason.SERVER_SHUTDOWN
             raise

@@ -32,6 +32,13 @@ def build_server_context(root: Path, crl: Path, cert: Path, key: Path) -> ssl.SS
     Raises:
         ConfigError: a file is missing or unreadable, or holds no usable certificate/key/CRL.
     """
+    home = root.parent
+    if not home.is_dir():
+        raise ConfigError(f"CA home not found: {home} (pass --ca-home DIR)")
+    for what, path in (("root certificate", root), ("CRL", crl),
+                       ("server certificate", cert), ("server key", key)):
+        if not path.is_file():
+            raise ConfigError(f"{what} not found: {path}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(TLS12_CIPHERS)

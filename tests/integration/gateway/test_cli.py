@@ -1,0 +1,192 @@
+"""The real `fleet-gateway` process: start-up line, SIGHUP, SIGTERM, and its errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+from gwhelpers import WAIT, MQTTTestClient, Running
+
+from gateway.mqtt.packets import ConnAck, ConnectReturnCode
+
+EXE = shutil.which("fleet-gateway", path=str(Path(sys.executable).parent)) or "fleet-gateway"
+
+
+class GatewayProcess:
+    """A `fleet-gateway serve` child whose JSON stderr lines are read by a thread."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [EXE, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[dict] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(json.loads(line))
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append({"event": "<eof>"})
+            self._cond.notify_all()
+
+    def wait_line(self, event: str, **fields) -> dict:
+        def found():
+            return next((r for r in self.lines if r["event"] == event and
+                         all(r.get(k) == v for k, v in fields.items())), None)
+
+        with self._cond:
+            assert self._cond.wait_for(lambda: found() or self.lines[-1:] == [{"event": "<eof>"}],
+                                       timeout=WAIT)
+            record = found()
+        assert record is not None, self.lines
+        return record
+
+    async def await_line(self, event: str, **fields) -> dict:
+        return await trio.to_thread.run_sync(lambda: self.wait_line(event, **fields))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def gateway_process(pki):
+    started: list[GatewayProcess] = []
+
+    def start(*args: str) -> GatewayProcess:
+        process = GatewayProcess("--ca-home", str(pki.path), "--mqtt", "127.0.0.1:0", *args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def _running(record: dict) -> Running:
+    host, port = record["mqtt"].rsplit(":", 1)
+    return Running(None, host, int(port), None)  # type: ignore[arg-type]
+
+
+async def test_sigterm_closes_sessions_with_server_shutdown_and_exits_0(gateway_process, net_a):
+    process = gateway_process()
+    running = _running(await process.await_line("listening"))
+    client = await MQTTTestClient.open(running, net_a)
+    assert await client.connect("until-stop") == ConnAck(ConnectReturnCode.ACCEPTED, False)
+    process.proc.send_signal(signal.SIGTERM)
+    assert await client.receive() is None
+    record = await process.await_line("disconnected", client_id="until-stop")
+    assert record["reason"] == "SERVER_SHUTDOWN"
+    assert await trio.to_thread.run_sync(lambda: process.proc.wait(WAIT)) == 0
+    await process.await_line("stopped")
+
+
+async def test_sighup_reloads_the_crl_and_closes_revoked_sessions(
+    gateway_process, pki, tmp_path
+):
+    config = tmp_path / "gateway.toml"
+    config.write_text("[tls]\ncrl_poll_interval = 3600.0\n")  # only SIGHUP reloads here
+    process = gateway_process("--config", str(config))
+    running = _running(await process.await_line("listening"))
+    creds = pki.device()
+    client = await MQTTTestClient.open(running, creds)
+    assert await client.connect("hup") == ConnAck(ConnectReturnCode.ACCEPTED, False)
+    pki.home.revoke(creds.serial)
+    process.proc.send_signal(signal.SIGHUP)
+    assert await client.receive() is None
+    record = await process.await_line("disconnected", client_id="hup")
+    assert record["reason"] == "REVOKED"
+
+
+def _run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=WAIT, **kw)
+
+
+def _one_line_error(result: subprocess.CompletedProcess, code: int, text: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet-gateway: error: "), result.stderr
+    assert text in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_ca_home_is_one_line_and_exit_3(tmp_path):
+    _one_line_error(_run("serve", "--ca-home", str(tmp_path / "nope")), 3, "CA home not found")
+
+
+def test_missing_server_certificate_is_one_line_and_exit_3(pki, tmp_path):
+    result = _run("serve", "--ca-home", str(pki.path), "--cert", str(tmp_path / "x.crt"))
+    _one_line_error(result, 3, "server certificate not found")
+
+
+def test_bad_config_file_is_one_line_and_exit_3(pki, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[limits]\nmax_inflight = 'many'\n")
+    _one_line_error(_run("serve", "--ca-home", str(pki.path), "--config", str(bad)), 3,
+                    "max_inflight")
+    bad.write_text("this is not toml [")
+    _one_line_error(_run("serve", "--ca-home", str(pki.path), "--config", str(bad)), 3,
+                    "not valid TOML")
+    bad.write_text("[limits]\nmax_inflite = 3\n")
+    _one_line_error(_run("serve", "--ca-home", str(pki.path), "--config", str(bad)), 3,
+                    "unknown option 'max_inflite'")
+    _one_line_error(_run("serve", "--ca-home", str(pki.path), "--config",
+                         str(tmp_path / "missing.toml")), 3, "cannot read config")
+
+
+def test_bad_listener_address_is_one_line_and_exit_3(pki):
+    _one_line_error(_run("serve", "--ca-home", str(pki.path), "--mqtt", "localhost"), 3,
+                    "bad listener address")
+
+
+def test_address_in_use_is_one_line_and_exit_4(pki):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run("serve", "--ca-home", str(pki.path), "--mqtt", f"127.0.0.1:{port}")
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("fleet-gateway: error: cannot listen")
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2():
+    assert _run().returncode == 2
+    assert _run("serve", "--no-such-flag").returncode == 2
+    assert _run("--help").returncode == 0
+
+
+def test_example_config_is_valid_and_lists_every_option():
+    from dataclasses import fields
+
+    from gateway.config import GatewayConfig, load_config
+
+    example = Path(__file__).parents[3] / "certs.example" / "gateway.example.toml"
+    config = load_config(example)
+    assert config == GatewayConfig(**{
+        f.name: getattr(config, f.name) for f in fields(GatewayConfig)
+    })
+    text = example.read_text()
+    for f in fields(GatewayConfig):
+        assert f"{f.name} =" in text, f"{f.name} missing from {example}"
+    # The example states the defaults.
+    defaults = GatewayConfig()
+    for f in fields(GatewayConfig):
+        if f.name not in ("ca_home", "cert", "key", "data"):
+            assert getattr(config, f.name) == getattr(defaults, f.name), f.name
+
+
