@@ -95,7 +95,6 @@ class Gateway:
         )
         self.counters: Counter[str] = Counter()
         self.connections: set[Connection] = set()
-        self.accept_scope: trio.CancelScope | None = None
 
     # -- the ingest seam ----------------------------------------------------------------
 

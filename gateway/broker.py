@@ -157,6 +157,8 @@ class Attached:
 
     state: SessionState
     session_present: bool
+    replaced: Outlet | None = None
+    """The live connection this one took over (already told to close), if any."""
 
 
 class Broker:
@@ -201,7 +203,7 @@ class Broker:
         else:
             present = True
         self._live[key] = outlet
-        return Attached(state, present)
+        return Attached(state, present, old if old is not outlet else None)
 
     def disconnect(self, key: SessionKey, outlet: Outlet) -> None:
         """Detach `outlet`; a clean session ends here (MQTT-3.1.2-6), a persistent one stays."""

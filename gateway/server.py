@@ -91,6 +91,8 @@ class Connection:
         self._send_lock = trio.Lock()
         self._inflight: dict[int, Message] = {}
         self._resumed_at = 0.0
+        # Set once the session state is saved: a takeover waits for it before resuming.
+        self.finished = trio.Event()
 
     # -- the broker's Outlet protocol ---------------------------------------------------
 
@@ -136,6 +138,7 @@ class Connection:
         finally:
             with trio.CancelScope(shield=True):
                 self._cleanup()
+                self.finished.set()
                 with trio.move_on_after(CLOSE_GRACE):
                     await self._aclose()
             gw.connection_closed(self)
@@ -272,7 +275,13 @@ class Connection:
         self.attached = attached = self.gateway.broker.connect(
             self.key, connect.clean_session, self
         )
+        finished = getattr(attached.replaced, "finished", None)
+        if finished is not None:
+            # Let the replaced connection save its unfinished flows before resuming them.
+            with trio.move_on_after(CLOSE_GRACE * 2):
+                await finished.wait()
         resume = attached.state.protocol_state if attached.session_present else None
+        attached.state.protocol_state = None
         conn.accept(session_present=attached.session_present, resume=resume)
         await self._flush()
         self.log.emit(
@@ -489,7 +498,6 @@ async def serve_mqtt(gateway: Gateway, *, task_status=trio.TASK_STATUS_IGNORED) 
     async with trio.open_nursery() as connections:
         try:
             async with trio.open_nursery() as nursery:
-                gateway.accept_scope = nursery.cancel_scope
                 await nursery.start(watch_tls_files, gateway)
                 for listener in listeners:
                     nursery.start_soon(_accept_loop, gateway, listener, connections)

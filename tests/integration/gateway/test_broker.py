@@ -274,3 +274,23 @@ async def test_connect_must_arrive_before_its_deadline(start_gateway, net_a):
     assert (record["reason"], record["detail"]) == (
         "CLIENT_ERROR", "no CONNECT within connect_timeout"
     )
+
+
+async def test_takeover_of_a_persistent_session_resumes_its_unacknowledged_message(
+    start_gateway, net_a, net_a2
+):
+    running = await start_gateway()
+    old = await _client(running, net_a, "moving", clean_session=False)
+    assert await _subscribe(old, ("m", QoS.AT_LEAST_ONCE)) == SubAck(1, (1,))
+    pub = await _client(running, net_a2, "pub")
+    await pub.send(Publish("m", b"in flight", QoS.AT_LEAST_ONCE, packet_id=1))
+    assert await pub.receive() == PubAck(1)
+    first = await old.receive()  # delivered, never acknowledged by the old connection
+    new = await MQTTTestClient.open(running, net_a)
+    assert await new.connect("moving", clean_session=False) == ConnAck(
+        ConnectReturnCode.ACCEPTED, True
+    )
+    again = await new.receive()
+    assert (again.payload, again.packet_id, again.dup) == (b"in flight", first.packet_id, True)
+    record = await running.logs.wait("disconnected", client_id="moving")
+    assert record["reason"] == "DUPLICATE_CLIENTID"
