@@ -49,7 +49,9 @@ Refinements of the contract in the brief, for the gateway:
 - The keepalive deadline counts from the last complete control packet (MQTT-3.1.2-24),
   not the last byte, and is None before CONNECT (the gateway's CONNECT deadline applies)
   and after the connection ended.
-- `statistics()` and the `connect` property were added.
+- `statistics()`, the `connect` property and `keepalive_deadline(factor=...)` were added.
+- `receive_data(b"")` means EOF, as with trio's `receive_some()`: never feed an empty
+  chunk otherwise. EOF before CONNECT yields `Disconnected(graceful=False)`.
 """
 
 from __future__ import annotations
@@ -204,18 +206,19 @@ class ServerConnection:
         """The CONNECT packet once received (client id, keepalive, will, credentials)."""
         return self._connect
 
-    def keepalive_deadline(self) -> float | None:
+    def keepalive_deadline(self, factor: float = 1.5) -> float | None:
         """When the server must disconnect if no further control packet arrives.
 
-        Last complete packet's `now` + 1.5 x keepalive (MQTT-3.1.2-24). None when the
-        keepalive is 0 (disabled), before CONNECT, and once the connection ended.
+        The last complete packet's `now` + `factor` x keepalive; the standard's factor is
+        1.5 (MQTT-3.1.2-24), a gateway may configure a larger one. None when the keepalive
+        is 0 (disabled), before CONNECT, and once the connection ended.
         """
         if self._state not in (ConnectionState.CONNECT_RECEIVED, ConnectionState.CONNECTED):
             return None
         assert self._connect is not None
         if self._connect.keepalive == 0:
             return None
-        return self._last_packet_at + 1.5 * self._connect.keepalive
+        return self._last_packet_at + factor * self._connect.keepalive
 
     def can_publish(self, qos: QoS) -> bool:
         """Whether `publish(..., qos)` would be accepted now (state and inflight window)."""

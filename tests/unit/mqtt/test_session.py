@@ -312,6 +312,7 @@ def test_keepalive_counts_complete_packets_not_bytes():
     server.receive_data(ping[1:], 12.0)
     drain(server)
     assert server.keepalive_deadline() == 27.0
+    assert server.keepalive_deadline(factor=2.0) == 32.0
 
 
 def test_close_keeps_error_and_session_state():
