@@ -5,14 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cahelpers import openssl_verify
 from cryptography import x509
 from cryptography.x509 import verification as xv
 
 from ca.errors import RevokedError, VerifyFailedError
 from ca.store import CAHome
 from ca.verify import load_pem_chain, verify_chain
-
-from cahelpers import openssl_verify
 
 
 def _now():

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cahelpers import openssl, openssl_crl_serials
 from cryptography import x509
 
 from ca.crl import REASONS, revoked_serials
 from ca.errors import AlreadyRevokedError, BadInputError, NotFoundError
 from ca.store import CAHome
-
-from cahelpers import openssl, openssl_crl_serials
 
 
 @pytest.fixture
