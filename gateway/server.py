@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import trio
@@ -209,9 +210,12 @@ class Connection:
             identity = identity_from_der(ssl_stream.getpeercert(binary_form=True))
         except AdmissionRefused as exc:
             self._refuse(exc.reason, exc.detail)
+        # Checked again here: the CRL may have changed during this handshake, and a resumed
+        # TLS 1.2 session skips OpenSSL's verification.
         if identity.serial in gw.tls.revoked:
-            # The CRL changed during this handshake: the new one wins.
             self._refuse("CERT_REVOKED", "certificate revoked")
+        if identity.not_after < datetime.now(UTC):
+            self._refuse("CERT_EXPIRED", "certificate has expired")
         why = gw.limits.open_network(identity.network)
         if why is not None:
             gw.counters[f"throttled_{why}"] += 1

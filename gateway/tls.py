@@ -43,11 +43,11 @@ def build_server_context(root: Path, crl: Path, cert: Path, key: Path) -> ssl.SS
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE | ssl.OP_NO_TICKET
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_X509_STRICT
-    # No session tickets/resumption: every connection proves its certificate against the
-    # current CRL, and a revoked device cannot resume a session made before revocation.
+    # No session tickets. A TLS 1.2 session-id resumption skips certificate verification,
+    # so the server also checks every connection's serial and expiry itself (server.py).
     ctx.num_tickets = 0
     _load(lambda: ctx.load_cert_chain(str(cert), str(key)), "server certificate/key", cert, key)
     _load(lambda: ctx.load_verify_locations(cafile=str(root)), "root certificate", root)

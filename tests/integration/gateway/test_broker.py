@@ -294,3 +294,14 @@ async def test_takeover_of_a_persistent_session_resumes_its_unacknowledged_messa
     assert (again.payload, again.packet_id, again.dup) == (b"in flight", first.packet_id, True)
     record = await running.logs.wait("disconnected", client_id="moving")
     assert record["reason"] == "DUPLICATE_CLIENTID"
+
+
+async def test_will_with_a_dollar_topic_is_refused_at_connect(start_gateway, net_a):
+    running = await start_gateway()
+    client = await MQTTTestClient.open(running, net_a)
+    assert await client.connect("w", will=Will("$SYS/x", b"x")) == ConnAck(
+        ConnectReturnCode.NOT_AUTHORIZED, False
+    )
+    assert await client.receive() is None
+    record = await running.logs.wait("disconnected", network=net_a.network)
+    assert record["reason"] == "CLIENT_ERROR" and "will topic" in record["detail"]
