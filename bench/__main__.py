@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from bench import machine
-from bench.figures import FIGURES, Bench, Sizes
+from bench.context import Bench, Sizes
+from bench.figures import FIGURES
 from bench.pki import PkiError, make_pki
 from bench.report import render, update_doc
 from bench.results import SCHEMA, check_document, write_json

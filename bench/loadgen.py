@@ -57,6 +57,7 @@ class LoadSpec:
     cpus: tuple[int, ...] = ()
     ack_timeout: float = 60.0
     client_prefix: str = "bench"
+    prelude: bytes = b""  # one QoS 1 PUBLISH (packet id 65535) sent and acknowledged after CONNACK
 
 
 @dataclass(slots=True)
@@ -142,6 +143,11 @@ class _Worker:
             head = await reader.readexactly(4)
             if head[0] >> 4 != PacketType.CONNACK or head[3] != 0:
                 raise ConnectionError(f"CONNACK {head.hex()}")
+            if s.prelude:  # a declaration the measured publishes depend on
+                writer.write(s.prelude)
+                ack = await reader.readexactly(4)
+                if ack != bytes([PacketType.PUBACK << 4, 2, 0xFF, 0xFF]):
+                    raise ConnectionError(f"prelude answered with {ack.hex()}")
         except BaseException:
             writer.close()
             raise

@@ -123,7 +123,7 @@ def _pin(cpus: tuple[int, ...]):
     return pre
 
 
-def _spawn(cmd: list[str], log: Path, cpus: tuple[int, ...], env: dict | None = None,
+def spawn(cmd: list[str], log: Path, cpus: tuple[int, ...], env: dict | None = None,
            cwd: Path | None = None) -> subprocess.Popen:
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -187,7 +187,7 @@ def mosquitto(pki: Pki, work: Path, cpus: tuple[int, ...], *, max_queued: int | 
     conf = work / f"mosquitto-{port}.conf"
     conf.write_text(mosquitto_config(pki, port, max_queued=max_queued, crl=crl))
     log = work / f"mosquitto-{port}.log"
-    proc = _spawn([exe, "-c", str(conf)], log, cpus)
+    proc = spawn([exe, "-c", str(conf)], log, cpus)
     server = Server("mosquitto", port, [proc], log)
     try:
         _wait_port(port, proc, log)
@@ -244,7 +244,7 @@ def amqtt(pki: Pki, work: Path, cpus: tuple[int, ...]) -> Iterator[Server]:
         }},
         "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     }
-    proc = _spawn([str(py), str(BENCH_DIR / "amqtt_runner.py"), json.dumps(config)], log, cpus)
+    proc = spawn([str(py), str(BENCH_DIR / "amqtt_runner.py"), json.dumps(config)], log, cpus)
     server = Server("amqtt", port, [proc], log,
                     notes=["client certificates required (CERT_REQUIRED set by the runner)"])
     try:
@@ -299,7 +299,7 @@ def fleetgate(pki: Pki, work: Path, cpus: tuple[int, ...], *, data: Path | None 
     config.write_text(FLEETGATE_BENCH_CONFIG)
     cmd = [str(exe), "serve", "--config", str(config), "--ca-home", str(pki.home),
            "--mqtt", "127.0.0.1:0", "--data", str(data)]
-    proc = _spawn(cmd, log, cpus)
+    proc = spawn(cmd, log, cpus)
     server = Server("fleetgate", 0, [proc], log,
                     notes=["per-connection rate and connection limits lifted "
                            "(bench/servers.py FLEETGATE_BENCH_CONFIG): the peers have none"])
