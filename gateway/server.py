@@ -138,7 +138,12 @@ class Connection:
             raise
         finally:
             with trio.CancelScope(shield=True):
-                self._cleanup()
+                try:
+                    self._cleanup()
+                except Exception as exc:  # never let one connection's end stop the server
+                    gw.counters["internal_errors"] += 1
+                    gw.log.emit("internal_error", detail=f"cleanup: {type(exc).__name__}: {exc}",
+                                client_id=self.client_id)
                 self.finished.set()
                 with trio.move_on_after(CLOSE_GRACE):
                     await self._aclose()

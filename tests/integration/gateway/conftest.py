@@ -46,14 +46,14 @@ def net_b(pki) -> Creds:
 def start_gateway(nursery, pki):
     """`await start_gateway(**config_overrides)` runs a gateway on 127.0.0.1:0 in-process."""
 
-    async def start(ca_home: Path | None = None, **overrides) -> Running:
+    async def start(ca_home: Path | None = None, ingest=None, **overrides) -> Running:
         config = load_config(
             None, {"ca_home": ca_home or pki.path, "mqtt": "127.0.0.1:0", **overrides}
         )
         logs = LogRecords()
         log = EventLog(io.StringIO(), truncate_ips=config.truncate_ip)
         log.add_listener(logs)
-        gateway = Gateway(config, log=log)
+        gateway = Gateway(config, log=log, ingest=ingest)
         host, port = await nursery.start(serve_mqtt, gateway)
         return Running(gateway, host, port, logs)
 

@@ -1,0 +1,110 @@
+"""The one place an inbound PUBLISH meets ingest, and what the gateway does with bad input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+from gwhelpers import MQTTTestClient
+
+from gateway.mqtt.packets import (
+    ConnAck,
+    ConnectReturnCode,
+    PingReq,
+    PingResp,
+    PubAck,
+    Publish,
+    QoS,
+    SubAck,
+    Subscribe,
+)
+
+OK = ConnAck(ConnectReturnCode.ACCEPTED, False)
+
+
+@dataclass(frozen=True)
+class Reply:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class HeldIngest:
+    """Stands in for the durable store (not what these tests are about): holds each call
+    until released, or fails on request."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.called = trio.Event()
+        self.release = trio.Event()
+        self.fail = False
+
+    async def handle(self, network, client_id, topic, payload, qos, now):
+        self.calls.append((str(network), client_id, topic, payload, qos))
+        self.called.set()
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("store unavailable")
+        return [Reply("model/accepted", b"{}", 1, True)] if topic == "model" else []
+
+
+async def test_publish_is_acknowledged_only_after_ingest_returns(start_gateway, net_a):
+    ingest = HeldIngest()
+    running = await start_gateway(ingest=ingest)
+    client = await MQTTTestClient.open(running, net_a)
+    assert await client.connect("dev") == OK
+    await client.send(Subscribe(1, (("model/accepted", QoS.AT_LEAST_ONCE),)))
+    assert await client.receive() == SubAck(1, (1,))
+    await client.send(Publish("model", b'{"devices": []}', QoS.AT_LEAST_ONCE, packet_id=9))
+    with trio.fail_after(20):
+        await ingest.called.wait()
+    (connection,) = [c for c in running.gateway.connections if c.client_id == "dev"]
+    assert connection.conn.statistics().inbound_unacknowledged == 1  # no PUBACK yet
+    assert ingest.calls == [(net_a.network, "dev", "model", b'{"devices": []}', 1)]
+    ingest.release.set()
+    assert await client.receive() == PubAck(9)
+    reply = await client.receive()  # ingest's reply, published into the device's own jail
+    assert (reply.topic, reply.payload) == ("model/accepted", b"{}")
+
+
+async def test_failed_ingest_closes_only_that_connection_without_acknowledging(
+    start_gateway, net_a, net_b
+):
+    ingest = HeldIngest()
+    ingest.fail = True
+    ingest.release.set()
+    running = await start_gateway(ingest=ingest)
+    bystander = await MQTTTestClient.open(running, net_b)
+    assert await bystander.connect("bystander") == OK
+    client = await MQTTTestClient.open(running, net_a)
+    assert await client.connect("dev") == OK
+    await client.send(Publish("report/t", b"1", QoS.AT_LEAST_ONCE, packet_id=1))
+    assert await client.receive() is None  # closed, and no PUBACK came first
+    await running.logs.wait("internal_error")
+    await bystander.send(PingReq())
+    assert await bystander.receive() == PingResp()
+
+
+async def test_garbage_after_the_handshake_gets_client_error_and_harms_no_one(
+    start_gateway, net_a, net_b
+):
+    running = await start_gateway()
+    bystander = await MQTTTestClient.open(running, net_b)
+    assert await bystander.connect("bystander") == OK
+    garbage = (
+        b"\xff" * 64,  # reserved packet type 15
+        b"\x10\xff\xff\xff\xff\x7f",  # a five-byte remaining length
+        b"\x30\x02\x00\x00",  # PUBLISH before CONNECT (MQTT-3.1.0-1)
+        b"\x10\x04\x00\x02MQ",  # a CONNECT cut short inside its own length
+    )
+    for data in garbage:
+        client = await MQTTTestClient.open(running, net_a)
+        await client.stream.send_all(data)
+        assert await client.receive() is None
+    # The line is written before the socket closes, so all four are there now.
+    records = running.logs.find("disconnected", network=net_a.network)
+    assert [r["reason"] for r in records] == ["CLIENT_ERROR"] * 4
+    await bystander.send(PingReq())
+    assert await bystander.receive() == PingResp()
+    assert running.gateway.counters["internal_errors"] == 0
