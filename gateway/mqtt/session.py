@@ -96,6 +96,19 @@ from .packets import (
 
 MAX_PACKET_ID = 0xFFFF
 
+# Enum members as module globals: attribute access on an Enum class costs ~10x a global
+# read, and next_event() runs once per packet.
+_AWAITING_CONNECT = ConnectionState.AWAITING_CONNECT
+_CONNECT_RECEIVED = ConnectionState.CONNECT_RECEIVED
+_CONNECTED = ConnectionState.CONNECTED
+_CLOSED = ConnectionState.CLOSED
+_ERROR = ConnectionState.ERROR
+_QOS0 = QoS.AT_MOST_ONCE
+_QOS1 = QoS.AT_LEAST_ONCE
+_QOS2 = QoS.EXACTLY_ONCE
+_ACKNOWLEDGE = Action.ACKNOWLEDGE
+_PUBLISH = Action.PUBLISH
+
 _PACKET_TYPE: dict[type, PacketType] = {
     Connect: PacketType.CONNECT,
     ConnAck: PacketType.CONNACK,
@@ -176,7 +189,7 @@ class ServerConnection:
         self._max_inflight = max_inflight
         self._max_client_id_length = max_client_id_length
         self._max_inbound_inflight = max_inbound_inflight
-        self._state = ConnectionState.AWAITING_CONNECT
+        self._state = _AWAITING_CONNECT
         self._error: RemoteProtocolError | None = None
         self._out = bytearray()
         self._eof = False
@@ -213,7 +226,7 @@ class ServerConnection:
         1.5 (MQTT-3.1.2-24), a gateway may configure a larger one. None when the keepalive
         is 0 (disabled), before CONNECT, and once the connection ended.
         """
-        if self._state not in (ConnectionState.CONNECT_RECEIVED, ConnectionState.CONNECTED):
+        if self._state not in (_CONNECT_RECEIVED, _CONNECTED):
             return None
         assert self._connect is not None
         if self._connect.keepalive == 0:
@@ -222,9 +235,9 @@ class ServerConnection:
 
     def can_publish(self, qos: QoS) -> bool:
         """Whether `publish(..., qos)` would be accepted now (state and inflight window)."""
-        if self._state is not ConnectionState.CONNECTED:
+        if self._state is not _CONNECTED:
             return False
-        return qos == QoS.AT_MOST_ONCE or len(self._outbound) < self._max_inflight
+        return qos == _QOS0 or len(self._outbound) < self._max_inflight
 
     def session_state(self) -> SessionState:
         """What a persistent session must keep if this connection ends now."""
@@ -255,7 +268,7 @@ class ServerConnection:
         Raises:
             LocalProtocolError: data after EOF was already fed.
         """
-        if self._state in (ConnectionState.CLOSED, ConnectionState.ERROR):
+        if self._state in (_CLOSED, _ERROR):
             return
         if self._eof:
             raise LocalProtocolError("receive_data() after EOF")
@@ -281,23 +294,30 @@ class ServerConnection:
             LocalProtocolError: called in CONNECT_RECEIVED (answer the CONNECT first).
         """
         state = self._state
-        if state is ConnectionState.ERROR:
+        if state is _ERROR:
             assert self._error is not None
             raise self._error
-        if state is ConnectionState.CLOSED:
+        if state is _CLOSED:
             return None
-        if state is ConnectionState.CONNECT_RECEIVED:
+        if state is _CONNECT_RECEIVED:
             raise LocalProtocolError("accept() or refuse() the CONNECT before next_event()")
         try:
+            next_packet = self._reader.next_packet
             while True:
-                packet = self._reader.next_packet()
+                packet = next_packet()
                 if packet is None:
                     if self._eof:
                         self._state = _state.act(self._state, Action.EOF)
                         return Disconnected(graceful=False)
                     return None
                 self._last_packet_at = self._now
-                event = self._handle(packet)
+                # The hot path (CONNECTED) uses the table's rows, resolved once at import.
+                fast = _CONNECTED_DISPATCH.get(type(packet))
+                if fast is not None and self._state is _CONNECTED:
+                    self._state = fast[0]
+                    event = fast[1](self, packet)
+                else:
+                    event = self._handle(packet)
                 if event is not None:
                     return event
         except RemoteProtocolError as exc:
@@ -364,13 +384,13 @@ class ServerConnection:
         Raises:
             LocalProtocolError: no emitted, unacknowledged message has this identifier.
         """
-        new_state = _state.act(self._state, Action.ACKNOWLEDGE)
+        new_state = _state.act(self._state, _ACKNOWLEDGE)
         qos = self._unacked.pop(packet_id, None)
         if qos is None:
             raise LocalProtocolError(f"no inbound message {packet_id} awaits acknowledgement")
         self._state = new_state
-        live = new_state is ConnectionState.CONNECTED
-        if qos == QoS.AT_LEAST_ONCE:
+        live = new_state is _CONNECTED
+        if qos == _QOS1:
             if live:
                 self._send(PubAck(packet_id))
         else:
@@ -426,9 +446,9 @@ class ServerConnection:
             LocalProtocolError: not CONNECTED, or the inflight window is full
                 (see `can_publish`).
         """
-        _state.act(self._state, Action.PUBLISH)
+        _state.act(self._state, _PUBLISH)
         qos = QoS(qos)
-        if qos == QoS.AT_MOST_ONCE:
+        if qos == _QOS0:
             self._send(Publish(topic, payload, qos, retain))
             return None
         if len(self._outbound) >= self._max_inflight:
@@ -454,9 +474,9 @@ class ServerConnection:
         encode_into(packet, self._out)
 
     def _fail(self, exc: RemoteProtocolError) -> None:
-        if self._state is ConnectionState.AWAITING_CONNECT and exc.connack_code is not None:
+        if self._state is _AWAITING_CONNECT and exc.connack_code is not None:
             self._send(ConnAck(exc.connack_code, session_present=False))
-        self._state = ConnectionState.ERROR
+        self._state = _ERROR
         self._error = exc
 
     def _free_id(self) -> int:
@@ -469,7 +489,7 @@ class ServerConnection:
     def _handle(self, packet: Packet) -> Event | None:
         """Run one received packet through the table and its handler."""
         packet_type = _PACKET_TYPE[type(packet)]
-        if packet_type is PacketType.CONNECT and self._state is ConnectionState.AWAITING_CONNECT:
+        if packet_type is PacketType.CONNECT and self._state is _AWAITING_CONNECT:
             self._check_client_id(packet)  # before the transition: its CONNACK is 0x02
         self._state = _state.receive(self._state, packet_type)
         return _HANDLERS[packet_type](self, packet)
@@ -493,19 +513,19 @@ class ServerConnection:
         return ConnectReceived(packet)
 
     def _on_publish(self, packet: Publish) -> Event | None:
-        if packet.qos == QoS.AT_MOST_ONCE:
+        if packet.qos == _QOS0:
             return PublishReceived(packet)
         packet_id = packet.packet_id
         assert packet_id is not None
         held = self._unacked.get(packet_id)
         if packet_id in self._awaiting_pubrel:
-            held = QoS.EXACTLY_ONCE
+            held = _QOS2
         if held is not None and held != packet.qos:
             raise RemoteProtocolError(
                 f"packet id {packet_id} reused at QoS {packet.qos} while in flight at QoS {held}",
                 rule="MQTT-2.3.1-2",
             )
-        if packet.qos == QoS.EXACTLY_ONCE and held is not None:
+        if packet.qos == _QOS2 and held is not None:
             # A re-sent QoS 2 PUBLISH: not delivered again (MQTT-4.3.3-2). Already
             # acknowledged: acknowledge again; still with the application: its
             # acknowledge() will send the one PUBREC.
@@ -524,7 +544,7 @@ class ServerConnection:
         entry = self._outbound.get(packet.packet_id)
         if entry is None:
             return None
-        if not (isinstance(entry, Publish) and entry.qos == QoS.AT_LEAST_ONCE):
+        if not (isinstance(entry, Publish) and entry.qos == _QOS1):
             raise RemoteProtocolError(
                 f"PUBACK for packet id {packet.packet_id}, which is a QoS 2 flow",
                 rule="MQTT-4.8.0-1",
@@ -536,7 +556,7 @@ class ServerConnection:
         packet_id = packet.packet_id
         entry = self._outbound.get(packet_id)
         if isinstance(entry, Publish):
-            if entry.qos != QoS.EXACTLY_ONCE:
+            if entry.qos != _QOS2:
                 raise RemoteProtocolError(
                     f"PUBREC for packet id {packet_id}, which is a QoS 1 message",
                     rule="MQTT-4.8.0-1",
@@ -549,7 +569,7 @@ class ServerConnection:
 
     def _on_pubrel(self, packet: PubRel) -> Event | None:
         packet_id = packet.packet_id
-        if self._unacked.get(packet_id) == QoS.EXACTLY_ONCE:
+        if self._unacked.get(packet_id) == _QOS2:
             raise RemoteProtocolError(
                 f"PUBREL for packet id {packet_id} before the server sent PUBREC",
                 rule="MQTT-4.8.0-1",
@@ -596,4 +616,11 @@ _HANDLERS = {
     PacketType.UNSUBSCRIBE: ServerConnection._on_unsubscribe,
     PacketType.PINGREQ: ServerConnection._on_pingreq,
     PacketType.DISCONNECT: ServerConnection._on_disconnect,
+}
+
+# The CONNECTED rows of the transition table, keyed by packet class for the hot path.
+_CONNECTED_DISPATCH = {
+    cls: (_state.RECEIVE[_CONNECTED, packet_type], _HANDLERS[packet_type])
+    for cls, packet_type in _PACKET_TYPE.items()
+    if (_CONNECTED, packet_type) in _state.RECEIVE
 }
