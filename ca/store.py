@@ -609,6 +609,8 @@ def _load_cert(path: Path) -> x509.Certificate:
 
 def _prepare_out_dir(out_dir: os.PathLike[str] | str) -> Path:
     out = Path(out_dir).absolute()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
