@@ -347,18 +347,30 @@ class ServerConnection:
             )
         if resume is not None and not session_present:
             raise LocalProtocolError("resuming a session requires session_present (MQTT-3.2.2-2)")
-        if resume is not None and not 1 <= resume.next_packet_id <= MAX_PACKET_ID:
-            raise LocalProtocolError("resume.next_packet_id out of range")
+        resumed: dict[int, Publish | PubRel] = {}
+        if resume is not None:
+            if not 1 <= resume.next_packet_id <= MAX_PACKET_ID:
+                raise LocalProtocolError("resume.next_packet_id out of range")
+            for entry in resume.outbound:
+                # Encode now: a bad entry must fail before anything is queued.
+                if isinstance(entry, Publish):
+                    entry = replace(entry, dup=True)  # a re-delivery (MQTT-3.3.1-1)
+                    if entry.qos == _QOS0:
+                        raise LocalProtocolError("a resumed session holds no QoS 0 message")
+                elif not isinstance(entry, PubRel):
+                    raise LocalProtocolError(f"not a resumable packet: {entry!r}")
+                if entry.packet_id in resumed:
+                    raise LocalProtocolError(f"packet id {entry.packet_id} resumed twice")
+                encode_into(entry, bytearray())
+                resumed[entry.packet_id] = entry
         self._state = new_state
         self._send(ConnAck(ConnectReturnCode.ACCEPTED, session_present))
         if resume is None:
             return
         self._next_id = resume.next_packet_id
         self._awaiting_pubrel = set(resume.inbound_awaiting_pubrel)
-        for entry in resume.outbound:
-            if isinstance(entry, Publish):
-                entry = replace(entry, dup=True)
-            self._outbound[entry.packet_id] = entry
+        self._outbound = resumed
+        for entry in resumed.values():
             self._send(entry)
 
     def refuse(self, code: ConnectReturnCode) -> None:

@@ -133,6 +133,25 @@ def test_resume_needs_session_present():
     assert decode(server.data_to_send()) == ConnAck(ConnectReturnCode.ACCEPTED, True)
 
 
+@pytest.mark.parametrize(
+    "outbound",
+    [
+        (Publish("t", b"x", Q0),),
+        (Publish("t/+", b"x", Q1, packet_id=1),),
+        (PubRel(1), PubRel(1)),
+        (PubAck(1),),
+    ],
+)
+def test_a_bad_resumed_session_is_refused_before_anything_is_queued(outbound):
+    server = ServerConnection()
+    server.receive_data(encode(Connect("d", clean_session=False)), 0.0)
+    drain(server)
+    with pytest.raises(LocalProtocolError):
+        server.accept(session_present=True, resume=SessionState(outbound))
+    assert server.state is ConnectionState.CONNECT_RECEIVED
+    assert server.data_to_send() == b""
+
+
 def test_acknowledging_an_unknown_message_is_our_misuse_and_changes_nothing():
     client, server = connected_pair()
     client.publish("a", b"x", Q1)
