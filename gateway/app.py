@@ -85,7 +85,11 @@ class Gateway:
         self.config = config
         self.log = log if log is not None else open_log(config)
         self.tls = TLSContexts(config)
-        self.broker = broker if broker is not None else Broker(max_queued=config.max_queued)
+        self.broker = broker if broker is not None else Broker(
+            max_queued=config.max_queued,
+            max_sessions_per_network=config.max_sessions_per_network,
+            max_retained_per_network=config.max_retained_per_network,
+        )
         self.ingest = ingest
         self.limits = ConnectionLimits(
             config.max_connections,

@@ -22,7 +22,7 @@ follows from the prefixes: a mounted filter can only match topics under its own 
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -97,21 +97,32 @@ class SessionStore(Protocol):
 
     def all(self) -> Iterable[SessionState]: ...
 
+    def count(self, network: str) -> int: ...
+
 
 class MemorySessionStore:
     """Sessions in a dict: lost on restart (the durable store comes with the ingest issue)."""
 
     def __init__(self) -> None:
         self._sessions: dict[SessionKey, SessionState] = {}
+        self._per_network: Counter[str] = Counter()
 
     def get(self, key: SessionKey) -> SessionState | None:
         return self._sessions.get(key)
 
     def put(self, state: SessionState) -> None:
+        if state.key not in self._sessions:
+            self._per_network[state.key[0]] += 1
         self._sessions[state.key] = state
 
     def delete(self, key: SessionKey) -> None:
-        self._sessions.pop(key, None)
+        if self._sessions.pop(key, None) is not None:
+            self._per_network[key[0]] -= 1
+            if self._per_network[key[0]] <= 0:
+                del self._per_network[key[0]]
+
+    def count(self, network: str) -> int:
+        return self._per_network.get(network, 0)
 
     def all(self) -> Iterable[SessionState]:
         return list(self._sessions.values())
@@ -123,6 +134,10 @@ class RetainedStore(Protocol):
     def clear(self, topic: str) -> None: ...
 
     def matching(self, mounted_filter: str) -> list[Message]: ...
+
+    def count(self, network: str) -> int: ...
+
+    def has(self, topic: str) -> bool: ...
 
 
 class MemoryRetainedStore:
@@ -147,6 +162,12 @@ class MemoryRetainedStore:
         bucket = self._by_network.get(network, {})
         return [m for t, m in bucket.items() if topic_matches(mounted_filter, t)]
 
+    def count(self, network: str) -> int:
+        return len(self._by_network.get(network, ()))
+
+    def has(self, topic: str) -> bool:
+        return topic in self._by_network.get(topic.partition("/")[0], ())
+
     def __len__(self) -> int:
         return sum(len(b) for b in self._by_network.values())
 
@@ -168,10 +189,15 @@ class Broker:
         self,
         *,
         max_queued: int = 1000,
+        max_sessions_per_network: int = 1000,
+        max_retained_per_network: int = 10_000,
         sessions: SessionStore | None = None,
         retained: RetainedStore | None = None,
     ) -> None:
         self.max_queued = max_queued
+        self.max_sessions_per_network = max_sessions_per_network
+        self.max_retained_per_network = max_retained_per_network
+        self.retained_refused = 0
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
         self.retained: RetainedStore = (
             retained if retained is not None else MemoryRetainedStore()
@@ -187,8 +213,17 @@ class Broker:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def connect(self, key: SessionKey, clean_session: bool, outlet: Outlet) -> Attached:
-        """Attach a new connection to the session `key`, taking over any live one."""
+    def connect(self, key: SessionKey, clean_session: bool, outlet: Outlet) -> Attached | None:
+        """Attach a new connection to the session `key`, taking over any live one.
+
+        Returns None, changing nothing, when the network already holds
+        `max_sessions_per_network` sessions and `key` is not one of them.
+        """
+        if (
+            self.sessions.get(key) is None
+            and self.sessions.count(key[0]) >= self.max_sessions_per_network
+        ):
+            return None
         old = self._live.pop(key, None)
         if old is not None and old is not outlet:
             old.close(DisconnectReason.DUPLICATE_CLIENTID, "another connection took over")
@@ -255,10 +290,16 @@ class Broker:
         """Route one message to every matching session; return how many sessions got it."""
         self.routed += 1
         if message.retain:
-            if message.payload:
+            if not message.payload:
+                self.retained.clear(message.topic)
+            elif (
+                self.retained.has(message.topic)
+                or self.retained.count(message.network) < self.max_retained_per_network
+            ):
                 self.retained.set(Message(message.topic, message.payload, message.qos, True))
             else:
-                self.retained.clear(message.topic)
+                # Routed as usual, but not kept: one network cannot fill the gateway's memory.
+                self.retained_refused += 1
         matches = self._tree.match(message.topic)
         count = 0
         for key, granted in matches.items():
@@ -286,4 +327,5 @@ class Broker:
             "routed": self.routed,
             "delivered": self.delivered,
             "dropped": self.dropped,
+            "retained_refused": self.retained_refused,
         }

@@ -58,6 +58,10 @@ class GatewayConfig:
     """Outbound QoS 1/2 messages awaiting acknowledgement, per connection."""
     max_queued: int = 1_000
     """Messages queued per session (offline persistent session or slow reader)."""
+    max_sessions_per_network: int = 1_000
+    """Sessions (live, or persistent and offline) one network may hold."""
+    max_retained_per_network: int = 10_000
+    """Retained messages one network may hold; more are routed but not retained."""
     publish_rate: float = 1_000.0
     """Inbound PUBLISH packets per second per connection (token bucket; over it: stop reading)."""
     publish_burst: int = 2_000
@@ -159,7 +163,8 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     positive = (
         "crl_poll_interval", "handshake_timeout", "connect_timeout", "keepalive_factor",
         "max_connections", "max_connections_per_network", "connection_rate",
-        "connection_burst", "max_packet_size", "max_inflight", "max_queued", "publish_rate",
+        "connection_burst", "max_packet_size", "max_inflight", "max_queued",
+        "max_sessions_per_network", "max_retained_per_network", "publish_rate",
         "publish_burst", "byte_rate", "byte_burst",
     )
     for name in positive:

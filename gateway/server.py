@@ -281,9 +281,13 @@ class Connection:
         # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
         self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
         self.key = (self.identity.network, self.client_id)
-        self.attached = attached = self.gateway.broker.connect(
-            self.key, connect.clean_session, self
-        )
+        attached = self.gateway.broker.connect(self.key, connect.clean_session, self)
+        if attached is None:
+            self.gateway.counters["throttled_max_sessions_per_network"] += 1
+            conn.refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+            await self._flush()
+            raise _Closed(DisconnectReason.THROTTLED, "max_sessions_per_network")
+        self.attached = attached
         finished = getattr(attached.replaced, "finished", None)
         if finished is not None:
             # Let the replaced connection save its unfinished flows before resuming them.

@@ -158,3 +158,16 @@ async def test_byte_rate_slows_the_reader_and_drops_nothing(start_gateway, net_a
     payloads = await _flood_and_count(running, sub, pub, 30, 1000)
     assert payloads == [b"%04d" % i for i in range(30)]
     assert running.gateway.counters["throttle_pauses"] >= 1
+
+
+async def test_max_sessions_per_network_refuses_a_new_client_id(start_gateway, net_a, net_b):
+    running = await start_gateway(max_sessions_per_network=1)
+    keeper = await _client(running, net_a, "keeper")
+    extra = await MQTTTestClient.open(running, net_a)
+    assert await extra.connect("extra") == ConnAck(ConnectReturnCode.SERVER_UNAVAILABLE, False)
+    record = await running.logs.wait("disconnected", client_id="extra")
+    assert (record["reason"], record["detail"]) == ("THROTTLED", "max_sessions_per_network")
+    other = await _client(running, net_b, "extra")  # another network has its own sessions
+    for client in (keeper, other):
+        await client.send(PingReq())
+        assert await client.receive() == PingResp()

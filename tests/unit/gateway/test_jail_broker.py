@@ -199,3 +199,27 @@ def test_nothing_published_in_one_network_is_ever_delivered_in_the_other(filters
                 assert message.payload == net.encode()
     for net, message in received_retained:
         assert message.payload == net.encode()
+
+
+def test_a_network_cannot_hold_more_sessions_than_its_cap():
+    broker = Broker(max_sessions_per_network=2)
+    _session(broker, NET_A, "one", clean=False)
+    _session(broker, NET_A, "two", clean=False)
+    assert broker.connect((NET_A, "three"), True, FakeOutlet()) is None
+    assert broker.connect((NET_A, "one"), False, FakeOutlet()) is not None  # existing: ok
+    assert broker.connect((NET_B, "three"), True, FakeOutlet()) is not None  # other network
+
+
+def test_a_network_cannot_retain_more_than_its_cap_but_can_replace_and_route():
+    broker = Broker(max_retained_per_network=1)
+    jail = Jail(NET_A)
+    a, _ = _session(broker, NET_A, "a")
+    broker.subscribe(a.state, jail.mount_filter("#"), QoS.AT_MOST_ONCE)
+    broker.publish(Message(jail.mount_topic("r1"), b"1", retain=True))
+    broker.publish(Message(jail.mount_topic("r2"), b"2", retain=True))  # routed, not kept
+    broker.publish(Message(jail.mount_topic("r1"), b"1b", retain=True))  # replacing is fine
+    assert [m.payload for m in a.state.outbox] == [b"1", b"2", b"1b"]
+    assert [m.payload for m in broker.retained.matching(jail.mount_filter("#"))] == [b"1b"]
+    assert broker.statistics()["retained_refused"] == 1
+    broker.publish(Message(Jail(NET_B).mount_topic("r"), b"b", retain=True))
+    assert broker.retained.count(NET_B) == 1
