@@ -44,3 +44,27 @@ def test_odd_devices_are_refused_by_openssl_and_by_our_verifier(kind, make_odd_d
                      issuing=ca_home.issuing_cert, crl=None, now=dt.datetime.now(dt.UTC))
     cert = x509.load_pem_x509_certificate(bundle.cert_path.read_bytes())
     assert cert.subject.rfc4514_string() == f"CN={bundle.network_uuid}"
+
+
+def test_certs_example_is_public_only_and_consistent():
+    import json
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import verification as xv
+
+    folder = Path(__file__).resolve().parents[3] / "certs.example"
+    for p in folder.iterdir():
+        assert b"PRIVATE KEY" not in p.read_bytes(), p
+        assert p.suffix not in (".key", ".p12"), p
+    root = x509.load_pem_x509_certificate((folder / "root.crt").read_bytes())
+    leaf, issuing = load_pem_chain((folder / "device.crt").read_bytes())
+    at = leaf.not_valid_before_utc + dt.timedelta(hours=1)  # valid then, forever
+    verified = (xv.PolicyBuilder().store(xv.Store([root])).time(at)
+                .build_client_verifier().verify(leaf, [issuing]))
+    info = json.loads((folder / "device.json").read_text())
+    assert verified.subjects == [x509.UniformResourceIdentifier(f"urn:uuid:{info['uuid']}")]
+    assert info["serial"] == f"{leaf.serial_number:x}"
+    assert info["fingerprint"] == leaf.fingerprint(hashes.SHA256()).hex()
+    crl = x509.load_pem_x509_crl((folder / "crl.pem").read_bytes())
+    assert crl.is_signature_valid(issuing.public_key()) and len(crl) == 0
