@@ -24,7 +24,7 @@ from .broker import Broker, Message
 from .config import GatewayConfig
 from .errors import ConfigError
 from .limits import ConnectionLimits, TokenBucket
-from .logs import EventLog
+from .logs import EventLog, open_log_file
 from .mqtt.packets import QoS
 from .reasons import DisconnectReason
 from .tls import TLSContexts
@@ -59,16 +59,17 @@ def open_log(config: GatewayConfig, stream: TextIO | None = None) -> EventLog:
     Raises:
         ConfigError: the log file cannot be opened.
     """
+    path = None
     if stream is None:
         if config.log_file == "-":
             stream = sys.stderr
         else:
+            path = config.log_file
             try:
-                stream = open(config.log_file, "a", encoding="utf-8")  # noqa: SIM115
+                stream = open_log_file(path)
             except OSError as exc:
-                raise ConfigError(f"cannot open log file {config.log_file}: "
-                                  f"{exc.strerror}") from None
-    return EventLog(stream, truncate_ips=config.truncate_ip)
+                raise ConfigError(f"cannot open log file {path}: {exc.strerror}") from None
+    return EventLog(stream, truncate_ips=config.truncate_ip, path=path)
 
 
 class Gateway:

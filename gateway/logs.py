@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,13 +30,47 @@ def truncate_ip(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/48", strict=False))
 
 
-class EventLog:
-    """Writes JSON log lines to a text stream; optional in-process listeners see each record."""
+def open_log_file(path: str) -> TextIO:
+    """Open `path` for appending, created 0640 (logs hold personal data: not world-readable).
 
-    def __init__(self, stream: TextIO | None = None, *, truncate_ips: bool = True) -> None:
+    Raises:
+        OSError: it cannot be opened.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+class EventLog:
+    """Writes JSON log lines to a text stream; optional in-process listeners see each record.
+
+    With `path`, `reopen()` (called on SIGHUP) closes the file and opens `path` again, so a
+    rotation tool can rename the file and signal the gateway.
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, *, truncate_ips: bool = True,
+        path: str | None = None,
+    ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._truncate = truncate_ips
+        self._path = path
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def reopen(self) -> None:
+        """Reopen the log file after a rotation; keep the old stream if that fails."""
+        if self._path is None:
+            return
+        try:
+            stream = open_log_file(self._path)
+        except OSError as exc:
+            self.emit("log_reopen_failed", detail=f"{self._path}: {exc.strerror or exc}")
+            return
+        old, self._stream = self._stream, stream
+        try:
+            old.close()
+        except OSError:
+            pass
+        self.emit("log_reopened")
 
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call `listener(record)` for every record (tests, metrics)."""

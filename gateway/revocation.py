@@ -2,9 +2,9 @@
 
 `watch_tls_files` polls the stat() of crl.pem, root.crt and the server certificate/key every
 `crl_poll_interval` seconds (0.2 s by default; a stat is cheap and needs no inotify) and
-reloads on SIGHUP too. On a change it rebuilds the TLS context (new handshakes take it; live
-sessions are untouched) and closes every live session whose certificate serial the new CRL
-lists, with reason REVOKED. An unusable new file keeps the old context in force and is
+reloads on SIGHUP too (which also reopens the log file, for rotation). On a change it
+rebuilds the TLS context (new handshakes take it; live sessions are untouched) and closes
+every live session whose certificate serial the new CRL lists, with reason REVOKED. An unusable new file keeps the old context in force and is
 logged once per change, so a half-written CRL never locks devices out.
 """
 
@@ -64,4 +64,5 @@ async def watch_tls_files(gateway: Gateway, *, task_status=trio.TASK_STATUS_IGNO
 
 async def _on_sighup(gateway: Gateway, signals) -> None:
     async for _ in signals:
+        gateway.log.reopen()  # log rotation: the file was renamed, start a new one
         reload_tls(gateway, "SIGHUP", force=True)

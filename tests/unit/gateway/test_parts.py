@@ -183,3 +183,18 @@ def test_handshake_errors_are_classified():
     err.verify_code, err.verify_message = 10, "certificate has expired"
     assert classify_handshake_error(err)[0] == "CERT_EXPIRED"
     assert classify_handshake_error(OSError("reset"))[0] == "CONNECTION_LOST"
+
+
+def test_log_file_is_private_and_reopened_after_rotation(tmp_path):
+    from gateway.logs import open_log_file
+
+    path = tmp_path / "gateway.log"
+    log = EventLog(open_log_file(str(path)), path=str(path))
+    log.emit("before")
+    assert path.stat().st_mode & 0o777 == 0o640
+    path.rename(tmp_path / "gateway.log.1")
+    log.reopen()
+    log.emit("after")
+    old = [json.loads(line)["event"] for line in (tmp_path / "gateway.log.1").open()]
+    new = [json.loads(line)["event"] for line in path.open()]
+    assert old == ["before"] and new == ["log_reopened", "after"]
