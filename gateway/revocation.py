@@ -4,8 +4,9 @@
 `crl_poll_interval` seconds (0.2 s by default; a stat is cheap and needs no inotify) and
 reloads on SIGHUP too (which also reopens the log file, for rotation). On a change it
 rebuilds the TLS context (new handshakes take it; live sessions are untouched) and closes
-every live session whose certificate serial the new CRL lists, with reason REVOKED. An unusable new file keeps the old context in force and is
-logged once per change, so a half-written CRL never locks devices out.
+every live session whose certificate serial the new CRL lists, with reason REVOKED. An
+unusable new file keeps the old context in force and is logged once per change, so a
+half-written CRL never locks devices out.
 """
 
 from __future__ import annotations
