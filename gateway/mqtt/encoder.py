@@ -1,0 +1,229 @@
+"""MQTT 3.1.1 packets to bytes (OASIS MQTT 3.1.1, chapters 2 and 3).
+
+Theory of operation: each packet type has one function that appends its wire form to a
+bytearray: fixed header (type and flags, section 2.2), Remaining Length (2.2.3), variable
+header and payload (chapter 3). The variable parts are built first when their length is not
+known in advance, so each packet is written once. `encode_into` lets a caller batch many
+packets (a round of PUBACKs) into one buffer and one write.
+
+Every encoder refuses, with `LocalProtocolError`, a packet the standard forbids sending or
+that `codec.PacketReader` would refuse (wildcards in a topic name, packet identifier 0, QoS 0
+with DUP, a refusing CONNACK with session present, ...), so a conforming peer accepts what
+we send. It leaves the caller's buffer as it was. `Connect.protocol_level` is written as
+given, so that tests can play a client of another protocol level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .packets import (
+    SUBACK_FAILURE,
+    ConnAck,
+    Connect,
+    ConnectReturnCode,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from .topics import validate_topic_filter, validate_topic_name
+from .wire import encode_binary, encode_remaining_length, encode_u16, encode_utf8, utf8_bytes
+
+_RETURN_CODES = tuple(ConnectReturnCode)
+_VALID_SUBACK_CODES = frozenset((0, 1, 2, SUBACK_FAILURE))
+
+
+def _check(validate: Callable[[str], None], topic: str) -> None:
+    try:
+        validate(topic)
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(str(exc)) from None
+
+
+def _frame(first_byte: int, body: bytes | bytearray, out: bytearray) -> None:
+    out.append(first_byte)
+    encode_remaining_length(len(body), out)
+    out += body
+
+
+def _check_packet_id(packet_id: int | None, what: str) -> int:
+    if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
+        raise LocalProtocolError(f"{what} needs a packet identifier 1..65535, not {packet_id!r}")
+    return packet_id
+
+
+def _encode_connect(packet: Connect, out: bytearray) -> None:
+    body = bytearray()
+    encode_utf8(packet.protocol_name, body)
+    if not 0 <= packet.protocol_level <= 0xFF:
+        raise LocalProtocolError(f"protocol level {packet.protocol_level} is not a byte")
+    body.append(packet.protocol_level)
+    cflags = 0x02 if packet.clean_session else 0
+    will = packet.will
+    if will is not None:
+        if will.qos not in (0, 1, 2):
+            raise LocalProtocolError(f"will QoS {will.qos} is not 0, 1 or 2")
+        cflags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+    if packet.username is not None:
+        cflags |= 0x80
+    if packet.password is not None:
+        if packet.username is None:
+            raise LocalProtocolError("a password needs a username (MQTT-3.1.2-22)")
+        cflags |= 0x40
+    body.append(cflags)
+    encode_u16(packet.keepalive, body)
+    encode_utf8(packet.client_id, body)
+    if will is not None:
+        _check(validate_topic_name, will.topic)
+        encode_utf8(will.topic, body)
+        encode_binary(will.payload, body)
+    if packet.username is not None:
+        encode_utf8(packet.username, body)
+    if packet.password is not None:
+        encode_binary(packet.password, body)
+    _frame(0x10, body, out)
+
+
+def _encode_connack(packet: ConnAck, out: bytearray) -> None:
+    code = packet.return_code
+    if not 0 <= code < len(_RETURN_CODES):
+        raise LocalProtocolError(f"CONNACK return code {code} is reserved")
+    if packet.session_present and code:
+        raise LocalProtocolError("a refusing CONNACK must not say session present (MQTT-3.2.2-4)")
+    out += bytes((0x20, 2, 1 if packet.session_present else 0, code))
+
+
+def _encode_publish(packet: Publish, out: bytearray) -> None:
+    qos = packet.qos
+    topic = packet.topic
+    _check(validate_topic_name, topic)
+    topic_bytes = utf8_bytes(topic)
+    if qos == 0:
+        if packet.packet_id is not None:
+            raise LocalProtocolError("a QoS 0 PUBLISH carries no packet identifier")
+        if packet.dup:
+            raise LocalProtocolError("a QoS 0 PUBLISH must not set DUP (MQTT-3.3.1-2)")
+        id_size = 0
+    elif qos == 1 or qos == 2:
+        _check_packet_id(packet.packet_id, "a QoS 1 or 2 PUBLISH")
+        id_size = 2
+    else:
+        raise LocalProtocolError(f"PUBLISH QoS {qos} is not 0, 1 or 2")
+    payload = packet.payload
+    out.append(0x30 | (0x08 if packet.dup else 0) | (qos << 1) | (0x01 if packet.retain else 0))
+    encode_remaining_length(2 + len(topic_bytes) + id_size + len(payload), out)
+    out += len(topic_bytes).to_bytes(2, "big")
+    out += topic_bytes
+    if id_size:
+        out += packet.packet_id.to_bytes(2, "big")  # type: ignore[union-attr]
+    out += payload
+
+
+def _ack_encoder(first_byte: int, name: str) -> Callable[[Packet, bytearray], None]:
+    def encode_ack(packet: Packet, out: bytearray) -> None:
+        packet_id = packet.packet_id  # type: ignore[union-attr]
+        if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
+            _check_packet_id(packet_id, name)
+        out += bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
+
+    encode_ack.__name__ = f"_encode_{name.lower()}"
+    return encode_ack
+
+
+def _encode_subscribe(packet: Subscribe, out: bytearray) -> None:
+    if not packet.subscriptions:
+        raise LocalProtocolError("SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-3)")
+    body = bytearray(_check_packet_id(packet.packet_id, "SUBSCRIBE").to_bytes(2, "big"))
+    for topic_filter, qos in packet.subscriptions:
+        _check(validate_topic_filter, topic_filter)
+        if qos not in (0, 1, 2):
+            raise LocalProtocolError(f"requested QoS {qos} is not 0, 1 or 2")
+        encode_utf8(topic_filter, body)
+        body.append(qos)
+    _frame(0x82, body, out)
+
+
+def _encode_suback(packet: SubAck, out: bytearray) -> None:
+    if not packet.return_codes:
+        raise LocalProtocolError("SUBACK needs at least one return code")
+    for code in packet.return_codes:
+        if code not in _VALID_SUBACK_CODES:
+            raise LocalProtocolError(f"SUBACK return code {code} is reserved (MQTT-3.9.3-2)")
+    body = bytearray(_check_packet_id(packet.packet_id, "SUBACK").to_bytes(2, "big"))
+    body += bytes(packet.return_codes)
+    _frame(0x90, body, out)
+
+
+def _encode_unsubscribe(packet: Unsubscribe, out: bytearray) -> None:
+    if not packet.topic_filters:
+        raise LocalProtocolError("UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)")
+    body = bytearray(_check_packet_id(packet.packet_id, "UNSUBSCRIBE").to_bytes(2, "big"))
+    for topic_filter in packet.topic_filters:
+        _check(validate_topic_filter, topic_filter)
+        encode_utf8(topic_filter, body)
+    _frame(0xA2, body, out)
+
+
+def _empty_encoder(first_byte: int) -> Callable[[Packet, bytearray], None]:
+    wire = bytes((first_byte, 0))
+
+    def encode_empty(packet: Packet, out: bytearray) -> None:
+        out += wire
+
+    return encode_empty
+
+
+_ENCODERS: dict[type, Callable[[Packet, bytearray], None]] = {
+    Connect: _encode_connect,  # type: ignore[dict-item]
+    ConnAck: _encode_connack,  # type: ignore[dict-item]
+    Publish: _encode_publish,  # type: ignore[dict-item]
+    PubAck: _ack_encoder(0x40, "PUBACK"),
+    PubRec: _ack_encoder(0x50, "PUBREC"),
+    PubRel: _ack_encoder(0x62, "PUBREL"),
+    PubComp: _ack_encoder(0x70, "PUBCOMP"),
+    Subscribe: _encode_subscribe,  # type: ignore[dict-item]
+    SubAck: _encode_suback,  # type: ignore[dict-item]
+    Unsubscribe: _encode_unsubscribe,  # type: ignore[dict-item]
+    UnsubAck: _ack_encoder(0xB0, "UNSUBACK"),
+    PingReq: _empty_encoder(0xC0),
+    PingResp: _empty_encoder(0xD0),
+    Disconnect: _empty_encoder(0xE0),
+}
+
+
+def encode_into(packet: Packet, out: bytearray) -> None:
+    """Append the wire form of `packet` to `out` (batch many packets into one buffer).
+
+    Raises `LocalProtocolError` for a packet the standard forbids sending, leaving `out`
+    as it was.
+    """
+    encoder = _ENCODERS.get(type(packet))
+    if encoder is None:
+        raise LocalProtocolError(f"not an MQTT packet: {packet!r}")
+    size = len(out)
+    try:
+        encoder(packet, out)
+    except LocalProtocolError:
+        del out[size:]
+        raise
+
+
+def encode(packet: Packet) -> bytes:
+    """The wire form of `packet`. Raises `LocalProtocolError` as `encode_into` does."""
+    out = bytearray()
+    encode_into(packet, out)
+    return bytes(out)
+
+
+__all__ = ["encode", "encode_into"]
