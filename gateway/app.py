@@ -164,6 +164,19 @@ class Gateway:
         self.counters["revocations_applied"] += closed
         return closed
 
+    def check_crl_freshness(self) -> None:
+        """Warn when the CRL is stale or about to be: OpenSSL then refuses every device."""
+        next_update = self.tls.state.crl_next_update
+        if next_update is None:
+            return
+        left = next_update - datetime.now(UTC)
+        if left.total_seconds() <= 0:
+            self.log.emit("crl_expired", next_update=next_update.isoformat(),
+                          detail="every handshake is refused: run `fleet-ca crl`")
+        elif left.days < 7:
+            self.log.emit("crl_expiring", next_update=next_update.isoformat(),
+                          detail="run `fleet-ca crl` (daily from cron)")
+
     def statistics(self) -> dict[str, object]:
         return {
             "connections": len(self.connections),

@@ -37,6 +37,7 @@ def reload_tls(gateway: Gateway, trigger: str, *, force: bool = False) -> bool:
         gateway.log.emit("tls_reload_failed", trigger=trigger, detail=str(exc))
         return False
     gateway.log.emit("tls_reloaded", trigger=trigger, revoked=len(state.revoked))
+    gateway.check_crl_freshness()
     gateway.close_revoked()
     return True
 

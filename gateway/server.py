@@ -515,6 +515,7 @@ async def serve_mqtt(gateway: Gateway, *, task_status=trio.TASK_STATUS_IGNORED) 
                 for listener in listeners:
                     nursery.start_soon(_accept_loop, gateway, listener, connections)
                 gateway.log.emit("listening", mqtt=shown)
+                gateway.check_crl_freshness()
                 task_status.started(bound)
         finally:
             # Stop accepting first, then close every session (SERVER_SHUTDOWN).

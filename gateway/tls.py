@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -69,7 +70,12 @@ def _load(action, what: str, *paths: Path) -> None:
 
 
 def revoked_serials(crl_path: Path) -> frozenset[int]:
-    """The serial numbers listed in every CRL of a PEM file.
+    """The serial numbers listed in every CRL of a PEM file."""
+    return read_crls(crl_path)[0]
+
+
+def read_crls(crl_path: Path) -> tuple[frozenset[int], datetime | None]:
+    """The revoked serials of every CRL in a PEM file, and the earliest nextUpdate.
 
     Raises:
         ConfigError: the file is missing or holds no parseable CRL.
@@ -79,6 +85,7 @@ def revoked_serials(crl_path: Path) -> frozenset[int]:
     except OSError as exc:
         raise ConfigError(f"cannot read CRL {crl_path}: {exc.strerror}") from None
     serials: set[int] = set()
+    next_update: datetime | None = None
     marker = b"-----BEGIN X509 CRL-----"
     blocks = [marker + part for part in data.split(marker)[1:]]
     if not blocks:
@@ -89,7 +96,9 @@ def revoked_serials(crl_path: Path) -> frozenset[int]:
         except ValueError as exc:
             raise ConfigError(f"bad CRL in {crl_path}: {exc}") from None
         serials.update(entry.serial_number for entry in crl)
-    return frozenset(serials)
+        if crl.next_update_utc is not None:
+            next_update = min(filter(None, (next_update, crl.next_update_utc)))
+    return frozenset(serials), next_update
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -106,6 +115,7 @@ class TLSState:
 
     context: ssl.SSLContext
     revoked: frozenset[int]
+    crl_next_update: datetime | None
     stamps: tuple[tuple[int, int, int] | None, ...]
 
 
@@ -135,7 +145,8 @@ class TLSContexts:
         stamps = tuple(_stamp(p) for p in paths)
         root, crl, cert, key = paths
         context = build_server_context(root, crl, cert, key)
-        return TLSState(context, revoked_serials(crl), stamps)
+        revoked, next_update = read_crls(crl)
+        return TLSState(context, revoked, next_update, stamps)
 
     def stamps_now(self) -> tuple[tuple[int, int, int] | None, ...]:
         return tuple(_stamp(p) for p in self._paths())
@@ -166,6 +177,8 @@ _VERIFY_CAUSES = {
     3: "NO_CRL",  # unable to get certificate CRL
     9: "CERT_NOT_YET_VALID",
     10: "CERT_EXPIRED",
+    11: "CRL_NOT_YET_VALID",  # the gateway's CRL: an operator problem, not the device's
+    12: "CRL_EXPIRED",  # the gateway's CRL is past nextUpdate: run `fleet-ca crl`
     18: "SELF_SIGNED",  # depth zero self-signed
     19: "SELF_SIGNED",  # self-signed certificate in chain
     20: "UNKNOWN_CA",  # unable to get local issuer certificate

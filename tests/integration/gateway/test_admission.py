@@ -150,3 +150,21 @@ async def test_old_tls_versions_and_weak_ciphers_are_refused(
     record = await running.logs.wait("refused")
     assert (record["cause"], record["detail"]) == ("TLS_ERROR", detail)
     assert not running.logs.find("connected")
+
+
+async def test_expired_crl_is_logged_at_start_and_refuses_devices(start_gateway, pki, net_a,
+                                                                 tmp_path):
+    import shutil
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ca.crl import build_crl
+
+    home = tmp_path / "home"
+    shutil.copytree(pki.path, home, ignore=shutil.ignore_patterns("inventory.db*"))
+    long_ago = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=60)
+    crl = build_crl(pki.home.issuer, [], now=long_ago, number=1)
+    (home / "crl.pem").write_bytes(crl.public_bytes(Encoding.PEM))
+    running = await start_gateway(ca_home=home)
+    await running.logs.wait("crl_expired")
+    await _refused(running, net_a, "CRL_EXPIRED")
