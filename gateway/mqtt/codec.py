@@ -372,6 +372,10 @@ class PacketReader:
 
     Any `RemoteProtocolError` leaves the reader failed: every later `feed` or `next_packet`
     raises the same error, since the stream can no longer be framed.
+
+    The size limit bounds one packet, not what a caller feeds without reading: drain with
+    `next_packet` after every `feed` (as a receive loop does) and the reader never holds
+    more than one partial packet beyond the last chunk fed.
     """
 
     # Buffering: `_buf` is an immutable bytes object read from `_pos`; bytes fed while it
