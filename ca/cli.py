@@ -17,12 +17,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from . import crl as crl_mod
+from .csr import load_csr
 from .errors import (
     BadInputError,
     CAError,
     ExitCode,
-    OutputError,
+    HomeExistsError,
     PassphraseError,
 )
 from .inventory import iso, serial_hex
@@ -295,12 +298,22 @@ def _read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> byte
 
 
 def _open(args: argparse.Namespace, *, sign: bool) -> CAHome:
+    """Open the home; with `sign`, load the issuing key now (asking for the passphrase)."""
     home = CAHome.open(_home_path(args))
-    if sign and home.key_encrypted:
-        home.unlock(_read_passphrase(args))
-    elif sign:
-        _ = home.issuer
+    if sign:
+        try:
+            _unlock(home, args)
+        except BaseException:
+            home.close()
+            raise
     return home
+
+
+def _unlock(home: CAHome, args: argparse.Namespace) -> None:
+    if home.key_encrypted:
+        home.unlock(_read_passphrase(args))
+    else:
+        _ = home.issuer
 
 
 def _write_stdout(text: str) -> None:
@@ -355,7 +368,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = _home_path(args)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         # Say so before asking for a passphrase.
-        from .errors import HomeExistsError
         raise HomeExistsError(f"{path} already exists and is not empty: refusing to overwrite")
     passphrase = None if args.no_passphrase else _read_passphrase(args, confirm=True)
     home = CAHome.init(path, name=args.name, key_type=args.key_type, passphrase=passphrase)
@@ -411,6 +423,7 @@ def cmd_issue_operator(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     data = _read_input(args.csr, "CSR")
+    load_csr(data)  # a bad CSR is reported before any passphrase prompt
     with _open(args, sign=True) as home:
         signed = home.sign_csr(data, network=args.network, days=args.days, out=args.out)
     _print_signed(signed, args.out)
@@ -419,8 +432,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     selector = parse_selector(args.selector)  # bad syntax before any passphrase prompt
-    with _open(args, sign=True) as home:
-        home.find(selector)  # unknown before asking twice
+    with _open(args, sign=False) as home:
+        home.find(selector)  # an unknown serial, too
+        _unlock(home, args)
         records = home.revoke(selector, reason=args.reason)
         for r in records:
             print(f"revoked {r.kind} serial {serial_hex(r.serial)}"
@@ -461,7 +475,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     with _open(args, sign=False) as home:
         records = home.find(args.selector)
     if args.pem:
-        _write_stdout("".join(r.certificate().public_bytes(_pem()).decode() for r in records))
+        _write_stdout("".join(r.certificate().public_bytes(Encoding.PEM).decode()
+                              for r in records))
     elif args.json:
         _write_stdout(json.dumps([r.to_json(now) for r in records], indent=2) + "\n")
     else:
@@ -471,12 +486,6 @@ def cmd_show(args: argparse.Namespace) -> int:
             out.append("")
         _write_stdout("\n".join(out))
     return 0
-
-
-def _pem():  # noqa: ANN202
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.PEM
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -494,14 +503,7 @@ def cmd_renew(args: argparse.Namespace) -> int:
     with _open(args, sign=True) as home:
         if args.csr is not None:
             data = _read_input(args.csr, "CSR")
-            signed = home.renew(args.network, csr_data=data, days=args.days)
-            if args.out is not None:
-                # renew() recorded it; write the chain atomically.
-                from .files import atomic_write
-                try:
-                    atomic_write(args.out.absolute(), signed.chain_pem)
-                except OSError as exc:
-                    raise OutputError(f"cannot write {args.out}: {exc.strerror}") from None
+            signed = home.renew(args.network, csr_data=data, out_file=args.out, days=args.days)
             assert isinstance(signed, SignedCert)
             _print_signed(signed, args.out)
             return 0

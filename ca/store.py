@@ -537,11 +537,13 @@ class CAHome:
         *,
         out_dir: os.PathLike[str] | str | None = None,
         csr_data: bytes | None = None,
+        out_file: os.PathLike[str] | str | None = None,
         days: int = LEAF_DAYS,
         now: dt.datetime | None = None,
     ) -> DeviceBundle | SignedCert:
         """A new certificate for an existing network UUID: a fresh bundle in OUT/<uuid>/, or
-        a certificate for the key in `csr_data`. The old certificate stays valid (revoke it
+        a certificate for the key in `csr_data` (its chain written to `out_file` if given).
+        The old certificate stays valid (revoke it
         with reason superseded once the device has switched).
 
         Raises NotFoundError (unknown UUID), BadInputError (not a device, or all revoked).
@@ -550,7 +552,7 @@ class CAHome:
         if not records:
             raise BadInputError(f"{network} is not a device's network UUID")
         if csr_data is not None:
-            return self.sign_csr(csr_data, network=network, days=days, now=now)
+            return self.sign_csr(csr_data, network=network, days=days, now=now, out=out_file)
         if out_dir is None:
             raise BadInputError("renew needs an output folder or a CSR")
         return self.issue_devices(out_dir, count=1, network=network, days=days, now=now)[0]

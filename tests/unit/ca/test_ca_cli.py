@@ -352,3 +352,33 @@ def test_done_when_100_bundles_verify_revoke_one_crl_and_list_show_it(tmp_path, 
     assert by_serial[victim_serial]["status"] == "revoked"
     assert by_serial[victim_serial]["uuid"] == victim_net
     assert sum(r["status"] == "valid" for r in listed) == 99 + 2  # + root and issuing
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_is_drawn_on_a_terminal_only(home, tmp_path, monkeypatch, capsys):
+    import ca.cli
+
+    assert ca.cli._progress(100) is None  # stderr is not a terminal under pytest
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert main(["--home", str(home), "issue", "device", "--count", "150",
+                 "--out", str(tmp_path / "b")]) == 0
+    drawn = tty.getvalue()
+    assert "\r[" in drawn and "150/150" in drawn
+    assert len(capsys.readouterr().out.splitlines()) == 150
+
+
+def test_a_bad_csr_or_unknown_serial_is_reported_before_any_passphrase(tmp_path, run):
+    pf = tmp_path / "pass"
+    pf.write_text("pw")
+    h = tmp_path / "h"
+    assert run("--home", h, "init", "--passphrase-file", pf)[0] == 0
+    (tmp_path / "bad.csr").write_bytes(b"junk")
+    code, _, err = run("--home", h, "sign", tmp_path / "bad.csr")  # no passphrase given
+    one_error_line(err, code, ExitCode.BAD_CSR)
+    code, _, err = run("--home", h, "revoke", "abc123")
+    one_error_line(err, code, ExitCode.NOT_FOUND)
