@@ -29,10 +29,12 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs12,
 )
 
+from .errors import OutputError
 from .fastsign import FastDeviceSigner, pem_certificate, random_serial
+from .files import prepare_out_dir
 from .inventory import from_iso, iso, serial_hex
-from .keys import KeyType, generate_key, private_key_pem
-from .profiles import Issuer, Kind, device_template, finish_device
+from .keys import KeyType, PrivateKey, generate_key, private_key_pem
+from .profiles import Issuer, Kind, device_template, finish_device, network_of
 
 _PEM, _DER = Encoding.PEM, Encoding.DER
 CHUNK = 100  # bundles per worker task
@@ -196,11 +198,9 @@ class Stager:
             workers = min(os.cpu_count() or 1, 4) if total >= PARALLEL_MIN else 1
         self._pool = None
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            # Kept set while the pool lives: a worker the pool re-forks inherits it too.
             _WORKER_FACTORY = factory
-            try:
-                self._pool = multiprocessing.get_context("fork").Pool(workers)
-            finally:
-                _WORKER_FACTORY = None
+            self._pool = multiprocessing.get_context("fork").Pool(workers)
 
     def stage(
         self, staging: str, networks: Sequence[uuid.UUID], progress: Callable[[int], None]
@@ -224,9 +224,11 @@ class Stager:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        global _WORKER_FACTORY
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
+            _WORKER_FACTORY = None
 
 
 def _chunks(items: Sequence[uuid.UUID], n: int) -> Iterator[list[uuid.UUID]]:
@@ -242,3 +244,38 @@ def bundles_from_rows(out: Path, rows: Iterable[tuple], *, p12: bool) -> list[De
         )
         for r in rows
     ]
+
+
+def write_bundle(
+    out_dir: os.PathLike[str] | str,
+    *,
+    key: PrivateKey,
+    cert: x509.Certificate,
+    chain: Sequence[x509.Certificate] = (),
+    ca_cert: x509.Certificate,
+) -> DeviceBundle:
+    """Write a device-shaped bundle OUT/<uuid>/ for any certificate, recording nothing.
+
+    For tests that need odd certificates on disk (expired, self-signed, from another CA):
+    the files look exactly like `issue_devices` output. The UUID is the certificate's SAN
+    `urn:uuid:` (a fresh one if it names none). Raises OutputError.
+    """
+    out = prepare_out_dir(out_dir)
+    net = network_of(cert) or uuid.uuid4()
+    d = out / str(net)
+    try:
+        d.mkdir(mode=0o700)
+        _write(str(d / "device.key"), private_key_pem(key), 0o600)
+        chain_pem = b"".join(c.public_bytes(_PEM) for c in (cert, *chain))
+        _write(str(d / "device.crt"), chain_pem, 0o644)
+        _write(str(d / "ca.crt"), ca_cert.public_bytes(_PEM), 0o644)
+        fp = hashlib.sha256(cert.public_bytes(_DER)).hexdigest()
+        info = device_json(str(net), cert.serial_number, fp, iso(cert.not_valid_before_utc),
+                           iso(cert.not_valid_after_utc))
+        _write(str(d / "device.json"), info, 0o644)
+    except OSError as exc:
+        raise OutputError(f"cannot write {d}: {exc.strerror or exc}") from None
+    return DeviceBundle(
+        network_uuid=net, serial=cert.serial_number, dir=d, fingerprint=fp,
+        not_after=cert.not_valid_after_utc,
+    )

@@ -14,6 +14,8 @@ import os
 import secrets
 from pathlib import Path
 
+from .errors import OutputError
+
 _libc = None
 
 
@@ -72,3 +74,32 @@ def syncfs(path: Path) -> None:
         finally:
             os.close(fd)
     os.sync()
+
+
+def prepare_out_dir(out_dir: os.PathLike[str] | str) -> Path:
+    """Make sure `out_dir` is a writable folder (created with parents if missing).
+
+    Raises OutputError naming the problem.
+    """
+    out = Path(out_dir).absolute()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+    if not out.is_dir():
+        raise OutputError(f"output {out} is not a folder")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {out} is not writable")
+    return out
+
+
+def make_staging(out: Path) -> Path:
+    """A fresh hidden 0700 folder inside `out` for output that appears by rename."""
+    staging = out / f".staging-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        staging.mkdir(mode=0o700)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {out}: {exc.strerror or exc}") from None
+    return staging

@@ -14,7 +14,6 @@ unrecorded certificate. Every key file is created 0600.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
 import shutil
@@ -25,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import crl as crl_mod
-from .bundles import BundleFactory, DeviceBundle, Stager, bundles_from_rows
+from .bundles import BundleFactory, DeviceBundle, Stager, bundles_from_rows, write_bundle
 from .csr import load_csr
 from .errors import (
     AlreadyRevokedError,
@@ -41,11 +41,10 @@ from .errors import (
     OutputError,
     PassphraseError,
 )
-from .files import atomic_write, fsync_dir, syncfs, write_new
-from .inventory import CertRecord, Inventory, fingerprint, iso, serial_hex
+from .files import atomic_write, fsync_dir, make_staging, prepare_out_dir, syncfs, write_new
+from .inventory import CertRecord, Inventory, iso, serial_hex
 from .keys import (
     KeyType,
-    PrivateKey,
     generate_key,
     is_encrypted_pem,
     load_private_key_pem,
@@ -226,7 +225,7 @@ class CAHome:
         issuing_cert = _load_cert(path / ISSUING_CRT)
         try:
             issuing_cert.verify_directly_issued_by(root_cert)
-        except (ValueError, TypeError, Exception):
+        except (ValueError, TypeError, InvalidSignature):
             raise HomeInvalidError(f"{path}: {ISSUING_CRT} is not signed by {ROOT_CRT}") from None
         inventory = Inventory.open(path / INVENTORY_DB)
         return cls(path, root_cert, issuing_cert, inventory, passphrase)
@@ -313,7 +312,7 @@ class CAHome:
         check_days(days)
         now = check_utc(now or utcnow())
         issuer = self.issuer
-        out = _prepare_out_dir(out_dir)
+        out = prepare_out_dir(out_dir)
         if network is not None and (out / str(network)).exists():
             raise OutputError(f"{out / str(network)} already exists")
         not_before, not_after = device_validity(issuer, now, days)
@@ -341,7 +340,7 @@ class CAHome:
         networks: Sequence[uuid.UUID],
         advance: Callable[[int], None],
     ) -> list[DeviceBundle]:
-        staging = _make_staging(out)
+        staging = make_staging(out)
         try:
             rows = stager.stage(str(staging), networks, advance)
             # Bundles durable before they are recorded, recorded before they are visible.
@@ -405,7 +404,7 @@ class CAHome:
         key = generate_key(KeyType.EC_P256)
         cert = build_server(key.public_key(), issuer=self.issuer, dns=dns, ips=ips, now=now,
                             days=days)
-        out = _prepare_out_dir(out_dir)
+        out = prepare_out_dir(out_dir)
         files = {"server.key": (private_key_pem(key), 0o600),
                  "server.crt": (cert.public_bytes(_PEM) + self._issuing_pem, 0o644)}
         self._write_recorded(out, files, CertRecord.of(cert, Kind.SERVER, None, now))
@@ -423,7 +422,7 @@ class CAHome:
         now = check_utc(now or utcnow())
         key = generate_key(KeyType.EC_P256)
         cert = build_operator(key.public_key(), issuer=self.issuer, name=name, now=now, days=days)
-        out = _prepare_out_dir(out_dir)
+        out = prepare_out_dir(out_dir)
         files = {"operator.key": (private_key_pem(key), 0o600),
                  "operator.crt": (cert.public_bytes(_PEM) + self._issuing_pem, 0o644),
                  "ca.crt": (self._root_pem, 0o644)}
@@ -558,41 +557,6 @@ class CAHome:
         return self.issue_devices(out_dir, count=1, network=network, days=days, now=now)[0]
 
 
-def write_bundle(
-    out_dir: os.PathLike[str] | str,
-    *,
-    key: PrivateKey,
-    cert: x509.Certificate,
-    chain: Sequence[x509.Certificate] = (),
-    ca_cert: x509.Certificate,
-) -> DeviceBundle:
-    """Write a device-shaped bundle OUT/<uuid>/ for any certificate, recording nothing.
-
-    For tests that need odd certificates on disk (expired, self-signed, from another CA):
-    the files look exactly like `issue_devices` output. The UUID is the certificate's SAN
-    `urn:uuid:` (a fresh one if it names none). Raises OutputError.
-    """
-    out = _prepare_out_dir(out_dir)
-    net = network_of(cert) or uuid.uuid4()
-    d = out / str(net)
-    try:
-        d.mkdir(mode=0o700)
-        write_new(d / "device.key", private_key_pem(key), 0o600)
-        write_new(d / "device.crt", b"".join(c.public_bytes(_PEM) for c in (cert, *chain)))
-        write_new(d / "ca.crt", ca_cert.public_bytes(_PEM))
-        fp = fingerprint(cert)
-        info = {"uuid": str(net), "serial": serial_hex(cert.serial_number), "fingerprint": fp,
-                "not_before": iso(cert.not_valid_before_utc),
-                "not_after": iso(cert.not_valid_after_utc)}
-        write_new(d / "device.json", (json.dumps(info, indent=2) + "\n").encode())
-    except OSError as exc:
-        raise OutputError(f"cannot write {d}: {exc.strerror or exc}") from None
-    return DeviceBundle(
-        network_uuid=net, serial=cert.serial_number, dir=d, fingerprint=fp,
-        not_after=cert.not_valid_after_utc,
-    )
-
-
 def _describe(selector: object) -> str:
     if isinstance(selector, int):
         return f"serial {serial_hex(selector)}"
@@ -607,30 +571,6 @@ def _load_cert(path: Path) -> x509.Certificate:
             from None
     except (OSError, ValueError) as exc:
         raise HomeInvalidError(f"cannot read {path}: {exc}") from None
-
-
-def _prepare_out_dir(out_dir: os.PathLike[str] | str) -> Path:
-    out = Path(out_dir).absolute()
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output {out} is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
-    if not out.is_dir():
-        raise OutputError(f"output {out} is not a folder")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {out} is not writable")
-    return out
-
-
-def _make_staging(out: Path) -> Path:
-    staging = out / f".staging-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        staging.mkdir(mode=0o700)
-    except OSError as exc:
-        raise OutputError(f"cannot write in {out}: {exc.strerror or exc}") from None
-    return staging
 
 
 __all__ = [
