@@ -11,6 +11,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import sqlite3
 import sys
 import time
 import uuid
@@ -56,6 +57,7 @@ EXIT_CODES = "\n".join(
         (ExitCode.BAD_INPUT, "bad value (days, name, address, certificate file)"),
         (ExitCode.VERIFY_FAILED, "verify: the certificate does not chain to this CA"),
         (ExitCode.REVOKED, "verify: the certificate is revoked"),
+        (ExitCode.INVENTORY, "inventory locked too long, full or read-only (nothing recorded)"),
         (130, "interrupted"),
     ]
 )
@@ -525,6 +527,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CAError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    except sqlite3.Error as exc:
+        # Locked past the busy timeout, disk full, read-only: the transaction rolled back.
+        print(f"{PROG}: inventory error: {exc} (nothing was recorded)", file=sys.stderr)
+        return int(ExitCode.INVENTORY)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 12  # a bad value: certificate file, day count, name, address
     VERIFY_FAILED = 13  # `verify`: the chain does not verify
     REVOKED = 14  # `verify`: the chain verifies but the certificate is revoked
+    INVENTORY = 15  # the SQLite inventory is locked too long, full, or read-only
 
 
 class CAError(Exception):
@@ -82,3 +83,7 @@ class VerifyFailedError(CAError):
 
 class RevokedError(CAError):
     exit_code = ExitCode.REVOKED
+
+
+class InventoryError(CAError):
+    exit_code = ExitCode.INVENTORY

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .errors import HomeInvalidError
+from .errors import HomeInvalidError, InventoryError
 
 APPLICATION_ID = 0x666C6774  # 'flgt'
 BUSY_TIMEOUT_S = 60.0
@@ -202,6 +202,8 @@ class Inventory:
         try:
             conn = cls._connect(path)
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        except sqlite3.OperationalError as exc:  # locked, unreadable: not a foreign file
+            raise InventoryError(f"cannot read {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise HomeInvalidError(f"{path} is not a fleet-ca inventory ({exc})") from None
         if app_id != APPLICATION_ID:
@@ -215,6 +217,8 @@ class Inventory:
         self._conn.close()
 
     def _migrate(self) -> None:
+        if self.schema_version == len(MIGRATIONS):
+            return  # the common case: no write lock needed just to open
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):

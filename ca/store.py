@@ -265,7 +265,10 @@ class CAHome:
                 raise HomeInvalidError(
                     f"cannot read {self.path / ISSUING_KEY}: {exc.strerror or exc}"
                 ) from None
-            key = load_private_key_pem(data, self._passphrase)
+            try:
+                key = load_private_key_pem(data, self._passphrase)
+            except BadInputError:
+                raise HomeInvalidError(f"{self.path / ISSUING_KEY} is damaged") from None
             if key.public_key() != self.issuing_cert.public_key():
                 raise HomeInvalidError(f"{ISSUING_KEY} does not match {ISSUING_CRT}")
             self._issuer = Issuer.of(self.issuing_cert, key)

@@ -382,3 +382,27 @@ def test_a_bad_csr_or_unknown_serial_is_reported_before_any_passphrase(tmp_path,
     one_error_line(err, code, ExitCode.BAD_CSR)
     code, _, err = run("--home", h, "revoke", "abc123")
     one_error_line(err, code, ExitCode.NOT_FOUND)
+
+
+def test_a_damaged_issuing_key_is_a_damaged_home(home, tmp_path, run):
+    (home / "issuing.key").write_text(
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    code, _, err = run("--home", home, "issue", "device", "--out", tmp_path / "b")
+    one_error_line(err, code, ExitCode.HOME_INVALID, "issuing.key is damaged")
+
+
+def test_a_locked_inventory_is_one_line_and_records_nothing(home, tmp_path, run, monkeypatch):
+    import sqlite3
+
+    import ca.inventory
+
+    monkeypatch.setattr(ca.inventory, "BUSY_TIMEOUT_S", 0.05)
+    blocker = sqlite3.connect(home / "inventory.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the write lock for good
+    try:
+        code, _, err = run("--home", home, "issue", "device", "--out", tmp_path / "b")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    one_error_line(err, code, ExitCode.INVENTORY, "database is locked", "nothing was recorded")
+    assert not (tmp_path / "b").exists() or list((tmp_path / "b").iterdir()) == []
