@@ -237,13 +237,16 @@ def _chunks(items: Sequence[uuid.UUID], n: int) -> Iterator[list[uuid.UUID]]:
 
 
 def bundles_from_rows(out: Path, rows: Iterable[tuple], *, p12: bool) -> list[DeviceBundle]:
-    return [
-        DeviceBundle(
-            network_uuid=uuid.UUID(r[2]), serial=int(r[0], 16), dir=out / r[2],
-            fingerprint=r[4], not_after=from_iso(r[6]), has_p12=p12,
-        )
-        for r in rows
-    ]
+    parsed: dict[str, dt.datetime] = {}  # a batch shares one not_after: parse it once
+    bundles = []
+    for r in rows:
+        na = parsed.get(r[6])
+        if na is None:
+            na = parsed[r[6]] = from_iso(r[6])
+        bundles.append(DeviceBundle(network_uuid=uuid.UUID(r[2]), serial=int(r[0], 16),
+                                    dir=out / r[2], fingerprint=r[4], not_after=na,
+                                    has_p12=p12))
+    return bundles
 
 
 def write_bundle(
