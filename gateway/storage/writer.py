@@ -12,7 +12,9 @@ then; a QoS 0 message is submitted and not waited for.
 
 The writer is database-agnostic: `apply_batch(ops) -> list[outcome]` is the store's. It must
 apply each op or report that op's exception in the outcome list, so one bad operation fails
-only its own ticket. An exception escaping `apply_batch` fails the whole batch's tickets.
+only its own ticket (`wait` raises that exception as is: `StorageError`, or a rejection the
+operation defines). An exception escaping `apply_batch` fails the whole batch's tickets with
+a `StorageError`.
 
 Shutdown is by `close()`: the channel closes, the writer drains what is queued, commits, and
 exits. The writer's loop is shielded from cancellation so a cancelled gateway never abandons a
@@ -96,9 +98,7 @@ class Writer:
                 raise StoreClosed("the store closed before this write committed")
             await self._committed.wait()
         if ticket.error is not None:
-            if isinstance(ticket.error, StorageError):
-                raise ticket.error
-            raise StorageError(f"write failed: {ticket.error!r}") from ticket.error
+            raise ticket.error
         return ticket.result
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -123,8 +123,10 @@ class Writer:
         started = time.perf_counter()
         try:
             outcomes = await trio.to_thread.run_sync(self._apply_batch, ops)
-        except BaseException as exc:  # the thread died: fail this batch, keep serving
-            outcomes = [Failed(exc)] * len(batch)
+        except Exception as exc:  # apply_batch itself broke: fail this batch, keep serving
+            failed = StorageError(f"write failed: {exc!r}")
+            failed.__cause__ = exc
+            outcomes = [Failed(failed)] * len(batch)
         self.last_commit_seconds = time.perf_counter() - started
         self.commits += 1
         self.last_batch = len(batch)

@@ -224,6 +224,12 @@ async def open_sqlite_store(
             finally:
                 with trio.CancelScope(shield=True):
                     await store._writer.close()
+    except BaseExceptionGroup as group:
+        # The writer never raises, so a group here wraps the caller's own exception only:
+        # hand it back as it was raised, not wrapped by our private nursery.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         store._side.conn.close()
         store._read.close()

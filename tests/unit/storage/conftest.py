@@ -1,0 +1,1 @@
+from storehelpers import network, store  # noqa: F401  (fixtures)

@@ -1,0 +1,144 @@
+"""The single writer: many messages per transaction, backpressure instead of loss, isolation."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import timedelta
+
+import pytest
+import trio
+
+from gateway.ingest import ReportRow
+from gateway.storage import DB_NAME, StorageError, StoreClosed, open_sqlite_store
+from storehelpers import T0, model_decl
+
+
+async def declared_value(store, network):
+    tree = await store.declare_model(network, model_decl(), T0)
+    return tree.devices[0].values[0].uuid  # thermo/temp, permission r
+
+
+def row(value, i: int) -> ReportRow:
+    return ReportRow(value, str(i), T0 + timedelta(microseconds=i), T0)
+
+
+async def count_rows(store, value) -> list[str]:
+    return [r.data for r in await store.history(value, limit=1_000_000)]
+
+
+async def test_concurrent_writers_share_transactions_and_all_commit(store, network):
+    value = await declared_value(store, network)
+    before = store.statistics().commits
+    writers, each = 50, 20
+
+    async def writer(w: int) -> None:
+        for i in range(each):
+            await store.append_reports([row(value, w * each + i)])  # waits for its commit
+
+    async with trio.open_nursery() as nursery:
+        for w in range(writers):
+            nursery.start_soon(writer, w)
+    stats = store.statistics()
+    commits = stats.commits - before
+    assert commits < writers * each  # group commit: fewer transactions than messages
+    assert stats.reports == writers * each and stats.failed_operations == 0
+    assert sorted(await count_rows(store, value), key=int) == [
+        str(i) for i in range(writers * each)]
+
+
+async def test_append_returns_only_after_the_commit_is_visible_to_another_connection(
+        tmp_path, network):
+    async with open_sqlite_store(tmp_path) as store:
+        value = await declared_value(store, network)
+        for i in range(5):
+            await store.append_reports([row(value, i)])
+            other = sqlite3.connect(tmp_path / DB_NAME)
+            (n,) = other.execute("SELECT count(*) FROM state_log").fetchone()
+            other.close()
+            assert n == i + 1
+
+
+async def test_a_slow_writer_makes_producers_wait_and_loses_nothing(tmp_path, network):
+    async with open_sqlite_store(tmp_path, max_queue=8, max_batch=4) as store:
+        value = await declared_value(store, network)
+        # Another process's write transaction stalls our writer (SQLite's write lock), the
+        # way a slow disk or a backup would.
+        blocker = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None,
+                                  check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        producers, each = 30, 5
+        done = []
+
+        async def producer(p: int) -> None:
+            for i in range(each):
+                await store.append_reports([row(value, p * each + i)])
+            done.append(p)
+
+        async with trio.open_nursery() as nursery:
+            for p in range(producers):
+                nursery.start_soon(producer, p)
+            try:
+                with trio.fail_after(30):
+                    while store.statistics().queued < 8:  # the queue fills up, then ...
+                        await trio.sleep(0.01)
+                stats = store.statistics()
+                assert stats.queued == stats.queue_capacity == 8
+                # ... the writer holds at most one batch (4), the rest wait for room
+                assert stats.producers_waiting >= producers - 8 - 4
+                assert done == []
+            finally:
+                blocker.execute("COMMIT")
+                blocker.close()
+        assert sorted(done) == list(range(producers))
+        assert len(await count_rows(store, value)) == producers * each
+
+
+async def test_qos0_style_submit_does_not_wait_yet_is_stored_by_close(tmp_path, network):
+    async with open_sqlite_store(tmp_path) as store:
+        value = await declared_value(store, network)
+        tickets = [await store.submit_reports([row(value, i)]) for i in range(100)]
+    async with open_sqlite_store(tmp_path) as store:
+        assert len(await count_rows(store, value)) == 100
+    assert all(t.done and t.error is None for t in tickets)
+
+
+async def test_a_report_for_an_unknown_value_fails_alone_in_its_batch(store, network):
+    value = await declared_value(store, network)
+    good1 = await store.submit_reports([row(value, 1)])
+    bad = await store.submit_reports([row(uuid.uuid4(), 2)])
+    good2 = await store.submit_reports([row(value, 3)])
+    await store.wait_committed(good1)
+    await store.wait_committed(good2)
+    with pytest.raises(StorageError, match="no Report state"):
+        await store.wait_committed(bad)
+    assert await count_rows(store, value) == ["1", "3"]
+
+
+async def test_a_report_on_a_write_only_value_has_no_report_state_to_land_in(store, network):
+    tree = await store.declare_model(network, model_decl(), T0)
+    firmware = tree.devices[0].values[2].uuid  # permission w
+    with pytest.raises(StorageError):
+        await store.append_reports([row(firmware, 1)])
+
+
+async def test_an_sql_failure_in_a_batch_is_retried_one_operation_at_a_time(store, network):
+    value = await declared_value(store, network)
+    # A row whose data SQLite refuses (NOT NULL) poisons the shared transaction; the writer
+    # rolls back and re-applies each operation alone, so only that one fails.
+    poisoned = ReportRow(value, None, T0, T0)  # type: ignore[arg-type]
+    good1 = await store.submit_reports([row(value, 1)])
+    bad = await store.submit_reports([poisoned])
+    good2 = await store.submit_reports([row(value, 2)])
+    for t in (good1, good2):
+        await store.wait_committed(t)
+    with pytest.raises(StorageError):
+        await store.wait_committed(bad)
+    assert sorted(await count_rows(store, value)) == ["1", "2"]
+
+
+async def test_writes_after_close_are_refused(tmp_path, network):
+    async with open_sqlite_store(tmp_path) as store:
+        value = await declared_value(store, network)
+    with pytest.raises(StoreClosed):
+        await store.submit_reports([row(value, 1)])
