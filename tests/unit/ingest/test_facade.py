@@ -1,0 +1,181 @@
+"""`Ingest.handle`: the seam the gateway calls, over a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway.ingest import Ingest, ReadingRejected, RejectCode, Reply, StateKind
+from gateway.storage import open_sqlite_store
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+MODEL = {"devices": [{"name": "thermo", "values": [
+    {"name": "temp", "permission": "r", "number": {"min": -40, "max": 125, "step": 0.5}},
+    {"name": "target", "permission": "rw", "number": {"min": 5, "max": 30, "step": 0.5}},
+    {"name": "firmware", "permission": "w", "blob": {"max": 100}},
+    {"name": "label", "permission": "r", "string": {"max": 4}},
+]}]}
+
+
+@pytest.fixture
+async def ingest(tmp_path):
+    async with open_sqlite_store(tmp_path) as store:
+        yield Ingest(store)
+
+
+async def declare(ingest, network, doc=MODEL) -> dict:
+    (reply,) = await ingest.handle(network, "c", "model", json.dumps(doc).encode(), 1, NOW)
+    assert reply.topic == "model/accepted" and reply.qos == 1 and reply.retain
+    return json.loads(reply.payload)["network"]
+
+
+def errors_of(replies: list[Reply]) -> dict:
+    (reply,) = replies
+    assert reply.topic == "errors" and not reply.retain
+    return json.loads(reply.payload)
+
+
+async def history(ingest, value_uuid: str) -> list[str]:
+    return [r.data for r in await ingest._store.history(uuid.UUID(value_uuid))]
+
+
+async def test_model_accepted_carries_the_whole_tree_with_every_uuid(ingest):
+    network = uuid.uuid4()
+    tree = await declare(ingest, network)
+    assert tree["uuid"] == str(network)
+    (dev,) = tree["devices"]
+    assert dev["name"] == "thermo" and uuid.UUID(dev["uuid"]).version == 4
+    temp = dev["values"][0]
+    assert temp["permission"] == "r" and temp["number"] == {"min": -40, "max": 125, "step": 0.5}
+    assert [s["type"] for s in temp["states"]] == ["Report"]
+    assert [s["type"] for s in dev["values"][1]["states"]] == ["Report", "Control"]
+    # a second declaration adding a device answers with the whole tree, same UUIDs
+    lamp = {"devices": [{"name": "lamp", "values": []}]}
+    again = await declare(ingest, network, lamp)
+    assert again["devices"][0] == dev and again["devices"][1]["name"] == "lamp"
+
+
+async def test_model_rejected_lists_the_reasons_and_stores_nothing(ingest):
+    network = uuid.uuid4()
+    bad = {"devices": [{"name": "x", "values": [{"name": "v", "permission": "z"}]}]}
+    (reply,) = await ingest.handle(network, "c", "model", json.dumps(bad).encode(), 1, NOW)
+    assert reply.topic == "model/rejected" and not reply.retain
+    assert len(json.loads(reply.payload)["reasons"]) == 2
+    assert await ingest._store.get_tree(network) is None
+    assert ingest.statistics().models_rejected == 1
+
+
+async def test_reports_by_name_and_by_uuid_are_stored_and_answered_with_nothing(ingest):
+    network = uuid.uuid4()
+    temp = (await declare(ingest, network))["devices"][0]["values"][0]["uuid"]
+    assert await ingest.handle(network, "c", "report/thermo/temp", b"21.5", 1, NOW) == []
+    assert await ingest.handle(network, "c", f"report/{temp}",
+                               b'{"data": 22, "timestamp": "2026-11-26T08:59:00Z"}', 1, NOW) == []
+    records = await ingest._store.history(uuid.UUID(temp))
+    assert [(r.data, r.timestamp, r.received) for r in records] == [
+        ("22", NOW - timedelta(minutes=1), NOW), ("21.5", NOW, NOW)]
+
+
+async def test_a_batch_stores_the_good_readings_and_names_the_bad_ones(ingest):
+    network = uuid.uuid4()
+    temp = (await declare(ingest, network))["devices"][0]["values"][0]["uuid"]
+    batch = {"reports": [{"data": 1, "timestamp": f"2026-11-26T08:0{i}:00Z"} for i in range(5)]
+             + [{"data": 1000}, {"data": "0.2"}, {"nope": 1}]}
+    replies = await ingest.handle(network, "c", "report/thermo/temp",
+                                  json.dumps(batch).encode(), 1, NOW)
+    doc = errors_of(replies)
+    assert doc["topic"] == "report/thermo/temp"
+    assert [(e["index"], e["code"]) for e in doc["errors"]] == [
+        (5, "RANGE"), (6, "STEP"), (7, "MALFORMED")]
+    assert await history(ingest, temp) == ["1"] * 5
+    assert ingest.statistics().rejected == {"RANGE": 1, "STEP": 1, "MALFORMED": 1}
+
+
+@pytest.mark.parametrize("topic, payload, code", [
+    ("report/thermo/firmware", b"AAAA", "PERMISSION"),  # write-only value
+    ("report/thermo/nope", b"1", "UNKNOWN_VALUE"),
+    ("report/ghost/temp", b"1", "UNKNOWN_VALUE"),
+    (f"report/{uuid.uuid4()}", b"1", "UNKNOWN_VALUE"),
+    ("report/thermo", b"1", "UNKNOWN_TOPIC"),
+    ("report/thermo/temp", b"hot", "TYPE"),
+    ("report/thermo/temp", b"-41", "RANGE"),
+    ("report/thermo/label", b"too long", "SIZE"),
+    ("report/thermo/temp", b"\xff", "MALFORMED"),
+    ("report/thermo/temp", b'{"data": 1, "timestamp": "now"}', "MALFORMED"),
+])
+async def test_refused_reports_go_to_errors_and_are_not_stored(ingest, topic, payload, code):
+    network = uuid.uuid4()
+    tree = await declare(ingest, network)
+    doc = errors_of(await ingest.handle(network, "c", topic, payload, 1, NOW))
+    assert doc == {"topic": topic, "errors": [{"code": code, "reason": doc["errors"][0]["reason"]}]}
+    for v in tree["devices"][0]["values"]:
+        assert await history(ingest, v["uuid"]) == []
+    assert ingest.statistics().rejected == {code: 1}
+
+
+async def test_reports_before_any_model_are_unknown_values(ingest):
+    doc = errors_of(await ingest.handle(uuid.uuid4(), "c", "report/a/b", b"1", 1, NOW))
+    assert doc["errors"][0]["code"] == "UNKNOWN_VALUE"
+
+
+async def test_a_value_declared_in_one_network_is_unknown_in_another(ingest):
+    a, b = uuid.uuid4(), uuid.uuid4()
+    temp = (await declare(ingest, a))["devices"][0]["values"][0]["uuid"]
+    for topic in ("report/thermo/temp", f"report/{temp}"):
+        doc = errors_of(await ingest.handle(b, "c", topic, b"1", 1, NOW))
+        assert doc["errors"][0]["code"] == "UNKNOWN_VALUE"
+    assert await history(ingest, temp) == []
+
+
+async def test_other_topics_are_not_ingests_business(ingest):
+    network = uuid.uuid4()
+    await declare(ingest, network)
+    for topic in ("chat/x", "control/thermo/target", "model/accepted", "errors"):
+        assert await ingest.handle(network, "c", topic, b"anything", 1, NOW) == []
+
+
+async def test_declarations_survive_a_restart_and_a_new_ingest_reads_them(tmp_path):
+    network = uuid.uuid4()
+    async with open_sqlite_store(tmp_path) as store:
+        first = await declare(Ingest(store), network)
+    async with open_sqlite_store(tmp_path) as store:
+        ingest = Ingest(store)  # cold cache: reads the tree from the store
+        assert await ingest.handle(network, "c", "report/thermo/temp", b"1", 1, NOW) == []
+        assert await declare(ingest, network) == first
+        assert await history(ingest, first["devices"][0]["values"][0]["uuid"]) == ["1"]
+
+
+async def test_qos0_reports_are_queued_and_stored_without_waiting(tmp_path):
+    network = uuid.uuid4()
+    async with open_sqlite_store(tmp_path) as store:
+        ingest = Ingest(store)
+        temp = (await declare(ingest, network))["devices"][0]["values"][0]["uuid"]
+        for i in range(20):
+            pending = await ingest.submit(network, "c", "report/thermo/temp", b"1", 0, NOW)
+            assert pending._ticket is None  # nothing to wait for at QoS 0
+    async with open_sqlite_store(tmp_path) as store:
+        assert len(await store.history(uuid.UUID(temp))) == 20
+
+
+async def test_control_is_validated_stored_and_returned_as_a_retained_qos1_reply(ingest):
+    network = uuid.uuid4()
+    values = (await declare(ingest, network))["devices"][0]["values"]
+    target, temp = uuid.UUID(values[1]["uuid"]), uuid.UUID(values[0]["uuid"])
+    net, reply = await ingest.control(target, "21.5", NOW)
+    assert net == network
+    assert (reply.topic, reply.qos, reply.retain) == ("control/thermo/target", 1, True)
+    assert json.loads(reply.payload) == {"data": "21.5", "timestamp": "2026-11-26T09:00:00.000000Z",
+                                         "value": str(target)}
+    (record,) = await ingest._store.history(target, kind=StateKind.CONTROL)
+    assert record.data == "21.5"
+    for value, data, code in ((temp, "1", RejectCode.PERMISSION),
+                              (target, "31", RejectCode.RANGE),
+                              (target, True, RejectCode.TYPE),
+                              (uuid.uuid4(), "1", RejectCode.UNKNOWN_VALUE)):
+        with pytest.raises(ReadingRejected) as info:
+            await ingest.control(value, data, NOW)
+        assert info.value.code is code
+    assert len(await ingest._store.history(target, kind=StateKind.CONTROL)) == 1
