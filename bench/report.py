@@ -76,6 +76,62 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _find(rows: list[dict[str, Any]], figure: str, system: str,
+          case: str | None = None) -> dict[str, Any] | None:
+    for r in rows:
+        if r["figure"] == figure and r["system"].startswith(system) and (
+                case is None or r["case"] == case):
+            return r
+    return None
+
+
+def _median(row: dict[str, Any] | None, key: str = "value") -> float | None:
+    if row is None or row.get("unavailable") or not row.get(key):
+        return None
+    return row[key]["median"]
+
+
+def _goals(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue 9's goals beside what this run measured (only figures that ran)."""
+    out = []
+
+    def add(goal: str, measured: float | None, shown: str, met: bool | None) -> None:
+        verdict = "not measured" if measured is None else ("met" if met else "not met")
+        out.append(f"| {goal} | {shown if measured is not None else 'n/a'} | {verdict} |")
+
+    for case in ("TLS 1.3", "TLS 1.2"):
+        ours = _median(_find(rows, "1", "fleetgate", case), "per_cpu_s")
+        theirs = _median(_find(rows, "1", "mosquitto", case), "per_cpu_s")
+        if _find(rows, "1", "fleetgate", case):
+            r = ours / theirs if ours and theirs else None
+            add(f"connects per server CPU-second >= 1.0x mosquitto ({case})", r,
+                f"{r:.2f}x" if r else "", r is not None and r >= 1.0)
+    if _find(rows, "3", "fleetgate"):
+        v = _median(_find(rows, "3", "fleetgate"))
+        add("stored reports >= 100,000/s", v, f"{_num(v)}/s", v is not None and v >= 100_000)
+    if _find(rows, "4", "fleetgate"):
+        row = _find(rows, "4", "fleetgate")
+        lost = None if row is None or row.get("unavailable") else sum(
+            r.get("lost", 0) for r in row["runs"])
+        add("0 acknowledged messages lost under overload", lost, f"{lost} lost", lost == 0)
+    mem = [r for r in rows if r["figure"] == "5" and r["system"] == "fleetgate"]
+    if mem:
+        v = _median(mem[-1])
+        add(f"<= 40 KiB per idle connection ({mem[-1]['case']})", v, f"{_num(v)} KiB",
+            v is not None and v <= 40)
+    if _find(rows, "6", "fleet-ca"):
+        v = _median(_find(rows, "6", "fleet-ca"))
+        add(">= 3,000 bundles/s", v, f"{_num(v)}/s", v is not None and v >= 3000)
+    if _find(rows, "7", "fleetgate"):
+        v = _median(_find(rows, "7", "fleetgate"))
+        add("revocation closes the live session <= 1 s", v, f"{_num(v)} s",
+            v is not None and v <= 1.0)
+    if not out:
+        return []
+    return ["### Goals (issue 9) against this run", "", "| goal | measured (median) | |",
+            "|---|---|---|", *out, ""]
+
+
 def render(doc: dict[str, Any], results_path: str) -> str:
     m = doc["machine"]
     lines = [
@@ -95,19 +151,21 @@ def render(doc: dict[str, Any], results_path: str) -> str:
         f"- OpenSSL {m['openssl']}; Python {m['python']}; mosquitto {m['mosquitto']}; "
         f"amqtt {m['amqtt']}",
         f"- Certificates: {m['certificates']}",
-        f"- Command: `{doc['command']}`, {doc['runs']} runs per figure, "
+        f"- Command: `{doc['command']}` (runs per figure: {doc['runs']}), "
         f"{doc['started']} to {doc['finished']}",
         f"- Load average before and after: {m['loadavg_before']} / {m['loadavg_after']}. "
         + m.get("shared_note", ""),
         "",
         "Every cell is the median of the runs with the minimum and maximum in brackets. "
-        "\"Per server CPU-second\" divides by the utime+stime the server's processes used "
-        "during the measured window (/proc/<pid>/stat), so it does not depend on the load "
-        "generator. \"ours ÷ theirs\" is fleetgate's (or fleet-ca's) median over the other "
-        "system's.",
+        "\"Per CPU-second\" divides by the utime+stime the server's processes used during the "
+        "measured window (/proc/<pid>/stat; for figure 6, the CA tool's own processes), so it "
+        "depends neither on the load generator nor much on other work sharing the machine. "
+        "\"ours ÷ theirs\" is fleetgate's (or fleet-ca's) median over the other system's. A "
+        "system that cannot be measured yet says why instead of showing a number.",
         "",
     ]
     rows = doc["rows"]
+    lines += _goals(rows)
     for fig in ORDER:
         frows = [r for r in rows if r["figure"] == fig]
         if not frows:
