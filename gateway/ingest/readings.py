@@ -93,7 +93,10 @@ def parse_readings(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> ParsedRep
         raise ReadingRejected(RejectCode.TOO_LARGE,
                               f"payload is {len(payload)} bytes; the limit is "
                               f"{limits.max_report_bytes}")
-    if payload.lstrip()[:1] != b"{":
+    first = payload[:1]
+    if first.isspace():
+        first = payload.lstrip()[:1]
+    if first != b"{":
         try:
             return ParsedReport((Reading(data=payload.decode("utf-8"), timestamp=None),), False)
         except UnicodeDecodeError:

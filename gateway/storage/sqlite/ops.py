@@ -172,8 +172,24 @@ class Reports:
     rows: Sequence[ReportRow]
 
     def rows_for(self, side: WriteSide) -> list[tuple[int, int, int, str]]:
-        return [(side.state_id(r.value, REPORT), to_us(r.timestamp), to_us(r.received), r.data)
-                for r in self.rows]
+        # The hot loop of the writer thread (which shares the GIL with the event loop): rows
+        # of one publish or socket read share their datetime objects, so convert each once.
+        out = []
+        last_dt, last_us = None, 0
+        states = side.report_states
+        for r in self.rows:
+            sid = states.get(r.value)
+            if sid is None:
+                sid = side.state_id(r.value, REPORT)
+            received = r.received
+            if received is not last_dt:
+                last_dt, last_us = received, to_us(received)
+            rec_us = last_us
+            ts = r.timestamp
+            if ts is not last_dt:
+                last_dt, last_us = ts, to_us(ts)
+            out.append((sid, last_us, rec_us, r.data))
+        return out
 
 
 @dataclass(frozen=True, slots=True)

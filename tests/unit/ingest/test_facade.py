@@ -153,9 +153,9 @@ async def test_qos0_reports_are_queued_and_stored_without_waiting(tmp_path):
     async with open_sqlite_store(tmp_path) as store:
         ingest = Ingest(store)
         temp = (await declare(ingest, network))["devices"][0]["values"][0]["uuid"]
-        for i in range(20):
+        for _ in range(20):
             pending = await ingest.submit(network, "c", "report/thermo/temp", b"1", 0, NOW)
-            assert pending._ticket is None  # nothing to wait for at QoS 0
+            assert not pending.must_wait  # nothing to wait for at QoS 0
     async with open_sqlite_store(tmp_path) as store:
         assert len(await store.history(uuid.UUID(temp))) == 20
 
@@ -179,3 +179,32 @@ async def test_control_is_validated_stored_and_returned_as_a_retained_qos1_reply
             await ingest.control(value, data, NOW)
         assert info.value.code is code
     assert len(await ingest._store.history(target, kind=StateKind.CONTROL)) == 1
+
+
+async def test_submit_many_stores_a_chunk_of_publishes_as_one_operation_in_order(ingest):
+    network = uuid.uuid4()
+    store = ingest._store
+    messages = [("report/thermo/temp", b"1", 1),  # before the model: unknown yet
+                ("model", json.dumps(MODEL).encode(), 1)]
+    messages += [("report/thermo/temp", str(i).encode(), 1) for i in range(10)]
+    messages += [("report/thermo/temp", b"hot", 1), ("chat", b"x", 0),
+                 ("report/thermo/label", b"ok", 0)]
+    before = store.statistics().operations
+    pending = await ingest.submit_many(network, "c", messages, NOW)
+    assert pending.must_wait
+    replies = await pending.wait()
+    assert [r.topic for r in replies] == ["errors", "model/accepted", "errors"]
+    assert json.loads(replies[0].payload)["errors"][0]["code"] == "UNKNOWN_VALUE"
+    assert json.loads(replies[2].payload)["errors"][0]["code"] == "TYPE"
+    # the model is one operation, the 11 accepted reports of ten publishes one more
+    assert store.statistics().operations - before == 2
+    tree = json.loads(replies[1].payload)["network"]["devices"][0]["values"]
+    assert await history(ingest, tree[0]["uuid"]) == [str(i) for i in range(10)]
+    assert await history(ingest, tree[3]["uuid"]) == ["ok"]
+
+
+async def test_a_chunk_of_only_qos0_reports_needs_no_wait(ingest):
+    network = uuid.uuid4()
+    await declare(ingest, network)
+    pending = await ingest.submit_many(network, "c", [("report/thermo/temp", b"1", 0)] * 3, NOW)
+    assert not pending.must_wait and await pending.wait() == []

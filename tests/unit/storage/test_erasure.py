@@ -6,9 +6,10 @@ import sqlite3
 import uuid
 from datetime import timedelta
 
+from storehelpers import T0, model_decl
+
 from gateway.ingest import ReportRow
 from gateway.storage import DB_NAME, open_sqlite_store
-from storehelpers import T0, model_decl
 
 
 async def populate(store, network) -> set[str]:

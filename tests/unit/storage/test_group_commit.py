@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 import trio
+from storehelpers import T0, model_decl
 
 from gateway.ingest import ReportRow
 from gateway.storage import DB_NAME, StorageError, StoreClosed, open_sqlite_store
-from storehelpers import T0, model_decl
 
 
 async def declared_value(store, network):

@@ -8,11 +8,10 @@ import stat
 import uuid
 
 import pytest
+from storehelpers import MODEL, T0, model_decl
 
 from gateway.ingest import DeclarationRejected, Limits, StateKind
 from gateway.storage import DB_NAME, SchemaError, StorageError, open_sqlite_store
-
-from storehelpers import MODEL, T0, model_decl
 
 
 def uuids_of(tree) -> dict[str, uuid.UUID]:

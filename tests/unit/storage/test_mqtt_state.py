@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from gateway.storage import QueuedMessage, RetainedMessage, open_sqlite_store
 from storehelpers import T0
+
+from gateway.storage import QueuedMessage, RetainedMessage, open_sqlite_store
 
 
 async def test_retained_messages_are_set_replaced_cleared_and_kept_across_restart(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from storehelpers import T0, model_decl
+
 from gateway.ingest import ReportRow, StateKind
 from gateway.storage import open_sqlite_store
-from storehelpers import T0, model_decl
 
 
 def at(minutes: float):
