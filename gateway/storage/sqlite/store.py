@@ -66,10 +66,15 @@ class SQLiteStore:
             self.schema_version = migrate(wconn)
             rconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             configure_reader(rconn)
+            cconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            cconn.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open {path}: {exc}") from exc
         self._side = ops.WriteSide(wconn)
         self._read = rconn
+        self._checkpoint_conn = cconn
+        self.checkpoints = 0  # background checkpoint rounds run
+        self.checkpointed_commits = 0  # commits whose pages are all in the database file
         self._read_limiter = trio.CapacityLimiter(1)
         self._writer = Writer(self._side.apply_batch, max_queue=max_queue, max_batch=max_batch,
                               count_rows=ops.report_count)
@@ -78,6 +83,31 @@ class SQLiteStore:
     async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                      ) -> None:
         await self._writer.run(task_status=task_status)
+
+    async def _checkpointer(self, interval: float) -> None:
+        """Copy the WAL into the database beside the writer (PASSIVE: never blocks it).
+
+        SQLite releases the GIL while it copies, so this uses the second core, and the
+        writer's commits stay short. Runs until cancelled.
+        """
+        while True:
+            await trio.sleep(interval)
+            upto = self._writer.commits
+            if upto == self.checkpointed_commits:
+                continue
+            try:
+                busy, log, copied = await trio.to_thread.run_sync(
+                    lambda: self._checkpoint_conn.execute(
+                        "PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            except sqlite3.Error:
+                continue  # I/O trouble: the writer's safety-net checkpoint takes over
+            self.checkpoints += 1
+            if not busy and copied == log:  # everything up to `upto` is in the database
+                self.checkpointed_commits = upto
+
+    def _close_connections(self) -> None:
+        for conn in (self._side.conn, self._read, self._checkpoint_conn):
+            conn.close()
 
     # -- write plumbing -----------------------------------------------------------------
     async def submit(self, op: Any) -> Ticket:
@@ -202,7 +232,7 @@ class SQLiteStore:
 @asynccontextmanager
 async def open_sqlite_store(
     data_dir: str | os.PathLike[str], *, synchronous: str = "FULL", max_queue: int = 10_000,
-    max_batch: int = 5_000, reset_connections: bool = True,
+    max_batch: int = 5_000, reset_connections: bool = True, checkpoint_interval: float = 0.2,
 ) -> AsyncIterator[SQLiteStore]:
     """Open (creating and migrating) `<data_dir>/fleetgate.sqlite3` and run its writer.
 
@@ -217,6 +247,7 @@ async def open_sqlite_store(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(store._serve)
+            nursery.start_soon(store._checkpointer, checkpoint_interval)
             try:
                 if reset_connections:
                     await store.reset_connections(datetime.now(UTC))
@@ -224,6 +255,7 @@ async def open_sqlite_store(
             finally:
                 with trio.CancelScope(shield=True):
                     await store._writer.close()
+                nursery.cancel_scope.cancel()  # the checkpointer; the writer has finished
     except BaseExceptionGroup as group:
         # The writer never raises, so a group here wraps the caller's own exception only:
         # hand it back as it was raised, not wrapped by our private nursery.
@@ -231,5 +263,4 @@ async def open_sqlite_store(
             raise group.exceptions[0] from None
         raise
     finally:
-        store._side.conn.close()
-        store._read.close()
+        store._close_connections()

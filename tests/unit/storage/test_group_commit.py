@@ -142,3 +142,21 @@ async def test_writes_after_close_are_refused(tmp_path, network):
         value = await declared_value(store, network)
     with pytest.raises(StoreClosed):
         await store.submit_reports([row(value, 1)])
+
+
+async def test_the_wal_is_checkpointed_beside_the_writer_not_inside_its_commits(
+        tmp_path, network):
+    async with open_sqlite_store(tmp_path, checkpoint_interval=0.01) as store:
+        value = await declared_value(store, network)
+        await store.append_reports([row(value, i) for i in range(2000)])
+        committed = store.statistics().commits
+        with trio.fail_after(10):  # a periodic background task: there is no event to wait on
+            while store.checkpointed_commits < committed:
+                await trio.sleep(0.01)
+        # the database file alone, without its WAL, now holds the rows: a copy of it opens
+        # with all 2000 (no commit ran since, so no checkpoint is under way)
+        copy = tmp_path / "copy.sqlite3"
+        copy.write_bytes((tmp_path / DB_NAME).read_bytes())
+        conn = sqlite3.connect(copy)
+        assert conn.execute("SELECT count(*) FROM state_log").fetchone()[0] == 2000
+        conn.close()
