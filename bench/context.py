@@ -36,18 +36,19 @@ class Sizes:
     idle_connections: tuple[int, ...]
     revoke_wait: float
     devices: int
+    storm: int
 
     @classmethod
     def full(cls) -> Sizes:
         return cls(ca_fleet=2000, ca_openssl=100, connects=2000, publish_seconds=5.0,
                    publish_clients=(10, 100), stored_seconds=3.0, overload_seconds=10.0,
-                   idle_connections=(2000, 10000), revoke_wait=5.0, devices=20)
+                   idle_connections=(2000, 10000), revoke_wait=5.0, devices=20, storm=10000)
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(ca_fleet=5, ca_openssl=3, connects=10, publish_seconds=0.3,
                    publish_clients=(2,), stored_seconds=0.3, overload_seconds=0.5,
-                   idle_connections=(10,), revoke_wait=5.0, devices=4)
+                   idle_connections=(10,), revoke_wait=5.0, devices=4, storm=10)
 
 
 @dataclass
@@ -117,6 +118,14 @@ def server_notes(row: Row, server: Server) -> None:
     row.notes.extend(n for n in server.notes if n not in row.notes)
 
 
+def stopped(row: Row, exc: Exception) -> None:
+    """A run failed: keep the runs that worked, or say why there are none."""
+    if row.runs:
+        row.notes.append(f"stopped after {len(row.runs)} runs: {exc}")
+    else:
+        row.unavailable = f"failed: {exc}"
+
+
 def note_saturation(row: Row) -> None:
     if any(r.get("loadgen_busy", 0) > 0.9 for r in row.runs):
         row.notes.append("load generator saturated in some runs: the figure is a lower bound")
@@ -145,7 +154,7 @@ def per_system(bench: Bench, rows: dict[tuple[str, str], Row], systems: tuple[st
                     try:
                         body(server, case, row)
                     except (LoadError, Unavailable) as exc:
-                        row.notes.append(f"stopped: {exc}")
+                        stopped(row, exc)
                     note_saturation(row)
         except Unavailable as exc:
             for case in cases:

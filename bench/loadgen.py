@@ -15,6 +15,9 @@ that the server's CPU seconds can be read just outside it. Modes:
 ``connect``  full connects (TCP, TLS handshake, CONNECT, CONNACK, DISCONNECT), ``count`` each.
 ``publish``  ``clients`` connections publish for ``duration`` seconds at QoS ``qos``.
 ``idle``     ``clients`` connections connect and stay idle until told to stop.
+``storm``    ``clients`` connections all try at once when the window opens (a reconnect
+             storm after an outage), each retrying after a failure until ``duration``;
+             the window closes when the last one has its CONNACK.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
+import random
 import resource
 import socket
 import ssl
@@ -32,12 +36,15 @@ from typing import Any
 from bench import mqttwire
 from bench.mqttwire import AckCounter, PacketType
 
+STORM_ATTEMPT_TIMEOUT = 30.0  # seconds a device waits for CONNACK before it tries again
+STORM_BACKOFF = (0.5, 2.0)  # seconds between attempts, uniformly drawn
+
 
 @dataclass(frozen=True, slots=True)
 class LoadSpec:
     """What one run of the load generator does. Paths are strings so the spec pickles."""
 
-    mode: str  # "connect" | "publish" | "idle"
+    mode: str  # "connect" | "publish" | "idle" | "storm"
     host: str
     port: int
     root: str
@@ -189,13 +196,38 @@ class _Worker:
         async def one(n: int) -> None:
             async with sem:
                 try:
-                    _, writer = await asyncio.wait_for(self.open(n), 60)
+                    _, writer = await asyncio.wait_for(self.open(n), 300)
                 except (TimeoutError, OSError, ssl.SSLError, ConnectionError,
                         asyncio.IncompleteReadError) as exc:
                     self.result.error(exc)
                     return
                 writers.append(writer)
                 self.result.ok += 1
+
+        await asyncio.gather(*(one(n) for n in range(share)))
+        return writers
+
+    # -- storm mode --------------------------------------------------------------------------
+
+    async def storm_mode(self, share: int, give_up: float) -> list[asyncio.StreamWriter]:
+        """Every device connects at once and, like firmware, retries until it is back."""
+        writers: list[asyncio.StreamWriter] = []
+        rng = random.Random(self.index)
+
+        async def one(n: int) -> None:
+            while True:
+                try:
+                    _, writer = await asyncio.wait_for(self.open(n), STORM_ATTEMPT_TIMEOUT)
+                except (TimeoutError, OSError, ssl.SSLError, ConnectionError,
+                        asyncio.IncompleteReadError) as exc:
+                    self.result.error(exc)  # a failed attempt; the device tries again
+                    if time.monotonic() > give_up:
+                        return
+                    await asyncio.sleep(rng.uniform(*STORM_BACKOFF))
+                    continue
+                writers.append(writer)
+                self.result.ok += 1
+                return
 
         await asyncio.gather(*(one(n) for n in range(share)))
         return writers
@@ -286,6 +318,18 @@ async def _worker_main(spec: LoadSpec, index: int, start: Any, stop: Any, result
         return
     share = _share(spec.clients, spec.workers, index)
     writers_conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    if spec.mode == "storm":
+        for n in range(min(share, len(spec.devices))):
+            w.context(n)
+        results.put(("ready", index, 0))
+        await wait_start()
+        w.result.t_start, cpu0 = time.monotonic(), _cpu_now()
+        writers = await w.storm_mode(share, w.result.t_start + spec.duration)
+        w.result.t_end, w.result.cpu_s = time.monotonic(), _cpu_now() - cpu0
+        results.put(("result", index, w.result))
+        await wait_stop()
+        await asyncio.gather(*(w.close(x) for x in writers))
+        return
     if spec.mode == "idle":
         writers = await w.idle_mode(share)
         results.put(("ready", index, w.result))

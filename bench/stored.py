@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import mqttwire, servers
-from bench.context import Bench, note_saturation
+from bench.context import Bench, note_saturation, stopped
 from bench.loadgen import LoadError, LoadRun
 from bench.results import Row
 from bench.servers import Server, Unavailable
@@ -135,7 +135,7 @@ def _store_figure(bench: Bench, rows: dict[str, Row], seconds: float, settle: fl
                 row.unavailable = str(exc)
                 break
             except LoadError as exc:
-                row.notes.append(f"stopped: {exc}")
+                stopped(row, exc)
                 break
             r = row.runs[-1]
             bench.log(f"  {system}: acked {r['acked']}, stored {r['stored']} "
