@@ -133,11 +133,12 @@ class Ingest:
     """
 
     def __init__(self, store: Store, *, limits: Limits = DEFAULT_LIMITS,
-                 cached_networks: int = 10_000) -> None:
+                 cached_values: int = 100_000) -> None:
         self._store = store
         self._limits = limits
         self._cache: OrderedDict[UUID, _Index] = OrderedDict()
-        self._cache_size = cached_networks
+        self._cache_values = 0
+        self._cache_cap = cached_values  # about 1 KiB each: the cache's memory bound
         self._accepted = 0
         self._model_rejected = 0
         self._stored = 0
@@ -267,14 +268,26 @@ class Ingest:
         return index
 
     def _remember(self, network: UUID, index: _Index) -> None:
+        self.forget(network)
         self._cache[network] = index
-        self._cache.move_to_end(network)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache_values += len(index.by_uuid)
+        # Evict least recently used networks past the bound, but always keep this one.
+        while self._cache_values > self._cache_cap and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cache_values -= len(old.by_uuid)
 
     def forget(self, network: UUID) -> None:
-        """Drop a network's cached tree (call after erasing it)."""
-        self._cache.pop(network, None)
+        """Drop a network's cached tree (`erase_network` does it for you)."""
+        old = self._cache.pop(network, None)
+        if old is not None:
+            self._cache_values -= len(old.by_uuid)
+
+    async def erase_network(self, network: UUID) -> bool:
+        """Erase everything stored about `network` and forget its cached tree."""
+        self.forget(network)
+        erased = await self._store.erase_network(network)
+        self.forget(network)  # a report may have refilled the cache meanwhile
+        return erased
 
     async def control(self, value: UUID, data: str | int | float, now: datetime
                       ) -> tuple[UUID, Reply]:

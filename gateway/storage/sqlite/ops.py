@@ -4,8 +4,8 @@ Each operation is a frozen value with `apply(side)`; `WriteSide.apply_batch` run
 one `BEGIN IMMEDIATE ... COMMIT` and returns one outcome per operation (its result, or
 `Failed`). Report rows of consecutive `Reports` operations go to SQLite in one `executemany`.
 An operation that finds bad input (an unknown value UUID) fails alone before touching SQL; if
-SQL itself fails, the transaction is rolled back and the batch is retried one operation per
-transaction, so one poisoned operation never costs the others.
+SQL itself fails (or a value cannot be bound), the transaction is rolled back and the batch is
+retried one operation per transaction, so one poisoned operation never costs the others.
 
 Runs only in the writer's worker thread; the caches are that thread's and are dropped on any
 rollback, since they may hold ids the rollback undid.
@@ -131,7 +131,7 @@ class WriteSide:
             except BaseException:
                 self._rollback()
                 raise
-        except sqlite3.Error:
+        except Exception:  # SQL, or a value SQLite cannot bind: isolate it
             outcomes = [self._apply_alone(op) for op in ops]
         if self.erased_in_batch:
             self._purge_wal()
@@ -148,8 +148,8 @@ class WriteSide:
             except BaseException:
                 self._rollback()
                 raise
-        except sqlite3.Error as exc:
-            return Failed(StorageError(f"{type(op).__name__} failed: {exc}"))
+        except Exception as exc:  # this operation alone fails, never the writer
+            return Failed(StorageError(f"{type(op).__name__} failed: {exc!r}"))
 
     def _rollback(self) -> None:
         self.pending_rows.clear()

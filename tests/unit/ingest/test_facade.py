@@ -208,3 +208,24 @@ async def test_a_chunk_of_only_qos0_reports_needs_no_wait(ingest):
     await declare(ingest, network)
     pending = await ingest.submit_many(network, "c", [("report/thermo/temp", b"1", 0)] * 3, NOW)
     assert not pending.must_wait and await pending.wait() == []
+
+
+async def test_the_tree_cache_is_bounded_by_values_and_refills_from_the_store(tmp_path):
+    async with open_sqlite_store(tmp_path) as store:
+        ingest = Ingest(store, cached_values=8)  # two networks of four values
+        nets = [uuid.uuid4() for _ in range(3)]
+        for n in nets:
+            await declare(ingest, n)
+        assert list(ingest._cache) == nets[1:]  # the oldest was evicted
+        for n in nets:  # ... and every network still works, reloading from the store
+            assert await ingest.handle(n, "c", "report/thermo/temp", b"1", 1, NOW) == []
+        assert ingest._cache_values <= 8
+
+
+async def test_erasing_through_ingest_forgets_the_tree(ingest):
+    network = uuid.uuid4()
+    await declare(ingest, network)
+    assert await ingest.erase_network(network) is True
+    doc = errors_of(await ingest.handle(network, "c", "report/thermo/temp", b"1", 1, NOW))
+    assert doc["errors"][0]["code"] == "UNKNOWN_VALUE"
+    assert await ingest.erase_network(network) is False

@@ -12,6 +12,7 @@ from storehelpers import T0, model_decl
 
 from gateway.ingest import ReportRow
 from gateway.storage import DB_NAME, StorageError, StoreClosed, open_sqlite_store
+from gateway.storage.sqlite.ops import SetRetained
 
 
 async def declared_value(store, network):
@@ -160,3 +161,16 @@ async def test_the_wal_is_checkpointed_beside_the_writer_not_inside_its_commits(
         conn = sqlite3.connect(copy)
         assert conn.execute("SELECT count(*) FROM state_log").fetchone()[0] == 2000
         conn.close()
+
+
+async def test_a_value_sqlite_cannot_store_fails_only_its_own_operation(store, network):
+    value = await declared_value(store, network)
+    good = await store.submit_reports([row(value, 1)])
+    # a lone surrogate cannot be encoded as UTF-8 for SQLite: that write fails, alone
+    bad = await store.submit(SetRetained(network, "bad\ud800", b"x", 1, T0))
+    await store.set_retained(network, "fine", b"y", 1, T0)
+    await store.wait_committed(good)
+    with pytest.raises(StorageError, match="SetRetained failed"):
+        await store.wait_committed(bad)
+    assert [m.topic for m in await store.retained(network)] == ["fine"]
+    assert await count_rows(store, value) == ["1"]
