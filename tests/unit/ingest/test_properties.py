@@ -119,3 +119,45 @@ def test_any_report_document_is_stored_text_or_a_rejection(doc):
 @given(st.binary(max_size=200) | st.text(max_size=50).map(str.encode))
 def test_any_report_bytes_are_stored_text_or_a_rejection(payload):
     _check_all(payload)
+
+
+names = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs"),
+                                       blacklist_characters="/+#$"),
+                min_size=1, max_size=20)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+
+
+@st.composite
+def valid_values(draw):
+    kind = draw(st.sampled_from(["number", "string", "blob", "xml"]))
+    doc = {"name": draw(names), "permission": draw(st.sampled_from(["r", "w", "rw"]))}
+    if kind == "number":
+        lo, hi = sorted([draw(finite), draw(finite)])
+        spec = {"min": lo, "max": hi}
+        if draw(st.booleans()):
+            spec["step"] = draw(st.floats(min_value=0.001, max_value=1000))
+        if draw(st.booleans()):
+            spec["unit"] = draw(st.text(max_size=5))
+        doc["number"] = spec
+    else:
+        doc[kind] = {"max": draw(st.integers(1, 60000))}
+    if draw(st.booleans()):
+        doc["period"] = draw(st.floats(min_value=0.1, max_value=1e6))
+    return doc
+
+
+valid_models = st.lists(
+    st.fixed_dictionaries({"name": names, "values": st.lists(valid_values(), max_size=5,
+                                                             unique_by=lambda v: v["name"])}),
+    max_size=5, unique_by=lambda d: d["name"]).map(lambda devs: {"devices": devs})
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_models)
+def test_every_valid_declaration_is_accepted_whole_and_round_trips(doc):
+    model = parse_model(json.dumps(doc).encode())
+    assert [d.name for d in model.devices] == [d["name"] for d in doc["devices"]]
+    for dev, raw in zip(model.devices, doc["devices"], strict=True):
+        assert len(dev.values) == len(raw["values"])
+        for v, raw_v in zip(dev.values, raw["values"], strict=True):
+            assert v.to_json() == raw_v
