@@ -13,23 +13,34 @@ tells in advance); the gateway relays every publish, ingest's or not, like any b
 
 Pipelining: a connection that must keep reading while earlier messages commit uses
 `pending = await ingest.submit(...)` in its reader (waits only for queue room: backpressure)
-and `await pending.wait()` in a task that sends the acknowledgements in order. A `model`
-publish completes inside `submit` (the reports behind it must see its UUIDs).
+and `await pending.wait()` in a task that sends the acknowledgements in order. Better still,
+`submit_many(network, client_id, [(topic, payload, qos), ...], now)` takes every PUBLISH
+decoded from one socket read as ONE store operation: per-operation overhead, not SQLite, is
+what limits the writer (docs/benchmarks.md, "Store"). A `model` publish completes inside
+`submit` (the reports behind it must see its UUIDs).
 
-Errors: a `StorageError` out of `handle`/`wait` means "not stored": do not acknowledge; close
-the connection (the device will resend). Nothing else escapes for any payload or topic.
+Errors: a `StorageError` out of `handle`/`submit`/`wait` means "not stored": do not
+acknowledge; close the connection (the device will resend). Nothing else escapes for any
+payload or topic; refusals are replies on `errors` and the publish IS acknowledged.
 
-Integration steps for the gateway (issue 5/6):
-1. at start: `async with open_sqlite_store(data_dir) as store:` then `ingest = Ingest(store)`;
+Integration steps for the gateway (issues 5 and 6):
+1. at start: `async with open_sqlite_store(data_dir) as store:` (the `--data` folder; one
+   file `fleetgate.sqlite3`, 0600), then `ingest = Ingest(store)`; at start also
+   `store.load_sessions()` and, per network, `store.retained(net)` to rebuild the broker;
 2. on CONNECT accepted: `await store.connected(net, client_id, cert_serial, now)`; on close:
-   `await store.disconnected(net, client_id, reason, now)`; every few seconds of traffic:
-   `await store.seen(net, now)`;
-3. on PUBLISH with `is_ingest_topic(topic)`: `handle` (or submit/wait), then ack, then publish
-   the replies into the jail (retained ones via the broker's retained path);
-4. retained messages, persistent sessions and queued QoS 1/2 messages: `store.set_retained`,
-   `save_session`, `enqueue`/`dequeue`, `load_sessions()`/`retained(net)` at start;
-5. HTTP API: `ingest.control(value_uuid, data, now)` validates, stores the Control state and
-   returns the retained QoS 1 `Reply` to publish in the returned network's jail.
+   `await store.disconnected(net, client_id, reason, now)` (reason: the disconnect reason
+   token); at most every few seconds of traffic: `await store.seen(net, now)`;
+3. on PUBLISH with `is_ingest_topic(topic)`: `handle` (or `submit`/`submit_many` + `wait`),
+   then PUBACK/PUBREC, then publish the replies into the jail (retained ones through the
+   broker's retained path, so they are stored too); relay the PUBLISH itself as usual;
+4. MQTT state that must survive a restart: `store.set_retained` before acknowledging a
+   retained PUBLISH; `save_session`/`delete_session` on clean-session-0 SUBSCRIBE/
+   UNSUBSCRIBE/CONNECT; `enqueue` before acknowledging a QoS 1/2 message for an offline
+   session, `dequeue` when its PUBACK/PUBCOMP arrives;
+5. HTTP API (issue 7): `ingest.control(value_uuid, data, now)` validates, stores the Control
+   state and returns (network, retained QoS 1 `Reply`) to publish into that network's jail;
+   `ingest.erase_network(net)` erases and forgets; reads are on `store` (`get_tree`,
+   `latest_states`, `history`, `connection_status`, `list_networks`, ...).
 """
 
 from __future__ import annotations
