@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.figures import TITLES
+from bench.servers import AMQTT_VERSION
 
 HEADING = "## Side by side"
 ORDER = ["1", "2", "3", "4", "5", "6", "7"]
@@ -143,6 +144,13 @@ def render(doc: dict[str, Any], results_path: str) -> str:
         "`make bench` (issue 9); the raw runs are in "
         + (f"[{results_path}](../{results_path})." if not results_path.startswith("/")
            else f"{results_path}."),
+        "",
+        "Reproduce with `make bench` (every figure, 3 runs; about 35 minutes here) or "
+        "`.venv/bin/python -m bench --only 6 1 --runs 5` for some figures; `--quick` is the "
+        "smoke test's tiny run inside `make test`. The servers run on loopback with mTLS and "
+        "certificates from `fleet-ca`: mosquitto (`require_certificate true`), amqtt "
+        f"{AMQTT_VERSION} from PyPI in its own `.venv-bench/` (client certificates made "
+        "required), and `fleet-gateway serve`.",
         "",
         "### The machine and the run",
         "",
