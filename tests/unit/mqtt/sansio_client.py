@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+from gateway.mqtt._state import ConnectionState
 from gateway.mqtt.codec import PacketReader, encode_into
+from gateway.mqtt.errors import RemoteProtocolError
 from gateway.mqtt.events import ConnectReceived, Event
 from gateway.mqtt.packets import (
     ConnAck,
@@ -254,3 +258,29 @@ def connect_bytes(
     """A CONNECT built by hand, to break what our encoder refuses to break."""
     body = utf8(name) + bytes((level, flags)) + keepalive.to_bytes(2, "big")
     return raw(0x10, body + utf8(client_id) + payload_tail)
+
+
+def refused_before_connack(data: bytes, rule: str | None = None) -> RemoteProtocolError:
+    """Feed `data` to a fresh server: it must fail, send nothing, and end in ERROR."""
+    server = ServerConnection()
+    server.receive_data(data, 0.0)
+    with pytest.raises(RemoteProtocolError) as info:
+        drain(server)
+    assert server.state is ConnectionState.ERROR
+    assert server.data_to_send() == b""
+    if rule is not None:
+        assert info.value.rule == rule
+    return info.value
+
+
+def violation_after_connect(data: bytes, rule: str | None = None) -> RemoteProtocolError:
+    """Feed `data` to a connected server: it must fail, answer nothing, end in ERROR."""
+    client, server = connected_pair()
+    server.receive_data(data, 1.0)
+    with pytest.raises(RemoteProtocolError) as info:
+        drain(server)
+    assert server.state is ConnectionState.ERROR
+    assert server.data_to_send() == b""
+    if rule is not None:
+        assert info.value.rule == rule
+    return info.value
