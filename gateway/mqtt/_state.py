@@ -26,7 +26,23 @@ from __future__ import annotations
 from enum import Enum, IntEnum
 
 from .errors import LocalProtocolError, RemoteProtocolError
-from .packets import PacketType
+from .packets import (
+    ConnAck,
+    Connect,
+    Disconnect,
+    PacketType,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
 
 
 class ConnectionState(IntEnum):
@@ -100,6 +116,24 @@ ACT: dict[tuple[ConnectionState, Action], ConnectionState] = {
     (_S.CONNECTED, _A.EOF): _S.CLOSED,
 }
 """(state, application action) -> next state. Absent: our own misuse."""
+
+PACKET_TYPE: dict[type, PacketType] = {
+    Connect: PacketType.CONNECT,
+    ConnAck: PacketType.CONNACK,
+    Publish: PacketType.PUBLISH,
+    PubAck: PacketType.PUBACK,
+    PubRec: PacketType.PUBREC,
+    PubRel: PacketType.PUBREL,
+    PubComp: PacketType.PUBCOMP,
+    Subscribe: PacketType.SUBSCRIBE,
+    SubAck: PacketType.SUBACK,
+    Unsubscribe: PacketType.UNSUBSCRIBE,
+    UnsubAck: PacketType.UNSUBACK,
+    PingReq: PacketType.PINGREQ,
+    PingResp: PacketType.PINGRESP,
+    Disconnect: PacketType.DISCONNECT,
+}
+"""Packet value class -> the type number the tables are keyed by."""
 
 SERVER_NEVER_RECEIVES = frozenset({_P.CONNACK, _P.SUBACK, _P.UNSUBACK, _P.PINGRESP})
 

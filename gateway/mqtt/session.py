@@ -60,6 +60,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from . import _state
+from ._state import PACKET_TYPE as _PACKET_TYPE
 from ._state import Action, ConnectionState
 from .codec import DEFAULT_MAX_PACKET_SIZE, PacketReader, encode_into
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -108,23 +109,6 @@ _QOS1 = QoS.AT_LEAST_ONCE
 _QOS2 = QoS.EXACTLY_ONCE
 _ACKNOWLEDGE = Action.ACKNOWLEDGE
 _PUBLISH = Action.PUBLISH
-
-_PACKET_TYPE: dict[type, PacketType] = {
-    Connect: PacketType.CONNECT,
-    ConnAck: PacketType.CONNACK,
-    Publish: PacketType.PUBLISH,
-    PubAck: PacketType.PUBACK,
-    PubRec: PacketType.PUBREC,
-    PubRel: PacketType.PUBREL,
-    PubComp: PacketType.PUBCOMP,
-    Subscribe: PacketType.SUBSCRIBE,
-    SubAck: PacketType.SUBACK,
-    Unsubscribe: PacketType.UNSUBSCRIBE,
-    UnsubAck: PacketType.UNSUBACK,
-    PingReq: PacketType.PINGREQ,
-    PingResp: PacketType.PINGRESP,
-    Disconnect: PacketType.DISCONNECT,
-}
 
 
 @dataclass(frozen=True, slots=True)
