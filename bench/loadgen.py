@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
+import queue
 import random
 import resource
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench import mqttwire
@@ -402,7 +403,7 @@ class LoadRun:
                                 f"reported {kind!r} in {timeout:.0f} s")
             try:
                 msg, index, value = self.results.get(timeout=min(left, 1.0))
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 if any(p.exitcode not in (None, 0) for p in self.procs):
                     raise LoadError("load generator worker died") from None
                 continue
@@ -450,7 +451,3 @@ class LoadRun:
 
     def __exit__(self, *exc: object) -> None:
         self.finish()
-
-
-def with_workers(spec: LoadSpec, workers: int, cpus: tuple[int, ...]) -> LoadSpec:
-    return replace(spec, workers=max(1, workers), cpus=cpus)

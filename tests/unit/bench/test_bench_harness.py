@@ -104,6 +104,17 @@ def test_ack_counter_counts_acknowledgements_split_anywhere() -> None:
         assert not counter.buffer
 
 
+def test_ack_counter_counts_runs_of_pubacks_around_other_packets() -> None:
+    pubacks = b"".join(bytes([0x40, 2, 0, i]) for i in range(1, 101))
+    counter = mqttwire.AckCounter()
+    counter.feed(pubacks + bytes([0xD0, 0]) + pubacks + bytes([0x40, 2]))  # a PUBACK cut short
+    assert counter.count(mqttwire.PacketType.PUBACK) == 200
+    assert counter.count(mqttwire.PacketType.PINGRESP) == 1
+    counter.feed(bytes([0, 7]) + pubacks)
+    assert counter.count(mqttwire.PacketType.PUBACK) == 301
+    assert not counter.buffer
+
+
 def test_publish_blocks_never_reuse_a_packet_id_within_the_cycle() -> None:
     blocks = mqttwire.publish_blocks("t", b"x" * 100, qos=1, block=5, blocks=4)
     ids = []
