@@ -22,5 +22,7 @@ class DisconnectReason(StrEnum):
     """A connection or queue limit was reached (detail names the limit)."""
     REVOKED = "REVOKED"
     """The certificate was revoked while the session was live."""
+    ERASED = "ERASED"
+    """An operator erased the network's data (HTTP API); its identity is barred."""
     SERVER_SHUTDOWN = "SERVER_SHUTDOWN"
     """The gateway is stopping."""

@@ -25,7 +25,7 @@ from uuid import UUID
 
 from gateway.ingest.limits import Limits
 from gateway.ingest.model import ModelDecl
-from gateway.ingest.tree import NetworkTree, ReportRow, StateKind
+from gateway.ingest.tree import DeviceNode, NetworkTree, ReportRow, StateKind
 
 from .records import (
     ConnectionEvent,
@@ -92,6 +92,9 @@ class Store(Protocol):
     async def get_tree(self, network: UUID) -> NetworkTree | None: ...
 
     async def find_value(self, value: UUID) -> ValueLocation | None: ...
+
+    async def find_device(self, device: UUID) -> tuple[UUID, DeviceNode] | None:
+        """(network UUID, the device node with its values), or None."""
 
     async def history(self, value: UUID, *, kind: StateKind = ..., since: datetime | None = ...,
                       until: datetime | None = ..., limit: int = ..., newest_first: bool = ...,

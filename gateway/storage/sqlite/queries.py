@@ -13,7 +13,7 @@ from datetime import datetime
 from uuid import UUID
 
 from gateway.ingest.model import value_decl_from_json
-from gateway.ingest.tree import NetworkTree, StateKind, StateNode, ValueNode
+from gateway.ingest.tree import DeviceNode, NetworkTree, StateKind, StateNode, ValueNode
 
 from ..records import (
     ConnectionEvent,
@@ -54,6 +54,19 @@ def find_value(conn: sqlite3.Connection, value: UUID) -> ValueLocation | None:
             "SELECT uuid, kind FROM states WHERE value_id = ? ORDER BY kind", (vid,)))
     node = ValueNode(value, value_decl_from_json(json.loads(decl)), states)
     return ValueLocation(UUID(network_uuid), UUID(device_uuid), device_name, node)
+
+
+def find_device(conn: sqlite3.Connection, device: UUID) -> tuple[UUID, DeviceNode] | None:
+    """(network UUID, the device with its values) for a device UUID, or None."""
+    with snapshot(conn):
+        row = conn.execute(
+            "SELECT n.uuid FROM devices d JOIN networks n ON n.id = d.network_id "
+            "WHERE d.uuid = ?", (str(device),)).fetchone()
+        network = None if row is None else load_tree(conn, UUID(row[0]))
+    for node in network.devices if network else ():
+        if node.uuid == device:
+            return network.uuid, node
+    return None
 
 
 def _record(value: UUID, kind: StateKind, row: tuple) -> StateRecord:

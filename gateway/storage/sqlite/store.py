@@ -24,7 +24,7 @@ import trio
 
 from gateway.ingest.limits import DEFAULT_LIMITS, Limits
 from gateway.ingest.model import ModelDecl
-from gateway.ingest.tree import NetworkTree, ReportRow, StateKind
+from gateway.ingest.tree import DeviceNode, NetworkTree, ReportRow, StateKind
 
 from ..errors import StorageError
 from ..records import (
@@ -191,6 +191,9 @@ class SQLiteStore:
 
     async def find_value(self, value: UUID) -> ValueLocation | None:
         return await self._read_with(queries.find_value, value)
+
+    async def find_device(self, device: UUID) -> tuple[UUID, DeviceNode] | None:
+        return await self._read_with(queries.find_device, device)
 
     async def history(self, value: UUID, *, kind: StateKind = StateKind.REPORT,
                       since: datetime | None = None, until: datetime | None = None,

@@ -1,0 +1,152 @@
+"""Prometheus text exposition (format 0.0.4) of samples gathered from the gateway.
+
+`render(samples)` is pure: samples of one metric are grouped under one `# HELP`/`# TYPE`
+header, label values escaped as the format requires. `gateway_samples(...)` reads the
+gateway's counters, the broker's, the store's and ingest's `statistics()` at scrape time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "fleetgate_"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    name: str  # without the prefix; counters end in _total
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+    kind: str = "counter"  # or "gauge"
+    help: str = ""
+
+
+MetricsSource = Callable[[], Iterable[Sample]]
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def render(samples: Iterable[Sample]) -> bytes:
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(s.name, []).append(s)
+    lines: list[str] = []
+    for name, group in groups.items():
+        full = PREFIX + name
+        first = group[0]
+        lines.append(f"# HELP {full} {_escape(first.help or name.replace('_', ' '))}")
+        lines.append(f"# TYPE {full} {first.kind}")
+        for s in group:
+            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in s.labels)
+            lines.append(f"{full}{{{labels}}} {_number(s.value)}" if labels
+                         else f"{full} {_number(s.value)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+# gateway counter key prefix -> (metric, label name, help)
+_LABELLED = (
+    ("handshake_refused_", "handshakes_refused_total", "reason",
+     "MQTT TLS handshakes or admissions refused, by reason"),
+    ("messages_in_qos", "messages_in_total", "qos", "PUBLISH packets received, by QoS"),
+    ("messages_out_qos", "messages_out_total", "qos", "PUBLISH packets sent, by QoS"),
+    ("disconnect_", "disconnects_total", "reason", "MQTT connections closed, by reason"),
+    ("throttled_", "throttled_total", "limit", "connections or sessions refused by a limit"),
+)
+_PLAIN = {
+    "connections_accepted": ("connections_accepted_total", "TCP connections accepted"),
+    "handshakes_accepted": ("handshakes_accepted_total", "device admissions accepted"),
+    "publish_denied": ("publishes_denied_total", "PUBLISH refused by the jail"),
+    "subscribe_denied": ("subscribes_denied_total", "SUBSCRIBE filters refused by the jail"),
+    "revocations_applied": ("revocations_applied_total", "live sessions closed by revocation"),
+    "protocol_errors": ("protocol_errors_total", "MQTT protocol errors by clients"),
+    "wills_published": ("wills_published_total", "will messages published"),
+    "internal_errors": ("internal_errors_total", "unexpected errors (each logged)"),
+    "throttle_pauses": ("throttle_pauses_total", "reads paused by a rate limit"),
+}
+
+
+def counter_samples(counters: dict[str, int]) -> list[Sample]:
+    """Samples from the gateway's `counters` (names as gateway/app.py and server.py use)."""
+    out: list[Sample] = []
+    for key, value in sorted(counters.items()):
+        for prefix, metric, label, help_ in _LABELLED:
+            if key.startswith(prefix):
+                out.append(Sample(metric, value, ((label, key[len(prefix):]),), help=help_))
+                break
+        else:
+            metric, help_ = _PLAIN.get(key, (f"{key}_total", key.replace("_", " ")))
+            out.append(Sample(metric, value, help=help_))
+    # Always expose the QoS families, so a dashboard sees zeros rather than gaps.
+    present = {(s.name, s.labels) for s in out}
+    for metric in ("messages_in_total", "messages_out_total"):
+        for qos in "012":
+            if (metric, (("qos", qos),)) not in present:
+                out.append(Sample(metric, 0, (("qos", qos),)))
+    return out
+
+
+def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
+                    http: Any = None) -> list[Sample]:
+    """Everything /metrics shows; each source is optional (tests run parts alone)."""
+    out: list[Sample] = []
+    if gateway is not None:
+        out.append(Sample("connections", len(gateway.connections), kind="gauge",
+                          help="live MQTT connections"))
+        out += counter_samples(dict(gateway.counters))
+        for key, value in gateway.broker.statistics().items():
+            kind = "gauge" if key == "live_sessions" else "counter"
+            name = f"broker_{key}" + ("" if kind == "gauge" else "_total")
+            out.append(Sample(name, value, kind=kind, help=f"broker {key.replace('_', ' ')}"))
+        out.append(Sample("tls_reloads_total", gateway.tls.reloads, help="TLS/CRL reloads"))
+    if ingest is not None:
+        st = ingest.statistics()
+        out.append(Sample("models_total", st.models_accepted, (("result", "accepted"),),
+                          help="model declarations"))
+        out.append(Sample("models_total", st.models_rejected, (("result", "rejected"),)))
+        out.append(Sample("reports_stored_total", st.reports_stored,
+                          help="readings queued for the store"))
+        out.append(Sample("reports_rejected_total", 0, (("reason", "none"),),
+                          help="readings refused, by reason"))
+        for reason, n in sorted(st.rejected.items()):
+            out.append(Sample("reports_rejected_total", n, (("reason", reason),)))
+    if store is not None:
+        st = store.statistics()
+        out += [
+            Sample("store_queue_depth", st.queued, kind="gauge",
+                   help="write operations waiting for the store's writer"),
+            Sample("store_queue_capacity", st.queue_capacity, kind="gauge",
+                   help="the writer queue's bound"),
+            Sample("store_producers_waiting", st.producers_waiting, kind="gauge",
+                   help="tasks blocked by store backpressure"),
+            Sample("store_commits_total", st.commits, help="store transactions committed"),
+            Sample("store_operations_total", st.operations, help="write operations committed"),
+            Sample("store_reports_total", st.reports, help="report rows committed"),
+            Sample("store_failed_operations_total", st.failed_operations,
+                   help="write operations that failed"),
+            Sample("store_busy_retries_total", st.busy_retries,
+                   help="commits retried on a busy database"),
+            Sample("store_batch_size", st.last_batch, kind="gauge",
+                   help="operations in the last transaction"),
+            Sample("store_commit_seconds", st.last_commit_seconds, kind="gauge",
+                   help="duration of the last commit"),
+        ]
+    if http is not None:
+        for key, value in sorted(http.counters.items()):
+            out.append(Sample(f"http_{key}_total", value, help=f"HTTP API {key}"))
+    return out

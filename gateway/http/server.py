@@ -1,0 +1,273 @@
+"""The HTTPS listener: one trio task per connection around h11 and the `Api` core.
+
+Theory of operation (the shape of h11's examples/trio-server.py), per accepted connection:
+
+1. TLS: an `SSLStream` on the context current at accept time (server certificate, client
+   certificate optional but verified against our root and CRL when sent), `do_handshake()`
+   under `handshake_timeout`. A failed handshake (unknown CA, revoked, expired) is counted
+   and closed: it never reaches HTTP.
+2. Identity, once per connection: `auth.authenticate` gives an `Operator` or the 401/403
+   every protected route answers. /healthz needs none.
+3. The request loop (RFC 9112): read one request head under `header_timeout` (this is also
+   the keep-alive idle deadline), its body under `body_timeout`, at most `max_header_bytes`
+   and `max_body_bytes` (431 and 413, then close). Requests are answered strictly one after
+   another, so pipelined requests (h11 buffers the bytes behind the current one) get their
+   responses in order. A malformed request gets 400 (h11's status hint) and a clean close.
+4. The response: `Response.body` whole with a Content-Length, or `Response.stream` as chunked
+   `Data` events, one per chunk the core yields, each sent under `send_timeout`. A failure
+   in the middle of a stream cannot change the status any more: the connection is cut
+   without the final chunk, which clients see as a truncated answer, never as a complete one.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+import trio
+
+from .api import Api
+from .auth import Operator, authenticate
+from .errors import ApiError
+from .messages import Request, Response, error_response
+
+TLSProvider = Callable[[], tuple[ssl.SSLContext, frozenset[int]]]
+"""Returns (the current server context, the current CRL's revoked serials)."""
+
+RECEIVE_SIZE = 64 * 1024
+SERVER_HEADER = ("server", "fleetgate")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    handshake_timeout: float = 10.0
+    header_timeout: float = 30.0  # a request head, or keep-alive idleness between requests
+    body_timeout: float = 30.0
+    send_timeout: float = 60.0  # per chunk written
+    max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 64 * 1024
+    max_connections: int = 256
+
+
+class _Close(Exception):
+    """Internal: end this connection (after an error response, or on a broken stream)."""
+
+
+class HttpStatistics:
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.open_connections = 0
+
+
+class _Connection:
+    def __init__(self, stream: trio.SSLStream, api: Api, limits: HttpLimits,
+                 operator: Operator | None, refusal: ApiError | None,
+                 stats: HttpStatistics) -> None:
+        self.stream = stream
+        self.api = api
+        self.limits = limits
+        self.operator = operator
+        self.refusal = refusal
+        self.stats = stats
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+
+    async def _next_event(self) -> Any:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            self.conn.receive_data(data)
+
+    async def _send(self, event: Any) -> None:
+        data = self.conn.send(event)
+        if data:
+            with trio.fail_after(self.limits.send_timeout):
+                await self.stream.send_all(data)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                request = await self._read_request()
+            except h11.RemoteProtocolError as exc:
+                self.stats.counters["bad_requests"] += 1
+                await self._refuse(ApiError(exc.error_status_hint, "malformed_request",
+                                            str(exc) or "malformed HTTP request"))
+                return
+            except ApiError as exc:
+                self.stats.counters["bad_requests"] += 1
+                await self._refuse(exc)
+                return
+            if request is None:
+                return  # the client closed, or stayed idle past the deadline
+            self.stats.counters["requests"] += 1
+            try:
+                response = await self.api.handle(request)
+            except Exception as exc:  # a bug or a failed store: this request only
+                self.stats.counters["internal_errors"] += 1
+                if self.api.on_error is not None:
+                    self.api.on_error(exc)
+                response = error_response(ApiError(500, "internal_error",
+                                                   f"internal error ({type(exc).__name__})"))
+            self.stats.counters[f"responses_{response.status // 100}xx"] += 1
+            await self._respond(response)
+            if response.close or self.conn.our_state is h11.MUST_CLOSE:
+                return
+            try:
+                self.conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return  # the client has not finished its request: no keep-alive
+
+    async def _read_request(self) -> Request | None:
+        try:
+            with trio.fail_after(self.limits.header_timeout):
+                event = await self._next_event()
+        except trio.TooSlowError:
+            if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
+                return None  # idle keep-alive connection: just close
+            raise ApiError(408, "request_timeout", "the request head took too long") from None
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request)
+        headers = {k.decode("latin-1"): v for k, v in event.headers}
+        length = headers.get("content-length")
+        if length is not None and int(length) > self.limits.max_body_bytes:
+            raise ApiError(413, "body_too_large",
+                           f"request bodies are limited to {self.limits.max_body_bytes} bytes")
+        body = bytearray()
+        try:
+            with trio.fail_after(self.limits.body_timeout):
+                while True:
+                    part = await self._next_event()
+                    if isinstance(part, h11.Data):
+                        body += part.data
+                        if len(body) > self.limits.max_body_bytes:
+                            raise ApiError(413, "body_too_large", "request body too large")
+                    elif isinstance(part, h11.EndOfMessage):
+                        break
+                    elif isinstance(part, h11.ConnectionClosed):
+                        raise _Close()
+        except trio.TooSlowError:
+            raise ApiError(408, "request_timeout", "the request body took too long") from None
+        try:
+            target = event.target.decode("ascii")
+            method = event.method.decode("ascii")
+        except UnicodeDecodeError:
+            raise ApiError(400, "bad_target", "non-ASCII request target") from None
+        ctype = headers.get("content-type")
+        return Request.from_target(
+            method, target, body=bytes(body),
+            content_type=ctype.decode("latin-1") if ctype is not None else None,
+            operator=self.operator, refusal=self.refusal)
+
+    async def _refuse(self, error: ApiError) -> None:
+        """Answer an unusable request (if h11 still lets us) and close."""
+        self.stats.counters[f"responses_{error.status // 100}xx"] += 1
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            try:
+                await self._respond(error_response(error, close=True))
+            except (h11.LocalProtocolError, trio.TooSlowError):
+                pass
+
+    async def _respond(self, response: Response) -> None:
+        headers = [SERVER_HEADER, *response.headers]
+        if response.close:
+            headers.append(("connection", "close"))
+        if response.stream is None:
+            headers.append(("content-length", str(len(response.body))))
+        await self._send(h11.Response(status_code=response.status, headers=headers))
+        if response.stream is None:
+            if response.body:
+                await self._send(h11.Data(data=response.body))
+        else:
+            async for chunk in response.stream:
+                if chunk:
+                    await self._send(h11.Data(data=chunk))
+        await self._send(h11.EndOfMessage())
+
+
+async def serve_http(
+    address: tuple[str, int],
+    tls: TLSProvider,
+    store: Any,
+    *,
+    hooks: Any = None,
+    metrics: Callable[[], Any] | None = None,
+    bars: Any = None,
+    limits: HttpLimits = HttpLimits(),
+    log: Any = None,
+    stats: HttpStatistics | None = None,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the HTTP API over TLS on `address` until cancelled.
+
+    `tls()` is asked for the context at every accept (so CRL and certificate reloads apply
+    to new connections); `hooks` performs control and erasure (`wiring.GatewayHooks`);
+    `metrics()` gives the /metrics samples. `task_status.started((host, port))` reports the
+    bound address (port 0 picks a free one) after the `listening` log line.
+    """
+    stats = stats if stats is not None else HttpStatistics()
+
+    def on_error(exc: BaseException) -> None:
+        if log is not None:
+            log.emit("http_internal_error", detail=f"{type(exc).__name__}: {exc}")
+
+    api = Api(store, hooks=hooks, metrics=metrics, bars=bars, on_error=on_error)
+    host, port = address
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    sockname = listeners[0].socket.getsockname()
+    bound = (sockname[0], sockname[1])
+    shown = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+    if log is not None:
+        log.emit("listening", http=shown)
+    task_status.started(bound)
+
+    async def handle(tcp: trio.SocketStream) -> None:
+        await _serve_connection(tcp, tls, api, limits, stats, log)
+
+    await trio.serve_listeners(handle, listeners)
+
+
+async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
+                            limits: HttpLimits, stats: HttpStatistics, log: Any) -> None:
+    if stats.open_connections >= limits.max_connections:
+        stats.counters["connections_refused"] += 1
+        await trio.aclose_forcefully(tcp)
+        return
+    stats.open_connections += 1
+    stats.counters["connections"] += 1
+    context, revoked = tls()
+    stream = trio.SSLStream(tcp, context, server_side=True)
+    try:
+        try:
+            with trio.fail_after(limits.handshake_timeout):
+                await stream.do_handshake()
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            stats.counters["handshakes_refused"] += 1
+            return
+        der = stream.getpeercert(binary_form=True)
+        who = authenticate(der, revoked)
+        operator = who if isinstance(who, Operator) else None
+        refusal = who if isinstance(who, ApiError) else None
+        try:
+            await _Connection(stream, api, limits, operator, refusal, stats).run()
+        except (_Close, trio.BrokenResourceError, trio.ClosedResourceError,
+                trio.TooSlowError, h11.LocalProtocolError):
+            pass
+        except Exception as exc:  # a stream generator failed mid-answer: cut this one
+            stats.counters["internal_errors"] += 1
+            api.on_error and api.on_error(exc)
+    finally:
+        stats.open_connections -= 1
+        with trio.move_on_after(1.0, shield=True):
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass

@@ -1,0 +1,128 @@
+"""Connecting the API core to a running gateway: its TLS files, broker, store and ingest.
+
+- `http_tls(gateway.tls)`: the HTTPS context provider. The same server certificate, root and
+  CRL as the MQTT listener, but the client certificate is optional at the TLS layer (so
+  /healthz answers without one); when one is sent it is verified, CRL included. Rebuilt
+  whenever the gateway reloads its TLS files.
+- `GatewayHooks`: control (ingest validates and stores, the broker publishes retained QoS 1
+  into the device's jail) and erasure (bar, close live sessions, forget broker state, erase
+  the store's rows).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import trio
+
+from gateway.broker import Message
+from gateway.mqtt.packets import QoS
+from gateway.reasons import DisconnectReason
+from gateway.tls import TLSContexts, build_server_context
+
+from .api import ControlOutcome, EraseOutcome
+from .auth import Operator
+from .bars import BarList
+
+CLOSE_WAIT = 5.0  # seconds erasure waits for a network's live connections to finish
+
+
+def http_context(contexts: TLSContexts) -> ssl.SSLContext:
+    """A server context like the MQTT one, with the client certificate optional."""
+    c = contexts._config
+    ctx = build_server_context(c.root_path, c.crl_path, c.cert_path, c.key_path)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+@dataclass
+class http_tls:  # noqa: N801 - used like a function: http_tls(gateway.tls)
+    """Callable TLS provider: (context, revoked serials), rebuilt after each TLS reload."""
+
+    contexts: TLSContexts
+    _built_for: Any = None
+    _context: ssl.SSLContext | None = None
+
+    def __call__(self) -> tuple[ssl.SSLContext, frozenset[int]]:
+        state = self.contexts.state
+        if self._context is None or self._built_for is not state:
+            self._context = http_context(self.contexts)
+            self._built_for = state
+        return self._context, state.revoked
+
+
+class GatewayHooks:
+    """Control and erasure against the live gateway (any part may be None in tests)."""
+
+    def __init__(self, *, store: Any, ingest: Any, gateway: Any = None,
+                 bars: BarList | None = None) -> None:
+        self.store = store
+        self.ingest = ingest
+        self.gateway = gateway
+        self.bars = bars if bars is not None else BarList()
+
+    def online(self, network: UUID) -> bool:
+        if self.gateway is None:
+            return False
+        net = str(network)
+        return any(key[0] == net for key in self.gateway.broker.live())
+
+    async def control(self, value: UUID, data: Any, operator: Operator) -> ControlOutcome:
+        now = datetime.now(UTC)
+        network, reply = await self.ingest.control(value, data, now)
+        doc = json.loads(reply.payload)
+        # Durable first (a restarted gateway still holds the command), then routed.
+        await self.store.set_retained(network, reply.topic, reply.payload, 1, now)
+        if self.gateway is not None:
+            self.gateway.broker.publish(
+                Message(f"{network}/{reply.topic}", reply.payload, QoS(1), True))
+            self.gateway.counters["controls_published"] += 1
+        where = await self.store.find_value(value)
+        return ControlOutcome(
+            network=network, device=where.device if where else None, topic=reply.topic,
+            data=doc["data"], timestamp=datetime.fromisoformat(doc["timestamp"]),
+            device_online=self.online(network))
+
+    async def erase(self, network: UUID, operator: Operator) -> EraseOutcome:
+        now = datetime.now(UTC)
+        known = (await self.store.connection_status(network) is not None
+                 or await self.store.get_tree(network) is not None)
+        if not known:
+            return EraseOutcome(False, 0)
+        # Bar first: a device reconnecting during the erasure is refused at admission.
+        self.bars.bar(network, operator.name, now)
+        closed = 0
+        if self.gateway is not None:
+            closed = await self._close_sessions(network)
+            self._forget_broker_state(network)
+        erased = await self.ingest.erase_network(network)
+        if self.gateway is not None:
+            self.gateway.log.emit("erased", network=str(network), by=operator.name,
+                                  sessions_closed=closed)
+        return EraseOutcome(erased or known, closed)
+
+    async def _close_sessions(self, network: UUID) -> int:
+        live = [c for c in list(self.gateway.connections)
+                if c.identity is not None and c.identity.network_uuid == network]
+        for connection in live:
+            connection.close(DisconnectReason.ERASED, "network erased by an operator")
+        # Their cleanup writes (disconnect status) must land before the erasure does.
+        with trio.move_on_after(CLOSE_WAIT):
+            for connection in live:
+                await connection.finished.wait()
+        return len(live)
+
+    def _forget_broker_state(self, network: UUID) -> None:
+        broker, net = self.gateway.broker, str(network)
+        for message in broker.retained.matching(f"{net}/#"):
+            broker.retained.clear(message.topic)
+        for state in [s for s in broker.sessions.all() if s.key[0] == net]:
+            for topic_filter in list(state.subscriptions):
+                broker.unsubscribe(state, topic_filter)
+            broker.sessions.delete(state.key)
