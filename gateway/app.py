@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TextIO
 
@@ -25,7 +26,6 @@ from .config import GatewayConfig
 from .errors import ConfigError
 from .limits import ConnectionLimits, TokenBucket
 from .logs import EventLog, open_log_file
-from .mqtt.packets import QoS
 from .reasons import DisconnectReason
 from .tls import TLSContexts
 
@@ -42,15 +42,33 @@ class Reply(Protocol):
     retain: bool
 
 
-class Ingest(Protocol):
-    """Takes an inbound application message before it is acknowledged (gateway.ingest.Ingest).
+class Pending(Protocol):
+    """A submitted batch: `wait()` returns its replies once what must be durable is."""
 
-    `handle` returns once what must be durable is committed; raising means "not stored":
-    the connection closes without acknowledging, so the device sends the message again.
+    async def wait(self) -> Sequence[Reply]: ...
+
+
+class Ingest(Protocol):
+    """Takes inbound application messages before they are acknowledged (`gateway.ingest`).
+
+    `submit_many` gets every PUBLISH decoded from one socket read (device-relative topics)
+    and waits only for queue room (backpressure); `Pending.wait()` raising means "not
+    stored": the connection closes without acknowledging, so the device sends them again.
     """
 
-    async def handle(self, network: uuid.UUID, client_id: str, topic: str, payload: bytes,
-                     qos: int, now: datetime) -> Sequence[Reply]: ...
+    async def submit_many(self, network: uuid.UUID, client_id: str,
+                          messages: Sequence[tuple[str, bytes, int]],
+                          now: datetime) -> Pending: ...
+
+
+class ConnectionStatus(Protocol):
+    """Where connection status per network is kept (the store of `gateway.storage`)."""
+
+    async def connected(self, network: uuid.UUID, client_id: str, cert_serial: str | None,
+                        now: datetime) -> None: ...
+
+    async def disconnected(self, network: uuid.UUID, client_id: str, reason: str,
+                           now: datetime) -> None: ...
 
 
 def open_log(config: GatewayConfig, stream: TextIO | None = None) -> EventLog:
@@ -81,6 +99,7 @@ class Gateway:
         *,
         log: EventLog | None = None,
         ingest: Ingest | None = None,
+        status: ConnectionStatus | None = None,
         broker: Broker | None = None,
     ) -> None:
         self.config = config
@@ -92,6 +111,7 @@ class Gateway:
             max_retained_per_network=config.max_retained_per_network,
         )
         self.ingest = ingest
+        self.status = status
         self.limits = ConnectionLimits(
             config.max_connections,
             config.max_connections_per_network,
@@ -103,28 +123,44 @@ class Gateway:
 
     # -- the ingest seam ----------------------------------------------------------------
 
-    async def accept_publish(self, connection: Connection, message: Message) -> list[Message]:
-        """Hand one inbound message to ingest, then route it; the caller acks afterwards.
-
-        Returns ingest's replies, mounted, for the caller to publish after the
-        acknowledgement (`model/accepted`, `errors`, ...).
-        """
+    def route(self, message: Message) -> None:
+        """Relay one mounted message to its subscribers (and the retained store)."""
         self.counters[f"messages_in_qos{int(message.qos)}"] += 1
-        replies: list[Message] = []
-        if self.ingest is not None:
-            identity, jail = connection.identity, connection.jail
-            assert identity is not None and jail is not None
-            assert connection.client_id is not None
-            answers = await self.ingest.handle(
-                identity.network_uuid, connection.client_id, jail.unmount(message.topic),
-                message.payload, int(message.qos), datetime.now(UTC),
-            )
-            replies = [
-                Message(jail.mount_topic(r.topic), r.payload, QoS(r.qos), r.retain)
-                for r in answers
-            ]
         self.broker.publish(message)
-        return replies
+
+    async def submit(self, connection: Connection, messages: list[Message]) -> Pending | None:
+        """The one place inbound messages meet ingest: hand over one read's publishes.
+
+        Returns None without ingest (routing is all there is: the caller acknowledges at
+        once), else the `Pending` whose `wait()` the caller awaits before acknowledging.
+        """
+        if self.ingest is None:
+            return None
+        identity, jail = connection.identity, connection.jail
+        assert identity is not None and jail is not None and connection.client_id is not None
+        return await self.ingest.submit_many(
+            identity.network_uuid, connection.client_id,
+            [(jail.unmount(m.topic), m.payload, int(m.qos)) for m in messages],
+            datetime.now(UTC),
+        )
+
+    async def record_status(self, connection: Connection, *, connected: bool) -> None:
+        """Keep the network's connection status in the store (advisory: errors are logged)."""
+        identity, client_id = connection.identity, connection.client_id
+        if self.status is None or identity is None or client_id is None:
+            return
+        now = datetime.now(UTC)
+        try:
+            if connected:
+                await self.status.connected(identity.network_uuid, client_id,
+                                            identity.serial_hex, now)
+            else:
+                reason = str(connection.reason or DisconnectReason.CONNECTION_LOST)
+                await self.status.disconnected(identity.network_uuid, client_id, reason, now)
+        except Exception as exc:  # the session must not fail on a status write
+            self.counters["status_failures"] += 1
+            self.log.emit("status_failed", network=identity.network, client_id=client_id,
+                          detail=f"{type(exc).__name__}: {exc}")
 
     # -- connection bookkeeping ---------------------------------------------------------
 
@@ -196,7 +232,34 @@ def _in_trio() -> bool:
 
 
 async def run_gateway(gateway: Gateway) -> None:
-    """Serve until SIGTERM or SIGINT; then stop accepting and close every session."""
+    """Serve until SIGTERM or SIGINT; then stop accepting and close every session.
+
+    With `data` in the config (and no ingest given), opens the SQLite store there and
+    ingests through it: acknowledgements then mean "committed".
+
+    Raises:
+        ConfigError: the store cannot be opened.
+    """
+    data = gateway.config.data
+    if data is None or gateway.ingest is not None:
+        await _serve_until_signal(gateway)
+        return
+    from .ingest import Ingest
+    from .storage.errors import StorageError
+    from .storage.sqlite.store import open_sqlite_store
+
+    async with AsyncExitStack() as stack:
+        try:
+            store = await stack.enter_async_context(open_sqlite_store(data))
+        except (StorageError, OSError) as exc:
+            raise ConfigError(f"cannot open the store in {data}: {exc}") from None
+        gateway.ingest = Ingest(store)
+        gateway.status = store
+        gateway.log.emit("store_opened", data=str(data))
+        await _serve_until_signal(gateway)
+
+
+async def _serve_until_signal(gateway: Gateway) -> None:
     from .server import serve_mqtt
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

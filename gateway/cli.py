@@ -15,6 +15,7 @@ import argparse
 import sys
 from enum import IntEnum
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -81,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(run)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return ExitCode.OK
-    except (OSError, BaseExceptionGroup) as exc:
+    except (OSError, ConfigError, BaseExceptionGroup) as exc:
+        config_error = _find(exc, ConfigError)
+        if config_error is not None:
+            print(f"fleet-gateway: error: {config_error}", file=sys.stderr)
+            return ExitCode.CONFIG
         oserror = _find(exc, OSError)
         if oserror is None:
             raise
@@ -91,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     return ExitCode.OK
 
 
-def _find(exc: BaseException, kind: type[OSError]) -> OSError | None:
+E = TypeVar("E", bound=BaseException)
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
     """The first `kind` inside (nested) exception groups, or None."""
     if isinstance(exc, kind):
         return exc

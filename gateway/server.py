@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from .app import Gateway
 
 RECEIVE_SIZE = 64 * 1024
+ACK_BATCHES = 64  # socket reads awaiting their commit before the reader stops reading
+ACK_DRAIN = 5.0  # seconds a closing connection waits for committed acknowledgements
 CLOSE_GRACE = 1.0  # seconds a closing TLS stream may take to say goodbye
 
 
@@ -92,6 +94,8 @@ class Connection:
         self._send_lock = trio.Lock()
         self._inflight: dict[int, Message] = {}
         self._resumed_at = 0.0
+        self._acks: trio.MemorySendChannel | None = None
+        self._acker_done = trio.Event()
         # Set once the session state is saved: a takeover waits for it before resuming.
         self.finished = trio.Event()
 
@@ -147,6 +151,9 @@ class Connection:
                 self.finished.set()
                 with trio.move_on_after(CLOSE_GRACE):
                     await self._aclose()
+                if self.attached is not None:
+                    with trio.move_on_after(CLOSE_GRACE):
+                        await gw.record_status(self, connected=False)
             gw.connection_closed(self)
 
     async def _aclose(self) -> None:
@@ -297,6 +304,7 @@ class Connection:
         attached.state.protocol_state = None
         conn.accept(session_present=attached.session_present, resume=resume)
         await self._flush()
+        await self.gateway.record_status(self, connected=True)
         self.log.emit(
             "connected",
             network=self.identity.network,
@@ -313,12 +321,19 @@ class Connection:
     async def _session(self) -> None:
         # Exceptions are caught inside the nursery so they leave it bare, not grouped.
         ended: BaseException | None = None
+        send, receive = trio.open_memory_channel[tuple[object, list[int]]](ACK_BATCHES)
+        self._acks = send
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer)
+            nursery.start_soon(self._acker, receive)
             try:
                 await self._reader()
             except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 ended = exc
+            # Let acknowledgements already committed go out before the socket closes.
+            await send.aclose()
+            with trio.move_on_after(ACK_DRAIN):
+                await self._acker_done.wait()
             nursery.cancel_scope.cancel()
         if ended is not None:
             raise ended
@@ -361,22 +376,27 @@ class Connection:
                 raise _Closed(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
 
     async def _handle_events(self) -> int:
-        """Handle every complete packet buffered in the core; return how many were PUBLISH."""
+        """Handle every complete packet buffered in the core; return how many were PUBLISH.
+
+        PUBLISH packets are routed at once and collected; the whole batch then goes to
+        ingest as one submission and its acknowledgements are queued for the acker, so the
+        reader keeps reading while earlier batches commit (pipelining, in order).
+        """
         assert self.conn is not None
         conn = self.conn
-        publishes = 0
+        batch: list[tuple[int | None, Message | None]] = []
+        closing: _Closed | None = None
         while True:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
-                await self._flush()
                 self.gateway.counters["protocol_errors"] += 1
-                raise _Closed(DisconnectReason.CLIENT_ERROR, _describe(exc)) from None
+                closing = _Closed(DisconnectReason.CLIENT_ERROR, _describe(exc))
+                break
             if event is None:
                 break
             if isinstance(event, PublishReceived):
-                publishes += 1
-                await self._on_publish(event)
+                batch.append(self._on_publish(event))
             elif isinstance(event, SubscribeReceived):
                 self._on_subscribe(event)
             elif isinstance(event, UnsubscribeReceived):
@@ -392,22 +412,27 @@ class Connection:
                 self.wake()
             elif isinstance(event, Disconnected):
                 self.graceful = event.graceful
-                await self._flush()
                 if event.graceful:
-                    raise _Closed(DisconnectReason.CLIENT_DISCONNECT)
-                raise _Closed(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
+                    closing = _Closed(DisconnectReason.CLIENT_DISCONNECT)
+                else:
+                    closing = _Closed(DisconnectReason.CONNECTION_LOST, "peer closed")
+                break
+        if batch:
+            await self._submit(batch)
         await self._flush()
-        return publishes
+        if closing is not None:
+            raise closing
+        return len(batch)
 
-    async def _on_publish(self, event: PublishReceived) -> None:
-        assert self.conn is not None and self.jail is not None and self.identity is not None
+    def _on_publish(self, event: PublishReceived) -> tuple[int | None, Message | None]:
+        """Route one PUBLISH (or refuse it); return (packet id to acknowledge, message)."""
+        assert self.jail is not None and self.identity is not None
         publish = event.publish
         gw = self.gateway
-        denied = False
+        packet_id = publish.packet_id if publish.qos > QoS.AT_MOST_ONCE else None
         try:
             mounted = self.jail.mount_topic(publish.topic)
         except JailViolation as exc:
-            denied = True
             gw.counters["publish_denied"] += 1
             self.log.emit(
                 "publish_denied", network=self.identity.network, client_id=self.client_id,
@@ -416,16 +441,47 @@ class Connection:
             note = json.dumps({"error": "publish_denied", "topic": publish.topic,
                                "reason": exc.why}).encode()
             gw.broker.publish(Message(self.jail.mount_topic(ERRORS_TOPIC), note))
-        replies: list[Message] = []
-        if not denied:
-            message = Message(mounted, publish.payload, QoS(publish.qos), publish.retain)
-            replies = await gw.accept_publish(self, message)
-        if publish.qos > QoS.AT_MOST_ONCE:
-            assert publish.packet_id is not None
-            # Acknowledged only now: ingest has returned (MQTT-4.3.2-2, MQTT-4.3.3-2).
-            self.conn.acknowledge(publish.packet_id)
-        for reply in replies:
-            gw.broker.publish(reply)
+            return packet_id, None  # acknowledged all the same: it must not come again
+        message = Message(mounted, publish.payload, QoS(publish.qos), publish.retain)
+        gw.route(message)
+        return packet_id, message
+
+    async def _submit(self, batch: list[tuple[int | None, Message | None]]) -> None:
+        """Hand a read's publishes to ingest; acknowledge now, or via the acker once durable."""
+        assert self.conn is not None
+        ids = [packet_id for packet_id, _ in batch if packet_id is not None]
+        pending = await self.gateway.submit(self, [m for _, m in batch if m is not None])
+        if pending is None:
+            for packet_id in ids:  # no ingest: routed is acknowledged (MQTT-4.3.2-2)
+                self.conn.acknowledge(packet_id)
+        else:
+            # Blocks when ACK_BATCHES batches await their commit: the reader stops reading.
+            await self._acks.send((pending, ids))
+
+    async def _acker(self, receive: trio.MemoryReceiveChannel) -> None:
+        """Send acknowledgements in order, each once ingest says its batch is durable."""
+        assert self.conn is not None and self.jail is not None
+        gw = self.gateway
+        try:
+            async with receive:
+                async for pending, ids in receive:
+                    replies = await pending.wait()
+                    for packet_id in ids:
+                        # Only now: what must be durable is committed (MQTT-4.3.2-2, 4.3.3-2).
+                        self.conn.acknowledge(packet_id)
+                    for reply in replies:
+                        gw.broker.publish(Message(self.jail.mount_topic(reply.topic),
+                                                  reply.payload, QoS(reply.qos), reply.retain))
+                    await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close(DisconnectReason.CONNECTION_LOST, "send failed")
+        except Exception as exc:  # a StorageError means "not stored": never acknowledge it
+            gw.counters["ingest_failures"] += 1
+            self.log.emit("ingest_failed", network=self.identity and self.identity.network,
+                          client_id=self.client_id, detail=f"{type(exc).__name__}: {exc}")
+            self.close(DisconnectReason.CONNECTION_LOST, "ingest failed")
+        finally:
+            self._acker_done.set()
 
     def _on_subscribe(self, event: SubscribeReceived) -> None:
         assert self.conn is not None and self.jail is not None and self.attached is not None

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,48 @@ def test_example_config_is_valid_and_lists_every_option():
             assert getattr(config, f.name) == getattr(defaults, f.name), f.name
 
 
+
+
+MODEL = (b'{"devices": [{"name": "thermostat", "values": [{"name": "temperature", '
+         b'"permission": "r", "number": {"min": -40, "max": 125}}]}]}')
+
+
+async def test_with_data_reports_are_acknowledged_once_stored_and_survive_the_process(
+    gateway_process, net_a, tmp_path
+):
+    from gateway.mqtt.packets import PubAck, Publish, QoS, SubAck, Subscribe
+    from gateway.storage.sqlite.store import open_sqlite_store
+
+    data = tmp_path / "data"
+    process = gateway_process("--data", str(data))
+    await process.await_line("store_opened")
+    running = _running(await process.await_line("listening"))
+    client = await MQTTTestClient.open(running, net_a)
+    assert await client.connect("thermo") == ConnAck(ConnectReturnCode.ACCEPTED, False)
+    await client.send(Subscribe(1, (("model/+", QoS.AT_LEAST_ONCE),)))
+    assert await client.receive() == SubAck(1, (1,))
+    await client.send(Publish("model", MODEL, QoS.AT_LEAST_ONCE, packet_id=1))
+    packets = [await client.receive(), await client.receive()]
+    assert PubAck(1) in packets
+    (accepted,) = [p for p in packets if isinstance(p, Publish)]
+    assert accepted.topic == "model/accepted"
+    assert json.loads(accepted.payload)["network"]["uuid"] == net_a.network
+    await client.send(PubAck(accepted.packet_id))
+    await client.send(Publish("report/thermostat/temperature", b"21.5", QoS.AT_LEAST_ONCE,
+                              packet_id=2))
+    assert await client.receive() == PubAck(2)
+    process.proc.send_signal(signal.SIGTERM)
+    assert await trio.to_thread.run_sync(lambda: process.proc.wait(WAIT)) == 0
+    async with open_sqlite_store(data) as store:
+        latest = await store.latest_states(uuid.UUID(net_a.network))
+        status = await store.connection_status(uuid.UUID(net_a.network))
+    assert [str(state.data) for state in latest.values()] == ["21.5"]
+    assert status is not None and "SERVER_SHUTDOWN" in repr(status)
+
+
+def test_unusable_data_folder_is_one_line_and_exit_3(pki, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _run("serve", "--ca-home", str(pki.path), "--mqtt", "127.0.0.1:0",
+                  "--data", str(blocker / "data"))
+    _one_line_error(result, 3, "cannot open the store")

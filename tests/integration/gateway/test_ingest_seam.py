@@ -30,9 +30,20 @@ class Reply:
     retain: bool
 
 
+class HeldPending:
+    def __init__(self, ingest, replies):
+        self.ingest, self.replies = ingest, replies
+
+    async def wait(self):
+        await self.ingest.release.wait()
+        if self.ingest.fail:
+            raise RuntimeError("store unavailable")
+        return self.replies
+
+
 class HeldIngest:
-    """Stands in for the durable store (not what these tests are about): holds each call
-    until released, or fails on request."""
+    """Stands in for the durable store (not what these tests are about): each batch is
+    "committed" when the test releases it, or fails on request."""
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
@@ -40,16 +51,15 @@ class HeldIngest:
         self.release = trio.Event()
         self.fail = False
 
-    async def handle(self, network, client_id, topic, payload, qos, now):
-        self.calls.append((str(network), client_id, topic, payload, qos))
+    async def submit_many(self, network, client_id, messages, now):
+        self.calls.append((str(network), client_id, list(messages)))
         self.called.set()
-        await self.release.wait()
-        if self.fail:
-            raise RuntimeError("store unavailable")
-        return [Reply("model/accepted", b"{}", 1, True)] if topic == "model" else []
+        replies = [Reply("model/accepted", b"{}", 1, True)
+                   for topic, _, _ in messages if topic == "model"]
+        return HeldPending(self, replies)
 
 
-async def test_publish_is_acknowledged_only_after_ingest_returns(start_gateway, net_a):
+async def test_publish_is_acknowledged_only_once_ingest_has_committed(start_gateway, net_a):
     ingest = HeldIngest()
     running = await start_gateway(ingest=ingest)
     client = await MQTTTestClient.open(running, net_a)
@@ -59,13 +69,29 @@ async def test_publish_is_acknowledged_only_after_ingest_returns(start_gateway, 
     await client.send(Publish("model", b'{"devices": []}', QoS.AT_LEAST_ONCE, packet_id=9))
     with trio.fail_after(20):
         await ingest.called.wait()
+    assert ingest.calls == [(net_a.network, "dev", [("model", b'{"devices": []}', 1)])]
+    # Pipelining: the reader goes on while the batch commits; the PUBACK waits for it.
+    await client.send(PingReq())
+    assert await client.receive() == PingResp()
     (connection,) = [c for c in running.gateway.connections if c.client_id == "dev"]
-    assert connection.conn.statistics().inbound_unacknowledged == 1  # no PUBACK yet
-    assert ingest.calls == [(net_a.network, "dev", "model", b'{"devices": []}', 1)]
+    assert connection.conn.statistics().inbound_unacknowledged == 1
     ingest.release.set()
     assert await client.receive() == PubAck(9)
     reply = await client.receive()  # ingest's reply, published into the device's own jail
     assert (reply.topic, reply.payload) == ("model/accepted", b"{}")
+
+
+async def test_acknowledgements_keep_the_order_of_the_publishes(start_gateway, net_a):
+    ingest = HeldIngest()
+    ingest.release.set()
+    running = await start_gateway(ingest=ingest)
+    client = await MQTTTestClient.open(running, net_a)
+    assert await client.connect("dev") == OK
+    ids = list(range(1, 201))
+    for packet_id in ids:
+        await client.send(Publish("report/t", b"%d" % packet_id, QoS.AT_LEAST_ONCE,
+                                  packet_id=packet_id))
+    assert [await client.receive() for _ in ids] == [PubAck(i) for i in ids]
 
 
 async def test_failed_ingest_closes_only_that_connection_without_acknowledging(
@@ -81,7 +107,8 @@ async def test_failed_ingest_closes_only_that_connection_without_acknowledging(
     assert await client.connect("dev") == OK
     await client.send(Publish("report/t", b"1", QoS.AT_LEAST_ONCE, packet_id=1))
     assert await client.receive() is None  # closed, and no PUBACK came first
-    await running.logs.wait("internal_error")
+    record = await running.logs.wait("ingest_failed")
+    assert record["detail"] == "RuntimeError: store unavailable"
     await bystander.send(PingReq())
     assert await bystander.receive() == PingResp()
 
