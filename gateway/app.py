@@ -30,7 +30,7 @@ from .reasons import DisconnectReason
 from .tls import TLSContexts
 
 if TYPE_CHECKING:
-    from .server import Connection
+    from .connection import Connection
 
 
 class Reply(Protocol):

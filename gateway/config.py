@@ -36,7 +36,7 @@ class GatewayConfig:
     mqtt: str = DEFAULT_MQTT
     """MQTT over TLS listener, HOST:PORT (port 0: any free port, logged at start)."""
     data: Path | None = None
-    """Data folder for the store (used by the ingest store; unused by the broker today)."""
+    """Data folder of the SQLite store; unset: nothing stored, acknowledgements mean routed."""
     handshake_timeout: float = 10.0
     """Seconds a TCP connection may take to finish the TLS handshake."""
     connect_timeout: float = 10.0

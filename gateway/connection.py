@@ -1,0 +1,553 @@
+"""One device connection, from TCP accept to its `disconnected` log line.
+
+Theory of operation (docs/security.md has the why):
+
+1. Admission: count the socket (total cap, accept-rate bucket), wrap it in an `SSLStream`
+   built on the TLS context current at accept time, and run `do_handshake()` under
+   `handshake_timeout`. A failed handshake is logged with its cause (expired, revoked,
+   unknown CA, no certificate...) and closed; it never reached MQTT.
+2. Identity: the verified peer certificate must be a device certificate
+   (`identity.identity_from_der`); the network UUID it names is the jail. The per-network
+   cap is applied here.
+3. CONNECT under `connect_timeout`: the client id (or an assigned one for an empty id) and
+   the network form the session key; `Broker.connect` takes over any live session of that
+   key. Username and password are ignored: they cannot change the identity.
+4. The session loop, three tasks: a reader (bytes -> `ServerConnection` events -> jail ->
+   broker; the PUBLISH packets of one read go to ingest as one batch), an acker (sends each
+   batch's PUBACK/PUBREC in order once ingest says it is durable, so reading goes on while
+   earlier batches commit) and a writer (session outbox -> `ServerConnection.publish` within
+   the inflight window -> socket). Reading stops while the rate buckets are in debt or 64
+   batches await their commit, so a fast publisher is slowed by TCP backpressure, never
+   dropped. The reader's deadline follows the keepalive (keepalive x keepalive_factor after
+   the last complete packet).
+5. `close(reason)` may come from anywhere (takeover, revocation, queue overflow, shutdown):
+   it records the reason and cancels the connection's scope. Cleanup publishes the will
+   unless the client sent DISCONNECT, keeps a persistent session's state, and logs one
+   `disconnected` line with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import trio
+
+from .broker import Attached, Message, SessionKey
+from .errors import AdmissionRefused, JailViolation
+from .identity import DeviceIdentity, identity_from_der
+from .jail import ERRORS_TOPIC, Jail
+from .limits import TokenBucket
+from .mqtt.errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
+from .mqtt.events import (
+    ConnectReceived,
+    DeliveryComplete,
+    Disconnected,
+    PublishReceived,
+    SubscribeReceived,
+    UnsubscribeReceived,
+)
+from .mqtt.packets import SUBACK_FAILURE, ConnectReturnCode, QoS
+from .mqtt.session import ServerConnection
+from .reasons import DisconnectReason
+from .tls import classify_handshake_error
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+RECEIVE_SIZE = 64 * 1024
+ACK_BATCHES = 64  # socket reads awaiting their commit before the reader stops reading
+ACK_DRAIN = 5.0  # seconds a closing connection waits for committed acknowledgements
+CLOSE_GRACE = 1.0  # seconds a closing TLS stream may take to say goodbye
+
+
+class _Closed(Exception):
+    """Internal: ends a connection's loop with a reason."""
+
+    def __init__(self, reason: DisconnectReason, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Connection:
+    """One device connection, from TCP accept to the `disconnected` log line."""
+
+    def __init__(self, gateway: Gateway, stream: trio.abc.Stream, peer: str) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
+        self.log = gateway.log
+        self.tcp = stream
+        self.stream: trio.abc.Stream = stream
+        self.peer = peer
+        self.identity: DeviceIdentity | None = None
+        self.jail: Jail | None = None
+        self.client_id: str | None = None
+        self.key: SessionKey | None = None
+        self.attached: Attached | None = None
+        self.reason: DisconnectReason | None = None
+        self.detail: str | None = None
+        self.graceful = False
+        self.conn: ServerConnection | None = None
+        self._scope = trio.CancelScope()
+        self._wake = trio.Event()
+        self._send_lock = trio.Lock()
+        self._inflight: dict[int, Message] = {}
+        self._resumed_at = 0.0
+        self._acks: trio.MemorySendChannel | None = None
+        self._acker_done = trio.Event()
+        # Set once the session state is saved: a takeover waits for it before resuming.
+        self.finished = trio.Event()
+
+    # -- the broker's Outlet protocol ---------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self, reason: DisconnectReason, detail: str | None = None) -> None:
+        """Close this connection for `reason` (first reason wins); never blocks."""
+        if self.reason is None:
+            self.reason = reason
+            self.detail = detail
+        self._scope.cancel()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        gw = self.gateway
+        try:
+            with self._scope:
+                try:
+                    await self._admit()
+                    await self._connect()
+                    await self._session()
+                except _Closed as closed:
+                    if self.reason is None:
+                        self.reason, self.detail = closed.reason, closed.detail
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if self.reason is None:
+                        self.reason = DisconnectReason.CONNECTION_LOST
+                except Exception as exc:  # a bug or a failed store: this connection only
+                    gw.counters["internal_errors"] += 1
+                    gw.log.emit("internal_error", detail=f"{type(exc).__name__}: {exc}",
+                                client_id=self.client_id)
+                    if self.reason is None:
+                        self.reason = DisconnectReason.CONNECTION_LOST
+                        self.detail = "internal error"
+        except BaseException:
+            # Only cancellation gets here (as Cancelled or a group of them): the gateway
+            # is stopping.
+            if self.reason is None:
+                self.reason = DisconnectReason.SERVER_SHUTDOWN
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    self._cleanup()
+                except Exception as exc:  # never let one connection's end stop the server
+                    gw.counters["internal_errors"] += 1
+                    gw.log.emit("internal_error", detail=f"cleanup: {type(exc).__name__}: {exc}",
+                                client_id=self.client_id)
+                self.finished.set()
+                with trio.move_on_after(CLOSE_GRACE):
+                    await self._aclose()
+                if self.attached is not None:
+                    with trio.move_on_after(CLOSE_GRACE):
+                        await gw.record_status(self, connected=False)
+            gw.connection_closed(self)
+
+    async def _aclose(self) -> None:
+        try:
+            if self.reason not in (DisconnectReason.AUTH_ERROR, None):
+                await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            pass
+        try:
+            await self.stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def _cleanup(self) -> None:
+        gw = self.gateway
+        reason = self.reason or DisconnectReason.CONNECTION_LOST
+        if self.attached is not None and self.key is not None and self.conn is not None:
+            connect = self.conn.connect
+            if not self.graceful and connect is not None and connect.will is not None:
+                self._publish_will(connect.will)
+            state = self.attached.state
+            if not state.clean:
+                # Messages handed to the protocol core but not acknowledged are part of its
+                # session_state(); the broker keeps it for the resume (MQTT-4.4.0-1).
+                state.protocol_state = self.conn.session_state()
+            try:
+                self.conn.close()
+            except LocalProtocolError:
+                pass
+            gw.broker.disconnect(self.key, self)
+        if self.identity is not None and self.reason is not DisconnectReason.AUTH_ERROR:
+            self.log.emit(
+                "disconnected",
+                network=self.identity.network,
+                client_id=self.client_id,
+                serial=self.identity.serial,
+                reason=str(reason),
+                detail=self.detail,
+                peer=self.log.peer(self.peer),
+            )
+
+    def _publish_will(self, will) -> None:
+        assert self.jail is not None
+        try:
+            topic = self.jail.mount_topic(will.topic)
+        except JailViolation:
+            return  # refused at CONNECT already; never routed
+        self.gateway.broker.publish(Message(topic, will.payload, QoS(will.qos), will.retain))
+        self.gateway.counters["wills_published"] += 1
+
+    # -- 1 and 2: TLS and identity ------------------------------------------------------
+
+    async def _admit(self) -> None:
+        gw = self.gateway
+        ssl_stream = trio.SSLStream(self.tcp, gw.tls.current, server_side=True)
+        self.stream = ssl_stream
+        try:
+            with trio.fail_after(self.config.handshake_timeout):
+                await ssl_stream.do_handshake()
+        except trio.TooSlowError:
+            self._refuse("HANDSHAKE_TIMEOUT", "no TLS handshake within handshake_timeout")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            cause, detail = classify_handshake_error(exc)
+            self._refuse(cause, detail)
+        try:
+            identity = identity_from_der(ssl_stream.getpeercert(binary_form=True))
+        except AdmissionRefused as exc:
+            self._refuse(exc.reason, exc.detail)
+        # Checked again here: the CRL may have changed during this handshake, and a resumed
+        # TLS 1.2 session skips OpenSSL's verification.
+        if identity.serial in gw.tls.revoked:
+            self._refuse("CERT_REVOKED", "certificate revoked")
+        if identity.not_after < datetime.now(UTC):
+            self._refuse("CERT_EXPIRED", "certificate has expired")
+        why = gw.limits.open_network(identity.network)
+        if why is not None:
+            gw.counters[f"throttled_{why}"] += 1
+            self.log.emit(
+                "refused", network=identity.network, serial=identity.serial,
+                reason=str(DisconnectReason.THROTTLED), cause=why,
+                peer=self.log.peer(self.peer),
+            )
+            raise _Closed(DisconnectReason.THROTTLED, why)
+        # Set only once counted against its network: cleanup releases what was taken.
+        self.identity = identity
+        self.jail = Jail(identity.network)
+        gw.network_opened(self)
+
+    def _refuse(self, cause: str, detail: str) -> None:
+        self.gateway.counters[f"handshake_refused_{cause}"] += 1
+        self.log.emit(
+            "refused",
+            reason=str(DisconnectReason.AUTH_ERROR),
+            cause=cause,
+            detail=detail,
+            peer=self.log.peer(self.peer),
+        )
+        raise _Closed(DisconnectReason.AUTH_ERROR, cause)
+
+    # -- 3: CONNECT ---------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        assert self.identity is not None and self.jail is not None
+        cfg = self.config
+        self.conn = conn = ServerConnection(
+            max_packet_size=cfg.max_packet_size, max_inflight=cfg.max_inflight
+        )
+        event = None
+        with trio.move_on_after(cfg.connect_timeout):
+            while event is None:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+                conn.receive_data(data, trio.current_time())
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as exc:
+                    await self._flush()
+                    raise _Closed(DisconnectReason.CLIENT_ERROR, _describe(exc)) from None
+                if not data and event is None:
+                    raise _Closed(DisconnectReason.CONNECTION_LOST, "closed before CONNECT")
+        if event is None:
+            raise _Closed(DisconnectReason.CLIENT_ERROR, "no CONNECT within connect_timeout")
+        if not isinstance(event, ConnectReceived):  # pragma: no cover - the core forbids it
+            raise _Closed(DisconnectReason.CLIENT_ERROR, f"unexpected {event!r}")
+        connect = event.connect
+        if connect.will is not None:
+            try:
+                self.jail.mount_topic(connect.will.topic)
+            except JailViolation as exc:
+                conn.refuse(ConnectReturnCode.NOT_AUTHORIZED)
+                await self._flush()
+                raise _Closed(DisconnectReason.CLIENT_ERROR, f"will topic: {exc}") from None
+        # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
+        self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
+        self.key = (self.identity.network, self.client_id)
+        attached = self.gateway.broker.connect(self.key, connect.clean_session, self)
+        if attached is None:
+            self.gateway.counters["throttled_max_sessions_per_network"] += 1
+            conn.refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+            await self._flush()
+            raise _Closed(DisconnectReason.THROTTLED, "max_sessions_per_network")
+        self.attached = attached
+        finished = getattr(attached.replaced, "finished", None)
+        if finished is not None:
+            # Let the replaced connection save its unfinished flows before resuming them.
+            with trio.move_on_after(CLOSE_GRACE * 2):
+                await finished.wait()
+        resume = attached.state.protocol_state if attached.session_present else None
+        attached.state.protocol_state = None
+        conn.accept(session_present=attached.session_present, resume=resume)
+        await self._flush()
+        await self.gateway.record_status(self, connected=True)
+        self.log.emit(
+            "connected",
+            network=self.identity.network,
+            client_id=self.client_id,
+            serial=self.identity.serial,
+            clean_session=connect.clean_session,
+            session_present=attached.session_present,
+            keepalive=connect.keepalive,
+            peer=self.log.peer(self.peer),
+        )
+
+    # -- 4: the session loop ------------------------------------------------------------
+
+    async def _session(self) -> None:
+        # Exceptions are caught inside the nursery so they leave it bare, not grouped.
+        ended: BaseException | None = None
+        send, receive = trio.open_memory_channel[tuple[object, list[int]]](ACK_BATCHES)
+        self._acks = send
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer)
+            nursery.start_soon(self._acker, receive)
+            try:
+                await self._reader()
+            except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                ended = exc
+            # Let acknowledgements already committed go out before the socket closes.
+            await send.aclose()
+            with trio.move_on_after(ACK_DRAIN):
+                await self._acker_done.wait()
+            nursery.cancel_scope.cancel()
+        if ended is not None:
+            raise ended
+
+    def _read_deadline(self) -> float:
+        assert self.conn is not None
+        base = self.conn.keepalive_deadline()
+        connect = self.conn.connect
+        if base is None or connect is None:
+            return math.inf
+        keepalive = connect.keepalive
+        last = base - 1.5 * keepalive  # the core's own factor, replaced by ours
+        factor = self.config.keepalive_factor
+        return max(last, self._resumed_at) + factor * keepalive
+
+    async def _reader(self) -> None:
+        assert self.conn is not None
+        cfg = self.config
+        now = trio.current_time()
+        publishes = TokenBucket(cfg.publish_rate, cfg.publish_burst, now)
+        octets = TokenBucket(cfg.byte_rate, cfg.byte_burst, now)
+        # Bytes pipelined behind CONNECT are already in the core: handle them first.
+        await self._handle_events()
+        while True:
+            data = None
+            with trio.move_on_at(self._read_deadline()):
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            if data is None:
+                raise _Closed(DisconnectReason.KEEP_ALIVE_TIMEOUT)
+            now = trio.current_time()
+            self.conn.receive_data(data, now)
+            count = await self._handle_events()
+            delay = max(octets.debit(len(data), now), publishes.debit(count, now))
+            if delay > 0:
+                # Over the rate: stop reading, so TCP pushes back on the device.
+                self.gateway.counters["throttle_pauses"] += 1
+                await trio.sleep(delay)
+                self._resumed_at = trio.current_time()
+            if not data:
+                raise _Closed(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
+
+    async def _handle_events(self) -> int:
+        """Handle every complete packet buffered in the core; return how many were PUBLISH.
+
+        PUBLISH packets are routed at once and collected; the whole batch then goes to
+        ingest as one submission and its acknowledgements are queued for the acker, so the
+        reader keeps reading while earlier batches commit (pipelining, in order).
+        """
+        assert self.conn is not None
+        conn = self.conn
+        batch: list[tuple[int | None, Message | None]] = []
+        closing: _Closed | None = None
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self.gateway.counters["protocol_errors"] += 1
+                closing = _Closed(DisconnectReason.CLIENT_ERROR, _describe(exc))
+                break
+            if event is None:
+                break
+            if isinstance(event, PublishReceived):
+                batch.append(self._on_publish(event))
+            elif isinstance(event, SubscribeReceived):
+                self._on_subscribe(event)
+            elif isinstance(event, UnsubscribeReceived):
+                assert self.attached is not None and self.jail is not None
+                for topic_filter in event.topic_filters:
+                    if not topic_filter.startswith("$"):
+                        self.gateway.broker.unsubscribe(
+                            self.attached.state, self.jail.mount_filter(topic_filter)
+                        )
+                conn.unsubscribed(event.packet_id)
+            elif isinstance(event, DeliveryComplete):
+                self._inflight.pop(event.packet_id, None)
+                self.wake()
+            elif isinstance(event, Disconnected):
+                self.graceful = event.graceful
+                if event.graceful:
+                    closing = _Closed(DisconnectReason.CLIENT_DISCONNECT)
+                else:
+                    closing = _Closed(DisconnectReason.CONNECTION_LOST, "peer closed")
+                break
+        if batch:
+            await self._submit(batch)
+        await self._flush()
+        if closing is not None:
+            raise closing
+        return len(batch)
+
+    def _on_publish(self, event: PublishReceived) -> tuple[int | None, Message | None]:
+        """Route one PUBLISH (or refuse it); return (packet id to acknowledge, message)."""
+        assert self.jail is not None and self.identity is not None
+        publish = event.publish
+        gw = self.gateway
+        packet_id = publish.packet_id if publish.qos > QoS.AT_MOST_ONCE else None
+        try:
+            mounted = self.jail.mount_topic(publish.topic)
+        except JailViolation as exc:
+            gw.counters["publish_denied"] += 1
+            self.log.emit(
+                "publish_denied", network=self.identity.network, client_id=self.client_id,
+                serial=self.identity.serial, topic=publish.topic, reason=exc.why,
+            )
+            note = json.dumps({"error": "publish_denied", "topic": publish.topic,
+                               "reason": exc.why}).encode()
+            gw.broker.publish(Message(self.jail.mount_topic(ERRORS_TOPIC), note))
+            return packet_id, None  # acknowledged all the same: it must not come again
+        message = Message(mounted, publish.payload, QoS(publish.qos), publish.retain)
+        gw.route(message)
+        return packet_id, message
+
+    async def _submit(self, batch: list[tuple[int | None, Message | None]]) -> None:
+        """Hand a read's publishes to ingest; acknowledge now, or via the acker once durable."""
+        assert self.conn is not None
+        ids = [packet_id for packet_id, _ in batch if packet_id is not None]
+        pending = await self.gateway.submit(self, [m for _, m in batch if m is not None])
+        if pending is None:
+            for packet_id in ids:  # no ingest: routed is acknowledged (MQTT-4.3.2-2)
+                self.conn.acknowledge(packet_id)
+        else:
+            # Blocks when ACK_BATCHES batches await their commit: the reader stops reading.
+            await self._acks.send((pending, ids))
+
+    async def _acker(self, receive: trio.MemoryReceiveChannel) -> None:
+        """Send acknowledgements in order, each once ingest says its batch is durable."""
+        assert self.conn is not None and self.jail is not None
+        gw = self.gateway
+        try:
+            async with receive:
+                async for pending, ids in receive:
+                    replies = await pending.wait()
+                    for packet_id in ids:
+                        # Only now: what must be durable is committed (MQTT-4.3.2-2, 4.3.3-2).
+                        self.conn.acknowledge(packet_id)
+                    for reply in replies:
+                        gw.broker.publish(Message(self.jail.mount_topic(reply.topic),
+                                                  reply.payload, QoS(reply.qos), reply.retain))
+                    await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close(DisconnectReason.CONNECTION_LOST, "send failed")
+        except Exception as exc:  # a StorageError means "not stored": never acknowledge it
+            gw.counters["ingest_failures"] += 1
+            self.log.emit("ingest_failed", network=self.identity and self.identity.network,
+                          client_id=self.client_id, detail=f"{type(exc).__name__}: {exc}")
+            self.close(DisconnectReason.CONNECTION_LOST, "ingest failed")
+        finally:
+            self._acker_done.set()
+
+    def _on_subscribe(self, event: SubscribeReceived) -> None:
+        assert self.conn is not None and self.jail is not None and self.attached is not None
+        assert self.identity is not None
+        gw = self.gateway
+        codes: list[int] = []
+        for topic_filter, qos in event.subscriptions:
+            try:
+                mounted = self.jail.mount_filter(topic_filter)
+            except JailViolation as exc:
+                gw.counters["subscribe_denied"] += 1
+                self.log.emit(
+                    "subscribe_denied", network=self.identity.network,
+                    client_id=self.client_id, serial=self.identity.serial,
+                    topic=topic_filter, reason=exc.why,
+                )
+                codes.append(SUBACK_FAILURE)
+                continue
+            for retained in gw.broker.subscribe(self.attached.state, mounted, QoS(qos)):
+                self.attached.state.offer(retained)
+            codes.append(int(qos))
+        self.conn.grant(event.packet_id, codes)
+        self.log.emit(
+            "subscribed", network=self.identity.network, client_id=self.client_id,
+            filters=[f for f, _ in event.subscriptions], granted=codes,
+        )
+        self.wake()
+
+    async def _writer(self) -> None:
+        try:
+            await self._write_loop()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close(DisconnectReason.CONNECTION_LOST, "send failed")
+
+    async def _write_loop(self) -> None:
+        assert self.conn is not None and self.attached is not None and self.jail is not None
+        conn, outbox, jail = self.conn, self.attached.state.outbox, self.jail
+        counters = self.gateway.counters
+        while True:
+            self._wake = trio.Event()
+            while outbox and conn.can_publish(outbox[0].qos):
+                message = outbox.popleft()
+                packet_id = conn.publish(
+                    jail.unmount(message.topic), message.payload, message.qos, message.retain
+                )
+                if packet_id is not None:
+                    self._inflight[packet_id] = message
+                counters[f"messages_out_qos{int(message.qos)}"] += 1
+            await self._flush()
+            if outbox and conn.can_publish(outbox[0].qos):
+                continue
+            await self._wake.wait()
+
+    async def _flush(self) -> None:
+        if self.conn is None:
+            return
+        async with self._send_lock:
+            data = self.conn.data_to_send()
+            if data:
+                await self.stream.send_all(data)
+
+
+def _describe(exc: RemoteProtocolError) -> str:
+    if isinstance(exc, PacketTooLarge):
+        return f"max_packet_size: {exc}"
+    return f"{exc.rule}: {exc}" if exc.rule else str(exc)
