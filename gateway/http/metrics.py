@@ -84,6 +84,9 @@ _PLAIN = {
 def counter_samples(counters: dict[str, int]) -> list[Sample]:
     """Samples from the gateway's `counters` (names as gateway/app.py and server.py use)."""
     out: list[Sample] = []
+    # Every known counter is shown, at 0 before it first moves: a dashboard sees zeros,
+    # not gaps.
+    counters = {**dict.fromkeys(_PLAIN, 0), **counters}
     for key, value in sorted(counters.items()):
         for prefix, metric, label, help_ in _LABELLED:
             if key.startswith(prefix):

@@ -1,0 +1,155 @@
+"""Helpers for the HTTP API's integration tests: a blocking HTTPS client run in a thread,
+a raw TLS socket for wire-level tests, a seeded network."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import trio
+
+MODEL = {"devices": [{"name": "thermo", "description": "hall", "values": [
+    {"name": "temp", "permission": "r", "number": {"min": -40, "max": 125, "step": 0.5}},
+    {"name": "target", "permission": "rw", "number": {"min": 5, "max": 30, "step": 0.5}},
+    {"name": "label", "permission": "rw", "string": {"max": 8}},
+]}]}
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def error_code(self) -> str:
+        doc = self.json
+        assert set(doc) == {"error"} and set(doc["error"]) == {"code", "message"}, doc
+        return doc["error"]["code"]
+
+
+def client_context(root: Path, cert: Path | None = None, key: Path | None = None
+                   ) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(root))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+@dataclass
+class Client:
+    """http.client over TLS, one keep-alive connection, each call run in a worker thread."""
+
+    host: str
+    port: int
+    context: ssl.SSLContext
+    _conn: http.client.HTTPSConnection | None = field(default=None, repr=False)
+
+    def _request_sync(self, method: str, path: str, body: Any = None,
+                      headers: dict[str, str] | None = None) -> Answer:
+        if self._conn is None:
+            self._conn = http.client.HTTPSConnection(self.host, self.port,
+                                                     context=self.context, timeout=30)
+        raw = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+        hdrs = dict(headers or {})
+        if body is not None and not isinstance(body, bytes):
+            hdrs.setdefault("content-type", "application/json")
+        try:
+            self._conn.request(method, path, raw, hdrs)
+            resp = self._conn.getresponse()
+            data = resp.read()
+        except Exception:
+            self.close_sync()
+            raise
+        if resp.will_close:
+            self.close_sync()
+        return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+
+    async def request(self, method: str, path: str, body: Any = None, **kw) -> Answer:
+        return await trio.to_thread.run_sync(
+            lambda: self._request_sync(method, path, body, **kw))
+
+    async def get(self, path: str) -> Answer:
+        return await self.request("GET", path)
+
+    def close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def raw_exchange(host: str, port: int, ctx: ssl.SSLContext, data: bytes,
+                 *, read_until_close: bool = True, timeout: float = 20.0) -> bytes:
+    """Send raw bytes over TLS; return everything received until the server closes."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        with ctx.wrap_socket(sock, server_hostname=host) as tls:
+            tls.sendall(data)
+            chunks = []
+            while True:
+                try:
+                    part = tls.recv(65536)
+                except (ssl.SSLEOFError, ConnectionResetError):
+                    break
+                if not part:
+                    break
+                chunks.append(part)
+            return b"".join(chunks)
+
+
+def parse_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Split a byte stream of HTTP/1.1 responses (Content-Length or chunked)."""
+    out = []
+    while data:
+        head, _, data = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        if "content-length" in headers:
+            n = int(headers["content-length"])
+            body, data = data[:n], data[n:]
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size_line, _, data = data.partition(b"\r\n")
+                size = int(size_line, 16)
+                body, data = body + data[:size], data[size + 2:]
+                if size == 0:
+                    break
+        else:
+            body, data = data, b""
+        out.append((status, headers, body))
+    return out
+
+
+async def seed_network(ingest: Any, network: uuid.UUID, reports: int = 5) -> dict:
+    """Declare MODEL for `network` and store `reports` temp readings, one minute apart."""
+    (reply,) = await ingest.handle(network, "dev", "model", json.dumps(MODEL).encode(), 1, T0)
+    tree = json.loads(reply.payload)["network"]
+    for start in range(0, reports, 100):  # batches as a device would send them
+        batch = {"reports": [
+            {"data": i % 100, "timestamp": (T0 + timedelta(minutes=i)).isoformat()}
+            for i in range(start, min(reports, start + 100))]}
+        replies = await ingest.handle(network, "dev", "report/thermo/temp",
+                                      json.dumps(batch).encode(), 1, T0 + timedelta(days=30))
+        assert replies == [], replies
+    return tree
+
+
+def value_uuid(tree: dict, name: str) -> str:
+    for device in tree["devices"]:
+        for value in device["values"]:
+            if value["name"] == name:
+                return value["uuid"]
+    raise KeyError(name)
