@@ -14,7 +14,7 @@ import signal
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TextIO
@@ -112,6 +112,7 @@ class Gateway:
         )
         self.ingest = ingest
         self.status = status
+        self.bars: Container[uuid.UUID] = frozenset()  # barred networks (HTTP API erasure)
         self.limits = ConnectionLimits(
             config.max_connections,
             config.max_connections_per_network,
@@ -177,7 +178,7 @@ class Gateway:
         if connection in self.connections:
             self.connections.discard(connection)
             self.limits.close_socket()
-        if connection.identity is not None:
+        if connection.network_counted and connection.identity is not None:
             self.limits.close_network(connection.identity.network)
         if connection.reason is not None:
             self.counters[f"disconnect_{connection.reason}"] += 1

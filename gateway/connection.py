@@ -99,6 +99,7 @@ class Connection:
         self._resumed_at = 0.0
         self._acks: trio.MemorySendChannel | None = None
         self._acker_done = trio.Event()
+        self.network_counted = False  # released by Gateway.connection_closed
         # Set once the session state is saved: a takeover waits for it before resuming.
         self.finished = trio.Event()
 
@@ -231,16 +232,8 @@ class Connection:
             self._refuse("CERT_REVOKED", "certificate revoked")
         if identity.not_after < datetime.now(UTC):
             self._refuse("CERT_EXPIRED", "certificate has expired")
-        why = gw.limits.open_network(identity.network)
-        if why is not None:
-            gw.counters[f"throttled_{why}"] += 1
-            self.log.emit(
-                "refused", network=identity.network, serial=identity.serial,
-                reason=str(DisconnectReason.THROTTLED), cause=why,
-                peer=self.log.peer(self.peer),
-            )
-            raise _Closed(DisconnectReason.THROTTLED, why)
-        # Set only once counted against its network: cleanup releases what was taken.
+        if identity.network_uuid in gw.bars:
+            self._refuse("BARRED", "network erased by an operator; its identity is barred")
         self.identity = identity
         self.jail = Jail(identity.network)
         gw.network_opened(self)
@@ -291,6 +284,17 @@ class Connection:
         # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
         self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
         self.key = (self.identity.network, self.client_id)
+        # Counted here, not at the handshake: a takeover (the same device reconnecting over
+        # a half-open connection) must get in even when its network is at its cap.
+        why = self.gateway.limits.open_network(
+            self.identity.network, force=self.gateway.broker.is_live(self.key)
+        )
+        if why is not None:
+            self.gateway.counters[f"throttled_{why}"] += 1
+            conn.refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+            await self._flush()
+            raise _Closed(DisconnectReason.THROTTLED, why)
+        self.network_counted = True
         attached = self.gateway.broker.connect(self.key, connect.clean_session, self)
         if attached is None:
             self.gateway.counters["throttled_max_sessions_per_network"] += 1

@@ -70,9 +70,12 @@ class ConnectionLimits:
     def close_socket(self) -> None:
         self.total -= 1
 
-    def open_network(self, network: str) -> str | None:
-        """Count a session of `network`; return why it must be refused, or None."""
-        if self.per_network[network] >= self.max_per_network:
+    def open_network(self, network: str, *, force: bool = False) -> str | None:
+        """Count a session of `network`; return why it must be refused, or None.
+
+        `force` counts it even at the cap (a takeover: the old session is about to go).
+        """
+        if not force and self.per_network[network] >= self.max_per_network:
             self.refused["max_connections_per_network"] += 1
             return "max_connections_per_network"
         self.per_network[network] += 1

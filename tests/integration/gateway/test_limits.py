@@ -63,13 +63,20 @@ async def test_max_connections_per_network_refuses_the_next_session(
     running = await start_gateway(max_connections_per_network=1)
     first = await _client(running, net_a, "first")
     second = await MQTTTestClient.open(running, net_a2)
-    assert await second.connect("second") is None
-    record = await running.logs.wait("refused", cause="max_connections_per_network")
-    assert (record["reason"], record["network"]) == ("THROTTLED", net_a.network)
+    assert await second.connect("second") == ConnAck(ConnectReturnCode.SERVER_UNAVAILABLE, False)
+    record = await running.logs.wait("disconnected", client_id="second")
+    assert (record["reason"], record["detail"]) == ("THROTTLED", "max_connections_per_network")
     other = await _client(running, net_b, "other-network")  # other networks: unaffected
     for client in (first, other):
         await client.send(PingReq())
         assert await client.receive() == PingResp()
+    # The same device coming back over a new socket takes its session over, cap or not.
+    again = await _client(running, net_a, "first")
+    assert await first.receive() is None
+    await again.send(PingReq())
+    assert await again.receive() == PingResp()
+    third = await MQTTTestClient.open(running, net_a2)  # and the cap still holds
+    assert await third.connect("third") == ConnAck(ConnectReturnCode.SERVER_UNAVAILABLE, False)
 
 
 async def test_connection_rate_cap_refuses_a_burst(start_gateway, net_a):
