@@ -70,6 +70,8 @@ class ConnectionStatus(Protocol):
     async def disconnected(self, network: uuid.UUID, client_id: str, reason: str,
                            now: datetime) -> None: ...
 
+    async def seen(self, network: uuid.UUID, now: datetime) -> None: ...
+
 
 def open_log(config: GatewayConfig, stream: TextIO | None = None) -> EventLog:
     """The EventLog the config asks for (stderr, or a file appended to).
@@ -161,6 +163,17 @@ class Gateway:
         except Exception as exc:  # the session must not fail on a status write
             self.counters["status_failures"] += 1
             self.log.emit("status_failed", network=identity.network, client_id=client_id,
+                          detail=f"{type(exc).__name__}: {exc}")
+
+    async def record_seen(self, connection: Connection) -> None:
+        """Note activity of the connection's network (queued by the store, not waited for)."""
+        if self.status is None or connection.identity is None:
+            return
+        try:
+            await self.status.seen(connection.identity.network_uuid, datetime.now(UTC))
+        except Exception as exc:
+            self.counters["status_failures"] += 1
+            self.log.emit("status_failed", network=connection.identity.network,
                           detail=f"{type(exc).__name__}: {exc}")
 
     # -- connection bookkeeping ---------------------------------------------------------

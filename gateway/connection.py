@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 RECEIVE_SIZE = 64 * 1024
 ACK_BATCHES = 64  # socket reads awaiting their commit before the reader stops reading
+SEEN_INTERVAL = 5.0  # seconds between "last seen" notes to the store per connection
 ACK_DRAIN = 5.0  # seconds a closing connection waits for committed acknowledgements
 CLOSE_GRACE = 1.0  # seconds a closing TLS stream may take to say goodbye
 
@@ -360,6 +361,7 @@ class Connection:
         assert self.conn is not None
         cfg = self.config
         now = trio.current_time()
+        last_seen = now
         publishes = TokenBucket(cfg.publish_rate, cfg.publish_burst, now)
         octets = TokenBucket(cfg.byte_rate, cfg.byte_burst, now)
         # Bytes pipelined behind CONNECT are already in the core: handle them first.
@@ -373,6 +375,9 @@ class Connection:
             now = trio.current_time()
             self.conn.receive_data(data, now)
             count = await self._handle_events()
+            if now - last_seen >= SEEN_INTERVAL:
+                last_seen = now
+                await self.gateway.record_seen(self)
             delay = max(octets.debit(len(data), now), publishes.debit(count, now))
             if delay > 0:
                 # Over the rate: stop reading, so TCP pushes back on the device.
