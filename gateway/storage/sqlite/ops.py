@@ -311,7 +311,9 @@ class Disconnected:
 
     def apply(self, side: WriteSide) -> None:
         now = to_us(self.now)
-        nid = side.network_id(self.network, now)
+        nid = side.network_id(self.network, now, create=False)
+        if nid is None:
+            return  # erased while connected (HTTP API): must not come back as a new row
         side.conn.execute(
             "UPDATE connection_status SET connections = max(connections - 1, 0), "
             "connected_since_us = CASE WHEN connections <= 1 THEN NULL "

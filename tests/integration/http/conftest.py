@@ -47,6 +47,10 @@ class Env:
     def client(self, cert: Path | None = None, key: Path | None = None) -> Client:
         return Client(self.http[0], self.http[1], client_context(self.root, cert, key))
 
+    @staticmethod
+    def store_now():
+        return dt.datetime.now(dt.UTC)
+
     def operator(self) -> Client:
         op = self.home.path / "operator"
         return self.client(op / "operator.crt", op / "operator.key")
@@ -58,9 +62,10 @@ async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
     stream = io.StringIO()
     log = EventLog(stream, truncate_ips=True)
     ingest = Ingest(store)
-    gateway = Gateway(config, log=log, ingest=ingest)
+    gateway = Gateway(config, log=log, ingest=ingest, status=store)
     mqtt = await nursery.start(serve_mqtt, gateway)
     bars = BarList(data / "barred.json")
+    gateway.bars = bars
     stats = HttpStatistics()
     hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars)
     http = await nursery.start(lambda task_status: serve_http(

@@ -153,3 +153,62 @@ def value_uuid(tree: dict, name: str) -> str:
             if value["name"] == name:
                 return value["uuid"]
     raise KeyError(name)
+
+
+class Device:
+    """A real paho-mqtt device in its own network thread (callbacks feed queues)."""
+
+    def __init__(self, host: str, port: int, bundle: Any, client_id: str = "dev") -> None:
+        import queue
+        import threading
+
+        import paho.mqtt.client as paho
+
+        self.host, self.port = host, port
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=paho.MQTTv311)
+        self.client.tls_set(str(bundle.ca_path), str(bundle.cert_path), str(bundle.key_path))
+        self.messages: queue.Queue = queue.Queue()
+        self.events: queue.Queue = queue.Queue()
+        self.disconnected = threading.Event()
+        self.client.on_message = lambda c, u, m: self.messages.put(m)
+        self.client.on_connect = lambda c, u, f, rc, p: self.events.put(("connack", rc))
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.events.put(("suback", codes))
+        self.client.on_disconnect = lambda *a: self.disconnected.set()
+
+    async def connect(self) -> Any:
+        def run():
+            self.client.connect(self.host, self.port, 30)
+            self.client.loop_start()
+            return self.events.get(timeout=20)
+        return await trio.to_thread.run_sync(run)
+
+    async def connect_refused(self) -> bool:
+        """Try to connect; True when the gateway closed the connection without a CONNACK."""
+        def run():
+            try:
+                self.client.connect(self.host, self.port, 30)
+            except OSError:
+                return True
+            self.client.loop_start()
+            try:
+                return self.disconnected.wait(20) and self.events.empty()
+            finally:
+                self.client.loop_stop()
+        return await trio.to_thread.run_sync(run)
+
+    async def subscribe(self, topic: str, qos: int = 1) -> Any:
+        self.client.subscribe(topic, qos)
+        return await trio.to_thread.run_sync(lambda: self.events.get(timeout=20))
+
+    async def message(self) -> Any:
+        return await trio.to_thread.run_sync(lambda: self.messages.get(timeout=20))
+
+    async def wait_disconnected(self) -> bool:
+        return await trio.to_thread.run_sync(lambda: self.disconnected.wait(20))
+
+    async def close(self) -> None:
+        def run():
+            self.client.disconnect()
+            self.client.loop_stop()
+        await trio.to_thread.run_sync(run)
