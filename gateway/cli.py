@@ -12,6 +12,8 @@ file; 4 the listener could not be opened (address in use, permission).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from enum import IntEnum
 from pathlib import Path
@@ -41,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     serve = verbs.add_parser("serve", help="run the gateway until SIGTERM/SIGINT")
     serve.add_argument("--config", type=Path, help="TOML config file (flags override it)")
-    serve.add_argument("--ca-home", type=Path, help="folder with root.crt and crl.pem")
+    serve.add_argument("--ca-home", type=Path,
+                       help="folder with root.crt and crl.pem (default: $FLEET_CA_HOME)")
     serve.add_argument("--cert", type=Path, help="server certificate (PEM)")
     serve.add_argument("--key", type=Path, help="server private key (PEM)")
     serve.add_argument("--mqtt", metavar="HOST:PORT", help="MQTT/TLS listener (127.0.0.1:8883)")
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 "log_file": args.log_file,
             },
         )
+        if config.ca_home is None and os.environ.get("FLEET_CA_HOME"):
+            # Like fleet-ca: the flag, then the config file, then the environment.
+            config = dataclasses.replace(config, ca_home=Path(os.environ["FLEET_CA_HOME"]))
         log = open_log(config)
         gateway = Gateway(config, log=log)
     except ConfigError as exc:

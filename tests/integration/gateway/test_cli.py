@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -236,3 +237,9 @@ def test_unusable_data_folder_is_one_line_and_exit_3(pki, tmp_path):
     result = _run("serve", "--ca-home", str(pki.path), "--mqtt", "127.0.0.1:0",
                   "--data", str(blocker / "data"))
     _one_line_error(result, 3, "cannot open the store")
+
+
+def test_ca_home_comes_from_fleet_ca_home_when_not_given(tmp_path):
+    env = {**os.environ, "FLEET_CA_HOME": str(tmp_path / "from-env")}
+    result = _run("serve", env=env)
+    _one_line_error(result, 3, f"CA home not found: {tmp_path / 'from-env'}")
