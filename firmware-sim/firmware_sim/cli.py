@@ -1,0 +1,222 @@
+"""`firmware-sim`: simulated devices, fleets and attacks, over the wire only.
+
+EXAMPLES
+    firmware-sim run --bundle certs/devices/<uuid> --gateway 127.0.0.1:8883 --rate 2
+    firmware-sim run --bundle B --model my-model.json --seed 7 --duration 60
+    firmware-sim fleet --bundles certs/devices --count 1000 --rate 0.2 --duration 60
+    firmware-sim fleet --bundles /tmp/b --make-bundles --count 50 --duration 10
+    firmware-sim attack --bundle certs/devices/<a> --victim-bundle certs/devices/<b>
+
+Exit codes: 0 ok; 1 `attack`: an attempt got through; 2 bad usage; 3 bundle missing or
+unreadable; 4 bad --model file; 5 gateway unreachable or refused us; 6 model/rejected;
+7 attack certificates could not be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .bundle import find_bundles, load_bundle, parse_hostport
+from .device import Backoff, SimDevice
+from .errors import BundleError, ExitCode, GatewayError, RejectedError, SimError
+from .fleet import FleetOptions, live_line, print_table, run_fleet
+from .loop import start_loop
+from .model import load_model
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _positive(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return x
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="firmware-sim",
+        description="Simulated device firmware for a fleetgate gateway (paho-mqtt over mTLS).",
+        epilog=__doc__.split("EXAMPLES", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--gateway", type=_hostport, default=("127.0.0.1", 8883),
+                       metavar="HOST:PORT", help="the gateway's MQTT listener (127.0.0.1:8883)")
+
+    def device_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", type=Path, help="JSON declaration (default: a thermostat)")
+        p.add_argument("--rate", type=_positive, default=1.0, help="ticks per second (1)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the readings (0)")
+        p.add_argument("--duration", type=_positive, help="seconds to run (default: forever)")
+        p.add_argument("--backoff-base", type=_positive, default=0.5,
+                       help="first reconnect delay in s (0.5), doubled up to --backoff-max")
+        p.add_argument("--backoff-max", type=_positive, default=30.0,
+                       help="longest reconnect delay in s (30)")
+
+    run = verbs.add_parser("run", help="one device: declare, report, obey controls")
+    run.add_argument("--bundle", type=Path, required=True, help="device bundle folder")
+    common(run)
+    device_opts(run)
+    run.add_argument("--json", action="store_true", help="events as JSON lines")
+
+    fleet = verbs.add_parser("fleet", help="one simulated device per bundle, at once")
+    fleet.add_argument("--bundles", type=Path, required=True, help="folder of bundle folders")
+    fleet.add_argument("--count", type=int, help="use (or make) this many bundles")
+    fleet.add_argument("--make-bundles", action="store_true",
+                       help="issue missing bundles with `fleet-ca issue device` first")
+    fleet.add_argument("--processes", type=int, help="worker processes (default: 1 per 2000)")
+    fleet.add_argument("--events", help="append every device event to this JSON-lines file")
+    fleet.add_argument("--json", action="store_true", help="final figures as one JSON object")
+    common(fleet)
+    device_opts(fleet)
+
+    attack = verbs.add_parser("attack", help="try to break out of the jail; exit 1 if any works")
+    attack.add_argument("--bundle", type=Path, required=True, help="the attacker's bundle")
+    attack.add_argument("--victim", help="the victim's network UUID")
+    attack.add_argument("--victim-bundle", type=Path,
+                        help="run the victim with this bundle, to see leaks from its side")
+    attack.add_argument("--attack-certs", type=Path,
+                        help="folder with <kind>/device.crt|key for expired, revoked, server")
+    attack.add_argument("--ca-home", type=Path,
+                        help="a CA home to make expired/revoked certificates with (dev CAs)")
+    attack.add_argument("--json", action="store_true", help="results as JSON lines")
+    common(attack)
+    return parser
+
+
+# -- run ---------------------------------------------------------------------------------
+
+def _print_event(as_json: bool):
+    def sink(device: SimDevice, kind: str, fields: dict[str, Any]) -> None:
+        if as_json:
+            print(json.dumps({"event": kind, **fields}, default=str), flush=True)
+        else:
+            detail = " ".join(f"{k}={v}" for k, v in fields.items())
+            print(f"{datetime.now().strftime('%H:%M:%S')} {kind} {detail}".rstrip(), flush=True)
+    return sink
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.bundle)
+    model = load_model(args.model)
+    loop, thread = start_loop()
+    host, port = args.gateway
+    device = SimDevice(bundle, loop, host, port, model=model, rate=args.rate, seed=args.seed,
+                       backoff=Backoff(args.backoff_base, args.backoff_max),
+                       on_event=_print_event(args.json))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    device.start()
+    try:
+        stop.wait(args.duration)
+    except KeyboardInterrupt:
+        pass
+    done = threading.Event()
+    device.stop(done.set)
+    done.wait(10.0)
+    loop.stop()
+    thread.join(5.0)
+    stats = device.stats.as_dict()
+    print(json.dumps({"event": "summary", **stats}) if args.json else
+          "summary " + " ".join(f"{k}={v}" for k, v in stats.items()), flush=True)
+    if device.rejected is not None:
+        raise RejectedError("the gateway rejected the model: " + "; ".join(device.rejected))
+    if device.stats.connects == 0:
+        raise GatewayError(f"never connected to {host}:{port}")
+    return ExitCode.OK
+
+
+# -- fleet -------------------------------------------------------------------------------
+
+def _make_bundles(folder: Path, count: int) -> None:
+    have = len([d for d in folder.iterdir() if (d / "device.crt").is_file()]) \
+        if folder.is_dir() else 0
+    if have >= count:
+        return
+    cmd = ["fleet-ca", "issue", "device", "--count", str(count - have), "--out", str(folder)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise BundleError("--make-bundles needs `fleet-ca` on PATH") from None
+    if done.returncode != 0:
+        raise BundleError(f"fleet-ca issue device failed ({done.returncode}): "
+                          f"{done.stderr.strip().splitlines()[-1:] or ''}")
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    if args.make_bundles:
+        _make_bundles(args.bundles, args.count or 10)
+    bundles = find_bundles(args.bundles, args.count)
+    host, port = args.gateway
+    opts = FleetOptions(host, port, rate=args.rate, duration=args.duration or 10.0,
+                        seed=args.seed, model=load_model(args.model) if args.model else None,
+                        backoff=Backoff(args.backoff_base, args.backoff_max),
+                        events=args.events, start_spread=min(5.0, len(bundles) / 500))
+    tty = sys.stderr.isatty()
+
+    def progress(totals: dict[str, int], count: int) -> None:
+        if tty:
+            print("\r" + live_line(totals, count) + "\x1b[K", end="", file=sys.stderr,
+                  flush=True)
+
+    result = run_fleet([b.dir for b in bundles], opts, processes=args.processes,
+                       progress=progress)
+    if tty:
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps({"totals": result.totals, "devices": result.devices,
+                          "seconds": round(result.seconds, 3)}))
+    else:
+        print_table(result)
+    if result.totals["connects"] == 0:
+        raise GatewayError(f"no device connected to {host}:{port}")
+    return ExitCode.OK
+
+
+# -- attack ------------------------------------------------------------------------------
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from .attack import run_attacks
+
+    return run_attacks(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return ExitCode.OK if exc.code == 0 else ExitCode.USAGE
+    handler = {"run": cmd_run, "fleet": cmd_fleet, "attack": cmd_attack}[args.verb]
+    try:
+        return handler(args)
+    except SimError as exc:
+        print(f"firmware-sim: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
