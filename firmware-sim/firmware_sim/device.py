@@ -134,8 +134,12 @@ class SimDevice:
 
     # -- control from other threads -----------------------------------------------------
 
-    def start(self) -> None:
-        self.loop.call_soon_threadsafe(self._connect)
+    def start(self, delay: float = 0.0) -> None:
+        """Boot: start sampling and connect (after `delay` s, to spread a fleet's start)."""
+        if delay > 0:
+            self.loop.call_soon_threadsafe(lambda: self.loop.call_later(delay, self._connect))
+        else:
+            self.loop.call_soon_threadsafe(self._connect)
 
     def stop(self, on_stopped: Callable[[], None] | None = None, drain: float = 5.0) -> None:
         """Stop ticking, wait (up to `drain` s) for outstanding acks, disconnect cleanly."""

@@ -93,12 +93,7 @@ def run_devices(dirs: list[str], opts: FleetOptions, report: Callable[[dict[str,
                                model=opts.model or THERMOSTAT, rate=opts.rate,
                                seed=opts.seed, backoff=opts.backoff, on_event=events)
             devices.append(device)
-            if opts.start_spread and len(dirs) > 1:
-                loop.call_soon_threadsafe(
-                    lambda dev=device, at=opts.start_spread * i / len(dirs):
-                    loop.call_later(at, dev._connect))
-            else:
-                device.start()
+            device.start(delay=opts.start_spread * i / len(dirs))
         deadline = time.monotonic() + opts.duration
         while not stop.is_set() and time.monotonic() < deadline:
             stop.wait(min(PROGRESS_EVERY, max(0.0, deadline - time.monotonic())))

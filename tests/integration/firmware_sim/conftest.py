@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 import trio
-
-from ca.store import CAHome
 from firmware_sim.bundle import load_bundle
 from firmware_sim.device import Backoff, SimDevice
 from firmware_sim.loop import start_loop
+
+from ca.store import CAHome
 from gateway.app import Gateway
 from gateway.broker import Message
 from gateway.config import load_config

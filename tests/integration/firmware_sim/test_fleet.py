@@ -1,0 +1,63 @@
+"""`firmware-sim fleet` as a process against the real gateway: 50 devices at once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import trio
+
+SIM = shutil.which("firmware-sim", path=str(Path(sys.executable).parent)) or "firmware-sim"
+
+
+async def test_fleet_of_50_all_connect_report_and_are_acknowledged(ca_home, gateway_runner,
+                                                                    tmp_path):
+    bundles = tmp_path / "bundles"
+    ca_home.issue_devices(bundles, count=50)
+    events = tmp_path / "events.jsonl"
+    done = await trio.run_process(
+        [SIM, "fleet", "--bundles", str(bundles), "--count", "50", "--rate", "2",
+         "--duration", "4", "--json", "--events", str(events),
+         "--gateway", f"127.0.0.1:{gateway_runner.port}"],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)
+    totals, devices = result["totals"], result["devices"]
+    assert len(devices) == 50 and len({d["device"] for d in devices}) == 50
+    assert all(d["connects"] >= 1 and d["acked"] > 0 for d in devices)
+    assert totals["acked"] == totals["sent"]  # each device drained its acks before leaving
+    assert totals["errors"] == 0 and totals["dropped"] == 0
+    declared = {json.loads(line)["device"] for line in events.read_text().splitlines()
+                if json.loads(line)["event"] == "declared"}
+    assert len(declared) == 50
+
+
+async def test_fleet_in_two_processes_sums_both(ca_home, gateway_runner, tmp_path):
+    bundles = tmp_path / "bundles"
+    ca_home.issue_devices(bundles, count=6)
+    done = await trio.run_process(
+        [SIM, "fleet", "--bundles", str(bundles), "--processes", "2", "--rate", "5",
+         "--duration", "2", "--json", "--gateway", f"127.0.0.1:{gateway_runner.port}"],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)
+    assert len(result["devices"]) == 6
+    assert all(d["acked"] > 0 for d in result["devices"])
+    assert result["totals"]["acked"] == sum(d["acked"] for d in result["devices"])
+
+
+async def test_fleet_without_a_gateway_says_so_in_one_line(ca_home, tmp_path):
+    bundles = tmp_path / "bundles"
+    ca_home.issue_devices(bundles, count=2)
+    with trio.socket.socket() as probe:  # a port nobody listens on
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = await trio.run_process(
+        [SIM, "fleet", "--bundles", str(bundles), "--duration", "1",
+         "--gateway", f"127.0.0.1:{port}"],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 5
+    assert done.stderr.decode().strip().splitlines() == [
+        f"firmware-sim: error: no device connected to 127.0.0.1:{port}"]
