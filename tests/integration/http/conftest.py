@@ -57,7 +57,7 @@ class Env:
 
 
 async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
-                    limits: HttpLimits = HttpLimits()) -> Env:
+                    limits: HttpLimits | None = None) -> Env:
     config = load_config(None, {"ca_home": home.path, "mqtt": "127.0.0.1:0", "data": data})
     stream = io.StringIO()
     log = EventLog(stream, truncate_ips=True)
@@ -70,7 +70,8 @@ async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
     hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars)
     http = await nursery.start(lambda task_status: serve_http(
         ("127.0.0.1", 0), http_tls(gateway.tls), store, hooks=hooks, bars=bars,
-        metrics=lambda: gateway_samples(gateway, store, ingest, stats), limits=limits,
+        metrics=lambda: gateway_samples(gateway, store, ingest, stats),
+        limits=limits or HttpLimits(),
         log=log, stats=stats, task_status=task_status))
     return Env(home, store, ingest, gateway, bars, http, mqtt, data, stats, stream)
 
