@@ -298,7 +298,7 @@ def fleetgate(pki: Pki, work: Path, cpus: tuple[int, ...], *, data: Path | None 
     config = work / "fleetgate-bench.toml"
     config.write_text(FLEETGATE_BENCH_CONFIG)
     cmd = [str(exe), "serve", "--config", str(config), "--ca-home", str(pki.home),
-           "--mqtt", "127.0.0.1:0", "--data", str(data)]
+           "--mqtt", "127.0.0.1:0", "--http", "off", "--data", str(data)]
     proc = spawn(cmd, log, cpus)
     server = Server("fleetgate", 0, [proc], log,
                     notes=["per-connection rate and connection limits lifted "

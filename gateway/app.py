@@ -270,15 +270,19 @@ async def run_gateway(gateway: Gateway) -> None:
         gateway.ingest = Ingest(store)
         gateway.status = store
         gateway.log.emit("store_opened", data=str(data))
-        await _serve_until_signal(gateway)
+        await _serve_until_signal(gateway, store)
 
 
-async def _serve_until_signal(gateway: Gateway) -> None:
+async def _serve_until_signal(gateway: Gateway, store: object = None) -> None:
     from .server import serve_mqtt
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_mqtt, gateway)
+            if store is not None and gateway.config.http_address is not None:
+                from .http.wiring import serve_gateway_http  # the API reads the store
+
+                await nursery.start(serve_gateway_http, gateway, store)
 
             async def wait_for_signal() -> None:
                 async for signum in signals:

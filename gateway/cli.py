@@ -4,6 +4,7 @@ EXAMPLES
     fleet-gateway serve --ca-home certs
     fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
     fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0     # any free port, logged
+    fleet-gateway serve --ca-home certs --data /var/lib/fleetgate --http 0.0.0.0:8443
 
 Exit codes: 0 stopped by SIGTERM/SIGINT; 2 bad usage; 3 bad configuration or missing/unusable
 file; 4 the listener could not be opened (address in use, permission).
@@ -48,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert", type=Path, help="server certificate (PEM)")
     serve.add_argument("--key", type=Path, help="server private key (PEM)")
     serve.add_argument("--mqtt", metavar="HOST:PORT", help="MQTT/TLS listener (127.0.0.1:8883)")
+    serve.add_argument("--http", metavar="HOST:PORT",
+                       help='HTTPS API listener (127.0.0.1:8443; "off"; needs --data)')
     serve.add_argument("--data", type=Path, help="data folder for the store")
     serve.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
     return parser
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cert": args.cert,
                 "key": args.key,
                 "mqtt": args.mqtt,
+                "http": args.http,
                 "data": args.data,
                 "log_file": args.log_file,
             },
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         oserror = _find(exc, OSError)
         if oserror is None:
             raise
-        print(f"fleet-gateway: error: cannot listen on {config.mqtt}: "
+        where = oserror.filename if isinstance(oserror.filename, str) else config.mqtt
+        print(f"fleet-gateway: error: cannot listen on {where}: "
               f"{oserror.strerror or oserror}", file=sys.stderr)
         return ExitCode.LISTEN
     return ExitCode.OK

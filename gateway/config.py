@@ -17,6 +17,7 @@ from typing import Any
 from .errors import ConfigError
 
 DEFAULT_MQTT = "127.0.0.1:8883"
+DEFAULT_HTTP = "127.0.0.1:8443"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ class GatewayConfig:
     # [mqtt]
     mqtt: str = DEFAULT_MQTT
     """MQTT over TLS listener, HOST:PORT (port 0: any free port, logged at start)."""
+    http: str = DEFAULT_HTTP
+    """HTTPS API listener, HOST:PORT or "off" (runs with a store, i.e. with `data`)."""
     data: Path | None = None
     """Data folder of the SQLite store; unset: nothing stored, acknowledgements mean routed."""
     handshake_timeout: float = 10.0
@@ -95,6 +98,10 @@ class GatewayConfig:
     @property
     def mqtt_address(self) -> tuple[str, int]:
         return parse_address(self.mqtt)
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        return None if self.http == "off" else parse_address(self.http)
 
     def _home(self) -> Path:
         if self.ca_home is None:
@@ -160,6 +167,7 @@ def _flatten(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _validate(config: GatewayConfig) -> GatewayConfig:
     config.mqtt_address  # noqa: B018 - raises ConfigError on a bad address
+    config.http_address  # noqa: B018
     positive = (
         "crl_poll_interval", "handshake_timeout", "connect_timeout", "keepalive_factor",
         "max_connections", "max_connections_per_network", "connection_rate",

@@ -221,7 +221,11 @@ async def serve_http(
 
     api = Api(store, hooks=hooks, metrics=metrics, bars=bars, on_error=on_error)
     host, port = address
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:  # named, so the CLI can say which listener failed
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise OSError(exc.errno, exc.strerror, where) from exc
     sockname = listeners[0].socket.getsockname()
     bound = (sockname[0], sockname[1])
     shown = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"

@@ -126,3 +126,29 @@ class GatewayHooks:
             for topic_filter in list(state.subscriptions):
                 broker.unsubscribe(state, topic_filter)
             broker.sessions.delete(state.key)
+
+
+async def serve_gateway_http(gateway: Any, store: Any, *,
+                             task_status: trio.TaskStatus[tuple[str, int]]
+                             = trio.TASK_STATUS_IGNORED) -> None:
+    """`serve_http` as `fleet-gateway serve` runs it, beside `serve_mqtt`, on one store.
+
+    The bar list lives in `<data>/barred.json` and is what MQTT admission consults
+    (`gateway.bars`). Listens on `gateway.config.http_address`; a bind failure is an
+    `OSError` whose `filename` is that address (the CLI names it, exit 4).
+    """
+    from .bars import BARS_FILE
+    from .metrics import gateway_samples
+    from .server import HttpStatistics, serve_http
+
+    config = gateway.config
+    address = config.http_address
+    assert address is not None
+    bars = BarList(config.data / BARS_FILE if config.data is not None else None)
+    gateway.bars = bars
+    stats = HttpStatistics()
+    hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars)
+
+    await serve_http(address, http_tls(gateway.tls), store, hooks=hooks, bars=bars,
+                     metrics=lambda: gateway_samples(gateway, store, gateway.ingest, stats),
+                     log=gateway.log, stats=stats, task_status=task_status)

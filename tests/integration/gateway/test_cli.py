@@ -70,7 +70,8 @@ def gateway_process(pki):
     started: list[GatewayProcess] = []
 
     def start(*args: str) -> GatewayProcess:
-        process = GatewayProcess("--ca-home", str(pki.path), "--mqtt", "127.0.0.1:0", *args)
+        process = GatewayProcess("--ca-home", str(pki.path), "--mqtt", "127.0.0.1:0",
+                                 "--http", "127.0.0.1:0", *args)
         started.append(process)
         return process
 
