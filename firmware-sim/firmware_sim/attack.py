@@ -1,0 +1,510 @@
+"""The attack matrix: from one device's point of view, try every way out of its jail and
+every way in without a valid identity; report what the gateway did.
+
+Two families (docs/security.md, DESIGN.md "The jail"):
+
+- jail escapes, with the attacker's own valid certificate: wildcard and `$` subscriptions,
+  topics naming the victim's network UUID, client id / username set to the victim's UUID,
+  and a session takeover with the victim's client id;
+- identity attacks, without a valid certificate: none, self-signed, another CA's, expired,
+  revoked, and a server certificate presented as a client's. The forged ones name the
+  victim's network, so a success would be a way into the victim's jail.
+
+Leakage is observed from both ends when a victim bundle is given: the victim subscribes to
+`#` in its own jail and, after each attempt, publishes a canary; the attempt got through if
+the attacker sees a canary, if the victim sees anything the attacker sent, or if the
+victim's session is cut. Ordering makes this exact without sleeping: a connection's
+messages arrive in order, so once the attacker's own echo on `sync/<n>` arrives, a canary
+routed before it would have arrived too. Without a victim bundle, only the attacker's side
+is watched (anything naming the victim's UUID).
+
+Nothing here is tuned to pass: a CONNACK 0 for a forged identity, or one leaked byte, is
+reported as GOT THROUGH and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import queue
+import ssl
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from .bundle import Bundle, load_bundle
+from .errors import CertsError, ExitCode, GatewayError, SimError
+
+WAIT = 10.0  # seconds to wait for an answer the gateway owes us
+
+
+class Verdict(StrEnum):
+    REFUSED = "refused"  # the gateway said no (TLS alert, CONNACK refusal, SUBACK 0x80, close)
+    CONTAINED = "contained"  # the gateway let it happen inside the attacker's own jail only
+    THROUGH = "GOT THROUGH"  # identity accepted, or data crossed between networks
+    NOT_TRIED = "not tried"  # what it needs is missing (said in the outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    attempt: str
+    expectation: str
+    outcome: str
+    verdict: Verdict
+
+
+# -- a synchronous paho client for probing -----------------------------------------------
+
+
+class Probe:
+    """One paho client in its own network thread, with waits on what it received."""
+
+    def __init__(self, host: str, port: int, *, ca: Path, cert: Path | None = None,
+                 key: Path | None = None, client_id: str = "", username: str | None = None,
+                 clean_session: bool = True) -> None:
+        self.host, self.port = host, port
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=clean_session, protocol=paho.MQTTv311)
+        self.client.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None,
+                            keyfile=str(key) if key else None, cert_reqs=ssl.CERT_REQUIRED)
+        if username is not None:
+            self.client.username_pw_set(username, "password")
+        self.messages: list[paho.MQTTMessage] = []
+        self.connack: queue.Queue[Any] = queue.Queue()
+        self.subacks: queue.Queue[list[Any]] = queue.Queue()
+        self.disconnected = threading.Event()
+        self.disconnect_reason = ""
+        self.log_errors: list[str] = []
+        self._cond = threading.Condition()
+        self.client.on_connect = lambda c, u, f, rc, p: self.connack.put(rc)
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.put(codes)
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_log = self._on_log
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self.disconnect_reason = str(rc)
+        self.disconnected.set()
+        with self._cond:
+            self._cond.notify_all()
+            self.connack.put(None)
+
+    def _on_log(self, _c: Any, _u: Any, level: int, text: str) -> None:
+        if level == paho.MQTT_LOG_ERR or "failed" in text.lower():
+            self.log_errors.append(text)
+
+    def connect(self) -> tuple[bool, str]:
+        """(admitted, what happened): admitted only on CONNACK 0."""
+        try:
+            self.client.connect(self.host, self.port, keepalive=30)
+        except ssl.SSLError as exc:
+            return False, f"TLS handshake failed: {exc.reason or exc}"
+        except OSError as exc:
+            raise GatewayError(f"cannot reach the gateway at {self.host}:{self.port}: "
+                               f"{exc.strerror or exc}") from None
+        self.client.loop_start()
+        try:
+            rc = self.connack.get(timeout=WAIT)
+        except queue.Empty:
+            return False, f"no CONNACK within {WAIT:.0f} s"
+        if rc is None:
+            detail = self.log_errors[-1] if self.log_errors else self.disconnect_reason
+            return False, f"closed before CONNACK ({_short(detail)})"
+        if rc.is_failure:
+            return False, f"CONNACK refused: {rc}"
+        return True, "CONNACK 0 (accepted)"
+
+    def subscribe(self, topic: str) -> str:
+        """The SUBACK's answer as text: 'granted QoS n', 'failure (0x80)', or 'closed'."""
+        self.client.subscribe(topic, 1)
+        try:
+            codes = self.subacks.get(timeout=WAIT)
+        except queue.Empty:
+            return "closed" if self.disconnected.is_set() else "no SUBACK"
+        code = codes[0]
+        value = code.value if hasattr(code, "value") else int(code)
+        return "failure (0x80)" if value >= 0x80 else f"granted QoS {value}"
+
+    def publish(self, topic: str, payload: bytes) -> str:
+        """'acknowledged', 'closed' (the gateway cut us off) or 'not acknowledged'."""
+        try:
+            info = self.client.publish(topic, payload, qos=1)
+        except ValueError as exc:  # paho refuses some topics itself
+            return f"client refused: {exc}"
+        info.wait_for_publish(WAIT)
+        if info.is_published():
+            return "acknowledged"
+        return "closed" if self.disconnected.is_set() else "not acknowledged"
+
+    def wait_for(self, pred: Callable[[paho.MQTTMessage], bool]) -> bool:
+        """Wait until a message matching `pred` arrives (True) or the link drops (False)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: any(pred(m) for m in self.messages) or self.disconnected.is_set(),
+                timeout=WAIT) and any(pred(m) for m in self.messages)
+
+    def close(self) -> None:
+        if not self.disconnected.is_set():
+            self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _json(payload: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _short(text: str, limit: int = 70) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- the matrix ----------------------------------------------------------------------------
+
+
+@dataclass
+class Creds:
+    cert: Path
+    key: Path
+
+
+class Matrix:
+    """Runs the attempts; `results` fills in as they go."""
+
+    def __init__(self, host: str, port: int, attacker: Bundle, victim: uuid.UUID,
+                 victim_bundle: Bundle | None, odd: dict[str, Creds | str]) -> None:
+        self.host, self.port = host, port
+        self.attacker = attacker
+        self.victim_uuid = victim
+        self.victim_bundle = victim_bundle
+        self.odd = odd  # kind -> credentials, or the reason they are missing
+        self.results: list[Result] = []
+        self.victim: Probe | None = None
+        # With a victim bundle, the victim here has its own client id (a simulator of the
+        # same bundle may be running as `sim-<uuid>`); without one, guess the simulator's.
+        self.victim_client_id = (f"victim-{uuid.uuid4().hex[:8]}" if victim_bundle
+                                 else f"sim-{victim}")
+        self._n = 0
+        self._marker = f"ATTACK-{uuid.uuid4().hex[:8]}"
+
+    # -- helpers --
+
+    def _probe(self, **kw: Any) -> Probe:
+        return Probe(self.host, self.port, ca=self.attacker.ca, cert=kw.pop("cert", None)
+                     or self.attacker.cert, key=kw.pop("key", None) or self.attacker.key, **kw)
+
+    def _attacker(self, **kw: Any) -> Probe:
+        self._n += 1
+        kw.setdefault("client_id", f"attacker-{self._n}")
+        probe = self._probe(**kw)
+        admitted, what = probe.connect()
+        if not admitted:
+            raise GatewayError(f"the attacker's own valid bundle was refused: {what}")
+        probe.subscribe("sync/+")
+        probe.subscribe("errors")  # where the gateway says why a publish was dropped
+        return probe
+
+    def start_victim(self) -> None:
+        if self.victim_bundle is None:
+            return
+        b = self.victim_bundle
+        self.victim = Probe(self.host, self.port, ca=b.ca, cert=b.cert, key=b.key,
+                            client_id=self.victim_client_id, clean_session=False)
+        admitted, what = self.victim.connect()
+        if not admitted:
+            raise GatewayError(f"the victim's bundle was refused: {what}")
+        self.victim.subscribe("#")
+        self.victim.client.publish("canary/retained", f"CANARY-retained-{uuid.uuid4().hex}",
+                                   qos=1, retain=True)
+
+    def _observe(self, attacker: Probe | None) -> list[str]:
+        """After an attempt: what crossed between the two networks, if anything."""
+        leaks: list[str] = []
+        canary = f"CANARY-{uuid.uuid4().hex}"
+        if self.victim is not None and not self.victim.disconnected.is_set():
+            self.victim.client.publish("canary/live", canary, qos=1)
+            if not self.victim.wait_for(lambda m: m.payload == canary.encode()):
+                leaks.append("the victim lost its session")
+        elif self.victim is not None:
+            leaks.append(f"the victim's session was cut ({self.victim.disconnect_reason})")
+        if attacker is not None and not attacker.disconnected.is_set():
+            sync = f"sync/{uuid.uuid4().hex[:8]}"
+            attacker.client.publish(sync, b"sync", qos=1)
+            attacker.wait_for(lambda m: m.topic == sync)
+        if attacker is not None:
+            victim_id = str(self.victim_uuid).encode()
+            for m in attacker.messages:
+                if m.payload.startswith(b"CANARY-") or victim_id in m.payload \
+                        or str(self.victim_uuid) in m.topic:
+                    leaks.append(f"attacker received {m.topic!r}: {_short(m.payload[:60])}")
+        if self.victim is not None:
+            for m in self.victim.messages:
+                if self._marker.encode() in m.payload:
+                    leaks.append(f"victim received {m.topic!r} from the attacker")
+            self.victim.messages[:] = [m for m in self.victim.messages
+                                       if self._marker.encode() not in m.payload]
+        return leaks
+
+    def _record(self, attempt: str, expectation: str, outcome: str, verdict: Verdict) -> None:
+        self.results.append(Result(attempt, expectation, outcome, verdict))
+
+    # -- jail escapes --
+
+    def try_subscribe(self, topic: str, expect: str) -> None:
+        attacker = self._attacker()
+        try:
+            answer = attacker.subscribe(topic)
+            leaks = self._observe(attacker)
+        finally:
+            attacker.close()
+        if leaks:
+            self._record(f"subscribe {topic}", expect, "; ".join(leaks), Verdict.THROUGH)
+        elif answer.startswith("granted"):
+            self._record(f"subscribe {topic}", expect,
+                         f"{answer}; saw only its own jail", Verdict.CONTAINED)
+        else:
+            self._record(f"subscribe {topic}", expect, answer, Verdict.REFUSED)
+
+    def try_publish(self, topic: str, expect: str) -> None:
+        attacker = self._attacker()
+        try:
+            answer = attacker.publish(topic, f"{self._marker} {topic}".encode())
+            leaks = self._observe(attacker)
+        finally:
+            attacker.close()
+        denied = [_json(m.payload) for m in attacker.messages if m.topic == "errors"]
+        denied = [d for d in denied if d.get("topic") == topic and "error" in d]
+        if leaks:
+            self._record(f"publish {topic}", expect, "; ".join(leaks), Verdict.THROUGH)
+        elif denied:
+            self._record(f"publish {topic}", expect, f"{answer}, dropped (errors: "
+                         f"{denied[0]['error']}: {denied[0].get('reason', '')})",
+                         Verdict.REFUSED)
+        elif answer == "acknowledged":
+            where = "the victim saw nothing" if self.victim else "stayed in its own jail"
+            self._record(f"publish {topic}", expect, f"{answer}; {where}", Verdict.CONTAINED)
+        else:
+            self._record(f"publish {topic}", expect, answer, Verdict.REFUSED)
+
+    def try_claim(self, attempt: str, expect: str, **kw: Any) -> None:
+        """Connect claiming the victim (client id / username); look for its data."""
+        attacker = self._attacker(**kw)
+        try:
+            answer = attacker.subscribe("#")
+            leaks = self._observe(attacker)
+        finally:
+            attacker.close()
+        if leaks:
+            self._record(attempt, expect, "; ".join(leaks), Verdict.THROUGH)
+        else:
+            self._record(attempt, expect, f"connected in its own jail, # {answer}, "
+                         "nothing of the victim's", Verdict.CONTAINED)
+
+    # -- identity attacks --
+
+    def try_identity(self, kind: str, attempt: str) -> None:
+        expect = "TLS handshake or CONNECT refused"
+        creds = self.odd.get(kind)
+        if isinstance(creds, str) or (creds is None and kind != "none"):
+            self._record(attempt, expect, f"needs {creds or kind}", Verdict.NOT_TRIED)
+            return
+        probe = Probe(self.host, self.port, ca=self.attacker.ca,
+                      cert=creds.cert if creds else None, key=creds.key if creds else None,
+                      client_id=f"attacker-{kind}")
+        try:
+            admitted, what = probe.connect()
+            if admitted:
+                self._observe(probe)
+        finally:
+            probe.close()
+        self._record(attempt, expect, what, Verdict.THROUGH if admitted else Verdict.REFUSED)
+
+    # -- all --
+
+    def run(self) -> list[Result]:
+        v = self.victim_uuid
+        self.start_victim()
+        try:
+            only_own = "granted inside its own jail only, or refused"
+            self.try_subscribe("#", only_own)
+            self.try_subscribe("+/#", only_own)
+            self.try_subscribe("/#", only_own)
+            self.try_subscribe("+/+/#", only_own)
+            self.try_subscribe("$SYS/#", "refused ($-topics are the server's)")
+            self.try_subscribe("$share/g/#", "refused ($-topics are the server's)")
+            self.try_subscribe(f"{v}/#", "mounted in its own jail: nothing of the victim's")
+            self.try_subscribe(f"+/{v}/#", "mounted in its own jail: nothing of the victim's")
+            self.try_subscribe(f"../{v}/#", "mounted in its own jail: nothing of the victim's")
+            self.try_publish("$SYS/broker/clients", "refused ($-topics are the server's)")
+            self.try_publish(f"{v}/control/thermostat/setpoint",
+                             "stays in its own jail: the victim sees nothing")
+            self.try_publish(f"/{v}/canary/live", "stays in its own jail")
+            self.try_publish(f"../{v}/report/thermostat/temperature", "stays in its own jail")
+            self.try_claim("client id = victim's UUID",
+                           "admitted as itself, jailed in its own network",
+                           client_id=str(v))
+            self.try_claim("username = victim's UUID",
+                           "admitted as itself, jailed in its own network",
+                           username=str(v))
+            self.try_claim(f"session takeover (client id {self.victim_client_id})",
+                           "its own session: the victim is not cut off, its queue not read",
+                           client_id=self.victim_client_id, clean_session=False)
+            self.try_identity("none", "no client certificate")
+            self.try_identity("self-signed", "self-signed certificate naming the victim")
+            self.try_identity("foreign-ca", "another CA's certificate naming the victim")
+            self.try_identity("expired", "expired certificate of our CA naming the victim")
+            self.try_identity("server", "our server certificate used as a client's")
+            self.try_identity("revoked", "revoked certificate of our CA")
+            self._observe(None)  # the victim is still fine at the very end
+        finally:
+            if self.victim is not None:
+                self.victim.client.publish("canary/retained", b"", qos=1, retain=True)
+                self.victim.close()
+        return self.results
+
+
+# -- certificates for the identity attacks ------------------------------------------------
+
+
+def make_odd_certs(out: Path, victim: uuid.UUID, *, ca_home: Path | None,
+                   given: Path | None) -> dict[str, Creds | str]:
+    """Credentials for each identity attack, or why one is missing.
+
+    Self-signed and another CA's are always made here (the `ca` library); expired, revoked
+    and server come from `given/<kind>/` (any *.crt with its *.key), else from an
+    unencrypted CA home (expired is signed by it, revoked is issued then revoked in it, the
+    server certificate is `<home>/server/server.crt`).
+    """
+    try:
+        from ca.bundles import write_bundle
+        from ca.keys import generate_key
+        from ca.profiles import build_device, build_hierarchy, build_self_signed_device
+    except ImportError:  # the simulator may be installed without the CA
+        return {k: "the `ca` package" for k in ("self-signed", "foreign-ca", "expired",
+                                                 "server", "revoked")}
+    now = dt.datetime.now(dt.UTC)
+    odd: dict[str, Creds | str] = {}
+
+    def written(name: str, key: Any, cert: Any, chain: list[Any], root: Any) -> Creds:
+        b = write_bundle(out / name, key=key, cert=cert, chain=chain, ca_cert=root)
+        return Creds(b.cert_path, b.key_path)
+
+    key = generate_key()
+    cert = build_self_signed_device(key, network=victim, now=now)
+    odd["self-signed"] = written("self-signed", key, cert, [], cert)
+    foreign = build_hierarchy(name="not fleetgate", now=now)
+    key = generate_key()
+    odd["foreign-ca"] = written("foreign-ca", key,
+                                build_device(key.public_key(), issuer=foreign.issuing,
+                                             network=victim, now=now),
+                                [foreign.issuing.cert], foreign.root.cert)
+    for kind in ("expired", "server", "revoked"):
+        found = _given(given, kind) if given else None
+        odd[kind] = found or f"--attack-certs DIR/{kind}/ or --ca-home"
+    if ca_home is None:
+        return odd
+    try:
+        from ca import CAError, CAHome
+
+        home = CAHome.open(ca_home)
+        try:
+            issuer = home.issuer
+            if not isinstance(odd["expired"], Creds):
+                key = generate_key()
+                odd["expired"] = written("expired", key, build_device(
+                    key.public_key(), issuer=issuer, network=victim, now=now,
+                    not_before=now - dt.timedelta(days=30),
+                    not_after=now - dt.timedelta(days=1)),
+                    [home.issuing_cert], home.root_cert)
+            server = home.path / "server"
+            if not isinstance(odd["server"], Creds) and (server / "server.crt").is_file():
+                odd["server"] = Creds(server / "server.crt", server / "server.key")
+            if not isinstance(odd["revoked"], Creds):
+                bundle = home.issue_devices(out / "revoked", count=1)[0]
+                home.revoke(bundle.serial, reason="key-compromise")
+                odd["revoked"] = Creds(bundle.cert_path, bundle.key_path)
+        finally:
+            home.close()
+    except CAError as exc:
+        raise CertsError(f"--ca-home {ca_home}: {exc}") from None
+    return odd
+
+
+def _given(folder: Path, kind: str) -> Creds | None:
+    base = folder / kind
+    certs = sorted(base.glob("*.crt")) if base.is_dir() else []
+    certs = [c for c in certs if c.name != "ca.crt"]
+    for cert in certs:
+        key = cert.with_suffix(".key")
+        if key.is_file():
+            return Creds(cert, key)
+    return None
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def print_table(results: list[Result], out: Any) -> None:
+    w1 = max(len(r.attempt) for r in results)
+    w2 = max(len(r.expectation) for r in results)
+    print(f"{'attempt':<{w1}}  {'expectation':<{w2}}  {'verdict':<11}  outcome", file=out)
+    print("-" * (w1 + w2 + 30), file=out)
+    for r in results:
+        print(f"{r.attempt:<{w1}}  {r.expectation:<{w2}}  {r.verdict:<11}  {r.outcome}",
+              file=out)
+
+
+def run_attacks(args: Any) -> int:
+    """`firmware-sim attack`: run the matrix, print the table, exit 1 on any breach."""
+    import sys
+
+    attacker = load_bundle(args.bundle)
+    victim_bundle = load_bundle(args.victim_bundle) if args.victim_bundle else None
+    if args.victim:
+        try:
+            victim = uuid.UUID(args.victim)
+        except ValueError:
+            raise SimError(f"--victim {args.victim!r} is not a UUID") from None
+    elif victim_bundle is not None and victim_bundle.network is not None:
+        victim = victim_bundle.network
+    else:
+        victim = uuid.uuid4()
+    if victim_bundle is not None and victim_bundle.network not in (None, victim):
+        raise SimError("--victim and --victim-bundle name different networks")
+    if attacker.network == victim:
+        raise SimError("the attacker and the victim are the same network")
+    host, port = args.gateway
+    with tempfile.TemporaryDirectory(prefix="firmware-sim-attack-") as tmp:
+        odd = make_odd_certs(Path(tmp), victim, ca_home=args.ca_home, given=args.attack_certs)
+        matrix = Matrix(host, port, attacker, victim, victim_bundle, odd)
+        results = matrix.run()
+    if args.json:
+        for r in results:
+            print(json.dumps({"attempt": r.attempt, "expectation": r.expectation,
+                              "outcome": r.outcome, "verdict": str(r.verdict)}))
+    else:
+        print(f"attacker network {attacker.network}, victim network {victim}", file=sys.stdout)
+        if victim_bundle is None:
+            print("no --victim-bundle: leakage is watched from the attacker's side only",
+                  file=sys.stdout)
+        print_table(results, sys.stdout)
+    through = [r for r in results if r.verdict is Verdict.THROUGH]
+    tried = [r for r in results if r.verdict is not Verdict.NOT_TRIED]
+    print(f"{len(tried)} attempts, {len(through)} got through, "
+          f"{len(results) - len(tried)} not tried", file=sys.stderr)
+    return ExitCode.BREACH if through else ExitCode.OK
