@@ -68,7 +68,7 @@ def _int(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> in
     text = query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not lo <= int(text) <= hi:
+    if not (text.isascii() and text.isdigit()) or not lo <= int(text) <= hi:
         raise bad_request(f"{name} must be an integer from {lo} to {hi}", "bad_parameter")
     return int(text)
 
@@ -232,7 +232,10 @@ class Api:
                 raise bad_request("the cursor belongs to another value or order", "bad_cursor")
             try:
                 at = datetime.fromisoformat(pos["ts"])
-                after = StateRecord(int(pos["id"]), uuid, StateKind.REPORT, "", at, at)
+                row = pos["id"]
+                if at.tzinfo is None or type(row) is not int or not 0 <= row < 2**63:
+                    raise ValueError("not a cursor we made")
+                after = StateRecord(row, uuid, StateKind.REPORT, "", at, at)
             except (KeyError, TypeError, ValueError):
                 raise ApiError(400, "bad_cursor", "cursor is not one this endpoint returned"
                                ) from None

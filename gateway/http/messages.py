@@ -63,7 +63,7 @@ class Request:
                 raise ApiError(415, "unsupported_media_type", "send application/json")
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "bad_json", "the body is not a JSON document") from None
 
 

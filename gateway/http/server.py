@@ -24,7 +24,7 @@ from __future__ import annotations
 import ssl
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import h11
@@ -66,8 +66,9 @@ class HttpStatistics:
 class _Connection:
     def __init__(self, stream: trio.SSLStream, api: Api, limits: HttpLimits,
                  operator: Operator | None, refusal: ApiError | None,
-                 stats: HttpStatistics) -> None:
+                 stats: HttpStatistics, tls: TLSProvider) -> None:
         self.stream = stream
+        self.tls = tls
         self.api = api
         self.limits = limits
         self.operator = operator
@@ -108,6 +109,12 @@ class _Connection:
             if request is None:
                 return  # the client closed, or stayed idle past the deadline
             self.stats.counters["requests"] += 1
+            if self.operator is not None and self.operator.serial in self.tls()[1]:
+                # Revoked while this keep-alive connection was open: no more answers for it.
+                self.operator = None
+                self.refusal = ApiError(403, "certificate_revoked",
+                                        "this operator certificate is revoked")
+            request = replace(request, operator=self.operator, refusal=self.refusal)
             try:
                 response = await self.api.handle(request)
             except Exception as exc:  # a bug or a failed store: this request only
@@ -261,7 +268,7 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
         operator = who if isinstance(who, Operator) else None
         refusal = who if isinstance(who, ApiError) else None
         try:
-            await _Connection(stream, api, limits, operator, refusal, stats).run()
+            await _Connection(stream, api, limits, operator, refusal, stats, tls).run()
         except (_Close, trio.BrokenResourceError, trio.ClosedResourceError,
                 trio.TooSlowError, h11.LocalProtocolError):
             pass

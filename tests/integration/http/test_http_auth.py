@@ -49,3 +49,15 @@ async def test_a_revoked_operator_certificate_is_refused(env, ca_home, tmp_path)
     fresh = env.client(files.cert_path, files.key_path)
     with pytest.raises((ssl.SSLError, ConnectionError)):
         await fresh.get("/api/v1/networks")
+
+
+async def test_a_keep_alive_connection_loses_access_when_its_certificate_is_revoked(
+        env, ca_home, tmp_path):
+    files = ca_home.issue_operator(tmp_path / "op3", name="keepalive")
+    client = env.client(files.cert_path, files.key_path)
+    assert (await client.get("/api/v1/networks")).status == 200
+    ca_home.revoke(files.serial)
+    env.gateway.tls.reload()
+    answer = await client.get("/api/v1/networks")  # same TLS connection, still open
+    assert answer.status == 403 and answer.error_code == "certificate_revoked"
+    assert env.stats.counters["connections"] == 1

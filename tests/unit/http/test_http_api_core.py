@@ -47,3 +47,30 @@ def test_any_request_target_parses_or_is_a_400(target):
         assert exc.status == 400
     else:
         assert request.path.startswith("/")
+
+
+async def test_hostile_inputs_are_400s_not_500s(tmp_path):
+    import uuid
+
+    from gateway.http.cursor import encode_cursor
+    async with open_sqlite_store(tmp_path) as store:
+        api = Api(store)
+        v = uuid.uuid4()
+        deep = b"[" * 30_000 + b"]" * 30_000
+        answer = await api.handle(Request("POST", f"/api/v1/values/{v}/control", {}, deep,
+                                          "application/json", ALICE))
+        assert answer.status == 400 and b"bad_json" in answer.body
+        for query, code in (
+            ("limit=%C2%B2", b"bad_parameter"),  # a superscript two: isdigit() but not int()
+            ("cursor=" + encode_cursor({"k": "reports", "value": str(v), "order": "newest",
+                                        "id": 1, "ts": "2026-01-01T00:00:00"}), b"bad_cursor"),
+            ("cursor=" + encode_cursor({"k": "reports", "value": str(v), "order": "newest",
+                                        "id": 2**70, "ts": "2026-01-01T00:00:00+00:00"}),
+             b"bad_cursor"),
+            ("cursor=" + encode_cursor({"k": "reports", "value": str(v), "order": "newest",
+                                        "id": "1", "ts": "2026-01-01T00:00:00+00:00"}),
+             b"bad_cursor"),
+        ):
+            answer = await api.handle(Request.from_target(
+                "GET", f"/api/v1/values/{v}/reports?{query}", operator=ALICE))
+            assert answer.status == 400 and code in answer.body, (query, answer.body)
