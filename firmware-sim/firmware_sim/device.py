@@ -237,6 +237,9 @@ class SimDevice:
                 self._event("declared", network=doc.get("network", {}).get("uuid"),
                             devices=_uuids(doc))
                 self._flush()
+                for value in self.values:  # the device's truth about its settings
+                    if value.reportable and not value.sensor:
+                        self._report(value, self.readings.current(value))
         elif topic == "model/rejected":
             if msg.retain:
                 return

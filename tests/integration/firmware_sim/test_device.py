@@ -27,7 +27,9 @@ async def test_reports_are_stored_in_range_and_acknowledged(make_device, sim_dev
     assert stopped["acked"] == stopped["sent"] >= 20
     temps = await gateway_runner.history(uuids["thermostat/temperature"])
     hums = await gateway_runner.history(uuids["thermostat/humidity"])
-    assert len(temps) + len(hums) == stopped["sent"]  # acknowledged means stored
+    setpoints = await gateway_runner.history(uuids["thermostat/setpoint"])
+    assert len(setpoints) == 1  # its setting, reported once when declared
+    assert len(temps) + len(hums) + 1 == stopped["sent"]  # acknowledged means stored
     assert all(10 <= float(r.data) <= 35 for r in temps)  # plausible, not mid [-40, 125]
     assert all(0 <= float(r.data) <= 100 for r in hums)
     assert stopped["errors"] == 0
@@ -45,7 +47,8 @@ async def test_control_command_is_applied_and_the_new_value_reported(make_device
     watched.device.stop()
     await watched.wait("stopped")
     reported = await gateway_runner.history(setpoint)
-    assert [r.data for r in reported] == ["22.5"]
+    # what it had when it declared, then what it was told
+    assert [r.data for r in reported][-1] == "22.5" and len(reported) == 2
 
 
 async def test_control_of_a_read_only_value_is_ignored_not_applied(make_device, sim_device,
