@@ -59,7 +59,10 @@ class SQLiteStore:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.path = path
-        _create_private(path)
+        try:
+            _create_private(path)
+        except OSError as exc:
+            raise StorageError(f"cannot create {path}: {exc.strerror or exc}") from None
         try:
             wconn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             configure_writer(wconn, synchronous=synchronous)

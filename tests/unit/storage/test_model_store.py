@@ -122,3 +122,10 @@ def test_the_migrations_are_numbered_from_one_without_gaps():
     from gateway.storage.sqlite.schema import MIGRATIONS
     assert [n for n, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
     assert MODEL["devices"]  # the fixture model is non-trivial
+
+
+async def test_a_data_folder_that_cannot_be_created_is_one_storage_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StorageError, match="cannot create .*file/data/fleetgate.sqlite3"):
+        async with open_sqlite_store(tmp_path / "file" / "data"):
+            pass
