@@ -75,6 +75,14 @@ async def test_find_value_says_where_a_value_lives(store, network):
     assert await store.find_value(uuid.uuid4()) is None
 
 
+async def test_find_device_gives_its_network_and_node(store, network):
+    tree = await store.declare_model(network, model_decl(), T0)
+    door = tree.devices[1]
+    assert await store.find_device(door.uuid) == (network, door)
+    assert await store.find_device(uuid.uuid4()) is None
+    assert await store.find_device(tree.devices[0].values[0].uuid) is None  # a value's UUID
+
+
 async def test_connection_status_tracks_connects_disconnects_and_history(store, network):
     await store.connected(network, "a", "0A1B", at(0))
     await store.connected(network, "b", "0A1B", at(1))
