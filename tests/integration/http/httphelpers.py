@@ -1,9 +1,12 @@
-"""Helpers for the HTTP API's integration tests: a blocking HTTPS client run in a thread,
-a raw TLS socket for wire-level tests, a seeded network."""
+"""Helpers for the HTTP API's integration tests: the environment under test (`start_env`),
+a blocking HTTPS client run in a thread, a raw TLS socket for wire-level tests, a paho
+device, a seeded network."""
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
+import io
 import json
 import socket
 import ssl
@@ -14,6 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import trio
+
+from ca import CAHome
+from gateway.app import Gateway
+from gateway.config import load_config
+from gateway.http import BarList, GatewayHooks, HttpLimits, gateway_samples, http_tls, serve_http
+from gateway.http.server import HttpStatistics
+from gateway.ingest import Ingest
+from gateway.logs import EventLog
+from gateway.server import serve_mqtt
 
 MODEL = {"devices": [{"name": "thermo", "description": "hall", "values": [
     {"name": "temp", "permission": "r", "number": {"min": -40, "max": 125, "step": 0.5}},
@@ -212,3 +224,54 @@ class Device:
             self.client.disconnect()
             self.client.loop_stop()
         await trio.to_thread.run_sync(run)
+
+
+# -- the environment under test ---------------------------------------------------------
+
+@dataclass
+class Env:
+    home: CAHome
+    store: Any
+    ingest: Ingest
+    gateway: Gateway
+    bars: BarList
+    http: tuple[str, int]
+    mqtt: tuple[str, int]
+    data: Path
+    stats: HttpStatistics
+    log: io.StringIO
+
+    @property
+    def root(self) -> Path:
+        return self.home.path / "root.crt"
+
+    def client(self, cert: Path | None = None, key: Path | None = None) -> Client:
+        return Client(self.http[0], self.http[1], client_context(self.root, cert, key))
+
+    @staticmethod
+    def store_now():
+        return dt.datetime.now(dt.UTC)
+
+    def operator(self) -> Client:
+        op = self.home.path / "operator"
+        return self.client(op / "operator.crt", op / "operator.key")
+
+
+async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
+                    limits: HttpLimits | None = None) -> Env:
+    config = load_config(None, {"ca_home": home.path, "mqtt": "127.0.0.1:0", "data": data})
+    stream = io.StringIO()
+    log = EventLog(stream, truncate_ips=True)
+    ingest = Ingest(store)
+    gateway = Gateway(config, log=log, ingest=ingest, status=store)
+    mqtt = await nursery.start(serve_mqtt, gateway)
+    bars = BarList(data / "barred.json")
+    gateway.bars = bars
+    stats = HttpStatistics()
+    hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars)
+    http = await nursery.start(lambda task_status: serve_http(
+        ("127.0.0.1", 0), http_tls(gateway.tls), store, hooks=hooks, bars=bars,
+        metrics=lambda: gateway_samples(gateway, store, ingest, stats),
+        limits=limits or HttpLimits(),
+        log=log, stats=stats, task_status=task_status))
+    return Env(home, store, ingest, gateway, bars, http, mqtt, data, stats, stream)

@@ -16,8 +16,7 @@ import pytest
 import requests
 import schemathesis
 import trio
-from conftest import start_env
-from httphelpers import seed_network
+from httphelpers import seed_network, start_env
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 

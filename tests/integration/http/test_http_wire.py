@@ -73,7 +73,7 @@ async def test_an_oversized_chunked_body_gets_413(env):
 
 
 async def test_a_request_head_that_never_ends_times_out_with_408(ca_home, tmp_path):
-    from conftest import start_env
+    from httphelpers import start_env
 
     from gateway.storage import open_sqlite_store
 
