@@ -24,25 +24,18 @@ reported as GOT THROUGH and the command exits 1.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import queue
-import ssl
 import tempfile
-import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-
 from .bundle import Bundle, load_bundle
-from .errors import CertsError, ExitCode, GatewayError, SimError
-
-WAIT = 10.0  # seconds to wait for an answer the gateway owes us
+from .errors import ExitCode, GatewayError, SimError
+from .forge import Creds, make_odd_certs
+from .probe import Probe, json_object, raw_connect, shorten
 
 
 class Verdict(StrEnum):
@@ -60,127 +53,7 @@ class Result:
     verdict: Verdict
 
 
-# -- a synchronous paho client for probing -----------------------------------------------
-
-
-class Probe:
-    """One paho client in its own network thread, with waits on what it received."""
-
-    def __init__(self, host: str, port: int, *, ca: Path, cert: Path | None = None,
-                 key: Path | None = None, client_id: str = "", username: str | None = None,
-                 clean_session: bool = True) -> None:
-        self.host, self.port = host, port
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=clean_session, protocol=paho.MQTTv311)
-        self.client.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None,
-                            keyfile=str(key) if key else None, cert_reqs=ssl.CERT_REQUIRED)
-        if username is not None:
-            self.client.username_pw_set(username, "password")
-        self.messages: list[paho.MQTTMessage] = []
-        self.connack: queue.Queue[Any] = queue.Queue()
-        self.subacks: queue.Queue[list[Any]] = queue.Queue()
-        self.disconnected = threading.Event()
-        self.disconnect_reason = ""
-        self.log_errors: list[str] = []
-        self._cond = threading.Condition()
-        self.client.on_connect = lambda c, u, f, rc, p: self.connack.put(rc)
-        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.put(codes)
-        self.client.on_message = self._on_message
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_log = self._on_log
-
-    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        with self._cond:
-            self.messages.append(msg)
-            self._cond.notify_all()
-
-    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        self.disconnect_reason = str(rc)
-        self.disconnected.set()
-        with self._cond:
-            self._cond.notify_all()
-            self.connack.put(None)
-
-    def _on_log(self, _c: Any, _u: Any, level: int, text: str) -> None:
-        if level == paho.MQTT_LOG_ERR or "failed" in text.lower():
-            self.log_errors.append(text)
-
-    def connect(self) -> tuple[bool, str]:
-        """(admitted, what happened): admitted only on CONNACK 0."""
-        try:
-            self.client.connect(self.host, self.port, keepalive=30)
-        except ssl.SSLError as exc:
-            return False, f"TLS handshake failed: {exc.reason or exc}"
-        except OSError as exc:
-            raise GatewayError(f"cannot reach the gateway at {self.host}:{self.port}: "
-                               f"{exc.strerror or exc}") from None
-        self.client.loop_start()
-        try:
-            rc = self.connack.get(timeout=WAIT)
-        except queue.Empty:
-            return False, f"no CONNACK within {WAIT:.0f} s"
-        if rc is None:
-            detail = self.log_errors[-1] if self.log_errors else self.disconnect_reason
-            return False, f"closed before CONNACK ({_short(detail)})"
-        if rc.is_failure:
-            return False, f"CONNACK refused: {rc}"
-        return True, "CONNACK 0 (accepted)"
-
-    def subscribe(self, topic: str) -> str:
-        """The SUBACK's answer as text: 'granted QoS n', 'failure (0x80)', or 'closed'."""
-        self.client.subscribe(topic, 1)
-        try:
-            codes = self.subacks.get(timeout=WAIT)
-        except queue.Empty:
-            return "closed" if self.disconnected.is_set() else "no SUBACK"
-        code = codes[0]
-        value = code.value if hasattr(code, "value") else int(code)
-        return "failure (0x80)" if value >= 0x80 else f"granted QoS {value}"
-
-    def publish(self, topic: str, payload: bytes) -> str:
-        """'acknowledged', 'closed' (the gateway cut us off) or 'not acknowledged'."""
-        try:
-            info = self.client.publish(topic, payload, qos=1)
-        except ValueError as exc:  # paho refuses some topics itself
-            return f"client refused: {exc}"
-        info.wait_for_publish(WAIT)
-        if info.is_published():
-            return "acknowledged"
-        return "closed" if self.disconnected.is_set() else "not acknowledged"
-
-    def wait_for(self, pred: Callable[[paho.MQTTMessage], bool]) -> bool:
-        """Wait until a message matching `pred` arrives (True) or the link drops (False)."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: any(pred(m) for m in self.messages) or self.disconnected.is_set(),
-                timeout=WAIT) and any(pred(m) for m in self.messages)
-
-    def close(self) -> None:
-        if not self.disconnected.is_set():
-            self.client.disconnect()
-        self.client.loop_stop()
-
-
-def _json(payload: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _short(text: str, limit: int = 70) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # -- the matrix ----------------------------------------------------------------------------
-
-
-@dataclass
-class Creds:
-    cert: Path
-    key: Path
 
 
 class Matrix:
@@ -251,7 +124,7 @@ class Matrix:
             for m in attacker.messages:
                 if m.payload.startswith(b"CANARY-") or victim_id in m.payload \
                         or str(self.victim_uuid) in m.topic:
-                    leaks.append(f"attacker received {m.topic!r}: {_short(m.payload[:60])}")
+                    leaks.append(f"attacker received {m.topic!r}: {shorten(m.payload[:60])}")
         if self.victim is not None:
             for m in self.victim.messages:
                 if self._marker.encode() in m.payload:
@@ -261,7 +134,8 @@ class Matrix:
         return leaks
 
     def _record(self, attempt: str, expectation: str, outcome: str, verdict: Verdict) -> None:
-        self.results.append(Result(attempt, expectation, outcome, verdict))
+        short = attempt.replace(str(self.victim_uuid), "<victim>")  # named in the header
+        self.results.append(Result(short, expectation, outcome, verdict))
 
     # -- jail escapes --
 
@@ -287,7 +161,7 @@ class Matrix:
             leaks = self._observe(attacker)
         finally:
             attacker.close()
-        denied = [_json(m.payload) for m in attacker.messages if m.topic == "errors"]
+        denied = [json_object(m.payload) for m in attacker.messages if m.topic == "errors"]
         denied = [d for d in denied if d.get("topic") == topic and "error" in d]
         if leaks:
             self._record(f"publish {topic}", expect, "; ".join(leaks), Verdict.THROUGH)
@@ -323,15 +197,9 @@ class Matrix:
         if isinstance(creds, str) or (creds is None and kind != "none"):
             self._record(attempt, expect, f"needs {creds or kind}", Verdict.NOT_TRIED)
             return
-        probe = Probe(self.host, self.port, ca=self.attacker.ca,
-                      cert=creds.cert if creds else None, key=creds.key if creds else None,
-                      client_id=f"attacker-{kind}")
-        try:
-            admitted, what = probe.connect()
-            if admitted:
-                self._observe(probe)
-        finally:
-            probe.close()
+        admitted, what = raw_connect(self.host, self.port, ca=self.attacker.ca,
+                                     cert=creds.cert if creds else None,
+                                     key=creds.key if creds else None)
         self._record(attempt, expect, what, Verdict.THROUGH if admitted else Verdict.REFUSED)
 
     # -- all --
@@ -376,84 +244,6 @@ class Matrix:
                 self.victim.client.publish("canary/retained", b"", qos=1, retain=True)
                 self.victim.close()
         return self.results
-
-
-# -- certificates for the identity attacks ------------------------------------------------
-
-
-def make_odd_certs(out: Path, victim: uuid.UUID, *, ca_home: Path | None,
-                   given: Path | None) -> dict[str, Creds | str]:
-    """Credentials for each identity attack, or why one is missing.
-
-    Self-signed and another CA's are always made here (the `ca` library); expired, revoked
-    and server come from `given/<kind>/` (any *.crt with its *.key), else from an
-    unencrypted CA home (expired is signed by it, revoked is issued then revoked in it, the
-    server certificate is `<home>/server/server.crt`).
-    """
-    try:
-        from ca.bundles import write_bundle
-        from ca.keys import generate_key
-        from ca.profiles import build_device, build_hierarchy, build_self_signed_device
-    except ImportError:  # the simulator may be installed without the CA
-        return {k: "the `ca` package" for k in ("self-signed", "foreign-ca", "expired",
-                                                 "server", "revoked")}
-    now = dt.datetime.now(dt.UTC)
-    odd: dict[str, Creds | str] = {}
-
-    def written(name: str, key: Any, cert: Any, chain: list[Any], root: Any) -> Creds:
-        b = write_bundle(out / name, key=key, cert=cert, chain=chain, ca_cert=root)
-        return Creds(b.cert_path, b.key_path)
-
-    key = generate_key()
-    cert = build_self_signed_device(key, network=victim, now=now)
-    odd["self-signed"] = written("self-signed", key, cert, [], cert)
-    foreign = build_hierarchy(name="not fleetgate", now=now)
-    key = generate_key()
-    odd["foreign-ca"] = written("foreign-ca", key,
-                                build_device(key.public_key(), issuer=foreign.issuing,
-                                             network=victim, now=now),
-                                [foreign.issuing.cert], foreign.root.cert)
-    for kind in ("expired", "server", "revoked"):
-        found = _given(given, kind) if given else None
-        odd[kind] = found or f"--attack-certs DIR/{kind}/ or --ca-home"
-    if ca_home is None:
-        return odd
-    try:
-        from ca import CAError, CAHome
-
-        home = CAHome.open(ca_home)
-        try:
-            issuer = home.issuer
-            if not isinstance(odd["expired"], Creds):
-                key = generate_key()
-                odd["expired"] = written("expired", key, build_device(
-                    key.public_key(), issuer=issuer, network=victim, now=now,
-                    not_before=now - dt.timedelta(days=30),
-                    not_after=now - dt.timedelta(days=1)),
-                    [home.issuing_cert], home.root_cert)
-            server = home.path / "server"
-            if not isinstance(odd["server"], Creds) and (server / "server.crt").is_file():
-                odd["server"] = Creds(server / "server.crt", server / "server.key")
-            if not isinstance(odd["revoked"], Creds):
-                bundle = home.issue_devices(out / "revoked", count=1)[0]
-                home.revoke(bundle.serial, reason="key-compromise")
-                odd["revoked"] = Creds(bundle.cert_path, bundle.key_path)
-        finally:
-            home.close()
-    except CAError as exc:
-        raise CertsError(f"--ca-home {ca_home}: {exc}") from None
-    return odd
-
-
-def _given(folder: Path, kind: str) -> Creds | None:
-    base = folder / kind
-    certs = sorted(base.glob("*.crt")) if base.is_dir() else []
-    certs = [c for c in certs if c.name != "ca.crt"]
-    for cert in certs:
-        key = cert.with_suffix(".key")
-        if key.is_file():
-            return Creds(cert, key)
-    return None
 
 
 # -- the command -------------------------------------------------------------------------
