@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from .auth import Operator
 from .errors import ApiError
@@ -38,10 +38,12 @@ class Request:
         """
         if not target.startswith("/"):
             raise ApiError(400, "bad_target", "the request target must be an absolute path")
-        parts = urlsplit(target)
+        # Origin-form (RFC 9112 section 3.2.1): no urlsplit, which would read "//x/..." as
+        # a host.
+        raw_path, _, raw_query = target.partition("?")
         query: dict[str, str] = {}
         try:
-            pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False,
+            pairs = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=False,
                               errors="strict")
         except (UnicodeDecodeError, ValueError):
             raise ApiError(400, "bad_query", "the query string is not valid UTF-8") from None
@@ -50,7 +52,7 @@ class Request:
                 raise ApiError(400, "bad_query", f"parameter {key!r} given more than once")
             query[key] = value
         try:
-            path = unquote(parts.path, errors="strict")
+            path = unquote(raw_path, errors="strict")
         except UnicodeDecodeError:
             raise ApiError(400, "bad_target", "the path is not valid UTF-8") from None
         return cls(method, path, query, **kw)

@@ -57,7 +57,7 @@ def match(method: str, path: str) -> tuple[Route, dict[str, UUID]]:
         ApiError: 404 no such path (or a malformed UUID in it), 405 path known, method not.
     """
     parts = tuple(path.strip("/").split("/")) if path != "/" else ("",)
-    if path != "/" and path.endswith("/"):
+    if path != "/" and (path.endswith("/") or "//" in path):
         raise ApiError(404, "not_found", f"no endpoint {path}")
     allowed: list[str] = []
     for route in ROUTES:

@@ -151,3 +151,8 @@ def test_a_revoked_operator_serial_is_403_even_if_tls_let_it_through(issuer):
 def test_garbage_certificate_bytes_are_403_not_a_crash():
     result = authenticate(b"\x30\x03\x02\x01\x00", frozenset())
     assert isinstance(result, ApiError) and result.status == 403
+
+
+def test_a_double_slash_target_is_a_path_not_a_host():
+    r = Request.from_target("GET", "//api/v1/networks?x=1")
+    assert r.path == "//api/v1/networks" and dict(r.query) == {"x": "1"}

@@ -52,6 +52,7 @@ def test_match_binds_uuids_and_names_the_endpoint():
 @pytest.mark.parametrize(("method", "path", "status"), [
     ("GET", "/nope", 404),
     ("GET", "/api/v1/networks/", 404),
+    ("GET", "//api/v1/networks", 404),
     ("GET", "/api/v1/networks/not-a-uuid", 404),
     ("GET", f"/api/v1/networks/{uuid.uuid4().hex}", 404),  # hyphenated form only
     ("POST", "/api/v1/networks", 405),
