@@ -32,6 +32,7 @@ from gateway.storage.records import StateRecord
 from . import documents as doc
 from .auth import Operator
 from .bars import BarList
+from .certs import InventoryLookup
 from .cursor import decode_cursor, encode_cursor
 from .errors import ApiError, bad_request, not_found
 from .messages import Request, Response, dumps, error_response, json_response, stream_response
@@ -104,6 +105,7 @@ class Api:
     def __init__(self, store: Any, *, hooks: Hooks | None = None,
                  metrics: MetricsSource | None = None, bars: BarList | None = None,
                  openapi: dict[str, Any] | None = None, page: int = 1000,
+                 certificates: InventoryLookup | None = None,
                  on_error: Callable[[BaseException], None] | None = None) -> None:
         from .openapi import openapi_document
 
@@ -113,6 +115,7 @@ class Api:
         self.bars = bars if bars is not None else BarList()
         self.openapi_doc = openapi if openapi is not None else openapi_document()
         self.page = page
+        self.certificates = certificates or InventoryLookup(None)
         self.on_error = on_error
 
     async def handle(self, request: Request) -> Response:
@@ -173,7 +176,8 @@ class Api:
                 break
         cursor = (encode_cursor({"k": "networks", "after": str(found[-1].network),
                                  "status": status}) if more else None)
-        return json_response(200, {"networks": [doc.status_json(s) for s in found],
+        expiry = await self.certificates.not_after(s.cert_serial for s in found)
+        return json_response(200, {"networks": [doc.status_json(s, expiry) for s in found],
                                    "next_cursor": cursor})
 
     async def get_network(self, request: Request, uuid: UUID) -> Response:
@@ -184,7 +188,8 @@ class Api:
             raise not_found(f"no network {uuid}")
         latest = await self.store.latest_states(uuid)
         body = doc.tree_json(tree, latest) if tree else {"uuid": str(uuid), "devices": []}
-        body["status"] = doc.status_json(status) if status else None
+        expiry = await self.certificates.not_after([status.cert_serial] if status else [])
+        body["status"] = doc.status_json(status, expiry) if status else None
         return json_response(200, {"network": body})
 
     async def get_device(self, request: Request, uuid: UUID) -> Response:
@@ -310,15 +315,16 @@ class Api:
         status = await self.store.connection_status(uuid)
         if tree is None and status is None:
             raise not_found(f"no network {uuid}")
-        return stream_response(200, self._export_stream(uuid, tree, status))
+        expiry = await self.certificates.not_after([status.cert_serial] if status else [])
+        return stream_response(200, self._export_stream(uuid, tree, status, expiry))
 
-    async def _export_stream(self, network: UUID, tree: Any, status: Any
-                             ) -> AsyncIterator[bytes]:
+    async def _export_stream(self, network: UUID, tree: Any, status: Any,
+                             expiry: dict[str, datetime]) -> AsyncIterator[bytes]:
         head = {
             "format": "fleetgate.export/1",
             "exported_at": doc.ts(datetime.now(UTC)),
             "network": str(network),
-            "status": doc.status_json(status) if status else None,
+            "status": doc.status_json(status, expiry) if status else None,
             "tree": tree.to_json() if tree else {"uuid": str(network), "devices": []},
         }
         yield dumps(head)[:-1] + b',"states":['

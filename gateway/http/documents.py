@@ -28,7 +28,9 @@ def state_json(r: StateRecord) -> dict[str, Any]:
             "received": ts(r.received)}
 
 
-def status_json(s: ConnectionStatus) -> dict[str, Any]:
+def status_json(s: ConnectionStatus, expiry: dict[str, datetime] | None = None
+                ) -> dict[str, Any]:
+    """A network's connection status; `expiry` maps certificate serials to not_after."""
     return {
         "uuid": str(s.network),
         "status": "online" if s.online else "offline",
@@ -36,6 +38,7 @@ def status_json(s: ConnectionStatus) -> dict[str, Any]:
         "connected_since": ts(s.connected_since),
         "last_seen": ts(s.last_seen),
         "cert_serial": s.cert_serial,
+        "cert_not_after": ts((expiry or {}).get(s.cert_serial or "")),
         "client_id": s.client_id,
         "disconnect_reason": s.disconnect_reason,
     }

@@ -34,7 +34,8 @@ _STATUS = {
     "properties": {
         "uuid": _UUID, "status": {"enum": ["online", "offline"]},
         "connections": {"type": "integer"}, "connected_since": _TIME, "last_seen": _TIME,
-        "cert_serial": {"type": ["string", "null"]}, "client_id": {"type": ["string", "null"]},
+        "cert_serial": {"type": ["string", "null"]}, "cert_not_after": _TIME,
+        "client_id": {"type": ["string", "null"]},
         "disconnect_reason": {"type": ["string", "null"]},
     },
 }

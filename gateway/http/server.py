@@ -209,6 +209,7 @@ async def serve_http(
     metrics: Callable[[], Any] | None = None,
     bars: Any = None,
     limits: HttpLimits = HttpLimits(),
+    certificates: Any = None,
     log: Any = None,
     stats: HttpStatistics | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
@@ -217,7 +218,8 @@ async def serve_http(
 
     `tls()` is asked for the context at every accept (so CRL and certificate reloads apply
     to new connections); `hooks` performs control and erasure (`wiring.GatewayHooks`);
-    `metrics()` gives the /metrics samples. `task_status.started((host, port))` reports the
+    `metrics()` gives the /metrics samples; `certificates` (certs.InventoryLookup) adds
+    certificate expiry to network status. `task_status.started((host, port))` reports the
     bound address (port 0 picks a free one) after the `listening` log line.
     """
     stats = stats if stats is not None else HttpStatistics()
@@ -226,7 +228,8 @@ async def serve_http(
         if log is not None:
             log.emit("http_internal_error", detail=f"{type(exc).__name__}: {exc}")
 
-    api = Api(store, hooks=hooks, metrics=metrics, bars=bars, on_error=on_error)
+    api = Api(store, hooks=hooks, metrics=metrics, bars=bars, certificates=certificates,
+              on_error=on_error)
     host, port = address
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)

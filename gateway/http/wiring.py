@@ -28,6 +28,7 @@ from gateway.tls import TLSContexts, build_server_context
 from .api import ControlOutcome, EraseOutcome
 from .auth import Operator
 from .bars import BarList
+from .certs import InventoryLookup
 
 CLOSE_WAIT = 5.0  # seconds erasure waits for a network's live connections to finish
 
@@ -150,5 +151,6 @@ async def serve_gateway_http(gateway: Any, store: Any, *,
     hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars)
 
     await serve_http(address, http_tls(gateway.tls), store, hooks=hooks, bars=bars,
+                     certificates=InventoryLookup(config.ca_home),
                      metrics=lambda: gateway_samples(gateway, store, gateway.ingest, stats),
                      log=gateway.log, stats=stats, task_status=task_status)

@@ -22,6 +22,7 @@ from ca import CAHome
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.http import BarList, GatewayHooks, HttpLimits, gateway_samples, http_tls, serve_http
+from gateway.http.certs import InventoryLookup
 from gateway.http.server import HttpStatistics
 from gateway.ingest import Ingest
 from gateway.logs import EventLog
@@ -271,6 +272,7 @@ async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
     hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars)
     http = await nursery.start(lambda task_status: serve_http(
         ("127.0.0.1", 0), http_tls(gateway.tls), store, hooks=hooks, bars=bars,
+        certificates=InventoryLookup(home.path),
         metrics=lambda: gateway_samples(gateway, store, ingest, stats),
         limits=limits or HttpLimits(),
         log=log, stats=stats, task_status=task_status))

@@ -181,3 +181,19 @@ async def test_openapi_document_is_served_and_is_openapi_3_1(env):
     answer = await env.operator().get("/api/v1/openapi.json")
     doc = json.loads(answer.body)
     assert doc["openapi"] == "3.1.0" and "/api/v1/values/{uuid}/reports" in doc["paths"]
+
+
+async def test_a_connected_device_shows_online_with_its_serial_and_expiry(env, device_bundle):
+    from httphelpers import Device
+    device = Device(*env.mqtt, device_bundle)
+    (_, rc) = await device.connect()
+    assert rc == 0
+    # The gateway commits the CONNECT's status before it reads the next packet, so once the
+    # SUBACK is here the status is stored.
+    await device.subscribe("x", 1)
+    status = (await env.operator().get(f"/api/v1/networks/{device_bundle.network_uuid}")).json
+    got = status["network"]["status"]
+    assert got["status"] == "online" and got["cert_serial"] == format(device_bundle.serial, "x")
+    assert got["cert_not_after"] == device_bundle.not_after.astimezone(UTC).isoformat(
+        timespec="microseconds").replace("+00:00", "Z")
+    await device.close()
