@@ -268,10 +268,12 @@ class Connection:
                 except RemoteProtocolError as exc:
                     await self._flush()
                     raise _Closed(DisconnectReason.CLIENT_ERROR, _describe(exc)) from None
-                if not data and event is None:
+                if not data and event is None:  # pragma: no cover - the core reports EOF
                     raise _Closed(DisconnectReason.CONNECTION_LOST, "closed before CONNECT")
         if event is None:
             raise _Closed(DisconnectReason.CLIENT_ERROR, "no CONNECT within connect_timeout")
+        if isinstance(event, Disconnected):  # EOF before any CONNECT
+            raise _Closed(DisconnectReason.CONNECTION_LOST, "closed before CONNECT")
         if not isinstance(event, ConnectReceived):  # pragma: no cover - the core forbids it
             raise _Closed(DisconnectReason.CLIENT_ERROR, f"unexpected {event!r}")
         connect = event.connect

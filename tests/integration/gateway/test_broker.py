@@ -305,3 +305,11 @@ async def test_will_with_a_dollar_topic_is_refused_at_connect(start_gateway, net
     assert await client.receive() is None
     record = await running.logs.wait("disconnected", network=net_a.network)
     assert record["reason"] == "CLIENT_ERROR" and "will topic" in record["detail"]
+
+
+async def test_closing_before_connect_is_connection_lost(start_gateway, net_a):
+    running = await start_gateway()
+    client = await MQTTTestClient.open(running, net_a)
+    await client.aclose()
+    record = await running.logs.wait("disconnected", network=net_a.network)
+    assert (record["reason"], record["detail"]) == ("CONNECTION_LOST", "closed before CONNECT")
