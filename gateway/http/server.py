@@ -149,6 +149,8 @@ class _Connection:
             raise ApiError(413, "body_too_large",
                            f"request bodies are limited to {self.limits.max_body_bytes} bytes")
         body = bytearray()
+        if self.conn.they_are_waiting_for_100_continue:
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
         try:
             with trio.fail_after(self.limits.body_timeout):
                 while True:

@@ -94,3 +94,15 @@ async def test_http_1_0_gets_a_close_delimited_streamed_answer(env):
     ((status, headers, body),) = parse_responses(out)
     assert status == 200 and "transfer-encoding" not in headers
     assert body.endswith(b"}") and f'"network":"{net}"'.encode() in body
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_read(env):
+    body = b'{"data": 1}'
+    data = (f"POST /api/v1/values/{uuid.uuid4()}/control HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Expect: 100-continue\r\nConnection: close\r\n\r\n").encode() + body
+    out = await _raw(env, data)
+    assert out.startswith(b"HTTP/1.1 100 ")
+    final = out[out.index(b"\r\n\r\n") + 4:]
+    ((status, _, _),) = parse_responses(final)
+    assert status == 404  # unknown value: the body was read and validated
