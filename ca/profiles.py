@@ -91,9 +91,12 @@ def check_days(days: int) -> int:
 
 
 def check_ca_name(name: str) -> str:
-    """A CA display name: 1..50 printable characters, no leading/trailing space."""
-    if not isinstance(name, str) or not 1 <= len(name) <= CA_NAME_MAX:
-        raise BadInputError(f"CA name must be 1 to {CA_NAME_MAX} characters")
+    """A CA display name: printable, no outer spaces, 1..50 bytes of UTF-8 (cryptography
+    counts the 64-unit CN limit in UTF-8 bytes, and " Issuing CA" must fit too)."""
+    if not isinstance(name, str) or not 1 <= len(name.encode("utf-8", "replace")) <= CA_NAME_MAX:
+        raise BadInputError(
+            f"CA name must be 1 to {CA_NAME_MAX} bytes of UTF-8 ({CA_NAME_MAX} ASCII characters)"
+        )
     if name != name.strip() or not name.isprintable():
         raise BadInputError("CA name must be printable with no leading or trailing space")
     return name

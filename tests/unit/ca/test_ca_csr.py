@@ -115,9 +115,9 @@ _names = st.lists(
     st.tuples(
         st.sampled_from([NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME,
                          NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.LOCALITY_NAME]),
-        # cryptography limits these to 64 UTF-16 code units: stay in the BMP, no surrogates
-        st.text(st.characters(max_codepoint=0xFFFF, blacklist_categories=("Cs",)),
-                min_size=1, max_size=64),
+        # cryptography limits these to 64 bytes of UTF-8
+        st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=64)
+        .filter(lambda t: len(t.encode()) <= 64),
     ),
     min_size=0, max_size=4,
 )
