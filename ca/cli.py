@@ -31,7 +31,7 @@ from .errors import (
 )
 from .inventory import iso, serial_hex
 from .keys import KeyType
-from .profiles import LEAF_DAYS, Kind, check_days
+from .profiles import LEAF_DAYS, Kind, check_ca_name, check_days
 from .store import CAHome, DeviceBundle, SignedCert, parse_selector, utcnow
 from .verify import load_pem_chain, verify_chain
 
@@ -371,6 +371,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         # Say so before asking for a passphrase.
         raise HomeExistsError(f"{path} already exists and is not empty: refusing to overwrite")
+    check_ca_name(args.name)  # a bad name before any passphrase prompt
     passphrase = None if args.no_passphrase else _read_passphrase(args, confirm=True)
     home = CAHome.init(path, name=args.name, key_type=args.key_type, passphrase=passphrase)
     with home:

@@ -299,6 +299,7 @@ def test_bad_command_lines_exit_2_with_one_line(home, run, argv, fragment):
 
 @pytest.mark.parametrize("argv,expected,fragment", [
     (["issue", "server", "--out", "S"], ExitCode.BAD_INPUT, "--dns or --ip"),
+    (["--home", "new", "init", "--name", "x" * 51], ExitCode.BAD_INPUT, "CA name"),
     (["issue", "server", "--dns", "bad name", "--out", "S"], ExitCode.BAD_INPUT, "DNS name"),
     (["issue", "server", "--ip", "1.2.3", "--out", "S"], ExitCode.BAD_INPUT, "IP address"),
     (["issue", "operator", "--name", "a b", "--out", "O"], ExitCode.BAD_INPUT, "operator name"),
