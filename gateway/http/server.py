@@ -232,6 +232,7 @@ async def serve_http(
 
     api = Api(store, hooks=hooks, metrics=metrics, bars=bars, certificates=certificates,
               on_error=on_error)
+    tls()  # an unusable certificate or CRL fails the start, not the first connection
     host, port = address
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -246,7 +247,12 @@ async def serve_http(
     task_status.started(bound)
 
     async def handle(tcp: trio.SocketStream) -> None:
-        await _serve_connection(tcp, tls, api, limits, stats, log)
+        try:
+            await _serve_connection(tcp, tls, api, limits, stats, log)
+        except Exception as exc:  # one connection's bug must never stop the listener
+            stats.counters["internal_errors"] += 1
+            on_error(exc)
+            await trio.aclose_forcefully(tcp)
 
     await trio.serve_listeners(handle, listeners)
 

@@ -21,6 +21,7 @@ from uuid import UUID
 import trio
 
 from gateway.broker import Message
+from gateway.errors import ConfigError
 from gateway.mqtt.packets import QoS
 from gateway.reasons import DisconnectReason
 from gateway.tls import TLSContexts, build_server_context
@@ -53,7 +54,14 @@ class http_tls:  # noqa: N801 - used like a function: http_tls(gateway.tls)
     def __call__(self) -> tuple[ssl.SSLContext, frozenset[int]]:
         state = self.contexts.state
         if self._context is None or self._built_for is not state:
-            self._context = http_context(self.contexts)
+            try:
+                self._context = http_context(self.contexts)
+            except ConfigError:
+                # The files changed again and are unusable right now: keep serving with the
+                # context we have (the MQTT side keeps its old one the same way); the first
+                # build has no fallback and raises.
+                if self._context is None:
+                    raise
             self._built_for = state
         return self._context, state.revoked
 
