@@ -395,6 +395,8 @@ def cmd_issue_device(args: argparse.Namespace) -> int:
         if not args.p12:
             raise UsageError("--p12-password-file needs --p12")
         p12_password = _read_input(args.p12_password_file, "password file").rstrip(b"\r\n")
+        if not p12_password:
+            raise BadInputError(f"password file {args.p12_password_file} is empty")
     with _open(args, sign=True) as home:
         start = time.perf_counter()
         bundles = home.issue_devices(

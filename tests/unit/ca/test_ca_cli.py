@@ -407,3 +407,14 @@ def test_a_locked_inventory_is_one_line_and_records_nothing(home, tmp_path, run,
         blocker.close()
     one_error_line(err, code, ExitCode.INVENTORY, "database is locked", "nothing was recorded")
     assert not (tmp_path / "b").exists() or list((tmp_path / "b").iterdir()) == []
+
+
+def test_p12_password_file_must_hold_a_password_and_needs_p12(home, tmp_path, run):
+    (tmp_path / "empty").write_text("\n")
+    code, _, err = run("--home", home, "issue", "device", "--p12", "--p12-password-file",
+                       tmp_path / "empty", "--out", tmp_path / "b")
+    one_error_line(err, code, ExitCode.BAD_INPUT, "is empty")
+    (tmp_path / "pw").write_text("pw\n")
+    code, _, err = run("--home", home, "issue", "device", "--p12-password-file", tmp_path / "pw",
+                       "--out", tmp_path / "b")
+    one_error_line(err, code, ExitCode.USAGE, "needs --p12")
