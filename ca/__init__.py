@@ -8,18 +8,20 @@ Three layers (STYLE.md rule 6):
   build_root, build_issuing, build_device(public_key, issuer=, network=, now=, days=,
   not_before=, not_after=), build_server, build_operator, build_self_signed_device,
   network_of(cert)), `ca.crl` (build_crl, RevokedEntry, REASONS), `ca.csr` (load_csr),
-  `ca.verify` (verify_chain);
+  `ca.verify` (verify_chain, load_pem_chain), `ca.fastsign` (FastDeviceSigner: the bulk
+  path, byte-identical to the builder's certificates);
 - the store, which owns the CA home on disk (`ca.store`):
   `CAHome.init(path, *, name="fleetgate", key_type="ec-p256", passphrase=None|bytes)`,
   `CAHome.open(path, *, passphrase=None)`, `home.unlock(passphrase)`,
-  `home.issue_devices(out_dir, *, count=1, network=None, days=365, now=None, p12=False)
-  -> list[DeviceBundle]` (network_uuid, serial, dir, cert_path, key_path, ca_path,
-  json_path, fingerprint, not_after, p12_path),
+  `home.issue_devices(out_dir, *, count=1, network=None, days=365, now=None, p12=False,
+  workers=None) -> list[DeviceBundle]` (network_uuid, serial, dir, fingerprint, not_after;
+  cert_path, key_path, ca_path, json_path, p12_path),
   `home.issue_server(out_dir, *, dns=[...], ips=[...]) -> LeafFiles`,
   `home.issue_operator(out_dir, *, name=...) -> LeafFiles`,
-  `home.sign_csr(csr_bytes, *, network=None) -> SignedCert`,
+  `home.sign_csr(csr_bytes, *, network=None, out=None) -> SignedCert`,
   `home.revoke(serial_or_uuid, *, reason="unspecified")` (rewrites crl.pem atomically),
-  `home.write_crl()`, `home.find(serial_or_uuid)`, `home.renew(uuid, out_dir=|csr_data=)`,
+  `home.write_crl()`, `home.load_crl()`, `home.find(serial_or_uuid) -> list[CertRecord]`,
+  `home.renew(uuid, out_dir=... | csr_data=..., out_file=...)`, `home.issuer` (Issuer),
   `home.inventory.select(now=, kind=, status=, expiring_within=)`, and
   `write_bundle(out_dir, key=, cert=, chain=, ca_cert=)` for odd certificates in tests;
   paths: `home.path / "root.crt" | "issuing.crt" | "ca-chain.pem" | "crl.pem"`;
