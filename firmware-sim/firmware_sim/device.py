@@ -167,12 +167,14 @@ class SimDevice:
         if not self._ticking and self.rate > 0:  # a firmware samples from boot, online or not
             self._ticking = True
             self.loop.call_later(1.0 / self.rate, self._tick)
-        try:
-            self.client.reconnect()
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            self.stats.connect_failures += 1
-            self._event("connect_failed", error=_describe(exc))
-            self._retry()
+        self.loop.connect_in_background(self.client, self._connect_failed)
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, (OSError, ValueError)):  # ssl.SSLError is an OSError
+            raise exc
+        self.stats.connect_failures += 1
+        self._event("connect_failed", error=_describe(exc))
+        self._retry()
 
     def _retry(self) -> None:
         if self._stopping:

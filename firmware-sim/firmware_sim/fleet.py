@@ -188,11 +188,13 @@ def live_line(totals: dict[str, int], count: int) -> str:
             f"reconnects {totals.get('reconnects', 0)}")
 
 
-COLUMNS = ("connects", "sent", "acked", "errors", "reconnects", "controls", "dropped")
+COLUMNS = ("connects", "failures", "sent", "acked", "errors", "reconnects", "controls", "dropped")
 
 
 def print_table(result: FleetResult, out: TextIO = sys.stdout, max_rows: int = 50) -> None:
     """The final table: one row per device (first `max_rows`), then the totals."""
+    for row in [*result.devices, result.totals]:
+        row["failures"] = row.get("connect_failures", 0)
     head = f"{'device':<36}  " + "  ".join(f"{c:>10}" for c in COLUMNS)
     print(head, file=out)
     print("-" * len(head), file=out)

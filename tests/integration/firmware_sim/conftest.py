@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import queue
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from gateway.mqtt.packets import QoS
 from gateway.server import serve_mqtt
 from gateway.storage import open_sqlite_store
 
-WAIT = 30.0  # a deadline for "never happened", not a timing assertion
+WAIT = 20.0  # a deadline for "never happened", not a timing assertion
 
 
 class GatewayRunner:
@@ -111,11 +112,16 @@ class Watched:
 
     async def wait(self, kind: str, timeout: float = WAIT, **match: Any) -> dict:
         def run() -> dict:
+            deadline = time.monotonic() + timeout
             for k, f in self.seen:
                 if k == kind and all(f.get(a) == b for a, b in match.items()):
                     return f
             while True:
-                k, f = self.events.get(timeout=timeout)
+                try:
+                    k, f = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    others = [(k, f) for k, f in self.seen if k != "tick"][-15:]
+                    raise AssertionError(f"no {kind} {match} event; saw {others}") from None
                 self.seen.append((k, f))
                 if k == kind and all(f.get(a) == b for a, b in match.items()):
                     return f
