@@ -24,6 +24,7 @@ from __future__ import annotations
 import ssl
 from collections import Counter
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -191,14 +192,18 @@ class _Connection:
             headers.append(("connection", "close"))
         if response.stream is None:
             headers.append(("content-length", str(len(response.body))))
-        await self._send(h11.Response(status_code=response.status, headers=headers))
         if response.stream is None:
+            await self._send(h11.Response(status_code=response.status, headers=headers))
             if response.body:
                 await self._send(h11.Data(data=response.body))
         else:
-            async for chunk in response.stream:
-                if chunk:
-                    await self._send(h11.Data(data=chunk))
+            # aclosing: a generator left half-way (client gone, store failed) is closed here,
+            # inside this task, not later by the garbage collector after trio has stopped.
+            async with aclosing(response.stream) as chunks:
+                await self._send(h11.Response(status_code=response.status, headers=headers))
+                async for chunk in chunks:
+                    if chunk:
+                        await self._send(h11.Data(data=chunk))
         await self._send(h11.EndOfMessage())
 
 
