@@ -108,14 +108,21 @@ def _decimals(step: float | None) -> int:
 
 
 def _fit(x: float, spec: dict[str, Any]) -> float:
-    """`x` clamped to [min, max] and put on the step grid, with the step's decimals."""
+    """`x` clamped to [min, max] and put on the step grid, with as few decimals as the
+    declaration uses (so 21.3 is sent, not 21.299999999999997)."""
     lo, hi, step = float(spec["min"]), float(spec["max"]), spec.get("step")
     x = min(hi, max(lo, x))
-    if step:
-        k = round((x - lo) / step)
-        k = min(k, math.floor((hi - lo) / step + 1e-9))
-        x = lo + k * step
-    return round(x, _decimals(step))
+    digits = max(_decimals(step), _decimals(lo))
+    if not step:
+        rounded = round(x, digits)
+        return rounded if lo <= rounded <= hi else x
+    k = round((x - lo) / step)
+    for kk in (k, k - 1, k + 1):  # rounding may push a grid point just outside [lo, hi]
+        v = round(lo + kk * step, digits)
+        off = (v - lo) / step
+        if lo <= v <= hi and abs(off - round(off)) <= 1e-9 * max(1.0, abs(off)):
+            return v
+    return lo
 
 
 class Readings:
