@@ -10,6 +10,8 @@ Contract every implementation keeps:
   `submit_` do both. A QoS 0 report may be submitted and never waited for.
 - UUIDs: devices, values and states get uuid4 when first declared and keep it forever (unique
   on parent + name); declaring again updates metadata in place.
+- A report row whose timestamp differs from its receive time (the device stamped it) is
+  stored once per (value, timestamp, data): QoS 1 resends do not duplicate it.
 - Reads see only committed data and never wait for the writer.
 - `erase_network` leaves no row of that network anywhere.
 - Times are UTC-aware datetimes; storage resolution is one microsecond.

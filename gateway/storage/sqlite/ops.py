@@ -47,6 +47,7 @@ class WriteSide:
         self.networks: dict[UUID, int] = {}
         self.report_states: dict[UUID, int] = {}
         self.pending_rows: list[tuple[int, int, int, str]] = []
+        self.pending_stamped: list[tuple[int, int, int, str, int, int, str]] = []
         self.busy_retries = 0
         self.erased_in_batch = False
 
@@ -93,6 +94,15 @@ class WriteSide:
                 "INSERT INTO state_log (state_id, ts_us, received_us, data) VALUES (?, ?, ?, ?)",
                 self.pending_rows)
             self.pending_rows.clear()
+        if self.pending_stamped:
+            # A reading the device time-stamped is identified by (value, timestamp, data): a
+            # QoS 1 resend (its PUBACK lost to a crash or a dropped connection) is stored
+            # once. The lookup walks the (state, time) index the insert walks anyway.
+            self.conn.executemany(
+                "INSERT INTO state_log (state_id, ts_us, received_us, data) "
+                "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM state_log "
+                "WHERE state_id = ? AND ts_us = ? AND data = ?)", self.pending_stamped)
+            self.pending_stamped.clear()
 
     def _begin(self) -> None:
         while True:
@@ -112,7 +122,11 @@ class WriteSide:
                 rows = op.rows_for(self)
             except StorageError as exc:
                 return Failed(exc)
-            self.pending_rows.extend(rows)
+            for row in rows:
+                if row[1] == row[2]:  # no device timestamp: every receipt is a reading
+                    self.pending_rows.append(row)
+                else:
+                    self.pending_stamped.append((*row, row[0], row[1], row[3]))
             return None
         self.flush_rows()
         try:
@@ -153,6 +167,7 @@ class WriteSide:
 
     def _rollback(self) -> None:
         self.pending_rows.clear()
+        self.pending_stamped.clear()
         self.reset_caches()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")

@@ -174,3 +174,17 @@ async def test_a_value_sqlite_cannot_store_fails_only_its_own_operation(store, n
         await store.wait_committed(bad)
     assert [m.topic for m in await store.retained(network)] == ["fine"]
     assert await count_rows(store, value) == ["1"]
+
+
+async def test_a_resent_timestamped_reading_is_stored_once(store, network):
+    value = await declared_value(store, network)
+    stamped = ReportRow(value, "21.5", T0 - timedelta(minutes=1), T0)
+    await store.append_reports([stamped])
+    # the PUBACK was lost: the device sends the same reading again, later
+    await store.append_reports([ReportRow(value, "21.5", stamped.timestamp,
+                                           T0 + timedelta(seconds=5))])
+    # same time, other data; and readings without a device timestamp: all kept
+    await store.append_reports([ReportRow(value, "22", stamped.timestamp, T0),
+                                ReportRow(value, "21.5", T0, T0),
+                                ReportRow(value, "21.5", T0, T0)])
+    assert sorted(await count_rows(store, value)) == ["21.5", "21.5", "21.5", "22"]
