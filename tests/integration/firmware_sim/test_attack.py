@@ -93,3 +93,36 @@ async def test_attack_reports_the_leak_of_a_broker_without_a_jail(ca_home, make_
     assert verdicts["subscribe #"] == "GOT THROUGH"
     assert verdicts["subscribe $SYS/#"] != "GOT THROUGH"  # mosquitto's own, not the victim's
     assert verdicts["no client certificate"] == "refused"  # mosquitto does check certificates
+
+
+async def test_attack_without_a_victim_bundle_watches_one_side_and_names_what_it_lacks(
+        ca_home, gateway_runner, make_device, make_odd_device, tmp_path):
+    attacker = make_device()
+    given = tmp_path / "attack-certs"
+    expired = make_odd_device("expired")
+    shutil.copytree(expired.dir, given / "expired")
+    server = ca_home.path / "server"
+    (given / "server").mkdir()
+    shutil.copy(server / "server.crt", given / "server" / "server.crt")
+    shutil.copy(server / "server.key", given / "server" / "server.key")
+    code, out, err = await _attack("--bundle", str(attacker.dir), "--attack-certs", str(given),
+                                   "--gateway", f"127.0.0.1:{gateway_runner.port}")
+    assert code == 0, out + err
+    assert "leakage is watched from the attacker's side only" in out
+    rows = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert "refused" in rows["expired certificate of our CA naming the victim"]
+    assert "refused" in rows["our server certificate used as a client's"]
+    assert "not tried" in rows["revoked certificate of our CA"]
+    assert "--attack-certs DIR/revoked/ or --ca-home" in rows["revoked certificate of our CA"]
+    assert err.strip().endswith("21 attempts, 0 got through, 1 not tried")
+
+
+async def test_attack_on_a_gateway_that_is_not_there_is_exit_5(make_device):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, _out, err = await _attack("--bundle", str(make_device().dir),
+                                    "--gateway", f"127.0.0.1:{port}")
+    assert code == 5
+    assert err.strip().splitlines() == [
+        f"firmware-sim: error: cannot reach the gateway at 127.0.0.1:{port}: Connection refused"]

@@ -61,3 +61,36 @@ async def test_fleet_without_a_gateway_says_so_in_one_line(ca_home, tmp_path):
     assert done.returncode == 5
     assert done.stderr.decode().strip().splitlines() == [
         f"firmware-sim: error: no device connected to 127.0.0.1:{port}"]
+
+
+async def test_fleet_makes_its_own_bundles_and_shows_a_live_line_on_a_tty(
+        ca_home, gateway_runner, tmp_path):
+    import os
+    import pty
+
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "FLEET_CA_HOME": str(ca_home.path),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    bundles = tmp_path / "made"
+    try:
+        done = await trio.run_process(
+            [SIM, "fleet", "--bundles", str(bundles), "--make-bundles", "--count", "3",
+             "--rate", "5", "--duration", "2", "--gateway", f"127.0.0.1:{gateway_runner.port}"],
+            capture_stdout=True, stderr=terminal, env=env, check=False)
+        os.close(terminal)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal side is closed and drained
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        os.close(controller)
+    assert done.returncode == 0, screen.decode(errors="replace")
+    assert len([d for d in bundles.iterdir() if (d / "device.crt").is_file()]) == 3
+    assert b"\rconnected 3/3  sent " in screen  # the live line, rewritten in place
+    table = done.stdout.decode()
+    assert "total (3 devices)" in table
