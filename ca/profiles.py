@@ -161,39 +161,16 @@ def _leaf_builder(
     )
 
 
-_KU_SIGN = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
-_KU_CA = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
-_KU_ROOT = x509.KeyUsage(
-    digital_signature=False,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
+def _key_usage(*granted: str) -> x509.KeyUsage:
+    """A KeyUsage extension with only the named bits set (the others are always False)."""
+    bits = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+            "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    return x509.KeyUsage(**{bit: bit in granted for bit in bits})
+
+
+_KU_SIGN = _key_usage("digital_signature")
+_KU_CA = _key_usage("digital_signature", "key_cert_sign", "crl_sign")
+_KU_ROOT = _key_usage("key_cert_sign", "crl_sign")
 _EKU_CLIENT = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
 _EKU_SERVER = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
 
