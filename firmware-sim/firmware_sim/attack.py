@@ -92,24 +92,65 @@ class Matrix:
         probe.subscribe("errors")  # where the gateway says why a publish was dropped
         return probe
 
+    def _victim_probe(self, client_id: str) -> Probe:
+        assert self.victim_bundle is not None
+        b = self.victim_bundle
+        probe = Probe(self.host, self.port, ca=b.ca, cert=b.cert, key=b.key,
+                      client_id=client_id, clean_session=False)
+        admitted, what = probe.connect()
+        if not admitted:
+            raise GatewayError(f"the victim's bundle was refused: {what}")
+        return probe
+
     def start_victim(self) -> None:
         if self.victim_bundle is None:
             return
-        b = self.victim_bundle
-        self.victim = Probe(self.host, self.port, ca=b.ca, cert=b.cert, key=b.key,
-                            client_id=self.victim_client_id, clean_session=False)
-        admitted, what = self.victim.connect()
-        if not admitted:
-            raise GatewayError(f"the victim's bundle was refused: {what}")
+        self.victim = self._victim_probe(self.victim_client_id)
         self.victim.subscribe("#")
         self.victim.client.publish("canary/retained", f"CANARY-retained-{uuid.uuid4().hex}",
                                    qos=1, retain=True)
 
-    def _observe(self, attacker: Probe | None) -> list[str]:
+    def try_takeover(self) -> None:
+        """Take the victim's client id while its persistent session holds a queued message.
+
+        The victim goes offline (its session, subscribed to `#`, stays); another device of
+        its network publishes a canary, which the gateway queues for it; the attacker then
+        connects with the victim's client id and clean session 0. It got through if it
+        receives the canary, or if the victim, back online, does not.
+        """
+        attempt = f"session takeover (client id {self.victim_client_id})"
+        expect = "its own session: the victim's queue is neither read nor lost"
+        if self.victim is None:
+            self.try_claim(attempt, expect, client_id=self.victim_client_id,
+                           clean_session=False)
+            return
+        self.victim.close()
+        helper = self._victim_probe(f"victim-helper-{uuid.uuid4().hex[:8]}")
+        queued = f"CANARY-queued-{uuid.uuid4().hex}"
+        helper.publish("canary/queued", queued.encode())
+        helper.close()
+        attacker = self._attacker(client_id=self.victim_client_id, clean_session=False)
+        try:
+            leaks = self._observe(attacker, victim_online=False)
+        finally:
+            attacker.close()
+        self.victim = self._victim_probe(self.victim_client_id)
+        if not self.victim.wait_for(lambda m: m.payload == queued.encode()):
+            leaks.append("the victim's queued message was gone when it came back")
+        self.victim.subscribe("#")  # (its session kept the subscription; this is a no-op)
+        if leaks:
+            self._record(attempt, expect, "; ".join(leaks), Verdict.THROUGH)
+        else:
+            self._record(attempt, expect, "got its own session; the victim found its queued "
+                         "message on return", Verdict.CONTAINED)
+
+    def _observe(self, attacker: Probe | None, *, victim_online: bool = True) -> list[str]:
         """After an attempt: what crossed between the two networks, if anything."""
         leaks: list[str] = []
         canary = f"CANARY-{uuid.uuid4().hex}"
-        if self.victim is not None and not self.victim.disconnected.is_set():
+        if not victim_online:
+            pass
+        elif self.victim is not None and not self.victim.disconnected.is_set():
             self.victim.client.publish("canary/live", canary, qos=1)
             if not self.victim.wait_for(lambda m: m.payload == canary.encode()):
                 leaks.append("the victim lost its session")
@@ -125,7 +166,7 @@ class Matrix:
                 if m.payload.startswith(b"CANARY-") or victim_id in m.payload \
                         or str(self.victim_uuid) in m.topic:
                     leaks.append(f"attacker received {m.topic!r}: {shorten(m.payload[:60])}")
-        if self.victim is not None:
+        if self.victim is not None and victim_online:
             for m in self.victim.messages:
                 if self._marker.encode() in m.payload:
                     leaks.append(f"victim received {m.topic!r} from the attacker")
@@ -229,9 +270,7 @@ class Matrix:
             self.try_claim("username = victim's UUID",
                            "admitted as itself, jailed in its own network",
                            username=str(v))
-            self.try_claim(f"session takeover (client id {self.victim_client_id})",
-                           "its own session: the victim is not cut off, its queue not read",
-                           client_id=self.victim_client_id, clean_session=False)
+            self.try_takeover()
             self.try_identity("none", "no client certificate")
             self.try_identity("self-signed", "self-signed certificate naming the victim")
             self.try_identity("foreign-ca", "another CA's certificate naming the victim")

@@ -46,6 +46,9 @@ async def test_attack_matrix_is_all_refused_or_contained_with_a_victim(
                     "subscribe $SYS/#", "publish $SYS/broker/clients"):
         assert verdicts[attempt] == "refused", (attempt, rows)
     assert verdicts["subscribe #"] == "contained"
+    [takeover] = [r for r in rows if r["attempt"].startswith("session takeover")]
+    assert takeover["verdict"] == "contained"
+    assert "found its queued message" in takeover["outcome"]
     assert len(rows) == 22
 
 
@@ -91,6 +94,8 @@ async def test_attack_reports_the_leak_of_a_broker_without_a_jail(ca_home, make_
     verdicts = {r["attempt"]: r["verdict"] for r in rows}
     assert code == 1
     assert verdicts["subscribe #"] == "GOT THROUGH"
+    [takeover] = [r for r in rows if r["attempt"].startswith("session takeover")]
+    assert takeover["verdict"] == "GOT THROUGH", takeover  # it read the victim's queue
     assert verdicts["subscribe $SYS/#"] != "GOT THROUGH"  # mosquitto's own, not the victim's
     assert verdicts["no client certificate"] == "refused"  # mosquitto does check certificates
 
