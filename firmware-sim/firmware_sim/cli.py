@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--model", type=Path, help="JSON declaration (default: a thermostat)")
         p.add_argument("--rate", type=_positive, default=1.0, help="ticks per second (1)")
         p.add_argument("--seed", type=int, default=0, help="seed of the readings (0)")
-        p.add_argument("--duration", type=_positive, help="seconds to run (default: forever)")
+        p.add_argument("--duration", type=_positive,
+                       help="seconds to run (default: until Ctrl-C or SIGTERM)")
         p.add_argument("--backoff-base", type=_positive, default=0.5,
                        help="first reconnect delay in s (0.5), doubled up to --backoff-max")
         p.add_argument("--backoff-max", type=_positive, default=30.0,
@@ -167,11 +169,12 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         _make_bundles(args.bundles, args.count or 10)
     bundles = find_bundles(args.bundles, args.count)
     host, port = args.gateway
-    opts = FleetOptions(host, port, rate=args.rate, duration=args.duration or 10.0,
+    opts = FleetOptions(host, port, rate=args.rate, duration=args.duration or math.inf,
                         seed=args.seed, model=load_model(args.model) if args.model else None,
                         backoff=Backoff(args.backoff_base, args.backoff_max),
                         events=args.events, start_spread=min(5.0, len(bundles) / 500))
     tty = sys.stderr.isatty()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: cleanly
 
     def progress(totals: dict[str, int], count: int) -> None:
         if tty:

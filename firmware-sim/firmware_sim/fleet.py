@@ -35,7 +35,7 @@ class FleetOptions:
     host: str
     port: int
     rate: float = 1.0
-    duration: float = 10.0
+    duration: float = math.inf  # until stopped
     seed: int = 0
     model: dict[str, Any] | None = None
     backoff: Backoff = Backoff()
@@ -113,7 +113,12 @@ def run_devices(dirs: list[str], opts: FleetOptions, report: Callable[[dict[str,
     report({"totals": _sum(rows), "devices": rows, "final": True, "loop_errors": loop.errors})
 
 
-def _worker(dirs: list[str], opts: FleetOptions, queue: Any, stop: Any, index: int) -> None:
+def _worker(dirs: list[str], opts: FleetOptions, queue: Any, stop: Any, index: int,
+            own_process: bool = False) -> None:
+    if own_process:  # Ctrl-C reaches the whole process group: the parent alone decides
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         run_devices(dirs, opts, lambda r: queue.put((index, r)), stop)
     except KeyboardInterrupt:
@@ -147,7 +152,8 @@ def run_fleet(bundles: list[Path], opts: FleetOptions, *, processes: int | None 
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
         stop = ctx.Event()
-        workers = [ctx.Process(target=_worker, args=(shard, opts, q, stop, i), daemon=True)
+        workers = [ctx.Process(target=_worker, args=(shard, opts, q, stop, i, True),
+                               daemon=True)
                    for i, shard in enumerate(shards)]
     for w in workers:
         w.start()
@@ -164,10 +170,14 @@ def run_fleet(bundles: list[Path], opts: FleetOptions, *, processes: int | None 
                 finals[index] = msg
             if progress is not None:
                 progress(_sum([m["totals"] for m in latest.values()]), len(bundles))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the devices cleanly, keep the figures
         stop.set()
-        while len(finals) < len(workers):
-            index, msg = q.get(timeout=STOP_GRACE * 2)
+        give_up = time.monotonic() + STOP_GRACE * 2
+        while len(finals) < len(workers) and time.monotonic() < give_up:
+            try:
+                index, msg = q.get(timeout=max(0.1, give_up - time.monotonic()))
+            except Exception:  # queue.Empty: a worker died; report what we have
+                break
             if msg.get("final"):
                 finals[index] = msg
     finally:

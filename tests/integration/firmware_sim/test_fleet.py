@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -94,3 +95,43 @@ async def test_fleet_makes_its_own_bundles_and_shows_a_live_line_on_a_tty(
     assert b"\rconnected 3/3  sent " in screen  # the live line, rewritten in place
     table = done.stdout.decode()
     assert "total (3 devices)" in table
+
+
+async def test_fleet_without_duration_runs_until_sigterm_then_stops_cleanly(
+        ca_home, gateway_runner, tmp_path):
+    import os
+    import signal
+
+    bundles = tmp_path / "bundles"
+    ca_home.issue_devices(bundles, count=3)
+    events = tmp_path / "events.fifo"
+    os.mkfifo(events)
+    out = tmp_path / "out.json"
+    argv = [SIM, "fleet", "--bundles", str(bundles), "--rate", "5", "--json",
+            "--events", str(events), "--gateway", f"127.0.0.1:{gateway_runner.port}"]
+    with out.open("wb") as sink:
+        async with trio.open_nursery() as nursery:
+            proc = await nursery.start(functools.partial(
+                trio.run_process, argv, stdout=sink, capture_stderr=True, check=False))
+            declared: set[str] = set()
+            seen_term = trio.Event()
+
+            def read_events(token: trio.lowlevel.TrioToken) -> None:
+                with open(events, encoding="utf-8") as fifo:  # EOF once the fleet closes it
+                    for line in fifo:
+                        event = json.loads(line)
+                        if event["event"] == "declared":
+                            declared.add(event["device"])
+                            if len(declared) == 3:
+                                trio.from_thread.run_sync(seen_term.set, trio_token=token)
+
+            nursery.start_soon(trio.to_thread.run_sync, read_events,
+                               trio.lowlevel.current_trio_token())
+            with trio.fail_after(60):
+                await seen_term.wait()
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+    assert proc.returncode == 0
+    assert len(declared) == 3
+    totals = json.loads(out.read_text())["totals"]
+    assert totals["connects"] == 3 and totals["acked"] == totals["sent"] > 0
