@@ -131,7 +131,8 @@ def note_saturation(row: Row) -> None:
         row.notes.append("load generator saturated in some runs: the figure is a lower bound")
     if any(r.get("failed") for r in row.runs):
         failed = sum(r.get("failed", 0) for r in row.runs)
-        row.notes.append(f"{failed} operations failed over all runs (see runs[].errors)")
+        row.notes.append(f"{failed} attempts failed over all runs (runs[].errors has the "
+                         "reasons)")
     if any(r.get("server_died") for r in row.runs):
         row.notes.append("the server died during a run")
 

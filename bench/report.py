@@ -179,16 +179,18 @@ def render(doc: dict[str, Any], results_path: str) -> str:
         if not frows:
             continue
         lines += [f"### {fig}. {TITLES[fig]}", ""]
-        lines += _table(frows)
-        shared = set.intersection(*(set(r.get("notes", [])) for r in frows))
-        notes = [f"- {n}" for n in dict.fromkeys(n for r in frows for n in r.get("notes", []))
-                 if n in shared]
-        notes += [f"- {s}: {n}" for s, n in dict.fromkeys(
-            (r["system"], n) for r in frows for n in r.get("notes", []) if n not in shared)]
-        if notes:
+        for unit in dict.fromkeys(r["unit"] for r in frows):  # one table per unit
+            urows = [r for r in frows if r["unit"] == unit]
+            lines += _table(urows)
+            shared = set.intersection(*(set(r.get("notes", [])) for r in urows))
+            notes = [f"- {n}" for n in dict.fromkeys(
+                n for r in urows for n in r.get("notes", [])) if n in shared]
+            notes += [f"- {s}: {n}" for s, n in dict.fromkeys(
+                (r["system"], n) for r in urows for n in r.get("notes", []) if n not in shared)]
+            if notes:
+                lines.append("")
+                lines += notes
             lines.append("")
-            lines += notes
-        lines.append("")
     lines += [f"Not measured in this run: {', '.join(doc['skipped'])}.", ""] if doc.get(
         "skipped") else []
     return "\n".join(lines).rstrip() + "\n"
