@@ -137,6 +137,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     done.wait(10.0)
     loop.stop()
     thread.join(5.0)
+    if not thread.is_alive():
+        loop.close()
     stats = device.stats.as_dict()
     print(json.dumps({"event": "summary", **stats}) if args.json else
           "summary " + " ".join(f"{k}={v}" for k, v in stats.items()), flush=True)

@@ -189,6 +189,9 @@ class SimDevice:
             self.stats.connect_failures += 1
             self._event("refused", reason=str(rc))
             return  # paho closes the socket; _on_disconnect schedules the retry
+        if self._stopping:  # a connect that was under way when we were told to stop
+            client.disconnect()
+            return
         self._attempt = 0
         self.stats.connected = 1
         self.stats.connects += 1

@@ -108,6 +108,8 @@ def run_devices(dirs: list[str], opts: FleetOptions, report: Callable[[dict[str,
     finally:
         loop.stop()
         thread.join(timeout=STOP_GRACE)
+        if not thread.is_alive():
+            loop.close()
         events.close()
     rows = [{"device": d.bundle.name, **d.stats.as_dict()} for d in devices]
     report({"totals": _sum(rows), "devices": rows, "final": True, "loop_errors": loop.errors})
