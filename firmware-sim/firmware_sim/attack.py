@@ -24,9 +24,11 @@ reported as GOT THROUGH and the command exits 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -92,15 +94,20 @@ class Matrix:
         probe.subscribe("errors")  # where the gateway says why a publish was dropped
         return probe
 
-    def _victim_probe(self, client_id: str) -> Probe:
+    def _victim_probe(self, client_id: str, clean: bool = False) -> Probe:
         assert self.victim_bundle is not None
         b = self.victim_bundle
         probe = Probe(self.host, self.port, ca=b.ca, cert=b.cert, key=b.key,
-                      client_id=client_id, clean_session=False)
+                      client_id=client_id, clean_session=clean)
         admitted, what = probe.connect()
         if not admitted:
             raise GatewayError(f"the victim's bundle was refused: {what}")
         return probe
+
+    @staticmethod
+    def _erase_session(open_probe: Callable[..., Probe], client_id: str) -> None:
+        """Connect once with clean session 1: the gateway drops the stored session."""
+        open_probe(client_id=client_id, clean_session=True).close()
 
     def start_victim(self) -> None:
         if self.victim_bundle is None:
@@ -125,7 +132,7 @@ class Matrix:
                            clean_session=False)
             return
         self.victim.close()
-        helper = self._victim_probe(f"victim-helper-{uuid.uuid4().hex[:8]}")
+        helper = self._victim_probe(f"victim-helper-{uuid.uuid4().hex[:8]}", clean=True)
         queued = f"CANARY-queued-{uuid.uuid4().hex}"
         helper.publish("canary/queued", queued.encode())
         helper.close()
@@ -138,6 +145,7 @@ class Matrix:
         if not self.victim.wait_for(lambda m: m.payload == queued.encode()):
             leaks.append("the victim's queued message was gone when it came back")
         self.victim.subscribe("#")  # (its session kept the subscription; this is a no-op)
+        self._erase_session(self._attacker, self.victim_client_id)
         if leaks:
             self._record(attempt, expect, "; ".join(leaks), Verdict.THROUGH)
         else:
@@ -280,8 +288,12 @@ class Matrix:
             self._observe(None)  # the victim is still fine at the very end
         finally:
             if self.victim is not None:
-                self.victim.client.publish("canary/retained", b"", qos=1, retain=True)
+                if not self.victim.disconnected.is_set():
+                    self.victim.publish("canary/retained", b"", retain=True)  # erase it
                 self.victim.close()
+                with contextlib.suppress(SimError):  # best effort: do not hide the real error
+                    self._erase_session(lambda **kw: self._victim_probe(kw["client_id"], True),
+                                        self.victim_client_id)
         return self.results
 
 

@@ -96,10 +96,10 @@ class Probe:
         value = code.value if hasattr(code, "value") else int(code)
         return "failure (0x80)" if value >= 0x80 else f"granted QoS {value}"
 
-    def publish(self, topic: str, payload: bytes) -> str:
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> str:
         """'acknowledged', 'closed' (the gateway cut us off) or 'not acknowledged'."""
         try:
-            info = self.client.publish(topic, payload, qos=1)
+            info = self.client.publish(topic, payload, qos=1, retain=retain)
         except ValueError as exc:  # paho refuses some topics itself
             return f"client refused: {exc}"
         info.wait_for_publish(WAIT)
