@@ -147,6 +147,8 @@ class SimDevice:
             if on_stopped is not None:
                 self._stop_waiters.append(on_stopped)
             if self._stopping:
+                if self.stopped:
+                    self._finish()  # already stopped: tell this waiter now
                 return
             self._stopping = True
             if not self.stats.connected or not self._inflight:
