@@ -31,6 +31,7 @@ from .tls import TLSContexts
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .persistence import Journal
 
 
 class Reply(Protocol):
@@ -114,6 +115,7 @@ class Gateway:
         )
         self.ingest = ingest
         self.status = status
+        self.journal: Journal | None = None  # the broker's durable MQTT state (persistence.py)
         self.bars: Container[uuid.UUID] = frozenset()  # barred networks (HTTP API erasure)
         self.limits = ConnectionLimits(
             config.max_connections,
@@ -131,21 +133,33 @@ class Gateway:
         self.counters[f"messages_in_qos{int(message.qos)}"] += 1
         self.broker.publish(message)
 
-    async def submit(self, connection: Connection, messages: list[Message]) -> Pending | None:
+    def durable_mark(self) -> int:
+        """The broker journal's position (0 without a store): see `gateway.persistence`."""
+        return self.journal.mark() if self.journal is not None else 0
+
+    async def submit(self, connection: Connection, messages: list[Message],
+                     mark: int | None = None) -> Pending | None:
         """The one place inbound messages meet ingest: hand over one read's publishes.
 
-        Returns None without ingest (routing is all there is: the caller acknowledges at
-        once), else the `Pending` whose `wait()` the caller awaits before acknowledging.
+        `mark`: routing them changed the broker's durable state up to this journal mark
+        (retained, queued for offline sessions); the acknowledgements wait for it too.
+        Returns None without ingest and mark (routing is all there is: the caller
+        acknowledges at once), else the `Pending` whose `wait()` the caller awaits before
+        acknowledging.
         """
-        if self.ingest is None:
-            return None
-        identity, jail = connection.identity, connection.jail
-        assert identity is not None and jail is not None and connection.client_id is not None
-        return await self.ingest.submit_many(
-            identity.network_uuid, connection.client_id,
-            [(jail.unmount(m.topic), m.payload, int(m.qos)) for m in messages],
-            datetime.now(UTC),
-        )
+        pending: Pending | None = None
+        if self.ingest is not None:
+            identity, jail = connection.identity, connection.jail
+            assert identity is not None and jail is not None
+            assert connection.client_id is not None
+            pending = await self.ingest.submit_many(
+                identity.network_uuid, connection.client_id,
+                [(jail.unmount(m.topic), m.payload, int(m.qos)) for m in messages],
+                datetime.now(UTC),
+            )
+        if mark is None or self.journal is None:
+            return pending
+        return _Durable(pending, self.journal, mark)
 
     async def record_status(self, connection: Connection, *, connected: bool) -> None:
         """Keep the network's connection status in the store (advisory: errors are logged)."""
@@ -237,6 +251,18 @@ class Gateway:
         }
 
 
+class _Durable:
+    """A `Pending` that also waits for the broker journal up to `mark`."""
+
+    def __init__(self, pending: Pending | None, journal: Journal, mark: int) -> None:
+        self.pending, self.journal, self.mark = pending, journal, mark
+
+    async def wait(self) -> Sequence[Reply]:
+        replies = await self.pending.wait() if self.pending is not None else ()
+        await self.journal.wait_durable(self.mark)
+        return replies
+
+
 def _in_trio() -> bool:
     try:
         trio.lowlevel.current_task()
@@ -269,15 +295,52 @@ async def run_gateway(gateway: Gateway) -> None:
             raise ConfigError(f"cannot open the store in {data}: {exc}") from None
         gateway.ingest = Ingest(store)
         gateway.status = store
+        try:
+            await attach_store(gateway, store)
+        except StorageError as exc:
+            raise ConfigError(f"cannot load the MQTT state from {data}: {exc}") from None
         gateway.log.emit("store_opened", data=str(data))
         await _serve_until_signal(gateway, store)
+
+
+async def attach_store(gateway: Gateway, store: object) -> None:
+    """Give `gateway` a broker loaded from `store` (retained messages, persistent sessions
+    and their queues) whose changes are journaled there; run `gateway.journal.run` beside
+    it, and `await gateway.journal.flush()` once the connections are closed.
+
+    Raises:
+        StorageError: the store cannot be read.
+    """
+    from .persistence import load_broker_state
+
+    config = gateway.config
+    gateway.broker, gateway.journal = await load_broker_state(
+        store, max_queued=config.max_queued,
+        max_sessions_per_network=config.max_sessions_per_network,
+        max_retained_per_network=config.max_retained_per_network)
+    sessions = sum(1 for _ in gateway.broker.sessions.all())
+    gateway.log.emit("mqtt_state_loaded", sessions=sessions,
+                     retained=len(gateway.broker.retained))  # type: ignore[arg-type]
 
 
 async def _serve_until_signal(gateway: Gateway, store: object = None) -> None:
     from .server import serve_mqtt
 
+    try:
+        await _serve_nursery(gateway, store, serve_mqtt)
+    finally:
+        if gateway.journal is not None:
+            # What the closing sessions journaled (their offline queues) goes in before
+            # the store closes.
+            await gateway.journal.flush()  # shielded inside
+    gateway.log.emit("stopped", **gateway.statistics())
+
+
+async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            if gateway.journal is not None:
+                await nursery.start(gateway.journal.run)
             await nursery.start(serve_mqtt, gateway)
             if store is not None and gateway.config.http_address is not None:
                 from .http.wiring import serve_gateway_http  # the API reads the store
@@ -292,4 +355,3 @@ async def _serve_until_signal(gateway: Gateway, store: object = None) -> None:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(wait_for_signal)
-    gateway.log.emit("stopped", **gateway.statistics())

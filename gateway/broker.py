@@ -16,8 +16,11 @@ follows from the prefixes: a mounted filter can only match topics under its own 
 - Retained messages: one per topic, replaced by each retained PUBLISH and cleared by an empty
   one (MQTT-3.3.1-5, -10, -11); a new subscription receives the matching ones with retain set
   (MQTT-3.3.1-6).
-- Persistent state sits behind `SessionStore`; the in-memory one is the default, a durable
-  store implements the same four methods.
+- Persistent state sits behind `SessionStore` and `RetainedStore`; the in-memory ones are the
+  default, `gateway.persistence` has the durable ones. A message queued for an OFFLINE
+  session goes through `SessionStore.keep` (a durable store journals it and tags it with a
+  `ref`), and `delivered` is called when its PUBACK/PUBCOMP arrives; messages to live
+  sessions and QoS 0 never touch the store (the hot path stays in memory).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class Message:
     payload: bytes
     qos: QoS = QoS.AT_MOST_ONCE
     retain: bool = False
+    ref: object = field(default=None, compare=False, repr=False)
+    """The durable store's handle on a queued copy (`gateway.persistence`), else None."""
 
     @property
     def network(self) -> str:
@@ -72,6 +77,8 @@ class SessionState:
     dropped: int = 0
     protocol_state: ProtocolSessionState | None = None
     """The protocol core's unfinished flows (inflight QoS 1/2), kept while offline."""
+    inflight: dict[int, Message] = field(default_factory=dict)
+    """The messages of those flows by packet id, kept with them (their store refs)."""
 
     def offer(self, message: Message) -> bool:
         """Queue a message for delivery; False when the outbox is full (it is not queued)."""
@@ -98,6 +105,14 @@ class SessionStore(Protocol):
     def all(self) -> Iterable[SessionState]: ...
 
     def count(self, network: str) -> int: ...
+
+    def keep(self, state: SessionState, message: Message) -> Message:
+        """`message` is queued for the offline session `state`: make it durable (lazily)."""
+        ...
+
+    def delivered(self, state: SessionState, message: Message) -> None:
+        """The session acknowledged `message` (PUBACK or PUBCOMP): forget a durable copy."""
+        ...
 
 
 class MemorySessionStore:
@@ -126,6 +141,12 @@ class MemorySessionStore:
 
     def all(self) -> Iterable[SessionState]:
         return list(self._sessions.values())
+
+    def keep(self, state: SessionState, message: Message) -> Message:
+        return message
+
+    def delivered(self, state: SessionState, message: Message) -> None:
+        pass
 
 
 class RetainedStore(Protocol):
@@ -251,10 +272,16 @@ class Broker:
                 self._drop_state(state)
             else:
                 # An offline session keeps only what MQTT-3.1.2-5 requires: QoS 1 and 2.
-                kept = [m for m in state.outbox if m.qos > QoS.AT_MOST_ONCE]
+                kept = [m if m.ref is not None else self.sessions.keep(state, m)
+                        for m in state.outbox if m.qos > QoS.AT_MOST_ONCE]
                 state.outbox.clear()
                 state.outbox.extend(kept)
                 self.sessions.put(state)
+
+    def acknowledged(self, state: SessionState, message: Message) -> None:
+        """`state`'s connection got the PUBACK/PUBCOMP for `message`."""
+        if message.ref is not None:
+            self.sessions.delivered(state, message)
 
     def is_live(self, key: SessionKey) -> bool:
         return key in self._live
@@ -314,6 +341,8 @@ class Broker:
                 count += 1
                 if outlet is not None:
                     outlet.wake()
+                else:  # offline: the one case a durable store must hold it
+                    state.outbox[-1] = self.sessions.keep(state, state.outbox[-1])
             else:
                 self.dropped += 1
                 if outlet is not None:

@@ -184,6 +184,7 @@ class Connection:
                 # Messages handed to the protocol core but not acknowledged are part of its
                 # session_state(); the broker keeps it for the resume (MQTT-4.4.0-1).
                 state.protocol_state = self.conn.session_state()
+                state.inflight = dict(self._inflight)
             try:
                 self.conn.close()
             except LocalProtocolError:
@@ -311,7 +312,10 @@ class Connection:
             with trio.move_on_after(CLOSE_GRACE * 2):
                 await finished.wait()
         resume = attached.state.protocol_state if attached.session_present else None
+        if resume is not None:
+            self._inflight = attached.state.inflight
         attached.state.protocol_state = None
+        attached.state.inflight = {}
         conn.accept(session_present=attached.session_present, resume=resume)
         await self._flush()
         await self.gateway.record_status(self, connected=True)
@@ -400,6 +404,9 @@ class Connection:
         conn = self.conn
         batch: list[tuple[int | None, Message | None]] = []
         closing: _Closed | None = None
+        # MQTT state this read changes (retained, queued for offline sessions) is journaled
+        # by the broker's durable stores; the acks wait for it only if there is any.
+        mark = self.gateway.durable_mark()
         while True:
             try:
                 event = conn.next_event()
@@ -422,7 +429,9 @@ class Connection:
                         )
                 conn.unsubscribed(event.packet_id)
             elif isinstance(event, DeliveryComplete):
-                self._inflight.pop(event.packet_id, None)
+                delivered = self._inflight.pop(event.packet_id, None)
+                if delivered is not None and self.attached is not None:
+                    self.gateway.broker.acknowledged(self.attached.state, delivered)
                 self.wake()
             elif isinstance(event, Disconnected):
                 self.graceful = event.graceful
@@ -432,7 +441,8 @@ class Connection:
                     closing = _Closed(DisconnectReason.CONNECTION_LOST, "peer closed")
                 break
         if batch:
-            await self._submit(batch)
+            changed = self.gateway.durable_mark()
+            await self._submit(batch, changed if changed != mark else None)
         await self._flush()
         if closing is not None:
             raise closing
@@ -460,11 +470,14 @@ class Connection:
         gw.route(message)
         return packet_id, message
 
-    async def _submit(self, batch: list[tuple[int | None, Message | None]]) -> None:
-        """Hand a read's publishes to ingest; acknowledge now, or via the acker once durable."""
+    async def _submit(self, batch: list[tuple[int | None, Message | None]],
+                      mark: int | None = None) -> None:
+        """Hand a read's publishes to ingest; acknowledge now, or via the acker once durable.
+
+        `mark`: the broker's journal position the acknowledgements must also wait for."""
         assert self.conn is not None
         ids = [packet_id for packet_id, _ in batch if packet_id is not None]
-        pending = await self.gateway.submit(self, [m for _, m in batch if m is not None])
+        pending = await self.gateway.submit(self, [m for _, m in batch if m is not None], mark)
         if pending is None:
             for packet_id in ids:  # no ingest: routed is acknowledged (MQTT-4.3.2-2)
                 self.conn.acknowledge(packet_id)

@@ -92,6 +92,9 @@ class GatewayHooks:
             self.gateway.broker.publish(
                 Message(f"{network}/{reply.topic}", reply.payload, QoS(1), True))
             self.gateway.counters["controls_published"] += 1
+            journal = getattr(self.gateway, "journal", None)
+            if journal is not None:  # copies queued for offline sessions are stored too
+                await journal.wait_durable(journal.mark())
         where = await self.store.find_value(value)
         return ControlOutcome(
             network=network, device=where.device if where else None, topic=reply.topic,
@@ -110,6 +113,9 @@ class GatewayHooks:
         if self.gateway is not None:
             closed = await self._close_sessions(network)
             self._forget_broker_state(network)
+            journal = getattr(self.gateway, "journal", None)
+            if journal is not None:  # its journaled changes land before the erasure
+                await journal.settle()
         erased = await self.ingest.erase_network(network)
         if self.gateway is not None:
             self.gateway.log.emit("erased", network=str(network), by=operator.name,

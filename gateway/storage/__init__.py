@@ -11,9 +11,15 @@ from .interface import Store
 from .records import (
     ConnectionEvent,
     ConnectionStatus,
+    Dequeued,
+    Enqueued,
     QueuedMessage,
     ReportRow,
+    RetainedChange,
     RetainedMessage,
+    SessionChange,
+    SessionDeleted,
+    SessionSaved,
     StateRecord,
     StoredSession,
     StoreStatistics,
@@ -23,8 +29,9 @@ from .sqlite import DB_NAME, SQLiteStore, open_sqlite_store
 from .writer import Ticket
 
 __all__ = [
-    "DB_NAME", "ConnectionEvent", "ConnectionStatus", "QueuedMessage", "ReportRow",
-    "RetainedMessage", "SQLiteStore", "SchemaError", "StateRecord", "Store", "StoreClosed",
+    "DB_NAME", "ConnectionEvent", "ConnectionStatus", "Dequeued", "Enqueued", "QueuedMessage",
+    "ReportRow", "RetainedChange", "RetainedMessage", "SessionChange", "SessionDeleted",
+    "SessionSaved", "SQLiteStore", "SchemaError", "StateRecord", "Store", "StoreClosed",
     "StorageError", "StoreStatistics", "StoredSession", "Ticket", "ValueLocation",
     "open_sqlite_store",
 ]

@@ -33,6 +33,7 @@ from .records import (
     ConnectionEvent,
     ConnectionStatus,
     RetainedMessage,
+    SessionChange,
     StateRecord,
     StoredSession,
     StoreStatistics,
@@ -87,6 +88,14 @@ class Store(Protocol):
 
     async def dequeue(self, network: UUID, client_id: str, ids: Sequence[int]) -> None:
         """Forget queued messages once delivered (PUBACK / PUBCOMP received)."""
+
+    async def submit_session_changes(self, changes: Sequence[SessionChange], now: datetime
+                                     ) -> Any:
+        """Queue MQTT state changes as ONE operation, applied in order in one transaction.
+
+        Returns a ticket; `wait_committed(ticket)` gives the ids of the `Enqueued` changes,
+        in order. A clear, delete or dequeue for a network the store does not hold (erased)
+        is a no-op; it never creates the network."""
 
     async def erase_network(self, network: UUID) -> bool: ...
 

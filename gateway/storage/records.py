@@ -72,6 +72,54 @@ class StoredSession:
 
 
 @dataclass(frozen=True, slots=True)
+class RetainedChange:
+    """Set a retained message of the jail (an empty payload clears it)."""
+
+    network: UUID
+    topic: str  # device-relative
+    payload: bytes
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSaved:
+    """Create a persistent session or replace its subscriptions."""
+
+    network: UUID
+    client_id: str
+    subscriptions: tuple[tuple[str, int], ...]  # (device-relative filter, granted QoS)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDeleted:
+    network: UUID
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """A QoS 1/2 message queued for an offline session; its id is in the commit's result."""
+
+    network: UUID
+    client_id: str
+    topic: str  # device-relative
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeued:
+    network: UUID
+    client_id: str
+    id: int
+
+
+SessionChange = RetainedChange | SessionSaved | SessionDeleted | Enqueued | Dequeued
+"""One change of the MQTT state that must survive a restart (`Store.submit_session_changes`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ValueLocation:
     """Where a value lives: for `control` (its topic) and the HTTP API."""
 

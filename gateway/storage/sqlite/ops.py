@@ -28,7 +28,15 @@ from gateway.ingest.model import ModelDecl
 from gateway.ingest.tree import NetworkTree, ReportRow, StateKind
 
 from ..errors import StorageError
-from ..records import StateRecord
+from ..records import (
+    Dequeued,
+    Enqueued,
+    RetainedChange,
+    SessionChange,
+    SessionDeleted,
+    SessionSaved,
+    StateRecord,
+)
 from ..writer import Failed
 from .convert import KIND_CODE, from_us, load_tree, to_us
 
@@ -456,6 +464,34 @@ class Dequeue:
                 [(i, nid, self.client_id) for i in self.ids])
 
 
+@dataclass(frozen=True, slots=True)
+class SessionChanges:
+    """The broker's MQTT state changes, in order; returns the new queued messages' ids."""
+
+    changes: tuple[SessionChange, ...]
+    now: datetime
+
+    def apply(self, side: WriteSide) -> list[int]:
+        ids: list[int] = []
+        now = self.now
+        for c in self.changes:
+            if isinstance(c, Enqueued):
+                ids.extend(Enqueue(c.network, c.client_id,
+                                   ((c.topic, c.payload, c.qos, c.retain),), now).apply(side))
+            elif isinstance(c, Dequeued):
+                Dequeue(c.network, c.client_id, (c.id,)).apply(side)
+            elif isinstance(c, RetainedChange):
+                if c.payload or side.network_id(c.network, 0, create=False) is not None:
+                    SetRetained(c.network, c.topic, c.payload, c.qos, now).apply(side)
+            elif isinstance(c, SessionSaved):
+                SaveSession(c.network, c.client_id, c.subscriptions, now).apply(side)
+            elif isinstance(c, SessionDeleted):
+                DeleteSession(c.network, c.client_id).apply(side)
+            else:  # pragma: no cover - the union is closed
+                raise StorageError(f"unknown session change {c!r}")
+        return ids
+
+
 ERASE_ORDER = (
     # children before parents (foreign keys are on)
     ("state_log", "state_id IN (SELECT id FROM states WHERE network_id = ?)"),
@@ -497,6 +533,6 @@ def report_count(op: Any) -> int:
 
 __all__ = [
     "Connected", "Control", "Declare", "DeleteSession", "Dequeue", "Disconnected", "Enqueue",
-    "Erase", "Reports", "ResetConnections", "Seen", "SaveSession", "SetRetained", "UnknownValue",
-    "WriteSide", "from_us", "report_count",
+    "Erase", "Reports", "ResetConnections", "Seen", "SaveSession", "SessionChanges",
+    "SetRetained", "UnknownValue", "WriteSide", "from_us", "report_count",
 ]

@@ -31,6 +31,7 @@ from ..records import (
     ConnectionEvent,
     ConnectionStatus,
     RetainedMessage,
+    SessionChange,
     StateRecord,
     StoredSession,
     StoreStatistics,
@@ -173,6 +174,11 @@ class SQLiteStore:
 
     async def dequeue(self, network: UUID, client_id: str, ids: Sequence[int]) -> None:
         await self._write(ops.Dequeue(network, client_id, tuple(ids)))
+
+    async def submit_session_changes(self, changes: Sequence[SessionChange], now: datetime
+                                     ) -> Ticket:
+        """Queue the broker's MQTT state changes as one operation (see `Store`)."""
+        return await self.submit(ops.SessionChanges(tuple(changes), now))
 
     async def erase_network(self, network: UUID) -> bool:
         """Delete every row of `network` in one transaction; False if it was unknown."""

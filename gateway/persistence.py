@@ -1,0 +1,281 @@
+"""The broker's MQTT state in the store: nothing the gateway acknowledged is lost on restart.
+
+Theory of operation. The broker stays synchronous and in memory (`MemorySessionStore`,
+`MemoryRetainedStore`); the durable stores here subclass them and, on each change that must
+survive a restart, append one `SessionChange` to a shared `Journal`:
+
+- a retained message set or cleared (MQTT 3.1.1 section 3.3.1.3), by a device, a will or an
+  HTTP control command;
+- a persistent (clean_session=0) session created, its subscriptions changed, or deleted;
+- a QoS 1/2 message queued for an OFFLINE persistent session (MQTT-3.1.2-5), and its removal
+  once the session acknowledged it (PUBACK / PUBCOMP).
+
+Messages to live sessions and QoS 0 messages never reach the journal: the hot path adds no
+store write. One flusher task (`Journal.run`) takes everything journaled so far and submits
+it as ONE store operation (`Store.submit_session_changes`), so it rides the writer's group
+commit with the reports; while that commits, new changes pile up for the next one.
+
+The journal counts changes (`mark()`); `wait_durable(mark)` returns once every change up to
+that mark is committed. A connection takes the mark after routing one socket read and its
+PUBACK/PUBREC wait for it (only when the read changed the journal), so "acknowledged" means
+"in the store" for a retained message and for a copy queued to an offline session.
+
+Queued copies carry a `QueueRef` (`Message.ref`): the store's row id arrives with the commit;
+a copy delivered before that is dequeued as soon as the id is known.
+
+At start, `load_broker_state` rebuilds the sessions (subscriptions, queued messages) and the
+retained messages from the store. Topics in the store are device-relative (inside the jail);
+the broker's are mounted (`<network-uuid>/...`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import trio
+
+from .broker import (
+    Broker,
+    MemoryRetainedStore,
+    MemorySessionStore,
+    Message,
+    SessionKey,
+    SessionState,
+)
+from .mqtt.packets import QoS
+from .storage.errors import StorageError, StoreClosed
+from .storage.records import (
+    Dequeued,
+    Enqueued,
+    RetainedChange,
+    SessionChange,
+    SessionDeleted,
+    SessionSaved,
+)
+
+__all__ = [
+    "DurableRetainedStore", "DurableSessionStore", "Journal", "QueueRef", "load_broker_state",
+]
+
+
+def _split(mounted: str) -> tuple[UUID, str]:
+    network, _, relative = mounted.partition("/")
+    return UUID(network), relative
+
+
+class QueueRef:
+    """The store's handle on one queued copy: its row id once committed."""
+
+    __slots__ = ("id", "delivered")
+
+    def __init__(self, id: int | None = None) -> None:
+        self.id = id
+        self.delivered = False
+
+
+class Journal:
+    """Ordered MQTT state changes on their way into the store (one flusher task)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._pending: list[tuple[SessionChange, QueueRef | None]] = []
+        self._seq = 0  # changes journaled, ever
+        self._committed = 0  # changes committed (or failed), in order
+        self._failed: list[tuple[int, int]] = []  # (after, upto] ranges whose commit failed
+        self._wake = trio.Event()
+        self._progress = trio.Event()
+        self.commits = 0
+        self.changes = 0
+        self.failures = 0
+
+    def add(self, change: SessionChange, ref: QueueRef | None = None) -> None:
+        self._pending.append((change, ref))
+        self._seq += 1
+        self._wake.set()
+
+    def mark(self) -> int:
+        """The position after the last change journaled so far."""
+        return self._seq
+
+    async def wait_durable(self, mark: int) -> None:
+        """Return once the changes up to `mark` are committed.
+
+        Raises:
+            StorageError: the commit holding change `mark` failed (do not acknowledge).
+        """
+        while self._committed < mark:
+            await self._progress.wait()
+        for after, upto in self._failed:
+            if after < mark <= upto:
+                raise StorageError("the MQTT state change was not stored")
+
+    async def settle(self) -> None:
+        """Return once everything journaled so far is committed (or failed)."""
+        while self._committed < self._seq:
+            await self._progress.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """The flusher: runs until cancelled."""
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Submit everything journaled as one operation and wait for its commit.
+
+        Shielded: a batch taken from the journal is never abandoned half-way (the writer
+        itself always makes progress, so this is bounded)."""
+        with trio.CancelScope(shield=True):
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        upto = self._seq
+        after = upto - len(batch)
+        try:
+            ticket = await self.store.submit_session_changes(
+                [change for change, _ in batch], datetime.now(UTC))
+            ids = await self.store.wait_committed(ticket)
+        except (StorageError, StoreClosed):
+            self.failures += 1
+            self._failed.append((after, upto))
+            del self._failed[:-64]  # only recent acknowledgements can still be waiting
+        else:
+            self.commits += 1
+            self.changes += len(batch)
+            refs = (ref for change, ref in batch if isinstance(change, Enqueued))
+            for ref, row_id in zip(refs, ids, strict=True):
+                if ref is None:
+                    continue
+                ref.id = row_id
+                if ref.delivered:  # delivered while its enqueue was committing
+                    change = next(c for c, r in batch if r is ref)
+                    assert isinstance(change, Enqueued)
+                    self.add(Dequeued(change.network, change.client_id, row_id))
+        self._committed = upto
+        event, self._progress = self._progress, trio.Event()
+        event.set()
+
+    def statistics(self) -> dict[str, int]:
+        return {"pending": len(self._pending), "commits": self.commits,
+                "changes": self.changes, "failures": self.failures}
+
+
+class DurableSessionStore(MemorySessionStore):
+    """Sessions in memory; persistent ones, their subscriptions and offline queues journaled."""
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__()
+        self.journal = journal
+        self._saved: dict[SessionKey, tuple[tuple[str, int], ...]] = {}
+
+    def load(self, state: SessionState) -> None:
+        """Add a session read from the store (nothing journaled)."""
+        super().put(state)
+        self._saved[state.key] = _subscriptions(state)
+
+    def put(self, state: SessionState) -> None:
+        super().put(state)
+        if state.clean:
+            return
+        subs = _subscriptions(state)
+        if self._saved.get(state.key) != subs:  # only when they changed: a write each
+            self._saved[state.key] = subs
+            self.journal.add(SessionSaved(UUID(state.key[0]), state.key[1], subs))
+
+    def delete(self, key: SessionKey) -> None:
+        super().delete(key)
+        if self._saved.pop(key, None) is not None:  # its queued rows go with it
+            self.journal.add(SessionDeleted(UUID(key[0]), key[1]))
+
+    def keep(self, state: SessionState, message: Message) -> Message:
+        if state.clean or message.qos == QoS.AT_MOST_ONCE:
+            return message
+        network, topic = _split(message.topic)
+        ref = QueueRef()
+        self.journal.add(Enqueued(network, state.key[1], topic, message.payload,
+                                  int(message.qos), message.retain), ref)
+        return dataclasses.replace(message, ref=ref)
+
+    def delivered(self, state: SessionState, message: Message) -> None:
+        ref = message.ref
+        if not isinstance(ref, QueueRef) or ref.delivered:
+            return
+        ref.delivered = True
+        if ref.id is not None and state.key in self._saved:
+            self.journal.add(Dequeued(UUID(state.key[0]), state.key[1], ref.id))
+
+
+def _subscriptions(state: SessionState) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((f.partition("/")[2], int(q)) for f, q in state.subscriptions.items()))
+
+
+class DurableRetainedStore(MemoryRetainedStore):
+    """Retained messages in memory (reads stay cheap), every set and clear journaled."""
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__()
+        self.journal = journal
+
+    def load(self, message: Message) -> None:
+        super().set(message)
+
+    def set(self, message: Message) -> None:
+        super().set(message)
+        network, topic = _split(message.topic)
+        self.journal.add(RetainedChange(network, topic, message.payload, int(message.qos)))
+
+    def clear(self, topic: str) -> None:
+        if not self.has(topic):
+            return  # nothing stored either: no write for an empty retained publish
+        super().clear(topic)
+        network, relative = _split(topic)
+        self.journal.add(RetainedChange(network, relative, b"", 0))
+
+
+async def load_broker_state(store: Any, *, max_queued: int = 1000,
+                            max_sessions_per_network: int = 1000,
+                            max_retained_per_network: int = 10_000) -> tuple[Broker, Journal]:
+    """A broker holding the store's persistent sessions and retained messages, and the
+    journal that keeps them in the store from now on (run `journal.run` beside it).
+
+    Raises:
+        StorageError: the store cannot be read.
+    """
+    journal = Journal(store)
+    sessions = DurableSessionStore(journal)
+    retained = DurableRetainedStore(journal)
+    networks: set[UUID] = set()
+    for stored in await store.load_sessions():
+        net = str(stored.network)
+        networks.add(stored.network)
+        state = SessionState((net, stored.client_id), False, max_queued)
+        state.subscriptions = {f"{net}/{f}": QoS(q) for f, q in stored.subscriptions}
+        state.outbox = deque(
+            Message(f"{net}/{m.topic}", m.payload, QoS(m.qos), m.retain, ref=QueueRef(m.id))
+            for m in stored.queued)
+        sessions.load(state)
+    after: UUID | None = None
+    while True:
+        page = await store.list_networks(limit=500, after=after)
+        networks.update(status.network for status in page)
+        if len(page) < 500:
+            break
+        after = page[-1].network
+    for network in sorted(networks, key=str):
+        for kept in await store.retained(network):
+            retained.load(Message(f"{network}/{kept.topic}", kept.payload, QoS(kept.qos), True))
+    broker = Broker(max_queued=max_queued, max_sessions_per_network=max_sessions_per_network,
+                    max_retained_per_network=max_retained_per_network, sessions=sessions,
+                    retained=retained)
+    return broker, journal
+
