@@ -137,6 +137,15 @@ class Gateway:
         """The broker journal's position (0 without a store): see `gateway.persistence`."""
         return self.journal.mark() if self.journal is not None else 0
 
+    async def wait_durable(self, mark: int) -> None:
+        """Return once the broker's journal is committed up to `mark` (at once without one).
+
+        Raises:
+            StorageError: that commit failed.
+        """
+        if self.journal is not None:
+            await self.journal.wait_durable(mark)
+
     async def submit(self, connection: Connection, messages: list[Message],
                      mark: int | None = None) -> Pending | None:
         """The one place inbound messages meet ingest: hand over one read's publishes.

@@ -31,7 +31,9 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -419,15 +421,9 @@ class Connection:
             if isinstance(event, PublishReceived):
                 batch.append(self._on_publish(event))
             elif isinstance(event, SubscribeReceived):
-                self._on_subscribe(event)
+                await self._answer_once_stored(self._on_subscribe, event)
             elif isinstance(event, UnsubscribeReceived):
-                assert self.attached is not None and self.jail is not None
-                for topic_filter in event.topic_filters:
-                    if not topic_filter.startswith("$"):
-                        self.gateway.broker.unsubscribe(
-                            self.attached.state, self.jail.mount_filter(topic_filter)
-                        )
-                conn.unsubscribed(event.packet_id)
+                await self._answer_once_stored(self._on_unsubscribe, event)
             elif isinstance(event, DeliveryComplete):
                 delivered = self._inflight.pop(event.packet_id, None)
                 if delivered is not None and self.attached is not None:
@@ -440,8 +436,8 @@ class Connection:
                 else:
                     closing = _Closed(DisconnectReason.CONNECTION_LOST, "peer closed")
                 break
+        changed = self.gateway.durable_mark()
         if batch:
-            changed = self.gateway.durable_mark()
             await self._submit(batch, changed if changed != mark else None)
         await self._flush()
         if closing is not None:
@@ -510,11 +506,34 @@ class Connection:
         finally:
             self._acker_done.set()
 
-    def _on_subscribe(self, event: SubscribeReceived) -> None:
+    async def _answer_once_stored(self, handle: Callable[..., Callable[[], None]],
+                                  event: object) -> None:
+        """Apply a (UN)SUBSCRIBE, and answer it once a persistent session's subscriptions
+        are stored: before the next packet of the read, so answers keep their order.
+        Subscriptions are rare; the reader may wait one commit for them."""
+        gw = self.gateway
+        before = gw.durable_mark()
+        answer = handle(event)
+        after = gw.durable_mark()
+        if after != before:
+            await gw.wait_durable(after)
+        answer()
+
+    def _on_unsubscribe(self, event: UnsubscribeReceived) -> Callable[[], None]:
+        assert self.conn is not None and self.attached is not None and self.jail is not None
+        for topic_filter in event.topic_filters:
+            if not topic_filter.startswith("$"):
+                self.gateway.broker.unsubscribe(
+                    self.attached.state, self.jail.mount_filter(topic_filter))
+        return partial(self.conn.unsubscribed, event.packet_id)
+
+    def _on_subscribe(self, event: SubscribeReceived) -> Callable[[], None]:
+        """Subscribe in the broker; return what sends the SUBACK and the retained messages."""
         assert self.conn is not None and self.jail is not None and self.attached is not None
         assert self.identity is not None
         gw = self.gateway
         codes: list[int] = []
+        retained: list[Message] = []
         for topic_filter, qos in event.subscriptions:
             try:
                 mounted = self.jail.mount_filter(topic_filter)
@@ -527,15 +546,22 @@ class Connection:
                 )
                 codes.append(SUBACK_FAILURE)
                 continue
-            for retained in gw.broker.subscribe(self.attached.state, mounted, QoS(qos)):
-                self.attached.state.offer(retained)
+            retained.extend(gw.broker.subscribe(self.attached.state, mounted, QoS(qos)))
             codes.append(int(qos))
-        self.conn.grant(event.packet_id, codes)
-        self.log.emit(
-            "subscribed", network=self.identity.network, client_id=self.client_id,
-            filters=[f for f, _ in event.subscriptions], granted=codes,
-        )
-        self.wake()
+
+        def answer() -> None:
+            assert self.conn is not None and self.attached is not None
+            self.conn.grant(event.packet_id, codes)
+            for message in retained:
+                self.attached.state.offer(message)
+            self.log.emit(
+                "subscribed", network=self.identity and self.identity.network,
+                client_id=self.client_id,
+                filters=[f for f, _ in event.subscriptions], granted=codes,
+            )
+            self.wake()
+
+        return answer
 
     async def _writer(self) -> None:
         try:

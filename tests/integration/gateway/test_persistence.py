@@ -130,6 +130,7 @@ async def test_a_persistent_session_keeps_its_subscriptions_and_queue_across_a_r
         sub = await _connect(gw.running, net_a, "keeper", clean=False)
         await sub.send(Subscribe(1, (("cmd/#", QoS.AT_LEAST_ONCE),)))
         assert await sub.receive() == SubAck(1, (1,))
+        assert _rows(data, "subscriptions") == 1  # stored before the SUBACK
         await _leave(sub, gw.running, "keeper")
         pub = await _connect(gw.running, net_a2, "pub")
         for i in range(3):
