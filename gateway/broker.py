@@ -271,6 +271,11 @@ class Broker:
             if state.clean:
                 self._drop_state(state)
             else:
+                # Sent but unacknowledged (the connection saved them in `inflight`) come
+                # first: a durable store keeps them for a restart too.
+                for packet_id, message in list(state.inflight.items()):
+                    if message.ref is None and message.qos > QoS.AT_MOST_ONCE:
+                        state.inflight[packet_id] = self.sessions.keep(state, message)
                 # An offline session keeps only what MQTT-3.1.2-5 requires: QoS 1 and 2.
                 kept = [m if m.ref is not None else self.sessions.keep(state, m)
                         for m in state.outbox if m.qos > QoS.AT_MOST_ONCE]

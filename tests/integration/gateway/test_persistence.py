@@ -294,3 +294,25 @@ async def test_a_message_queued_for_an_offline_session_survives_a_sigkill_right_
         await sub.aclose()
     finally:
         process.stop()
+
+
+async def test_a_message_sent_but_not_acknowledged_comes_again_after_a_clean_restart(
+        pki, net_a, net_a2, tmp_path):
+    data = tmp_path / "data"
+    async with durable_gateway(pki, data) as gw:
+        sub = await _connect(gw.running, net_a, "slow", clean=False)
+        await sub.send(Subscribe(1, (("n/#", QoS.AT_LEAST_ONCE),)))
+        assert await sub.receive() == SubAck(1, (1,))
+        pub = await _connect(gw.running, net_a2, "pub")
+        await _publish_acked(pub, "n/1", b"unacked", 1)
+        got = await sub.receive()
+        assert got.payload == b"unacked"  # and no PUBACK from us
+        await pub.aclose()
+    # The stop closed the session with its message inflight: stored, not dropped.
+    async with durable_gateway(pki, data) as gw:
+        sub = await _connect(gw.running, net_a, "slow", clean=False, present=True)
+        again = await sub.receive()
+        assert (again.topic, again.payload, again.qos) == ("n/1", b"unacked", 1)
+        await sub.send(PubAck(again.packet_id))
+        await _leave(sub, gw.running, "slow")
+    assert _rows(data, "queued") == 0
