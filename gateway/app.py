@@ -255,6 +255,7 @@ class Gateway:
             "connections": len(self.connections),
             "limits": self.limits.statistics(),
             "broker": self.broker.statistics(),
+            **({"mqtt_state": self.journal.statistics()} if self.journal is not None else {}),
             "counters": dict(self.counters),
             "tls_reloads": self.tls.reloads,
         }
