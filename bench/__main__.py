@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     server_cpus, loadgen_cpus = _cpu_plan()
     work = Path(tempfile.mkdtemp(prefix="fleetgate-bench-"))
     started = _now()
-    command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["python -m bench", shlex.join(argv if argv is not None else sys.argv[1:])]
+                       ).strip()
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     try:
         info = machine.describe(server_cpus, loadgen_cpus)

@@ -159,7 +159,7 @@ def render(doc: dict[str, Any], results_path: str) -> str:
         f"- OpenSSL {m['openssl']}; Python {m['python']}; mosquitto {m['mosquitto']}; "
         f"amqtt {m['amqtt']}",
         f"- Certificates: {m['certificates']}",
-        f"- Command: `{doc['command']}` (runs per figure: {doc['runs']}), "
+        f"- Command: `{doc['command'].strip()}` (runs per figure: {doc['runs']}), "
         f"{doc['started']} to {doc['finished']}",
         f"- Load average before and after: {m['loadavg_before']} / {m['loadavg_after']}. "
         + m.get("shared_note", ""),
