@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .persistence import Journal
 
+# The counter of inbound messages per QoS, indexed by QoS (no string built per message).
+_MESSAGES_IN = ("messages_in_qos0", "messages_in_qos1", "messages_in_qos2")
+
 
 class Reply(Protocol):
     """A message ingest asks the gateway to publish into the device's jail."""
@@ -130,7 +133,7 @@ class Gateway:
 
     def route(self, message: Message) -> None:
         """Relay one mounted message to its subscribers (and the retained store)."""
-        self.counters[f"messages_in_qos{int(message.qos)}"] += 1
+        self.counters[_MESSAGES_IN[message.qos]] += 1
         self.broker.publish(message)
 
     def durable_mark(self) -> int:

@@ -11,7 +11,7 @@ adds the namespace rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import JailViolation
 
@@ -24,10 +24,11 @@ class Jail:
     """The topic namespace of one network."""
 
     network: str
+    # Built once: every publish in and every delivery out is mounted or unmounted with it.
+    prefix: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def prefix(self) -> str:
-        return self.network + "/"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", self.network + "/")
 
     def mount_topic(self, topic: str) -> str:
         """Map a device's topic name to the broker-wide name.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from uuid import UUID
 
 MODEL = "model"
@@ -54,6 +55,10 @@ class BadReportTopic:
 Route = ModelTopic | ReportByName | ReportByUuid | BadReportTopic
 
 
+# A device reports on the same few topics over and over: classify each once. The routes are
+# frozen values, so sharing them is safe; the bound keeps a topic-spraying device from
+# growing the cache.
+@lru_cache(maxsize=4096)
 def route(topic: str) -> Route | None:
     """Classify a device-relative topic; None means plain broker traffic (not ingest's)."""
     if topic == MODEL:
