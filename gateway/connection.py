@@ -462,7 +462,7 @@ class Connection:
                                "reason": exc.why}).encode()
             gw.broker.publish(Message(self.jail.mount_topic(ERRORS_TOPIC), note))
             return packet_id, None  # acknowledged all the same: it must not come again
-        message = Message(mounted, publish.payload, QoS(publish.qos), publish.retain)
+        message = Message(mounted, publish.payload, publish.qos, publish.retain)
         gw.route(message)
         return packet_id, message
 
