@@ -179,17 +179,22 @@ def _sign(builder: x509.CertificateBuilder, issuer_key: PrivateKey) -> x509.Cert
     return builder.sign(issuer_key, signing_hash(issuer_key))
 
 
+def _ca_subject(name: str, role: str) -> x509.Name:
+    """O=<name>, CN="<name> <role>", after checking the name (see `check_ca_name`)."""
+    name = check_ca_name(name)
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} {role}"),
+        ]
+    )
+
+
 def build_root(
     key: PrivateKey, *, name: str, now: dt.datetime, days: int = ROOT_DAYS
 ) -> x509.Certificate:
     """A self-signed root CA certificate for `key`, CN "<name> Root CA"."""
-    name = check_ca_name(name)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Root CA"),
-        ]
-    )
+    subject = _ca_subject(name, "Root CA")
     not_before, not_after = _validity(now, days, None)
     builder = (
         x509.CertificateBuilder()
@@ -215,13 +220,7 @@ def build_issuing(
     days: int = ISSUING_DAYS,
 ) -> x509.Certificate:
     """An issuing (intermediate) CA certificate, path length 0, signed by `root`."""
-    name = check_ca_name(name)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Issuing CA"),
-        ]
-    )
+    subject = _ca_subject(name, "Issuing CA")
     not_before, not_after = _validity(now, days, root)
     builder = (
         x509.CertificateBuilder()

@@ -13,13 +13,17 @@ application decision does, and the application answers with the matching method:
 | `UnsubscribeReceived` | `unsubscribed(packet_id)`                            |
 | `DeliveryComplete`    | nothing (drop the message from its outbound queue)   |
 | `Disconnected`        | publish the will if not graceful; close the socket   |
+
+It also hands out two values: `SessionState` (what a persistent session keeps across
+connections) and `ConnectionStatistics` (queue sizes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .packets import Connect, Publish, QoS
+from ._state import ConnectionState
+from .packets import Connect, Publish, PubRel, QoS
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +118,34 @@ Event = (
     | DeliveryComplete
     | Disconnected
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """What a persistent session (clean_session=0) keeps across connections (4.1).
+
+    Attributes:
+        outbound: unfinished outbound QoS 1/2 messages in the order they were first sent:
+            a `Publish` still awaiting PUBACK/PUBREC, or the `PubRel` of a QoS 2 message
+            awaiting PUBCOMP. Resuming re-sends them all, PUBLISH with DUP=1 (4.4).
+        inbound_awaiting_pubrel: inbound QoS 2 identifiers acknowledged (PUBREC) but not
+            yet released; a re-sent PUBLISH with one of them is not delivered again.
+        next_packet_id: where outbound identifier allocation continues.
+
+    Subscriptions and queued messages are the application's to keep.
+    """
+
+    outbound: tuple[Publish | PubRel, ...] = ()
+    inbound_awaiting_pubrel: frozenset[int] = frozenset()
+    next_packet_id: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    """Queue sizes of one connection, for metrics and backpressure."""
+
+    state: ConnectionState
+    outbound_inflight: int
+    inbound_unacknowledged: int
+    inbound_awaiting_pubrel: int
+    bytes_to_send: int

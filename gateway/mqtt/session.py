@@ -57,7 +57,7 @@ Refinements of the contract in the brief, for the gateway:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from . import _state
 from ._state import PACKET_TYPE as _PACKET_TYPE
@@ -65,11 +65,13 @@ from ._state import Action, ConnectionState
 from .codec import DEFAULT_MAX_PACKET_SIZE, PacketReader, encode_into
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
+    ConnectionStatistics,
     ConnectReceived,
     DeliveryComplete,
     Disconnected,
     Event,
     PublishReceived,
+    SessionState,
     SubscribeReceived,
     UnsubscribeReceived,
 )
@@ -109,37 +111,6 @@ _QOS1 = QoS.AT_LEAST_ONCE
 _QOS2 = QoS.EXACTLY_ONCE
 _ACKNOWLEDGE = Action.ACKNOWLEDGE
 _PUBLISH = Action.PUBLISH
-
-
-@dataclass(frozen=True, slots=True)
-class SessionState:
-    """What a persistent session (clean_session=0) keeps across connections (4.1).
-
-    Attributes:
-        outbound: unfinished outbound QoS 1/2 messages in the order they were first sent:
-            a `Publish` still awaiting PUBACK/PUBREC, or the `PubRel` of a QoS 2 message
-            awaiting PUBCOMP. Resuming re-sends them all, PUBLISH with DUP=1 (4.4).
-        inbound_awaiting_pubrel: inbound QoS 2 identifiers acknowledged (PUBREC) but not
-            yet released; a re-sent PUBLISH with one of them is not delivered again.
-        next_packet_id: where outbound identifier allocation continues.
-
-    Subscriptions and queued messages are the application's to keep.
-    """
-
-    outbound: tuple[Publish | PubRel, ...] = ()
-    inbound_awaiting_pubrel: frozenset[int] = frozenset()
-    next_packet_id: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionStatistics:
-    """Queue sizes of one connection, for metrics and backpressure."""
-
-    state: ConnectionState
-    outbound_inflight: int
-    inbound_unacknowledged: int
-    inbound_awaiting_pubrel: int
-    bytes_to_send: int
 
 
 class ServerConnection:
