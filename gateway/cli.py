@@ -2,29 +2,34 @@
 
 EXAMPLES
     fleet-gateway serve --ca-home certs
+    fleet-gateway check-config --config /etc/fleetgate/gateway.toml   # effective config, TLS files
     fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
     fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0     # any free port, logged
     fleet-gateway serve --ca-home certs --data /var/lib/fleetgate --http 0.0.0.0:8443
 
-Exit codes: 0 stopped by SIGTERM/SIGINT; 2 bad usage; 3 bad configuration or missing/unusable
-file; 4 the listener could not be opened (address in use, permission).
+Exit codes: 0 stopped by SIGTERM/SIGINT (check-config: the configuration is usable); 2 bad
+usage; 3 bad configuration or missing/unusable file; 4 the listener could not be opened
+(address in use, permission).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from enum import IntEnum
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TypeVar
 
 import trio
 
 from .app import Gateway, open_log, run_gateway
-from .config import load_config
+from .config import GatewayConfig, load_config
 from .errors import ConfigError
+from .tls import TLSContexts
 
 
 class ExitCode(IntEnum):
@@ -41,19 +46,87 @@ def _parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("EXAMPLES", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"fleet-gateway {_version()}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     serve = verbs.add_parser("serve", help="run the gateway until SIGTERM/SIGINT")
-    serve.add_argument("--config", type=Path, help="TOML config file (flags override it)")
-    serve.add_argument("--ca-home", type=Path,
-                       help="folder with root.crt and crl.pem (default: $FLEET_CA_HOME)")
-    serve.add_argument("--cert", type=Path, help="server certificate (PEM)")
-    serve.add_argument("--key", type=Path, help="server private key (PEM)")
-    serve.add_argument("--mqtt", metavar="HOST:PORT", help="MQTT/TLS listener (127.0.0.1:8883)")
-    serve.add_argument("--http", metavar="HOST:PORT",
-                       help='HTTPS API listener (127.0.0.1:8443; "off"; needs --data)')
-    serve.add_argument("--data", type=Path, help="data folder for the store")
-    serve.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
+    check = verbs.add_parser(
+        "check-config", help="print the effective configuration and check its TLS files",
+        description="Load the configuration as `serve` would (defaults, --config, flags), "
+                    "load its TLS files, and print every option as TOML. Exit 0 when "
+                    "`serve` would start with it, 3 with the reason otherwise.")
+    for verb in (serve, check):
+        verb.add_argument("--config", type=Path, help="TOML config file (flags override it)")
+        verb.add_argument("--ca-home", type=Path,
+                          help="folder with root.crt and crl.pem (default: $FLEET_CA_HOME)")
+        verb.add_argument("--cert", type=Path, help="server certificate (PEM)")
+        verb.add_argument("--key", type=Path, help="server private key (PEM)")
+        verb.add_argument("--mqtt", metavar="HOST:PORT",
+                          help="MQTT/TLS listener (127.0.0.1:8883)")
+        verb.add_argument("--http", metavar="HOST:PORT",
+                          help='HTTPS API listener (127.0.0.1:8443; "off"; needs --data)')
+        verb.add_argument("--data", type=Path, help="data folder for the store")
+        verb.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
     return parser
+
+
+def _version() -> str:
+    try:
+        return version("fleetgate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    """The configuration `serve` runs with: defaults, the file, the flags, the environment.
+
+    Raises:
+        ConfigError: the configuration is unusable.
+    """
+    config = load_config(
+        args.config,
+        {
+            "ca_home": args.ca_home,
+            "cert": args.cert,
+            "key": args.key,
+            "mqtt": args.mqtt,
+            "http": args.http,
+            "data": args.data,
+            "log_file": args.log_file,
+        },
+    )
+    if config.ca_home is None and os.environ.get("FLEET_CA_HOME"):
+        # Like fleet-ca: the flag, then the config file, then the environment.
+        config = dataclasses.replace(config, ca_home=Path(os.environ["FLEET_CA_HOME"]))
+    if args.http not in (None, "off") and config.data is None:
+        raise ConfigError("--http needs --data: the HTTPS API serves the store")
+    return config
+
+
+def _toml(config: GatewayConfig) -> str:
+    """Every option as a flat TOML document `load_config` reads back."""
+    lines = [f"# fleet-gateway {_version()}: the effective configuration"]
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value is None:
+            lines.append(f"# {field.name} = (unset)")
+        elif isinstance(value, bool):
+            lines.append(f"{field.name} = {'true' if value else 'false'}")
+        elif isinstance(value, int | float):
+            lines.append(f"{field.name} = {value!r}")
+        else:
+            lines.append(f"{field.name} = {json.dumps(str(value))}")
+    return "\n".join(lines)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args)
+        TLSContexts(config)  # the files serve would load, loaded the same way
+    except ConfigError as exc:
+        print(f"fleet-gateway: error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    print(_toml(config))
+    return ExitCode.OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,24 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse printed its one line already
         return ExitCode.OK if exc.code == 0 else ExitCode.USAGE
+    if args.verb == "check-config":
+        return _check_config(args)
     try:
-        config = load_config(
-            args.config,
-            {
-                "ca_home": args.ca_home,
-                "cert": args.cert,
-                "key": args.key,
-                "mqtt": args.mqtt,
-                "http": args.http,
-                "data": args.data,
-                "log_file": args.log_file,
-            },
-        )
-        if config.ca_home is None and os.environ.get("FLEET_CA_HOME"):
-            # Like fleet-ca: the flag, then the config file, then the environment.
-            config = dataclasses.replace(config, ca_home=Path(os.environ["FLEET_CA_HOME"]))
+        config = _config(args)
         log = open_log(config)
         gateway = Gateway(config, log=log)
+        if config.data is None and config.http_address is not None:
+            log.emit("http_off", detail="no data folder (--data): the HTTPS API serves the "
+                                        "store, so it is not started")
     except ConfigError as exc:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG

@@ -70,8 +70,9 @@ def gateway_process(pki):
     started: list[GatewayProcess] = []
 
     def start(*args: str) -> GatewayProcess:
+        http = "127.0.0.1:0" if "--data" in args else "off"  # the API needs the store
         process = GatewayProcess("--ca-home", str(pki.path), "--mqtt", "127.0.0.1:0",
-                                 "--http", "127.0.0.1:0", *args)
+                                 "--http", http, *args)
         started.append(process)
         return process
 
