@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from gateway.ingest.errors import ReadingRejected, RejectCode
+from gateway.ingest.model import ValueType
 from gateway.ingest.readings import parse_timestamp
 from gateway.ingest.tree import StateKind
 from gateway.storage.records import StateRecord
@@ -244,16 +245,18 @@ class Api:
             except (KeyError, TypeError, ValueError):
                 raise ApiError(400, "bad_cursor", "cursor is not one this endpoint returned"
                                ) from None
-        if await self.store.find_value(uuid) is None:
+        where = await self.store.find_value(uuid)
+        if where is None:
             raise not_found(f"no value {uuid}")
         head = {"value": str(uuid), "order": order, "since": doc.ts(since),
                 "until": doc.ts(until)}
-        return stream_response(200, self._history_stream(uuid, head, since, until, limit,
-                                                         newest, after, order))
+        return stream_response(200, self._history_stream(
+            uuid, where.value.decl.type, head, since, until, limit, newest, after, order))
 
-    async def _history_stream(self, value: UUID, head: dict[str, Any], since: datetime | None,
-                              until: datetime | None, limit: int, newest: bool,
-                              after: StateRecord | None, order: str) -> AsyncIterator[bytes]:
+    async def _history_stream(self, value: UUID, value_type: ValueType, head: dict[str, Any],
+                              since: datetime | None, until: datetime | None, limit: int,
+                              newest: bool, after: StateRecord | None, order: str
+                              ) -> AsyncIterator[bytes]:
         yield dumps(head)[:-1] + b',"reports":['
         remaining, first, last = limit, True, None
         exhausted = False
@@ -262,7 +265,7 @@ class Api:
             rows = await self.store.history(value, since=since, until=until, limit=want,
                                             newest_first=newest, after=after)
             if rows:
-                parts = [dumps(doc.state_json(r)) for r in rows]
+                parts = [dumps(doc.state_json(r, value_type)) for r in rows]
                 yield (b"" if first else b",") + b",".join(parts)
                 first = False
                 remaining -= len(rows)
@@ -302,10 +305,15 @@ class Api:
         return json_response(200, {
             "value": str(uuid), "network": str(out.network),
             "device": str(out.device) if out.device else None,
-            "state": {"type": "Control", "data": out.data, "timestamp": doc.ts(out.timestamp)},
+            "state": {"type": "Control", "data": await self._typed(uuid, out.data),
+                      "timestamp": doc.ts(out.timestamp)},
             "topic": out.topic, "retained": True, "qos": 1,
             "device_online": out.device_online,
         })
+
+    async def _typed(self, value: UUID, data: str) -> Any:
+        where = await self.store.find_value(value)
+        return data if where is None else doc.typed(where.value.decl.type, data)
 
     # -- portability and erasure --------------------------------------------------------
 
@@ -339,7 +347,7 @@ class Api:
                         if rows:
                             parts = []
                             for r in rows:
-                                item = doc.state_json(r)
+                                item = doc.state_json(r, value.decl.type)
                                 item = {"state": str(state.uuid), "value": str(value.uuid),
                                         "device": str(device.uuid), **item}
                                 parts.append(dumps(item))

@@ -1,4 +1,9 @@
-"""JSON shapes of the stored records (one place, so endpoints and export agree)."""
+"""JSON shapes of the stored records (one place, so endpoints and export agree).
+
+Values are stored as the text the device sent (or the API set); the API answers them typed
+by their value's declaration: a number as a JSON number, a string or XML document as a JSON
+string, a blob as `{"base64": "<text as sent>"}` so a client never mistakes it for a string.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.ingest.model import BlobType, NumberType, ValueType
 from gateway.ingest.tree import NetworkTree, ValueNode
 from gateway.storage.records import (
     ConnectionEvent,
@@ -23,9 +29,24 @@ def ts(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def state_json(r: StateRecord) -> dict[str, Any]:
-    return {"type": str(r.kind), "data": r.data, "timestamp": ts(r.timestamp),
-            "received": ts(r.received)}
+def typed(value_type: ValueType, data: str) -> Any:
+    """`data` (stored text) as its declared type says a JSON client should see it."""
+    if isinstance(value_type, NumberType):
+        try:
+            number = float(data)
+        except ValueError:  # stored before a re-declaration changed the type: as it is
+            return data
+        if number.is_integer() and not any(c in data for c in ".eE"):
+            return int(number)
+        return number
+    if isinstance(value_type, BlobType):
+        return {"base64": data}
+    return data
+
+
+def state_json(r: StateRecord, value_type: ValueType) -> dict[str, Any]:
+    return {"type": str(r.kind), "data": typed(value_type, r.data),
+            "timestamp": ts(r.timestamp), "received": ts(r.received)}
 
 
 def status_json(s: ConnectionStatus, expiry: dict[str, datetime] | None = None
@@ -50,7 +71,7 @@ def value_json(value: ValueNode, latest: dict[Any, StateRecord]) -> dict[str, An
     for state_doc, node in zip(doc["states"], value.states, strict=True):
         record = latest.get(node.uuid)
         state_doc["latest"] = None if record is None else {
-            "data": record.data, "timestamp": ts(record.timestamp),
+            "data": typed(value.decl.type, record.data), "timestamp": ts(record.timestamp),
             "received": ts(record.received)}
     return doc
 

@@ -13,6 +13,11 @@ from .routes import ROUTES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _UUID = {"type": "string", "format": "uuid"}
+_DATA = {"description": "typed by the value's declaration: a number, a string, or "
+                        "{\"base64\": ...} for a blob",
+         "oneOf": [{"type": "number"}, {"type": "string"},
+                   {"type": "object", "required": ["base64"],
+                    "properties": {"base64": {"type": "string"}}}]}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 
 
@@ -84,7 +89,7 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
             "type": "object", "required": ["value", "reports", "next_cursor"],
             "properties": {"value": _UUID, "reports": {"type": "array", "items": {
                 "type": "object", "properties": {
-                    "type": {"const": "Report"}, "data": {"type": "string"},
+                    "type": {"const": "Report"}, "data": _DATA,
                     "timestamp": {"type": "string"}, "received": {"type": "string"}}}},
                 "next_cursor": {"type": ["string", "null"]}}}, "streamed (chunked)")},
     },

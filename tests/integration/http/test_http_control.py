@@ -22,7 +22,7 @@ async def test_control_reaches_a_live_paho_device_and_is_stored(env, device_bund
     assert answer.status == 200, answer.body
     doc = answer.json
     assert doc["device_online"] is True and doc["network"] == str(net)
-    assert doc["topic"] == "control/thermo/target" and doc["state"]["data"] == "21.5"
+    assert doc["topic"] == "control/thermo/target" and doc["state"]["data"] == 21.5
     message = await device.message()
     assert message.topic == "control/thermo/target" and message.qos == 1
     payload = json.loads(message.payload)
@@ -31,7 +31,7 @@ async def test_control_reaches_a_live_paho_device_and_is_stored(env, device_bund
     # Stored as a Control state with its own timestamp, and visible in the value document.
     value = (await env.operator().get(f"/api/v1/values/{target}")).json["value"]
     control = next(s for s in value["states"] if s["type"] == "Control")
-    assert control["latest"]["data"] == "21.5"
+    assert control["latest"]["data"] == 21.5
     assert control["latest"]["timestamp"] == doc["state"]["timestamp"]
 
 
