@@ -107,7 +107,8 @@ class Api:
                  metrics: MetricsSource | None = None, bars: BarList | None = None,
                  openapi: dict[str, Any] | None = None, page: int = 1000,
                  certificates: InventoryLookup | None = None,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_error: Callable[[BaseException], None] | None = None,
+                 on_action: Callable[..., None] | None = None) -> None:
         from .openapi import openapi_document
 
         self.store = store
@@ -118,18 +119,32 @@ class Api:
         self.page = page
         self.certificates = certificates or InventoryLookup(None)
         self.on_error = on_error
+        self.on_action = on_action
 
     async def handle(self, request: Request) -> Response:
-        """Answer one request; never raises for anything a client can send."""
+        """Answer one request; never raises for anything a client can send.
+
+        Every request that changes something (any method but GET and HEAD) that reached a
+        route is reported to `on_action` once answered: who, what, on which UUID, the status.
+        """
+        route = None
+        params: dict[str, Any] = {}
         try:
             route, params = match(request.method, request.path)
             if route.operator_only and request.operator is None:
                 raise request.refusal or ApiError(401, "certificate_required",
                                                   "an operator certificate is required")
             endpoint = getattr(self, route.endpoint)
-            return await endpoint(request, **params)
+            response = await endpoint(request, **params)
         except ApiError as exc:
-            return error_response(exc)
+            response = error_response(exc)
+        if route is not None and route.method not in ("GET", "HEAD") and self.on_action:
+            self.on_action(
+                operator=request.operator.name if request.operator else None,
+                action=route.endpoint, method=route.method, path=request.path,
+                target=next((str(v) for v in params.values()), None),
+                status=response.status)
+        return response
 
     # -- service ------------------------------------------------------------------------
 

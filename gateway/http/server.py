@@ -235,8 +235,12 @@ async def serve_http(
         if log is not None:
             log.emit("http_internal_error", detail=f"{type(exc).__name__}: {exc}")
 
+    def on_action(**fields: Any) -> None:
+        if log is not None:
+            log.emit("operator_action", **fields)
+
     api = Api(store, hooks=hooks, metrics=metrics, bars=bars, certificates=certificates,
-              on_error=on_error)
+              on_error=on_error, on_action=on_action)
     tls()  # an unusable certificate or CRL fails the start, not the first connection
     host, port = address
     try:

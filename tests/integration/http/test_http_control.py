@@ -80,3 +80,24 @@ async def test_control_refusals_name_the_reason(env):
     assert wrong_type.status == 415
     # Nothing refused was stored.
     assert await env.store.history(uuid.UUID(target), kind="Control") == []
+
+
+async def test_every_operator_action_is_one_log_line_with_who_what_and_result(env):
+    net = uuid.uuid4()
+    tree = await seed_network(env.ingest, net, reports=0)
+    target = value_uuid(tree, "target")
+    op = env.operator()
+    assert (await op.request("POST", f"/api/v1/values/{target}/control",
+                             {"data": 21.5})).status == 200
+    assert (await op.request("POST", f"/api/v1/values/{target}/control",
+                             {"data": 99})).status == 422
+    assert (await env.client().request("POST", f"/api/v1/values/{target}/control",
+                                       {"data": 20})).status == 401
+    assert (await op.get(f"/api/v1/values/{target}")).status == 200  # reads are not actions
+    actions = [json.loads(line) for line in env.log.getvalue().splitlines()
+               if '"operator_action"' in line]
+    assert [(a.get("operator"), a["action"], a["target"], a["status"]) for a in actions] == [
+        ("test-operator", "control_value", target, 200),
+        ("test-operator", "control_value", target, 422),
+        (None, "control_value", target, 401),
+    ]
