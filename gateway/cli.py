@@ -3,22 +3,26 @@
 EXAMPLES
     fleet-gateway serve --ca-home certs
     fleet-gateway check-config --config /etc/fleetgate/gateway.toml   # effective config, TLS files
+    fleet-gateway backup create /backup/2026-12-05 --data /var/lib/fleetgate   # online copy
+    fleet-gateway backup restore /backup/2026-12-05 --data /var/lib/fleetgate  # gateway stopped
     fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
     fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0     # any free port, logged
     fleet-gateway serve --ca-home certs --data /var/lib/fleetgate --http 0.0.0.0:8443
 
 Exit codes: 0 stopped by SIGTERM/SIGINT (check-config: the configuration is usable); 2 bad
 usage; 3 bad configuration or missing/unusable file; 4 the listener could not be opened
-(address in use, permission).
+(address in use, permission); 5 a backup or restore failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -37,6 +41,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     CONFIG = 3
     LISTEN = 4
+    BACKUP = 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
                           help='HTTPS API listener (127.0.0.1:8443; "off"; needs --data)')
         verb.add_argument("--data", type=Path, help="data folder for the store")
         verb.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
+    backup = verbs.add_parser(
+        "backup", help="copy the data folder's store, or restore a copy (erasures stay erased)",
+        description="create: an online, consistent copy of the store (the gateway may run). "
+                    "restore: put a copy back (stop the gateway first) and re-apply every "
+                    "erasure recorded after the copy was taken.")
+    backup.add_argument("action", choices=("create", "restore"))
+    backup.add_argument("folder", type=Path, help="the backup folder (create: new or empty)")
+    backup.add_argument("--config", type=Path, help="TOML config file (for data and the ledger)")
+    backup.add_argument("--data", type=Path, help="the gateway's data folder")
+    backup.add_argument("--erasure-ledger", type=Path,
+                        help="the erasure ledger (default <data>/erasures.jsonl)")
     return parser
 
 
@@ -118,6 +134,49 @@ def _toml(config: GatewayConfig) -> str:
     return "\n".join(lines)
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from .backup import create_backup, restore_backup
+    from .storage.errors import StorageError
+    from .storage.ledger import ErasureLedger
+
+    try:
+        config = load_config(args.config, {"data": args.data,
+                                           "erasure_ledger": args.erasure_ledger})
+        if config.data is None:
+            raise ConfigError("no data folder: pass --data DIR or set data in the config")
+        ledger = ErasureLedger(config.erasure_ledger_path)
+    except ConfigError as exc:
+        print(f"fleet-gateway: error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    try:
+        if args.action == "create":
+            with _progress_bar("copying the store") as progress:
+                manifest = create_backup(config.data, args.folder, progress=progress)
+            print(f"backup of {config.data} in {args.folder} "
+                  f"(taken at {manifest.taken_at.isoformat()})")
+        else:
+            restored = trio.run(restore_backup, args.folder, config.data, ledger)
+            print(f"restored {config.data} from {args.folder} (taken at "
+                  f"{restored.manifest.taken_at.isoformat()}); re-applied "
+                  f"{restored.erasures_reapplied} later erasure(s) from {ledger.path}")
+    except StorageError as exc:
+        print(f"fleet-gateway: error: {exc}", file=sys.stderr)
+        return ExitCode.BACKUP
+    return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr when it is a terminal; yields its (done, total) updater."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True,
+                  disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 def _check_config(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
@@ -138,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.OK if exc.code == 0 else ExitCode.USAGE
     if args.verb == "check-config":
         return _check_config(args)
+    if args.verb == "backup":
+        return _backup(args)
     try:
         config = _config(args)
         log = open_log(config)

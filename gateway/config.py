@@ -40,6 +40,9 @@ class GatewayConfig:
     """HTTPS API listener, HOST:PORT or "off" (runs with a store, i.e. with `data`)."""
     data: Path | None = None
     """Data folder of the SQLite store; unset: nothing stored, acknowledgements mean routed."""
+    erasure_ledger: Path | None = None
+    """Append-only record of erasures that a backup restore re-applies. Default
+    <data>/erasures.jsonl; better on other storage than the backups."""
     handshake_timeout: float = 10.0
     """Seconds a TCP connection may take to finish the TLS handshake."""
     connect_timeout: float = 10.0
@@ -96,6 +99,14 @@ class GatewayConfig:
         return self.key if self.key is not None else self._home() / "server" / "server.key"
 
     @property
+    def erasure_ledger_path(self) -> Path:
+        if self.erasure_ledger is not None:
+            return self.erasure_ledger
+        if self.data is None:
+            raise ConfigError("no data folder: pass --data DIR or set data in [mqtt]")
+        return self.data / "erasures.jsonl"
+
+    @property
     def mqtt_address(self) -> tuple[str, int]:
         return parse_address(self.mqtt)
 
@@ -109,7 +120,7 @@ class GatewayConfig:
         return self.ca_home
 
 
-_PATH_FIELDS = {"ca_home", "cert", "key", "data"}
+_PATH_FIELDS = {"ca_home", "cert", "key", "data", "erasure_ledger"}
 _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
 _SECTIONS = ("tls", "mqtt", "limits", "log")
 

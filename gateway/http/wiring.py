@@ -24,6 +24,7 @@ from gateway.broker import Message
 from gateway.errors import ConfigError
 from gateway.mqtt.packets import QoS
 from gateway.reasons import DisconnectReason
+from gateway.storage.ledger import ErasureLedger
 from gateway.tls import TLSContexts, build_server_context
 
 from .api import ControlOutcome, EraseOutcome
@@ -70,11 +71,12 @@ class GatewayHooks:
     """Control and erasure against the live gateway (any part may be None in tests)."""
 
     def __init__(self, *, store: Any, ingest: Any, gateway: Any = None,
-                 bars: BarList | None = None) -> None:
+                 bars: BarList | None = None, ledger: ErasureLedger | None = None) -> None:
         self.store = store
         self.ingest = ingest
         self.gateway = gateway
         self.bars = bars if bars is not None else BarList()
+        self.ledger = ledger
 
     def online(self, network: UUID) -> bool:
         if self.gateway is None:
@@ -107,7 +109,10 @@ class GatewayHooks:
                  or await self.store.get_tree(network) is not None)
         if not known:
             return EraseOutcome(False, 0)
-        # Bar first: a device reconnecting during the erasure is refused at admission.
+        # In the ledger first (a restored backup re-applies it), then the bar (a device
+        # reconnecting during the erasure is refused at admission), then the rows.
+        if self.ledger is not None:
+            self.ledger.record(network, now)
         self.bars.bar(network, operator.name, now)
         closed = 0
         if self.gateway is not None:
@@ -162,7 +167,8 @@ async def serve_gateway_http(gateway: Any, store: Any, *,
     bars = BarList(config.data / BARS_FILE if config.data is not None else None)
     gateway.bars = bars
     stats = HttpStatistics()
-    hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars)
+    hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars,
+                         ledger=ErasureLedger(config.erasure_ledger_path))
 
     await serve_http(address, http_tls(gateway.tls), store, hooks=hooks, bars=bars,
                      certificates=InventoryLookup(config.ca_home),

@@ -27,6 +27,7 @@ from gateway.http.server import HttpStatistics
 from gateway.ingest import Ingest
 from gateway.logs import EventLog
 from gateway.server import serve_mqtt
+from gateway.storage.ledger import LEDGER_FILE, ErasureLedger
 
 MODEL = {"devices": [{"name": "thermo", "description": "hall", "values": [
     {"name": "temp", "permission": "r", "number": {"min": -40, "max": 125, "step": 0.5}},
@@ -269,7 +270,8 @@ async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
     bars = BarList(data / "barred.json")
     gateway.bars = bars
     stats = HttpStatistics()
-    hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars)
+    hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars,
+                         ledger=ErasureLedger(data / LEDGER_FILE))
     http = await nursery.start(lambda task_status: serve_http(
         ("127.0.0.1", 0), http_tls(gateway.tls), store, hooks=hooks, bars=bars,
         certificates=InventoryLookup(home.path),
