@@ -7,15 +7,17 @@ listed in `fleet-ca --help`); a traceback appears only for a bug, and only with 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import getpass
+import importlib.metadata
 import json
 import os
 import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -140,6 +142,13 @@ def _sub(sub: argparse._SubParsersAction, name: str, help: str, examples: str
     return p
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("fleetgate")
+    except importlib.metadata.PackageNotFoundError:  # a source tree never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -150,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_home(parser, None)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of bugs")
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True,
                                 parser_class=_Parser)
 
@@ -323,28 +333,28 @@ def _write_stdout(text: str) -> None:
     sys.stdout.flush()
 
 
-def _progress(total: int) -> Callable[[int], None] | None:
-    """A progress bar on stderr, only when stderr is a terminal."""
+@contextlib.contextmanager
+def _progress(total: int, what: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr (rich) while the block runs, only when stderr is a terminal;
+    yields the callback taking the count done so far (None: no bar)."""
     if total < 2 or not sys.stderr.isatty():
-        return None
-    start = time.monotonic()
-    last = [0.0]
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    def show(done: int) -> None:
-        t = time.monotonic()
-        if done < total and t - last[0] < 0.1:
-            return
-        last[0] = t
-        width = 30
-        filled = width * done // total
-        rate = done / max(t - start, 1e-9)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-                         f" {rate:,.0f}/s")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def _read_input(path: str | Path, what: str, limit: int = 1 << 20) -> bytes:
@@ -399,10 +409,11 @@ def cmd_issue_device(args: argparse.Namespace) -> int:
             raise BadInputError(f"password file {args.p12_password_file} is empty")
     with _open(args, sign=True) as home:
         start = time.perf_counter()
-        bundles = home.issue_devices(
-            args.out, count=args.count, network=args.network, days=args.days, p12=args.p12,
-            p12_password=p12_password, progress=_progress(args.count),
-        )
+        with _progress(args.count, "issuing") as progress:
+            bundles = home.issue_devices(
+                args.out, count=args.count, network=args.network, days=args.days,
+                p12=args.p12, p12_password=p12_password, progress=progress,
+            )
         elapsed = time.perf_counter() - start
         _write_stdout("".join(f"{b.network_uuid} {serial_hex(b.serial)}\n" for b in bundles))
         print(f"issued {len(bundles)} device bundle(s) in {Path(args.out).absolute()}"

@@ -15,6 +15,7 @@ unreadable; 4 bad --model file; 5 gateway unreachable or refused us; 6 model/rej
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import signal
@@ -50,6 +51,13 @@ def _positive(text: str) -> float:
     return x
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("fleetgate")
+    except importlib.metadata.PackageNotFoundError:  # a source tree never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="firmware-sim",
@@ -57,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("EXAMPLES", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"firmware-sim {_version()}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def common(p: argparse.ArgumentParser) -> None:

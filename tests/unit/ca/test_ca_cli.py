@@ -363,13 +363,14 @@ class _Tty(io.StringIO):
 def test_progress_bar_is_drawn_on_a_terminal_only(home, tmp_path, monkeypatch, capsys):
     import ca.cli
 
-    assert ca.cli._progress(100) is None  # stderr is not a terminal under pytest
+    with ca.cli._progress(100, "issuing") as progress:
+        assert progress is None  # stderr is not a terminal under pytest
     tty = _Tty()
     monkeypatch.setattr(sys, "stderr", tty)
     assert main(["--home", str(home), "issue", "device", "--count", "150",
                  "--out", str(tmp_path / "b")]) == 0
     drawn = tty.getvalue()
-    assert "\r[" in drawn and "150/150" in drawn
+    assert "issuing" in drawn and "150/150" in drawn and "100%" in drawn
     assert len(capsys.readouterr().out.splitlines()) == 150
 
 
