@@ -1,18 +1,31 @@
-"""Prometheus text exposition (format 0.0.4) of samples gathered from the gateway.
+"""/metrics: the gateway's figures in Prometheus exposition, through `prometheus_client`.
 
-`render(samples)` is pure: samples of one metric are grouped under one `# HELP`/`# TYPE`
-header, label values escaped as the format requires. `gateway_samples(...)` reads the
-gateway's counters, the broker's, the store's and ingest's `statistics()` at scrape time.
+`gateway_samples(...)` reads the gateway's counters, the broker's, the store's and ingest's
+`statistics()` at scrape time into `Sample`s; `render(samples)` exposes them together with
+the process (`process_*`), Python runtime (`python_*`) and build (`fleetgate_build_info`)
+collectors of `prometheus_client`, so the exposition format and its escaping are the
+library's, not ours.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 PREFIX = "fleetgate_"
 
 
@@ -28,35 +41,44 @@ class Sample:
 MetricsSource = Callable[[], Iterable[Sample]]
 
 
-def _escape(text: str) -> str:
-    return text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+def _release() -> str:
+    try:
+        return version("fleetgate")
+    except PackageNotFoundError:
+        return "unknown"
 
 
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
+class _Samples(Collector):
+    """Turns one scrape's samples into metric families (one per name)."""
+
+    def __init__(self, samples: Iterable[Sample]) -> None:
+        self.samples = samples
+
+    def collect(self) -> Iterator[Any]:
+        yield InfoMetricFamily(PREFIX + "build", "the fleetgate release serving",
+                               value={"version": _release()})
+        families: dict[str, Any] = {}
+        for s in self.samples:
+            family = families.get(s.name)
+            if family is None:
+                names = [k for k, _ in s.labels]
+                help_ = s.help or s.name.replace("_", " ")
+                if s.kind == "counter":
+                    family = CounterMetricFamily(PREFIX + s.name.removesuffix("_total"), help_,
+                                                 labels=names)
+                else:
+                    family = GaugeMetricFamily(PREFIX + s.name, help_, labels=names)
+                families[s.name] = family
+            family.add_metric([v for _, v in s.labels], s.value)
+        yield from families.values()
 
 
 def render(samples: Iterable[Sample]) -> bytes:
-    groups: dict[str, list[Sample]] = {}
-    for s in samples:
-        groups.setdefault(s.name, []).append(s)
-    lines: list[str] = []
-    for name, group in groups.items():
-        full = PREFIX + name
-        first = group[0]
-        lines.append(f"# HELP {full} {_escape(first.help or name.replace('_', ' '))}")
-        lines.append(f"# TYPE {full} {first.kind}")
-        for s in group:
-            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in s.labels)
-            lines.append(f"{full}{{{labels}}} {_number(s.value)}" if labels
-                         else f"{full} {_number(s.value)}")
-    return ("\n".join(lines) + "\n").encode()
+    """The exposition of `samples` plus process, Python and build metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, _Samples(samples)):
+        registry.register(collector)
+    return generate_latest(registry)
 
 
 # gateway counter key prefix -> (metric, label name, help)
@@ -124,10 +146,9 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
         out.append(Sample("models_total", st.models_rejected, (("result", "rejected"),)))
         out.append(Sample("reports_stored_total", st.reports_stored,
                           help="readings queued for the store"))
-        out.append(Sample("reports_rejected_total", 0, (("reason", "none"),),
-                          help="readings refused, by reason"))
         for reason, n in sorted(st.rejected.items()):
-            out.append(Sample("reports_rejected_total", n, (("reason", reason),)))
+            out.append(Sample("reports_rejected_total", n, (("reason", reason),),
+                              help="readings refused, by reason"))
     if store is not None:
         st = store.statistics()
         out += [
@@ -151,5 +172,10 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
         ]
     if http is not None:
         for key, value in sorted(http.counters.items()):
-            out.append(Sample(f"http_{key}_total", value, help=f"HTTP API {key}"))
+            if key.startswith("responses_"):  # responses_2xx: one family, the class a label
+                out.append(Sample("http_responses_total", value,
+                                  (("code", key.removeprefix("responses_")),),
+                                  help="HTTP API responses, by status class"))
+            else:
+                out.append(Sample(f"http_{key}_total", value, help=f"HTTP API {key}"))
     return out

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from prometheus_client.parser import text_string_to_metric_families
 
 from ca.keys import generate_key
 from ca.profiles import build_device, build_operator, build_server
@@ -67,17 +68,29 @@ def test_a_json_body_needs_a_json_content_type():
 
 # -- metrics ---------------------------------------------------------------------------
 
-def test_render_groups_samples_under_one_header_and_escapes_labels():
-    text = render([
+def _families(text: str) -> dict[str, object]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_render_is_exposition_a_prometheus_parser_reads_back():
+    families = _families(render([
         Sample("x_total", 1, (("reason", 'a"b\\c\nd'),), help="x"),
         Sample("y", 0.25, kind="gauge"),
         Sample("x_total", 2, (("reason", "b"),)),
-    ]).decode()
-    assert text == (
-        "# HELP fleetgate_x_total x\n# TYPE fleetgate_x_total counter\n"
-        'fleetgate_x_total{reason="a\\"b\\\\c\\nd"} 1\n'
-        'fleetgate_x_total{reason="b"} 2\n'
-        "# HELP fleetgate_y y\n# TYPE fleetgate_y gauge\nfleetgate_y 0.25\n")
+    ]).decode())
+    x = families["fleetgate_x"]
+    assert x.type == "counter" and x.documentation == "x"
+    assert {(s.labels["reason"], s.value) for s in x.samples} == {('a"b\\c\nd', 1), ("b", 2)}
+    assert families["fleetgate_y"].type == "gauge"
+    assert families["fleetgate_y"].samples[0].value == 0.25
+
+
+def test_render_adds_build_process_and_python_metrics():
+    families = _families(render([]).decode())
+    build = families["fleetgate_build_info"]  # an info metric: 1, the release as a label
+    assert build.samples[0].value == 1 and build.samples[0].labels["version"]
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+    assert "python_info" in families and "python_gc_collections" in families
 
 
 def test_gateway_counters_become_labelled_families():
