@@ -95,8 +95,21 @@ def verify_chain(
         else:
             chain = builder.build_client_verifier().verify(leaf, intermediates).chain
     except xv.VerificationError as exc:
-        raise VerifyFailedError(f"does not verify: {exc}") from None
+        raise VerifyFailedError(_explain(exc, leaf, [root, issuing])) from None
     return _after_chain(leaf, chain, issuing, crl)
+
+
+def _explain(exc: xv.VerificationError, leaf: x509.Certificate,
+             known: Sequence[x509.Certificate]) -> str:
+    """One line a person can act on, for the verifier's terse reasons."""
+    if leaf.issuer not in {c.subject for c in known}:
+        return (f"does not verify: not issued by this CA (its issuer is "
+                f"{leaf.issuer.rfc4514_string()}; this CA's issuing CA is "
+                f"{known[1].subject.rfc4514_string()})")
+    if "candidates exhausted" in str(exc):
+        return "does not verify: no valid chain to this CA's root (a signature or a " \
+               "validity period does not check out)"
+    return f"does not verify: {exc}"
 
 
 def _is_eddsa(cert: x509.Certificate) -> bool:
