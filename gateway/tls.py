@@ -1,13 +1,17 @@
-"""The admission layer's TLS: one server `SSLContext`, rebuilt when its files change.
+"""The admission layer's TLS: the server `SSLContext` and the revoked set, each reloaded
+when its files change, independently of the other.
 
 Policy (docs/security.md): TLS 1.2 and 1.3 only; on TLS 1.2 only ECDHE key exchange with
 AES-GCM or ChaCha20-Poly1305 (forward secrecy and AEAD; TLS 1.3 suites all are); a client
 certificate is required and verified against the CA home's root, and the leaf is checked
-against the CA's CRL (`VERIFY_CRL_CHECK_LEAF`: a missing CRL refuses everyone, never admits).
+against the verified CRLs (`VERIFY_CRL_CHECK_LEAF`: no CRL refuses everyone, never admits).
 OpenSSL checks the client certificate's purpose (EKU clientAuth) during the handshake.
 
-A connection takes `TLSContexts.current` when it is accepted, so a reload (new CRL, rotated
-server certificate, added root) affects only new handshakes and never a live session.
+A connection takes `TLSContexts.current` when it is accepted, so a context reload (rotated
+server certificate, added root) affects only new handshakes and never a live session. The
+revoked set (`gateway.revoked`) is the gateway's own check after every handshake
+(`TLSContexts.refusal`), and what closes live sessions: it applies the moment crl.pem changes,
+even while the context cannot be rebuilt.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .errors import ConfigError
 from .revoked import CRLSigners, IgnoredCert, IgnoredCRL, RevokedSet, load_signers, verify_crls
 
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
 
 def build_server_context(root: Path, crl: Path | bytes, cert: Path, key: Path, *,
                          client_cert: ssl.VerifyMode = ssl.CERT_REQUIRED) -> ssl.SSLContext:
@@ -193,7 +198,10 @@ class TLSContexts:
             signers = self._signers
         problem = None
         if signers is None:
-            problem = f"no usable root certificate in {root_path}"
+            home = root_path.parent
+            problem = (f"CA home not found: {home} (pass --ca-home DIR)" if not home.is_dir()
+                       else f"root certificate not found: {root_path}" if roots is None
+                       else f"no usable root certificate in {root_path}")
             revoked, ignored = None, ()
         else:
             self._signers = signers
