@@ -14,7 +14,7 @@ import signal
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TextIO
@@ -107,10 +107,12 @@ class Gateway:
         ingest: Ingest | None = None,
         status: ConnectionStatus | None = None,
         broker: Broker | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self.log = log if log is not None else open_log(config)
-        self.tls = TLSContexts(config)
+        # `clock`: UTC now, for the CRL's freshness (tests pass their own).
+        self.tls = TLSContexts(config, clock=clock)
         self.broker = broker if broker is not None else Broker(
             max_queued=config.max_queued,
             max_sessions_per_network=config.max_sessions_per_network,
@@ -225,7 +227,7 @@ class Gateway:
     # -- revocation ---------------------------------------------------------------------
 
     def close_revoked(self) -> int:
-        """Close every live connection whose certificate the current CRL lists."""
+        """Close every live connection whose certificate serial the revoked set lists."""
         revoked = self.tls.revoked
         closed = 0
         for connection in list(self.connections):
@@ -241,14 +243,15 @@ class Gateway:
         return closed
 
     def check_crl_freshness(self) -> None:
-        """Warn when the CRL is stale or about to be: OpenSSL then refuses every device."""
-        next_update = self.tls.state.crl_next_update
+        """Warn when the CRL is stale or about to be: every connection is then refused."""
+        next_update = self.tls.revoked.next_update
         if next_update is None:
             return
-        left = next_update - datetime.now(UTC)
+        left = next_update - self.tls.clock()
         if left.total_seconds() <= 0:
             self.log.emit("crl_expired", next_update=next_update.isoformat(),
-                          detail="every handshake is refused: run `fleet-ca crl`")
+                          detail="every connection is refused (CRL_EXPIRED), resumed TLS "
+                                 "sessions too: run `fleet-ca crl`")
         elif left.days < 7:
             self.log.emit("crl_expiring", next_update=next_update.isoformat(),
                           detail="run `fleet-ca crl` (daily from cron)")
@@ -261,6 +264,7 @@ class Gateway:
             **({"mqtt_state": self.journal.statistics()} if self.journal is not None else {}),
             "counters": dict(self.counters),
             "tls_reloads": self.tls.reloads,
+            "crl_loads": self.tls.crl_loads,
         }
 
 

@@ -230,10 +230,12 @@ class Connection:
             identity = identity_from_der(ssl_stream.getpeercert(binary_form=True))
         except AdmissionRefused as exc:
             self._refuse(exc.reason, exc.detail)
-        # Checked again here: the CRL may have changed during this handshake, and a resumed
-        # TLS 1.2 session skips OpenSSL's verification.
-        if identity.serial in gw.tls.revoked:
-            self._refuse("CERT_REVOKED", "certificate revoked")
+        # The gateway's own verified revoked set, for every connection: it changes the moment
+        # crl.pem does (even while the TLS context cannot be rebuilt, or mid-handshake), and a
+        # resumed TLS 1.2 session skips OpenSSL's verification (revocation, CRL expiry).
+        refusal = gw.tls.refusal(identity.serial)
+        if refusal is not None:
+            self._refuse(*refusal)
         if identity.not_after < datetime.now(UTC):
             self._refuse("CERT_EXPIRED", "certificate has expired")
         if identity.network_uuid in gw.bars:

@@ -1,31 +1,38 @@
-"""The admission layer's TLS: one server `SSLContext`, rebuilt when its files change.
+"""The admission layer's TLS: the server `SSLContext` and the revoked set, each reloaded
+when its files change, independently of the other.
 
 Policy (docs/security.md): TLS 1.2 and 1.3 only; on TLS 1.2 only ECDHE key exchange with
 AES-GCM or ChaCha20-Poly1305 (forward secrecy and AEAD; TLS 1.3 suites all are); a client
 certificate is required and verified against the CA home's root, and the leaf is checked
-against the CA's CRL (`VERIFY_CRL_CHECK_LEAF`: a missing CRL refuses everyone, never admits).
+against the verified CRLs (`VERIFY_CRL_CHECK_LEAF`: no CRL refuses everyone, never admits).
 OpenSSL checks the client certificate's purpose (EKU clientAuth) during the handshake.
 
-A connection takes `TLSContexts.current` when it is accepted, so a reload (new CRL, rotated
-server certificate, added root) affects only new handshakes and never a live session.
+A connection takes `TLSContexts.current` when it is accepted, so a context reload (rotated
+server certificate, added root) affects only new handshakes and never a live session. The
+revoked set (`gateway.revoked`) is the gateway's own check after every handshake
+(`TLSContexts.refusal`), and what closes live sessions: it applies the moment crl.pem changes,
+even while the context cannot be rebuilt.
 """
 
 from __future__ import annotations
 
 import ssl
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-
-from cryptography import x509
 
 from .config import GatewayConfig
 from .errors import ConfigError
+from .revoked import CRLSigners, IgnoredCert, IgnoredCRL, RevokedSet, load_signers, verify_crls
 
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
-def build_server_context(root: Path, crl: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """Build the server context from PEM files.
+
+def build_server_context(root: Path, crl: Path | bytes, cert: Path, key: Path, *,
+                         client_cert: ssl.VerifyMode = ssl.CERT_REQUIRED) -> ssl.SSLContext:
+    """Build the server context from PEM files; `crl` is a file or the verified CRLs' PEM.
 
     Devices send their chain (leaf + issuing CA, as `fleet-ca` bundles hold it), so the
     root is the only CA certificate the gateway needs.
@@ -36,8 +43,10 @@ def build_server_context(root: Path, crl: Path, cert: Path, key: Path) -> ssl.SS
     home = root.parent
     if not home.is_dir():
         raise ConfigError(f"CA home not found: {home} (pass --ca-home DIR)")
-    for what, path in (("root certificate", root), ("CRL", crl),
-                       ("server certificate", cert), ("server key", key)):
+    files = [("root certificate", root), ("server certificate", cert), ("server key", key)]
+    if isinstance(crl, Path):
+        files.insert(1, ("CRL", crl))
+    for what, path in files:
         if not path.is_file():
             raise ConfigError(f"{what} not found: {path}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -45,14 +54,23 @@ def build_server_context(root: Path, crl: Path, cert: Path, key: Path) -> ssl.SS
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE | ssl.OP_NO_TICKET
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_mode = client_cert
     ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_X509_STRICT
     # No session tickets. A TLS 1.2 session-id resumption skips certificate verification,
-    # so the server also checks every connection's serial and expiry itself (server.py).
+    # so the gateway also checks every connection's serial, the CRL's freshness and the
+    # certificate's expiry itself (connection.py).
     ctx.num_tickets = 0
     _load(lambda: ctx.load_cert_chain(str(cert), str(key)), "server certificate/key", cert, key)
     _load(lambda: ctx.load_verify_locations(cafile=str(root)), "root certificate", root)
-    _load(lambda: ctx.load_verify_locations(cafile=str(crl)), "CRL", crl)
+    if isinstance(crl, Path):
+        _load(lambda: ctx.load_verify_locations(cafile=str(crl)), "CRL", crl)
+    else:
+        # OpenSSL reads CRLs from files only (`cadata` takes certificates).
+        with tempfile.NamedTemporaryFile(prefix="fleetgate-crl-", suffix=".pem") as tmp:
+            tmp.write(crl)
+            tmp.flush()
+            path = Path(tmp.name)
+            _load(lambda: ctx.load_verify_locations(cafile=str(path)), "CRL", path)
     return ctx
 
 
@@ -69,39 +87,10 @@ def _load(action, what: str, *paths: Path) -> None:
         raise ConfigError(f"cannot read {what} {paths[0]}: {exc.strerror}") from None
 
 
-def revoked_serials(crl_path: Path) -> frozenset[int]:
-    """The serial numbers listed in every CRL of a PEM file."""
-    return read_crls(crl_path)[0]
+Stamp = tuple[int, int, int] | None
 
 
-def read_crls(crl_path: Path) -> tuple[frozenset[int], datetime | None]:
-    """The revoked serials of every CRL in a PEM file, and the earliest nextUpdate.
-
-    Raises:
-        ConfigError: the file is missing or holds no parseable CRL.
-    """
-    try:
-        data = crl_path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read CRL {crl_path}: {exc.strerror}") from None
-    serials: set[int] = set()
-    next_update: datetime | None = None
-    marker = b"-----BEGIN X509 CRL-----"
-    blocks = [marker + part for part in data.split(marker)[1:]]
-    if not blocks:
-        raise ConfigError(f"no CRL in {crl_path}")
-    for block in blocks:
-        try:
-            crl = x509.load_pem_x509_crl(block)
-        except ValueError as exc:
-            raise ConfigError(f"bad CRL in {crl_path}: {exc}") from None
-        serials.update(entry.serial_number for entry in crl)
-        if crl.next_update_utc is not None:
-            next_update = min(filter(None, (next_update, crl.next_update_utc)))
-    return frozenset(serials), next_update
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def _stamp(path: Path) -> Stamp:
     try:
         st = path.stat()
     except OSError:
@@ -109,64 +98,188 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class TLSState:
-    """What was loaded together: the context and the revoked serials of its CRL."""
+    """A built server context and the revoked set whose CRLs it loaded."""
 
     context: ssl.SSLContext
-    revoked: frozenset[int]
-    crl_next_update: datetime | None
-    stamps: tuple[tuple[int, int, int] | None, ...]
+    revoked: RevokedSet
+
+
+@dataclass(frozen=True, slots=True)
+class CRLLoad:
+    """What one load of crl.pem did (revocation.py logs it)."""
+
+    applied: bool  # a new revoked set is in force
+    revoked: RevokedSet  # the set in force after this load
+    ignored: tuple[IgnoredCRL, ...] = ()
+    trust_ignored: tuple[IgnoredCert, ...] = ()
+    problem: str | None = None  # why nothing was applied (the previous set stays)
 
 
 class TLSContexts:
-    """Holds the current TLS state and rebuilds it when any of its files change."""
+    """The admission layer's TLS state, in two parts that change independently.
 
-    def __init__(self, config: GatewayConfig) -> None:
+    - `revoked`: the verified revoked set (`gateway.revoked`), reloaded from crl.pem (and the
+      trust files that verify it) whenever they change, whatever state the server
+      certificate/key are in. Revocation never waits for an unrelated file.
+    - `current`: the OpenSSL server context, built from root.crt, the server certificate and
+      key, and exactly the verified CRLs; rebuilt when any of them changes and the files are
+      usable. While they are not (a server key mid-rotation), the old context stays and the
+      gateway's own check after every handshake (`refusal`) applies the new revoked set.
+
+    `clock` gives the current UTC time (tests pass their own).
+    """
+
+    def __init__(self, config: GatewayConfig, *,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self._config = config
+        self.clock = clock if clock is not None else (lambda: datetime.now(UTC))
         self.reloads = 0
         self.reload_failures = 0
-        self.state = self._build()
+        self.crl_loads = 0
+        self._signers: CRLSigners | None = None
+        self._crl_stamps: tuple[Stamp, ...] = ()
+        self.last_load = self._load_revoked(initial=True)
+        self.revoked: RevokedSet = self.last_load.revoked
+        self._attempt = (self._stamps(self._context_paths()), self.revoked)
+        self.state = TLSState(self.build(), self.revoked)
 
     @property
     def current(self) -> ssl.SSLContext:
         return self.state.context
 
-    @property
-    def revoked(self) -> frozenset[int]:
-        return self.state.revoked
+    # -- the revoked set ----------------------------------------------------------------
 
-    def _paths(self) -> tuple[Path, ...]:
+    def _trust_paths(self) -> tuple[Path, ...]:
         c = self._config
-        return (c.root_path, c.crl_path, c.cert_path, c.key_path)
+        home = c.root_path.parent
+        return (c.root_path, home / "issuing.crt", home / "ca-chain.pem", c.cert_path)
 
-    def _build(self) -> TLSState:
-        paths = self._paths()
-        stamps = tuple(_stamp(p) for p in paths)
-        root, crl, cert, key = paths
-        context = build_server_context(root, crl, cert, key)
-        revoked, next_update = read_crls(crl)
-        return TLSState(context, revoked, next_update, stamps)
+    def _crl_paths(self) -> tuple[Path, ...]:
+        return (self._config.crl_path, *self._trust_paths())
 
-    def stamps_now(self) -> tuple[tuple[int, int, int] | None, ...]:
-        return tuple(_stamp(p) for p in self._paths())
+    @staticmethod
+    def _stamps(paths: tuple[Path, ...]) -> tuple[Stamp, ...]:
+        return tuple(_stamp(p) for p in paths)
 
-    def changed(self) -> bool:
-        """Whether any watched file differs (stat) from what the current state was built on."""
-        paths = self._paths()
-        return any(_stamp(p) != s for p, s in zip(paths, self.state.stamps, strict=True))
+    def revocation_changed(self) -> bool:
+        """Whether crl.pem or a trust file differs (stat) from what was last loaded."""
+        return self._stamps(self._crl_paths()) != self._crl_stamps
 
-    def reload(self) -> TLSState:
-        """Rebuild from the files; on failure keep the current state and re-raise.
+    def reload_revoked(self) -> CRLLoad:
+        """Load crl.pem again. Without a verified CRL the current set stays in force."""
+        load = self._load_revoked(initial=False)
+        if load.applied:
+            self.revoked = load.revoked
+            self.crl_loads += 1
+        self.last_load = load
+        return load
+
+    def _load_revoked(self, *, initial: bool) -> CRLLoad:
+        """Raises ConfigError when `initial` and no revoked set can be loaded."""
+        paths = self._crl_paths()
+        self._crl_stamps = self._stamps(paths)  # before reading: a later write is a change
+        crl_path, root_path, *others = paths
+        signers, trust_ignored = None, ()
+        roots = _read(root_path)
+        if roots is not None:
+            signers, trust_ignored = load_signers(
+                roots, [(p.name, data) for p in others if (data := _read(p)) is not None])
+        if signers is None:
+            # A missing or broken root.crt: the CAs trusted so far still verify the CRL.
+            signers = self._signers
+        problem = None
+        if signers is None:
+            home = root_path.parent
+            problem = (f"CA home not found: {home} (pass --ca-home DIR)" if not home.is_dir()
+                       else f"root certificate not found: {root_path}" if roots is None
+                       else f"no usable root certificate in {root_path}")
+            revoked, ignored = None, ()
+        else:
+            self._signers = signers
+            data = _read(crl_path)
+            if data is None:
+                problem = f"CRL not found: {crl_path}"
+                revoked, ignored = None, ()
+            else:
+                revoked, ignored = verify_crls(data, signers)
+                if revoked is None:
+                    why = "; ".join(f"CRL {i.position}: {i.reason}" for i in ignored)
+                    problem = f"no valid CRL in {crl_path}" + (f" ({why})" if why else "")
+        if revoked is None:
+            if initial:
+                raise ConfigError(problem or f"no valid CRL in {crl_path}")
+            return CRLLoad(False, self.revoked, ignored, trust_ignored, problem)
+        return CRLLoad(True, revoked, ignored, trust_ignored)
+
+    def refusal(self, serial: int) -> tuple[str, str] | None:
+        """Why a connection with this certificate serial is refused now, if it is:
+        (cause, detail). Checked after every handshake, resumed ones included."""
+        if serial in self.revoked:
+            return "CERT_REVOKED", "certificate revoked"
+        if self.revoked.stale(self.clock()):
+            return "CRL_EXPIRED", "the CRL is past its nextUpdate: run `fleet-ca crl`"
+        return None
+
+    # -- the OpenSSL context --------------------------------------------------------------
+
+    def _context_paths(self) -> tuple[Path, ...]:
+        c = self._config
+        return (c.root_path, c.cert_path, c.key_path)
+
+    def context_changed(self) -> bool:
+        """Whether the context's files or the revoked set differ from the last build attempt
+        (a failed attempt is not retried until one of them changes again, or SIGHUP)."""
+        stamps, revoked = self._attempt
+        return revoked is not self.revoked or self._stamps(self._context_paths()) != stamps
+
+    def build(self, *, client_cert: ssl.VerifyMode = ssl.CERT_REQUIRED) -> ssl.SSLContext:
+        """A server context from the files now and the revoked set in force (the HTTPS
+        listener builds its own with `client_cert=CERT_OPTIONAL`).
 
         Raises:
-            ConfigError: the new files are unusable (the old context stays in force).
+            ConfigError: the files are unusable.
         """
+        c = self._config
+        return build_server_context(c.root_path, self.revoked.pem, c.cert_path, c.key_path,
+                                    client_cert=client_cert)
+
+    def changed(self) -> bool:
+        return self.revocation_changed() or self.context_changed()
+
+    def reload(self) -> TLSState:
+        """Everything, unlogged: the revoked set (`reload_revoked`), then the context
+        (`rebuild`). The file watcher (revocation.py) does each part when it changed.
+
+        Raises:
+            ConfigError: the context's files are unusable (the new revoked set applies anyway).
+        """
+        self.reload_revoked()
+        return self.rebuild()
+
+    def rebuild(self) -> TLSState:
+        """Rebuild the context from the files and the revoked set in force; on failure keep
+        the current context and re-raise.
+
+        Raises:
+            ConfigError: the files are unusable (the old context stays in force).
+        """
+        revoked = self.revoked
+        self._attempt = (self._stamps(self._context_paths()), revoked)
         try:
-            self.state = self._build()
+            context = self.build()
         except ConfigError:
             self.reload_failures += 1
             raise
+        self.state = TLSState(context, revoked)
         self.reloads += 1
         return self.state
 

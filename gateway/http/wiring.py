@@ -1,9 +1,10 @@
 """Connecting the API core to a running gateway: its TLS files, broker, store and ingest.
 
 - `http_tls(gateway.tls)`: the HTTPS context provider. The same server certificate, root and
-  CRL as the MQTT listener, but the client certificate is optional at the TLS layer (so
-  /healthz answers without one); when one is sent it is verified, CRL included. Rebuilt
-  whenever the gateway reloads its TLS files.
+  verified CRLs as the MQTT listener, but the client certificate is optional at the TLS layer
+  (so /healthz answers without one); when one is sent it is verified, CRL included. Rebuilt
+  whenever the gateway reloads its TLS files; the revoked serials it hands out are the
+  gateway's verified revoked set, current even while the context cannot be rebuilt.
 - `GatewayHooks`: control (ingest validates and stores, the broker publishes retained QoS 1
   into the device's jail) and erasure (bar, close live sessions, forget broker state, erase
   the store's rows).
@@ -25,7 +26,7 @@ from gateway.errors import ConfigError
 from gateway.mqtt.packets import QoS
 from gateway.reasons import DisconnectReason
 from gateway.storage.ledger import ErasureLedger
-from gateway.tls import TLSContexts, build_server_context
+from gateway.tls import TLSContexts
 
 from .api import ControlOutcome, EraseOutcome
 from .auth import Operator
@@ -37,16 +38,18 @@ CLOSE_WAIT = 5.0  # seconds erasure waits for a network's live connections to fi
 
 def http_context(contexts: TLSContexts) -> ssl.SSLContext:
     """A server context like the MQTT one, with the client certificate optional."""
-    c = contexts._config
-    ctx = build_server_context(c.root_path, c.crl_path, c.cert_path, c.key_path)
-    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx = contexts.build(client_cert=ssl.CERT_OPTIONAL)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
 
 @dataclass
 class http_tls:  # noqa: N801 - used like a function: http_tls(gateway.tls)
-    """Callable TLS provider: (context, revoked serials), rebuilt after each TLS reload."""
+    """Callable TLS provider: (context, revoked serials).
+
+    The serials are the gateway's verified revoked set (`TLSContexts.revoked`), current the
+    moment crl.pem changes, as for MQTT; the context is rebuilt after each TLS reload.
+    """
 
     contexts: TLSContexts
     _built_for: Any = None
@@ -64,7 +67,7 @@ class http_tls:  # noqa: N801 - used like a function: http_tls(gateway.tls)
                 if self._context is None:
                     raise
             self._built_for = state
-        return self._context, state.revoked
+        return self._context, self.contexts.revoked.serials
 
 
 class GatewayHooks:
