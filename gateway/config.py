@@ -26,7 +26,7 @@ class GatewayConfig:
 
     # [tls]
     ca_home: Path | None = None
-    """Folder holding root.crt and crl.pem (public files only)."""
+    """Folder of the CA's public files: root.crt, crl.pem (and issuing.crt, ca-chain.pem)."""
     cert: Path | None = None
     """Server certificate (PEM, may hold the chain). Default <ca_home>/server/server.crt."""
     key: Path | None = None

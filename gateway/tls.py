@@ -74,6 +74,14 @@ def build_server_context(root: Path, crl: Path | bytes, cert: Path, key: Path, *
     return ctx
 
 
+_SSL_REASONS = {
+    "PEM lib": "not a PEM file of the expected kind (a certificate, key or CRL), or damaged",
+    "KEY_VALUES_MISMATCH": "the private key does not belong to the certificate",
+    "NO_START_LINE": "no PEM block found (is it DER, or empty?)",
+    "BAD_DECRYPT": "the key is encrypted: the gateway needs it unencrypted (0600)",
+}
+
+
 def _load(action, what: str, *paths: Path) -> None:
     for path in paths:
         if not path.is_file():
@@ -81,8 +89,12 @@ def _load(action, what: str, *paths: Path) -> None:
     try:
         action()
     except ssl.SSLError as exc:
+        # OpenSSL's reasons ("PEM lib", "KEY_VALUES_MISMATCH") name its internals: say
+        # what an operator can check.
+        text = exc.reason or str(exc)
+        reason = next((why for key, why in _SSL_REASONS.items() if key in text), text)
         raise ConfigError(f"cannot load {what} from {', '.join(map(str, paths))}: "
-                          f"{exc.reason or exc}") from None
+                          f"{reason}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {paths[0]}: {exc.strerror}") from None
 

@@ -43,6 +43,7 @@ def test_check_config_refuses_unusable_tls_files_with_one_line(pki, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fleet-gateway: error: "), result.stderr
     assert "server certificate" in lines[0]
+    assert "not a PEM file" in lines[0] and "_ssl.c" not in lines[0]  # says what to check
 
 
 def test_http_without_data_is_an_error_not_a_silent_no_api(pki):
