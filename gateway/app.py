@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 import trio
@@ -359,10 +360,22 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
             if gateway.journal is not None:
                 await nursery.start(gateway.journal.run)
             await nursery.start(serve_mqtt, gateway)
+            from .http.server import HttpStatistics
+
+            http_stats = HttpStatistics()
             if store is not None and gateway.config.http_address is not None:
                 from .http.wiring import serve_gateway_http  # the API reads the store
 
-                await nursery.start(serve_gateway_http, gateway, store)
+                await nursery.start(serve_gateway_http, gateway, store, http_stats)
+            if gateway.config.metrics_address is not None:
+                from .http.metrics import gateway_samples, render
+                from .http.scrape import serve_scrape
+
+                def exposition() -> bytes:
+                    return render(gateway_samples(gateway, store, gateway.ingest, http_stats))
+
+                await nursery.start(partial(serve_scrape, gateway.config.metrics_address,
+                                            exposition, log=gateway.log))
 
             async def wait_for_signal() -> None:
                 async for signum in signals:

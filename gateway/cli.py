@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="MQTT/TLS listener (127.0.0.1:8883)")
         verb.add_argument("--http", metavar="HOST:PORT",
                           help='HTTPS API listener (127.0.0.1:8443; "off"; needs --data)')
+        verb.add_argument("--metrics", metavar="HOST:PORT",
+                          help='plain-HTTP /metrics listener for Prometheus ("off")')
         verb.add_argument("--data", type=Path, help="data folder for the store")
         verb.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
     backup = verbs.add_parser(
@@ -106,6 +108,7 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
             "key": args.key,
             "mqtt": args.mqtt,
             "http": args.http,
+            "metrics": args.metrics,
             "data": args.data,
             "log_file": args.log_file,
         },

@@ -38,6 +38,8 @@ class GatewayConfig:
     """MQTT over TLS listener, HOST:PORT (port 0: any free port, logged at start)."""
     http: str = DEFAULT_HTTP
     """HTTPS API listener, HOST:PORT or "off" (runs with a store, i.e. with `data`)."""
+    metrics: str = "off"
+    """Plain-HTTP /metrics listener for Prometheus, HOST:PORT or "off" (keep it private)."""
     data: Path | None = None
     """Data folder of the SQLite store; unset: nothing stored, acknowledgements mean routed."""
     erasure_ledger: Path | None = None
@@ -97,6 +99,10 @@ class GatewayConfig:
     @property
     def key_path(self) -> Path:
         return self.key if self.key is not None else self._home() / "server" / "server.key"
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return None if self.metrics == "off" else parse_address(self.metrics)
 
     @property
     def erasure_ledger_path(self) -> Path:
@@ -179,6 +185,7 @@ def _flatten(doc: dict[str, Any]) -> dict[str, Any]:
 def _validate(config: GatewayConfig) -> GatewayConfig:
     config.mqtt_address  # noqa: B018 - raises ConfigError on a bad address
     config.http_address  # noqa: B018
+    config.metrics_address  # noqa: B018
     positive = (
         "crl_poll_interval", "handshake_timeout", "connect_timeout", "keepalive_factor",
         "max_connections", "max_connections_per_network", "connection_rate",

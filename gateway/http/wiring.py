@@ -151,7 +151,7 @@ class GatewayHooks:
             broker.sessions.delete(state.key)
 
 
-async def serve_gateway_http(gateway: Any, store: Any, *,
+async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
                              task_status: trio.TaskStatus[tuple[str, int]]
                              = trio.TASK_STATUS_IGNORED) -> None:
     """`serve_http` as `fleet-gateway serve` runs it, beside `serve_mqtt`, on one store.
@@ -169,7 +169,7 @@ async def serve_gateway_http(gateway: Any, store: Any, *,
     assert address is not None
     bars = BarList(config.data / BARS_FILE if config.data is not None else None)
     gateway.bars = bars
-    stats = HttpStatistics()
+    stats = stats if stats is not None else HttpStatistics()
     hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars,
                          ledger=ErasureLedger(config.erasure_ledger_path))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import trio
 from httphelpers import Client, client_context
+from prometheus_client.parser import text_string_to_metric_families
 
 EXE = shutil.which("fleet-gateway", path=str(Path(sys.executable).parent)) or "fleet-gateway"
 
@@ -72,3 +73,43 @@ def test_a_bad_http_address_is_a_config_error(ca_home):
     proc = _serve(ca_home, "--http", "nowhere")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 3 and "bad listener address 'nowhere'" in err
+
+
+def _listening(proc: subprocess.Popen, key: str) -> str:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        record = json.loads(line)
+        if record["event"] == "listening" and key in record:
+            return record[key]
+    raise AssertionError(f"the gateway ended without a {key} listening line")
+
+
+def _plain_get(address: str, target: str) -> tuple[int, str]:
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+async def test_metrics_listener_serves_prometheus_without_a_certificate(ca_home, tmp_path):
+    proc = _serve(ca_home, "--http", "off", "--metrics", "127.0.0.1:0",
+                  "--data", str(tmp_path / "data"))
+    try:
+        address = await trio.to_thread.run_sync(_listening, proc, "metrics")
+        status, body = await trio.to_thread.run_sync(_plain_get, address, "/metrics")
+        assert status == 200
+        names = {s.name for f in text_string_to_metric_families(body) for s in f.samples}
+        assert {"fleetgate_store_commits_total", "fleetgate_connections",
+                "process_resident_memory_bytes"} <= names
+        status, _ = await trio.to_thread.run_sync(_plain_get, address, "/api/v1/networks")
+        assert status == 404  # nothing but the metrics on this listener
+        proc.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(lambda: proc.wait(30)) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
