@@ -7,7 +7,9 @@ filters; the work done for it must be bounded by configuration, not by the packe
   SUBACK 0x80 (MQTT-3.9.3-2 allows refusing any filter) without any per-filter work.
 - A filter named twice is handled once with the QoS of its last occurrence: the same end
   state as replacing the subscription in packet order (MQTT-3.8.4-3). The SUBACK still holds
-  one code per filter, in order (MQTT-3.8.4-5); each occurrence reports what is in effect.
+  one code per filter, in order (MQTT-3.8.4-5): each occurrence reports the QoS it asked for,
+  as if the subscriptions were replaced one after the other (a code never exceeds the QoS
+  its occurrence asked, MQTT-3.9.3).
 - The jail refuses `$`-filters (section 4.7.2); the refusals of one packet make one log
   line (`refusal_summary`), with a count and the first few filters, never one per filter.
 """
@@ -37,6 +39,8 @@ class SubscribeRequest:
 
     filters: Sequence[str]
     """The device's filters, in packet order (duplicates included)."""
+    asked: Sequence[int] = ()
+    """The QoS each of them asked for."""
     wanted: dict[str, tuple[str, QoS]] = field(default_factory=dict)
     """Device filter -> (mounted filter, the QoS of its last occurrence), first-seen order."""
     refused: dict[str, str] = field(default_factory=dict)
@@ -56,7 +60,8 @@ class SubscribeRequest:
         """One SUBACK return code per filter of the packet, in order (MQTT-3.8.4-5)."""
         examined = len(self.filters) - self.unexamined
         get = self.granted.get
-        return ([get(f, SUBACK_FAILURE) for f in self.filters[:examined]]
+        return ([q if get(f, SUBACK_FAILURE) != SUBACK_FAILURE else SUBACK_FAILURE
+                 for f, q in zip(self.filters[:examined], self.asked, strict=False)]
                 + [SUBACK_FAILURE] * self.unexamined)
 
     def refusal_summary(self) -> dict[str, Any] | None:
@@ -92,7 +97,7 @@ def examine(subscriptions: Sequence[tuple[str, int]], jail: Jail,
     duplicates (last QoS wins), mount each distinct filter once or note why the jail
     refuses it. Cost: O(min(len(subscriptions), max_filters)) filters examined, plus one
     list of the packet's filter names (already decoded)."""
-    request = SubscribeRequest([f for f, _ in subscriptions])
+    request = SubscribeRequest([f for f, _ in subscriptions], [int(q) for _, q in subscriptions])
     request.unexamined = max(0, len(subscriptions) - max_filters)
     for topic_filter, qos in subscriptions[:max_filters]:
         if topic_filter in request.refused:
