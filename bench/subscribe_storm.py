@@ -98,9 +98,11 @@ async def run(args: argparse.Namespace) -> dict:
         got = 0
         suback_at = None
         suback_stall = 0.0
+        granted = 0
         while True:
             packet = None
-            with trio.move_on_after(IDLE):
+            # Client and gateway share this process: wait out a frozen loop for the SUBACK.
+            with trio.move_on_after(IDLE if suback_at is not None else 900):
                 packet = await receive()
             if packet is None:
                 break

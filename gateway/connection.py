@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
@@ -102,8 +101,9 @@ class Connection:
         self._wake = trio.Event()
         self._send_lock = trio.Lock()
         self._inflight: dict[int, Message] = {}
-        # Retained messages of new subscriptions, pulled lazily by the writer: (stream, QoS).
-        self._retained: deque[tuple[Iterator[Message], QoS]] = deque()
+        # Retained messages of new subscriptions, pulled lazily by the writer, by mounted
+        # filter: at most one stream per subscription held (so <= max_subscriptions_per_session).
+        self._retained: dict[str, tuple[Iterator[Message], QoS]] = {}
         self._resumed_at = 0.0
         self._acks: trio.MemorySendChannel | None = None
         self._acker_done = trio.Event()
@@ -530,8 +530,9 @@ class Connection:
         assert self.conn is not None and self.attached is not None and self.jail is not None
         for topic_filter in event.topic_filters:
             if not topic_filter.startswith("$"):
-                self.gateway.broker.unsubscribe(
-                    self.attached.state, self.jail.mount_filter(topic_filter))
+                mounted = self.jail.mount_filter(topic_filter)
+                self.gateway.broker.unsubscribe(self.attached.state, mounted)
+                self._retained.pop(mounted, None)  # no new messages for it (MQTT-3.10.4-2)
         return partial(self.conn.unsubscribed, event.packet_id)
 
     def _on_subscribe(self, event: SubscribeReceived) -> Callable[[], None]:
@@ -546,7 +547,7 @@ class Connection:
                 request.refuse(topic_filter, "max_subscriptions_per_session")
                 continue
             request.granted[topic_filter] = int(qos)
-            streams.append((gw.broker.retained_for(mounted, qos), qos))
+            streams.append((mounted, gw.broker.retained_for(mounted, qos), qos))
         for why in request.refused.values():
             gw.counters["subscribe_denied" if why != "max_subscriptions_per_session"
                         else "subscribe_refused_max_subscriptions_per_session"] += 1
@@ -556,7 +557,10 @@ class Connection:
         def answer() -> None:
             assert self.conn is not None and self.identity is not None
             self.conn.grant(event.packet_id, request.codes())
-            self._retained.extend(streams)
+            for mounted, stream, qos in streams:
+                # Subscribing again restarts the filter's stream (MQTT-3.8.4-3 re-sends).
+                self._retained.pop(mounted, None)
+                self._retained[mounted] = (stream, qos)
             ids = {"network": self.identity.network, "client_id": self.client_id}
             refused = request.refusal_summary()
             if refused is not None:  # one line per SUBSCRIBE, however many filters
@@ -589,12 +593,15 @@ class Connection:
                     if not conn.can_publish(outbox[0].qos):
                         break
                     message = outbox.popleft()
-                elif streams and conn.can_publish(streams[0][1]):
+                elif streams:
+                    topic_filter, (stream, qos) = next(iter(streams.items()))
+                    if not conn.can_publish(qos):
+                        break
                     # Pulled only when it can go out at once: never held, so never stale
                     # behind a newer live message of its topic.
-                    message = next(streams[0][0], None)
+                    message = next(stream, None)
                     if message is None:
-                        streams.popleft()
+                        del streams[topic_filter]
                         continue
                     counters["retained_out"] += 1
                 else:

@@ -19,6 +19,8 @@ from gateway.mqtt.packets import (
     QoS,
     SubAck,
     Subscribe,
+    UnsubAck,
+    Unsubscribe,
 )
 
 
@@ -101,3 +103,37 @@ async def test_filters_past_the_caps_get_0x80_and_one_log_line_per_subscribe(
     assert await pub.receive() == PubAck(2)
     got = await sub.receive()
     assert isinstance(got, Publish) and (got.topic, got.payload) == ("c", b"yes")
+
+
+async def test_unsubscribing_stops_a_retained_stream_and_subscribing_again_restarts_it(
+    start_gateway, net_a
+):
+    running = await start_gateway(max_inflight=5)
+    jail = Jail(str(net_a.network))
+    for i in range(100):
+        running.gateway.broker.publish(
+            Message(jail.mount_topic(f"r/{i}"), b"x", QoS.AT_LEAST_ONCE, True))
+    sub = await _client(running, net_a, "sub")
+    await sub.send(Subscribe(1, (("r/+", QoS.AT_LEAST_ONCE),)))
+    assert await sub.receive() == SubAck(1, (1,))
+    window = [await sub.receive() for _ in range(5)]  # then the window is full
+    await sub.send(Unsubscribe(2, ("r/+",)), PingReq())
+    assert await sub.receive() == UnsubAck(2)
+    assert await sub.receive() == PingResp()
+    await sub.send(*(PubAck(p.packet_id) for p in window), PingReq())
+    assert await sub.receive() == PingResp()  # the window has room, yet nothing more comes
+    # Subscribing twice: the second restarts the filter's stream rather than adding one
+    # (at most one window of the first may have gone out before it).
+    await sub.send(Subscribe(3, (("r/+", QoS.AT_LEAST_ONCE),)),
+                   Subscribe(4, (("r/+", QoS.AT_LEAST_ONCE),)))
+    topics = []
+    while True:
+        packet = await sub.receive()
+        if isinstance(packet, Publish):
+            topics.append(packet.topic)
+            await sub.send(PubAck(packet.packet_id))
+            if len(topics) == 100:
+                await sub.send(PingReq())
+        elif packet == PingResp():
+            break
+    assert len(set(topics)) == 100 and len(topics) <= 100 + 5
