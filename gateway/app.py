@@ -118,6 +118,8 @@ class Gateway:
             max_queued=config.max_queued,
             max_sessions_per_network=config.max_sessions_per_network,
             max_retained_per_network=config.max_retained_per_network,
+            max_retained_bytes_per_network=config.max_retained_bytes_per_network,
+            max_subscriptions_per_session=config.max_subscriptions_per_session,
         )
         self.ingest = ingest
         self.status = status
@@ -335,7 +337,9 @@ async def attach_store(gateway: Gateway, store: object) -> None:
     gateway.broker, gateway.journal = await load_broker_state(
         store, max_queued=config.max_queued,
         max_sessions_per_network=config.max_sessions_per_network,
-        max_retained_per_network=config.max_retained_per_network)
+        max_retained_per_network=config.max_retained_per_network,
+        max_retained_bytes_per_network=config.max_retained_bytes_per_network,
+        max_subscriptions_per_session=config.max_subscriptions_per_session)
     sessions = sum(1 for _ in gateway.broker.sessions.all())
     gateway.log.emit("mqtt_state_loaded", sessions=sessions,
                      retained=len(gateway.broker.retained))  # type: ignore[arg-type]

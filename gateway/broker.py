@@ -14,8 +14,10 @@ follows from the prefixes: a mounted filter can only match topics under its own 
   connection drains the outbox into its protocol session as its inflight window allows; an
   offline persistent session keeps QoS 1/2 messages (MQTT-3.1.2-5) up to `max_queued`.
 - Retained messages: one per topic, replaced by each retained PUBLISH and cleared by an empty
-  one (MQTT-3.3.1-5, -10, -11); a new subscription receives the matching ones with retain set
-  (MQTT-3.3.1-6).
+  one (MQTT-3.3.1-5, -10, -11), held in a per-jail topic tree (`gateway.retained`) and
+  capped per network by count and by bytes. A new subscription receives the matching ones
+  with retain set (MQTT-3.3.1-6) from `retained_for`, a lazy iterator the connection pulls
+  only as fast as it can send: a SUBSCRIBE costs what it delivers, never a copied list.
 - Persistent state sits behind `SessionStore` and `RetainedStore`; the in-memory ones are the
   default, `gateway.persistence` has the durable ones. A message queued for an OFFLINE
   session goes through `SessionStore.keep` (a durable store journals it and tags it with a
@@ -26,14 +28,15 @@ follows from the prefixes: a mounted filter can only match topics under its own 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from .mqtt.packets import QoS
 from .mqtt.session import SessionState as ProtocolSessionState
-from .mqtt.topics import SubscriptionTree, topic_matches
+from .mqtt.topics import SubscriptionTree
 from .reasons import DisconnectReason
+from .retained import RetainedTree, retained_size
 
 SessionKey = tuple[str, str]
 """(network UUID, client id)."""
@@ -150,47 +153,28 @@ class MemorySessionStore:
 
 
 class RetainedStore(Protocol):
+    """Where retained messages live (`gateway.retained.RetainedTree` in memory; a durable
+    store in `gateway.persistence` journals each change)."""
+
     def set(self, message: Message) -> None: ...
 
     def clear(self, topic: str) -> None: ...
 
-    def matching(self, mounted_filter: str) -> list[Message]: ...
+    def matching(self, mounted_filter: str) -> Iterator[Message]:
+        """Lazily, the retained messages `mounted_filter` matches (cost: what it reaches)."""
+        ...
+
+    def get(self, topic: str) -> Message | None: ...
 
     def count(self, network: str) -> int: ...
+
+    def bytes(self, network: str) -> int: ...
 
     def has(self, topic: str) -> bool: ...
 
 
-class MemoryRetainedStore:
-    """Retained messages by mounted topic; matching scans only the filter's network."""
-
-    def __init__(self) -> None:
-        self._by_network: dict[str, dict[str, Message]] = {}
-
-    def set(self, message: Message) -> None:
-        self._by_network.setdefault(message.network, {})[message.topic] = message
-
-    def clear(self, topic: str) -> None:
-        network = topic.partition("/")[0]
-        bucket = self._by_network.get(network)
-        if bucket is not None:
-            bucket.pop(topic, None)
-            if not bucket:
-                del self._by_network[network]
-
-    def matching(self, mounted_filter: str) -> list[Message]:
-        network = mounted_filter.partition("/")[0]
-        bucket = self._by_network.get(network, {})
-        return [m for t, m in bucket.items() if topic_matches(mounted_filter, t)]
-
-    def count(self, network: str) -> int:
-        return len(self._by_network.get(network, ()))
-
-    def has(self, topic: str) -> bool:
-        return topic in self._by_network.get(topic.partition("/")[0], ())
-
-    def __len__(self) -> int:
-        return sum(len(b) for b in self._by_network.values())
+class MemoryRetainedStore(RetainedTree[Message]):
+    """Retained messages by mounted topic, in a per-jail topic tree (`gateway.retained`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,13 +196,19 @@ class Broker:
         max_queued: int = 1000,
         max_sessions_per_network: int = 1000,
         max_retained_per_network: int = 10_000,
+        max_retained_bytes_per_network: int = 64 * 1024 * 1024,
+        max_subscriptions_per_session: int = 256,
         sessions: SessionStore | None = None,
         retained: RetainedStore | None = None,
     ) -> None:
         self.max_queued = max_queued
         self.max_sessions_per_network = max_sessions_per_network
         self.max_retained_per_network = max_retained_per_network
-        self.retained_refused = 0
+        self.max_retained_bytes_per_network = max_retained_bytes_per_network
+        self.max_subscriptions_per_session = max_subscriptions_per_session
+        self.retained_refused = 0  # over max_retained_per_network
+        self.retained_refused_bytes = 0  # over max_retained_bytes_per_network
+        self.subscriptions_refused = 0  # over max_subscriptions_per_session
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
         self.retained: RetainedStore = (
             retained if retained is not None else MemoryRetainedStore()
@@ -301,15 +291,27 @@ class Broker:
 
     # -- subscriptions ------------------------------------------------------------------
 
-    def subscribe(self, state: SessionState, mounted_filter: str, qos: QoS) -> list[Message]:
-        """Add or replace a subscription (MQTT-3.8.4-3); return retained messages to send."""
+    def subscribe(self, state: SessionState, mounted_filter: str, qos: QoS) -> bool:
+        """Add or replace a subscription (MQTT-3.8.4-3).
+
+        Returns False, changing nothing, when `mounted_filter` is new to the session and the
+        session already holds `max_subscriptions_per_session` filters. The retained messages
+        to send come from `retained_for`, lazily.
+        """
+        if (mounted_filter not in state.subscriptions
+                and len(state.subscriptions) >= self.max_subscriptions_per_session):
+            self.subscriptions_refused += 1
+            return False
         state.subscriptions[mounted_filter] = qos
         self._tree.add(mounted_filter, state.key, qos)
         self.sessions.put(state)
-        return [
-            Message(m.topic, m.payload, min(m.qos, qos), True)
-            for m in self.retained.matching(mounted_filter)
-        ]
+        return True
+
+    def retained_for(self, mounted_filter: str, qos: QoS) -> Iterator[Message]:
+        """Lazily, the retained messages a new subscription gets (MQTT-3.3.1-6), retain set,
+        each at min(its QoS, the granted `qos`): the caller pulls them as it can send them."""
+        for m in self.retained.matching(mounted_filter):
+            yield Message(m.topic, m.payload, QoS(min(m.qos, qos)), True)
 
     def unsubscribe(self, state: SessionState, mounted_filter: str) -> None:
         if state.subscriptions.pop(mounted_filter, None) is not None:
@@ -324,14 +326,8 @@ class Broker:
         if message.retain:
             if not message.payload:
                 self.retained.clear(message.topic)
-            elif (
-                self.retained.has(message.topic)
-                or self.retained.count(message.network) < self.max_retained_per_network
-            ):
-                self.retained.set(Message(message.topic, message.payload, message.qos, True))
             else:
-                # Routed as usual, but not kept: one network cannot fill the gateway's memory.
-                self.retained_refused += 1
+                self._retain(message)
         matches = self._tree.match(message.topic)
         count = 0
         for key, granted in matches.items():
@@ -355,6 +351,25 @@ class Broker:
         self.delivered += count
         return count
 
+    def _retain(self, message: Message) -> None:
+        # Over a cap the message is routed as usual, but not kept: one network cannot fill
+        # the gateway's memory (by count, or by bytes with few large payloads).
+        network = message.network
+        old = self.retained.get(message.topic)
+        if old is None and self.retained.count(network) >= self.max_retained_per_network:
+            self.retained_refused += 1
+            return
+        kept = Message(message.topic, message.payload, message.qos, True)
+        size = self.retained.bytes(network) + retained_size(kept)
+        if old is not None:
+            size -= retained_size(old)
+        if size > self.max_retained_bytes_per_network:
+            self.retained_refused_bytes += 1
+            if old is not None:  # never leave the superseded value as the topic's state
+                self.retained.clear(message.topic)
+            return
+        self.retained.set(kept)
+
     def statistics(self) -> dict[str, int]:
         return {
             "live_sessions": len(self._live),
@@ -362,4 +377,6 @@ class Broker:
             "delivered": self.delivered,
             "dropped": self.dropped,
             "retained_refused": self.retained_refused,
+            "retained_refused_bytes": self.retained_refused_bytes,
+            "subscriptions_refused": self.subscriptions_refused,
         }

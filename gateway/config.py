@@ -70,6 +70,12 @@ class GatewayConfig:
     """Sessions (live, or persistent and offline) one network may hold."""
     max_retained_per_network: int = 10_000
     """Retained messages one network may hold; more are routed but not retained."""
+    max_retained_bytes_per_network: int = 64 * 1024 * 1024
+    """Retained bytes (payload + topic) one network may hold; past it: routed, not retained."""
+    max_filters_per_subscribe: int = 64
+    """Topic filters handled per SUBSCRIBE; the ones past it get SUBACK 0x80 unexamined."""
+    max_subscriptions_per_session: int = 256
+    """Topic filters one session may hold; a new one past it gets SUBACK 0x80."""
     publish_rate: float = 1_000.0
     """Inbound PUBLISH packets per second per connection (token bucket; over it: stop reading)."""
     publish_burst: int = 2_000
@@ -191,7 +197,8 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "max_connections", "max_connections_per_network", "connection_rate",
         "connection_burst", "max_packet_size", "max_inflight", "max_queued",
         "max_sessions_per_network", "max_retained_per_network", "publish_rate",
-        "publish_burst", "byte_rate", "byte_burst",
+        "publish_burst", "byte_rate", "byte_burst", "max_retained_bytes_per_network",
+        "max_filters_per_subscribe", "max_subscriptions_per_session",
     )
     for name in positive:
         if getattr(config, name) <= 0:

@@ -15,11 +15,11 @@ Theory of operation (docs/security.md has the why):
 4. The session loop, three tasks: a reader (bytes -> `ServerConnection` events -> jail ->
    broker; the PUBLISH packets of one read go to ingest as one batch), an acker (sends each
    batch's PUBACK/PUBREC in order once ingest says it is durable, so reading goes on while
-   earlier batches commit) and a writer (session outbox -> `ServerConnection.publish` within
-   the inflight window -> socket). Reading stops while the rate buckets are in debt or 64
-   batches await their commit, so a fast publisher is slowed by TCP backpressure, never
-   dropped. The reader's deadline follows the keepalive (keepalive x keepalive_factor after
-   the last complete packet).
+   earlier batches commit) and a writer (session outbox, then the lazy retained streams of
+   new subscriptions -> `ServerConnection.publish` within the inflight window -> socket).
+   Reading stops while the rate buckets are in debt or 64 batches await their commit, so a
+   fast publisher is slowed by TCP backpressure, never dropped. The reader's deadline
+   follows the keepalive (keepalive x keepalive_factor after the last complete packet).
 5. `close(reason)` may come from anywhere (takeover, revocation, queue overflow, shutdown):
    it records the reason and cancels the connection's scope. Cleanup publishes the will
    unless the client sent DISCONNECT, keeps a persistent session's state, and logs one
@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
@@ -52,9 +52,10 @@ from .mqtt.events import (
     SubscribeReceived,
     UnsubscribeReceived,
 )
-from .mqtt.packets import SUBACK_FAILURE, ConnectReturnCode, QoS
+from .mqtt.packets import ConnectReturnCode, QoS
 from .mqtt.session import ServerConnection
 from .reasons import DisconnectReason
+from .subscriptions import examine
 from .tls import classify_handshake_error
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ ACK_BATCHES = 64  # socket reads awaiting their commit before the reader stops r
 SEEN_INTERVAL = 5.0  # seconds between "last seen" notes to the store per connection
 ACK_DRAIN = 5.0  # seconds a closing connection waits for committed acknowledgements
 CLOSE_GRACE = 1.0  # seconds a closing TLS stream may take to say goodbye
+WRITE_STEP = 32  # messages the writer sends before it flushes and yields to the event loop
 
 
 class _Closed(Exception):
@@ -99,6 +101,9 @@ class Connection:
         self._wake = trio.Event()
         self._send_lock = trio.Lock()
         self._inflight: dict[int, Message] = {}
+        # Retained messages of new subscriptions, pulled lazily by the writer, by mounted
+        # filter: at most one stream per subscription held (so <= max_subscriptions_per_session).
+        self._retained: dict[str, tuple[Iterator[Message], QoS]] = {}
         self._resumed_at = 0.0
         self._acks: trio.MemorySendChannel | None = None
         self._acker_done = trio.Event()
@@ -525,42 +530,43 @@ class Connection:
         assert self.conn is not None and self.attached is not None and self.jail is not None
         for topic_filter in event.topic_filters:
             if not topic_filter.startswith("$"):
-                self.gateway.broker.unsubscribe(
-                    self.attached.state, self.jail.mount_filter(topic_filter))
+                mounted = self.jail.mount_filter(topic_filter)
+                self.gateway.broker.unsubscribe(self.attached.state, mounted)
+                self._retained.pop(mounted, None)  # no new messages for it (MQTT-3.10.4-2)
         return partial(self.conn.unsubscribed, event.packet_id)
 
     def _on_subscribe(self, event: SubscribeReceived) -> Callable[[], None]:
-        """Subscribe in the broker; return what sends the SUBACK and the retained messages."""
+        """Subscribe in the broker; return what sends the SUBACK and then queues the
+        retained messages (MQTT-3.3.1-6) as lazy streams for the writer."""
         assert self.conn is not None and self.jail is not None and self.attached is not None
-        assert self.identity is not None
-        gw = self.gateway
-        codes: list[int] = []
-        retained: list[Message] = []
-        for topic_filter, qos in event.subscriptions:
-            try:
-                mounted = self.jail.mount_filter(topic_filter)
-            except JailViolation as exc:
-                gw.counters["subscribe_denied"] += 1
-                self.log.emit(
-                    "subscribe_denied", network=self.identity.network,
-                    client_id=self.client_id, serial=self.identity.serial,
-                    topic=topic_filter, reason=exc.why,
-                )
-                codes.append(SUBACK_FAILURE)
+        gw, cfg, state = self.gateway, self.config, self.attached.state
+        request = examine(event.subscriptions, self.jail, cfg.max_filters_per_subscribe)
+        streams = []
+        for topic_filter, (mounted, qos) in request.wanted.items():
+            if not gw.broker.subscribe(state, mounted, qos):
+                request.refuse(topic_filter, "max_subscriptions_per_session")
                 continue
-            retained.extend(gw.broker.subscribe(self.attached.state, mounted, QoS(qos)))
-            codes.append(int(qos))
+            request.granted[topic_filter] = int(qos)
+            streams.append((mounted, gw.broker.retained_for(mounted, qos), qos))
+        for why in request.refused.values():
+            gw.counters["subscribe_denied" if why != "max_subscriptions_per_session"
+                        else "subscribe_refused_max_subscriptions_per_session"] += 1
+        gw.counters["subscribe_refused_max_filters_per_subscribe"] += request.unexamined
+        gw.counters["subscribe_duplicates"] += request.duplicates
 
         def answer() -> None:
-            assert self.conn is not None and self.attached is not None
-            self.conn.grant(event.packet_id, codes)
-            for message in retained:
-                self.attached.state.offer(message)
-            self.log.emit(
-                "subscribed", network=self.identity and self.identity.network,
-                client_id=self.client_id,
-                filters=[f for f, _ in event.subscriptions], granted=codes,
-            )
+            assert self.conn is not None and self.identity is not None
+            self.conn.grant(event.packet_id, request.codes())
+            for mounted, stream, qos in streams:
+                # Subscribing again restarts the filter's stream (MQTT-3.8.4-3 re-sends).
+                self._retained.pop(mounted, None)
+                self._retained[mounted] = (stream, qos)
+            ids = {"network": self.identity.network, "client_id": self.client_id}
+            refused = request.refusal_summary()
+            if refused is not None:  # one line per SUBSCRIBE, however many filters
+                self.log.emit("subscribe_denied", **ids, serial=self.identity.serial,
+                              **refused)
+            self.log.emit("subscribed", **ids, **request.logged())
             self.wake()
 
         return answer
@@ -572,21 +578,44 @@ class Connection:
             self.close(DisconnectReason.CONNECTION_LOST, "send failed")
 
     async def _write_loop(self) -> None:
+        """Session outbox first, then the retained streams of new subscriptions, each
+        message only when the inflight window takes it; flush and yield to the event loop
+        every WRITE_STEP messages, so no delivery burst holds the loop."""
         assert self.conn is not None and self.attached is not None and self.jail is not None
         conn, outbox, jail = self.conn, self.attached.state.outbox, self.jail
+        streams = self._retained
         counters = self.gateway.counters
         while True:
             self._wake = trio.Event()
-            while outbox and conn.can_publish(outbox[0].qos):
-                message = outbox.popleft()
+            sent = 0
+            while sent < WRITE_STEP:
+                if outbox:
+                    if not conn.can_publish(outbox[0].qos):
+                        break
+                    message = outbox.popleft()
+                elif streams:
+                    topic_filter, (stream, qos) = next(iter(streams.items()))
+                    if not conn.can_publish(qos):
+                        break
+                    # Pulled only when it can go out at once: never held, so never stale
+                    # behind a newer live message of its topic.
+                    message = next(stream, None)
+                    if message is None:
+                        del streams[topic_filter]
+                        continue
+                    counters["retained_out"] += 1
+                else:
+                    break
                 packet_id = conn.publish(
                     jail.unmount(message.topic), message.payload, message.qos, message.retain
                 )
                 if packet_id is not None:
                     self._inflight[packet_id] = message
                 counters[f"messages_out_qos{int(message.qos)}"] += 1
+                sent += 1
             await self._flush()
-            if outbox and conn.can_publish(outbox[0].qos):
+            if sent >= WRITE_STEP:
+                await trio.lowlevel.checkpoint()
                 continue
             await self._wake.wait()
 

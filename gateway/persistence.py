@@ -220,7 +220,9 @@ def _subscriptions(state: SessionState) -> tuple[tuple[str, int], ...]:
 
 
 class DurableRetainedStore(MemoryRetainedStore):
-    """Retained messages in memory (reads stay cheap), every set and clear journaled."""
+    """Retained messages in the memory topic tree (reads stay cheap, matching walks only
+    what a filter reaches), every set and clear journaled. At start `load` rebuilds the tree
+    from the store without journaling; what the store holds was within the caps when kept."""
 
     def __init__(self, journal: Journal) -> None:
         super().__init__()
@@ -244,9 +246,11 @@ class DurableRetainedStore(MemoryRetainedStore):
 
 async def load_broker_state(store: Any, *, max_queued: int = 1000,
                             max_sessions_per_network: int = 1000,
-                            max_retained_per_network: int = 10_000) -> tuple[Broker, Journal]:
+                            max_retained_per_network: int = 10_000,
+                            **limits: int) -> tuple[Broker, Journal]:
     """A broker holding the store's persistent sessions and retained messages, and the
     journal that keeps them in the store from now on (run `journal.run` beside it).
+    `limits`: the Broker's other keyword limits (e.g. max_retained_bytes_per_network).
 
     Raises:
         StorageError: the store cannot be read.
@@ -276,6 +280,6 @@ async def load_broker_state(store: Any, *, max_queued: int = 1000,
             retained.load(Message(f"{network}/{kept.topic}", kept.payload, QoS(kept.qos), True))
     broker = Broker(max_queued=max_queued, max_sessions_per_network=max_sessions_per_network,
                     max_retained_per_network=max_retained_per_network, sessions=sessions,
-                    retained=retained)
+                    retained=retained, **limits)
     return broker, journal
 

@@ -1,0 +1,117 @@
+"""One SUBSCRIBE's filters examined once, within the per-packet limit (sans-IO).
+
+Theory of operation (MQTT 3.1.1 section 3.8). A SUBSCRIBE may hold tens of thousands of
+filters; the work done for it must be bounded by configuration, not by the packet:
+
+- Only the first `max_filters_per_subscribe` filters are examined; the ones past it get
+  SUBACK 0x80 (MQTT-3.9.3-2 allows refusing any filter) without any per-filter work.
+- A filter named twice is handled once with the QoS of its last occurrence: the same end
+  state as replacing the subscription in packet order (MQTT-3.8.4-3). The SUBACK still holds
+  one code per filter, in order (MQTT-3.8.4-5): each occurrence reports the QoS it asked for,
+  as if the subscriptions were replaced one after the other (a code never exceeds the QoS
+  its occurrence asked, MQTT-3.9.3).
+- The jail refuses `$`-filters (section 4.7.2); the refusals of one packet make one log
+  line (`refusal_summary`), with a count and the first few filters, never one per filter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import JailViolation
+from .jail import Jail
+from .mqtt.packets import SUBACK_FAILURE, QoS
+
+__all__ = ["LOGGED_FILTERS", "SubscribeRequest", "examine"]
+
+LOGGED_FILTERS = 5
+"""Filters a SUBSCRIBE log line names (the rest are counted)."""
+LOGGED_FILTER_CHARS = 128
+"""Characters of each named filter kept in a log line."""
+
+
+@dataclass(slots=True)
+class SubscribeRequest:
+    """What one SUBSCRIBE asks for, once examined."""
+
+    filters: Sequence[str]
+    """The device's filters, in packet order (duplicates included)."""
+    asked: Sequence[int] = ()
+    """The QoS each of them asked for."""
+    wanted: dict[str, tuple[str, QoS]] = field(default_factory=dict)
+    """Device filter -> (mounted filter, the QoS of its last occurrence), first-seen order."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Device filter -> why it is refused (jail, per-session limit)."""
+    unexamined: int = 0
+    """Filters past `max_filters_per_subscribe`."""
+    duplicates: int = 0
+    """Occurrences collapsed into an earlier one of the same filter."""
+    granted: dict[str, int] = field(default_factory=dict)
+    """Device filter -> SUBACK code, filled by the caller as it subscribes."""
+
+    def refuse(self, topic_filter: str, why: str) -> None:
+        self.refused[topic_filter] = why
+        self.granted[topic_filter] = SUBACK_FAILURE
+
+    def codes(self) -> list[int]:
+        """One SUBACK return code per filter of the packet, in order (MQTT-3.8.4-5)."""
+        examined = len(self.filters) - self.unexamined
+        get = self.granted.get
+        return ([q if get(f, SUBACK_FAILURE) != SUBACK_FAILURE else SUBACK_FAILURE
+                 for f, q in zip(self.filters[:examined], self.asked, strict=False)]
+                + [SUBACK_FAILURE] * self.unexamined)
+
+    def refusal_summary(self) -> dict[str, Any] | None:
+        """The fields of the one log line for this packet's refusals (None: no refusal)."""
+        count = len(self.refused) + self.unexamined
+        if not count:
+            return None
+        reasons = Counter(self.refused.values())
+        if self.unexamined:
+            reasons["max_filters_per_subscribe"] += self.unexamined
+        named = list(self.refused)[:LOGGED_FILTERS]
+        if len(named) < LOGGED_FILTERS and self.unexamined:
+            examined = len(self.filters) - self.unexamined
+            named += self.filters[examined:examined + LOGGED_FILTERS - len(named)]
+        return {"refused": count, "reasons": dict(reasons), "filters": clip(named)}
+
+    def logged(self) -> dict[str, Any]:
+        """The filter fields of the `subscribed` line, capped at LOGGED_FILTERS filters."""
+        codes = self.codes()
+        return {"filter_count": len(self.filters),
+                "filters": clip(self.filters[:LOGGED_FILTERS]),
+                "granted": codes[:LOGGED_FILTERS]}
+
+
+def clip(filters: Sequence[str]) -> list[str]:
+    return [f if len(f) <= LOGGED_FILTER_CHARS else f[:LOGGED_FILTER_CHARS] + "..."
+            for f in filters]
+
+
+def examine(subscriptions: Sequence[tuple[str, int]], jail: Jail,
+            max_filters: int) -> SubscribeRequest:
+    """Examine the first `max_filters` (filter, QoS) pairs of a SUBSCRIBE: collapse
+    duplicates (last QoS wins), mount each distinct filter once or note why the jail
+    refuses it. Cost: O(min(len(subscriptions), max_filters)) filters examined, plus one
+    list of the packet's filter names (already decoded)."""
+    request = SubscribeRequest([f for f, _ in subscriptions], [int(q) for _, q in subscriptions])
+    request.unexamined = max(0, len(subscriptions) - max_filters)
+    for topic_filter, qos in subscriptions[:max_filters]:
+        if topic_filter in request.refused:
+            request.duplicates += 1
+            continue
+        known = request.wanted.get(topic_filter)
+        if known is not None:
+            request.duplicates += 1
+            request.wanted[topic_filter] = (known[0], QoS(qos))
+            continue
+        try:
+            mounted = jail.mount_filter(topic_filter)
+        except JailViolation as exc:
+            request.refuse(topic_filter, exc.why)
+            continue
+        request.wanted[topic_filter] = (mounted, QoS(qos))
+    return request
