@@ -335,7 +335,9 @@ async def attach_store(gateway: Gateway, store: object) -> None:
     gateway.broker, gateway.journal = await load_broker_state(
         store, max_queued=config.max_queued,
         max_sessions_per_network=config.max_sessions_per_network,
-        max_retained_per_network=config.max_retained_per_network)
+        max_retained_per_network=config.max_retained_per_network,
+        max_queued_bytes_per_session=config.max_queued_bytes_per_session,
+        max_queued_bytes_per_network=config.max_queued_bytes_per_network)
     sessions = sum(1 for _ in gateway.broker.sessions.all())
     gateway.log.emit("mqtt_state_loaded", sessions=sessions,
                      retained=len(gateway.broker.retained))  # type: ignore[arg-type]
