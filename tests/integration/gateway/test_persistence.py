@@ -316,3 +316,45 @@ async def test_a_message_sent_but_not_acknowledged_comes_again_after_a_clean_res
         await sub.send(PubAck(again.packet_id))
         await _leave(sub, gw.running, "slow")
     assert _rows(data, "queued_refs") == 0
+
+
+async def test_a_message_queued_for_many_sessions_is_stored_once_and_reaches_each(
+        pki, net_a, net_a2, tmp_path):
+    data = tmp_path / "data"
+    clients = [f"keeper-{i}" for i in range(5)]
+    async with durable_gateway(pki, data) as gw:
+        for client_id in clients:
+            sub = await _connect(gw.running, net_a, client_id, clean=False)
+            await sub.send(Subscribe(1, (("cmd/#", QoS.AT_LEAST_ONCE),)))
+            assert await sub.receive() == SubAck(1, (1,))
+            await _leave(sub, gw.running, client_id)
+        pub = await _connect(gw.running, net_a2, "pub")
+        await _publish_acked(pub, "cmd/big", b"B" * 50_000, 1)
+        await _publish_acked(pub, "cmd/small", b"s", 2)
+        # Stored before the PUBACKs: one payload row per message, one reference per session.
+        assert (_rows(data, "queued_messages"), _rows(data, "queued_refs")) == (2, 10)
+        await pub.aclose()
+    async with durable_gateway(pki, data) as gw:
+        broker = gw.running.gateway.broker
+        network = net_a.network
+        # Start-up read the queue sizes, not the messages.
+        state = broker.sessions.get((network, clients[0]))
+        assert (len(state.outbox), state.stored, state.queued_bytes) == (0, 2, 50_001)
+        assert broker.queued_bytes(network) == 5 * 50_001
+        pub = await _connect(gw.running, net_a2, "pub")
+        await _publish_acked(pub, "cmd/after", b"a", 3)  # queued since the restart: last
+        for n, client_id in enumerate(clients):
+            sub = await _connect(gw.running, net_a, client_id, clean=False, present=True)
+            for topic, payload in (("cmd/big", b"B" * 50_000), ("cmd/small", b"s"),
+                                   ("cmd/after", b"a")):
+                got = await sub.receive()
+                assert (got.topic, got.payload, got.qos) == (topic, payload, 1), client_id
+                await sub.send(PubAck(got.packet_id))
+            await _leave(sub, gw.running, client_id)
+            await gw.running.gateway.journal.settle()
+            if n < len(clients) - 1:  # the others still hold them
+                assert _rows(data, "queued_messages") == 3
+        assert broker.queued_bytes(network) == 0
+        await pub.aclose()
+    # The last reference took each message row with it.
+    assert (_rows(data, "queued_messages"), _rows(data, "queued_refs")) == (0, 0)
