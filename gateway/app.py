@@ -339,7 +339,9 @@ async def attach_store(gateway: Gateway, store: object) -> None:
         max_sessions_per_network=config.max_sessions_per_network,
         max_retained_per_network=config.max_retained_per_network,
         max_retained_bytes_per_network=config.max_retained_bytes_per_network,
-        max_subscriptions_per_session=config.max_subscriptions_per_session)
+        max_subscriptions_per_session=config.max_subscriptions_per_session,
+        max_queued_bytes_per_session=config.max_queued_bytes_per_session,
+        max_queued_bytes_per_network=config.max_queued_bytes_per_network)
     sessions = sum(1 for _ in gateway.broker.sessions.all())
     gateway.log.emit("mqtt_state_loaded", sessions=sessions,
                      retained=len(gateway.broker.retained))  # type: ignore[arg-type]

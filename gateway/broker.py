@@ -19,14 +19,21 @@ follows from the prefixes: a mounted filter can only match topics under its own 
   with retain set (MQTT-3.3.1-6) from `retained_for`, a lazy iterator the connection pulls
   only as fast as it can send: a SUBSCRIBE costs what it delivers, never a copied list.
 - Persistent state sits behind `SessionStore` and `RetainedStore`; the in-memory ones are the
-  default, `gateway.persistence` has the durable ones. A message queued for an OFFLINE
-  session goes through `SessionStore.keep` (a durable store journals it and tags it with a
-  `ref`), and `delivered` is called when its PUBACK/PUBCOMP arrives; messages to live
+  default, `gateway.persistence` has the durable ones. The copies of one publish queued for
+  OFFLINE sessions go to the store in ONE `SessionStore.keep_many` call (a durable store
+  stores the message once and tags each copy with a `ref`); a copy kept at disconnect goes
+  through `keep`; `delivered` is called when its PUBACK/PUBCOMP arrives; messages to live
   sessions and QoS 0 never touch the store (the hot path stays in memory).
+- Kept copies (those with a `ref`) count against `max_queued_bytes_per_session` and
+  `max_queued_bytes_per_network` (payload bytes per copy) until acknowledged or their session
+  ends; past a limit the copy is not queued for that session (`drop_reasons`), the publisher
+  is not told. A durable session's queue may still be in the store (`stored`, counted in
+  the limits) until its client reconnects and `SessionStore.restore` reads it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -82,10 +89,16 @@ class SessionState:
     """The protocol core's unfinished flows (inflight QoS 1/2), kept while offline."""
     inflight: dict[int, Message] = field(default_factory=dict)
     """The messages of those flows by packet id, kept with them (their store refs)."""
+    stored: int = 0
+    """Queued messages still only in the store (read when the client reconnects)."""
+    stored_upto: int = 0
+    """The highest store id among those."""
+    queued_bytes: int = 0
+    """Payload bytes of this session's kept copies (in memory or only stored)."""
 
     def offer(self, message: Message) -> bool:
         """Queue a message for delivery; False when the outbox is full (it is not queued)."""
-        if len(self.outbox) >= self.max_queued:
+        if len(self.outbox) + self.stored >= self.max_queued:
             self.dropped += 1
             return False
         self.outbox.append(message)
@@ -111,6 +124,14 @@ class SessionStore(Protocol):
 
     def keep(self, state: SessionState, message: Message) -> Message:
         """`message` is queued for the offline session `state`: make it durable (lazily)."""
+        ...
+
+    def keep_many(self, copies: list[tuple[SessionState, Message]]) -> list[Message]:
+        """Copies of ONE routed message queued for offline sessions: keep them as one."""
+        ...
+
+    async def restore(self, state: SessionState) -> None:
+        """Read the queued messages of `state` still only in the store into its outbox."""
         ...
 
     def delivered(self, state: SessionState, message: Message) -> None:
@@ -146,10 +167,20 @@ class MemorySessionStore:
         return list(self._sessions.values())
 
     def keep(self, state: SessionState, message: Message) -> Message:
-        return message
+        return dataclasses.replace(message, ref=KEPT)
+
+    def keep_many(self, copies: list[tuple[SessionState, Message]]) -> list[Message]:
+        return [dataclasses.replace(m, ref=KEPT) for _, m in copies]
+
+    async def restore(self, state: SessionState) -> None:
+        pass
 
     def delivered(self, state: SessionState, message: Message) -> None:
         pass
+
+
+KEPT = object()
+"""`Message.ref` of a copy kept by the in-memory store (counted in the byte limits)."""
 
 
 class RetainedStore(Protocol):
@@ -198,6 +229,8 @@ class Broker:
         max_retained_per_network: int = 10_000,
         max_retained_bytes_per_network: int = 64 * 1024 * 1024,
         max_subscriptions_per_session: int = 256,
+        max_queued_bytes_per_session: int = 8 * 1024 * 1024,
+        max_queued_bytes_per_network: int = 64 * 1024 * 1024,
         sessions: SessionStore | None = None,
         retained: RetainedStore | None = None,
     ) -> None:
@@ -206,6 +239,10 @@ class Broker:
         self.max_retained_per_network = max_retained_per_network
         self.max_retained_bytes_per_network = max_retained_bytes_per_network
         self.max_subscriptions_per_session = max_subscriptions_per_session
+        self.max_queued_bytes_per_session = max_queued_bytes_per_session
+        self.max_queued_bytes_per_network = max_queued_bytes_per_network
+        self.drop_reasons: Counter[str] = Counter()
+        self._queued_bytes: Counter[str] = Counter()  # kept copies' bytes per network
         self.retained_refused = 0  # over max_retained_per_network
         self.retained_refused_bytes = 0  # over max_retained_bytes_per_network
         self.subscriptions_refused = 0  # over max_subscriptions_per_session
@@ -221,6 +258,7 @@ class Broker:
         for state in self.sessions.all():
             for topic_filter, qos in state.subscriptions.items():
                 self._tree.add(topic_filter, state.key, qos)
+            self._queued_bytes[state.key[0]] += state.queued_bytes
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -265,9 +303,9 @@ class Broker:
                 # first: a durable store keeps them for a restart too.
                 for packet_id, message in list(state.inflight.items()):
                     if message.ref is None and message.qos > QoS.AT_MOST_ONCE:
-                        state.inflight[packet_id] = self.sessions.keep(state, message)
+                        state.inflight[packet_id] = self._keep(state, message)
                 # An offline session keeps only what MQTT-3.1.2-5 requires: QoS 1 and 2.
-                kept = [m if m.ref is not None else self.sessions.keep(state, m)
+                kept = [m if m.ref is not None else self._keep(state, m)
                         for m in state.outbox if m.qos > QoS.AT_MOST_ONCE]
                 state.outbox.clear()
                 state.outbox.extend(kept)
@@ -277,6 +315,24 @@ class Broker:
         """`state`'s connection got the PUBACK/PUBCOMP for `message`."""
         if message.ref is not None:
             self.sessions.delivered(state, message)
+            self._charge(state, -len(message.payload))
+
+    def _keep(self, state: SessionState, message: Message) -> Message:
+        kept = self.sessions.keep(state, message)
+        if kept.ref is not None:
+            self._charge(state, len(kept.payload))
+        return kept
+
+    def _charge(self, state: SessionState, size: int) -> None:
+        state.queued_bytes = max(0, state.queued_bytes + size)
+        network = state.key[0]
+        self._queued_bytes[network] += size
+        if self._queued_bytes[network] <= 0:
+            del self._queued_bytes[network]
+
+    def queued_bytes(self, network: str) -> int:
+        """Payload bytes of the network's kept copies (the per-network limit's measure)."""
+        return self._queued_bytes.get(network, 0)
 
     def is_live(self, key: SessionKey) -> bool:
         return key in self._live
@@ -287,6 +343,7 @@ class Broker:
     def _drop_state(self, state: SessionState) -> None:
         for topic_filter in state.subscriptions:
             self._tree.remove(topic_filter, state.key)
+        self._charge(state, -state.queued_bytes)
         self.sessions.delete(state.key)
 
     # -- subscriptions ------------------------------------------------------------------
@@ -330,6 +387,8 @@ class Broker:
                 self._retain(message)
         matches = self._tree.match(message.topic)
         count = 0
+        size = len(message.payload)
+        offline: list[tuple[SessionState, Message]] = []
         for key, granted in matches.items():
             state = self.sessions.get(key)
             if state is None:
@@ -338,16 +397,29 @@ class Broker:
             outlet = self._live.get(key)
             if outlet is None and qos == QoS.AT_MOST_ONCE:
                 continue
+            if outlet is None:
+                why = self._refuse_offline(state, size)
+                if why is not None:
+                    self.dropped += 1
+                    self.drop_reasons[why] += 1
+                    continue
             if state.offer(Message(message.topic, message.payload, qos, False)):
                 count += 1
                 if outlet is not None:
                     outlet.wake()
                 else:  # offline: the one case a durable store must hold it
-                    state.outbox[-1] = self.sessions.keep(state, state.outbox[-1])
+                    self._charge(state, size)  # now: later copies see this one's bytes
+                    offline.append((state, state.outbox[-1]))
             else:
                 self.dropped += 1
+                self.drop_reasons["max_queued"] += 1
                 if outlet is not None:
                     outlet.close(DisconnectReason.THROTTLED, "max_queued reached")
+        if offline:
+            for (state, _), kept in zip(offline, self.sessions.keep_many(offline), strict=True):
+                state.outbox[-1] = kept
+                if kept.ref is None:
+                    self._charge(state, -size)
         self.delivered += count
         return count
 
@@ -370,12 +442,21 @@ class Broker:
             return
         self.retained.set(kept)
 
+    def _refuse_offline(self, state: SessionState, size: int) -> str | None:
+        """Why a copy of `size` bytes cannot be queued for the offline `state`, or None."""
+        if state.queued_bytes + size > self.max_queued_bytes_per_session:
+            return "max_queued_bytes_per_session"
+        if self._queued_bytes.get(state.key[0], 0) + size > self.max_queued_bytes_per_network:
+            return "max_queued_bytes_per_network"
+        return None
+
     def statistics(self) -> dict[str, int]:
         return {
             "live_sessions": len(self._live),
             "routed": self.routed,
             "delivered": self.delivered,
             "dropped": self.dropped,
+            **{f"dropped_{why}": n for why, n in sorted(self.drop_reasons.items())},
             "retained_refused": self.retained_refused,
             "retained_refused_bytes": self.retained_refused_bytes,
             "subscriptions_refused": self.subscriptions_refused,

@@ -66,6 +66,10 @@ class GatewayConfig:
     """Outbound QoS 1/2 messages awaiting acknowledgement, per connection."""
     max_queued: int = 1_000
     """Messages queued per session (offline persistent session or slow reader)."""
+    max_queued_bytes_per_session: int = 8 * 1024 * 1024
+    """Payload bytes queued for one offline persistent session; past it: not queued for it."""
+    max_queued_bytes_per_network: int = 64 * 1024 * 1024
+    """Payload bytes queued for one network's offline sessions (each copy counts)."""
     max_sessions_per_network: int = 1_000
     """Sessions (live, or persistent and offline) one network may hold."""
     max_retained_per_network: int = 10_000
@@ -196,6 +200,7 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "crl_poll_interval", "handshake_timeout", "connect_timeout", "keepalive_factor",
         "max_connections", "max_connections_per_network", "connection_rate",
         "connection_burst", "max_packet_size", "max_inflight", "max_queued",
+        "max_queued_bytes_per_session", "max_queued_bytes_per_network",
         "max_sessions_per_network", "max_retained_per_network", "publish_rate",
         "publish_burst", "byte_rate", "byte_burst", "max_retained_bytes_per_network",
         "max_filters_per_subscribe", "max_subscriptions_per_session",

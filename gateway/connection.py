@@ -55,6 +55,7 @@ from .mqtt.events import (
 from .mqtt.packets import ConnectReturnCode, QoS
 from .mqtt.session import ServerConnection
 from .reasons import DisconnectReason
+from .storage.errors import StorageError
 from .subscriptions import examine
 from .tls import classify_handshake_error
 
@@ -320,6 +321,16 @@ class Connection:
             # Let the replaced connection save its unfinished flows before resuming them.
             with trio.move_on_after(CLOSE_GRACE * 2):
                 await finished.wait()
+        if attached.state.stored:
+            # After a restart the queue is only in the store: read it now, in order, before
+            # the CONNACK (its first drain sends it ahead of anything queued since).
+            try:
+                await self.gateway.broker.sessions.restore(attached.state)
+            except StorageError as exc:
+                self.gateway.counters["queue_restore_failed"] += 1
+                conn.refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+                await self._flush()
+                raise _Closed(DisconnectReason.THROTTLED, "queue_restore_failed") from exc
         resume = attached.state.protocol_state if attached.session_present else None
         if resume is not None:
             self._inflight = attached.state.inflight

@@ -20,18 +20,21 @@ that mark is committed. A connection takes the mark after routing one socket rea
 PUBACK/PUBREC wait for it (only when the read changed the journal), so "acknowledged" means
 "in the store" for a retained message and for a copy queued to an offline session.
 
-Queued copies carry a `QueueRef` (`Message.ref`): the store's row id arrives with the commit;
-a copy delivered before that is dequeued as soon as the id is known.
+The copies of one publish queued for offline sessions are ONE `EnqueuedMany` change: the
+store keeps the message once and one small reference per session. Queued copies carry a
+`QueueRef` (`Message.ref`): the reference's id arrives with the commit; a copy delivered
+before that is dequeued as soon as the id is known.
 
-At start, `load_broker_state` rebuilds the sessions (subscriptions, queued messages) and the
-retained messages from the store. Topics in the store are device-relative (inside the jail);
-the broker's are mounted (`<network-uuid>/...`).
+At start, `load_broker_state` rebuilds the sessions (subscriptions, and only the COUNT and
+bytes of their queues) and the retained messages from the store. A session's queued
+messages are read when its client reconnects (`DurableSessionStore.restore`, before the
+CONNACK), so start-up time and memory do not grow with the queues. Topics in the store are
+device-relative (inside the jail); the broker's are mounted (`<network-uuid>/...`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -51,6 +54,7 @@ from .storage.errors import StorageError, StoreClosed
 from .storage.records import (
     Dequeued,
     Enqueued,
+    EnqueuedMany,
     RetainedChange,
     SessionChange,
     SessionDeleted,
@@ -82,7 +86,7 @@ class Journal:
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self._pending: list[tuple[SessionChange, QueueRef | None]] = []
+        self._pending: list[tuple[SessionChange, tuple[QueueRef | None, ...]]] = []
         self._seq = 0  # changes journaled, ever
         self._committed = 0  # changes committed (or failed), in order
         self._failed: list[tuple[int, int]] = []  # (after, upto] ranges whose commit failed
@@ -92,8 +96,9 @@ class Journal:
         self.changes = 0
         self.failures = 0
 
-    def add(self, change: SessionChange, ref: QueueRef | None = None) -> None:
-        self._pending.append((change, ref))
+    def add(self, change: SessionChange, *refs: QueueRef | None) -> None:
+        """Journal `change`; an enqueue passes one ref per copy (its id comes back)."""
+        self._pending.append((change, refs))
         self._seq += 1
         self._wake.set()
 
@@ -152,15 +157,14 @@ class Journal:
         else:
             self.commits += 1
             self.changes += len(batch)
-            refs = (ref for change, ref in batch if isinstance(change, Enqueued))
-            for ref, row_id in zip(refs, ids, strict=True):
+            copies = ((change.network, client, ref) for change, refs in batch
+                      for client, ref in zip(_clients(change), refs, strict=True))
+            for (network, client, ref), row_id in zip(copies, ids, strict=True):
                 if ref is None:
                     continue
                 ref.id = row_id
                 if ref.delivered:  # delivered while its enqueue was committing
-                    change = next(c for c, r in batch if r is ref)
-                    assert isinstance(change, Enqueued)
-                    self.add(Dequeued(change.network, change.client_id, row_id))
+                    self.add(Dequeued(network, client, row_id))
         self._committed = upto
         event, self._progress = self._progress, trio.Event()
         event.set()
@@ -168,6 +172,15 @@ class Journal:
     def statistics(self) -> dict[str, int]:
         return {"pending": len(self._pending), "commits": self.commits,
                 "changes": self.changes, "failures": self.failures}
+
+
+def _clients(change: SessionChange) -> tuple[str, ...]:
+    """The sessions an enqueue change holds copies for (in id order); none for others."""
+    if isinstance(change, Enqueued):
+        return (change.client_id,)
+    if isinstance(change, EnqueuedMany):
+        return tuple(client for client, _ in change.copies)
+    return ()
 
 
 class DurableSessionStore(MemorySessionStore):
@@ -205,6 +218,42 @@ class DurableSessionStore(MemorySessionStore):
         self.journal.add(Enqueued(network, state.key[1], topic, message.payload,
                                   int(message.qos), message.retain), ref)
         return dataclasses.replace(message, ref=ref)
+
+    def keep_many(self, copies: list[tuple[SessionState, Message]]) -> list[Message]:
+        out = [m for _, m in copies]
+        durable = [i for i, (state, m) in enumerate(copies)
+                   if not state.clean and m.qos != QoS.AT_MOST_ONCE]
+        if not durable:
+            return out
+        first = copies[durable[0]][1]
+        network, topic = _split(first.topic)
+        refs = [QueueRef() for _ in durable]
+        self.journal.add(EnqueuedMany(
+            network, topic, first.payload, first.retain,
+            tuple((copies[i][0].key[1], int(copies[i][1].qos)) for i in durable)), *refs)
+        for i, ref in zip(durable, refs, strict=True):
+            out[i] = dataclasses.replace(out[i], ref=ref)
+        return out
+
+    async def restore(self, state: SessionState) -> None:
+        """Read the queue still only in the store (ids up to `stored_upto`) in front of the
+        outbox: those messages are older than anything queued since the restart.
+
+        Raises:
+            StorageError: the store cannot be read (the state is left as it was).
+        """
+        if not state.stored:
+            return
+        upto, count = state.stored_upto, state.stored
+        state.stored = state.stored_upto = 0  # a racing reconnect must not read them twice
+        net = state.key[0]
+        try:
+            rows = await self.journal.store.load_queued(UUID(net), state.key[1], upto)
+        except BaseException:
+            state.stored, state.stored_upto = count, upto
+            raise
+        state.requeue(Message(f"{net}/{m.topic}", m.payload, QoS(m.qos), m.retain,
+                              ref=QueueRef(m.id)) for m in rows)
 
     def delivered(self, state: SessionState, message: Message) -> None:
         ref = message.ref
@@ -259,14 +308,13 @@ async def load_broker_state(store: Any, *, max_queued: int = 1000,
     sessions = DurableSessionStore(journal)
     retained = DurableRetainedStore(journal)
     networks: set[UUID] = set()
-    for stored in await store.load_sessions():
+    for stored in await store.load_sessions(queued=False):
         net = str(stored.network)
         networks.add(stored.network)
         state = SessionState((net, stored.client_id), False, max_queued)
         state.subscriptions = {f"{net}/{f}": QoS(q) for f, q in stored.subscriptions}
-        state.outbox = deque(
-            Message(f"{net}/{m.topic}", m.payload, QoS(m.qos), m.retain, ref=QueueRef(m.id))
-            for m in stored.queued)
+        state.stored, state.stored_upto = stored.queued_count, stored.queued_upto
+        state.queued_bytes = stored.queued_bytes
         sessions.load(state)
     after: UUID | None = None
     while True:

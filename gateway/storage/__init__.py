@@ -13,6 +13,7 @@ from .records import (
     ConnectionStatus,
     Dequeued,
     Enqueued,
+    EnqueuedMany,
     QueuedMessage,
     ReportRow,
     RetainedChange,
@@ -29,9 +30,9 @@ from .sqlite import DB_NAME, SQLiteStore, open_sqlite_store
 from .writer import Ticket
 
 __all__ = [
-    "DB_NAME", "ConnectionEvent", "ConnectionStatus", "Dequeued", "Enqueued", "QueuedMessage",
-    "ReportRow", "RetainedChange", "RetainedMessage", "SessionChange", "SessionDeleted",
-    "SessionSaved", "SQLiteStore", "SchemaError", "StateRecord", "Store", "StoreClosed",
-    "StorageError", "StoreStatistics", "StoredSession", "Ticket", "ValueLocation",
+    "DB_NAME", "ConnectionEvent", "ConnectionStatus", "Dequeued", "Enqueued", "EnqueuedMany",
+    "QueuedMessage", "ReportRow", "RetainedChange", "RetainedMessage", "SessionChange",
+    "SessionDeleted", "SessionSaved", "SQLiteStore", "SchemaError", "StateRecord", "Store",
+    "StoreClosed", "StorageError", "StoreStatistics", "StoredSession", "Ticket", "ValueLocation",
     "open_sqlite_store",
 ]

@@ -32,6 +32,7 @@ from gateway.ingest.tree import DeviceNode, NetworkTree, ReportRow, StateKind
 from .records import (
     ConnectionEvent,
     ConnectionStatus,
+    QueuedMessage,
     RetainedMessage,
     SessionChange,
     StateRecord,
@@ -93,9 +94,11 @@ class Store(Protocol):
                                      ) -> Any:
         """Queue MQTT state changes as ONE operation, applied in order in one transaction.
 
-        Returns a ticket; `wait_committed(ticket)` gives the ids of the `Enqueued` changes,
-        in order. A clear, delete or dequeue for a network the store does not hold (erased)
-        is a no-op; it never creates the network."""
+        Returns a ticket; `wait_committed(ticket)` gives the ids of the `Enqueued` changes
+        and of each copy of the `EnqueuedMany` ones, in order. A message queued for many
+        sessions is stored once; it goes with its last reference. A clear, delete or
+        dequeue for a network the store does not hold (erased) is a no-op;
+        it never creates the network."""
 
     async def erase_network(self, network: UUID) -> bool: ...
 
@@ -123,6 +126,12 @@ class Store(Protocol):
 
     async def retained(self, network: UUID) -> list[RetainedMessage]: ...
 
-    async def load_sessions(self, network: UUID | None = ...) -> list[StoredSession]: ...
+    async def load_sessions(self, network: UUID | None = ..., *, queued: bool = ...
+                            ) -> list[StoredSession]:
+        """Persistent sessions with their queue counts; `queued=False` reads no payloads."""
+
+    async def load_queued(self, network: UUID, client_id: str, upto: int
+                          ) -> list[QueuedMessage]:
+        """One session's queued messages with ids up to `upto`, oldest first."""
 
     def statistics(self) -> StoreStatistics: ...

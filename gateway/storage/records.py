@@ -63,12 +63,18 @@ class QueuedMessage:
 
 @dataclass(frozen=True, slots=True)
 class StoredSession:
-    """A persistent (clean session 0) MQTT session as it survives a restart."""
+    """A persistent (clean session 0) MQTT session as it survives a restart.
+
+    `queued` is empty when read without payloads (`load_sessions(queued=False)`); the
+    counts describe the queue either way, and `queued_upto` is its highest id."""
 
     network: UUID
     client_id: str
     subscriptions: tuple[tuple[str, int], ...]  # (device-relative filter, granted QoS)
     queued: tuple[QueuedMessage, ...]
+    queued_count: int = 0
+    queued_bytes: int = 0
+    queued_upto: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +115,26 @@ class Enqueued:
 
 
 @dataclass(frozen=True, slots=True)
+class EnqueuedMany:
+    """One QoS 1/2 message queued for several offline sessions: stored once, referenced by
+    each; the commit's result holds one id per copy, in order."""
+
+    network: UUID
+    topic: str  # device-relative
+    payload: bytes
+    retain: bool
+    copies: tuple[tuple[str, int], ...]  # (client id, QoS of that session's copy)
+
+
+@dataclass(frozen=True, slots=True)
 class Dequeued:
     network: UUID
     client_id: str
     id: int
 
 
-SessionChange = RetainedChange | SessionSaved | SessionDeleted | Enqueued | Dequeued
+SessionChange = (RetainedChange | SessionSaved | SessionDeleted | Enqueued | EnqueuedMany
+                 | Dequeued)
 """One change of the MQTT state that must survive a restart (`Store.submit_session_changes`)."""
 
 

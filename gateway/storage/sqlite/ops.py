@@ -31,6 +31,7 @@ from ..errors import StorageError
 from ..records import (
     Dequeued,
     Enqueued,
+    EnqueuedMany,
     RetainedChange,
     SessionChange,
     SessionDeleted,
@@ -418,6 +419,13 @@ class SaveSession:
             [(nid, self.client_id, f, q) for f, q in self.subscriptions])
 
 
+def _drop_orphans(side: WriteSide, message_ids: Sequence[int]) -> None:
+    """Delete the queued messages among `message_ids` that no session references any more."""
+    side.conn.executemany(
+        "DELETE FROM queued_messages WHERE id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM queued_refs WHERE message_id = ?)", [(m, m) for m in message_ids])
+
+
 @dataclass(frozen=True, slots=True)
 class DeleteSession:
     network: UUID
@@ -427,27 +435,57 @@ class DeleteSession:
         nid = side.network_id(self.network, 0, create=False)
         if nid is None:
             return
-        for table in ("queued", "subscriptions", "sessions"):
+        key = (nid, self.client_id)
+        held = [m for (m,) in side.conn.execute(
+            "SELECT DISTINCT message_id FROM queued_refs WHERE network_id = ? AND client_id = ?",
+            key)]
+        for table in ("queued_refs", "subscriptions", "sessions"):
             side.conn.execute(f"DELETE FROM {table} WHERE network_id = ? AND client_id = ?",
-                              (nid, self.client_id))
+                              key)
+        _drop_orphans(side, held)
 
 
 @dataclass(frozen=True, slots=True)
 class Enqueue:
+    """Queue messages for ONE session (each stored with a single reference)."""
+
     network: UUID
     client_id: str
     messages: tuple[tuple[str, bytes, int, bool], ...]  # topic, payload, qos, retain
     now: datetime
 
     def apply(self, side: WriteSide) -> list[int]:
+        return [i for topic, payload, qos, retain in self.messages
+                for i in EnqueueMany(self.network, topic, payload, retain,
+                                     ((self.client_id, qos),), self.now).apply(side)]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueMany:
+    """One message row, one reference per session copy; returns the references' ids."""
+
+    network: UUID
+    topic: str
+    payload: bytes
+    retain: bool
+    copies: tuple[tuple[str, int], ...]  # (client id, qos)
+    now: datetime
+
+    def apply(self, side: WriteSide) -> list[int]:
+        if not self.copies:
+            return []
         nid = side.network_id(self.network, to_us(self.now))
-        side.conn.execute("INSERT OR IGNORE INTO sessions (network_id, client_id) VALUES (?, ?)",
-                          (nid, self.client_id))
-        return [side.conn.execute(
-            "INSERT INTO queued (network_id, client_id, topic, payload, qos, retain) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (nid, self.client_id, topic, payload, qos, int(retain))).lastrowid
-            for topic, payload, qos, retain in self.messages]
+        conn = side.conn
+        conn.executemany("INSERT OR IGNORE INTO sessions (network_id, client_id) VALUES (?, ?)",
+                         [(nid, client) for client, _ in self.copies])
+        message_id = conn.execute(
+            "INSERT INTO queued_messages (network_id, topic, payload) VALUES (?, ?, ?)",
+            (nid, self.topic, self.payload)).lastrowid
+        retain = int(self.retain)
+        return [conn.execute(
+            "INSERT INTO queued_refs (network_id, client_id, message_id, qos, retain) "
+            "VALUES (?, ?, ?, ?, ?)", (nid, client, message_id, qos, retain)).lastrowid
+            for client, qos in self.copies]
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,10 +496,16 @@ class Dequeue:
 
     def apply(self, side: WriteSide) -> None:
         nid = side.network_id(self.network, 0, create=False)
-        if nid is not None:
-            side.conn.executemany(
-                "DELETE FROM queued WHERE id = ? AND network_id = ? AND client_id = ?",
-                [(i, nid, self.client_id) for i in self.ids])
+        if nid is None:
+            return
+        held = []
+        for i in self.ids:
+            row = side.conn.execute(
+                "DELETE FROM queued_refs WHERE id = ? AND network_id = ? AND client_id = ? "
+                "RETURNING message_id", (i, nid, self.client_id)).fetchone()
+            if row is not None:
+                held.append(row[0])
+        _drop_orphans(side, held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,8 +520,11 @@ class SessionChanges:
         now = self.now
         for c in self.changes:
             if isinstance(c, Enqueued):
-                ids.extend(Enqueue(c.network, c.client_id,
-                                   ((c.topic, c.payload, c.qos, c.retain),), now).apply(side))
+                ids.extend(EnqueueMany(c.network, c.topic, c.payload, c.retain,
+                                       ((c.client_id, c.qos),), now).apply(side))
+            elif isinstance(c, EnqueuedMany):
+                ids.extend(EnqueueMany(c.network, c.topic, c.payload, c.retain, c.copies,
+                                       now).apply(side))
             elif isinstance(c, Dequeued):
                 Dequeue(c.network, c.client_id, (c.id,)).apply(side)
             elif isinstance(c, RetainedChange):
@@ -501,7 +548,8 @@ ERASE_ORDER = (
     ("connection_status", "network_id = ?"),
     ("connection_log", "network_id = ?"),
     ("retained", "network_id = ?"),
-    ("queued", "network_id = ?"),
+    ("queued_refs", "network_id = ?"),
+    ("queued_messages", "network_id = ?"),
     ("subscriptions", "network_id = ?"),
     ("sessions", "network_id = ?"),
     ("networks", "id = ?"),
@@ -533,6 +581,6 @@ def report_count(op: Any) -> int:
 
 __all__ = [
     "Connected", "Control", "Declare", "DeleteSession", "Dequeue", "Disconnected", "Enqueue",
-    "Erase", "Reports", "ResetConnections", "Seen", "SaveSession", "SessionChanges",
+    "EnqueueMany", "Erase", "Reports", "ResetConnections", "Seen", "SaveSession", "SessionChanges",
     "SetRetained", "UnknownValue", "WriteSide", "from_us", "report_count",
 ]

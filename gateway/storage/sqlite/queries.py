@@ -168,8 +168,10 @@ def retained(conn: sqlite3.Connection, network: UUID) -> list[RetainedMessage]:
     return [RetainedMessage(t, bytes(p), q) for t, p, q in rows]
 
 
-def sessions(conn: sqlite3.Connection, network: UUID | None) -> list[StoredSession]:
-    """Persistent sessions (all networks, or one) with subscriptions and queued messages."""
+def sessions(conn: sqlite3.Connection, network: UUID | None, with_queued: bool = True
+             ) -> list[StoredSession]:
+    """Persistent sessions (all networks, or one) with subscriptions, queue counts and, when
+    `with_queued`, their queued messages (start-up reads none: they load on reconnect)."""
     with snapshot(conn):
         where, params = ("WHERE n.uuid = ?", (str(network),)) if network else ("", ())
         rows = conn.execute(
@@ -181,9 +183,26 @@ def sessions(conn: sqlite3.Connection, network: UUID | None) -> list[StoredSessi
             subs = tuple(conn.execute(
                 "SELECT filter, qos FROM subscriptions WHERE network_id = ? AND client_id = ? "
                 "ORDER BY filter", (nid, client_id)).fetchall())
-            queued = tuple(QueuedMessage(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in
-                           conn.execute("SELECT id, topic, payload, qos, retain FROM queued "
-                                        "WHERE network_id = ? AND client_id = ? ORDER BY id",
-                                        (nid, client_id)))
-            out.append(StoredSession(UUID(nuuid), client_id, subs, queued))
+            count, size, upto = conn.execute(
+                "SELECT count(*), coalesce(sum(length(m.payload)), 0), coalesce(max(r.id), 0) "
+                "FROM queued_refs r JOIN queued_messages m ON m.id = r.message_id "
+                "WHERE r.network_id = ? AND r.client_id = ?", (nid, client_id)).fetchone()
+            queued = _queued(conn, nid, client_id, upto) if with_queued else ()
+            out.append(StoredSession(UUID(nuuid), client_id, subs, queued, count, size, upto))
     return out
+
+
+def _queued(conn: sqlite3.Connection, nid: int, client_id: str, upto: int
+            ) -> tuple[QueuedMessage, ...]:
+    return tuple(QueuedMessage(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in conn.execute(
+        "SELECT r.id, m.topic, m.payload, r.qos, r.retain FROM queued_refs r "
+        "JOIN queued_messages m ON m.id = r.message_id "
+        "WHERE r.network_id = ? AND r.client_id = ? AND r.id <= ? ORDER BY r.id",
+        (nid, client_id, upto)))
+
+
+def queued(conn: sqlite3.Connection, network: UUID, client_id: str, upto: int
+           ) -> list[QueuedMessage]:
+    """One session's queued messages with ids up to `upto`, oldest first."""
+    row = conn.execute("SELECT id FROM networks WHERE uuid = ?", (str(network),)).fetchone()
+    return [] if row is None else list(_queued(conn, row[0], client_id, upto))

@@ -118,6 +118,34 @@ CREATE TABLE queued (
 );
 CREATE INDEX queued_by_session ON queued(network_id, client_id, id);
 """),
+    # A message queued for many offline sessions is stored once (`queued_messages`) and
+    # referenced by each session that holds it (`queued_refs`, ordered by id). The message
+    # row goes in the same transaction as its last reference. Old rows keep their ids.
+    (2, """
+CREATE TABLE queued_messages (
+    id          INTEGER PRIMARY KEY,
+    network_id  INTEGER NOT NULL REFERENCES networks(id),
+    topic       TEXT NOT NULL,
+    payload     BLOB NOT NULL
+);
+CREATE INDEX queued_messages_by_network ON queued_messages(network_id);
+CREATE TABLE queued_refs (
+    id          INTEGER PRIMARY KEY,
+    network_id  INTEGER NOT NULL,
+    client_id   TEXT NOT NULL,
+    message_id  INTEGER NOT NULL REFERENCES queued_messages(id),
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    FOREIGN KEY (network_id, client_id) REFERENCES sessions(network_id, client_id)
+);
+CREATE INDEX queued_refs_by_session ON queued_refs(network_id, client_id, id);
+CREATE INDEX queued_refs_by_message ON queued_refs(message_id);
+INSERT INTO queued_messages (id, network_id, topic, payload)
+    SELECT id, network_id, topic, payload FROM queued;
+INSERT INTO queued_refs (id, network_id, client_id, message_id, qos, retain)
+    SELECT id, network_id, client_id, id, qos, retain FROM queued;
+DROP TABLE queued;
+"""),
 )
 
 LATEST = MIGRATIONS[-1][0]

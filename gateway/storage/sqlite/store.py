@@ -30,6 +30,7 @@ from ..errors import StorageError
 from ..records import (
     ConnectionEvent,
     ConnectionStatus,
+    QueuedMessage,
     RetainedMessage,
     SessionChange,
     StateRecord,
@@ -228,8 +229,13 @@ class SQLiteStore:
     async def retained(self, network: UUID) -> list[RetainedMessage]:
         return await self._read_with(queries.retained, network)
 
-    async def load_sessions(self, network: UUID | None = None) -> list[StoredSession]:
-        return await self._read_with(queries.sessions, network)
+    async def load_sessions(self, network: UUID | None = None, *, queued: bool = True
+                            ) -> list[StoredSession]:
+        return await self._read_with(queries.sessions, network, queued)
+
+    async def load_queued(self, network: UUID, client_id: str, upto: int
+                          ) -> list[QueuedMessage]:
+        return await self._read_with(queries.queued, network, client_id, upto)
 
     def statistics(self) -> StoreStatistics:
         queued, waiting = self._writer.queue_statistics()

@@ -135,7 +135,7 @@ async def test_a_persistent_session_keeps_its_subscriptions_and_queue_across_a_r
         pub = await _connect(gw.running, net_a2, "pub")
         for i in range(3):
             await _publish_acked(pub, f"cmd/{i}", f"m{i}".encode(), i + 1)
-        assert _rows(data, "queued") == 3  # stored before the PUBACKs
+        assert _rows(data, "queued_refs") == 3  # stored before the PUBACKs
         await pub.aclose()
     async with durable_gateway(pki, data) as gw:
         sub = await _connect(gw.running, net_a, "keeper", clean=False, present=True)
@@ -151,7 +151,7 @@ async def test_a_persistent_session_keeps_its_subscriptions_and_queue_across_a_r
         await sub.send(PubAck(got.packet_id))
         await _leave(sub, gw.running, "keeper")
         await pub.aclose()
-    assert _rows(data, "queued") == 0  # delivered and acknowledged: dequeued
+    assert _rows(data, "queued_refs") == 0  # delivered and acknowledged: dequeued
     async with durable_gateway(pki, data) as gw:
         # Exactly once: nothing comes again after another restart.
         sub = await _connect(gw.running, net_a, "keeper", clean=False, present=True)
@@ -181,7 +181,7 @@ async def test_clean_sessions_leave_nothing_in_the_store(pki, net_a, net_a2, tmp
         again = await _connect(gw.running, net_a2, "was-kept", clean=True)
         await _leave(again, gw.running, "was-kept")
         await _leave(clean, gw.running, "passing")
-    for table in ("sessions", "subscriptions", "queued", "retained"):
+    for table in ("sessions", "subscriptions", "queued_refs", "queued_messages", "retained"):
         assert _rows(data, table) == 0, table
 
 
@@ -246,7 +246,7 @@ async def test_erasing_a_network_removes_its_retained_sessions_and_queue(
             await _publish_acked(pub, "q/kept", b"queued", 1)
             await _publish_acked(pub, "r", b"retained", 2, retain=True)
             await pub.aclose()
-        assert (_rows(data, "queued"), _rows(data, "retained")) == (2, 2)
+        assert (_rows(data, "queued_refs"), _rows(data, "retained")) == (2, 2)
 
         class Operator:
             name = "test-operator"
@@ -255,7 +255,7 @@ async def test_erasing_a_network_removes_its_retained_sessions_and_queue(
                              gateway=gw.running.gateway)
         erased = await hooks.erase(uuid.UUID(net_a.network), Operator())
         assert erased.erased
-    for table in ("sessions", "subscriptions", "queued", "retained"):
+    for table in ("sessions", "subscriptions", "queued_refs", "queued_messages", "retained"):
         assert _rows(data, table) == 1, table  # the other network's only
     db = sqlite3.connect(data / DB_NAME)
     assert db.execute("SELECT count(*) FROM networks WHERE uuid = ?",
@@ -315,4 +315,46 @@ async def test_a_message_sent_but_not_acknowledged_comes_again_after_a_clean_res
         assert (again.topic, again.payload, again.qos) == ("n/1", b"unacked", 1)
         await sub.send(PubAck(again.packet_id))
         await _leave(sub, gw.running, "slow")
-    assert _rows(data, "queued") == 0
+    assert _rows(data, "queued_refs") == 0
+
+
+async def test_a_message_queued_for_many_sessions_is_stored_once_and_reaches_each(
+        pki, net_a, net_a2, tmp_path):
+    data = tmp_path / "data"
+    clients = [f"keeper-{i}" for i in range(5)]
+    async with durable_gateway(pki, data) as gw:
+        for client_id in clients:
+            sub = await _connect(gw.running, net_a, client_id, clean=False)
+            await sub.send(Subscribe(1, (("cmd/#", QoS.AT_LEAST_ONCE),)))
+            assert await sub.receive() == SubAck(1, (1,))
+            await _leave(sub, gw.running, client_id)
+        pub = await _connect(gw.running, net_a2, "pub")
+        await _publish_acked(pub, "cmd/big", b"B" * 50_000, 1)
+        await _publish_acked(pub, "cmd/small", b"s", 2)
+        # Stored before the PUBACKs: one payload row per message, one reference per session.
+        assert (_rows(data, "queued_messages"), _rows(data, "queued_refs")) == (2, 10)
+        await pub.aclose()
+    async with durable_gateway(pki, data) as gw:
+        broker = gw.running.gateway.broker
+        network = net_a.network
+        # Start-up read the queue sizes, not the messages.
+        state = broker.sessions.get((network, clients[0]))
+        assert (len(state.outbox), state.stored, state.queued_bytes) == (0, 2, 50_001)
+        assert broker.queued_bytes(network) == 5 * 50_001
+        pub = await _connect(gw.running, net_a2, "pub")
+        await _publish_acked(pub, "cmd/after", b"a", 3)  # queued since the restart: last
+        for n, client_id in enumerate(clients):
+            sub = await _connect(gw.running, net_a, client_id, clean=False, present=True)
+            for topic, payload in (("cmd/big", b"B" * 50_000), ("cmd/small", b"s"),
+                                   ("cmd/after", b"a")):
+                got = await sub.receive()
+                assert (got.topic, got.payload, got.qos) == (topic, payload, 1), client_id
+                await sub.send(PubAck(got.packet_id))
+            await _leave(sub, gw.running, client_id)
+            await gw.running.gateway.journal.settle()
+            if n < len(clients) - 1:  # the others still hold them
+                assert _rows(data, "queued_messages") == 3
+        assert broker.queued_bytes(network) == 0
+        await pub.aclose()
+    # The last reference took each message row with it.
+    assert (_rows(data, "queued_messages"), _rows(data, "queued_refs")) == (0, 0)

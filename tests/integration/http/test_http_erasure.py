@@ -39,7 +39,8 @@ def _rows_of(db, ids: dict[str, set[int]], uuids: set[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     tables = [r[0] for r in db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-    assert {"networks", "state_log", "connection_log", "retained", "queued"} <= set(tables)
+    assert {"networks", "state_log", "connection_log", "retained", "queued_refs",
+            "queued_messages"} <= set(tables)
     for table in tables:
         cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
         n = 0
@@ -84,7 +85,8 @@ async def test_erasure_leaves_no_row_closes_the_session_and_bars_the_identity(
     ids, uuids = _network_ids(db, net)
     before = _rows_of(db, ids, uuids)
     assert before["state_log"] >= 31 and before["connection_status"] == 1
-    assert before["retained"] >= 2 and before["queued"] == 1
+    assert before["retained"] >= 2 and before["queued_refs"] == 1
+    assert before["queued_messages"] == 1
     other_ids, other_uuids = _network_ids(db, other.network_uuid)
     others_before = _rows_of(db, other_ids, other_uuids)
 

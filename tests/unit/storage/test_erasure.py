@@ -9,7 +9,7 @@ from datetime import timedelta
 from storehelpers import T0, model_decl
 
 from gateway.ingest import ReportRow
-from gateway.storage import DB_NAME, open_sqlite_store
+from gateway.storage import DB_NAME, EnqueuedMany, open_sqlite_store
 
 
 async def populate(store, network) -> set[str]:
@@ -24,6 +24,11 @@ async def populate(store, network) -> set[str]:
     await store.set_retained(network, "model/accepted", b"tree", 1, T0)
     await store.save_session(network, "dev", [("control/#", 1)], T0)
     await store.enqueue(network, "dev", [("control/thermo/target", b"20", 1, True)], T0)
+    # One message stored once for two sessions (a payload row, two references).
+    await store.save_session(network, "dev2", [("control/#", 1)], T0)
+    await store.wait_committed(await store.submit_session_changes(
+        [EnqueuedMany(network, "control/thermo/x", b"shared", False, (("dev", 1), ("dev2", 1)))],
+        T0))
     owned = {str(network)}
     for d in tree.devices:
         owned.add(str(d.uuid))

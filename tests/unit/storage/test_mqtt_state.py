@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 
 from storehelpers import T0
 
-from gateway.storage import QueuedMessage, RetainedMessage, open_sqlite_store
+from gateway.storage import (
+    DB_NAME,
+    EnqueuedMany,
+    QueuedMessage,
+    RetainedMessage,
+    open_sqlite_store,
+)
+from gateway.storage.sqlite.schema import MIGRATIONS
 
 
 async def test_retained_messages_are_set_replaced_cleared_and_kept_across_restart(
@@ -49,3 +57,57 @@ async def test_dequeue_only_touches_the_named_session(store, network):
     await store.dequeue(uuid.uuid4(), "a", [mine])  # wrong network: nothing happens
     (session,) = await store.load_sessions(network)
     assert [m.id for m in session.queued] == [mine]
+
+
+def _counts(path) -> tuple[int, int]:
+    db = sqlite3.connect(path / DB_NAME)
+    try:
+        return (db.execute("SELECT count(*) FROM queued_messages").fetchone()[0],
+                db.execute("SELECT count(*) FROM queued_refs").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_a_message_for_many_sessions_is_one_row_until_its_last_reference_goes(
+        tmp_path, network):
+    clients = [f"dev{i}" for i in range(4)]
+    async with open_sqlite_store(tmp_path) as store:
+        for client in clients:
+            await store.save_session(network, client, [("cmd/#", 1)], T0)
+        ids = await store.wait_committed(await store.submit_session_changes(
+            [EnqueuedMany(network, "cmd/x", b"P" * 1000, False,
+                          tuple((c, 1 + (i % 2)) for i, c in enumerate(clients)))], T0))
+        assert len(ids) == 4 and _counts(tmp_path) == (1, 4)
+        sessions = await store.load_sessions(queued=False)
+        assert [(s.queued, s.queued_count, s.queued_bytes) for s in sessions] == [
+            ((), 1, 1000)] * 4
+        assert [s.queued_upto for s in sessions] == ids
+        # Each session reads its own copy (its own QoS) when it comes back.
+        assert await store.load_queued(network, "dev1", ids[1]) == [
+            QueuedMessage(ids[1], "cmd/x", b"P" * 1000, 2, False)]
+        await store.dequeue(network, "dev0", [ids[0]])
+        await store.delete_session(network, "dev1")
+        await store.dequeue(network, "dev2", [ids[2]])
+        assert _counts(tmp_path) == (1, 1)  # dev3 still holds it
+        await store.dequeue(network, "dev3", [ids[3]])
+        assert _counts(tmp_path) == (0, 0)
+
+
+async def test_migration_2_keeps_queued_messages_of_a_version_1_database(tmp_path, network):
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.isolation_level = None
+    for number, sql in MIGRATIONS[:1]:
+        db.executescript(sql)
+        db.execute(f"PRAGMA user_version={number}")
+    db.execute("INSERT INTO networks (id, uuid, created_us) VALUES (1, ?, 0)", (str(network),))
+    db.execute("INSERT INTO sessions VALUES (1, 'dev')")
+    db.execute("INSERT INTO queued VALUES (7, 1, 'dev', 't/a', x'0102', 1, 0)")
+    db.execute("INSERT INTO queued VALUES (9, 1, 'dev', 't/b', x'03', 2, 1)")
+    db.close()
+    async with open_sqlite_store(tmp_path) as store:
+        (session,) = await store.load_sessions()
+        assert session.queued == (QueuedMessage(7, "t/a", b"\x01\x02", 1, False),
+                                  QueuedMessage(9, "t/b", b"\x03", 2, True))
+        assert (session.queued_count, session.queued_bytes, session.queued_upto) == (2, 3, 9)
+        await store.dequeue(network, "dev", [7, 9])
+    assert _counts(tmp_path) == (0, 0)
