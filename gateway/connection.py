@@ -215,18 +215,18 @@ class Connection:
 
     # -- 1 and 2: TLS and identity ------------------------------------------------------
 
-    def evict(self) -> None:
+    def evict(self, limit: str) -> None:
         """Drop this still unauthenticated connection to make room for a newer one."""
-        self.gateway.counters["pending_evicted"] += 1
-        self.close(DisconnectReason.THROTTLED, "evicted from the pending handshake pool")
+        self.gateway.counters[f"pending_evicted_{limit}"] += 1
+        self.close(DisconnectReason.THROTTLED, limit)
 
     async def _admit(self) -> None:
         gw = self.gateway
         # The unauthenticated phase has its own pool (max_pending, max_pending_per_source):
         # when it is full the oldest pending handshake goes, never the newcomer and never an
         # authenticated session.
-        for victim in gw.pending.admit(self, self.peer):
-            victim.evict()  # type: ignore[attr-defined]
+        for victim, limit in gw.pending.admit(self, self.peer):
+            victim.evict(limit)  # type: ignore[attr-defined]
         try:
             with trio.fail_after(self.config.handshake_timeout):
                 # Build the TLS state only once the client speaks: an idle socket then costs

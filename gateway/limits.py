@@ -99,8 +99,9 @@ class PendingPool:
 
     Its own pool, apart from `ConnectionLimits`, so unauthenticated sockets never take an
     authenticated connection's place. `admit(token, source)` always admits the newcomer and
-    returns the tokens the caller must drop to make room: the oldest pending connection of
-    that source when the source is at its cap, else the oldest overall when the pool is full.
+    returns the tokens (with the limit that evicted them) the caller must drop to make room:
+    the oldest pending connection of that source when the source is at its cap, else the
+    oldest overall when the pool is full.
     A real handshake ends in milliseconds; a slowloris never does, so the oldest is the best
     guess at an attacker. `release(token)` forgets a token (handshake done, failed, dropped);
     releasing an evicted or unknown token is a no-op. Costs O(1) per call.
@@ -123,20 +124,23 @@ class PendingPool:
     def pending(self, source: str) -> int:
         return len(self._by_source.get(source, ()))
 
-    def admit(self, token: object, source: str) -> list[object]:
-        """Add `token` from `source`; return the tokens evicted to make room (oldest first)."""
-        evicted: list[object] = []
+    def admit(self, token: object, source: str) -> list[tuple[object, str]]:
+        """Add `token` from `source`; return (token, limit) for each one evicted to make room.
+
+        The limit is "max_pending_per_source" or "max_pending" (the config option's name).
+        """
+        evicted: list[tuple[object, str]] = []
         mine = self._by_source.get(source)
         if mine is not None and len(mine) >= self.max_per_source:
             victim = next(iter(mine))
             self.release(victim)
             self.counters["evicted_per_source"] += 1
-            evicted.append(victim)
+            evicted.append((victim, "max_pending_per_source"))
         if len(self._order) >= self.max_total:
             victim = next(iter(self._order))
             self.release(victim)
             self.counters["evicted_total"] += 1
-            evicted.append(victim)
+            evicted.append((victim, "max_pending"))
         self._order[token] = source
         self._by_source.setdefault(source, {})[token] = None
         self.counters["admitted"] += 1

@@ -300,8 +300,8 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
     # Until it shows an operator certificate a connection lives in the pending pool; when
     # the pool (or its source's share) is full, the oldest pending connection is dropped.
     scope = trio.CancelScope()
-    for victim in stats.pending.admit(scope, peer):
-        stats.counters["pending_evicted"] += 1
+    for victim, limit in stats.pending.admit(scope, peer):
+        stats.counters[f"pending_evicted_{limit}"] += 1
         victim.cancel()  # type: ignore[attr-defined]
     stream: trio.abc.AsyncResource = tcp
     is_operator = False

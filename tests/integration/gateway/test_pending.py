@@ -48,8 +48,10 @@ async def test_a_flood_of_silent_sockets_from_the_devices_own_source_does_not_ke
         pool = running.gateway.pending
         assert pool.counters["evicted_per_source"] >= 300 - 16
         assert pool.pending("127.0.0.1") <= 16
-        assert running.gateway.counters["pending_evicted"] == (
-            pool.counters["evicted_per_source"] + pool.counters["evicted_total"])
+        counters = running.gateway.counters
+        assert counters["pending_evicted_max_pending_per_source"] == (
+            pool.counters["evicted_per_source"])
+        assert counters["pending_evicted_max_pending"] == pool.counters["evicted_total"]
     finally:
         for stream in flood:
             await stream.aclose()
@@ -66,6 +68,7 @@ async def test_the_per_source_cap_evicts_that_sources_oldest_pending_socket(star
     pool = running.gateway.pending
     assert pool.counters["evicted_per_source"] == 1 and pool.counters["evicted_total"] == 0
     assert pool.pending("127.0.0.2") == 2 and pool.pending("127.0.0.3") == 1
+    assert running.gateway.counters["pending_evicted_max_pending_per_source"] == 1
     for stream in (other, second, third):
         await stream.aclose()
 
@@ -81,6 +84,7 @@ async def test_the_total_cap_evicts_the_oldest_pending_socket_of_any_source(star
     pool = running.gateway.pending
     assert pool.counters["evicted_total"] == 1 and pool.counters["evicted_per_source"] == 0
     assert len(pool) == 3 and pool.pending("127.0.0.2") == 0
+    assert running.gateway.counters["pending_evicted_max_pending"] == 1
     for stream in rest:
         await stream.aclose()
 

@@ -83,7 +83,7 @@ async def test_the_per_source_cap_drops_that_sources_oldest_connection(ca_home, 
         assert await _closed(first)
         pool = env.stats.pending
         assert pool.counters["evicted_per_source"] == 1 and pool.counters["evicted_total"] == 0
-        assert env.stats.counters["pending_evicted"] == 1
+        assert env.stats.counters["pending_evicted_max_pending_per_source"] == 1
         assert pool.pending("127.0.0.2") == 2 and pool.pending("127.0.0.3") == 1
         for stream in (other, second, third):
             await trio.aclose_forcefully(stream)
@@ -100,6 +100,7 @@ async def test_the_total_cap_drops_the_oldest_connection_of_any_source(ca_home, 
         pool = env.stats.pending
         assert pool.counters["evicted_total"] == 1 and pool.counters["evicted_per_source"] == 0
         assert len(pool) == 2 and pool.pending("127.0.0.2") == 0
+        assert env.stats.counters["pending_evicted_max_pending"] == 1
         # The public route still answers a newcomer without a certificate.
         assert (await env.client().get("/healthz")).status == 200
         for stream in (newer, newest):
