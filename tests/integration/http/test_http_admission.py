@@ -119,3 +119,43 @@ async def test_an_operator_connection_leaves_the_pool_and_is_never_evicted(ca_ho
         op.close_sync()
         for stream in flood:
             await trio.aclose_forcefully(stream)
+
+
+async def _tls(env, cert=None, key=None) -> trio.SSLStream:
+    host, port = env.http
+    ctx = ssl.create_default_context(cafile=str(env.root))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert), str(key))
+    stream = trio.SSLStream(await trio.open_tcp_stream(host, port), ctx, server_hostname=host)
+    await stream.do_handshake()
+    return stream
+
+
+async def _read_all(stream) -> bytes:
+    out = bytearray()
+    with trio.fail_after(WAIT):
+        while True:
+            try:
+                part = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                break
+            if not part:
+                break
+            out += part
+    return bytes(out)
+
+
+async def test_the_head_deadline_is_short_without_an_operator_certificate_only(
+    ca_home, tmp_path
+):
+    async with _env(ca_home, tmp_path, unauthenticated_header_timeout=0.2,
+                    header_timeout=WAIT) as env:
+        op_dir = env.home.path / "operator"
+        operator = await _tls(env, op_dir / "operator.crt", op_dir / "operator.key")
+        await operator.send_all(b"GET /api/v1/networks HTTP/1.1\r\nHost: x\r\n")
+        anonymous = await _tls(env)
+        await anonymous.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        # The anonymous head times out while the operator's, begun earlier, is still waited for.
+        assert (await _read_all(anonymous)).startswith(b"HTTP/1.1 408 ")
+        await operator.send_all(b"Connection: close\r\n\r\n")
+        assert (await _read_all(operator)).startswith(b"HTTP/1.1 200 ")
