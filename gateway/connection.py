@@ -43,7 +43,7 @@ from .broker import Attached, Message, SessionKey
 from .errors import AdmissionRefused, JailViolation
 from .identity import DeviceIdentity, identity_from_der
 from .jail import ERRORS_TOPIC, Jail
-from .limits import TokenBucket
+from .limits import TokenBucket, source_key
 from .mqtt.errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
 from .mqtt.events import (
     ConnectReceived,
@@ -225,7 +225,7 @@ class Connection:
         # The unauthenticated phase has its own pool (max_pending, max_pending_per_source):
         # when it is full the oldest pending handshake goes, never the newcomer and never an
         # authenticated session.
-        for victim, limit in gw.pending.admit(self, self.peer):
+        for victim, limit in gw.pending.admit(self, source_key(self.peer)):
             victim.evict(limit)  # type: ignore[attr-defined]
         try:
             with trio.fail_after(self.config.handshake_timeout):

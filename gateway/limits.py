@@ -8,6 +8,7 @@ again, so an over-rate publisher is slowed down by TCP backpressure, never dropp
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -92,6 +93,21 @@ class ConnectionLimits:
             "networks": len(self.per_network),
             "refused": dict(self.refused),
         }
+
+
+def source_key(peer: str) -> str:
+    """The "source address" a per-source cap counts: an IPv4 address, or an IPv6 /64.
+
+    One IPv6 host usually holds a whole /64, so counting single IPv6 addresses would let
+    it walk around the cap.
+    """
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return peer
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address.ipv4_mapped or address) if address.version == 6 else str(address)
 
 
 class PendingPool:

@@ -35,7 +35,7 @@ from typing import Any
 import h11
 import trio
 
-from gateway.limits import PendingPool
+from gateway.limits import PendingPool, source_key
 
 from .api import Api
 from .auth import Operator, authenticate
@@ -300,7 +300,7 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
     # Until it shows an operator certificate a connection lives in the pending pool; when
     # the pool (or its source's share) is full, the oldest pending connection is dropped.
     scope = trio.CancelScope()
-    for victim, limit in stats.pending.admit(scope, peer):
+    for victim, limit in stats.pending.admit(scope, source_key(peer)):
         stats.counters[f"pending_evicted_{limit}"] += 1
         victim.cancel()  # type: ignore[attr-defined]
     stream: trio.abc.AsyncResource = tcp

@@ -9,6 +9,7 @@ from __future__ import annotations
 import trio
 from gwhelpers import WAIT, MQTTTestClient
 
+from gateway.limits import source_key
 from gateway.mqtt.packets import ConnAck, ConnectReturnCode, PingReq, PingResp
 
 OK = ConnAck(ConnectReturnCode.ACCEPTED, False)
@@ -102,3 +103,11 @@ async def test_a_device_that_finished_its_handshake_is_never_evicted(start_gatew
     finally:
         for stream in flood:
             await stream.aclose()
+
+
+def test_a_source_is_an_ipv4_address_or_an_ipv6_slash_64():
+    assert source_key("127.0.0.2") == "127.0.0.2"
+    assert source_key("2001:db8:1:2:aaaa::1") == source_key("2001:db8:1:2:bbbb::9")
+    assert source_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:3::1") != source_key("2001:db8:1:2::1")
+    assert source_key("::ffff:10.0.0.1") == "10.0.0.1"
