@@ -25,7 +25,7 @@ import trio
 from .broker import Broker, Message
 from .config import GatewayConfig
 from .errors import ConfigError
-from .limits import ConnectionLimits, TokenBucket
+from .limits import ConnectionLimits, PendingPool, TokenBucket
 from .logs import EventLog, open_log_file
 from .reasons import DisconnectReason
 from .tls import TLSContexts
@@ -131,6 +131,7 @@ class Gateway:
             TokenBucket(config.connection_rate, config.connection_burst, trio.current_time()
                         if _in_trio() else 0.0),
         )
+        self.pending = PendingPool(config.max_pending, config.max_pending_per_source)
         self.counters: Counter[str] = Counter()
         self.connections: set[Connection] = set()
 
@@ -263,6 +264,7 @@ class Gateway:
         return {
             "connections": len(self.connections),
             "limits": self.limits.statistics(),
+            "pending": self.pending.statistics(),
             "broker": self.broker.statistics(),
             **({"mqtt_state": self.journal.statistics()} if self.journal is not None else {}),
             "counters": dict(self.counters),
@@ -367,8 +369,9 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
                 await nursery.start(gateway.journal.run)
             await nursery.start(serve_mqtt, gateway)
             from .http.server import HttpStatistics
+            from .http.wiring import http_limits
 
-            http_stats = HttpStatistics()
+            http_stats = HttpStatistics(http_limits(gateway.config))
             if store is not None and gateway.config.http_address is not None:
                 from .http.wiring import serve_gateway_http  # the API reads the store
 

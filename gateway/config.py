@@ -45,8 +45,8 @@ class GatewayConfig:
     erasure_ledger: Path | None = None
     """Append-only record of erasures that a backup restore re-applies. Default
     <data>/erasures.jsonl; better on other storage than the backups."""
-    handshake_timeout: float = 10.0
-    """Seconds a TCP connection may take to finish the TLS handshake."""
+    handshake_timeout: float = 5.0
+    """Seconds a TCP connection may take to finish the TLS handshake (MQTT and HTTPS)."""
     connect_timeout: float = 10.0
     """Seconds after the handshake within which CONNECT must arrive."""
     keepalive_factor: float = 1.5
@@ -88,6 +88,13 @@ class GatewayConfig:
     """Inbound bytes per second per connection (token bucket; over it: stop reading)."""
     byte_burst: int = 8 * 1024 * 1024
     """Bytes a connection may send at once before the rate applies."""
+    max_pending: int = 1_024
+    """Unauthenticated connections (MQTT: TLS handshake not finished; HTTPS: that, or no
+    client certificate), per listener, in total; past it the oldest one is dropped."""
+    max_pending_per_source: int = 32
+    """The same, per source address; past it that source's oldest one is dropped."""
+    http_unauthenticated_head_timeout: float = 5.0
+    """Seconds an HTTPS connection without a client certificate may take per request head."""
     # [log]
     log_file: str = "-"
     """Where JSON log lines go: "-" for stderr, or a file path (appended)."""
@@ -203,7 +210,8 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "max_queued_bytes_per_session", "max_queued_bytes_per_network",
         "max_sessions_per_network", "max_retained_per_network", "publish_rate",
         "publish_burst", "byte_rate", "byte_burst", "max_retained_bytes_per_network",
-        "max_filters_per_subscribe", "max_subscriptions_per_session",
+        "max_filters_per_subscribe", "max_subscriptions_per_session", "max_pending",
+        "max_pending_per_source", "http_unauthenticated_head_timeout",
     )
     for name in positive:
         if getattr(config, name) <= 0:

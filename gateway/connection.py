@@ -2,10 +2,11 @@
 
 Theory of operation (docs/security.md has the why):
 
-1. Admission: count the socket (total cap, accept-rate bucket), wrap it in an `SSLStream`
-   built on the TLS context current at accept time, and run `do_handshake()` under
-   `handshake_timeout`. A failed handshake is logged with its cause (expired, revoked,
-   unknown CA, no certificate...) and closed; it never reached MQTT.
+1. Admission: count the socket (total cap, accept-rate bucket) and enter the pending pool
+   (capped per source and in total; full: its oldest member is evicted). Once the first
+   bytes arrive, wrap it in an `SSLStream` built on the TLS context current then, and run
+   `do_handshake()`, all under `handshake_timeout`. A failed handshake is logged with its
+   cause (expired, revoked, unknown CA, no certificate...) and closed; it never reached MQTT.
 2. Identity: the verified peer certificate must be a device certificate
    (`identity.identity_from_der`); the network UUID it names is the jail. The per-network
    cap is applied here.
@@ -42,7 +43,7 @@ from .broker import Attached, Message, SessionKey
 from .errors import AdmissionRefused, JailViolation
 from .identity import DeviceIdentity, identity_from_der
 from .jail import ERRORS_TOPIC, Jail
-from .limits import TokenBucket
+from .limits import TokenBucket, source_key
 from .mqtt.errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
 from .mqtt.events import (
     ConnectReceived,
@@ -220,18 +221,33 @@ class Connection:
 
     # -- 1 and 2: TLS and identity ------------------------------------------------------
 
+    def evict(self, limit: str) -> None:
+        """Drop this still unauthenticated connection to make room for a newer one."""
+        self.gateway.counters[f"pending_evicted_{limit}"] += 1
+        self.close(DisconnectReason.THROTTLED, limit)
+
     async def _admit(self) -> None:
         gw = self.gateway
-        ssl_stream = trio.SSLStream(self.tcp, gw.tls.current, server_side=True)
-        self.stream = ssl_stream
+        # The unauthenticated phase has its own pool (max_pending, max_pending_per_source):
+        # when it is full the oldest pending handshake goes, never the newcomer and never an
+        # authenticated session.
+        for victim, limit in gw.pending.admit(self, source_key(self.peer)):
+            victim.evict(limit)  # type: ignore[attr-defined]
         try:
             with trio.fail_after(self.config.handshake_timeout):
+                # Build the TLS state only once the client speaks: an idle socket then costs
+                # its file descriptor and this object, not an SSL object and its buffers.
+                await trio.lowlevel.wait_readable(self.tcp.socket)  # type: ignore[attr-defined]
+                ssl_stream = trio.SSLStream(self.tcp, gw.tls.current, server_side=True)
+                self.stream = ssl_stream
                 await ssl_stream.do_handshake()
         except trio.TooSlowError:
             self._refuse("HANDSHAKE_TIMEOUT", "no TLS handshake within handshake_timeout")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             cause, detail = classify_handshake_error(exc)
             self._refuse(cause, detail)
+        finally:
+            gw.pending.release(self)
         try:
             identity = identity_from_der(ssl_stream.getpeercert(binary_form=True))
         except AdmissionRefused as exc:

@@ -8,6 +8,7 @@ again, so an over-rate publisher is slowed down by TCP backpressure, never dropp
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -92,3 +93,84 @@ class ConnectionLimits:
             "networks": len(self.per_network),
             "refused": dict(self.refused),
         }
+
+
+def source_key(peer: str) -> str:
+    """The "source address" a per-source cap counts: an IPv4 address, or an IPv6 /64.
+
+    One IPv6 host usually holds a whole /64, so counting single IPv6 addresses would let
+    it walk around the cap.
+    """
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return peer
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address.ipv4_mapped or address) if address.version == 6 else str(address)
+
+
+class PendingPool:
+    """Connections not yet authenticated, capped per source address and in total.
+
+    Its own pool, apart from `ConnectionLimits`, so unauthenticated sockets never take an
+    authenticated connection's place. `admit(token, source)` always admits the newcomer and
+    returns the tokens (with the limit that evicted them) the caller must drop to make room:
+    the oldest pending connection of that source when the source is at its cap, else the
+    oldest overall when the pool is full.
+    A real handshake ends in milliseconds; a slowloris never does, so the oldest is the best
+    guess at an attacker. `release(token)` forgets a token (handshake done, failed, dropped);
+    releasing an evicted or unknown token is a no-op. Costs O(1) per call.
+    """
+
+    __slots__ = ("max_total", "max_per_source", "_order", "_by_source", "counters")
+
+    def __init__(self, max_total: int, max_per_source: int) -> None:
+        if max_total < 1 or max_per_source < 1:
+            raise ValueError("pending caps must be at least 1")
+        self.max_total = max_total
+        self.max_per_source = max_per_source
+        self._order: dict[object, str] = {}  # insertion-ordered: oldest first
+        self._by_source: dict[str, dict[object, None]] = {}
+        self.counters: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def pending(self, source: str) -> int:
+        return len(self._by_source.get(source, ()))
+
+    def admit(self, token: object, source: str) -> list[tuple[object, str]]:
+        """Add `token` from `source`; return (token, limit) for each one evicted to make room.
+
+        The limit is "max_pending_per_source" or "max_pending" (the config option's name).
+        """
+        evicted: list[tuple[object, str]] = []
+        mine = self._by_source.get(source)
+        if mine is not None and len(mine) >= self.max_per_source:
+            victim = next(iter(mine))
+            self.release(victim)
+            self.counters["evicted_per_source"] += 1
+            evicted.append((victim, "max_pending_per_source"))
+        if len(self._order) >= self.max_total:
+            victim = next(iter(self._order))
+            self.release(victim)
+            self.counters["evicted_total"] += 1
+            evicted.append((victim, "max_pending"))
+        self._order[token] = source
+        self._by_source.setdefault(source, {})[token] = None
+        self.counters["admitted"] += 1
+        return evicted
+
+    def release(self, token: object) -> None:
+        source = self._order.pop(token, None)
+        if source is None:
+            return
+        mine = self._by_source[source]
+        del mine[token]
+        if not mine:
+            del self._by_source[source]
+
+    def statistics(self) -> dict[str, object]:
+        return {"pending": len(self._order), "sources": len(self._by_source),
+                **dict(self.counters)}

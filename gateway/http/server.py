@@ -2,14 +2,18 @@
 
 Theory of operation (the shape of h11's examples/trio-server.py), per accepted connection:
 
-1. TLS: an `SSLStream` on the context current at accept time (server certificate, client
+1. Admission: until it shows an operator certificate a connection is pending, in a pool
+   capped per source address and in total (`max_pending`, `max_pending_per_source`); when
+   full, the oldest pending connection is dropped, never an operator's. TLS: once the first
+   bytes arrive, an `SSLStream` on the context current then (server certificate, client
    certificate optional but verified against our root and CRL when sent), `do_handshake()`
    under `handshake_timeout`. A failed handshake (unknown CA, revoked, expired) is counted
    and closed: it never reaches HTTP.
 2. Identity, once per connection: `auth.authenticate` gives an `Operator` or the 401/403
    every protected route answers. /healthz needs none.
-3. The request loop (RFC 9112): read one request head under `header_timeout` (this is also
-   the keep-alive idle deadline), its body under `body_timeout`, at most `max_header_bytes`
+3. The request loop (RFC 9112): read one request head under `header_timeout` for operators,
+   `unauthenticated_header_timeout` otherwise (this is also the keep-alive idle deadline),
+   its body under `body_timeout`, at most `max_header_bytes`
    and `max_body_bytes` (431 and 413, then close). Requests are answered strictly one after
    another, so pipelined requests (h11 buffers the bytes behind the current one) get their
    responses in order. A malformed request gets 400 (h11's status hint) and a clean close.
@@ -31,6 +35,8 @@ from typing import Any
 import h11
 import trio
 
+from gateway.limits import PendingPool, source_key
+
 from .api import Api
 from .auth import Operator, authenticate
 from .errors import ApiError
@@ -45,13 +51,16 @@ SERVER_HEADER = ("server", "fleetgate")
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 5.0
     header_timeout: float = 30.0  # a request head, or keep-alive idleness between requests
+    unauthenticated_header_timeout: float = 5.0  # the same without an operator certificate
     body_timeout: float = 30.0
     send_timeout: float = 60.0  # per chunk written
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 64 * 1024
-    max_connections: int = 256
+    max_connections: int = 256  # operator connections; the others live in the pending pool
+    max_pending: int = 1_024  # unauthenticated connections (see PendingPool)
+    max_pending_per_source: int = 32
 
 
 class _Close(Exception):
@@ -59,9 +68,12 @@ class _Close(Exception):
 
 
 class HttpStatistics:
-    def __init__(self) -> None:
+    def __init__(self, limits: HttpLimits | None = None) -> None:
+        limits = limits if limits is not None else HttpLimits()
         self.counters: Counter[str] = Counter()
         self.open_connections = 0
+        self.operator_connections = 0
+        self.pending = PendingPool(limits.max_pending, limits.max_pending_per_source)
 
 
 class _Connection:
@@ -69,6 +81,8 @@ class _Connection:
                  operator: Operator | None, refusal: ApiError | None,
                  stats: HttpStatistics, tls: TLSProvider) -> None:
         self.stream = stream
+        self.header_timeout = (limits.header_timeout if operator is not None
+                               else limits.unauthenticated_header_timeout)
         self.tls = tls
         self.api = api
         self.limits = limits
@@ -135,7 +149,7 @@ class _Connection:
 
     async def _read_request(self) -> Request | None:
         try:
-            with trio.fail_after(self.limits.header_timeout):
+            with trio.fail_after(self.header_timeout):
                 event = await self._next_event()
         except trio.TooSlowError:
             if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
@@ -144,6 +158,13 @@ class _Connection:
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request)
+        # h11's max_incomplete_event_size only sees a head still incomplete after a read; a
+        # whole head arriving in one read is measured here (request line, fields, CRLFs).
+        head = len(event.method) + len(event.target) + 12 + sum(
+            len(name) + len(value) + 4 for name, value in event.headers)
+        if head > self.limits.max_header_bytes:
+            raise ApiError(431, "header_too_large",
+                           f"request heads are limited to {self.limits.max_header_bytes} bytes")
         headers = {k.decode("latin-1"): v for k, v in event.headers}
         length = headers.get("content-length")
         if length is not None and int(length) > self.limits.max_body_bytes:
@@ -229,7 +250,7 @@ async def serve_http(
     certificate expiry to network status. `task_status.started((host, port))` reports the
     bound address (port 0 picks a free one) after the `listening` log line.
     """
-    stats = stats if stats is not None else HttpStatistics()
+    stats = stats if stats is not None else HttpStatistics(limits)
 
     def on_error(exc: BaseException) -> None:
         if log is not None:
@@ -268,35 +289,58 @@ async def serve_http(
 
 async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
                             limits: HttpLimits, stats: HttpStatistics, log: Any) -> None:
-    if stats.open_connections >= limits.max_connections:
-        stats.counters["connections_refused"] += 1
+    """One connection: pending (pool, short deadlines) until an operator certificate."""
+    try:
+        peer = tcp.socket.getpeername()[0]
+    except OSError:
         await trio.aclose_forcefully(tcp)
         return
     stats.open_connections += 1
     stats.counters["connections"] += 1
-    context, revoked = tls()
-    stream = trio.SSLStream(tcp, context, server_side=True)
+    # Until it shows an operator certificate a connection lives in the pending pool; when
+    # the pool (or its source's share) is full, the oldest pending connection is dropped.
+    scope = trio.CancelScope()
+    for victim, limit in stats.pending.admit(scope, source_key(peer)):
+        stats.counters[f"pending_evicted_{limit}"] += 1
+        victim.cancel()  # type: ignore[attr-defined]
+    stream: trio.abc.AsyncResource = tcp
+    is_operator = False
     try:
-        try:
-            with trio.fail_after(limits.handshake_timeout):
-                await stream.do_handshake()
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-            stats.counters["handshakes_refused"] += 1
-            return
-        der = stream.getpeercert(binary_form=True)
-        who = authenticate(der, revoked)
-        operator = who if isinstance(who, Operator) else None
-        refusal = who if isinstance(who, ApiError) else None
-        try:
-            await _Connection(stream, api, limits, operator, refusal, stats, tls).run()
-        except (_Close, trio.BrokenResourceError, trio.ClosedResourceError,
-                trio.TooSlowError, h11.LocalProtocolError):
-            pass
-        except Exception as exc:  # a stream generator failed mid-answer: cut this one
-            stats.counters["internal_errors"] += 1
-            api.on_error and api.on_error(exc)
+        with scope:
+            try:
+                with trio.fail_after(limits.handshake_timeout):
+                    # No SSL object for a socket that has not spoken yet.
+                    await trio.lowlevel.wait_readable(tcp.socket)
+                    context, revoked = tls()
+                    stream = ssl_stream = trio.SSLStream(tcp, context, server_side=True)
+                    await ssl_stream.do_handshake()
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                stats.counters["handshakes_refused"] += 1
+                return
+            der = ssl_stream.getpeercert(binary_form=True)
+            who = authenticate(der, revoked)
+            operator = who if isinstance(who, Operator) else None
+            refusal = who if isinstance(who, ApiError) else None
+            if operator is not None:
+                if stats.operator_connections >= limits.max_connections:
+                    stats.counters["connections_refused"] += 1
+                    return
+                stats.pending.release(scope)
+                stats.operator_connections += 1
+                is_operator = True
+            try:
+                await _Connection(ssl_stream, api, limits, operator, refusal, stats, tls).run()
+            except (_Close, trio.BrokenResourceError, trio.ClosedResourceError,
+                    trio.TooSlowError, h11.LocalProtocolError):
+                pass
+            except Exception as exc:  # a stream generator failed mid-answer: cut this one
+                stats.counters["internal_errors"] += 1
+                api.on_error and api.on_error(exc)
     finally:
+        stats.pending.release(scope)
         stats.open_connections -= 1
+        if is_operator:
+            stats.operator_connections -= 1
         with trio.move_on_after(1.0, shield=True):
             try:
                 await stream.aclose()

@@ -151,6 +151,16 @@ class GatewayHooks:
             broker.sessions.delete(state.key)
 
 
+def http_limits(config: Any) -> Any:
+    """The API's `HttpLimits` from the gateway configuration (deadlines, pending pool)."""
+    from .server import HttpLimits
+
+    return HttpLimits(handshake_timeout=config.handshake_timeout,
+                      unauthenticated_header_timeout=config.http_unauthenticated_head_timeout,
+                      max_pending=config.max_pending,
+                      max_pending_per_source=config.max_pending_per_source)
+
+
 async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
                              task_status: trio.TaskStatus[tuple[str, int]]
                              = trio.TASK_STATUS_IGNORED) -> None:
@@ -169,11 +179,13 @@ async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
     assert address is not None
     bars = BarList(config.data / BARS_FILE if config.data is not None else None)
     gateway.bars = bars
-    stats = stats if stats is not None else HttpStatistics()
+    limits = http_limits(config)
+    stats = stats if stats is not None else HttpStatistics(limits)
     hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars,
                          ledger=ErasureLedger(config.erasure_ledger_path))
 
     await serve_http(address, http_tls(gateway.tls), store, hooks=hooks, bars=bars,
                      certificates=InventoryLookup(config.ca_home),
                      metrics=lambda: gateway_samples(gateway, store, gateway.ingest, stats),
-                     log=gateway.log, stats=stats, task_status=task_status)
+                     limits=limits, log=gateway.log, stats=stats,
+                     task_status=task_status)

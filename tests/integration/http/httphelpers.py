@@ -269,13 +269,14 @@ async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
     mqtt = await nursery.start(serve_mqtt, gateway)
     bars = BarList(data / "barred.json")
     gateway.bars = bars
-    stats = HttpStatistics()
+    limits = limits or HttpLimits()
+    stats = HttpStatistics(limits)
     hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars,
                          ledger=ErasureLedger(data / LEDGER_FILE))
     http = await nursery.start(lambda task_status: serve_http(
         ("127.0.0.1", 0), http_tls(gateway.tls), store, hooks=hooks, bars=bars,
         certificates=InventoryLookup(home.path),
         metrics=lambda: gateway_samples(gateway, store, ingest, stats),
-        limits=limits or HttpLimits(),
+        limits=limits,
         log=log, stats=stats, task_status=task_status))
     return Env(home, store, ingest, gateway, bars, http, mqtt, data, stats, stream)

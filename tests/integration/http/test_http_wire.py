@@ -106,3 +106,22 @@ async def test_expect_100_continue_is_answered_before_the_body_is_read(env):
     final = out[out.index(b"\r\n\r\n") + 4:]
     ((status, _, _),) = parse_responses(final)
     assert status == 404  # unknown value: the body was read and validated
+
+
+async def test_a_30_kb_request_head_gets_431_although_no_single_read_exceeds_the_limit(env):
+    # 30 KB of fields: TLS records are at most 16 KiB, so the head reaches h11 in reads
+    # that are each within max_incomplete_event_size; the whole head is what counts.
+    fields = b"".join(b"X-F%d: %s\r\n" % (i, b"a" * 990) for i in range(30))
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+    ((status, headers, body),) = parse_responses(await _raw(env, big))
+    assert status == 431 and headers.get("connection") == "close"
+    assert b'"header_too_large"' in body
+    assert (await env.client().get("/healthz")).status == 200  # the server is unharmed
+
+
+async def test_a_head_just_under_the_limit_is_answered(env):
+    fields = b"".join(b"X-F%d: %s\r\n" % (i, b"a" * 990) for i in range(14))
+    ((status, _, _),) = parse_responses(
+        await _raw(env, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                   + fields + b"\r\n"))
+    assert status == 200
