@@ -26,7 +26,7 @@ from .broker import Broker, Message
 from .config import GatewayConfig
 from .errors import ConfigError
 from .limits import ConnectionLimits, PendingPool, TokenBucket
-from .logs import EventLog, open_log_file
+from .logs import EventLog, RotatingLogFile, open_log_file
 from .reasons import DisconnectReason
 from .tls import TLSContexts
 
@@ -91,6 +91,10 @@ def open_log(config: GatewayConfig, stream: TextIO | None = None) -> EventLog:
         else:
             path = config.log_file
             try:
+                if config.log_max_bytes > 0:  # capped: the standard library rotates it
+                    rotating = RotatingLogFile(path, max_bytes=config.log_max_bytes,
+                                               backups=config.log_backups)
+                    return EventLog(truncate_ips=config.truncate_ip, rotating=rotating)
                 stream = open_log_file(path)
             except OSError as exc:
                 raise ConfigError(f"cannot open log file {path}: {exc.strerror}") from None

@@ -100,6 +100,15 @@ class GatewayConfig:
     """Where JSON log lines go: "-" for stderr, or a file path (appended)."""
     truncate_ip: bool = True
     """Log peer addresses truncated to /24 (IPv4) and /48 (IPv6): they are personal data."""
+    log_max_bytes: int = 100 * 1024 * 1024
+    """Rotate `log_file` past this size (0: never; leave it to an external tool and SIGHUP)."""
+    log_backups: int = 5
+    """Rotated log files kept (`log_file.1` ... `log_file.N`)."""
+    log_lines_per_connection: float = 10.0
+    """Log lines one connection may write per second; past it they are counted and summed up
+    in one `log_suppressed` line (connected/disconnected/refused/revoked always pass)."""
+    log_lines_burst: int = 100
+    """Lines one connection may write at once before `log_lines_per_connection` applies."""
 
     @property
     def root_path(self) -> Path:
@@ -216,6 +225,11 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"option {name!r} must be greater than 0")
+    for name in ("log_lines_per_connection", "log_lines_burst"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"option {name!r} must be greater than 0")
+    if config.log_max_bytes < 0 or config.log_backups < 0:
+        raise ConfigError("options 'log_max_bytes' and 'log_backups' must not be negative")
     if config.max_packet_size > 268_435_455:
         raise ConfigError("option 'max_packet_size' exceeds MQTT's 256 MiB limit")
     if config.byte_burst < config.max_packet_size:

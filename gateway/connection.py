@@ -44,6 +44,7 @@ from .errors import AdmissionRefused, JailViolation
 from .identity import DeviceIdentity, identity_from_der
 from .jail import ERRORS_TOPIC, Jail
 from .limits import TokenBucket, source_key
+from .logs import ConnectionLog
 from .mqtt.errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
 from .mqtt.events import (
     ConnectReceived,
@@ -86,7 +87,9 @@ class Connection:
     def __init__(self, gateway: Gateway, stream: trio.abc.Stream, peer: str) -> None:
         self.gateway = gateway
         self.config = gateway.config
-        self.log = gateway.log
+        # Every line of this connection goes through its budget (docs/operations.md).
+        self.log = ConnectionLog(gateway.log, rate=gateway.config.log_lines_per_connection,
+                                 burst=gateway.config.log_lines_burst, counters=gateway.counters)
         self.tcp = stream
         self.stream: trio.abc.Stream = stream
         self.peer = peer
@@ -162,6 +165,7 @@ class Connection:
                     gw.counters["internal_errors"] += 1
                     gw.log.emit("internal_error", detail=f"cleanup: {type(exc).__name__}: {exc}",
                                 client_id=self.client_id)
+                self.log.finish()  # the summary of suppressed lines, if any
                 self.finished.set()
                 with trio.move_on_after(CLOSE_GRACE):
                     await self._aclose()

@@ -4,17 +4,32 @@ Every line has `time` (RFC 3339, UTC) and `event`; connection events add `networ
 `client_id`, `serial` (hex) and `reason` when known, and `peer` (the remote address, truncated
 to its /24 or /48 network when `truncate_ip` is on, because addresses are personal data).
 The writer flushes each line so a crash loses no log and tests can read lines as they come.
+
+A log file is capped: past `log_max_bytes` it is rotated by the standard library's
+`RotatingFileHandler` (`log_backups` old files kept); SIGHUP still reopens it for an external
+rotation tool. Each device connection logs through a `ConnectionLog`, a token bucket of
+`log_lines_per_connection` lines per second (burst `log_lines_burst`): lines past it are
+counted, not written, and one `log_suppressed` line (count, and per event name) follows once
+the budget refills or the connection ends. The lines that tell a connection's story
+(`connected`, `disconnected`, `refused`, `revoked`, `internal_error`: at most a few per
+connection) bypass the budget, so they are never lost.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import logging.handlers
 import os
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from .limits import TokenBucket
 
 
 def truncate_ip(address: str) -> str:
@@ -40,24 +55,65 @@ def open_log_file(path: str) -> TextIO:
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
+class RotatingLogFile(logging.handlers.RotatingFileHandler):
+    """The standard library's size-based rotation, files created 0640, errors swallowed."""
+
+    def __init__(self, path: str, *, max_bytes: int, backups: int) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+
+    def _open(self) -> TextIO:  # type: ignore[override]
+        return open_log_file(self.baseFilename)
+
+    def reopen(self) -> None:
+        """Close and open the file again (SIGHUP: an external tool renamed it).
+
+        Raises:
+            OSError: it cannot be opened; the old stream is kept.
+        """
+        stream = self._open()
+        with self.lock:  # type: ignore[union-attr]
+            old, self.stream = self.stream, stream
+        try:
+            old.close()
+        except OSError:
+            pass
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass  # a full or broken log file must never take the gateway down
+
+    def write_line(self, line: str) -> None:
+        self.handle(logging.makeLogRecord({"msg": line}))
+
+
 class EventLog:
     """Writes JSON log lines to a text stream; optional in-process listeners see each record.
 
     With `path`, `reopen()` (called on SIGHUP) closes the file and opens `path` again, so a
-    rotation tool can rename the file and signal the gateway.
+    rotation tool can rename the file and signal the gateway. With `rotating`, lines go to
+    that size-capped file instead of `stream`.
     """
 
     def __init__(
         self, stream: TextIO | None = None, *, truncate_ips: bool = True,
-        path: str | None = None,
+        path: str | None = None, rotating: RotatingLogFile | None = None,
     ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._truncate = truncate_ips
         self._path = path
+        self._rotating = rotating
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def reopen(self) -> None:
         """Reopen the log file after a rotation; keep the old stream if that fails."""
+        if self._rotating is not None:
+            try:
+                self._rotating.reopen()
+            except OSError as exc:
+                self.emit("log_reopen_failed",
+                          detail=f"{self._rotating.baseFilename}: {exc.strerror or exc}")
+                return
+            self.emit("log_reopened")
+            return
         if self._path is None:
             return
         try:
@@ -91,11 +147,69 @@ class EventLog:
             if key == "serial" and isinstance(value, int):
                 value = format(value, "x")
             record[key] = value
-        try:
-            self._stream.write(json.dumps(record, default=str) + "\n")
-            self._stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed or full log stream must never take the gateway down
+        line = json.dumps(record, default=str)
+        if self._rotating is not None:
+            self._rotating.write_line(line)
+        else:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed or full log stream must never take the gateway down
         for listener in self._listeners:
             listener(record)
         return record
+
+
+# The lines that tell a connection's story: a few per connection at most, never suppressed.
+ESSENTIAL_EVENTS = frozenset({"connected", "disconnected", "refused", "revoked",
+                              "internal_error"})
+
+_CONTEXT = ("network", "client_id", "serial")
+
+
+class ConnectionLog:
+    """One connection's view of the EventLog, within a budget of lines per second.
+
+    `emit` writes a line if the budget allows (essential events always); otherwise it counts
+    the line per event name and in `counters["log_lines_suppressed"]`. The one summary line
+    `log_suppressed` (`suppressed`: total, `events`: per name) is written before the next line
+    that fits the budget again, before an essential line, or by `finish()` at the end.
+    """
+
+    def __init__(self, log: EventLog, *, rate: float, burst: int, counters: Counter[str],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log = log
+        self._bucket = TokenBucket(rate, burst, clock())
+        self._clock = clock
+        self._counters = counters
+        self._suppressed: Counter[str] = Counter()
+        self._context: dict[str, Any] = {}  # who the summary is about
+
+    def peer(self, address: str) -> str:
+        return self._log.peer(address)
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any] | None:
+        """Write one line if the budget allows; return it, or None if it was suppressed."""
+        if event in ESSENTIAL_EVENTS:
+            self.finish()
+            return self._log.emit(event, **fields)
+        if not self._bucket.try_take(1, self._clock()):
+            self._suppressed[event] += 1
+            for key in _CONTEXT:
+                if fields.get(key) is not None:
+                    self._context[key] = fields[key]
+            self._counters["log_lines_suppressed"] += 1
+            return None
+        if self._suppressed:
+            self.finish()
+        return self._log.emit(event, **fields)
+
+    def finish(self) -> None:
+        """Write the summary of what was suppressed since the last one, if anything was."""
+        if not self._suppressed:
+            return
+        events, self._suppressed = dict(self._suppressed), Counter()
+        self._counters["log_summaries"] += 1
+        self._log.emit("log_suppressed", suppressed=sum(events.values()), events=events,
+                       **self._context)

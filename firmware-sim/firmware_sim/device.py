@@ -1,8 +1,9 @@
 """One simulated device: a paho client that behaves as the protocol asks a firmware to.
 
 Life (docs/protocol.md section 7): connect with the bundle's certificate, subscribe to
-`model/+`, `errors`, `control/#`, publish the model (QoS 1) and wait for a fresh (not
-retained) `model/accepted`; then report every read-only value each tick (QoS 1,
+`model/+`, `model/accepted/+`, `errors`, `control/#`, publish the model (QoS 1) and wait for
+a fresh (not retained) `model/accepted` and the `model/accepted/<device>` piece of every
+device it lists (each device's value UUIDs); then report every read-only value each tick (QoS 1,
 `{"data":..,"timestamp":..}`). A `control/<device>/<value>` command is applied and the new
 value reported back. When the connection drops, readings go to a bounded buffer (oldest
 dropped first, and counted) and are sent as `{"reports": [...]}` batches once the model is
@@ -31,7 +32,8 @@ from .loop import Loop
 from .model import THERMOSTAT, Readings, ValueSpec, values_of
 
 BATCH_MAX = 1000  # readings per publish (docs/protocol.md section 8)
-SUBSCRIPTIONS = [("model/+", 1), ("errors", 1), ("control/#", 1)]
+# `model/accepted/+`: each device's value UUIDs come on their own topic (docs/protocol.md).
+SUBSCRIPTIONS = [("model/+", 1), ("model/accepted/+", 1), ("errors", 1), ("control/#", 1)]
 
 EventSink = Callable[["SimDevice", str, dict[str, Any]], None]
 
@@ -103,7 +105,10 @@ class SimDevice:
         self.readings = Readings(self.values, f"{seed}:{bundle.name}")
         self.rate = rate
         self.stats = DeviceStats()
-        self.tree: dict[str, Any] | None = None  # the last model/accepted
+        self.tree: dict[str, Any] | None = None  # the network as model/accepted[/+] tell it
+        self._summary: dict[str, Any] | None = None  # the last model/accepted
+        self._pieces: dict[str, dict[str, Any]] = {}  # device name -> model/accepted/<name>
+        self._live_summary = False  # a fresh (not retained) model/accepted on this connection
         self.rejected: list[str] | None = None
         self.declared = False  # model/accepted seen on this connection
         self.stopped = False
@@ -200,6 +205,7 @@ class SimDevice:
         if self.stats.connects > 1:
             self.stats.reconnects += 1
         self.declared = False
+        self._live_summary = False
         self._event("connected", client_id=self.client_id, reconnect=self.stats.connects > 1)
         client.subscribe(SUBSCRIPTIONS)
         client.publish("model", json.dumps(self.model).encode(), qos=1)
@@ -238,15 +244,13 @@ class SimDevice:
             self._event("unreadable", topic=topic)
             return
         if topic == "model/accepted":
-            self.tree = doc
-            if not msg.retain and not self.declared:
-                self.declared = True
-                self._event("declared", network=doc.get("network", {}).get("uuid"),
-                            devices=_uuids(doc))
-                self._flush()
-                for value in self.values:  # the device's truth about its settings
-                    if value.reportable and not value.sensor:
-                        self._report(value, self.readings.current(value))
+            self._summary = doc
+            self._live_summary = self._live_summary or not msg.retain
+            self._learn()
+        elif topic.startswith("model/accepted/"):
+            if isinstance(doc, dict) and isinstance(doc.get("device"), dict):
+                self._pieces[topic.removeprefix("model/accepted/")] = doc["device"]
+                self._learn()
         elif topic == "model/rejected":
             if msg.retain:
                 return
@@ -259,6 +263,30 @@ class SimDevice:
             self._event("gateway_errors", topic=doc.get("topic"), errors=listed)
         elif topic.startswith("control/"):
             self._control(topic.removeprefix("control/"), doc)
+
+    def _learn(self) -> None:
+        """Put the tree together from the summary and the per-device pieces; once a fresh
+        summary has come and every device it lists has its piece (with the UUID the summary
+        gives), the declaration is done: report."""
+        summary = self._summary
+        if not isinstance(summary, dict) or not isinstance(summary.get("network"), dict):
+            return
+        network = summary["network"]
+        devices, complete = [], True
+        for entry in network.get("devices", []):
+            piece = self._pieces.get(entry.get("name"))
+            if piece is None or piece.get("uuid") != entry.get("uuid"):
+                complete = False
+                continue
+            devices.append(piece)
+        self.tree = {"network": {"uuid": network.get("uuid"), "devices": devices}}
+        if complete and self._live_summary and not self.declared:
+            self.declared = True
+            self._event("declared", network=network.get("uuid"), devices=_uuids(self.tree))
+            self._flush()
+            for value in self.values:  # the device's truth about its settings
+                if value.reportable and not value.sensor:
+                    self._report(value, self.readings.current(value))
 
     def _control(self, where: str, doc: dict[str, Any]) -> None:
         value = self._by_topic.get(where)
@@ -332,7 +360,7 @@ class SimDevice:
 
 
 def _uuids(doc: dict[str, Any]) -> dict[str, str]:
-    """{"device/value": uuid} of a model/accepted tree, plus {"device": uuid}."""
+    """{"device/value": uuid} of the assembled tree, plus {"device": uuid}."""
     out: dict[str, str] = {}
     for device in doc.get("network", {}).get("devices", []):
         out[device["name"]] = device["uuid"]

@@ -100,6 +100,9 @@ _PLAIN = {
     "wills_published": ("wills_published_total", "will messages published"),
     "internal_errors": ("internal_errors_total", "unexpected errors (each logged)"),
     "throttle_pauses": ("throttle_pauses_total", "reads paused by a rate limit"),
+    "log_lines_suppressed": ("log_lines_suppressed_total",
+                             "connection log lines over log_lines_per_connection, not written"),
+    "log_summaries": ("log_summaries_total", "log_suppressed summary lines written"),
 }
 
 

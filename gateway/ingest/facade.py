@@ -88,6 +88,23 @@ def _json(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def model_accepted(tree: NetworkTree, declared: set[str]) -> list[Reply]:
+    """The answers to an accepted declaration, each far below the packet size limit.
+
+    One retained `model/accepted/<device>` per device the declaration named (its value and
+    state UUIDs; at most ~120 KB at the largest names and value counts the limits allow),
+    then the retained `model/accepted` summary (network and device UUIDs, every device of the
+    network, ~80 KB at most), last, so a device that sees it has been sent its pieces.
+    Devices the declaration left out are unchanged (declaring is additive): their retained
+    pieces stand. The whole tree in one message reached 1 MB at 4,096 values.
+    """
+    replies = [Reply(f"{MODEL_ACCEPTED}/{d.name}", _json({"network": str(tree.uuid),
+                                                          "device": d.uuids_json()}), 1, True)
+               for d in tree.devices if d.name in declared]
+    replies.append(Reply(MODEL_ACCEPTED, _json({"network": tree.summary_json()}), 1, True))
+    return replies
+
+
 def encode_timestamp(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -265,7 +282,7 @@ class Ingest:
             return [Reply(MODEL_REJECTED, _json({"reasons": list(exc.reasons)}), 1, False)]
         self._accepted += 1
         self._remember(network, _Index(tree))
-        return [Reply(MODEL_ACCEPTED, _json({"network": tree.to_json()}), 1, True)]
+        return model_accepted(tree, {d.name for d in model.devices})
 
     async def _index(self, network: UUID) -> _Index:
         index = self._cache.get(network)

@@ -66,6 +66,14 @@ class DeviceNode:
         out["values"] = [v.to_json() for v in self.values]
         return out
 
+    def uuids_json(self) -> dict[str, Any]:
+        """This device's names and UUIDs, without the declarations (the device sent those):
+        the `model/accepted/<device>` answer, bounded by the name and value-count limits."""
+        return {"uuid": str(self.uuid), "name": self.name, "values": [
+            {"uuid": str(v.uuid), "name": v.name,
+             "states": [{"type": str(s.kind), "uuid": str(s.uuid)} for s in v.states]}
+            for v in self.values]}
+
 
 @dataclass(frozen=True, slots=True)
 class NetworkTree:
@@ -78,6 +86,13 @@ class NetworkTree:
 
     def to_json(self) -> dict[str, Any]:
         return {"uuid": str(self.uuid), "devices": [d.to_json() for d in self.devices]}
+
+    def summary_json(self) -> dict[str, Any]:
+        """The network's and every device's UUID and how many values each has: the
+        `model/accepted` answer (each device's value UUIDs go on `model/accepted/<device>`)."""
+        return {"uuid": str(self.uuid), "devices": [
+            {"uuid": str(d.uuid), "name": d.name, "values": len(d.values)}
+            for d in self.devices]}
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,6 +160,11 @@ def configure_writer(conn: sqlite3.Connection, *, synchronous: str) -> None:
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
+    # Deleted content is overwritten with zeros, always: switching it on only around an
+    # erasure (and off after) left every later delete and page reuse without it, so rows of
+    # an erased network could survive in freed pages. Never switched off on this connection.
+    if conn.execute("PRAGMA secure_delete=ON").fetchone()[0] != 1:
+        raise SchemaError("this SQLite cannot turn secure_delete on")
     # The (state, time) index takes inserts all over its leaves (every value reports); a
     # page cache that holds its hot pages keeps the writer from re-reading them per batch.
     conn.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB

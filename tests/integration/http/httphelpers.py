@@ -149,8 +149,10 @@ def parse_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
 
 async def seed_network(ingest: Any, network: uuid.UUID, reports: int = 5) -> dict:
     """Declare MODEL for `network` and store `reports` temp readings, one minute apart."""
-    (reply,) = await ingest.handle(network, "dev", "model", json.dumps(MODEL).encode(), 1, T0)
-    tree = json.loads(reply.payload)["network"]
+    *_pieces, reply = await ingest.handle(network, "dev", "model", json.dumps(MODEL).encode(),
+                                          1, T0)
+    assert reply.topic == "model/accepted"
+    tree = (await ingest._store.get_tree(network)).to_json()  # the whole tree, as stored
     for start in range(0, reports, 100):  # batches as a device would send them
         batch = {"reports": [
             {"data": i % 100, "timestamp": (T0 + timedelta(minutes=i)).isoformat()}

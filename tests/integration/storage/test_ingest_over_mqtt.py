@@ -99,13 +99,19 @@ async def test_declare_report_and_control_over_real_mqtt_and_tls(ca_home, make_d
     network = bundle.network_uuid
     async with running_gateway(ca_home, tmp_path) as (port, ingest, gateway):
         device = Device(bundle, port, "thermo-1")
-        await device.connect("model/+", "errors", "control/#")
+        await device.connect("model/+", "model/accepted/+", "errors", "control/#")
         try:
             await device.publish("model", json.dumps(MODEL).encode())
+            # each device's value UUIDs first, on its own topic; then the summary
+            piece = await device.message("model/accepted/thermo")
             accepted = await device.message("model/accepted")
             tree = accepted["payload"]["network"]
             assert tree["uuid"] == str(network) and accepted["qos"] == 1
-            temp, target = (uuid.UUID(v["uuid"]) for v in tree["devices"][0]["values"])
+            assert piece["payload"]["network"] == str(network) and piece["qos"] == 1
+            assert tree["devices"] == [{"uuid": piece["payload"]["device"]["uuid"],
+                                        "name": "thermo", "values": 2}]
+            temp, target = (uuid.UUID(v["uuid"])
+                            for v in piece["payload"]["device"]["values"])
 
             # every PUBACK means stored: the report is in the store the moment paho has it
             for i in range(20):
@@ -138,11 +144,12 @@ async def test_uuids_are_stable_across_reconnects_and_gateway_restarts(ca_home, 
         async with running_gateway(ca_home, tmp_path) as (port, _ingest, _gateway):
             for n in range(2):  # two connections (two client ids) per gateway life
                 device = Device(bundle, port, f"c{n}")
-                await device.connect("model/+")
+                await device.connect("model/+", "model/accepted/+")
                 try:
                     await device.publish("model", json.dumps(MODEL).encode())
+                    piece = await device.message("model/accepted/thermo", fresh=True)
                     reply = await device.message("model/accepted", fresh=True)
-                    trees.append(reply["payload"])
+                    trees.append((reply["payload"], piece["payload"]))
                 finally:
                     await device.close()
     assert len(trees) == 4 and all(t == trees[0] for t in trees)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.ingest import Ingest, ReadingRejected, RejectCode, Reply, StateKind
+from gateway.ingest import Ingest, Limits, ReadingRejected, RejectCode, Reply, StateKind
 from gateway.storage import open_sqlite_store
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -26,10 +26,30 @@ async def ingest(tmp_path):
         yield Ingest(store)
 
 
+def assemble(replies: list[Reply]) -> dict:
+    """The tree a device learns from the answers to its declaration: the summary (last) and
+    the piece of every device it declared, each retained QoS 1."""
+    *pieces, summary = replies
+    assert summary.topic == "model/accepted" and summary.qos == 1 and summary.retain
+    network = json.loads(summary.payload)["network"]
+    by_name = {}
+    for piece in pieces:
+        assert piece.topic.startswith("model/accepted/") and piece.qos == 1 and piece.retain
+        doc = json.loads(piece.payload)
+        assert doc["network"] == network["uuid"]
+        assert piece.topic == f"model/accepted/{doc['device']['name']}"
+        by_name[doc["device"]["name"]] = doc["device"]
+    for device in network["devices"]:
+        if device["name"] in by_name:
+            piece = by_name[device["name"]]
+            assert piece["uuid"] == device["uuid"] and len(piece["values"]) == device["values"]
+    return {"uuid": network["uuid"], "summary": network["devices"],
+            "devices": [by_name[d["name"]] for d in network["devices"] if d["name"] in by_name]}
+
+
 async def declare(ingest, network, doc=MODEL) -> dict:
-    (reply,) = await ingest.handle(network, "c", "model", json.dumps(doc).encode(), 1, NOW)
-    assert reply.topic == "model/accepted" and reply.qos == 1 and reply.retain
-    return json.loads(reply.payload)["network"]
+    return assemble(await ingest.handle(network, "c", "model", json.dumps(doc).encode(), 1,
+                                        NOW))
 
 
 def errors_of(replies: list[Reply]) -> dict:
@@ -42,20 +62,45 @@ async def history(ingest, value_uuid: str) -> list[str]:
     return [r.data for r in await ingest._store.history(uuid.UUID(value_uuid))]
 
 
-async def test_model_accepted_carries_the_whole_tree_with_every_uuid(ingest):
+async def test_model_accepted_maps_every_declared_name_to_its_uuid(ingest):
     network = uuid.uuid4()
     tree = await declare(ingest, network)
     assert tree["uuid"] == str(network)
     (dev,) = tree["devices"]
     assert dev["name"] == "thermo" and uuid.UUID(dev["uuid"]).version == 4
+    assert [v["name"] for v in dev["values"]] == [v["name"] for v in MODEL["devices"][0]["values"]]
     temp = dev["values"][0]
-    assert temp["permission"] == "r" and temp["number"] == {"min": -40, "max": 125, "step": 0.5}
+    assert uuid.UUID(temp["uuid"]).version == 4
     assert [s["type"] for s in temp["states"]] == ["Report"]
     assert [s["type"] for s in dev["values"][1]["states"]] == ["Report", "Control"]
-    # a second declaration adding a device answers with the whole tree, same UUIDs
+    # a second declaration adding a device: the summary lists both (same UUIDs), and only
+    # the device it named gets a new piece (the other's retained piece stands)
     lamp = {"devices": [{"name": "lamp", "values": []}]}
     again = await declare(ingest, network, lamp)
-    assert again["devices"][0] == dev and again["devices"][1]["name"] == "lamp"
+    assert [(d["name"], d["uuid"]) for d in again["summary"]] == [
+        ("thermo", dev["uuid"]), ("lamp", again["devices"][0]["uuid"])]
+    assert [d["name"] for d in again["devices"]] == ["lamp"]
+
+
+async def test_the_largest_declaration_gets_answers_each_under_the_packet_limit(ingest):
+    network = uuid.uuid4()
+    name = "\U0001f600" * 64  # the longest names, 4 UTF-8 bytes a character
+    devices = [{"name": f"{d:02d}" + name[2:], "description": "d" * 1024, "values": [
+        {"name": f"{v:03d}" + name[3:], "permission": "rw", "description": "v" * 1024,
+         "string": {"max": 64}} for v in range(256)]} for d in range(16)]
+    devices += [{"name": f"{d:03d}" + name[3:], "values": []} for d in range(16, 256)]
+    payload = json.dumps({"devices": devices}, ensure_ascii=False).encode()
+    assert len(payload) > 256 * 1024  # the declaration itself must fit the limits ...
+    # (it may, over several publishes: declaring is additive)
+    ingest = Ingest(ingest._store, limits=Limits(max_model_bytes=16 * 1024 * 1024))
+    replies = await ingest.handle(network, "c", "model", payload, 1, NOW)
+    assert len(replies) == 257
+    for reply in replies:  # ... its answers each fit the gateway's packet limit
+        topic = f"{network}/{reply.topic}".encode()
+        assert 2 + len(topic) + 2 + len(reply.payload) + 5 < 256 * 1024, reply.topic
+    tree = assemble(replies)
+    assert sum(len(d["values"]) for d in tree["devices"]) == 4096
+    assert {d["name"] for d in tree["devices"]} == {d["name"] for d in devices}
 
 
 async def test_model_rejected_lists_the_reasons_and_stores_nothing(ingest):
@@ -193,12 +238,13 @@ async def test_submit_many_stores_a_chunk_of_publishes_as_one_operation_in_order
     pending = await ingest.submit_many(network, "c", messages, NOW)
     assert pending.must_wait
     replies = await pending.wait()
-    assert [r.topic for r in replies] == ["errors", "model/accepted", "errors"]
+    assert [r.topic for r in replies] == [
+        "errors", "model/accepted/thermo", "model/accepted", "errors"]
     assert json.loads(replies[0].payload)["errors"][0]["code"] == "UNKNOWN_VALUE"
-    assert json.loads(replies[2].payload)["errors"][0]["code"] == "TYPE"
+    assert json.loads(replies[3].payload)["errors"][0]["code"] == "TYPE"
     # the model is one operation, the 11 accepted reports of ten publishes one more
     assert store.statistics().operations - before == 2
-    tree = json.loads(replies[1].payload)["network"]["devices"][0]["values"]
+    tree = json.loads(replies[1].payload)["device"]["values"]
     assert await history(ingest, tree[0]["uuid"]) == [str(i) for i in range(10)]
     assert await history(ingest, tree[3]["uuid"]) == ["ok"]
 

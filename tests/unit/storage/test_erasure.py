@@ -88,3 +88,44 @@ async def test_erased_content_is_not_left_in_the_file(tmp_path):
         await store.erase_network(network)
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert secret.encode() not in data and str(network).encode() not in data
+
+
+async def write_payloads(store, network, tag: str, count: int = 120) -> list[bytes]:
+    """Store `count` distinct payloads of `network` as reports, retained and queued messages."""
+    tree = await store.declare_model(network, model_decl(), T0)
+    temp = tree.devices[0].values[0].uuid
+    needles = [f"{tag}-{i:04d}-{uuid.uuid4().hex}".encode() for i in range(count)]
+    third = count // 3
+    await store.append_reports([ReportRow(temp, n.decode(), T0 + timedelta(seconds=i), T0)
+                                for i, n in enumerate(needles[:third])])
+    for i, n in enumerate(needles[third:2 * third]):
+        await store.set_retained(network, f"note/{tag}/{i}", n, 1, T0)
+    await store.enqueue(network, "dev", [(f"control/{tag}/{i}", n, 1, False)
+                                         for i, n in enumerate(needles[2 * third:])], T0)
+    return needles
+
+
+def raw_bytes(folder) -> bytes:
+    """The database, its WAL and its -shm file, read as they are on disk."""
+    return b"".join(p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file())
+
+
+async def test_a_second_erasure_leaves_no_payload_in_the_database_wal_or_shm(tmp_path):
+    first, second, kept = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with open_sqlite_store(tmp_path) as store:
+        kept_needles = await write_payloads(store, kept, "kept")
+        first_needles = await write_payloads(store, first, "first")
+        assert await store.erase_network(first) is True
+        # written between the erasures: once secure delete was switched off after the first
+        # erasure, these survived the second one in freed pages
+        second_needles = await write_payloads(store, second, "second")
+        kept_needles += await write_payloads(store, kept, "kept-later")
+        assert await store.erase_network(second) is True
+        kept_needles += await write_payloads(store, kept, "kept-last")  # and after
+        open_files = raw_bytes(tmp_path)
+    closed_files = raw_bytes(tmp_path)
+    for data in (open_files, closed_files):
+        left = [n for n in first_needles + second_needles if n in data]
+        assert left == [], f"{len(left)} erased payloads still on disk, e.g. {left[:2]}"
+    # the scan can see payloads: every kept one is in the files once the store is closed
+    assert all(n in closed_files for n in kept_needles)
