@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from firmware_sim.victim import rss_bytes
+
 from bench.machine import _cpu_model, _git_commit, _memory_gib, loadavg
 from bench.pki import _run, fleet_ca_env, make_pki
 from bench.servers import free_port
@@ -119,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             report = json.loads(done.stdout.strip().splitlines()[-1])
             row = report["rows"][0]
             row["restart_stop_s"], row["restart_start_s"] = round(stopped, 2), round(started, 2)
+            time.sleep(2.0)  # what the restarted process holds once it has loaded its state
+            row["rss_after_restart"] = rss_bytes(gw.proc.pid)
             if stopped + started >= RESTART_GOAL_S:
                 row["missed"].append("restart < 5 s")
                 worst = max(worst, 1)
@@ -126,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
                                    *args.sim])
             if clean.returncode != 0:
                 row["notes"] += f"; cleanup failed: {clean.stderr.strip()[-200:]}"
+            gw.stop()  # the next attack starts from a fresh process, not this one's heap
+            gw.start()
             rows.append(row)
             print(f"{attack}: done (restart {stopped:.1f} + {started:.1f} s)",
                   file=sys.stderr, flush=True)
@@ -142,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
           f"{args.seconds:g} s per attack")
     print_table(rows, sys.stdout)
     for r in rows:
-        print(f"  {r['attack']}: restart {r['restart_stop_s']} s stop + "
-              f"{r['restart_start_s']} s until listening")
+        rss = r.get("rss_after_restart")
+        print(f"  {r['attack']}: restart (leftovers in place) {r['restart_stop_s']} s stop + "
+              f"{r['restart_start_s']} s until listening; RSS 2 s later "
+              f"{'-' if rss is None else f'{rss / 2**20:.1f} MiB'}")
     for line in failed:
         print(f"  NOT MEASURED: {line}")
     if args.out:
