@@ -10,7 +10,8 @@ labels, so each row compares "during" with its own baseline.
 Goals (a missed one makes the exit code 1 and is named on stderr): the victim's PUBACK p99
 under 100 ms and connect p99 under 1 s during the attack; the gateway's peak RSS within
 `--rss-budget`; the data folder growing by at most `--growth-factor` x the attacker's
-accepted payload bytes plus `--growth-slack` (SQLite pages and WAL are not free).
+accepted payload bytes plus `--growth-slack` (SQLite pages and WAL are not free); with
+`--operator`, every operator request answered during the HTTP attack.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _row(name: str, attack: Attack, victim: Victim, sampler: Sampler, args: Any,
     if args.log is not None:
         lb, lp = sampler.last("log", base), sampler.peak("log", during)
         row["log_growth"] = None if lb is None or lp is None else max(0, lp - lb)
-    if isinstance(attack, HttpSlowloris) and args.operator is not None:
+    if isinstance(attack, HttpSlowloris) and args.operator is not None and args.http:
         row["operator_ok"] = f"{attack.operator_ok}/{attack.operator_tries}"
     row["missed"] = _missed(row, args)
     return row
@@ -89,6 +90,10 @@ def _missed(row: dict[str, Any], args: Any) -> list[str]:
             args.growth_factor * row["acked_payload"] + args.growth_slack * MIB:
         missed.append(f"data growth <= {args.growth_factor:g} x acknowledged payload "
                       f"+ {args.growth_slack:g} MiB")
+    if "operator_ok" in row:
+        ok, tries = (int(x) for x in row["operator_ok"].split("/"))
+        if ok < tries:
+            missed.append(f"operator answered ({row['operator_ok']})")
     return missed
 
 
