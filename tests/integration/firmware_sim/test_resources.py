@@ -51,7 +51,7 @@ def served(ca_home, tmp_path):
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        assert both.wait(30), "the gateway never logged both listening lines"
+        assert both.wait(30), f"no listening lines: {log.read_text()[-800:]}"
         yield proc, ports["mqtt"], ports["http"], data, log
     finally:
         proc.terminate()
