@@ -6,10 +6,12 @@ EXAMPLES
     firmware-sim fleet --bundles certs/devices --count 1000 --rate 0.2 --duration 60
     firmware-sim fleet --bundles /tmp/b --make-bundles --count 50 --duration 10
     firmware-sim attack --bundle certs/devices/<a> --victim-bundle certs/devices/<b>
+    firmware-sim attack --resources --bundle A --victim-bundle B --gateway-pid 1234 \
+        --data /var/lib/fleetgate --http 127.0.0.1:8443 --operator certs/operator
 
-Exit codes: 0 ok; 1 `attack`: an attempt got through; 2 bad usage; 3 bundle missing or
-unreadable; 4 bad --model file; 5 gateway unreachable or refused us; 6 model/rejected;
-7 attack certificates could not be made.
+Exit codes: 0 ok; 1 `attack`: an attempt got through (--resources: a goal was missed);
+2 bad usage; 3 bundle missing or unreadable; 4 bad --model file; 5 gateway unreachable or
+refused us; 6 model/rejected; 7 attack certificates could not be made.
 """
 
 from __future__ import annotations
@@ -111,7 +113,51 @@ def _parser() -> argparse.ArgumentParser:
                         help="a CA home to make expired/revoked certificates with (dev CAs)")
     attack.add_argument("--json", action="store_true", help="results as JSON lines")
     common(attack)
+    _resource_opts(attack.add_argument_group(
+        "resource attacks (--resources): one device against the gateway's shared resources"))
     return parser
+
+
+def _resource_opts(g: Any) -> None:
+    from .hogs import ATTACKS, Sizes
+
+    d = Sizes()
+    g.add_argument("--resources", action="store_true",
+                   help="run the resource attacks (needs --victim-bundle) instead of the jail "
+                        "matrix; exit 1 if a goal is missed")
+    g.add_argument("--only", action="append", metavar="ATTACK",
+                   help=f"run only these ({', '.join(ATTACKS)}); repeatable")
+    g.add_argument("--seconds", type=_positive, default=20.0, help="each attack's length (20)")
+    g.add_argument("--baseline", type=_positive, default=5.0,
+                   help="quiet seconds measured before each attack (5)")
+    g.add_argument("--gateway-pid", type=int, help="sample this process's RSS")
+    g.add_argument("--data", type=Path, help="sample this folder's bytes on disk")
+    g.add_argument("--log", type=Path, help="sample this log file's size")
+    g.add_argument("--http", type=_hostport, metavar="HOST:PORT", help="the HTTPS API")
+    g.add_argument("--operator", type=Path,
+                   help="an operator bundle (operator.crt/.key, ca.crt): time its requests")
+    g.add_argument("--rss-budget", type=_positive, default=256.0,
+                   help="goal: the gateway's peak RSS in MiB (256)")
+    g.add_argument("--growth-factor", type=_positive, default=4.0,
+                   help="goal: data growth <= this x acknowledged payload (4) ...")
+    g.add_argument("--growth-slack", type=float, default=16.0,
+                   help="... plus this many MiB (16)")
+    g.add_argument("--no-cleanup", action="store_true",
+                   help="leave what the attacks made (to time a restart with it)")
+    g.add_argument("--cleanup-only", action="store_true",
+                   help="only erase what an earlier --no-cleanup run left")
+    for name, default, what in (
+            ("retained", d.retained, "retained messages filled before the SUBSCRIBEs"),
+            ("filters", d.filters, "`#` filters per SUBSCRIBE"),
+            ("sessions", d.sessions, "offline persistent `#` sessions"),
+            ("fanout-publishes", d.fanout_publishes, "QoS 1 publishes to them"),
+            ("fanout-bytes", d.fanout_bytes, "bytes per such publish"),
+            ("readings", d.readings, "readings per QoS 0 batch"),
+            ("slow-http", d.slow_http, "slow HTTPS connections"),
+            ("pending", d.pending, "connections that never start TLS")):
+        g.add_argument(f"--{name}", type=int, default=default, help=f"{what} ({default})")
+    g.add_argument("--source", default=d.source,
+                   help=f"source address of the slow sockets ({d.source})")
 
 
 # -- run ---------------------------------------------------------------------------------
@@ -209,6 +255,10 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 # -- attack ------------------------------------------------------------------------------
 
 def cmd_attack(args: argparse.Namespace) -> int:
+    if args.resources or args.cleanup_only:
+        from .resources import run_resources
+
+        return run_resources(args)
     from .attack import run_attacks
 
     return run_attacks(args)

@@ -10,6 +10,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     BREACH = 1  # `attack`: at least one attempt got through
+    GOAL_MISSED = 1  # `attack --resources`: an isolation goal was missed
     USAGE = 2  # bad command line (argparse's own code)
     BUNDLE = 3  # a bundle folder is missing, incomplete or unreadable
     MODEL = 4  # the --model file is not a usable declaration
