@@ -7,6 +7,7 @@ Theory of operation (docs/security.md has the why):
    bytes arrive, wrap it in an `SSLStream` built on the TLS context current then, and run
    `do_handshake()`, all under `handshake_timeout`. A failed handshake is logged with its
    cause (expired, revoked, unknown CA, no certificate...) and closed; it never reached MQTT.
+   (`gateway.admission` holds the handshake, the identity checks and the CONNECT read.)
 2. Identity: the verified peer certificate must be a device certificate
    (`identity.identity_from_der`); the network UUID it names is the jail. The per-network
    cap is applied here.
@@ -17,7 +18,8 @@ Theory of operation (docs/security.md has the why):
    broker; the PUBLISH packets of one read go to ingest as one batch), an acker (sends each
    batch's PUBACK/PUBREC in order once ingest says it is durable, so reading goes on while
    earlier batches commit) and a writer (session outbox, then the lazy retained streams of
-   new subscriptions -> `ServerConnection.publish` within the inflight window -> socket).
+   new subscriptions -> `ServerConnection.publish` within the inflight window -> socket;
+   `gateway.outbound` picks what goes next).
    Reading stops while the rate buckets are in debt or 64 batches await their commit, so a
    fast publisher is slowed by TCP backpressure, never dropped. The reader's deadline
    follows the keepalive (keepalive x keepalive_factor after the last complete packet).
@@ -33,21 +35,20 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
+from .admission import RECEIVE_SIZE, admit_identity, describe, handshake, read_connect
 from .broker import Attached, Message, SessionKey
-from .errors import AdmissionRefused, JailViolation
-from .identity import DeviceIdentity, identity_from_der
+from .errors import AdmissionRefused, ConnectionEnds, JailViolation
+from .identity import DeviceIdentity
 from .jail import ERRORS_TOPIC, Jail
 from .limits import TokenBucket, source_key
 from .logs import ConnectionLog
-from .mqtt.errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
+from .mqtt.errors import LocalProtocolError, RemoteProtocolError
 from .mqtt.events import (
-    ConnectReceived,
     DeliveryComplete,
     Disconnected,
     PublishReceived,
@@ -56,29 +57,19 @@ from .mqtt.events import (
 )
 from .mqtt.packets import ConnectReturnCode, QoS
 from .mqtt.session import ServerConnection
+from .outbound import Outbound
 from .reasons import DisconnectReason
 from .storage.errors import StorageError
 from .subscriptions import examine
-from .tls import classify_handshake_error
 
 if TYPE_CHECKING:
     from .app import Gateway
 
-RECEIVE_SIZE = 64 * 1024
 ACK_BATCHES = 64  # socket reads awaiting their commit before the reader stops reading
 SEEN_INTERVAL = 5.0  # seconds between "last seen" notes to the store per connection
 ACK_DRAIN = 5.0  # seconds a closing connection waits for committed acknowledgements
 CLOSE_GRACE = 1.0  # seconds a closing TLS stream may take to say goodbye
 WRITE_STEP = 32  # messages the writer sends before it flushes and yields to the event loop
-
-
-class _Closed(Exception):
-    """Internal: ends a connection's loop with a reason."""
-
-    def __init__(self, reason: DisconnectReason, detail: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
 
 
 class Connection:
@@ -138,7 +129,7 @@ class Connection:
                     await self._admit()
                     await self._connect()
                     await self._session()
-                except _Closed as closed:
+                except ConnectionEnds as closed:
                     if self.reason is None:
                         self.reason, self.detail = closed.reason, closed.detail
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -238,34 +229,13 @@ class Connection:
         for victim, limit in gw.pending.admit(self, source_key(self.peer)):
             victim.evict(limit)  # type: ignore[attr-defined]
         try:
-            with trio.fail_after(self.config.handshake_timeout):
-                # Build the TLS state only once the client speaks: an idle socket then costs
-                # its file descriptor and this object, not an SSL object and its buffers.
-                await trio.lowlevel.wait_readable(self.tcp.socket)  # type: ignore[attr-defined]
-                ssl_stream = trio.SSLStream(self.tcp, gw.tls.current, server_side=True)
-                self.stream = ssl_stream
-                await ssl_stream.do_handshake()
-        except trio.TooSlowError:
-            self._refuse("HANDSHAKE_TIMEOUT", "no TLS handshake within handshake_timeout")
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            cause, detail = classify_handshake_error(exc)
-            self._refuse(cause, detail)
-        finally:
-            gw.pending.release(self)
-        try:
-            identity = identity_from_der(ssl_stream.getpeercert(binary_form=True))
+            try:
+                self.stream = await handshake(self.tcp, gw.tls, self.config.handshake_timeout)
+            finally:
+                gw.pending.release(self)
+            identity = admit_identity(self.stream, gw.tls, gw.bars)  # type: ignore[arg-type]
         except AdmissionRefused as exc:
             self._refuse(exc.reason, exc.detail)
-        # The gateway's own verified revoked set, for every connection: it changes the moment
-        # crl.pem does (even while the TLS context cannot be rebuilt, or mid-handshake), and a
-        # resumed TLS 1.2 session skips OpenSSL's verification (revocation, CRL expiry).
-        refusal = gw.tls.refusal(identity.serial)
-        if refusal is not None:
-            self._refuse(*refusal)
-        if identity.not_after < datetime.now(UTC):
-            self._refuse("CERT_EXPIRED", "certificate has expired")
-        if identity.network_uuid in gw.bars:
-            self._refuse("BARRED", "network erased by an operator; its identity is barred")
         self.identity = identity
         self.jail = Jail(identity.network)
         gw.network_opened(self)
@@ -279,7 +249,7 @@ class Connection:
             detail=detail,
             peer=self.log.peer(self.peer),
         )
-        raise _Closed(DisconnectReason.AUTH_ERROR, cause)
+        raise ConnectionEnds(DisconnectReason.AUTH_ERROR, cause)
 
     # -- 3: CONNECT ---------------------------------------------------------------------
 
@@ -289,32 +259,14 @@ class Connection:
         self.conn = conn = ServerConnection(
             max_packet_size=cfg.max_packet_size, max_inflight=cfg.max_inflight
         )
-        event = None
-        with trio.move_on_after(cfg.connect_timeout):
-            while event is None:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-                conn.receive_data(data, trio.current_time())
-                try:
-                    event = conn.next_event()
-                except RemoteProtocolError as exc:
-                    await self._flush()
-                    raise _Closed(DisconnectReason.CLIENT_ERROR, _describe(exc)) from None
-                if not data and event is None:  # pragma: no cover - the core reports EOF
-                    raise _Closed(DisconnectReason.CONNECTION_LOST, "closed before CONNECT")
-        if event is None:
-            raise _Closed(DisconnectReason.CLIENT_ERROR, "no CONNECT within connect_timeout")
-        if isinstance(event, Disconnected):  # EOF before any CONNECT
-            raise _Closed(DisconnectReason.CONNECTION_LOST, "closed before CONNECT")
-        if not isinstance(event, ConnectReceived):  # pragma: no cover - the core forbids it
-            raise _Closed(DisconnectReason.CLIENT_ERROR, f"unexpected {event!r}")
+        event = await read_connect(self.stream, conn, cfg.connect_timeout, self._flush)
         connect = event.connect
         if connect.will is not None:
             try:
                 self.jail.mount_topic(connect.will.topic)
             except JailViolation as exc:
-                conn.refuse(ConnectReturnCode.NOT_AUTHORIZED)
-                await self._flush()
-                raise _Closed(DisconnectReason.CLIENT_ERROR, f"will topic: {exc}") from None
+                await self._refuse_connect(ConnectReturnCode.NOT_AUTHORIZED,
+                                           DisconnectReason.CLIENT_ERROR, f"will topic: {exc}")
         # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
         self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
         self.key = (self.identity.network, self.client_id)
@@ -325,16 +277,14 @@ class Connection:
         )
         if why is not None:
             self.gateway.counters[f"throttled_{why}"] += 1
-            conn.refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
-            await self._flush()
-            raise _Closed(DisconnectReason.THROTTLED, why)
+            await self._refuse_connect(ConnectReturnCode.SERVER_UNAVAILABLE,
+                                       DisconnectReason.THROTTLED, why)
         self.network_counted = True
         attached = self.gateway.broker.connect(self.key, connect.clean_session, self)
         if attached is None:
             self.gateway.counters["throttled_max_sessions_per_network"] += 1
-            conn.refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
-            await self._flush()
-            raise _Closed(DisconnectReason.THROTTLED, "max_sessions_per_network")
+            await self._refuse_connect(ConnectReturnCode.SERVER_UNAVAILABLE,
+                                       DisconnectReason.THROTTLED, "max_sessions_per_network")
         self.attached = attached
         finished = getattr(attached.replaced, "finished", None)
         if finished is not None:
@@ -346,11 +296,10 @@ class Connection:
             # the CONNACK (its first drain sends it ahead of anything queued since).
             try:
                 await self.gateway.broker.sessions.restore(attached.state)
-            except StorageError as exc:
+            except StorageError:
                 self.gateway.counters["queue_restore_failed"] += 1
-                conn.refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
-                await self._flush()
-                raise _Closed(DisconnectReason.THROTTLED, "queue_restore_failed") from exc
+                await self._refuse_connect(ConnectReturnCode.SERVER_UNAVAILABLE,
+                                           DisconnectReason.THROTTLED, "queue_restore_failed")
         resume = attached.state.protocol_state if attached.session_present else None
         if resume is not None:
             self._inflight = attached.state.inflight
@@ -370,6 +319,14 @@ class Connection:
             peer=self.log.peer(self.peer),
         )
 
+    async def _refuse_connect(self, code: ConnectReturnCode, reason: DisconnectReason,
+                              detail: str) -> None:
+        """Answer the CONNECT with the refusal `code` and close for `reason`."""
+        assert self.conn is not None
+        self.conn.refuse(code)
+        await self._flush()
+        raise ConnectionEnds(reason, detail)
+
     # -- 4: the session loop ------------------------------------------------------------
 
     async def _session(self) -> None:
@@ -382,7 +339,7 @@ class Connection:
             nursery.start_soon(self._acker, receive)
             try:
                 await self._reader()
-            except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            except (ConnectionEnds, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 ended = exc
             # Let acknowledgements already committed go out before the socket closes.
             await send.aclose()
@@ -417,7 +374,7 @@ class Connection:
             with trio.move_on_at(self._read_deadline()):
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             if data is None:
-                raise _Closed(DisconnectReason.KEEP_ALIVE_TIMEOUT)
+                raise ConnectionEnds(DisconnectReason.KEEP_ALIVE_TIMEOUT)
             now = trio.current_time()
             self.conn.receive_data(data, now)
             count = await self._handle_events()
@@ -431,7 +388,7 @@ class Connection:
                 await trio.sleep(delay)
                 self._resumed_at = trio.current_time()
             if not data:
-                raise _Closed(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
+                raise ConnectionEnds(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
 
     async def _handle_events(self) -> int:
         """Handle every complete packet buffered in the core; return how many were PUBLISH.
@@ -443,7 +400,7 @@ class Connection:
         assert self.conn is not None
         conn = self.conn
         batch: list[tuple[int | None, Message | None]] = []
-        closing: _Closed | None = None
+        closing: ConnectionEnds | None = None
         # MQTT state this read changes (retained, queued for offline sessions) is journaled
         # by the broker's durable stores; the acks wait for it only if there is any.
         mark = self.gateway.durable_mark()
@@ -452,7 +409,7 @@ class Connection:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
                 self.gateway.counters["protocol_errors"] += 1
-                closing = _Closed(DisconnectReason.CLIENT_ERROR, _describe(exc))
+                closing = ConnectionEnds(DisconnectReason.CLIENT_ERROR, describe(exc))
                 break
             if event is None:
                 break
@@ -470,9 +427,9 @@ class Connection:
             elif isinstance(event, Disconnected):
                 self.graceful = event.graceful
                 if event.graceful:
-                    closing = _Closed(DisconnectReason.CLIENT_DISCONNECT)
+                    closing = ConnectionEnds(DisconnectReason.CLIENT_DISCONNECT)
                 else:
-                    closing = _Closed(DisconnectReason.CONNECTION_LOST, "peer closed")
+                    closing = ConnectionEnds(DisconnectReason.CONNECTION_LOST, "peer closed")
                 break
         changed = self.gateway.durable_mark()
         if batch:
@@ -579,11 +536,7 @@ class Connection:
                 continue
             request.granted[topic_filter] = int(qos)
             streams.append((mounted, gw.broker.retained_for(mounted, qos), qos))
-        for why in request.refused.values():
-            gw.counters["subscribe_denied" if why != "max_subscriptions_per_session"
-                        else "subscribe_refused_max_subscriptions_per_session"] += 1
-        gw.counters["subscribe_refused_max_filters_per_subscribe"] += request.unexamined
-        gw.counters["subscribe_duplicates"] += request.duplicates
+        request.count(gw.counters)
 
         def answer() -> None:
             assert self.conn is not None and self.identity is not None
@@ -609,41 +562,15 @@ class Connection:
             self.close(DisconnectReason.CONNECTION_LOST, "send failed")
 
     async def _write_loop(self) -> None:
-        """Session outbox first, then the retained streams of new subscriptions, each
-        message only when the inflight window takes it; flush and yield to the event loop
-        every WRITE_STEP messages, so no delivery burst holds the loop."""
+        """Hand queued messages to the protocol core as the inflight window takes them
+        (`outbound.fill`), flush, and yield to the event loop after every WRITE_STEP
+        messages, so no delivery burst holds the loop."""
         assert self.conn is not None and self.attached is not None and self.jail is not None
-        conn, outbox, jail = self.conn, self.attached.state.outbox, self.jail
-        streams = self._retained
-        counters = self.gateway.counters
+        queue = Outbound(self.conn, self.attached.state.outbox, self._retained, self.jail,
+                         self._inflight, self.gateway.counters)
         while True:
             self._wake = trio.Event()
-            sent = 0
-            while sent < WRITE_STEP:
-                if outbox:
-                    if not conn.can_publish(outbox[0].qos):
-                        break
-                    message = outbox.popleft()
-                elif streams:
-                    topic_filter, (stream, qos) = next(iter(streams.items()))
-                    if not conn.can_publish(qos):
-                        break
-                    # Pulled only when it can go out at once: never held, so never stale
-                    # behind a newer live message of its topic.
-                    message = next(stream, None)
-                    if message is None:
-                        del streams[topic_filter]
-                        continue
-                    counters["retained_out"] += 1
-                else:
-                    break
-                packet_id = conn.publish(
-                    jail.unmount(message.topic), message.payload, message.qos, message.retain
-                )
-                if packet_id is not None:
-                    self._inflight[packet_id] = message
-                counters[f"messages_out_qos{int(message.qos)}"] += 1
-                sent += 1
+            sent = queue.fill(WRITE_STEP)
             await self._flush()
             if sent >= WRITE_STEP:
                 await trio.lowlevel.checkpoint()
@@ -657,9 +584,3 @@ class Connection:
             data = self.conn.data_to_send()
             if data:
                 await self.stream.send_all(data)
-
-
-def _describe(exc: RemoteProtocolError) -> str:
-    if isinstance(exc, PacketTooLarge):
-        return f"max_packet_size: {exc}"
-    return f"{exc.rule}: {exc}" if exc.rule else str(exc)

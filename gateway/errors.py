@@ -5,9 +5,13 @@
 - `AdmissionRefused`: a peer certificate that opens no jail (operator, server, malformed);
   `reason` is a stable upper-case token for logs and metrics.
 - `JailViolation`: a topic that would leave the device's namespace (`$`-topics, escapes).
+- `ConnectionEnds`: one device connection must close for a `DisconnectReason`; raised inside
+  a connection's tasks, it never leaves them.
 """
 
 from __future__ import annotations
+
+from .reasons import DisconnectReason
 
 
 class GatewayError(Exception):
@@ -34,3 +38,12 @@ class JailViolation(GatewayError):
         super().__init__(f"{why}: {topic!r}")
         self.topic = topic
         self.why = why
+
+
+class ConnectionEnds(GatewayError):
+    """Ends one connection's loop with `reason` (and a `detail` for the log line)."""
+
+    def __init__(self, reason: DisconnectReason, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail

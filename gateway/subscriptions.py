@@ -56,6 +56,14 @@ class SubscribeRequest:
         self.refused[topic_filter] = why
         self.granted[topic_filter] = SUBACK_FAILURE
 
+    def count(self, counters: Counter[str]) -> None:
+        """Add this packet's refusals and collapsed duplicates to the gateway's counters."""
+        for why in self.refused.values():
+            counters["subscribe_denied" if why != "max_subscriptions_per_session"
+                     else "subscribe_refused_max_subscriptions_per_session"] += 1
+        counters["subscribe_refused_max_filters_per_subscribe"] += self.unexamined
+        counters["subscribe_duplicates"] += self.duplicates
+
     def codes(self) -> list[int]:
         """One SUBACK return code per filter of the packet, in order (MQTT-3.8.4-5)."""
         examined = len(self.filters) - self.unexamined
