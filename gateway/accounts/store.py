@@ -80,8 +80,9 @@ class Session:
 
 
 def code_hash(code: str) -> bytes:
-    """SHA-256 of an owner code as printed (trimmed, lower-case hex)."""
-    return hashlib.sha256(code.strip().lower().encode()).digest()
+    """SHA-256 of an owner code as the certificate carries it: the hex digits, lower-case,
+    without the dashes and spaces a person may type (ca.bundles.new_owner_code)."""
+    return hashlib.sha256("".join(code.lower().replace("-", " ").split()).encode()).digest()
 
 
 class AccountStore:
