@@ -201,6 +201,13 @@ class AccountStore:
             (network, digest))
         return cur.rowcount == 1
 
+    def record_owner_codes(self, batch: dict[str, bytes]) -> None:
+        """`record_owner_code` for many networks in one transaction."""
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO owner_codes (network, code_hash) VALUES (?, ?)",
+                batch.items())
+
     def claim(self, account_id: int, code: str) -> str:
         """Make the account the owner of the network whose code this is; return its UUID.
 

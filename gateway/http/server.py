@@ -175,7 +175,15 @@ class _Connection:
         return Request.from_target(
             method, target, body=bytes(body),
             content_type=ctype.decode("latin-1") if ctype is not None else None,
-            operator=self.operator, refusal=self.refusal)
+            operator=self.operator, refusal=self.refusal,
+            headers={k: v.decode("latin-1") for k, v in headers.items()}, peer=self._peer())
+
+    def _peer(self) -> str:
+        """The client's address (for the console's per-address login limit)."""
+        try:
+            return str(self.stream.transport_stream.socket.getpeername()[0])
+        except (OSError, AttributeError, IndexError):
+            return ""
 
     async def _refuse(self, error: ApiError) -> None:
         """Answer an unusable request (if h11 still lets us) and close."""
