@@ -26,6 +26,7 @@ class OwnerCodeSink:
         self._pending: dict[str, bytes] = {}
         self._recorded: OrderedDict[str, None] = OrderedDict()
         self._wake = trio.Event()
+        self._lock = trio.Lock()  # flush() returns only once what was pending is written
 
     def offer(self, network: str, digest: bytes) -> None:
         if network in self._recorded or network in self._pending:
@@ -45,6 +46,10 @@ class OwnerCodeSink:
             await self.flush()
 
     async def flush(self) -> None:
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         batch, self._pending = self._pending, {}
         if not batch:
             return

@@ -227,6 +227,7 @@ async def serve_http(
     certificates: Any = None,
     log: Any = None,
     stats: HttpStatistics | None = None,
+    console: Callable[[Api], Any] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the HTTP API over TLS on `address` until cancelled.
@@ -249,6 +250,8 @@ async def serve_http(
 
     api = Api(store, hooks=hooks, metrics=metrics, bars=bars, certificates=certificates,
               on_error=on_error, on_action=on_action)
+    if console is not None:  # gateway.console: /console/ on this listener
+        api.console = console(api)
     tls()  # an unusable certificate or CRL fails the start, not the first connection
     host, port = address
     try:
