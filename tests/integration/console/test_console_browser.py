@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -138,3 +139,37 @@ async def test_operator_and_owner_in_a_real_browser(cenv, make_device, chrome):
         for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
             assert not [r for r in db.execute(f"SELECT * FROM {table}") if ada_net in repr(r)]
         db.close()
+
+
+async def test_overview_updates_live_and_a_control_reaches_the_device(cenv, make_device,
+                                                                      chrome):
+    from httphelpers import Device
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = Page(chrome, f"https://127.0.0.1:{cenv.http[1]}", None)
+    bundle = make_device()
+    await cenv.own_network(bundle, "ada@example.org")
+    net = str(bundle.network_uuid)
+    await page.login("ada@example.org")
+    cell = f'tr[data-network="{net}"] td.status'
+    assert await page.run(lambda: chrome.find_element(By.CSS_SELECTOR, cell).text) == "offline"
+
+    # The device connects while the page is open: the row turns online with no reload.
+    device = Device(*cenv.mqtt, bundle, client_id="live")
+    (_, rc) = await device.connect()
+    assert rc == 0
+    await page.run(lambda: WebDriverWait(chrome, 30).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, cell).text == "online"))
+
+    # A control typed on the network page reaches the real device.
+    await device.subscribe("control/#", 1)
+    await page.open(f"/console/networks/{net}")
+    target = await page.run(lambda: chrome.find_element(
+        By.XPATH, "//tr[td[1]='target']//form").get_attribute("action"))
+    await page.fill_submit(f'form[action="{urlsplit(target).path}"]', data="21.5")
+    assert "sent" in await page.text()
+    message = await device.message()
+    assert message.topic == "control/thermo/target"
+    assert b"21.5" in message.payload
+    await device.close()
