@@ -88,9 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     account = verbs.add_parser(
         "account", help="manage console accounts (add-operator bootstraps the first one)",
         description="add-operator: create an operator account in <data>/accounts.db "
-                    "(the password from a prompt, or the first line of --password-file).")
-    account.add_argument("action", choices=("add-operator",))
-    account.add_argument("email")
+                    "(the password from a prompt, or the first line of --password-file). "
+                    "rotate-key: encrypt every account under a fresh data key (stop the "
+                    "gateway first).")
+    account.add_argument("action", choices=("add-operator", "rotate-key"))
+    account.add_argument("email", nargs="?")
     account.add_argument("--config", type=Path, help="TOML config file (for data)")
     account.add_argument("--data", type=Path, help="the gateway's data folder")
     account.add_argument("--password-file", type=Path, help="file whose first line is it")
