@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sqlite3
 from collections.abc import Callable
@@ -90,6 +91,10 @@ class AccountStore:
         self.path = Path(path)
         self.key = key
         self._now = now_us
+        # Only ciphertexts and hashes inside, yet nobody else's business: 0600 from the start
+        # (SQLite gives its -wal and -shm files the database file's mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")

@@ -75,7 +75,9 @@ class Console:
         path, method = request.path, request.method
         if path.startswith("/console/static/"):
             return self._static(path.removeprefix("/console/static/"))
-        if path in ("/console", "/console/login") and method == "GET":
+        if path == "/console" and method == "GET":
+            return _redirect("/console/")
+        if path == "/console/login" and method == "GET":
             return self._login_page()
         if path == "/console/login" and method == "POST":
             return await self._login(request)
@@ -381,6 +383,9 @@ history</td><td>to run and show your devices</td><td>your devices</td>
             try:
                 yield b"retry: 5000\n\n"
                 while True:
+                    # A logout, a revoked session or a password change ends the stream too.
+                    if await self._call(self.accounts.session, who.token) is None:
+                        return
                     networks = await self._networks(who)
                     yield (b"event: status\ndata: " + json.dumps({"networks": [
                         {"uuid": n["uuid"], "status": n["status"],

@@ -150,3 +150,32 @@ async def _account(cenv, email: str, role: str = "owner") -> None:
 
 async def _operator(cenv) -> None:
     await _account(cenv, "op@example.org", "operator")
+
+
+async def test_live_updates_stream_only_own_networks_and_end_at_logout(cenv, make_device):
+    import http.client
+
+    import trio
+
+    ada_bundle, bob_bundle = make_device(), make_device()
+    ada, _ = await cenv.own_network(ada_bundle, "ada@example.org")
+    await cenv.own_network(bob_bundle, "bob@example.org")
+
+    conn = http.client.HTTPSConnection(ada.host, ada.port, context=ada.context, timeout=30)
+    cookie = "; ".join(f"{k}={v}" for k, v in ada.cookies.items())
+
+    def first_event():
+        conn.request("GET", "/console/events", headers={"cookie": cookie})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("content-type") == "text/event-stream"
+        while not (line := resp.readline()).startswith(b"data: "):
+            pass
+        return resp, json.loads(line[6:])
+
+    resp, event = await trio.to_thread.run_sync(first_event)
+    assert [n["uuid"] for n in event["networks"]] == [str(ada_bundle.network_uuid)]
+    await ada.post("/console/logout", {})
+    rest = await trio.to_thread.run_sync(resp.read)  # returns: the stream ended
+    assert rest.count(b"event: status") <= 1
+    conn.close()

@@ -142,3 +142,10 @@ def test_rotate_key_reencrypts_and_login_still_works(store, tmp_path):
     account = store.authenticate("ada@example.org", PW)
     assert account.details == {"name": "Ada"}
     assert (tmp_path / "data.key").read_text().count("\n") == 1
+
+
+def test_accounts_file_is_0600(store, tmp_path):
+    import stat
+    store.add("ada@example.org", PW, "owner")
+    for name in ("accounts.db", "accounts.db-wal"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
