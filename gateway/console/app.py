@@ -121,6 +121,10 @@ class Console:
                   "details": who.account.details}
             return self._page(who, "Account", pages.account(me, sessions, who.session.id,
                                                             who.session.csrf))
+        if path == "/console/accounts" and who.account.role == "operator":
+            rows = await self._call(self.accounts.all)
+            return self._page(who, "Accounts", pages.accounts(
+                [(i, role, _iso(created)) for i, role, created in rows]))
         if path == "/console/account/export":
             return await self._export(who)
         if path == "/console/account/report":
@@ -402,7 +406,8 @@ history</td><td>to run and show your devices</td><td>your devices</td>
 
     def _page(self, who: _Who, title: str, body: str, *, status: int = 200) -> Response:
         return _html(status, pages.layout(title, body, who=who.account.email,
-                                          csrf=who.session.csrf))
+                                          csrf=who.session.csrf,
+                                          operator=who.account.role == "operator"))
 
     def _not_found(self, who: _Who) -> Response:
         return self._page(who, "Not found", pages.message("no such page or network"),

@@ -12,10 +12,13 @@ def e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def layout(title: str, body: str, *, who: str | None = None, csrf: str = "") -> bytes:
+def layout(title: str, body: str, *, who: str | None = None, csrf: str = "",
+           operator: bool = False) -> bytes:
     nav = ""
     if who is not None:
+        extra = '<a href="/console/accounts">Accounts</a> ' if operator else ""
         nav = (f'<nav><a href="/console/">Fleet</a> <a href="/console/account">Account</a> '
+               f'{extra}'
                f'<span class="who">{e(who)}</span>'
                f'<form method="post" action="/console/logout" class="inline">'
                f'<input type="hidden" name="csrf" value="{e(csrf)}">'
@@ -140,6 +143,15 @@ and everything stored about your networks) &middot;
 erased, and those networks' certificates are barred. Type DELETE to confirm.</p>
 <form method="post" action="/console/account/delete">{hidden}
 <input name="confirm" required autocomplete="off"><button type="submit">Delete</button></form>"""
+
+
+def accounts(rows: list[tuple[int, str, str]]) -> str:
+    """Operators' view of the accounts: ids, roles and dates only (nothing decrypted)."""
+    body = "".join(f"<tr><td>{e(i)}</td><td>{e(role)}</td><td>{e(created)}</td></tr>"
+                   for i, role, created in rows)
+    return ("<p>Email addresses and details stay encrypted: this list decrypts nothing.</p>"
+            "<table id=\"accounts\"><thead><tr><th>Account</th><th>Role</th><th>Since</th>"
+            f"</tr></thead><tbody>{body}</tbody></table>")
 
 
 def message(text: str) -> str:

@@ -179,3 +179,14 @@ async def test_live_updates_stream_only_own_networks_and_end_at_logout(cenv, mak
     rest = await trio.to_thread.run_sync(resp.read)  # returns: the stream ended
     assert rest.count(b"event: status") <= 1
     conn.close()
+
+
+async def test_operators_list_accounts_without_emails_and_owners_cannot(cenv, make_device):
+    owner, _ = await cenv.own_network(make_device(), "ada@example.org")
+    await _operator(cenv)
+    op = cenv.browser()
+    await op.login("op@example.org", PW)
+    listing = await op.get("/console/accounts")
+    assert listing.status == 200 and "owner" in listing.text
+    assert "ada@example.org" not in listing.text
+    assert (await owner.get("/console/accounts")).status == 404
