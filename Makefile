@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the test suite drives for real: openssl (chain checks), the mosquitto
 # clients (standard clients against the gateway) and broker (the bench smoke run's peer).
-TEST_DEBS  := openssl mosquitto-clients mosquitto curl
-BENCH_DEBS := $(TEST_DEBS)
+TEST_DEBS  := openssl mosquitto-clients mosquitto curl chromium chromium-driver
+BENCH_DEBS := openssl mosquitto-clients mosquitto curl
 
 .PHONY: venv test demo certs lint bench clean
 

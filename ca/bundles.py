@@ -3,6 +3,7 @@
 Theory of operation: for a batch of network UUIDs, generate each P-256 key, sign its
 certificate from one shared `device_template`, and write OUT/.staging-*/<uuid>/ with
 device.key (0600), device.crt (leaf + issuing), ca.crt (root), device.json (and device.p12).
+Each certificate carries SHA-256 of the bundle's one-time owner code (device.json only).
 Staging writes are not fsynced one by one; the store syncs the file system once per batch
 (syncfs), records the batch in one transaction, then renames each folder into place.
 
@@ -16,6 +17,7 @@ import datetime as dt
 import hashlib
 import multiprocessing
 import os
+import secrets
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -77,11 +79,22 @@ class DeviceBundle:
         return self.dir / "device.p12" if self.has_p12 else None
 
 
-def device_json(net: str, serial: int, fp: str, nb: str, na: str) -> bytes:
+def device_json(net: str, serial: int, fp: str, nb: str, na: str,
+                owner_code: str | None = None) -> bytes:
+    owner = f',\n  "owner_code": "{owner_code}"' if owner_code is not None else ""
     return (
         f'{{\n  "uuid": "{net}",\n  "serial": "{serial_hex(serial)}",\n'
-        f'  "fingerprint": "{fp}",\n  "not_before": "{nb}",\n  "not_after": "{na}"\n}}\n'
+        f'  "fingerprint": "{fp}",\n  "not_before": "{nb}",\n  "not_after": "{na}"'
+        f'{owner}\n}}\n'
     ).encode()
+
+
+def new_owner_code() -> tuple[str, bytes]:
+    """A one-time owner code (128 random bits, as 8 groups of 4 hex digits) and the SHA-256
+    the certificate carries: SHA-256 of the 32 hex digits, lower-case, without dashes. Only
+    device.json holds the code; the CA keeps nothing of it, the gateway only the hash."""
+    raw = secrets.token_hex(16)
+    return "-".join(raw[i:i + 4] for i in range(0, 32, 4)), hashlib.sha256(raw.encode()).digest()
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
@@ -147,11 +160,13 @@ class BundleFactory:
         for net in networks:
             key = generate_key(KeyType.EC_P256)
             serial = random_serial()
+            owner_code, owner_hash = new_owner_code()
             if fast is not None:
-                der = fast.sign(key.public_key(), net, serial)  # type: ignore[arg-type]
+                der = fast.sign(key.public_key(), net, serial,  # type: ignore[arg-type]
+                                owner_hash)
                 cert_pem = pem_certificate(der)
             else:
-                c = finish_device(template, key_sign, key.public_key(), net, serial)
+                c = finish_device(template, key_sign, key.public_key(), net, serial, owner_hash)
                 der, cert_pem = c.public_bytes(_DER), c.public_bytes(_PEM)
             fp = hashlib.sha256(der).hexdigest()
             name = str(net)
@@ -160,7 +175,7 @@ class BundleFactory:
             _write(d + "/device.key", private_key_pem(key), 0o600)
             _write(d + "/device.crt", cert_pem + self.issuing_pem, 0o644)
             _write(d + "/ca.crt", self.root_pem, 0o644)
-            _write(d + "/device.json", device_json(name, serial, fp, nb, na), 0o644)
+            _write(d + "/device.json", device_json(name, serial, fp, nb, na, owner_code), 0o644)
             if self.p12:
                 enc = (
                     BestAvailableEncryption(self.p12_password)

@@ -81,10 +81,17 @@ class FastDeviceSigner:
         if sign is None:
             raise TypeError(f"no fast path for {type(issuer.key).__name__} issuers")
         self._sign = sign
+        self.template = device_template(issuer, not_before, not_after)
+        self._issuer = issuer
+        self._plain = self._splice(None)
+        self._owned: tuple[list[bytes | str], bytes] | None = None  # built on first use
+
+    def _splice(self, owner_hash: bytes | None) -> tuple[list[bytes | str], bytes]:
+        """(TBS pieces with named holes, signature algorithm DER) from a reference."""
         ref_key = ec.generate_private_key(ec.SECP256R1()).public_key()
         ref_net, ref_serial = uuid.uuid4(), random_serial()
-        self.template = device_template(issuer, not_before, not_after)
-        ref = finish_device(self.template, issuer.key, ref_key, ref_net, ref_serial)
+        ref = finish_device(self.template, self._issuer.key, ref_key, ref_net, ref_serial,
+                            owner_hash)
         tbs = ref.tbs_certificate_bytes
         spki = ref_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         ski = ref.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -95,6 +102,8 @@ class FastDeviceSigner:
             "ski": ski,
         }
         expected = {"serial": 1, "uuid": 2, "spki": 1, "ski": 1}
+        if owner_hash is not None:
+            fields["owner"], expected["owner"] = owner_hash, 1
         cuts: list[tuple[int, int, str]] = []
         for name, value in fields.items():
             found, start = [], 0
@@ -105,21 +114,21 @@ class FastDeviceSigner:
                 raise ValueError(f"reference certificate: {name} found {len(found)} times")
             cuts += [(i, i + len(value), name) for i in found]
         cuts.sort()
-        self._pieces: list[bytes | str] = []
+        pieces: list[bytes | str] = []
         pos = 0
         for start, end, name in cuts:
-            self._pieces += [tbs[pos:start], name]
+            pieces += [tbs[pos:start], name]
             pos = end
-        self._pieces.append(tbs[pos:])
+        pieces.append(tbs[pos:])
         der = ref.public_bytes(Encoding.DER)
         tbs_start = der.index(tbs)  # just past the outer SEQUENCE's header
         alg_start = tbs_start + len(tbs)
-        self._sig_alg = der[alg_start : _split_tlv(der, alg_start)]
-        self._tbs_len = len(tbs)
+        return pieces, der[alg_start : _split_tlv(der, alg_start)]
 
     def sign(self, public_key: ec.EllipticCurvePublicKey, network: uuid.UUID,
-             serial: int | None = None) -> bytes:
-        """The DER of a device certificate for `public_key` (P-256) and `network`."""
+             serial: int | None = None, owner_hash: bytes | None = None) -> bytes:
+        """The DER of a device certificate for `public_key` (P-256) and `network` (with the
+        owner-code extension when `owner_hash`, 32 bytes, is given)."""
         spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         if len(spki) != 91:
             raise ValueError("the fast path signs P-256 keys only")
@@ -133,8 +142,17 @@ class FastDeviceSigner:
             # RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's value.
             "ski": hashlib.sha1(spki[-65:]).digest(),
         }
-        tbs = b"".join(values[p] if isinstance(p, str) else p for p in self._pieces)
+        if owner_hash is None:
+            pieces, sig_alg = self._plain
+        else:
+            if len(owner_hash) != 32:
+                raise ValueError("an owner-code digest is SHA-256 (32 bytes)")
+            if self._owned is None:
+                self._owned = self._splice(hashlib.sha256(os.urandom(32)).digest())
+            pieces, sig_alg = self._owned
+            values["owner"] = owner_hash
+        tbs = b"".join(values[p] if isinstance(p, str) else p for p in pieces)
         sig = self._sign(tbs)
         bit_string = b"\x03" + der_length(len(sig) + 1) + b"\x00" + sig
-        body = tbs + self._sig_alg + bit_string
+        body = tbs + sig_alg + bit_string
         return b"\x30" + der_length(len(body)) + body

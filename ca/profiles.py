@@ -271,14 +271,29 @@ def device_template(
     )
 
 
+# The owner-code extension: SHA-256 of the network's one-time owner code (device.json), so the
+# gateway can recognise the code an owner types without the CA sharing anything else with it.
+# Non-critical: a verifier that does not know it ignores it. OID under 2.25 (a UUID, X.667).
+OWNER_CODE_OID = x509.ObjectIdentifier("2.25.246175237376411376389219591651356474711")
+
+
+def owner_code_extension(digest: bytes) -> x509.UnrecognizedExtension:
+    """The extension carrying `digest` (32 bytes) as a DER OCTET STRING."""
+    if len(digest) != 32:
+        raise ValueError("an owner-code digest is SHA-256 (32 bytes)")
+    return x509.UnrecognizedExtension(OWNER_CODE_OID, b"\x04\x20" + digest)
+
+
 def finish_device(
     template: x509.CertificateBuilder,
     issuer_key: PrivateKey,
     public_key: PublicKey,
     network: uuid.UUID,
     serial: int | None = None,
+    owner_hash: bytes | None = None,
 ) -> x509.Certificate:
-    """Sign a device certificate for `network` from a `device_template`."""
+    """Sign a device certificate for `network` from a `device_template` (with the owner-code
+    extension when `owner_hash` is given)."""
     builder = (
         template.subject_name(device_subject(network))
         .public_key(public_key)
@@ -289,6 +304,8 @@ def finish_device(
             critical=False,
         )
     )
+    if owner_hash is not None:
+        builder = builder.add_extension(owner_code_extension(owner_hash), critical=False)
     return _sign(builder, issuer_key)
 
 

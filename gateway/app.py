@@ -18,7 +18,7 @@ from collections.abc import Callable, Container, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import trio
 
@@ -138,6 +138,9 @@ class Gateway:
         self.pending = PendingPool(config.max_pending, config.max_pending_per_source)
         self.counters: Counter[str] = Counter()
         self.connections: set[Connection] = set()
+        # The console's gateway.accounts.OwnerCodeSink (None: no console): it records each
+        # network's owner-code hash from its certificate, off the event loop.
+        self.owner_codes: Any = None
 
     # -- the ingest seam ----------------------------------------------------------------
 
@@ -222,6 +225,8 @@ class Gateway:
         """A connection passed admission: count it against its network."""
         assert connection.identity is not None
         self.counters["handshakes_accepted"] += 1
+        if self.owner_codes is not None and connection.identity.owner_hash is not None:
+            self.owner_codes.offer(connection.identity.network, connection.identity.owner_hash)
 
     def connection_closed(self, connection: Connection) -> None:
         if connection in self.connections:

@@ -42,6 +42,7 @@ class ExitCode(IntEnum):
     CONFIG = 3
     LISTEN = 4
     BACKUP = 5
+    ACCOUNT = 6  # gateway.accounts.cli.EXIT_ACCOUNT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("--data", type=Path, help="the gateway's data folder")
     backup.add_argument("--erasure-ledger", type=Path,
                         help="the erasure ledger (default <data>/erasures.jsonl)")
+    account = verbs.add_parser(
+        "account", help="manage console accounts (add-operator bootstraps the first one)",
+        description="add-operator: create an operator account in <data>/accounts.db "
+                    "(the password from a prompt, or the first line of --password-file). "
+                    "rotate-key: encrypt every account under a fresh data key (stop the "
+                    "gateway first).")
+    account.add_argument("action", choices=("add-operator", "rotate-key"))
+    account.add_argument("email", nargs="?")
+    account.add_argument("--config", type=Path, help="TOML config file (for data)")
+    account.add_argument("--data", type=Path, help="the gateway's data folder")
+    account.add_argument("--password-file", type=Path, help="file whose first line is it")
     return parser
 
 
@@ -202,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args)
     if args.verb == "backup":
         return _backup(args)
+    if args.verb == "account":
+        from .accounts.cli import account_verb
+        return account_verb(args)
     try:
         config = _config(args)
         log = open_log(config)

@@ -17,6 +17,7 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from .accounts.ownercode import owner_hash_of
 from .errors import AdmissionRefused
 
 OPERATOR_URI_PREFIX = "urn:fleetgate:operator:"
@@ -30,6 +31,7 @@ class DeviceIdentity:
     network_uuid: uuid.UUID
     serial: int
     not_after: datetime
+    owner_hash: bytes | None = None  # SHA-256 of the bundle's owner code (gateway.accounts)
 
     @property
     def network(self) -> str:
@@ -88,7 +90,8 @@ def identity_from_certificate(cert: x509.Certificate) -> DeviceIdentity:
     if str(network) != text.lower():
         # Accept only the canonical spelling, so one network has one topic prefix.
         raise AdmissionRefused("NOT_A_DEVICE", f"SAN URI UUID not canonical: {text!r}")
-    return DeviceIdentity(network, cert.serial_number, cert.not_valid_after_utc)
+    return DeviceIdentity(network, cert.serial_number, cert.not_valid_after_utc,
+                          owner_hash_of(cert))
 
 
 def _san_uris(cert: x509.Certificate) -> list[str]:

@@ -120,6 +120,7 @@ class Api:
         self.certificates = certificates or InventoryLookup(None)
         self.on_error = on_error
         self.on_action = on_action
+        self.console: Any = None  # gateway.console.Console: answers /console and below
 
     async def handle(self, request: Request) -> Response:
         """Answer one request; never raises for anything a client can send.
@@ -127,6 +128,9 @@ class Api:
         Every request that changes something (any method but GET and HEAD) that reached a
         route is reported to `on_action` once answered: who, what, on which UUID, the status.
         """
+        if self.console is not None and (request.path == "/console"
+                                         or request.path.startswith("/console/")):
+            return await self.console.handle(request)  # its own routes, auth and logging
         route = None
         params: dict[str, Any] = {}
         try:

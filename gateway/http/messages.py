@@ -28,6 +28,9 @@ class Request:
     content_type: str | None = None
     operator: Operator | None = None
     refusal: ApiError | None = None  # why `operator` is None (401/403), for protected routes
+    # For the console (cookies, Origin) and its per-address login limits; the API ignores them.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    peer: str = ""
 
     @classmethod
     def from_target(cls, method: str, target: str, **kw: Any) -> Request:

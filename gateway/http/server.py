@@ -196,7 +196,15 @@ class _Connection:
         return Request.from_target(
             method, target, body=bytes(body),
             content_type=ctype.decode("latin-1") if ctype is not None else None,
-            operator=self.operator, refusal=self.refusal)
+            operator=self.operator, refusal=self.refusal,
+            headers={k: v.decode("latin-1") for k, v in headers.items()}, peer=self._peer())
+
+    def _peer(self) -> str:
+        """The client's address (for the console's per-address login limit)."""
+        try:
+            return str(self.stream.transport_stream.socket.getpeername()[0])
+        except (OSError, AttributeError, IndexError):
+            return ""
 
     async def _refuse(self, error: ApiError) -> None:
         """Answer an unusable request (if h11 still lets us) and close."""
@@ -240,6 +248,7 @@ async def serve_http(
     certificates: Any = None,
     log: Any = None,
     stats: HttpStatistics | None = None,
+    console: Callable[[Api], Any] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the HTTP API over TLS on `address` until cancelled.
@@ -262,6 +271,8 @@ async def serve_http(
 
     api = Api(store, hooks=hooks, metrics=metrics, bars=bars, certificates=certificates,
               on_error=on_error, on_action=on_action)
+    if console is not None:  # gateway.console: /console/ on this listener
+        api.console = console(api)
     tls()  # an unusable certificate or CRL fails the start, not the first connection
     host, port = address
     try:

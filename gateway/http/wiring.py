@@ -184,8 +184,12 @@ async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
     hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars,
                          ledger=ErasureLedger(config.erasure_ledger_path))
 
-    await serve_http(address, http_tls(gateway.tls), store, hooks=hooks, bars=bars,
-                     certificates=InventoryLookup(config.ca_home),
-                     metrics=lambda: gateway_samples(gateway, store, gateway.ingest, stats),
-                     limits=limits, log=gateway.log, stats=stats,
-                     task_status=task_status)
+    from gateway.console.wiring import console_for
+
+    async with console_for(gateway, config.data) as console:
+        await serve_http(address, http_tls(gateway.tls), store, hooks=hooks, bars=bars,
+                         certificates=InventoryLookup(config.ca_home),
+                         metrics=lambda: gateway_samples(gateway, store, gateway.ingest, stats),
+                         limits=limits, log=gateway.log, stats=stats,
+                         console=console,
+                         task_status=task_status)

@@ -162,6 +162,7 @@ def test_device_bundle_holds_key_chain_root_and_json(dev_home, tmp_path):
         "uuid": str(b.network_uuid), "serial": f"{leaf.serial_number:x}",
         "fingerprint": leaf.fingerprint(hashes.SHA256()).hex(),
         "not_before": info["not_before"], "not_after": b.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "owner_code": info["owner_code"],  # its hash in the certificate: tests/unit/accounts
     }
     record = dev_home.find(b.serial)[0]
     assert (record.kind, record.network_uuid, record.status) == ("device", b.network_uuid, "valid")

@@ -1,0 +1,466 @@
+"""The console's requests: session, CSRF and ownership checks, then one handler per page.
+
+Isolation between owners: every network, value or export an owner asks for is checked with
+`AccountStore.owns` first; anything not theirs answers exactly as a network that does not
+exist (404), so a guessed UUID tells nothing. Operators see the whole fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import Any
+from uuid import UUID
+
+import trio
+
+from ..accounts import AccountError, AccountStore, BadLogin, OwnerCodeRefused
+from ..accounts.store import Account, Session
+from ..http.auth import Operator
+from ..http.messages import JSON, Request, Response
+from . import guard, pages
+
+STATIC = {"console.css": "text/css; charset=utf-8",
+          "console.js": "text/javascript; charset=utf-8"}
+HTML = "text/html; charset=utf-8"
+CHART_POINTS = 2000  # the newest reports drawn per numeric value
+MAX_EVENT_STREAMS = 64  # live-update streams open at once; past it 503
+EVENT_INTERVAL = 2.0  # seconds between live updates
+
+_NETWORK = re.compile(r"^/console/networks/([0-9a-f-]{36})(/erase)?$")
+_VALUE = re.compile(r"^/console/values/([0-9a-f-]{36})/control$")
+_SESSION = re.compile(r"^/console/account/sessions/([0-9a-f]{16})/revoke$")
+
+
+class _NotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Who:
+    account: Account
+    session: Session
+    token: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.account.role}:{self.account.id}"
+
+    @property
+    def operator(self) -> Operator:
+        return Operator(f"console:{self.label}", 0)
+
+
+class Console:
+    def __init__(self, api: Any, accounts: AccountStore, *, limiter: trio.CapacityLimiter,
+                 monotonic: Callable[[], float] = trio.current_time,
+                 counters: Any = None) -> None:
+        self.api = api
+        self.accounts = accounts
+        self.limiter = limiter
+        self.logins = guard.LoginLimiter(monotonic)
+        self.counters = counters if counters is not None else {}
+        self._streams = 0
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kw), limiter=self.limiter)
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        if path.startswith("/console/static/"):
+            return self._static(path.removeprefix("/console/static/"))
+        if path == "/console" and method == "GET":
+            return _redirect("/console/")
+        if path == "/console/login" and method == "GET":
+            return self._login_page()
+        if path == "/console/login" and method == "POST":
+            return await self._login(request)
+        who = await self._who(request)
+        if who is None:
+            if method == "GET":
+                return _redirect("/console/login")
+            return _html(403, pages.layout("Forbidden", pages.message(
+                "your session has ended: log in again")))
+        if method == "POST":
+            fields = guard.form(request.body)
+            if not guard.same_token(who.session.csrf, fields.get("csrf")):
+                response = _html(403, pages.layout("Forbidden", pages.message(
+                    "this form is stale or was not sent by the console (CSRF token)"),
+                    who=who.account.email, csrf=who.session.csrf))
+            else:
+                try:
+                    response = await self._post(request, who, fields)
+                except _NotFound:
+                    response = self._not_found(who)
+            self._action(who, request, response.status)
+            return response
+        if method != "GET":
+            return _html(405, pages.layout("Method not allowed", ""))
+        try:
+            return await self._get(request, who)
+        except _NotFound:
+            return self._not_found(who)
+
+    async def _get(self, request: Request, who: _Who) -> Response:
+        path = request.path
+        if path == "/console/":
+            return self._page(who, "Fleet", pages.overview(
+                await self._networks(who), who.session.csrf, who.account.role))
+        if path == "/console/events":
+            return await self._events(who)
+        if path == "/console/account":
+            sessions = [_SessionView(s) for s in
+                        await self._call(self.accounts.sessions_of, who.account.id)]
+            me = {"email": who.account.email, "role": who.account.role,
+                  "details": who.account.details}
+            return self._page(who, "Account", pages.account(me, sessions, who.session.id,
+                                                            who.session.csrf))
+        if path == "/console/accounts" and who.account.role == "operator":
+            rows = await self._call(self.accounts.all)
+            return self._page(who, "Accounts", pages.accounts(
+                [(i, role, _iso(created)) for i, role, created in rows]))
+        if path == "/console/account/export":
+            return await self._export(who)
+        if path == "/console/account/report":
+            return self._page(who, "Access report", await self._report(who))
+        m = _NETWORK.match(path)
+        if m and not m.group(2):
+            uuid = await self._owned(who, m.group(1))
+            doc = await self._api_json(self.api.get_network, uuid, key="network")
+            return self._page(who, "Network", pages.network(
+                doc, await self._charts(doc), who.session.csrf))
+        raise _NotFound
+
+    async def _post(self, request: Request, who: _Who, fields: dict[str, str]) -> Response:
+        path = request.path
+        if path == "/console/logout":
+            await self._call(self.accounts.end_session, who.token)
+            return _redirect("/console/login", guard.clear_cookie(guard.SESSION_COOKIE))
+        if path == "/console/claim":
+            if who.account.role != "owner":
+                raise _NotFound
+            try:
+                network = await self._call(self.accounts.claim, who.account.id,
+                                           fields.get("code", "")[:64])
+            except OwnerCodeRefused as exc:
+                return self._page(who, "Not claimed", pages.message(str(exc)), status=422)
+            return _redirect(f"/console/networks/{network}")
+        if path == "/console/account/details":
+            try:
+                await self._call(self.accounts.correct, who.account.id,
+                                 {k: fields.get(k, "") for k in ("name", "phone", "address")})
+            except AccountError as exc:
+                return self._page(who, "Not saved", pages.message(str(exc)), status=422)
+            return _redirect("/console/account")
+        if path == "/console/account/password":
+            try:
+                ended = await self._call(self.accounts.change_password, who.account.id,
+                                         fields.get("old", ""), fields.get("new", ""),
+                                         who.token)
+            except AccountError as exc:
+                return self._page(who, "Not changed", pages.message(str(exc)), status=422)
+            return self._page(who, "Password changed", pages.message(
+                f"password changed; {ended} other session(s) ended"))
+        if path == "/console/account/delete":
+            if fields.get("confirm") != "DELETE":
+                return self._page(who, "Not deleted", pages.message(
+                    "type DELETE to confirm"), status=422)
+            return await self._delete_account(who)
+        if m := _SESSION.match(path):
+            await self._call(self.accounts.revoke_session, who.account.id, m.group(1))
+            return _redirect("/console/account")
+        if m := _NETWORK.match(path):
+            if not m.group(2):
+                raise _NotFound
+            uuid = await self._owned(who, m.group(1))
+            if fields.get("confirm", "").strip().lower() != str(uuid):
+                return self._page(who, "Not erased", pages.message(
+                    "type the network's UUID to confirm"), status=422)
+            await self._erase(uuid, who)
+            return self._page(who, "Erased", pages.message(f"network {uuid} erased"))
+        if m := _VALUE.match(path):
+            value = await self._owned_value(who, m.group(1))
+            body = json.dumps({"data": _number_or_text(fields.get("data", ""))}).encode()
+            internal = Request("POST", f"/api/v1/values/{value}/control", {}, body=body,
+                               content_type=JSON, operator=who.operator)
+            response = await self.api.control_value(internal, value)
+            return self._page(who, "Control", pages.message(
+                "sent" if response.status == 200 else
+                json.loads(response.body).get("error", {}).get("message", "refused")),
+                status=200 if response.status == 200 else 422)
+        raise _NotFound
+
+    # -- login ------------------------------------------------------------------------
+
+    def _login_page(self, message: str = "", status: int = 200) -> Response:
+        token = _token()
+        return _html(status, pages.login(token, message),
+                     guard.set_cookie(guard.LOGIN_COOKIE, token))
+
+    async def _login(self, request: Request) -> Response:
+        fields = guard.form(request.body)
+        cookie = guard.cookies(dict(request.headers)).get(guard.LOGIN_COOKIE, "")
+        if not guard.same_token(cookie, fields.get("csrf")):
+            return self._login_page("this form is stale: try again", 403)
+        email, password = fields.get("email", "")[:254], fields.get("password", "")
+        keys = (self.accounts.key.lookup(email), request.peer)
+        if self.logins.locked(*keys):
+            self.counters["console_logins_locked"] = self.counters.get(
+                "console_logins_locked", 0) + 1
+            return self._login_page("too many failed logins: wait 15 minutes", 429)
+        try:
+            account = await self._call(self.accounts.authenticate, email, password)
+        except BadLogin:
+            self.logins.failed(*keys)
+            return self._login_page("unknown email or wrong password", 401)
+        self.logins.succeeded(*keys)
+        token, _ = await self._call(self.accounts.open_session, account.id, request.peer)
+        return _redirect("/console/", guard.set_cookie(guard.SESSION_COOKIE, token),
+                         guard.clear_cookie(guard.LOGIN_COOKIE))
+
+    async def _who(self, request: Request) -> _Who | None:
+        token = guard.cookies(dict(request.headers)).get(guard.SESSION_COOKIE)
+        if not token or len(token) > 100:
+            return None
+        session = await self._call(self.accounts.session, token,
+                                   max_idle_us=guard.SESSION_IDLE_US)
+        if session is None:
+            return None
+        account = await self._call(self.accounts.get, session.account_id)
+        return _Who(account, session, token)
+
+    # -- ownership --------------------------------------------------------------------
+
+    async def _owned(self, who: _Who, text: str) -> UUID:
+        try:
+            uuid = UUID(text)
+        except ValueError:
+            raise _NotFound from None
+        if who.account.role != "operator" and not await self._call(
+                self.accounts.owns, who.account.id, str(uuid)):
+            raise _NotFound
+        return uuid
+
+    async def _owned_value(self, who: _Who, text: str) -> UUID:
+        try:
+            value = UUID(text)
+        except ValueError:
+            raise _NotFound from None
+        where = await self.api.store.find_value(value)
+        if where is None:
+            raise _NotFound
+        await self._owned(who, str(where.network))
+        return value
+
+    async def _networks(self, who: _Who) -> list[dict[str, Any]]:
+        if who.account.role == "operator":
+            internal = Request("GET", "/api/v1/networks", {"limit": "1000"},
+                               operator=who.operator)
+            return json.loads((await self.api.list_networks(internal)).body)["networks"]
+        out = []
+        for network in await self._call(self.accounts.networks_of, who.account.id):
+            doc = await self._api_json(self.api.get_network, UUID(network), key="network",
+                                       missing=None)
+            status = (doc or {}).get("status") or {"uuid": network, "status": "offline"}
+            out.append(status)
+        return out
+
+    async def _api_json(self, endpoint: Callable[..., Any], uuid: UUID, *, key: str,
+                        missing: Any = _NotFound) -> Any:
+        from ..http.errors import ApiError
+
+        try:
+            response = await endpoint(Request("GET", "/", {}), uuid)
+        except ApiError:
+            if missing is _NotFound:
+                raise _NotFound from None
+            return missing
+        return json.loads(response.body)[key]
+
+    async def _charts(self, doc: dict[str, Any]) -> dict[str, str]:
+        from ..storage.records import StateKind
+
+        charts = {}
+        for device in doc.get("devices", []):
+            for value in device.get("values", []):
+                rows = await self.api.store.history(UUID(value["uuid"]), kind=StateKind.REPORT,
+                                                    limit=CHART_POINTS, newest_first=True)
+                points = []
+                for r in reversed(rows):
+                    try:
+                        points.append((r.timestamp, float(r.data)))
+                    except ValueError:
+                        break  # not a number: no chart
+                else:
+                    svg = pages.chart(points)
+                    if svg:
+                        charts[value["uuid"]] = svg
+        return charts
+
+    # -- changes ------------------------------------------------------------------------
+
+    async def _erase(self, network: UUID, who: _Who) -> None:
+        if self.api.hooks is not None:
+            await self.api.hooks.erase(network, who.operator)
+        await self._call(self.accounts.forget_network, str(network))
+
+    async def _delete_account(self, who: _Who) -> Response:
+        owned = await self._call(self.accounts.networks_of, who.account.id)
+        for network in owned:
+            await self._erase(UUID(network), who)
+        await self._call(self.accounts.delete, who.account.id)
+        return _html(200, pages.layout("Account deleted", pages.message(
+            f"your account and {len(owned)} network(s) were erased")),
+            guard.clear_cookie(guard.SESSION_COOKIE))
+
+    def _action(self, who: _Who, request: Request, status: int) -> None:
+        if self.api.on_action is not None:
+            self.api.on_action(operator=who.label, action="console",
+                               method=request.method, path=request.path,
+                               target=_target(request.path), status=status, via="console")
+
+    # -- data rights --------------------------------------------------------------------
+
+    async def _export(self, who: _Who) -> Response:
+        networks = (await self._call(self.accounts.networks_of, who.account.id)
+                    if who.account.role == "owner" else [])
+        head = {"account": {"email": who.account.email, "role": who.account.role,
+                            "details": who.account.details,
+                            "created": datetime.fromtimestamp(
+                                who.account.created_us / 1e6, UTC).isoformat()},
+                "exported": datetime.now(UTC).isoformat()}
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield json.dumps(head)[:-1].encode() + b',"networks":['
+            for i, network in enumerate(networks):
+                internal = Request("GET", "/", {}, operator=who.operator)
+                from ..http.errors import ApiError
+                try:
+                    response = await self.api.export_network(internal, UUID(network))
+                except ApiError:
+                    continue
+                yield (b"," if i else b"")
+                if response.stream is not None:
+                    async for part in response.stream:
+                        yield part
+                else:
+                    yield response.body
+            yield b"]}"
+
+        return Response(200, (("content-type", JSON), (
+            "content-disposition", 'attachment; filename="fleetgate-my-data.json"'),
+            *guard.SECURITY_HEADERS), stream=chunks())
+
+    async def _report(self, who: _Who) -> str:
+        networks = (await self._call(self.accounts.networks_of, who.account.id)
+                    if who.account.role == "owner" else [])
+        sessions = await self._call(self.accounts.sessions_of, who.account.id)
+        items = "".join(f"<li><code>{pages.e(n)}</code></li>" for n in networks)
+        return f"""<table>
+<tr><th>What</th><th>Why</th><th>Where, from whom</th><th>Who receives it</th><th>How long</th></tr>
+<tr><td>Email address (encrypted), password hash (Argon2id)</td><td>to log you in</td>
+<td>you, at sign-up</td><td>nobody</td><td>until you delete your account</td></tr>
+<tr><td>Name, phone, address (encrypted; {len(who.account.details)} given)</td>
+<td>only if you gave them</td><td>you</td><td>nobody</td><td>until you delete them</td></tr>
+<tr><td>{len(sessions)} session(s): address and times</td><td>to keep you logged in and
+show you where you are logged in</td><td>your browser</td><td>nobody</td>
+<td>until logout, 8 idle hours, or deletion</td></tr>
+<tr><td>{len(networks)} network(s): device tree, reported and control values, connection
+history</td><td>to run and show your devices</td><td>your devices</td>
+<td>the operators of this gateway</td><td>until you erase the network or your account</td></tr>
+</table><ul>{items}</ul>"""
+
+    # -- live updates -------------------------------------------------------------------
+
+    async def _events(self, who: _Who) -> Response:
+        if self._streams >= MAX_EVENT_STREAMS:
+            return _html(503, pages.layout("Busy", pages.message("too many live views")))
+
+        async def stream() -> AsyncIterator[bytes]:
+            self._streams += 1
+            try:
+                yield b"retry: 5000\n\n"
+                while True:
+                    # A logout, a revoked session or a password change ends the stream too.
+                    if await self._call(self.accounts.session, who.token) is None:
+                        return
+                    networks = await self._networks(who)
+                    yield (b"event: status\ndata: " + json.dumps({"networks": [
+                        {"uuid": n["uuid"], "status": n["status"],
+                         "last_seen": n.get("last_seen")} for n in networks]}).encode()
+                        + b"\n\n")
+                    await trio.sleep(EVENT_INTERVAL)
+            finally:
+                self._streams -= 1
+
+        return Response(200, (("content-type", "text/event-stream"),
+                              *guard.SECURITY_HEADERS), stream=stream())
+
+    # -- responses ----------------------------------------------------------------------
+
+    def _page(self, who: _Who, title: str, body: str, *, status: int = 200) -> Response:
+        return _html(status, pages.layout(title, body, who=who.account.email,
+                                          csrf=who.session.csrf,
+                                          operator=who.account.role == "operator"))
+
+    def _not_found(self, who: _Who) -> Response:
+        return self._page(who, "Not found", pages.message("no such page or network"),
+                          status=404)
+
+    def _static(self, name: str) -> Response:
+        if name not in STATIC:
+            return _html(404, pages.layout("Not found", ""))
+        body = files(__package__).joinpath("static", name).read_bytes()
+        return Response(200, (("content-type", STATIC[name]), *guard.SECURITY_HEADERS[:-1],
+                              ("cache-control", "max-age=300")), body)
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionView:
+    id: str
+    address: str
+    created: str
+    seen: str
+
+    def __init__(self, s: Session) -> None:
+        object.__setattr__(self, "id", s.id)
+        object.__setattr__(self, "address", s.address)
+        object.__setattr__(self, "created", _iso(s.created_us))
+        object.__setattr__(self, "seen", _iso(s.seen_us))
+
+
+def _iso(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _html(status: int, body: bytes, *extra: tuple[str, str]) -> Response:
+    return Response(status, (("content-type", HTML), *guard.SECURITY_HEADERS, *extra), body)
+
+
+def _redirect(to: str, *extra: tuple[str, str]) -> Response:
+    return Response(303, (("location", to), *guard.SECURITY_HEADERS, *extra))
+
+
+def _token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(32)
+
+
+def _target(path: str) -> str | None:
+    m = re.search(r"[0-9a-f]{8}-[0-9a-f-]{27}", path)
+    return m.group(0) if m else None
+
+
+def _number_or_text(text: str) -> Any:
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
