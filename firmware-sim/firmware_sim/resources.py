@@ -10,7 +10,9 @@ labels, so each row compares "during" with its own baseline.
 Goals (a missed one makes the exit code 1 and is named on stderr): the victim's PUBACK p99
 under 100 ms and connect p99 under 1 s during the attack; the gateway's peak RSS within
 `--rss-budget`; the data folder growing by at most `--growth-factor` x the attacker's
-accepted payload bytes plus `--growth-slack` (SQLite pages and WAL are not free); with
+accepted payload bytes plus `--growth-slack` (SQLite pages are not free; the write-ahead
+log is sampled apart, `wal_peak`: its size follows the gateway's checkpoints, not what was
+stored, and the gateway bounds it); with
 `--operator`, every operator request answered during the HTTP attack.
 """
 
@@ -68,6 +70,9 @@ def _row(name: str, attack: Attack, victim: Victim, sampler: Sampler, args: Any,
                                                     data_peak is None
                                                     else max(0, data_peak - data_before)),
         "acked_payload": attack.acked, "notes": "; ".join(attack.notes),
+        "wal_peak": max((x for x in (sampler.peak("data_wal", setup),
+                                     sampler.peak("data_wal", during)) if x is not None),
+                        default=None),
     }
     if args.log is not None:
         lb, lp = sampler.last("log", base), sampler.peak("log", during)
@@ -128,6 +133,8 @@ def print_table(rows: list[dict[str, Any]], out: Any) -> None:
         extra = [r["notes"]]
         if "log_growth" in r:
             extra.append(f"log +{_mb(r['log_growth'])} MiB")
+        if r.get("wal_peak") is not None:
+            extra.append(f"WAL peak {_mb(r['wal_peak'])} MiB")
         if "operator_ok" in r:
             extra.append(f"operator requests answered {r['operator_ok']}")
         extra.append(f"{r['pubacks']} PUBACKs ({r['puback_timeouts']} timed out), "

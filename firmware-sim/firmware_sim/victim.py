@@ -151,11 +151,19 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
-def disk_bytes(folder: Path) -> int:
-    """Bytes on disk (allocated blocks) of every file under `folder`."""
+WAL_SUFFIXES = ("-wal", "-shm")
+"""SQLite's write-ahead log and its index: bounded by the gateway's checkpoints, not by what
+was stored, so sampled apart from the data ("wal")."""
+
+
+def disk_bytes(folder: Path, wal: bool = False) -> int:
+    """Bytes on disk (allocated blocks) of the files under `folder`: the WAL files only
+    (`wal`), or every other file."""
     total = 0
     for root, _dirs, files in os.walk(folder):
         for name in files:
+            if name.endswith(WAL_SUFFIXES) != wal:
+                continue
             try:
                 total += os.lstat(os.path.join(root, name)).st_blocks * 512
             except OSError:
@@ -186,8 +194,11 @@ class Sampler:
         if self.pid is not None and (rss := rss_bytes(self.pid)) is not None:
             self.samples["rss"][phase].append(rss)
         for kind, folder in self.folders.items():
-            self.samples[kind][phase].append(disk_bytes(folder) if folder.is_dir() else
-                                             (folder.stat().st_size if folder.exists() else 0))
+            if folder.is_dir():
+                self.samples[kind][phase].append(disk_bytes(folder))
+                self.samples[f"{kind}_wal"][phase].append(disk_bytes(folder, wal=True))
+            else:
+                self.samples[kind][phase].append(folder.stat().st_size if folder.exists() else 0)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
