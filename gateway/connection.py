@@ -365,10 +365,21 @@ class Connection:
         cfg = self.config
         now = trio.current_time()
         last_seen = now
-        publishes = TokenBucket(cfg.publish_rate, cfg.publish_burst, now)
         octets = TokenBucket(cfg.byte_rate, cfg.byte_burst, now)
-        # Bytes pipelined behind CONNECT are already in the core: handle them first.
-        await self._handle_events()
+        publishes = TokenBucket(cfg.publish_rate, cfg.publish_burst, now)
+        filters = TokenBucket(cfg.filter_rate, cfg.filter_burst, now)
+
+        async def pace(size: int, published: int, named: int, now: float) -> None:
+            delay = max(octets.debit(size, now), publishes.debit(published, now),
+                        filters.debit(named, now))
+            if delay > 0:
+                # Over a rate: stop reading, so TCP pushes back on the device.
+                self.gateway.counters["throttle_pauses"] += 1
+                await trio.sleep(delay)
+                self._resumed_at = trio.current_time()
+
+        # Packets pipelined behind CONNECT are already in the core: handle them first.
+        await pace(0, *await self._handle_events(), now)
         while True:
             data = None
             with trio.move_on_at(self._read_deadline()):
@@ -377,21 +388,17 @@ class Connection:
                 raise ConnectionEnds(DisconnectReason.KEEP_ALIVE_TIMEOUT)
             now = trio.current_time()
             self.conn.receive_data(data, now)
-            count = await self._handle_events()
+            published, named = await self._handle_events()
             if now - last_seen >= SEEN_INTERVAL:
                 last_seen = now
                 await self.gateway.record_seen(self)
-            delay = max(octets.debit(len(data), now), publishes.debit(count, now))
-            if delay > 0:
-                # Over the rate: stop reading, so TCP pushes back on the device.
-                self.gateway.counters["throttle_pauses"] += 1
-                await trio.sleep(delay)
-                self._resumed_at = trio.current_time()
+            await pace(len(data), published, named, now)
             if not data:
                 raise ConnectionEnds(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
 
-    async def _handle_events(self) -> int:
-        """Handle every complete packet buffered in the core; return how many were PUBLISH.
+    async def _handle_events(self) -> tuple[int, int]:
+        """Handle every complete packet buffered in the core; return how many were PUBLISH
+        and how many topic filters the (UN)SUBSCRIBE packets named (the rates they cost).
 
         PUBLISH packets are routed at once and collected; the whole batch then goes to
         ingest as one submission and its acknowledgements are queued for the acker, so the
@@ -400,6 +407,7 @@ class Connection:
         assert self.conn is not None
         conn = self.conn
         batch: list[tuple[int | None, Message | None]] = []
+        named = 0
         closing: ConnectionEnds | None = None
         # MQTT state this read changes (retained, queued for offline sessions) is journaled
         # by the broker's durable stores; the acks wait for it only if there is any.
@@ -416,8 +424,10 @@ class Connection:
             if isinstance(event, PublishReceived):
                 batch.append(self._on_publish(event))
             elif isinstance(event, SubscribeReceived):
+                named += len(event.subscriptions)
                 await self._answer_once_stored(self._on_subscribe, event)
             elif isinstance(event, UnsubscribeReceived):
+                named += len(event.topic_filters)
                 await self._answer_once_stored(self._on_unsubscribe, event)
             elif isinstance(event, DeliveryComplete):
                 delivered = self._inflight.pop(event.packet_id, None)
@@ -437,7 +447,7 @@ class Connection:
         await self._flush()
         if closing is not None:
             raise closing
-        return len(batch)
+        return len(batch), named
 
     def _on_publish(self, event: PublishReceived) -> tuple[int | None, Message | None]:
         """Route one PUBLISH (or refuse it); return (packet id to acknowledge, message)."""

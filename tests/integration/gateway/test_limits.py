@@ -158,6 +158,19 @@ async def test_publish_rate_slows_the_reader_and_drops_nothing(start_gateway, ne
     assert running.gateway.counters["throttle_pauses"] >= 1
 
 
+async def test_filter_rate_paces_subscribe_packets_full_of_filters(start_gateway, net_a):
+    # One 256 KiB SUBSCRIBE holds ~17,000 filters: their decoding is paid for in reading time.
+    running = await start_gateway(filter_rate=100, filter_burst=4)
+    client = await _client(running, net_a, "subs")
+    filters = tuple((f"f/{i}", QoS.AT_MOST_ONCE) for i in range(20))
+    await client.send(Subscribe(1, filters))
+    assert await client.receive() == SubAck(1, (0,) * 20)
+    # The reader pauses (counted before it sleeps) before it reads the next packet.
+    await client.send(Subscribe(2, (("g", QoS.AT_MOST_ONCE),)))
+    assert await client.receive() == SubAck(2, (0,))  # paced, answered, nothing refused
+    assert running.gateway.counters["throttle_pauses"] >= 1
+
+
 async def test_byte_rate_slows_the_reader_and_drops_nothing(start_gateway, net_a, net_a2):
     running = await start_gateway(
         byte_rate=100_000, byte_burst=2048, max_packet_size=2048

@@ -266,7 +266,8 @@ async def test_erasing_a_network_removes_its_retained_sessions_and_queue(
 async def test_a_message_queued_for_an_offline_session_survives_a_sigkill_right_after_puback(
         pki, net_a, net_a2, tmp_path):
     data = tmp_path / "data"
-    args = ("--ca-home", str(pki.path), "--mqtt", "127.0.0.1:0", "--data", str(data))
+    args = ("--ca-home", str(pki.path), "--mqtt", "127.0.0.1:0", "--http", "off",
+            "--data", str(data))  # never the default HTTPS port: another process may hold it
     process = GatewayProcess(*args)
     try:
         running = _running(await process.await_line("listening"))
