@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from . import audit
 from . import crl as crl_mod
 from .csr import load_csr
 from .errors import (
@@ -60,6 +61,7 @@ EXIT_CODES = "\n".join(
         (ExitCode.VERIFY_FAILED, "verify: the certificate does not chain to this CA"),
         (ExitCode.REVOKED, "verify: the certificate is revoked"),
         (ExitCode.INVENTORY, "inventory locked too long, full or read-only (nothing recorded)"),
+        (ExitCode.AUDIT_BROKEN, "audit --verify: the audit trail's hash chain is broken"),
         (130, "interrupted"),
     ]
 )
@@ -272,7 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default stdout)")
     _add_passphrase(p)
     p.set_defaults(func=cmd_renew)
+
+    p = _sub(sub, "audit", "list the audit trail (every issue, renew, revoke, CRL), or verify "
+             "its hash chain", "  fleet-ca audit --since 2026-01-01\n  fleet-ca audit --verify\n")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--verify", action="store_true",
+                   help="check the whole chain; exit 16 naming the first broken entry")
+    p.add_argument("--since", type=_date, metavar="YYYY-MM-DD[THH:MM:SSZ]")
+    p.set_defaults(func=cmd_audit)
     return parser
+
+
+def _date(text: str) -> dt.datetime:
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ")
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -531,6 +550,24 @@ def cmd_renew(args: argparse.Namespace) -> int:
 
 # -- entry point ---------------------------------------------------------------------------
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    with _open(args, sign=False) as home:
+        conn = home.inventory.connection
+        if args.verify:
+            n = audit.verify(conn)  # raises AuditBrokenError (exit 16)
+            print(f"audit trail intact: {n} entries")
+            return 0
+        for e in audit.entries(conn, since=args.since):
+            if args.json:
+                line = json.dumps(e.to_json(), sort_keys=True)
+            else:
+                details = " ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
+                line = f"{e.seq:>6} {iso(e.at)} {e.actor} {e.action} {e.subject} {details}"
+            sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `fleet-ca` with `argv` (default sys.argv[1:]); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -562,3 +599,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

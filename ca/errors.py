@@ -29,6 +29,7 @@ class ExitCode(IntEnum):
     VERIFY_FAILED = 13  # `verify`: the chain does not verify
     REVOKED = 14  # `verify`: the chain verifies but the certificate is revoked
     INVENTORY = 15  # the SQLite inventory is locked too long, full, or read-only
+    AUDIT_BROKEN = 16  # `audit --verify`: the hash chain is broken (tampering or damage)
 
 
 class CAError(Exception):
@@ -87,3 +88,13 @@ class RevokedError(CAError):
 
 class InventoryError(CAError):
     exit_code = ExitCode.INVENTORY
+
+
+class AuditBrokenError(CAError):
+    """The audit chain is broken at entry `seq` (the first one that does not verify)."""
+
+    exit_code = ExitCode.AUDIT_BROKEN
+
+    def __init__(self, seq: int, why: str) -> None:
+        super().__init__(f"audit trail broken at entry {seq}: {why}")
+        self.seq = seq

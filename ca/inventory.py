@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .errors import HomeInvalidError, InventoryError
+from .errors import BadInputError, HomeInvalidError, InventoryError
 
 APPLICATION_ID = 0x666C6774  # 'flgt'
 BUSY_TIMEOUT_S = 60.0
@@ -49,6 +49,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX certificates_network ON certificates (network_uuid);
     CREATE INDEX certificates_not_after ON certificates (not_after);
     INSERT INTO meta (key, value) VALUES ('crl_number', '0');
+    """,
+    # 2: the audit trail's hash chain (see ca.audit).
+    """
+    CREATE TABLE audit (
+        seq       INTEGER PRIMARY KEY,   -- 1, 2, 3 ... with no gaps
+        at        TEXT NOT NULL,         -- ISO 8601 UTC
+        actor     TEXT NOT NULL,         -- who: an OS user, 'signer', an operator name
+        action    TEXT NOT NULL,         -- issue, renew, revoke, crl, ...
+        subject   TEXT NOT NULL,         -- what: a serial (hex), a network UUID, an issuer
+        details   TEXT NOT NULL,         -- canonical JSON object
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+    );
     """,
 )
 
@@ -233,6 +246,11 @@ class Inventory:
                 conn.execute(f"PRAGMA user_version = {number}")
 
     @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for reads by sibling modules (`ca.audit`); write in `transaction`."""
+        return self._conn
+
+    @property
     def schema_version(self) -> int:
         return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
@@ -327,3 +345,30 @@ class Inventory:
 
     def count(self) -> int:
         return self._conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
+
+
+def parse_selector(text: str) -> uuid.UUID | int:
+    """'SERIAL|UUID' from the command line: a canonical UUID (or urn:uuid:...), else a hex
+    serial (colons, '0x' and case ignored). Raises BadInputError."""
+    t = text.strip()
+    if t.lower().startswith("urn:uuid:"):
+        t = t[9:]
+    if len(t) == 36 and t.count("-") == 4:
+        try:
+            return uuid.UUID(t)
+        except ValueError:
+            pass
+    h = t.replace(":", "").lower().removeprefix("0x")
+    try:
+        value = int(h, 16)
+    except ValueError:
+        raise BadInputError(f"{text!r} is neither a network UUID nor a hex serial") from None
+    if value <= 0 or h.startswith("-") or h.startswith("+"):
+        raise BadInputError(f"{text!r} is not a valid serial")
+    return value
+
+
+def describe(selector: object) -> str:
+    if isinstance(selector, int):
+        return f"serial {serial_hex(selector)}"
+    return str(selector)

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from . import audit
 from . import crl as crl_mod
 from .bundles import BundleFactory, DeviceBundle, Stager, bundles_from_rows, write_bundle
 from .csr import load_csr
@@ -42,7 +43,7 @@ from .errors import (
     PassphraseError,
 )
 from .files import atomic_write, fsync_dir, make_staging, prepare_out_dir, syncfs, write_new
-from .inventory import CertRecord, Inventory, iso, serial_hex
+from .inventory import CertRecord, Inventory, describe, iso, parse_selector, serial_hex
 from .keys import (
     KeyType,
     generate_key,
@@ -96,35 +97,15 @@ class SignedCert:
     chain_pem: bytes  # leaf then issuing CA
 
 
-def parse_selector(text: str) -> uuid.UUID | int:
-    """'SERIAL|UUID' from the command line: a canonical UUID (or urn:uuid:...), else a hex
-    serial (colons, '0x' and case ignored). Raises BadInputError."""
-    t = text.strip()
-    if t.lower().startswith("urn:uuid:"):
-        t = t[9:]
-    if len(t) == 36 and t.count("-") == 4:
-        try:
-            return uuid.UUID(t)
-        except ValueError:
-            pass
-    h = t.replace(":", "").lower().removeprefix("0x")
-    try:
-        value = int(h, 16)
-    except ValueError:
-        raise BadInputError(f"{text!r} is neither a network UUID nor a hex serial") from None
-    if value <= 0 or h.startswith("-") or h.startswith("+"):
-        raise BadInputError(f"{text!r} is not a valid serial")
-    return value
-
-
 class CAHome:
     """A CA home folder. Make one with `CAHome.init`, open one with `CAHome.open`."""
 
     def __init__(
         self, path: Path, root_cert: x509.Certificate, issuing_cert: x509.Certificate,
-        inventory: Inventory, passphrase: bytes | None,
+        inventory: Inventory, passphrase: bytes | None, actor: str | None = None,
     ) -> None:
         self.path = path
+        self.actor = actor or audit.default_actor()  # who the audit trail names
         self.root_cert = root_cert
         self.issuing_cert = issuing_cert
         self.inventory = inventory
@@ -182,6 +163,10 @@ class CAHome:
                     inv.add(conn, [CertRecord.of(root_cert, Kind.ROOT, None, now),
                                    CertRecord.of(issuing_cert, Kind.ISSUING, None, now)])
                     number = inv.next_crl_number(conn)
+                    audit.append(conn, [audit.issued(root_cert, Kind.ROOT),
+                                        audit.issued(issuing_cert, Kind.ISSUING),
+                                        audit.crl_event(issuing_cert, number, 0)],
+                                 actor=audit.default_actor(), at=now)
                 crl = crl_mod.build_crl(issuer, [], now=now, number=number)
                 write_new(staging / CRL_PEM, crl.public_bytes(_PEM))
             finally:
@@ -209,8 +194,10 @@ class CAHome:
         return home
 
     @classmethod
-    def open(cls, path: os.PathLike[str] | str, *, passphrase: bytes | None = None) -> CAHome:
-        """Open an existing home. The passphrase is needed only to sign (see `unlock`).
+    def open(cls, path: os.PathLike[str] | str, *, passphrase: bytes | None = None,
+             actor: str | None = None) -> CAHome:
+        """Open an existing home. The passphrase is needed only to sign (see `unlock`);
+        `actor` is who the audit trail names (default: the OS user).
 
         Raises HomeNotFoundError (nothing there), HomeInvalidError (foreign or damaged).
         """
@@ -228,7 +215,7 @@ class CAHome:
         except (ValueError, TypeError, InvalidSignature):
             raise HomeInvalidError(f"{path}: {ISSUING_CRT} is not signed by {ROOT_CRT}") from None
         inventory = Inventory.open(path / INVENTORY_DB)
-        return cls(path, root_cert, issuing_cert, inventory, passphrase)
+        return cls(path, root_cert, issuing_cert, inventory, passphrase, actor)
 
     def close(self) -> None:
         self.inventory.close()
@@ -297,6 +284,7 @@ class CAHome:
         p12_password: bytes | None = None,
         progress: Callable[[int], None] | None = None,
         workers: int | None = None,
+        action: str = "issue",
     ) -> list[DeviceBundle]:
         """Generate `count` device key pairs and certificates; write OUT/<uuid>/ bundles.
 
@@ -304,7 +292,7 @@ class CAHome:
         device.json, and device.p12 when `p12`. `network` (only with count=1) fixes the UUID;
         otherwise each is a fresh uuid4. `progress(n)` is called with bundles done so far.
         `workers` processes share large counts (default: the CPU count, up to 4, from
-        1000 bundles on; 1 = in-process).
+        1000 bundles on; 1 = in-process). `action` is the audit trail's verb.
         Raises BadInputError, OutputError (unwritable OUT, or OUT/<uuid> exists),
         PassphraseError.
         """
@@ -333,7 +321,7 @@ class CAHome:
             for start in range(0, count, BATCH):
                 n = min(BATCH, count - start)
                 nets = [network] if network is not None else [uuid.uuid4() for _ in range(n)]
-                bundles += self._issue_batch(out, stager, nets, advance)
+                bundles += self._issue_batch(out, stager, nets, advance, action, now)
         return bundles
 
     def _issue_batch(
@@ -342,6 +330,8 @@ class CAHome:
         stager: Stager,
         networks: Sequence[uuid.UUID],
         advance: Callable[[int], None],
+        action: str,
+        now: dt.datetime,
     ) -> list[DeviceBundle]:
         staging = make_staging(out)
         try:
@@ -350,6 +340,8 @@ class CAHome:
             syncfs(staging)
             with self.inventory.transaction() as conn:
                 self.inventory.add_rows(conn, rows)
+                audit.append(conn, (audit.Event(action, r[0], {"kind": r[1], "network": r[2]})
+                                    for r in rows), actor=self.actor, at=now)
             for r in rows:
                 os.rename(staging / r[2], out / r[2])
             fsync_dir(out)
@@ -367,10 +359,12 @@ class CAHome:
         days: int = LEAF_DAYS,
         now: dt.datetime | None = None,
         out: os.PathLike[str] | str | None = None,
+        action: str = "issue",
     ) -> SignedCert:
         """Issue the device profile for the key in a CSR (its subject and extensions are
         ignored). With `out`, the chain (leaf then issuing CA) is written there atomically,
-        and the certificate is recorded only if that write succeeds.
+        and the certificate is recorded only if that write succeeds. `action` is the audit
+        trail's verb.
 
         Raises BadCSRError, ForgedCSRError, BadInputError, OutputError, PassphraseError.
         """
@@ -385,12 +379,14 @@ class CAHome:
         if out is None:
             with self.inventory.transaction() as conn:
                 self.inventory.add(conn, [record])
+                audit.append(conn, [audit.issued(cert, Kind.DEVICE, net, action)],
+                             actor=self.actor, at=now)
         else:
             out_path = Path(out).absolute()
             if out_path.is_dir():
                 raise OutputError(f"{out_path} is a folder; give a file name")
             self._write_recorded(out_path.parent, {out_path.name: (chain, 0o644)}, record,
-                                 overwrite=True)
+                                 overwrite=True, action=action)
         return SignedCert(net, cert.serial_number, cert, chain)
 
     def issue_server(
@@ -435,7 +431,7 @@ class CAHome:
 
     def _write_recorded(
         self, out: Path, files: dict[str, tuple[bytes, int]], record: CertRecord,
-        *, overwrite: bool = False,
+        *, overwrite: bool = False, action: str = "issue",
     ) -> None:
         """Write `files` into `out` and record the certificate: both or neither."""
         for fname in files:
@@ -447,6 +443,9 @@ class CAHome:
         try:
             with self.inventory.transaction() as conn:
                 self.inventory.add(conn, [record])
+                audit.append(conn, [audit.issued(record.certificate(), record.kind,
+                                                 record.network_uuid, action)],
+                             actor=self.actor, at=record.issued_at)
                 for fname, (data, mode) in files.items():
                     atomic_write(out / fname, data, mode)
                     written.append(out / fname)
@@ -494,11 +493,14 @@ class CAHome:
         todo = [r for r in records if r.status == "valid"]
         if not todo:
             raise AlreadyRevokedError(
-                f"{_describe(selector)} is already revoked"
+                f"{describe(selector)} is already revoked"
                 f" (at {iso(records[-1].revoked_at or now)}, reason {records[-1].reason})"
             )
         with self.inventory.transaction() as conn:
             self.inventory.mark_revoked(conn, [r.serial for r in todo], now, reason)
+            audit.append(conn, (audit.Event("revoke", serial_hex(r.serial), {
+                "kind": r.kind, "network": str(r.network_uuid) if r.network_uuid else None,
+                "reason": reason}) for r in todo), actor=self.actor, at=now)
             self._write_crl(conn, issuer, now)
         return [self.inventory.get(r.serial) for r in todo]  # type: ignore[misc]
 
@@ -519,6 +521,8 @@ class CAHome:
         ]
         number = self.inventory.next_crl_number(conn)
         crl = crl_mod.build_crl(issuer, entries, now=now, number=number)
+        audit.append(conn, [audit.crl_event(issuer.cert, number, len(entries))],
+                     actor=self.actor, at=now)
         try:
             atomic_write(self.path / CRL_PEM, crl.public_bytes(_PEM))
         except OSError as exc:
@@ -554,16 +558,12 @@ class CAHome:
         if not records:
             raise BadInputError(f"{network} is not a device's network UUID")
         if csr_data is not None:
-            return self.sign_csr(csr_data, network=network, days=days, now=now, out=out_file)
+            return self.sign_csr(csr_data, network=network, days=days, now=now, out=out_file,
+                                 action="renew")
         if out_dir is None:
             raise BadInputError("renew needs an output folder or a CSR")
-        return self.issue_devices(out_dir, count=1, network=network, days=days, now=now)[0]
-
-
-def _describe(selector: object) -> str:
-    if isinstance(selector, int):
-        return f"serial {serial_hex(selector)}"
-    return str(selector)
+        return self.issue_devices(out_dir, count=1, network=network, days=days, now=now,
+                                  action="renew")[0]
 
 
 def _load_cert(path: Path) -> x509.Certificate:
