@@ -7,40 +7,47 @@ listed in `fleet-ca --help`); a traceback appears only for a bug, and only with 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import getpass
 import importlib.metadata
 import json
-import os
 import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import audit
 from . import crl as crl_mod
+from .cli_io import (
+    ENV_HOME,
+    ENV_PASSPHRASE,
+    ENV_ROOT_PASSPHRASE,
+    _home_path,
+    _open,
+    _print_signed,
+    _progress,
+    _read_input,
+    _read_passphrase,
+    _unlock,
+    _write_stdout,
+)
 from .csr import load_csr
 from .errors import (
     BadInputError,
     CAError,
     ExitCode,
     HomeExistsError,
-    PassphraseError,
 )
 from .inventory import iso, serial_hex
-from .keys import KeyType
+from .keys import KeyType, is_encrypted_pem
 from .profiles import LEAF_DAYS, Kind, check_ca_name, check_days
 from .store import CAHome, DeviceBundle, SignedCert, parse_selector, utcnow
 from .verify import load_pem_chain, verify_chain
 
 PROG = "fleet-ca"
-ENV_HOME = "FLEET_CA_HOME"
-ENV_PASSPHRASE = "FLEET_CA_PASSPHRASE"
 
 EXIT_CODES = "\n".join(
     f"  {int(c):>3}  {text}"
@@ -282,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the whole chain; exit 16 naming the first broken entry")
     p.add_argument("--since", type=_date, metavar="YYYY-MM-DD[THH:MM:SSZ]")
     p.set_defaults(func=cmd_audit)
+
+    p = _sub(sub, "rotate-issuing", "ceremony: a new issuing CA from the root; the old one's "
+             "certificates stay valid until they expire",
+             "  fleet-ca rotate-issuing --root-passphrase-file /media/usb/root.pass\n")
+    _add_passphrase(p)
+    p.add_argument("--root-passphrase-file", metavar="F", type=Path,
+                   help=f"the root key's passphrase (else ${ENV_ROOT_PASSPHRASE}, else a prompt)")
+    p.set_defaults(func=cmd_rotate_issuing)
     return parser
 
 
@@ -292,105 +307,6 @@ def _date(text: str) -> dt.datetime:
         except ValueError:
             pass
     raise argparse.ArgumentTypeError(f"{text!r} is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ")
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-def _home_path(args: argparse.Namespace) -> Path:
-    return Path(args.home or os.environ.get(ENV_HOME) or "certs")
-
-
-def _read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
-    """--passphrase-file, else $FLEET_CA_PASSPHRASE, else a prompt on a TTY."""
-    f: Path | None = getattr(args, "passphrase_file", None)
-    if f is not None:
-        try:
-            data = f.read_bytes()
-        except OSError as exc:
-            raise PassphraseError(f"cannot read passphrase file {f}: {exc.strerror}") from None
-        data = data.rstrip(b"\r\n")
-        if not data:
-            raise PassphraseError(f"passphrase file {f} is empty")
-        return data
-    env = os.environ.get(ENV_PASSPHRASE)
-    if env:
-        return env.encode()
-    if sys.stdin is not None and sys.stdin.isatty():
-        first = getpass.getpass("CA passphrase: ")
-        if not first:
-            raise PassphraseError("the passphrase is empty")
-        if confirm and getpass.getpass("again: ") != first:
-            raise PassphraseError("the two passphrases differ")
-        return first.encode()
-    hint = " (or --no-passphrase for a dev CA)" if confirm else ""
-    raise PassphraseError(
-        f"no passphrase: give --passphrase-file F or set {ENV_PASSPHRASE}{hint}"
-    )
-
-
-def _open(args: argparse.Namespace, *, sign: bool) -> CAHome:
-    """Open the home; with `sign`, load the issuing key now (asking for the passphrase)."""
-    home = CAHome.open(_home_path(args))
-    if sign:
-        try:
-            _unlock(home, args)
-        except BaseException:
-            home.close()
-            raise
-    return home
-
-
-def _unlock(home: CAHome, args: argparse.Namespace) -> None:
-    if home.key_encrypted:
-        home.unlock(_read_passphrase(args))
-    else:
-        _ = home.issuer
-
-
-def _write_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-@contextlib.contextmanager
-def _progress(total: int, what: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr (rich) while the block runs, only when stderr is a terminal;
-    yields the callback taking the count done so far (None: no bar)."""
-    if total < 2 or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda done: bar.update(task, completed=done)
-
-
-def _read_input(path: str | Path, what: str, limit: int = 1 << 20) -> bytes:
-    if str(path) == "-":
-        return sys.stdin.buffer.read(limit + 1)
-    try:
-        with open(path, "rb") as f:
-            return f.read(limit + 1)
-    except OSError as exc:
-        raise BadInputError(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def _print_signed(signed: SignedCert, out: Path | None) -> None:
-    if out is None:
-        _write_stdout(signed.chain_pem.decode())
-    print(f"issued device {signed.network_uuid} serial {serial_hex(signed.serial)}"
-          + (f" -> {out}" if out else ""), file=sys.stderr)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -527,8 +443,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     data = _read_input(args.cert, "certificate")
     certs = load_pem_chain(data)
     with _open(args, sign=False) as home:
-        result = verify_chain(certs, root=home.root_cert, issuing=home.issuing_cert,
-                              crl=home.load_crl(), now=utcnow())
+        result = verify_chain(certs, root=home.root_cert,
+                              issuing=[home.issuing_cert, *home.previous_issuing],
+                              crl=home.load_crls(), now=utcnow())
     print(f"OK {result.subject} serial {serial_hex(result.serial)}: "
           + " <- ".join(result.chain))
     return 0
@@ -565,6 +482,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 line = f"{e.seq:>6} {iso(e.at)} {e.actor} {e.action} {e.subject} {details}"
             sys.stdout.write(line + "\n")
     sys.stdout.flush()
+    return 0
+
+
+def cmd_rotate_issuing(args: argparse.Namespace) -> int:
+    with _open(args, sign=True) as home:
+        root_passphrase = None
+        root_key = home.path / "root.key"
+        if root_key.exists() and is_encrypted_pem(root_key.read_bytes()[:64]):
+            root_passphrase = _read_passphrase(
+                args, file_attr="root_passphrase_file", env=ENV_ROOT_PASSPHRASE,
+                prompt="root CA passphrase: ")
+        old_cert = home.issuing_cert
+        cert = home.rotate_issuing(root_passphrase)
+    print(f"new issuing CA {cert.subject.rfc4514_string()} serial {serial_hex(cert.serial_number)}"
+          f" until {iso(cert.not_valid_after_utc)}")
+    print(f"previous issuing CA serial {serial_hex(old_cert.serial_number)} keeps its CRL in"
+          " crl.pem until it expires; copy ca-chain.pem and crl.pem to the gateway")
     return 0
 
 

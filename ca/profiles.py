@@ -218,9 +218,14 @@ def build_issuing(
     name: str,
     now: dt.datetime,
     days: int = ISSUING_DAYS,
+    generation: int = 1,
 ) -> x509.Certificate:
-    """An issuing (intermediate) CA certificate, path length 0, signed by `root`."""
-    subject = _ca_subject(name, "Issuing CA")
+    """An issuing (intermediate) CA certificate, path length 0, signed by `root`.
+
+    `generation` > 1 (a rotated issuing CA) is part of its CN, so that each issuing CA, and
+    the CRL it signs, has a name of its own (CRLs are matched to certificates by issuer name).
+    """
+    subject = _ca_subject(name, "Issuing CA" if generation == 1 else f"Issuing CA {generation}")
     not_before, not_after = _validity(now, days, root)
     builder = (
         x509.CertificateBuilder()

@@ -20,16 +20,23 @@ import shutil
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import audit
+from . import audit, rotation
 from . import crl as crl_mod
-from .bundles import BundleFactory, DeviceBundle, Stager, bundles_from_rows, write_bundle
+from .bundles import (
+    BundleFactory,
+    DeviceBundle,
+    LeafFiles,
+    SignedCert,
+    Stager,
+    bundles_from_rows,
+    write_bundle,
+)
 from .csr import load_csr
 from .errors import (
     AlreadyRevokedError,
@@ -77,37 +84,19 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-@dataclass(frozen=True, slots=True)
-class LeafFiles:
-    """A server or operator certificate written to disk (`ca_path` only for operators)."""
-
-    serial: int
-    cert_path: Path
-    key_path: Path
-    ca_path: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SignedCert:
-    """A certificate issued from a CSR: the device keeps its key, it gets `chain_pem`."""
-
-    network_uuid: uuid.UUID
-    serial: int
-    cert: x509.Certificate
-    chain_pem: bytes  # leaf then issuing CA
-
-
 class CAHome:
     """A CA home folder. Make one with `CAHome.init`, open one with `CAHome.open`."""
 
     def __init__(
         self, path: Path, root_cert: x509.Certificate, issuing_cert: x509.Certificate,
         inventory: Inventory, passphrase: bytes | None, actor: str | None = None,
+        previous: tuple[x509.Certificate, ...] = (),
     ) -> None:
         self.path = path
         self.actor = actor or audit.default_actor()  # who the audit trail names
         self.root_cert = root_cert
         self.issuing_cert = issuing_cert
+        self.previous_issuing = previous  # earlier issuing CAs (see ca.rotation)
         self.inventory = inventory
         self._passphrase = passphrase
         self._issuer: Issuer | None = None
@@ -208,14 +197,21 @@ class CAHome:
             if any(path.iterdir()):
                 raise HomeInvalidError(f"{path} is not a fleet-ca home (no {INVENTORY_DB})")
             raise HomeNotFoundError(f"no CA home at {path} (run `fleet-ca init`, or give --home)")
-        root_cert = _load_cert(path / ROOT_CRT)
-        issuing_cert = _load_cert(path / ISSUING_CRT)
+        inventory = Inventory.open(path / INVENTORY_DB)
+        try:
+            rotation.recover(path, inventory)
+            root_cert = rotation.load_cert(path / ROOT_CRT)
+            issuing_cert = rotation.load_cert(path / ISSUING_CRT)
+            previous = rotation.load_previous(path, root_cert)
+        except BaseException:
+            inventory.close()
+            raise
         try:
             issuing_cert.verify_directly_issued_by(root_cert)
         except (ValueError, TypeError, InvalidSignature):
+            inventory.close()
             raise HomeInvalidError(f"{path}: {ISSUING_CRT} is not signed by {ROOT_CRT}") from None
-        inventory = Inventory.open(path / INVENTORY_DB)
-        return cls(path, root_cert, issuing_cert, inventory, passphrase, actor)
+        return cls(path, root_cert, issuing_cert, inventory, passphrase, actor, previous)
 
     def close(self) -> None:
         self.inventory.close()
@@ -515,25 +511,49 @@ class CAHome:
     def _write_crl(self, conn: sqlite3.Connection, issuer: Issuer, now: dt.datetime) -> None:
         # Inside the write transaction: concurrent revokers write their CRLs in turn, and the
         # last one lists everything.
-        entries = [
-            crl_mod.RevokedEntry(r.serial, r.revoked_at or now, r.reason or "unspecified")
-            for r in self.inventory.revoked(conn)
-        ]
-        number = self.inventory.next_crl_number(conn)
-        crl = crl_mod.build_crl(issuer, entries, now=now, number=number)
-        audit.append(conn, [audit.crl_event(issuer.cert, number, len(entries))],
-                     actor=self.actor, at=now)
+        # One CRL per issuing CA still served, current first (see ca.rotation).
+        issuers = [issuer, *rotation.previous_issuers(
+            self.path, self.previous_issuing, self._passphrase, now)]
+        entries = [(crl_mod.authority_key_id(r.der), crl_mod.RevokedEntry(
+            r.serial, r.revoked_at or now, r.reason or "unspecified"))
+            for r in self.inventory.revoked(conn)]
+        crls = crl_mod.build_crls(issuers, entries, now=now,
+                                  numbers=lambda: self.inventory.next_crl_number(conn))
+        audit.append(conn, [audit.crl_event(i.cert, c.extensions.get_extension_for_class(
+            x509.CRLNumber).value.crl_number, len(c)) for i, c in zip(issuers, crls, strict=True)],
+            actor=self.actor, at=now)
         try:
-            atomic_write(self.path / CRL_PEM, crl.public_bytes(_PEM))
+            atomic_write(self.path / CRL_PEM, b"".join(c.public_bytes(_PEM) for c in crls))
         except OSError as exc:
             raise OutputError(f"cannot write {self.path / CRL_PEM}: {exc.strerror or exc}") \
                 from None
 
     def load_crl(self) -> x509.CertificateRevocationList:
+        """The current issuing CA's CRL (the first in crl.pem)."""
+        return self.load_crls()[0]
+
+    def load_crls(self) -> list[x509.CertificateRevocationList]:
+        """Every CRL in crl.pem: one per issuing CA still served, current first."""
         try:
-            return x509.load_pem_x509_crl((self.path / CRL_PEM).read_bytes())
+            data = (self.path / CRL_PEM).read_bytes()
+            return [x509.load_pem_x509_crl(b"-----BEGIN X509 CRL-----" + part)
+                    for part in data.split(b"-----BEGIN X509 CRL-----")[1:]]
         except (OSError, ValueError) as exc:
             raise HomeInvalidError(f"cannot read {self.path / CRL_PEM}: {exc}") from None
+
+    def rotate_issuing(self, root_passphrase: bytes | None,
+                       now: dt.datetime | None = None) -> x509.Certificate:
+        """Put a new issuing CA, signed by the root, in charge (see ca.rotation); the old one
+        keeps its CRL in crl.pem until it expires. Needs the issuing key unlocked too (its
+        passphrase protects the new key). Raises PassphraseError, HomeInvalidError."""
+        now = check_utc(now or utcnow())
+        cert = rotation.rotate_issuing(
+            self.path, self.inventory, current=self.issuer, root_passphrase=root_passphrase,
+            issuing_passphrase=self._passphrase, actor=self.actor, now=now)
+        self.previous_issuing = rotation.load_previous(self.path, self.root_cert)
+        self.issuing_cert, self._issuing_pem, self._issuer = cert, cert.public_bytes(_PEM), None
+        self.write_crl(now)
+        return cert
 
     # -- renewal ---------------------------------------------------------------------------
 
@@ -564,16 +584,6 @@ class CAHome:
             raise BadInputError("renew needs an output folder or a CSR")
         return self.issue_devices(out_dir, count=1, network=network, days=days, now=now,
                                   action="renew")[0]
-
-
-def _load_cert(path: Path) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except FileNotFoundError:
-        raise HomeInvalidError(f"{path.parent} is not a fleet-ca home ({path.name} is missing)") \
-            from None
-    except (OSError, ValueError) as exc:
-        raise HomeInvalidError(f"cannot read {path}: {exc}") from None
 
 
 __all__ = [
