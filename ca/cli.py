@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import audit
+from . import audit, claims
 from . import crl as crl_mod
 from .cli_io import (
     ENV_HOME,
@@ -43,7 +43,7 @@ from .errors import (
 )
 from .inventory import iso, serial_hex
 from .keys import KeyType, is_encrypted_pem
-from .profiles import LEAF_DAYS, Kind, check_ca_name, check_days
+from .profiles import CLAIM_DAYS, CLAIM_DAYS_MAX, LEAF_DAYS, Kind, check_ca_name, check_days
 from .store import CAHome, DeviceBundle, SignedCert, parse_selector, utcnow
 from .verify import load_pem_chain, verify_chain
 
@@ -69,6 +69,7 @@ EXIT_CODES = "\n".join(
         (ExitCode.REVOKED, "verify: the certificate is revoked"),
         (ExitCode.INVENTORY, "inventory locked too long, full or read-only (nothing recorded)"),
         (ExitCode.AUDIT_BROKEN, "audit --verify: the audit trail's hash chain is broken"),
+        (ExitCode.CLAIM_REFUSED, "a claim that is unknown, revoked, expired or used up"),
         (130, "interrupted"),
     ]
 )
@@ -186,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dev CA: leave the CA keys unencrypted")
     p.set_defaults(func=cmd_init)
 
-    issue = sub.add_parser("issue", help="issue a device, server or operator certificate",
-                           description="issue a device, server or operator certificate")
+    what = "issue a device, server, operator, claim or registrar certificate"
+    issue = sub.add_parser("issue", help=what, description=what)
     _add_home(issue, argparse.SUPPRESS)
     isub = issue.add_subparsers(dest="noun", metavar="KIND", required=True, parser_class=_Parser)
 
@@ -224,6 +225,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     _add_passphrase(p)
     p.set_defaults(func=cmd_issue_operator)
+
+    p = _sub(isub, "claim", "a claim certificate for a production batch (N uses, short-lived)",
+             "  fleet-ca issue claim --batch line3-2026w10 --uses 500 --expires-in 14 "
+             "--out claims/line3\n")
+    p.add_argument("--batch", required=True, metavar="NAME")
+    p.add_argument("--uses", type=_positive, required=True, metavar="N",
+                   help="how many device identities it may be exchanged for")
+    p.add_argument("--expires-in", type=_days, default=CLAIM_DAYS, metavar="DAYS",
+                   help=f"validity (default {CLAIM_DAYS}, at most {CLAIM_DAYS_MAX})")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_issue_claim)
+
+    p = _sub(isub, "registrar", "a registrar certificate (a client of the online signer)",
+             "  fleet-ca issue registrar --name gateway1 --out certs/registrar\n")
+    p.add_argument("--name", required=True)
+    p.add_argument("--days", type=_days, default=LEAF_DAYS, metavar="D")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_issue_registrar)
 
     p = _sub(sub, "sign", "sign a device's CSR (proof of possession checked; subject ignored)",
              "  fleet-ca sign device.csr --out device.crt\n"
@@ -289,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check the whole chain; exit 16 naming the first broken entry")
     p.add_argument("--since", type=_date, metavar="YYYY-MM-DD[THH:MM:SSZ]")
     p.set_defaults(func=cmd_audit)
+
+    p = _sub(sub, "claims", "list claim certificates and their uses left",
+             "  fleet-ca claims --json\n")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_claims)
 
     p = _sub(sub, "rotate-issuing", "ceremony: a new issuing CA from the root; the old one's "
              "certificates stay valid until they expire",
@@ -369,6 +395,39 @@ def cmd_issue_operator(args: argparse.Namespace) -> int:
         files = home.issue_operator(args.out, name=args.name, days=args.days)
         print(f"operator certificate serial {serial_hex(files.serial)}: {files.cert_path},"
               f" key {files.key_path}, CA {files.ca_path}")
+    return 0
+
+
+def cmd_issue_claim(args: argparse.Namespace) -> int:
+    with _open(args, sign=True) as home:
+        files = claims.issue_claim(home, args.out, batch=args.batch, uses=args.uses,
+                                   days=args.expires_in)
+        print(f"claim {args.batch} serial {serial_hex(files.serial)} ({args.uses} uses):"
+              f" {files.cert_path}, key {files.key_path}, CA {files.ca_path}")
+    return 0
+
+
+def cmd_issue_registrar(args: argparse.Namespace) -> int:
+    with _open(args, sign=True) as home:
+        files = claims.issue_registrar(home, args.out, name=args.name, days=args.days)
+        print(f"registrar certificate serial {serial_hex(files.serial)}: {files.cert_path},"
+              f" key {files.key_path}, CA {files.ca_path}")
+    return 0
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    now = utcnow()
+    with _open(args, sign=False) as home:
+        found = claims.claims(home.inventory.connection)
+    if args.json:
+        _write_stdout(json.dumps([c.to_json() for c in found], indent=2) + "\n")
+        return 0
+    lines = [f"{'SERIAL':<40} {'BATCH':<24} {'USES LEFT':>11} {'STATUS':<8} NOT AFTER"]
+    for c in found:
+        status = "revoked" if c.revoked else "expired" if now > c.not_after else "valid"
+        lines.append(f"{serial_hex(c.serial):<40} {c.batch:<24} "
+                     f"{f'{c.uses_left}/{c.uses_total}':>11} {status:<8} {iso(c.not_after)}")
+    _write_stdout("\n".join(lines) + "\n")
     return 0
 
 

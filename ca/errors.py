@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     REVOKED = 14  # `verify`: the chain verifies but the certificate is revoked
     INVENTORY = 15  # the SQLite inventory is locked too long, full, or read-only
     AUDIT_BROKEN = 16  # `audit --verify`: the hash chain is broken (tampering or damage)
+    CLAIM_REFUSED = 17  # a claim that is unknown, revoked, expired or used up
 
 
 class CAError(Exception):
@@ -98,3 +99,13 @@ class AuditBrokenError(CAError):
     def __init__(self, seq: int, why: str) -> None:
         super().__init__(f"audit trail broken at entry {seq}: {why}")
         self.seq = seq
+
+
+class ClaimRefusedError(CAError):
+    """A claim cannot be used: `reason` is one of unknown, revoked, expired, exhausted."""
+
+    exit_code = ExitCode.CLAIM_REFUSED
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

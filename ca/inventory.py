@@ -50,7 +50,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX certificates_not_after ON certificates (not_after);
     INSERT INTO meta (key, value) VALUES ('crl_number', '0');
     """,
-    # 2: the audit trail's hash chain (see ca.audit).
+    # 2: the audit trail's hash chain (see ca.audit); claim and registrar kinds (SQLite
+    # cannot change a CHECK: the table is rebuilt), and claims with their use counts.
     """
     CREATE TABLE audit (
         seq       INTEGER PRIMARY KEY,   -- 1, 2, 3 ... with no gaps
@@ -61,6 +62,32 @@ MIGRATIONS: tuple[str, ...] = (
         details   TEXT NOT NULL,         -- canonical JSON object
         prev_hash TEXT NOT NULL,
         hash      TEXT NOT NULL
+    );
+    CREATE TABLE certificates2 (
+        serial       TEXT PRIMARY KEY,
+        kind         TEXT NOT NULL CHECK (kind IN ('root','issuing','device','server','operator',
+                                                   'claim','registrar')),
+        network_uuid TEXT,
+        subject      TEXT NOT NULL,
+        fingerprint  TEXT NOT NULL,
+        not_before   TEXT NOT NULL,
+        not_after    TEXT NOT NULL,
+        issued_at    TEXT NOT NULL,
+        status       TEXT NOT NULL DEFAULT 'valid' CHECK (status IN ('valid','revoked')),
+        revoked_at   TEXT,
+        reason       TEXT,
+        der          BLOB NOT NULL
+    );
+    INSERT INTO certificates2 SELECT * FROM certificates;
+    DROP TABLE certificates;
+    ALTER TABLE certificates2 RENAME TO certificates;
+    CREATE INDEX certificates_network ON certificates (network_uuid);
+    CREATE INDEX certificates_not_after ON certificates (not_after);
+    CREATE TABLE claims (                -- see ca.claims
+        serial     TEXT PRIMARY KEY REFERENCES certificates (serial),
+        batch      TEXT NOT NULL,
+        uses_total INTEGER NOT NULL,
+        uses_left  INTEGER NOT NULL CHECK (uses_left >= 0)
     );
     """,
 )

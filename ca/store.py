@@ -49,7 +49,15 @@ from .errors import (
     OutputError,
     PassphraseError,
 )
-from .files import atomic_write, fsync_dir, make_staging, prepare_out_dir, syncfs, write_new
+from .files import (
+    atomic_write,
+    fsync_dir,
+    fsync_tree,
+    make_staging,
+    prepare_out_dir,
+    syncfs,
+    write_new,
+)
 from .inventory import CertRecord, Inventory, describe, iso, parse_selector, serial_hex
 from .keys import (
     KeyType,
@@ -160,13 +168,7 @@ class CAHome:
                 write_new(staging / CRL_PEM, crl.public_bytes(_PEM))
             finally:
                 inv.close()
-            for f in staging.iterdir():
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            fsync_dir(staging)
+            fsync_tree(staging)
             if path.exists():
                 if any(path.iterdir()):  # someone raced us into it
                     raise HomeExistsError(f"{path} is not empty: refusing to overwrite")
@@ -381,7 +383,7 @@ class CAHome:
             out_path = Path(out).absolute()
             if out_path.is_dir():
                 raise OutputError(f"{out_path} is a folder; give a file name")
-            self._write_recorded(out_path.parent, {out_path.name: (chain, 0o644)}, record,
+            self.write_recorded(out_path.parent, {out_path.name: (chain, 0o644)}, record,
                                  overwrite=True, action=action)
         return SignedCert(net, cert.serial_number, cert, chain)
 
@@ -402,7 +404,7 @@ class CAHome:
         out = prepare_out_dir(out_dir)
         files = {"server.key": (private_key_pem(key), 0o600),
                  "server.crt": (cert.public_bytes(_PEM) + self._issuing_pem, 0o644)}
-        self._write_recorded(out, files, CertRecord.of(cert, Kind.SERVER, None, now))
+        self.write_recorded(out, files, CertRecord.of(cert, Kind.SERVER, None, now))
         return LeafFiles(cert.serial_number, out / "server.crt", out / "server.key")
 
     def issue_operator(
@@ -421,15 +423,17 @@ class CAHome:
         files = {"operator.key": (private_key_pem(key), 0o600),
                  "operator.crt": (cert.public_bytes(_PEM) + self._issuing_pem, 0o644),
                  "ca.crt": (self._root_pem, 0o644)}
-        self._write_recorded(out, files, CertRecord.of(cert, Kind.OPERATOR, None, now))
+        self.write_recorded(out, files, CertRecord.of(cert, Kind.OPERATOR, None, now))
         return LeafFiles(cert.serial_number, out / "operator.crt", out / "operator.key",
                          out / "ca.crt")
 
-    def _write_recorded(
+    def write_recorded(
         self, out: Path, files: dict[str, tuple[bytes, int]], record: CertRecord,
-        *, overwrite: bool = False, action: str = "issue",
+        *, overwrite: bool = False, action: str = "issue", details: dict | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """Write `files` into `out` and record the certificate: both or neither."""
+        """Write `files` into `out` and record the certificate (audit `details` added, `also`
+        run in the same transaction): both or neither."""
         for fname in files:
             if (out / fname).exists() and not overwrite:
                 raise OutputError(f"{out / fname} already exists: refusing to overwrite")
@@ -439,9 +443,12 @@ class CAHome:
         try:
             with self.inventory.transaction() as conn:
                 self.inventory.add(conn, [record])
-                audit.append(conn, [audit.issued(record.certificate(), record.kind,
-                                                 record.network_uuid, action)],
-                             actor=self.actor, at=record.issued_at)
+                event = audit.issued(record.certificate(), record.kind, record.network_uuid,
+                                     action)
+                event.details.update(details or {})
+                audit.append(conn, [event], actor=self.actor, at=record.issued_at)
+                if also is not None:
+                    also(conn)
                 for fname, (data, mode) in files.items():
                     atomic_write(out / fname, data, mode)
                     written.append(out / fname)
@@ -586,14 +593,5 @@ class CAHome:
                                   action="renew")[0]
 
 
-__all__ = [
-    "CAHome",
-    "CAError",
-    "DeviceBundle",
-    "LeafFiles",
-    "SignedCert",
-    "parse_selector",
-    "utcnow",
-    "write_bundle",
-    "network_of",
-]
+__all__ = ["CAHome", "CAError", "DeviceBundle", "LeafFiles", "SignedCert", "parse_selector",
+           "utcnow", "write_bundle", "network_of"]
