@@ -149,7 +149,9 @@ def use_claim(conn: sqlite3.Connection, cert: x509.Certificate, *, now: dt.datet
     """
     batch = named_urn(cert, CLAIM_URN_PREFIX)
     status = claim_status(conn, cert.serial_number) if batch is not None else None
-    if status is None or status.batch != batch:
+    der = conn.execute("SELECT der FROM certificates WHERE serial = ?",
+                       (serial_hex(cert.serial_number),)).fetchone()
+    if status is None or status.batch != batch or der[0] != cert.public_bytes(Encoding.DER):
         raise ClaimRefusedError("unknown", "not a claim this CA issued")
     if status.revoked:
         raise ClaimRefusedError("revoked", f"claim {status.batch} is revoked")

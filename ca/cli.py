@@ -19,7 +19,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import audit, claims
 from . import crl as crl_mod
 from .cli_io import (
     ENV_HOME,
@@ -34,6 +33,14 @@ from .cli_io import (
     _unlock,
     _write_stdout,
 )
+from .cli_lifecycle import (
+    cmd_audit,
+    cmd_claims,
+    cmd_issue_claim,
+    cmd_issue_registrar,
+    cmd_rotate_issuing,
+    cmd_serve,
+)
 from .csr import load_csr
 from .errors import (
     BadInputError,
@@ -42,7 +49,7 @@ from .errors import (
     HomeExistsError,
 )
 from .inventory import iso, serial_hex
-from .keys import KeyType, is_encrypted_pem
+from .keys import KeyType
 from .profiles import CLAIM_DAYS, CLAIM_DAYS_MAX, LEAF_DAYS, Kind, check_ca_name, check_days
 from .store import CAHome, DeviceBundle, SignedCert, parse_selector, utcnow
 from .verify import load_pem_chain, verify_chain
@@ -70,6 +77,7 @@ EXIT_CODES = "\n".join(
         (ExitCode.INVENTORY, "inventory locked too long, full or read-only (nothing recorded)"),
         (ExitCode.AUDIT_BROKEN, "audit --verify: the audit trail's hash chain is broken"),
         (ExitCode.CLAIM_REFUSED, "a claim that is unknown, revoked, expired or used up"),
+        (ExitCode.SIGN_REFUSED, "the online signer refused a request"),
         (130, "interrupted"),
     ]
 )
@@ -311,6 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_date, metavar="YYYY-MM-DD[THH:MM:SSZ]")
     p.set_defaults(func=cmd_audit)
 
+    p = _sub(sub, "serve", "the online signer: EST over HTTPS (mutual TLS) and/or a unix socket",
+             "  fleet-ca serve --listen 0.0.0.0:8443 --tls-cert certs/signer/server.crt \\\n"
+             "      --tls-key certs/signer/server.key --unix /run/fleet-ca/signer.sock\n")
+    p.add_argument("--listen", metavar="HOST:PORT", help="HTTPS address for EST")
+    p.add_argument("--tls-cert", type=Path, metavar="F", help="server certificate (+ chain)")
+    p.add_argument("--tls-key", type=Path, metavar="F")
+    p.add_argument("--unix", type=Path, metavar="PATH", help="unix socket for registrars")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_serve)
+
     p = _sub(sub, "claims", "list claim certificates and their uses left",
              "  fleet-ca claims --json\n")
     p.add_argument("--json", action="store_true")
@@ -398,37 +416,12 @@ def cmd_issue_operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_issue_claim(args: argparse.Namespace) -> int:
-    with _open(args, sign=True) as home:
-        files = claims.issue_claim(home, args.out, batch=args.batch, uses=args.uses,
-                                   days=args.expires_in)
-        print(f"claim {args.batch} serial {serial_hex(files.serial)} ({args.uses} uses):"
-              f" {files.cert_path}, key {files.key_path}, CA {files.ca_path}")
-    return 0
 
 
-def cmd_issue_registrar(args: argparse.Namespace) -> int:
-    with _open(args, sign=True) as home:
-        files = claims.issue_registrar(home, args.out, name=args.name, days=args.days)
-        print(f"registrar certificate serial {serial_hex(files.serial)}: {files.cert_path},"
-              f" key {files.key_path}, CA {files.ca_path}")
-    return 0
 
 
-def cmd_claims(args: argparse.Namespace) -> int:
-    now = utcnow()
-    with _open(args, sign=False) as home:
-        found = claims.claims(home.inventory.connection)
-    if args.json:
-        _write_stdout(json.dumps([c.to_json() for c in found], indent=2) + "\n")
-        return 0
-    lines = [f"{'SERIAL':<40} {'BATCH':<24} {'USES LEFT':>11} {'STATUS':<8} NOT AFTER"]
-    for c in found:
-        status = "revoked" if c.revoked else "expired" if now > c.not_after else "valid"
-        lines.append(f"{serial_hex(c.serial):<40} {c.batch:<24} "
-                     f"{f'{c.uses_left}/{c.uses_total}':>11} {status:<8} {iso(c.not_after)}")
-    _write_stdout("\n".join(lines) + "\n")
-    return 0
+
+
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -526,39 +519,8 @@ def cmd_renew(args: argparse.Namespace) -> int:
 
 # -- entry point ---------------------------------------------------------------------------
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    with _open(args, sign=False) as home:
-        conn = home.inventory.connection
-        if args.verify:
-            n = audit.verify(conn)  # raises AuditBrokenError (exit 16)
-            print(f"audit trail intact: {n} entries")
-            return 0
-        for e in audit.entries(conn, since=args.since):
-            if args.json:
-                line = json.dumps(e.to_json(), sort_keys=True)
-            else:
-                details = " ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
-                line = f"{e.seq:>6} {iso(e.at)} {e.actor} {e.action} {e.subject} {details}"
-            sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-    return 0
 
 
-def cmd_rotate_issuing(args: argparse.Namespace) -> int:
-    with _open(args, sign=True) as home:
-        root_passphrase = None
-        root_key = home.path / "root.key"
-        if root_key.exists() and is_encrypted_pem(root_key.read_bytes()[:64]):
-            root_passphrase = _read_passphrase(
-                args, file_attr="root_passphrase_file", env=ENV_ROOT_PASSPHRASE,
-                prompt="root CA passphrase: ")
-        old_cert = home.issuing_cert
-        cert = home.rotate_issuing(root_passphrase)
-    print(f"new issuing CA {cert.subject.rfc4514_string()} serial {serial_hex(cert.serial_number)}"
-          f" until {iso(cert.not_valid_after_utc)}")
-    print(f"previous issuing CA serial {serial_hex(old_cert.serial_number)} keeps its CRL in"
-          " crl.pem until it expires; copy ca-chain.pem and crl.pem to the gateway")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

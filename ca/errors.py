@@ -31,6 +31,7 @@ class ExitCode(IntEnum):
     INVENTORY = 15  # the SQLite inventory is locked too long, full, or read-only
     AUDIT_BROKEN = 16  # `audit --verify`: the hash chain is broken (tampering or damage)
     CLAIM_REFUSED = 17  # a claim that is unknown, revoked, expired or used up
+    SIGN_REFUSED = 18  # the online signer refused a request (reason in the message)
 
 
 class CAError(Exception):
@@ -109,3 +110,17 @@ class ClaimRefusedError(CAError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class SignRefusedError(CAError):
+    """The online signer refuses a request: `reason` (a stable word for logs and clients)
+    and the HTTP `status` EST answers with."""
+
+    exit_code = ExitCode.SIGN_REFUSED
+
+    def __init__(self, reason: str, message: str, status: int = 400,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after

@@ -51,7 +51,8 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO meta (key, value) VALUES ('crl_number', '0');
     """,
     # 2: the audit trail's hash chain (see ca.audit); claim and registrar kinds (SQLite
-    # cannot change a CHECK: the table is rebuilt), and claims with their use counts.
+    # cannot change a CHECK: the table is rebuilt), claims with their use counts, and the
+    # renewed certificates waiting to be revoked as superseded.
     """
     CREATE TABLE audit (
         seq       INTEGER PRIMARY KEY,   -- 1, 2, 3 ... with no gaps
@@ -89,6 +90,11 @@ MIGRATIONS: tuple[str, ...] = (
         uses_total INTEGER NOT NULL,
         uses_left  INTEGER NOT NULL CHECK (uses_left >= 0)
     );
+    CREATE TABLE supersede (             -- renewed certificates to revoke at `due` (ca.signer)
+        serial TEXT PRIMARY KEY REFERENCES certificates (serial),
+        due    TEXT NOT NULL
+    );
+    CREATE INDEX supersede_due ON supersede (due);
     """,
 )
 

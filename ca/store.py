@@ -504,7 +504,7 @@ class CAHome:
             audit.append(conn, (audit.Event("revoke", serial_hex(r.serial), {
                 "kind": r.kind, "network": str(r.network_uuid) if r.network_uuid else None,
                 "reason": reason}) for r in todo), actor=self.actor, at=now)
-            self._write_crl(conn, issuer, now)
+            self.write_crl_in(conn, issuer, now)
         return [self.inventory.get(r.serial) for r in todo]  # type: ignore[misc]
 
     def write_crl(self, now: dt.datetime | None = None) -> Path:
@@ -512,13 +512,13 @@ class CAHome:
         now = check_utc(now or utcnow())
         issuer = self.issuer
         with self.inventory.transaction() as conn:
-            self._write_crl(conn, issuer, now)
+            self.write_crl_in(conn, issuer, now)
         return self.path / CRL_PEM
 
-    def _write_crl(self, conn: sqlite3.Connection, issuer: Issuer, now: dt.datetime) -> None:
-        # Inside the write transaction: concurrent revokers write their CRLs in turn, and the
-        # last one lists everything.
-        # One CRL per issuing CA still served, current first (see ca.rotation).
+    def write_crl_in(self, conn: sqlite3.Connection, issuer: Issuer, now: dt.datetime) -> None:
+        """Rewrite crl.pem inside the write transaction `conn` (so concurrent revokers write
+        their CRLs in turn, the last listing everything): one CRL per issuing CA still served,
+        current first (see ca.rotation)."""
         issuers = [issuer, *rotation.previous_issuers(
             self.path, self.previous_issuing, self._passphrase, now)]
         entries = [(crl_mod.authority_key_id(r.der), crl_mod.RevokedEntry(

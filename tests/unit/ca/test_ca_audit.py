@@ -163,7 +163,8 @@ def test_an_inventory_from_before_the_audit_trail_is_migrated(tmp_path):
     h = CAHome.init(tmp_path / "home", passphrase=None, now=NOW)
     h.close()
     with sqlite3.connect(tmp_path / "home" / "inventory.db") as c:
-        c.executescript("DROP TABLE audit; DROP TABLE claims;")  # back to schema 1
+        # back to schema 1
+        c.executescript("DROP TABLE audit; DROP TABLE claims; DROP TABLE supersede;")
         c.execute("PRAGMA user_version = 1")
     with CAHome.open(tmp_path / "home") as home:
         assert home.inventory.schema_version == 2

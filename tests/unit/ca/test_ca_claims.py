@@ -154,7 +154,7 @@ def test_an_inventory_from_schema_1_keeps_its_certificates_and_accepts_claims(tm
     h.close()
     db = tmp_path / "home" / "inventory.db"
     with sqlite3.connect(db) as c:  # back to what schema 1 had
-        c.executescript("DROP TABLE audit; DROP TABLE claims;")
+        c.executescript("DROP TABLE audit; DROP TABLE claims; DROP TABLE supersede;")
         c.execute("PRAGMA user_version = 1")
     inv = Inventory.open(db)
     assert inv.schema_version == 2
