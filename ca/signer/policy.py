@@ -179,7 +179,7 @@ class Signer:
             tx.executemany("DELETE FROM supersede WHERE serial = ?",
                            [(serial_hex(s),) for s in due])
             if valid:
-                self.home._write_crl(tx, issuer, now)
+                self.home.write_crl_in(tx, issuer, now)
         self.counters["superseded"] = self.counters.get("superseded", 0) + len(valid)
         return len(valid)
 
