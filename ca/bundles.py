@@ -297,3 +297,23 @@ def write_bundle(
         network_uuid=net, serial=cert.serial_number, dir=d, fingerprint=fp,
         not_after=cert.not_valid_after_utc,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LeafFiles:
+    """A server or operator certificate written to disk (`ca_path` only for operators)."""
+
+    serial: int
+    cert_path: Path
+    key_path: Path
+    ca_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCert:
+    """A certificate issued from a CSR: the device keeps its key, it gets `chain_pem`."""
+
+    network_uuid: uuid.UUID
+    serial: int
+    cert: x509.Certificate
+    chain_pem: bytes  # leaf then issuing CA

@@ -7,39 +7,54 @@ listed in `fleet-ca --help`); a traceback appears only for a bug, and only with 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import getpass
 import importlib.metadata
 import json
-import os
 import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import crl as crl_mod
+from .cli_io import (
+    ENV_HOME,
+    ENV_PASSPHRASE,
+    ENV_ROOT_PASSPHRASE,
+    _home_path,
+    _open,
+    _print_signed,
+    _progress,
+    _read_input,
+    _read_passphrase,
+    _unlock,
+    _write_stdout,
+)
+from .cli_lifecycle import (
+    cmd_audit,
+    cmd_claims,
+    cmd_issue_claim,
+    cmd_issue_registrar,
+    cmd_rotate_issuing,
+    cmd_serve,
+)
 from .csr import load_csr
 from .errors import (
     BadInputError,
     CAError,
     ExitCode,
     HomeExistsError,
-    PassphraseError,
 )
 from .inventory import iso, serial_hex
 from .keys import KeyType
-from .profiles import LEAF_DAYS, Kind, check_ca_name, check_days
+from .profiles import CLAIM_DAYS, CLAIM_DAYS_MAX, LEAF_DAYS, Kind, check_ca_name, check_days
 from .store import CAHome, DeviceBundle, SignedCert, parse_selector, utcnow
 from .verify import load_pem_chain, verify_chain
 
 PROG = "fleet-ca"
-ENV_HOME = "FLEET_CA_HOME"
-ENV_PASSPHRASE = "FLEET_CA_PASSPHRASE"
 
 EXIT_CODES = "\n".join(
     f"  {int(c):>3}  {text}"
@@ -60,6 +75,9 @@ EXIT_CODES = "\n".join(
         (ExitCode.VERIFY_FAILED, "verify: the certificate does not chain to this CA"),
         (ExitCode.REVOKED, "verify: the certificate is revoked"),
         (ExitCode.INVENTORY, "inventory locked too long, full or read-only (nothing recorded)"),
+        (ExitCode.AUDIT_BROKEN, "audit --verify: the audit trail's hash chain is broken"),
+        (ExitCode.CLAIM_REFUSED, "a claim that is unknown, revoked, expired or used up"),
+        (ExitCode.SIGN_REFUSED, "the online signer refused a request"),
         (130, "interrupted"),
     ]
 )
@@ -177,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dev CA: leave the CA keys unencrypted")
     p.set_defaults(func=cmd_init)
 
-    issue = sub.add_parser("issue", help="issue a device, server or operator certificate",
-                           description="issue a device, server or operator certificate")
+    what = "issue a device, server, operator, claim or registrar certificate"
+    issue = sub.add_parser("issue", help=what, description=what)
     _add_home(issue, argparse.SUPPRESS)
     isub = issue.add_subparsers(dest="noun", metavar="KIND", required=True, parser_class=_Parser)
 
@@ -215,6 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     _add_passphrase(p)
     p.set_defaults(func=cmd_issue_operator)
+
+    p = _sub(isub, "claim", "a claim certificate for a production batch (N uses, short-lived)",
+             "  fleet-ca issue claim --batch line3-2026w10 --uses 500 --expires-in 14 "
+             "--out claims/line3\n")
+    p.add_argument("--batch", required=True, metavar="NAME")
+    p.add_argument("--uses", type=_positive, required=True, metavar="N",
+                   help="how many device identities it may be exchanged for")
+    p.add_argument("--expires-in", type=_days, default=CLAIM_DAYS, metavar="DAYS",
+                   help=f"validity (default {CLAIM_DAYS}, at most {CLAIM_DAYS_MAX})")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_issue_claim)
+
+    p = _sub(isub, "registrar", "a registrar certificate (a client of the online signer)",
+             "  fleet-ca issue registrar --name gateway1 --out certs/registrar\n")
+    p.add_argument("--name", required=True)
+    p.add_argument("--days", type=_days, default=LEAF_DAYS, metavar="D")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_issue_registrar)
 
     p = _sub(sub, "sign", "sign a device's CSR (proof of possession checked; subject ignored)",
              "  fleet-ca sign device.csr --out device.crt\n"
@@ -272,106 +310,47 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default stdout)")
     _add_passphrase(p)
     p.set_defaults(func=cmd_renew)
+
+    p = _sub(sub, "audit", "list the audit trail (every issue, renew, revoke, CRL), or verify "
+             "its hash chain", "  fleet-ca audit --since 2026-01-01\n  fleet-ca audit --verify\n")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--verify", action="store_true",
+                   help="check the whole chain; exit 16 naming the first broken entry")
+    p.add_argument("--since", type=_date, metavar="YYYY-MM-DD[THH:MM:SSZ]")
+    p.set_defaults(func=cmd_audit)
+
+    p = _sub(sub, "serve", "the online signer: EST over HTTPS (mutual TLS) and/or a unix socket",
+             "  fleet-ca serve --listen 0.0.0.0:8443 --tls-cert certs/signer/server.crt \\\n"
+             "      --tls-key certs/signer/server.key --unix /run/fleet-ca/signer.sock\n")
+    p.add_argument("--listen", metavar="HOST:PORT", help="HTTPS address for EST")
+    p.add_argument("--tls-cert", type=Path, metavar="F", help="server certificate (+ chain)")
+    p.add_argument("--tls-key", type=Path, metavar="F")
+    p.add_argument("--unix", type=Path, metavar="PATH", help="unix socket for registrars")
+    _add_passphrase(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = _sub(sub, "claims", "list claim certificates and their uses left",
+             "  fleet-ca claims --json\n")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_claims)
+
+    p = _sub(sub, "rotate-issuing", "ceremony: a new issuing CA from the root; the old one's "
+             "certificates stay valid until they expire",
+             "  fleet-ca rotate-issuing --root-passphrase-file /media/usb/root.pass\n")
+    _add_passphrase(p)
+    p.add_argument("--root-passphrase-file", metavar="F", type=Path,
+                   help=f"the root key's passphrase (else ${ENV_ROOT_PASSPHRASE}, else a prompt)")
+    p.set_defaults(func=cmd_rotate_issuing)
     return parser
 
 
-# -- helpers -------------------------------------------------------------------------------
-
-def _home_path(args: argparse.Namespace) -> Path:
-    return Path(args.home or os.environ.get(ENV_HOME) or "certs")
-
-
-def _read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes:
-    """--passphrase-file, else $FLEET_CA_PASSPHRASE, else a prompt on a TTY."""
-    f: Path | None = getattr(args, "passphrase_file", None)
-    if f is not None:
+def _date(text: str) -> dt.datetime:
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"):
         try:
-            data = f.read_bytes()
-        except OSError as exc:
-            raise PassphraseError(f"cannot read passphrase file {f}: {exc.strerror}") from None
-        data = data.rstrip(b"\r\n")
-        if not data:
-            raise PassphraseError(f"passphrase file {f} is empty")
-        return data
-    env = os.environ.get(ENV_PASSPHRASE)
-    if env:
-        return env.encode()
-    if sys.stdin is not None and sys.stdin.isatty():
-        first = getpass.getpass("CA passphrase: ")
-        if not first:
-            raise PassphraseError("the passphrase is empty")
-        if confirm and getpass.getpass("again: ") != first:
-            raise PassphraseError("the two passphrases differ")
-        return first.encode()
-    hint = " (or --no-passphrase for a dev CA)" if confirm else ""
-    raise PassphraseError(
-        f"no passphrase: give --passphrase-file F or set {ENV_PASSPHRASE}{hint}"
-    )
-
-
-def _open(args: argparse.Namespace, *, sign: bool) -> CAHome:
-    """Open the home; with `sign`, load the issuing key now (asking for the passphrase)."""
-    home = CAHome.open(_home_path(args))
-    if sign:
-        try:
-            _unlock(home, args)
-        except BaseException:
-            home.close()
-            raise
-    return home
-
-
-def _unlock(home: CAHome, args: argparse.Namespace) -> None:
-    if home.key_encrypted:
-        home.unlock(_read_passphrase(args))
-    else:
-        _ = home.issuer
-
-
-def _write_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-@contextlib.contextmanager
-def _progress(total: int, what: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr (rich) while the block runs, only when stderr is a terminal;
-    yields the callback taking the count done so far (None: no bar)."""
-    if total < 2 or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda done: bar.update(task, completed=done)
-
-
-def _read_input(path: str | Path, what: str, limit: int = 1 << 20) -> bytes:
-    if str(path) == "-":
-        return sys.stdin.buffer.read(limit + 1)
-    try:
-        with open(path, "rb") as f:
-            return f.read(limit + 1)
-    except OSError as exc:
-        raise BadInputError(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def _print_signed(signed: SignedCert, out: Path | None) -> None:
-    if out is None:
-        _write_stdout(signed.chain_pem.decode())
-    print(f"issued device {signed.network_uuid} serial {serial_hex(signed.serial)}"
-          + (f" -> {out}" if out else ""), file=sys.stderr)
+            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ")
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -435,6 +414,14 @@ def cmd_issue_operator(args: argparse.Namespace) -> int:
         print(f"operator certificate serial {serial_hex(files.serial)}: {files.cert_path},"
               f" key {files.key_path}, CA {files.ca_path}")
     return 0
+
+
+
+
+
+
+
+
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -508,8 +495,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     data = _read_input(args.cert, "certificate")
     certs = load_pem_chain(data)
     with _open(args, sign=False) as home:
-        result = verify_chain(certs, root=home.root_cert, issuing=home.issuing_cert,
-                              crl=home.load_crl(), now=utcnow())
+        result = verify_chain(certs, root=home.root_cert,
+                              issuing=[home.issuing_cert, *home.previous_issuing],
+                              crl=home.load_crls(), now=utcnow())
     print(f"OK {result.subject} serial {serial_hex(result.serial)}: "
           + " <- ".join(result.chain))
     return 0
@@ -530,6 +518,10 @@ def cmd_renew(args: argparse.Namespace) -> int:
 
 
 # -- entry point ---------------------------------------------------------------------------
+
+
+
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `fleet-ca` with `argv` (default sys.argv[1:]); returns the exit code."""
@@ -562,3 +554,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

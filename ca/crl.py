@@ -1,14 +1,15 @@
 """Certificate revocation lists (RFC 5280 section 5). Pure builders and readers.
 
-The issuing CA signs the CRL that covers the certificates it issued (devices, servers,
-operators). Every CRL carries a CRL number (monotonic, kept in the inventory), the issuing CA's
-AKI, and for each entry its revocation date and reason code.
+Each issuing CA signs the CRL that covers the certificates it issued (devices, servers,
+operators); after a rotation the home publishes one CRL per issuing CA still served. Every
+CRL carries a CRL number (monotonic, kept in the inventory), the issuing CA's AKI, and for
+each entry its revocation date and reason code.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -76,3 +77,33 @@ def build_crl(
 
 def revoked_serials(crl: x509.CertificateRevocationList) -> set[int]:
     return {rc.serial_number for rc in crl}
+
+
+def authority_key_id(der: bytes) -> bytes | None:
+    """The AKI key identifier of a DER certificate: which issuing CA signed it."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    return aki.key_identifier
+
+
+def build_crls(
+    issuers: Sequence[Issuer],
+    revoked: Iterable[tuple[bytes | None, RevokedEntry]],
+    *,
+    now: dt.datetime,
+    numbers: Callable[[], int],
+) -> list[x509.CertificateRevocationList]:
+    """One CRL per issuer, each listing the entries whose AKI key id is that issuer's
+    (`revoked` pairs (key id, entry); an entry without a key id goes to `issuers[0]`, one of
+    an issuer not in `issuers`, i.e. a retired one, to none). `numbers()` gives each CRL its
+    number."""
+    by_key: dict[bytes | None, list[RevokedEntry]] = {
+        i.aki.key_identifier: [] for i in issuers}
+    by_key[None] = by_key[issuers[0].aki.key_identifier]
+    for key_id, entry in revoked:
+        by_key.get(key_id, []).append(entry)
+    return [build_crl(i, by_key[i.aki.key_identifier], now=now, number=numbers())
+            for i in issuers]

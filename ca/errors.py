@@ -29,6 +29,9 @@ class ExitCode(IntEnum):
     VERIFY_FAILED = 13  # `verify`: the chain does not verify
     REVOKED = 14  # `verify`: the chain verifies but the certificate is revoked
     INVENTORY = 15  # the SQLite inventory is locked too long, full, or read-only
+    AUDIT_BROKEN = 16  # `audit --verify`: the hash chain is broken (tampering or damage)
+    CLAIM_REFUSED = 17  # a claim that is unknown, revoked, expired or used up
+    SIGN_REFUSED = 18  # the online signer refused a request (reason in the message)
 
 
 class CAError(Exception):
@@ -87,3 +90,37 @@ class RevokedError(CAError):
 
 class InventoryError(CAError):
     exit_code = ExitCode.INVENTORY
+
+
+class AuditBrokenError(CAError):
+    """The audit chain is broken at entry `seq` (the first one that does not verify)."""
+
+    exit_code = ExitCode.AUDIT_BROKEN
+
+    def __init__(self, seq: int, why: str) -> None:
+        super().__init__(f"audit trail broken at entry {seq}: {why}")
+        self.seq = seq
+
+
+class ClaimRefusedError(CAError):
+    """A claim cannot be used: `reason` is one of unknown, revoked, expired, exhausted."""
+
+    exit_code = ExitCode.CLAIM_REFUSED
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SignRefusedError(CAError):
+    """The online signer refuses a request: `reason` (a stable word for logs and clients)
+    and the HTTP `status` EST answers with."""
+
+    exit_code = ExitCode.SIGN_REFUSED
+
+    def __init__(self, reason: str, message: str, status: int = 400,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .errors import HomeInvalidError, InventoryError
+from .errors import BadInputError, HomeInvalidError, InventoryError
 
 APPLICATION_ID = 0x666C6774  # 'flgt'
 BUSY_TIMEOUT_S = 60.0
@@ -49,6 +49,52 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX certificates_network ON certificates (network_uuid);
     CREATE INDEX certificates_not_after ON certificates (not_after);
     INSERT INTO meta (key, value) VALUES ('crl_number', '0');
+    """,
+    # 2: the audit trail's hash chain (see ca.audit); claim and registrar kinds (SQLite
+    # cannot change a CHECK: the table is rebuilt), claims with their use counts, and the
+    # renewed certificates waiting to be revoked as superseded.
+    """
+    CREATE TABLE audit (
+        seq       INTEGER PRIMARY KEY,   -- 1, 2, 3 ... with no gaps
+        at        TEXT NOT NULL,         -- ISO 8601 UTC
+        actor     TEXT NOT NULL,         -- who: an OS user, 'signer', an operator name
+        action    TEXT NOT NULL,         -- issue, renew, revoke, crl, ...
+        subject   TEXT NOT NULL,         -- what: a serial (hex), a network UUID, an issuer
+        details   TEXT NOT NULL,         -- canonical JSON object
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+    );
+    CREATE TABLE certificates2 (
+        serial       TEXT PRIMARY KEY,
+        kind         TEXT NOT NULL CHECK (kind IN ('root','issuing','device','server','operator',
+                                                   'claim','registrar')),
+        network_uuid TEXT,
+        subject      TEXT NOT NULL,
+        fingerprint  TEXT NOT NULL,
+        not_before   TEXT NOT NULL,
+        not_after    TEXT NOT NULL,
+        issued_at    TEXT NOT NULL,
+        status       TEXT NOT NULL DEFAULT 'valid' CHECK (status IN ('valid','revoked')),
+        revoked_at   TEXT,
+        reason       TEXT,
+        der          BLOB NOT NULL
+    );
+    INSERT INTO certificates2 SELECT * FROM certificates;
+    DROP TABLE certificates;
+    ALTER TABLE certificates2 RENAME TO certificates;
+    CREATE INDEX certificates_network ON certificates (network_uuid);
+    CREATE INDEX certificates_not_after ON certificates (not_after);
+    CREATE TABLE claims (                -- see ca.claims
+        serial     TEXT PRIMARY KEY REFERENCES certificates (serial),
+        batch      TEXT NOT NULL,
+        uses_total INTEGER NOT NULL,
+        uses_left  INTEGER NOT NULL CHECK (uses_left >= 0)
+    );
+    CREATE TABLE supersede (             -- renewed certificates to revoke at `due` (ca.signer)
+        serial TEXT PRIMARY KEY REFERENCES certificates (serial),
+        due    TEXT NOT NULL
+    );
+    CREATE INDEX supersede_due ON supersede (due);
     """,
 )
 
@@ -233,6 +279,11 @@ class Inventory:
                 conn.execute(f"PRAGMA user_version = {number}")
 
     @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for reads by sibling modules (`ca.audit`); write in `transaction`."""
+        return self._conn
+
+    @property
     def schema_version(self) -> int:
         return self._conn.execute("PRAGMA user_version").fetchone()[0]
 
@@ -327,3 +378,30 @@ class Inventory:
 
     def count(self) -> int:
         return self._conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
+
+
+def parse_selector(text: str) -> uuid.UUID | int:
+    """'SERIAL|UUID' from the command line: a canonical UUID (or urn:uuid:...), else a hex
+    serial (colons, '0x' and case ignored). Raises BadInputError."""
+    t = text.strip()
+    if t.lower().startswith("urn:uuid:"):
+        t = t[9:]
+    if len(t) == 36 and t.count("-") == 4:
+        try:
+            return uuid.UUID(t)
+        except ValueError:
+            pass
+    h = t.replace(":", "").lower().removeprefix("0x")
+    try:
+        value = int(h, 16)
+    except ValueError:
+        raise BadInputError(f"{text!r} is neither a network UUID nor a hex serial") from None
+    if value <= 0 or h.startswith("-") or h.startswith("+"):
+        raise BadInputError(f"{text!r} is not a valid serial")
+    return value
+
+
+def describe(selector: object) -> str:
+    if isinstance(selector, int):
+        return f"serial {serial_hex(selector)}"
+    return str(selector)

@@ -38,6 +38,10 @@ ISSUING_DAYS = 1825
 LEAF_DAYS = 365
 MAX_LEAF_DAYS = 36500
 OPERATOR_URN_PREFIX = "urn:fleetgate:operator:"
+CLAIM_URN_PREFIX = "urn:fleetgate:claim:"  # a production batch's claim certificate
+REGISTRAR_URN_PREFIX = "urn:fleetgate:registrar:"  # a client of the online signer
+CLAIM_DAYS = 30  # claims are short-lived: a batch's production run, not a device's life
+CLAIM_DAYS_MAX = 365
 CA_NAME_MAX = 50  # leaves room for " Issuing CA" inside the 64-character CN limit
 _OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -51,7 +55,9 @@ class Kind:
     DEVICE = "device"
     SERVER = "server"
     OPERATOR = "operator"
-    ALL = ("root", "issuing", "device", "server", "operator")
+    CLAIM = "claim"
+    REGISTRAR = "registrar"
+    ALL = ("root", "issuing", "device", "server", "operator", "claim", "registrar")
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +224,14 @@ def build_issuing(
     name: str,
     now: dt.datetime,
     days: int = ISSUING_DAYS,
+    generation: int = 1,
 ) -> x509.Certificate:
-    """An issuing (intermediate) CA certificate, path length 0, signed by `root`."""
-    subject = _ca_subject(name, "Issuing CA")
+    """An issuing (intermediate) CA certificate, path length 0, signed by `root`.
+
+    `generation` > 1 (a rotated issuing CA) is part of its CN, so that each issuing CA, and
+    the CRL it signs, has a name of its own (CRLs are matched to certificates by issuer name).
+    """
+    subject = _ca_subject(name, "Issuing CA" if generation == 1 else f"Issuing CA {generation}")
     not_before, not_after = _validity(now, days, root)
     builder = (
         x509.CertificateBuilder()
@@ -383,22 +394,57 @@ def build_operator(
     days: int = LEAF_DAYS,
 ) -> x509.Certificate:
     """An operator (HTTP API client) certificate, SAN URI `urn:fleetgate:operator:<name>`."""
-    urn = operator_urn(name)
+    return _named_client(public_key, issuer, name, operator_urn(name), now, days)
+
+
+def build_claim(
+    public_key: PublicKey, *, issuer: Issuer, batch: str, now: dt.datetime,
+    days: int = CLAIM_DAYS,
+) -> x509.Certificate:
+    """A claim certificate for a production batch: SAN URI `urn:fleetgate:claim:<batch>`,
+    clientAuth, at most CLAIM_DAYS_MAX days. It opens no device jail (no `urn:uuid:`); the
+    online signer exchanges it, a limited number of times, for a device identity."""
+    if check_days(days) > CLAIM_DAYS_MAX:
+        raise BadInputError(f"a claim lives at most {CLAIM_DAYS_MAX} days, not {days}")
+    batch = check_operator_name(batch)
+    return _named_client(public_key, issuer, f"claim {batch}", CLAIM_URN_PREFIX + batch, now,
+                         days)
+
+
+def build_registrar(
+    public_key: PublicKey, *, issuer: Issuer, name: str, now: dt.datetime,
+    days: int = LEAF_DAYS,
+) -> x509.Certificate:
+    """A registrar (client of the online signer) certificate: SAN URI
+    `urn:fleetgate:registrar:<name>`, clientAuth."""
+    name = check_operator_name(name)
+    return _named_client(public_key, issuer, f"registrar {name}", REGISTRAR_URN_PREFIX + name,
+                         now, days)
+
+
+def _named_client(public_key: PublicKey, issuer: Issuer, cn: str, urn: str,
+                  now: dt.datetime, days: int) -> x509.Certificate:
     nb, na = _validity(now, days, issuer)
     builder = (
-        _leaf_builder(
-            public_key,
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
-            issuer,
-            nb,
-            na,
-            None,
-        )
+        _leaf_builder(public_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]),
+                      issuer, nb, na, None)
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(urn)]),
                        critical=False)
         .add_extension(_EKU_CLIENT, critical=False)
     )
     return _sign(builder, issuer.key)
+
+
+def named_urn(cert: x509.Certificate, prefix: str) -> str | None:
+    """The name after `prefix` in the certificate's SAN URIs (e.g. a claim's batch), or None."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith(prefix):
+            return uri[len(prefix):]
+    return None
 
 
 def build_self_signed_device(

@@ -20,15 +20,23 @@ import shutil
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from . import audit, rotation
 from . import crl as crl_mod
-from .bundles import BundleFactory, DeviceBundle, Stager, bundles_from_rows, write_bundle
+from .bundles import (
+    BundleFactory,
+    DeviceBundle,
+    LeafFiles,
+    SignedCert,
+    Stager,
+    bundles_from_rows,
+    write_bundle,
+)
 from .csr import load_csr
 from .errors import (
     AlreadyRevokedError,
@@ -41,8 +49,16 @@ from .errors import (
     OutputError,
     PassphraseError,
 )
-from .files import atomic_write, fsync_dir, make_staging, prepare_out_dir, syncfs, write_new
-from .inventory import CertRecord, Inventory, iso, serial_hex
+from .files import (
+    atomic_write,
+    fsync_dir,
+    fsync_tree,
+    make_staging,
+    prepare_out_dir,
+    syncfs,
+    write_new,
+)
+from .inventory import CertRecord, Inventory, describe, iso, parse_selector, serial_hex
 from .keys import (
     KeyType,
     generate_key,
@@ -76,57 +92,19 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-@dataclass(frozen=True, slots=True)
-class LeafFiles:
-    """A server or operator certificate written to disk (`ca_path` only for operators)."""
-
-    serial: int
-    cert_path: Path
-    key_path: Path
-    ca_path: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SignedCert:
-    """A certificate issued from a CSR: the device keeps its key, it gets `chain_pem`."""
-
-    network_uuid: uuid.UUID
-    serial: int
-    cert: x509.Certificate
-    chain_pem: bytes  # leaf then issuing CA
-
-
-def parse_selector(text: str) -> uuid.UUID | int:
-    """'SERIAL|UUID' from the command line: a canonical UUID (or urn:uuid:...), else a hex
-    serial (colons, '0x' and case ignored). Raises BadInputError."""
-    t = text.strip()
-    if t.lower().startswith("urn:uuid:"):
-        t = t[9:]
-    if len(t) == 36 and t.count("-") == 4:
-        try:
-            return uuid.UUID(t)
-        except ValueError:
-            pass
-    h = t.replace(":", "").lower().removeprefix("0x")
-    try:
-        value = int(h, 16)
-    except ValueError:
-        raise BadInputError(f"{text!r} is neither a network UUID nor a hex serial") from None
-    if value <= 0 or h.startswith("-") or h.startswith("+"):
-        raise BadInputError(f"{text!r} is not a valid serial")
-    return value
-
-
 class CAHome:
     """A CA home folder. Make one with `CAHome.init`, open one with `CAHome.open`."""
 
     def __init__(
         self, path: Path, root_cert: x509.Certificate, issuing_cert: x509.Certificate,
-        inventory: Inventory, passphrase: bytes | None,
+        inventory: Inventory, passphrase: bytes | None, actor: str | None = None,
+        previous: tuple[x509.Certificate, ...] = (),
     ) -> None:
         self.path = path
+        self.actor = actor or audit.default_actor()  # who the audit trail names
         self.root_cert = root_cert
         self.issuing_cert = issuing_cert
+        self.previous_issuing = previous  # earlier issuing CAs (see ca.rotation)
         self.inventory = inventory
         self._passphrase = passphrase
         self._issuer: Issuer | None = None
@@ -182,17 +160,15 @@ class CAHome:
                     inv.add(conn, [CertRecord.of(root_cert, Kind.ROOT, None, now),
                                    CertRecord.of(issuing_cert, Kind.ISSUING, None, now)])
                     number = inv.next_crl_number(conn)
+                    audit.append(conn, [audit.issued(root_cert, Kind.ROOT),
+                                        audit.issued(issuing_cert, Kind.ISSUING),
+                                        audit.crl_event(issuing_cert, number, 0)],
+                                 actor=audit.default_actor(), at=now)
                 crl = crl_mod.build_crl(issuer, [], now=now, number=number)
                 write_new(staging / CRL_PEM, crl.public_bytes(_PEM))
             finally:
                 inv.close()
-            for f in staging.iterdir():
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            fsync_dir(staging)
+            fsync_tree(staging)
             if path.exists():
                 if any(path.iterdir()):  # someone raced us into it
                     raise HomeExistsError(f"{path} is not empty: refusing to overwrite")
@@ -209,8 +185,10 @@ class CAHome:
         return home
 
     @classmethod
-    def open(cls, path: os.PathLike[str] | str, *, passphrase: bytes | None = None) -> CAHome:
-        """Open an existing home. The passphrase is needed only to sign (see `unlock`).
+    def open(cls, path: os.PathLike[str] | str, *, passphrase: bytes | None = None,
+             actor: str | None = None) -> CAHome:
+        """Open an existing home. The passphrase is needed only to sign (see `unlock`);
+        `actor` is who the audit trail names (default: the OS user).
 
         Raises HomeNotFoundError (nothing there), HomeInvalidError (foreign or damaged).
         """
@@ -221,14 +199,21 @@ class CAHome:
             if any(path.iterdir()):
                 raise HomeInvalidError(f"{path} is not a fleet-ca home (no {INVENTORY_DB})")
             raise HomeNotFoundError(f"no CA home at {path} (run `fleet-ca init`, or give --home)")
-        root_cert = _load_cert(path / ROOT_CRT)
-        issuing_cert = _load_cert(path / ISSUING_CRT)
+        inventory = Inventory.open(path / INVENTORY_DB)
+        try:
+            rotation.recover(path, inventory)
+            root_cert = rotation.load_cert(path / ROOT_CRT)
+            issuing_cert = rotation.load_cert(path / ISSUING_CRT)
+            previous = rotation.load_previous(path, root_cert)
+        except BaseException:
+            inventory.close()
+            raise
         try:
             issuing_cert.verify_directly_issued_by(root_cert)
         except (ValueError, TypeError, InvalidSignature):
+            inventory.close()
             raise HomeInvalidError(f"{path}: {ISSUING_CRT} is not signed by {ROOT_CRT}") from None
-        inventory = Inventory.open(path / INVENTORY_DB)
-        return cls(path, root_cert, issuing_cert, inventory, passphrase)
+        return cls(path, root_cert, issuing_cert, inventory, passphrase, actor, previous)
 
     def close(self) -> None:
         self.inventory.close()
@@ -297,6 +282,7 @@ class CAHome:
         p12_password: bytes | None = None,
         progress: Callable[[int], None] | None = None,
         workers: int | None = None,
+        action: str = "issue",
     ) -> list[DeviceBundle]:
         """Generate `count` device key pairs and certificates; write OUT/<uuid>/ bundles.
 
@@ -304,7 +290,7 @@ class CAHome:
         device.json, and device.p12 when `p12`. `network` (only with count=1) fixes the UUID;
         otherwise each is a fresh uuid4. `progress(n)` is called with bundles done so far.
         `workers` processes share large counts (default: the CPU count, up to 4, from
-        1000 bundles on; 1 = in-process).
+        1000 bundles on; 1 = in-process). `action` is the audit trail's verb.
         Raises BadInputError, OutputError (unwritable OUT, or OUT/<uuid> exists),
         PassphraseError.
         """
@@ -333,7 +319,7 @@ class CAHome:
             for start in range(0, count, BATCH):
                 n = min(BATCH, count - start)
                 nets = [network] if network is not None else [uuid.uuid4() for _ in range(n)]
-                bundles += self._issue_batch(out, stager, nets, advance)
+                bundles += self._issue_batch(out, stager, nets, advance, action, now)
         return bundles
 
     def _issue_batch(
@@ -342,6 +328,8 @@ class CAHome:
         stager: Stager,
         networks: Sequence[uuid.UUID],
         advance: Callable[[int], None],
+        action: str,
+        now: dt.datetime,
     ) -> list[DeviceBundle]:
         staging = make_staging(out)
         try:
@@ -350,6 +338,8 @@ class CAHome:
             syncfs(staging)
             with self.inventory.transaction() as conn:
                 self.inventory.add_rows(conn, rows)
+                audit.append(conn, (audit.Event(action, r[0], {"kind": r[1], "network": r[2]})
+                                    for r in rows), actor=self.actor, at=now)
             for r in rows:
                 os.rename(staging / r[2], out / r[2])
             fsync_dir(out)
@@ -367,10 +357,12 @@ class CAHome:
         days: int = LEAF_DAYS,
         now: dt.datetime | None = None,
         out: os.PathLike[str] | str | None = None,
+        action: str = "issue",
     ) -> SignedCert:
         """Issue the device profile for the key in a CSR (its subject and extensions are
         ignored). With `out`, the chain (leaf then issuing CA) is written there atomically,
-        and the certificate is recorded only if that write succeeds.
+        and the certificate is recorded only if that write succeeds. `action` is the audit
+        trail's verb.
 
         Raises BadCSRError, ForgedCSRError, BadInputError, OutputError, PassphraseError.
         """
@@ -385,12 +377,14 @@ class CAHome:
         if out is None:
             with self.inventory.transaction() as conn:
                 self.inventory.add(conn, [record])
+                audit.append(conn, [audit.issued(cert, Kind.DEVICE, net, action)],
+                             actor=self.actor, at=now)
         else:
             out_path = Path(out).absolute()
             if out_path.is_dir():
                 raise OutputError(f"{out_path} is a folder; give a file name")
-            self._write_recorded(out_path.parent, {out_path.name: (chain, 0o644)}, record,
-                                 overwrite=True)
+            self.write_recorded(out_path.parent, {out_path.name: (chain, 0o644)}, record,
+                                 overwrite=True, action=action)
         return SignedCert(net, cert.serial_number, cert, chain)
 
     def issue_server(
@@ -410,7 +404,7 @@ class CAHome:
         out = prepare_out_dir(out_dir)
         files = {"server.key": (private_key_pem(key), 0o600),
                  "server.crt": (cert.public_bytes(_PEM) + self._issuing_pem, 0o644)}
-        self._write_recorded(out, files, CertRecord.of(cert, Kind.SERVER, None, now))
+        self.write_recorded(out, files, CertRecord.of(cert, Kind.SERVER, None, now))
         return LeafFiles(cert.serial_number, out / "server.crt", out / "server.key")
 
     def issue_operator(
@@ -429,15 +423,17 @@ class CAHome:
         files = {"operator.key": (private_key_pem(key), 0o600),
                  "operator.crt": (cert.public_bytes(_PEM) + self._issuing_pem, 0o644),
                  "ca.crt": (self._root_pem, 0o644)}
-        self._write_recorded(out, files, CertRecord.of(cert, Kind.OPERATOR, None, now))
+        self.write_recorded(out, files, CertRecord.of(cert, Kind.OPERATOR, None, now))
         return LeafFiles(cert.serial_number, out / "operator.crt", out / "operator.key",
                          out / "ca.crt")
 
-    def _write_recorded(
+    def write_recorded(
         self, out: Path, files: dict[str, tuple[bytes, int]], record: CertRecord,
-        *, overwrite: bool = False,
+        *, overwrite: bool = False, action: str = "issue", details: dict | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """Write `files` into `out` and record the certificate: both or neither."""
+        """Write `files` into `out` and record the certificate (audit `details` added, `also`
+        run in the same transaction): both or neither."""
         for fname in files:
             if (out / fname).exists() and not overwrite:
                 raise OutputError(f"{out / fname} already exists: refusing to overwrite")
@@ -447,6 +443,12 @@ class CAHome:
         try:
             with self.inventory.transaction() as conn:
                 self.inventory.add(conn, [record])
+                event = audit.issued(record.certificate(), record.kind, record.network_uuid,
+                                     action)
+                event.details.update(details or {})
+                audit.append(conn, [event], actor=self.actor, at=record.issued_at)
+                if also is not None:
+                    also(conn)
                 for fname, (data, mode) in files.items():
                     atomic_write(out / fname, data, mode)
                     written.append(out / fname)
@@ -494,12 +496,15 @@ class CAHome:
         todo = [r for r in records if r.status == "valid"]
         if not todo:
             raise AlreadyRevokedError(
-                f"{_describe(selector)} is already revoked"
+                f"{describe(selector)} is already revoked"
                 f" (at {iso(records[-1].revoked_at or now)}, reason {records[-1].reason})"
             )
         with self.inventory.transaction() as conn:
             self.inventory.mark_revoked(conn, [r.serial for r in todo], now, reason)
-            self._write_crl(conn, issuer, now)
+            audit.append(conn, (audit.Event("revoke", serial_hex(r.serial), {
+                "kind": r.kind, "network": str(r.network_uuid) if r.network_uuid else None,
+                "reason": reason}) for r in todo), actor=self.actor, at=now)
+            self.write_crl_in(conn, issuer, now)
         return [self.inventory.get(r.serial) for r in todo]  # type: ignore[misc]
 
     def write_crl(self, now: dt.datetime | None = None) -> Path:
@@ -507,29 +512,55 @@ class CAHome:
         now = check_utc(now or utcnow())
         issuer = self.issuer
         with self.inventory.transaction() as conn:
-            self._write_crl(conn, issuer, now)
+            self.write_crl_in(conn, issuer, now)
         return self.path / CRL_PEM
 
-    def _write_crl(self, conn: sqlite3.Connection, issuer: Issuer, now: dt.datetime) -> None:
-        # Inside the write transaction: concurrent revokers write their CRLs in turn, and the
-        # last one lists everything.
-        entries = [
-            crl_mod.RevokedEntry(r.serial, r.revoked_at or now, r.reason or "unspecified")
-            for r in self.inventory.revoked(conn)
-        ]
-        number = self.inventory.next_crl_number(conn)
-        crl = crl_mod.build_crl(issuer, entries, now=now, number=number)
+    def write_crl_in(self, conn: sqlite3.Connection, issuer: Issuer, now: dt.datetime) -> None:
+        """Rewrite crl.pem inside the write transaction `conn` (so concurrent revokers write
+        their CRLs in turn, the last listing everything): one CRL per issuing CA still served,
+        current first (see ca.rotation)."""
+        issuers = [issuer, *rotation.previous_issuers(
+            self.path, self.previous_issuing, self._passphrase, now)]
+        entries = [(crl_mod.authority_key_id(r.der), crl_mod.RevokedEntry(
+            r.serial, r.revoked_at or now, r.reason or "unspecified"))
+            for r in self.inventory.revoked(conn)]
+        crls = crl_mod.build_crls(issuers, entries, now=now,
+                                  numbers=lambda: self.inventory.next_crl_number(conn))
+        audit.append(conn, [audit.crl_event(i.cert, c.extensions.get_extension_for_class(
+            x509.CRLNumber).value.crl_number, len(c)) for i, c in zip(issuers, crls, strict=True)],
+            actor=self.actor, at=now)
         try:
-            atomic_write(self.path / CRL_PEM, crl.public_bytes(_PEM))
+            atomic_write(self.path / CRL_PEM, b"".join(c.public_bytes(_PEM) for c in crls))
         except OSError as exc:
             raise OutputError(f"cannot write {self.path / CRL_PEM}: {exc.strerror or exc}") \
                 from None
 
     def load_crl(self) -> x509.CertificateRevocationList:
+        """The current issuing CA's CRL (the first in crl.pem)."""
+        return self.load_crls()[0]
+
+    def load_crls(self) -> list[x509.CertificateRevocationList]:
+        """Every CRL in crl.pem: one per issuing CA still served, current first."""
         try:
-            return x509.load_pem_x509_crl((self.path / CRL_PEM).read_bytes())
+            data = (self.path / CRL_PEM).read_bytes()
+            return [x509.load_pem_x509_crl(b"-----BEGIN X509 CRL-----" + part)
+                    for part in data.split(b"-----BEGIN X509 CRL-----")[1:]]
         except (OSError, ValueError) as exc:
             raise HomeInvalidError(f"cannot read {self.path / CRL_PEM}: {exc}") from None
+
+    def rotate_issuing(self, root_passphrase: bytes | None,
+                       now: dt.datetime | None = None) -> x509.Certificate:
+        """Put a new issuing CA, signed by the root, in charge (see ca.rotation); the old one
+        keeps its CRL in crl.pem until it expires. Needs the issuing key unlocked too (its
+        passphrase protects the new key). Raises PassphraseError, HomeInvalidError."""
+        now = check_utc(now or utcnow())
+        cert = rotation.rotate_issuing(
+            self.path, self.inventory, current=self.issuer, root_passphrase=root_passphrase,
+            issuing_passphrase=self._passphrase, actor=self.actor, now=now)
+        self.previous_issuing = rotation.load_previous(self.path, self.root_cert)
+        self.issuing_cert, self._issuing_pem, self._issuer = cert, cert.public_bytes(_PEM), None
+        self.write_crl(now)
+        return cert
 
     # -- renewal ---------------------------------------------------------------------------
 
@@ -554,36 +585,13 @@ class CAHome:
         if not records:
             raise BadInputError(f"{network} is not a device's network UUID")
         if csr_data is not None:
-            return self.sign_csr(csr_data, network=network, days=days, now=now, out=out_file)
+            return self.sign_csr(csr_data, network=network, days=days, now=now, out=out_file,
+                                 action="renew")
         if out_dir is None:
             raise BadInputError("renew needs an output folder or a CSR")
-        return self.issue_devices(out_dir, count=1, network=network, days=days, now=now)[0]
+        return self.issue_devices(out_dir, count=1, network=network, days=days, now=now,
+                                  action="renew")[0]
 
 
-def _describe(selector: object) -> str:
-    if isinstance(selector, int):
-        return f"serial {serial_hex(selector)}"
-    return str(selector)
-
-
-def _load_cert(path: Path) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except FileNotFoundError:
-        raise HomeInvalidError(f"{path.parent} is not a fleet-ca home ({path.name} is missing)") \
-            from None
-    except (OSError, ValueError) as exc:
-        raise HomeInvalidError(f"cannot read {path}: {exc}") from None
-
-
-__all__ = [
-    "CAHome",
-    "CAError",
-    "DeviceBundle",
-    "LeafFiles",
-    "SignedCert",
-    "parse_selector",
-    "utcnow",
-    "write_bundle",
-    "network_of",
-]
+__all__ = ["CAHome", "CAError", "DeviceBundle", "LeafFiles", "SignedCert", "parse_selector",
+           "utcnow", "write_bundle", "network_of"]

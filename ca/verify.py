@@ -70,11 +70,14 @@ def verify_chain(
     certs: Sequence[x509.Certificate],
     *,
     root: x509.Certificate,
-    issuing: x509.Certificate,
-    crl: x509.CertificateRevocationList | None,
+    issuing: x509.Certificate | Sequence[x509.Certificate],
+    crl: x509.CertificateRevocationList | Sequence[x509.CertificateRevocationList] | None,
     now: dt.datetime,
 ) -> VerifyResult:
     """Verify `certs[0]` (with any of `certs[1:]` as extra intermediates) up to `root`.
+
+    `issuing` is the issuing CA, or every issuing CA still served after a rotation; `crl`
+    their CRL(s): the one whose issuer signed the leaf decides revocation.
 
     Raises VerifyFailedError (no valid chain: wrong CA, expired, bad profile) or
     RevokedError (valid chain, but the CRL lists the serial).
@@ -82,10 +85,15 @@ def verify_chain(
     if not certs:
         raise BadInputError("no certificate to verify")
     leaf = certs[0]
-    intermediates = [issuing, *certs[1:]]
-    if _is_eddsa(root) or _is_eddsa(issuing):
-        chain = _verify_eddsa(leaf, issuing, root, check_utc(now))
-        return _after_chain(leaf, chain, issuing, crl)
+    issuings = [issuing] if isinstance(issuing, x509.Certificate) else list(issuing)
+    crls = [] if crl is None else [crl] if isinstance(crl, x509.CertificateRevocationList) \
+        else list(crl)
+    # The issuing CA that signed the leaf: the one named as its issuer (names are unique).
+    signer = next((c for c in issuings if c.subject == leaf.issuer), issuings[0])
+    intermediates = [*issuings, *certs[1:]]
+    if _is_eddsa(root) or _is_eddsa(signer):
+        chain = _verify_eddsa(leaf, signer, root, check_utc(now))
+        return _after_chain(leaf, chain, signer, crls)
     builder = xv.PolicyBuilder().store(xv.Store([root])).time(check_utc(now))
     try:
         if _is_server(leaf):
@@ -95,8 +103,8 @@ def verify_chain(
         else:
             chain = builder.build_client_verifier().verify(leaf, intermediates).chain
     except xv.VerificationError as exc:
-        raise VerifyFailedError(_explain(exc, leaf, [root, issuing])) from None
-    return _after_chain(leaf, chain, issuing, crl)
+        raise VerifyFailedError(_explain(exc, leaf, [root, *issuings])) from None
+    return _after_chain(leaf, chain, chain[1] if len(chain) > 2 else signer, crls)
 
 
 def _explain(exc: xv.VerificationError, leaf: x509.Certificate,
@@ -150,14 +158,15 @@ def _after_chain(
     leaf: x509.Certificate,
     chain: Sequence[x509.Certificate],
     issuing: x509.Certificate,
-    crl: x509.CertificateRevocationList | None,
+    crls: Sequence[x509.CertificateRevocationList],
 ) -> VerifyResult:
     result = VerifyResult(
         leaf.serial_number, leaf.subject.rfc4514_string(),
         tuple(c.subject.rfc4514_string() for c in chain),
     )
-    if crl is not None:
-        if crl.issuer != issuing.subject or not crl.is_signature_valid(issuing.public_key()):
+    if crls:
+        crl = next((c for c in crls if c.issuer == issuing.subject), None)
+        if crl is None or not crl.is_signature_valid(issuing.public_key()):
             raise VerifyFailedError("the CRL is not signed by the issuing CA")
         entry = crl.get_revoked_certificate_by_serial_number(leaf.serial_number)
         if entry is not None:

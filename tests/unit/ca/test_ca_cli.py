@@ -74,7 +74,9 @@ def test_help_lists_exit_codes_and_every_verb_has_examples(run):
     for c in ExitCode:
         assert f"  {int(c):>3}  " in out
     for verb in (["init"], ["issue", "device"], ["issue", "server"], ["issue", "operator"],
-                 ["sign"], ["revoke"], ["crl"], ["list"], ["show"], ["verify"], ["renew"]):
+                 ["sign"], ["revoke"], ["crl"], ["list"], ["show"], ["verify"], ["renew"],
+                 ["audit"], ["rotate-issuing"], ["issue", "claim"], ["issue", "registrar"],
+                 ["claims"], ["serve"]):
         code, out, _ = run(*verb, "--help")
         assert code == 0 and "examples:" in out, verb
 
