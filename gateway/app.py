@@ -25,7 +25,7 @@ import trio
 from .broker import Broker, Message
 from .config import GatewayConfig
 from .errors import ConfigError
-from .limits import ConnectionLimits, PendingPool, TokenBucket
+from .limits import ConnectionLimits, PendingPool, SourceRates, TokenBucket
 from .logs import EventLog, RotatingLogFile, open_log_file
 from .reasons import DisconnectReason
 from .tls import TLSContexts
@@ -134,6 +134,7 @@ class Gateway:
             config.max_connections_per_network,
             TokenBucket(config.connection_rate, config.connection_burst, trio.current_time()
                         if _in_trio() else 0.0),
+            SourceRates(config.connection_rate_per_source, config.connection_burst_per_source),
         )
         self.pending = PendingPool(config.max_pending, config.max_pending_per_source)
         self.counters: Counter[str] = Counter()

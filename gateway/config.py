@@ -59,6 +59,11 @@ class GatewayConfig:
     connection_rate: float = 1_000.0
     """New TCP connections accepted per second (token bucket)."""
     connection_burst: int = 2_000
+    connection_rate_per_source: float = 100.0
+    """New TCP connections per second from one source address (an IPv4 address or an IPv6
+    /64), checked before `connection_rate`: one source's flood spends only its own share."""
+    connection_burst_per_source: int = 500
+    """The same, how many may arrive at once (a fleet behind one NAT reconnecting together)."""
     """Connections accepted at once before the rate applies."""
     max_packet_size: int = 256 * 1024
     """Largest MQTT packet accepted, in bytes, fixed header included."""
@@ -221,7 +226,8 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     positive = (
         "crl_poll_interval", "handshake_timeout", "connect_timeout", "keepalive_factor",
         "max_connections", "max_connections_per_network", "connection_rate",
-        "connection_burst", "max_packet_size", "max_inflight", "max_queued",
+        "connection_burst", "connection_rate_per_source", "connection_burst_per_source",
+        "max_packet_size", "max_inflight", "max_queued",
         "max_queued_bytes_per_session", "max_queued_bytes_per_network",
         "max_sessions_per_network", "max_retained_per_network", "publish_rate",
         "publish_burst", "filter_rate", "filter_burst", "byte_rate", "byte_burst",

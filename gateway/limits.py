@@ -3,13 +3,15 @@
 `TokenBucket` is pure (time is passed in): `debit(n, now)` takes n tokens and returns how long
 the caller must wait before going on. The connection loop waits that long before reading
 again, so an over-rate publisher is slowed down by TCP backpressure, never dropped.
-`ConnectionLimits` counts live connections in total and per network, and rate-limits accepts.
+`ConnectionLimits` counts live connections in total and per network, and rate-limits accepts
+per source address first (`SourceRates`), then in total: one source's flood of connects
+spends its own bucket, not the one every other device reconnects through.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 
@@ -46,22 +48,53 @@ class TokenBucket:
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
+class SourceRates:
+    """One token bucket per source address (`source_key`), for at most `max_sources` sources:
+    past that the least recently seen source's bucket is forgotten (it starts full again),
+    so memory stays bounded whatever the number of addresses a flood comes from."""
+
+    __slots__ = ("rate", "burst", "max_sources", "_buckets")
+
+    def __init__(self, rate: float, burst: float, max_sources: int = 4_096) -> None:
+        self.rate, self.burst, self.max_sources = rate, burst, max_sources
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def try_take(self, source: str, now: float) -> bool:
+        """Take one token from `source`'s bucket; return whether there was one."""
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            if len(self._buckets) >= self.max_sources:
+                self._buckets.popitem(last=False)
+            bucket = self._buckets[source] = TokenBucket(self.rate, self.burst, now)
+        else:
+            self._buckets.move_to_end(source)
+        return bucket.try_take(1, now)
+
+
 @dataclass(slots=True)
 class ConnectionLimits:
-    """Live connection counters and the accept-rate bucket."""
+    """Live connection counters and the accept-rate buckets (per source, then in total)."""
 
     max_connections: int
     max_per_network: int
     rate: TokenBucket
+    per_source: SourceRates | None = None
     total: int = 0
     per_network: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
 
-    def open_socket(self, now: float) -> str | None:
-        """Count a new TCP connection; return why it must be refused, or None."""
+    def open_socket(self, now: float, source: str = "") -> str | None:
+        """Count a new TCP connection from `source` (a `source_key`); return why it must be
+        refused, or None. A source over its own rate spends nothing of the total's."""
         if self.total >= self.max_connections:
             self.refused["max_connections"] += 1
             return "max_connections"
+        if self.per_source is not None and not self.per_source.try_take(source, now):
+            self.refused["connection_rate_per_source"] += 1
+            return "connection_rate_per_source"
         if not self.rate.try_take(1, now):
             self.refused["connection_rate"] += 1
             return "connection_rate"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .connection import Connection
+from .limits import source_key
 from .reasons import DisconnectReason
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ async def _accept_loop(
         except OSError:
             await stream.aclose()
             continue
-        why = gateway.limits.open_socket(trio.current_time())
+        why = gateway.limits.open_socket(trio.current_time(), source_key(peer))
         if why is not None:
             gateway.counters[f"throttled_{why}"] += 1
             gateway.log.emit(

@@ -29,7 +29,8 @@ async def _client(running, creds, client_id):
 async def test_a_thousand_idle_tcp_connections_do_not_keep_a_device_out(start_gateway, net_a):
     # Pending caps raised: this is about the cost of idle sockets, not about eviction
     # (test_pending.py).
-    running = await start_gateway(max_pending=2000, max_pending_per_source=2000)
+    running = await start_gateway(max_pending=2000, max_pending_per_source=2000,
+                                  connection_burst_per_source=2000)
     idle = [await trio.open_tcp_stream(running.host, running.port) for _ in range(1000)]
     try:
         started = trio.current_time()
@@ -89,6 +90,29 @@ async def test_connection_rate_cap_refuses_a_burst(start_gateway, net_a):
     record = await running.logs.wait("refused", cause="connection_rate")
     assert record["reason"] == "THROTTLED"
     assert len(kept) == 2
+
+
+async def test_a_flood_of_connects_from_one_source_spends_only_that_source_s_rate(
+        start_gateway, net_a):
+    running = await start_gateway(connection_rate=0.001, connection_burst=3,
+                                  connection_rate_per_source=0.001, connection_burst_per_source=1)
+    flood = []
+    for _ in range(3):  # from 127.0.0.2: the first is admitted, the others refused
+        sock = trio.socket.socket()
+        await sock.bind(("127.0.0.2", 0))
+        await sock.connect((running.host, running.port))
+        flood.append(trio.SocketStream(sock))
+    assert await flood[2].receive_some(10) == b""
+    record = await running.logs.wait("refused", cause="connection_rate_per_source")
+    assert record["reason"] == "THROTTLED"
+    # The total bucket paid for one of them only: a device from another address gets in.
+    device = await _client(running, net_a, "elsewhere")
+    await device.send(PingReq())
+    assert await device.receive() == PingResp()
+    assert running.gateway.limits.refused["connection_rate_per_source"] == 2
+    assert "connection_rate" not in running.gateway.limits.refused
+    for stream in flood:
+        await stream.aclose()
 
 
 async def test_oversized_packet_closes_the_connection_with_client_error(start_gateway, net_a):

@@ -16,7 +16,7 @@ from ca.profiles import build_device, build_hierarchy, build_operator, build_ser
 from gateway.config import GatewayConfig, load_config, parse_address
 from gateway.errors import AdmissionRefused, ConfigError
 from gateway.identity import identity_from_certificate, identity_from_der
-from gateway.limits import ConnectionLimits, TokenBucket
+from gateway.limits import ConnectionLimits, SourceRates, TokenBucket
 from gateway.logs import EventLog, truncate_ip
 from gateway.tls import TLS12_CIPHERS, build_server_context, classify_handshake_error
 
@@ -157,6 +157,23 @@ def test_connection_limits_count_per_network_and_release():
     assert limits.statistics()["refused"] == {
         "max_connections": 1, "max_connections_per_network": 1,
     }
+
+
+def test_source_rates_keep_one_bucket_per_source_and_forget_the_least_recent():
+    rates = SourceRates(rate=1, burst=1, max_sources=2)
+    assert rates.try_take("a", 0.0) and not rates.try_take("a", 0.0)
+    assert rates.try_take("b", 0.0)  # another source: its own bucket
+    assert rates.try_take("a", 1.0)  # refilled at the rate
+    assert rates.try_take("c", 1.0) and len(rates) == 2  # "b" was the least recent
+    assert rates.try_take("b", 1.0)  # forgotten, so full again: memory stays bounded
+
+
+def test_connection_limits_check_the_source_before_the_total():
+    limits = ConnectionLimits(10, 1, TokenBucket(100, 2, 0.0), SourceRates(100, 1))
+    assert limits.open_socket(0.0, "a") is None
+    assert limits.open_socket(0.0, "a") == "connection_rate_per_source"
+    assert limits.open_socket(0.0, "b") is None  # the refusal spent none of the total
+    assert limits.open_socket(0.0, "c") == "connection_rate"
 
 
 # -- TLS policy -------------------------------------------------------------------------
