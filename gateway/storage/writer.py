@@ -56,7 +56,7 @@ from .errors import StorageError, StoreClosed
 class Ticket:
     """A submitted write operation; `Writer.wait` tells when (and whether) it committed.
 
-    `batch` is the number of the commit that held it (1 for the first), once done."""
+    `batch`: the number of the batch (transaction) that took it, 1 for the first."""
 
     __slots__ = ("op", "done", "error", "result", "batch")
 
@@ -154,7 +154,7 @@ class Writer:
         self._key_capacity = min(max_queue_per_key, max_queue)
         self._key_max_cost = min(max_cost_per_key, max_queued_cost)
         self._max_batch = max_batch
-        self._quantum = quantum
+        self._quantum = min(quantum, max_batch)  # a turn never spans more than one batch
         self._cost = cost
         self._count_rows = count_rows
         self._queues: dict[Hashable | None, _Queue] = {}  # keys with work or waiters
@@ -167,6 +167,7 @@ class Writer:
         self._committed = trio.Event()  # set after each commit, then replaced
         self._closed = False
         self._stopped = trio.Event()
+        self.batches = 0  # batches taken (the one being committed included)
         self.commits = 0
         self.operations = 0
         self.rows = 0
@@ -184,6 +185,7 @@ class Writer:
         Raises:
             StoreClosed: after close() (also while waiting for room).
         """
+        await trio.lowlevel.checkpoint()
         if self._closed:
             raise StoreClosed("the store is closed")
         cost = max(1, self._cost(op))
@@ -270,6 +272,7 @@ class Writer:
 
     def _take_batch(self) -> list[Ticket]:
         """Deficit round robin over the ring, up to `max_batch` cost (see the module doc)."""
+        self.batches += 1
         batch: list[Ticket] = []
         budget = self._max_batch
         ring = self._ring
@@ -288,6 +291,7 @@ class Writer:
                     self._took(q, taken)
                     return batch  # the turn resumes first in the next batch
                 items.popleft()
+                ticket.batch = self.batches
                 q.deficit -= cost
                 q.cost -= cost
                 self._queued_cost -= cost
@@ -334,7 +338,6 @@ class Writer:
                 ticket.result = outcome
                 self.operations += 1
                 self.rows += self._count_rows(ticket.op)
-            ticket.batch = self.commits
             ticket.done = True
         event, self._committed = self._committed, trio.Event()
         event.set()
