@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="flood length (20)")
     p.add_argument("--before", type=Path, help="a tree with the old gateway code to compare")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    p.add_argument("--only", action="append", choices=("before", "after", "after-no-rate"),
+                   help="run only these variants (repeatable)")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="writer-fairness-"))
     try:
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         no_rate.write_text(NO_RATE)
         variants = ([("before", args.before.resolve(), None)] if args.before else []) + [
             ("after", None, None), ("after-no-rate", None, no_rate)]
+        variants = [v for v in variants if not args.only or v[0] in args.only]
         rows = [_variant(name, pki, work / name, tree, config, args.seconds)
                 for name, tree, config in variants]
     finally:

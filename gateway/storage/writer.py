@@ -14,10 +14,11 @@ One writer task builds each batch by deficit round robin (DRR, Shreedhar and Var
 over the keys that have work, in a ring: a key's turn adds `quantum` to its deficit and takes
 operations from its head while their cost fits in the deficit; a key that empties leaves the
 ring (its deficit reset), one that still has work goes to the back. The batch closes at
-`max_batch` cost; a turn cut short by that limit resumes first in the next batch. So everything
-ready goes into the next transaction up to `max_batch` (group commit), and a key that starts
-submitting is served within about one batch whatever another key has queued: one network's
-flood delays another network's commit by at most about one batch. Building a batch costs
+`max_batch` cost; a turn cut short by that limit ends there too (the key keeps its deficit,
+and goes behind the keys still waiting). So everything ready goes into the next transaction
+up to `max_batch` (group commit), and a key that starts submitting is taken by the next
+batch or the one after, whatever another key has queued: one network's flood delays another
+network's commit by at most about one batch. Building a batch costs
 O(keys visited + operations taken), never O(keys known).
 
 The batch goes to a worker thread that applies it in ONE transaction and commits (one fsync);
@@ -140,7 +141,7 @@ class Writer:
         max_queued_cost: int = 200_000,
         max_queue_per_key: int = 1_000,
         max_cost_per_key: int = 20_000,
-        max_batch: int = 5_000,
+        max_batch: int = 2_000,
         quantum: int = 1_000,
         cost: Callable[[Any], int] = lambda op: 1,
         count_rows: Callable[[Any], int] = lambda op: 0,
@@ -159,7 +160,6 @@ class Writer:
         self._count_rows = count_rows
         self._queues: dict[Hashable | None, _Queue] = {}  # keys with work or waiters
         self._ring: deque[_Queue] = deque()  # keys with work, in service order
-        self._in_turn = False  # the ring's head is mid-turn (cut short by max_batch)
         self._ops = 0
         self._queued_cost = 0
         self._waiting = 0
@@ -278,18 +278,17 @@ class Writer:
         ring = self._ring
         while ring and budget > 0:
             q = ring[0]
-            if not self._in_turn:
-                q.deficit += self._quantum
-                self._in_turn = True
+            q.deficit += self._quantum
             items = q.items
             taken = 0
+            full = False
             while items:
                 ticket, cost = items[0]
                 if cost > q.deficit:
                     break  # its turn is over; the deficit carries to the next one
                 if cost > budget and batch:
-                    self._took(q, taken)
-                    return batch  # the turn resumes first in the next batch
+                    full = True  # the batch is full: this turn ends here, deficit kept
+                    break
                 items.popleft()
                 ticket.batch = self.batches
                 q.deficit -= cost
@@ -299,14 +298,15 @@ class Writer:
                 taken += 1
                 batch.append(ticket)
             self._took(q, taken)
-            self._in_turn = False
             ring.popleft()
             if items:
-                ring.append(q)
+                ring.append(q)  # behind every key that was waiting: they go first next time
             else:
                 q.deficit = 0
                 q.in_ring = False
                 self._forget_if_idle(q)
+            if full:
+                break
         return batch
 
     def _took(self, q: _Queue, taken: int) -> None:

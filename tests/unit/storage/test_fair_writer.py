@@ -85,8 +85,8 @@ async def _flood_then_one(data_dir: Path, sizes: list[int], max_batch: int, stal
             for n in sizes:  # A's flood: QoS 0, never waited for
                 tickets_a.append(await store.submit_reports(rows(va, n, start), A))
                 start += n
-            taken = store._writer.batches  # batches taken before B's submit
             ticket_b = await store.submit_reports(rows(vb, 1), B)
+            taken = store._writer.batches  # batches taken while B's report was queued
         finally:
             if lock is not None:
                 lock.release()
