@@ -10,6 +10,7 @@ accepting, closes every session with SERVER_SHUTDOWN and returns.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import uuid
@@ -25,7 +26,7 @@ import trio
 from .broker import Broker, Message
 from .config import GatewayConfig
 from .errors import ConfigError
-from .limits import ConnectionLimits, PendingPool, SourceRates, TokenBucket
+from .limits import ConnectionLimits, NetworkRates, PendingPool, SourceRates, TokenBucket
 from .logs import EventLog, RotatingLogFile, open_log_file
 from .reasons import DisconnectReason
 from .tls import TLSContexts
@@ -48,7 +49,10 @@ class Reply(Protocol):
 
 
 class Pending(Protocol):
-    """A submitted batch: `wait()` returns its replies once what must be durable is."""
+    """A submitted batch: `wait()` returns its replies once what must be durable is;
+    `readings`: how many readings it queued (the per-network readings rate counts them)."""
+
+    readings: int
 
     async def wait(self) -> Sequence[Reply]: ...
 
@@ -137,6 +141,10 @@ class Gateway:
             SourceRates(config.connection_rate_per_source, config.connection_burst_per_source),
         )
         self.pending = PendingPool(config.max_pending, config.max_pending_per_source)
+        # Readings per second per network, shared by its connections (time: trio's clock,
+        # passed in by the caller).
+        self.readings = NetworkRates(config.max_readings_per_second_per_network,
+                                     config.readings_burst_per_network)
         self.counters: Counter[str] = Counter()
         self.connections: set[Connection] = set()
         # The console's gateway.accounts.OwnerCodeSink (None: no console): it records each
@@ -275,6 +283,8 @@ class Gateway:
             "connections": len(self.connections),
             "limits": self.limits.statistics(),
             "pending": self.pending.statistics(),
+            "readings_rate": {"networks": len(self.readings),
+                              "throttled": self.readings.throttled},
             "broker": self.broker.statistics(),
             **({"mqtt_state": self.journal.statistics()} if self.journal is not None else {}),
             "counters": dict(self.counters),
@@ -288,6 +298,7 @@ class _Durable:
 
     def __init__(self, pending: Pending | None, journal: Journal, mark: int) -> None:
         self.pending, self.journal, self.mark = pending, journal, mark
+        self.readings = pending.readings if pending is not None else 0
 
     async def wait(self) -> Sequence[Reply]:
         replies = await self.pending.wait() if self.pending is not None else ()
@@ -316,16 +327,21 @@ async def run_gateway(gateway: Gateway) -> None:
     if data is None or gateway.ingest is not None:
         await _serve_until_signal(gateway)
         return
-    from .ingest import Ingest
+    from .ingest import DEFAULT_LIMITS, Ingest
     from .storage.errors import StorageError
     from .storage.sqlite.store import open_sqlite_store
+    from .storage.writer import QueueLimits
 
+    config = gateway.config
+    queue = QueueLimits(config.max_queued_operations_per_network,
+                        config.max_queued_reports_per_network, config.max_queued_reports)
     async with AsyncExitStack() as stack:
         try:
-            store = await stack.enter_async_context(open_sqlite_store(data))
+            store = await stack.enter_async_context(open_sqlite_store(data, queue=queue))
         except (StorageError, OSError) as exc:
             raise ConfigError(f"cannot open the store in {data}: {exc}") from None
-        gateway.ingest = Ingest(store)
+        gateway.ingest = Ingest(store, limits=dataclasses.replace(
+            DEFAULT_LIMITS, max_stored_bytes_per_network=config.max_stored_bytes_per_network))
         gateway.status = store
         try:
             await attach_store(gateway, store)

@@ -106,6 +106,22 @@ class GatewayConfig:
     """The same, per source address; past it that source's oldest one is dropped."""
     http_unauthenticated_head_timeout: float = 5.0
     """Seconds an HTTPS connection without a client certificate may take per request head."""
+    max_queued_operations_per_network: int = 1_000
+    """Write operations one network may have waiting for the store's writer (one socket
+    read's reports are one); past it that network's connections stop reading."""
+    max_queued_reports_per_network: int = 20_000
+    """Readings one network may have waiting for the writer; past it: the same."""
+    max_queued_reports: int = 200_000
+    """Readings waiting for the writer in total; past it only networks below their share of
+    it may queue more (the others stop reading)."""
+    max_readings_per_second_per_network: float = 10_000.0
+    """Readings one network may store per second (a batch counts its readings; token bucket
+    shared by its connections); over it the publishing connection stops reading."""
+    readings_burst_per_network: int = 20_000
+    """Readings one network may send at once before `max_readings_per_second_per_network`."""
+    max_stored_bytes_per_network: int = 1024 * 1024 * 1024
+    """Bytes one network's stored readings and commands may take (data + 48 per row); past
+    it its reports are refused (`errors` topic, code QUOTA). 0: no limit."""
     # [log]
     log_file: str = "-"
     """Where JSON log lines go: "-" for stderr, or a file path (appended)."""
@@ -234,6 +250,9 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "max_retained_bytes_per_network",
         "max_filters_per_subscribe", "max_subscriptions_per_session", "max_pending",
         "max_pending_per_source", "http_unauthenticated_head_timeout",
+        "max_queued_operations_per_network", "max_queued_reports_per_network",
+        "max_queued_reports", "max_readings_per_second_per_network",
+        "readings_burst_per_network",
     )
     for name in positive:
         if getattr(config, name) <= 0:
@@ -241,6 +260,8 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     for name in ("log_lines_per_connection", "log_lines_burst"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"option {name!r} must be greater than 0")
+    if config.max_stored_bytes_per_network < 0:
+        raise ConfigError("option 'max_stored_bytes_per_network' must not be negative")
     if config.log_max_bytes < 0 or config.log_backups < 0:
         raise ConfigError("options 'log_max_bytes' and 'log_backups' must not be negative")
     if config.max_packet_size > 268_435_455:

@@ -69,6 +69,7 @@ ACK_BATCHES = 64  # socket reads awaiting their commit before the reader stops r
 SEEN_INTERVAL = 5.0  # seconds between "last seen" notes to the store per connection
 ACK_DRAIN = 5.0  # seconds a closing connection waits for committed acknowledgements
 CLOSE_GRACE = 1.0  # seconds a closing TLS stream may take to say goodbye
+READINGS_LOG_INTERVAL = 60.0  # seconds between `readings_throttled` lines per connection
 WRITE_STEP = 32  # messages the writer sends before it flushes and yields to the event loop
 
 
@@ -101,6 +102,8 @@ class Connection:
         # filter: at most one stream per subscription held (so <= max_subscriptions_per_session).
         self._retained: dict[str, tuple[Iterator[Message], QoS]] = {}
         self._resumed_at = 0.0
+        self._readings_delay = 0.0  # owed to the network's readings rate (gateway.readings)
+        self._readings_logged = -math.inf  # when `readings_throttled` was last logged
         self._acks: trio.MemorySendChannel | None = None
         self._acker_done = trio.Event()
         self.network_counted = False  # released by Gateway.connection_closed
@@ -372,6 +375,11 @@ class Connection:
         async def pace(size: int, published: int, named: int, now: float) -> None:
             delay = max(octets.debit(size, now), publishes.debit(published, now),
                         filters.debit(named, now))
+            # The network's readings rate: what this read's reports put its bucket in debt.
+            readings, self._readings_delay = self._readings_delay, 0.0
+            if readings > delay:
+                self._readings_throttled(readings, now)
+            delay = max(delay, readings)
             if delay > 0:
                 # Over a rate: stop reading, so TCP pushes back on the device.
                 self.gateway.counters["throttle_pauses"] += 1
@@ -395,6 +403,17 @@ class Connection:
             await pace(len(data), published, named, now)
             if not data:
                 raise ConnectionEnds(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
+
+    def _readings_throttled(self, delay: float, now: float) -> None:
+        """Count a pause for the network's readings rate; log it at most once a minute."""
+        assert self.identity is not None
+        self.gateway.counters["readings_throttled"] += 1
+        if now - self._readings_logged >= READINGS_LOG_INTERVAL:
+            self._readings_logged = now
+            self.log.emit("readings_throttled", network=self.identity.network,
+                          client_id=self.client_id, serial=self.identity.serial,
+                          limit="max_readings_per_second_per_network",
+                          delay=round(delay, 3))
 
     async def _handle_events(self) -> tuple[int, int]:
         """Handle every complete packet buffered in the core; return how many were PUBLISH
@@ -478,7 +497,12 @@ class Connection:
         `mark`: the broker's journal position the acknowledgements must also wait for."""
         assert self.conn is not None
         ids = [packet_id for packet_id, _ in batch if packet_id is not None]
-        pending = await self.gateway.submit(self, [m for _, m in batch if m is not None], mark)
+        gw = self.gateway
+        pending = await gw.submit(self, [m for _, m in batch if m is not None], mark)
+        if pending is not None and pending.readings and self.identity is not None:
+            # The network's readings budget: the reader pauses for the debt after this read.
+            self._readings_delay = max(self._readings_delay, gw.readings.debit(
+                self.identity.network, pending.readings, trio.current_time()))
         if pending is None:
             for packet_id in ids:  # no ingest: routed is acknowledged (MQTT-4.3.2-2)
                 self.conn.acknowledge(packet_id)

@@ -74,6 +74,43 @@ class SourceRates:
         return bucket.try_take(1, now)
 
 
+class NetworkRates:
+    """A token bucket per network (`rate` per second, `burst`), e.g. readings per second.
+
+    `debit(network, n, now)` takes n tokens from that network's bucket (going into debt) and
+    returns how long the caller must stop before going on: the connections of one network
+    share its budget, and each one that adds to the debt waits for it. Buckets live in an LRU
+    of at most `max_networks` (a network pushed out starts again with a full burst), so
+    memory is bounded whatever the number of networks; each call is O(1).
+    """
+
+    __slots__ = ("rate", "burst", "max_networks", "_buckets", "throttled")
+
+    def __init__(self, rate: float, burst: float, *, max_networks: int = 65_536) -> None:
+        if rate <= 0 or burst <= 0 or max_networks < 1:
+            raise ValueError("rate, burst and max_networks must be positive")
+        self.rate, self.burst, self.max_networks = float(rate), float(burst), max_networks
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.throttled = 0  # debits that returned a delay
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def debit(self, network: str, n: float, now: float) -> float:
+        """Take n tokens from `network`'s bucket; return seconds until its debt is paid."""
+        bucket = self._buckets.get(network)
+        if bucket is None:
+            bucket = self._buckets[network] = TokenBucket(self.rate, self.burst, now)
+            if len(self._buckets) > self.max_networks:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(network)
+        delay = bucket.debit(n, now)
+        if delay > 0:
+            self.throttled += 1
+        return delay
+
+
 @dataclass(slots=True)
 class ConnectionLimits:
     """Live connection counters and the accept-rate buckets (per source, then in total)."""

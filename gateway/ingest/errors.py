@@ -27,6 +27,7 @@ class RejectCode(StrEnum):
     SIZE = "SIZE"  # string longer than max, blob larger than max
     XML = "XML"  # not well-formed XML, or XML with a DTD
     UNKNOWN_TOPIC = "UNKNOWN_TOPIC"  # report/... of a shape we do not know
+    QUOTA = "QUOTA"  # the network's stored data reached max_stored_bytes_per_network
 
 
 class IngestError(Exception):

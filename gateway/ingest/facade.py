@@ -126,12 +126,16 @@ class _Index:
 
 
 class Pending:
-    """What `submit` started: `await wait()` gives the replies once durable."""
+    """What `submit` started: `await wait()` gives the replies once durable.
 
-    __slots__ = ("_store", "_tickets", "replies")
+    `readings`: how many readings it queued for the store (the readings-rate budget)."""
 
-    def __init__(self, store: Any, tickets: list[Any], replies: list[Reply]) -> None:
+    __slots__ = ("_store", "_tickets", "replies", "readings")
+
+    def __init__(self, store: Any, tickets: list[Any], replies: list[Reply],
+                 readings: int = 0) -> None:
         self._store, self._tickets, self.replies = store, tickets, replies
+        self.readings = readings
 
     @property
     def must_wait(self) -> bool:
@@ -201,20 +205,31 @@ class Ingest:
         rows: list[ReportRow] = []
         must_wait = False
         index: _Index | None = None
+        over_quota: bool | None = None  # asked once, at the first report
+        queued = 0
         for topic, payload, qos in messages:
             where = route(topic)
             if where is None:
                 continue
             if isinstance(where, ModelTopic):
                 if rows:  # keep order: reports before the model are queued before it
-                    tickets.append(await self._store.submit_reports(rows))
+                    tickets.append(await self._store.submit_reports(rows, network))
                     self._stored += len(rows)
+                    queued += len(rows)
                     rows = []
                 replies += await self._declare(network, payload, now)
                 index = None
                 continue
             if index is None:
                 index = await self._index(network)
+            if over_quota is None:
+                over_quota = await self._over_quota(network)
+            if over_quota:
+                replies.append(self._refuse(topic, [(None, ReadingRejected(
+                    RejectCode.QUOTA, "this network's stored data reached its quota "
+                    f"({self._limits.max_stored_bytes_per_network} bytes); readings are "
+                    "not stored"))]))
+                continue
             before = len(rows)
             refused = self._validate(index, where, payload, now, rows)
             if refused:
@@ -222,9 +237,18 @@ class Ingest:
             if len(rows) > before and qos > 0:
                 must_wait = True
         if rows:
-            tickets.append(await self._store.submit_reports(rows))
+            tickets.append(await self._store.submit_reports(rows, network))
             self._stored += len(rows)
-        return Pending(self._store, tickets if must_wait else [], replies)
+            queued += len(rows)
+        return Pending(self._store, tickets if must_wait else [], replies, queued)
+
+    async def _over_quota(self, network: UUID) -> bool:
+        """Whether the network's stored bytes reached `max_stored_bytes_per_network`.
+
+        Checked before queueing, so it may be passed by what was queued when it was reached
+        (bounded by the writer's per-network queue); what is stored is never touched."""
+        limit = self._limits.max_stored_bytes_per_network
+        return limit > 0 and await self._store.stored_bytes(network) >= limit
 
     def _validate(self, index: _Index, where: Route, payload: bytes, now: datetime,
                   rows: list[ReportRow]) -> list[tuple[int | None, ReadingRejected]]:

@@ -27,6 +27,9 @@ class Limits:
     max_blob_bytes: int = 256 * 1024  # the largest `max` a blob value may declare
     max_xml_bytes: int = 256 * 1024  # the largest `max` an xml value may declare
     max_errors_per_reply: int = 20  # an `errors` reply lists at most this many rejections
+    # Bytes a network's stored readings and commands may take (0: no limit); past it its
+    # reports are refused (code QUOTA) until an operator erases data.
+    max_stored_bytes_per_network: int = 1024 * 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()

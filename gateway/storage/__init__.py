@@ -2,8 +2,8 @@
 
 `Store` (interface.py) is what callers use; `open_sqlite_store(data_dir)` gives the embedded
 SQLite implementation. Writes pass through one group-commit writer (writer.py): many messages
-per transaction, a bounded queue in front (backpressure, never loss), and an acknowledgement
-only after the commit.
+per transaction, one bounded queue per network in front, served in turn (backpressure for
+that network only, never loss), and an acknowledgement only after the commit.
 """
 
 from .errors import SchemaError, StorageError, StoreClosed

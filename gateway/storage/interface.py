@@ -4,10 +4,12 @@
 one (psycopg 3 in a worker thread) will be another, with no change to its callers.
 
 Contract every implementation keeps:
-- Writes go through ONE ordered writer with group commit. `submit_*` returns a ticket once
-  the write is queued (it waits only for room: backpressure, never loss); `wait_committed`
-  returns once the transaction holding it committed. The `async def` write methods without
-  `submit_` do both. A QoS 0 report may be submitted and never waited for.
+- Writes go through ONE writer with group commit, fed by one FIFO queue per network served
+  fairly (writes of one network keep their order; those of different networks may be
+  reordered). `submit_*` returns a ticket once the write is queued (it waits only for room
+  in that network's queue: backpressure, never loss); `wait_committed` returns once the
+  transaction holding it committed. The `async def` write methods without `submit_` do
+  both. A QoS 0 report may be submitted and never waited for.
 - UUIDs: devices, values and states get uuid4 when first declared and keep it forever (unique
   on parent + name); declaring again updates metadata in place.
 - A report row whose timestamp differs from its receive time (the device stamped it) is
@@ -50,13 +52,19 @@ class Store(Protocol):
 
         Raises `gateway.ingest.DeclarationRejected` when the network would pass its caps."""
 
-    async def submit_reports(self, rows: Sequence[ReportRow]) -> Any:
-        """Queue report rows; returns a ticket for `wait_committed`."""
+    async def submit_reports(self, rows: Sequence[ReportRow], network: UUID | None = None
+                             ) -> Any:
+        """Queue report rows (in `network`'s queue); returns a ticket for `wait_committed`."""
 
     async def wait_committed(self, ticket: Any) -> Any:
         """Return once the ticket's transaction committed; raise StorageError if it failed."""
 
-    async def append_reports(self, rows: Sequence[ReportRow]) -> None: ...
+    async def append_reports(self, rows: Sequence[ReportRow], network: UUID | None = None
+                             ) -> None: ...
+
+    async def stored_bytes(self, network: UUID) -> int:
+        """Bytes the network's readings and commands take (data + a per-row overhead), as
+        maintained on every insert and erasure; cheap (no table scan)."""
 
     async def append_control(self, value: UUID, data: str, now: datetime) -> StateRecord:
         """Store a Control state (the caller validated it)."""

@@ -160,3 +160,8 @@ class StoreStatistics:
     busy_retries: int  # commits retried because another process held the write lock
     last_batch: int  # operations in the last transaction
     last_commit_seconds: float
+    queued_reports: int = 0  # the queued operations' cost: readings (others: changes or 1)
+    queued_networks: int = 0  # networks (and the shared queue) with queued operations
+    waits_network_full: int = 0  # submits that waited: their network's queue was full
+    waits_total_full: int = 0  # ... the total was full and they held at least their share
+    largest_queues: tuple[tuple[str, int, int], ...] = ()  # top 5: (network, ops, cost)

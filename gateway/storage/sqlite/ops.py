@@ -7,8 +7,14 @@ An operation that finds bad input (an unknown value UUID) fails alone before tou
 SQL itself fails (or a value cannot be bound), the transaction is rolled back and the batch is
 retried one operation per transaction, so one poisoned operation never costs the others.
 
+Every row inserted into `state_log` adds its size (UTF-8 data bytes + `ROW_OVERHEAD`) to its
+network's `network_usage` row in the same transaction (one upsert per network per flush);
+erasure deletes the row with the rest. `WriteSide.usage` mirrors the values this writer last
+wrote, for the stored-bytes quota (checked by ingest before it queues readings).
+
 Runs only in the writer's worker thread; the caches are that thread's and are dropped on any
-rollback, since they may hold ids the rollback undid.
+rollback, since they may hold ids the rollback undid. (The event loop reads `networks` and
+`usage` with single dict lookups, which the GIL keeps whole.)
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from ..writer import Failed
 from .convert import KIND_CODE, from_us, load_tree, to_us
 
 REPORT, CONTROL = KIND_CODE[StateKind.REPORT], KIND_CODE[StateKind.CONTROL]
+ROW_OVERHEAD = 48  # bytes a stored reading costs besides its data: ids, times, index entry
 
 
 class UnknownValue(StorageError):
@@ -55,14 +62,25 @@ class WriteSide:
         self.conn = conn
         self.networks: dict[UUID, int] = {}
         self.report_states: dict[UUID, int] = {}
+        self.state_networks: dict[int, int] = {}  # state id -> network id
+        self.usage: dict[int, int] = {}  # network id -> stored bytes, as last written
         self.pending_rows: list[tuple[int, int, int, str]] = []
         self.pending_stamped: list[tuple[int, int, int, str, int, int, str]] = []
+        self.pending_bytes: dict[int, int] = {}  # state id -> bytes of its pending rows
+        self.pending_stamped_bytes: dict[int, int] = {}
         self.busy_retries = 0
         self.erased_in_batch = False
 
     def reset_caches(self) -> None:
         self.networks.clear()
         self.report_states.clear()
+        self.state_networks.clear()
+        self.usage.clear()
+
+    def stored_bytes(self, network: UUID) -> int | None:
+        """The network's stored bytes as this writer last wrote them; None if not known."""
+        nid = self.networks.get(network)
+        return None if nid is None else self.usage.get(nid)
 
     # -- lookups -----------------------------------------------------------------------
     def network_id(self, network: UUID, now_us: int, *, create: bool = True) -> int | None:
@@ -87,31 +105,66 @@ class WriteSide:
             if sid is not None:
                 return sid
         row = self.conn.execute(
-            "SELECT s.id FROM states s JOIN value_nodes v ON v.id = s.value_id "
+            "SELECT s.id, s.network_id, n.uuid FROM states s "
+            "JOIN value_nodes v ON v.id = s.value_id JOIN networks n ON n.id = s.network_id "
             "WHERE v.uuid = ? AND s.kind = ?", (str(value), kind)).fetchone()
         if row is None:
             raise UnknownValue(f"no {'Report' if kind == REPORT else 'Control'} state for "
                                f"value {value}")
+        sid, nid = row[0], row[1]
+        self.state_networks[sid] = nid
+        self.networks[UUID(row[2])] = nid
         if kind == REPORT:
-            self.report_states[value] = row[0]
-        return row[0]
+            self.report_states[value] = sid
+        return sid
+
+    def add_usage(self, per_network: dict[int, int]) -> None:
+        """Add bytes to networks' usage rows (in the current transaction)."""
+        for nid, size in per_network.items():
+            (self.usage[nid],) = self.conn.execute(
+                "INSERT INTO network_usage (network_id, stored_bytes) VALUES (?, ?) "
+                "ON CONFLICT (network_id) DO UPDATE SET "
+                "stored_bytes = stored_bytes + excluded.stored_bytes RETURNING stored_bytes",
+                (nid, size)).fetchone()
 
     # -- batches -----------------------------------------------------------------------
+    def _by_network(self, per_state: dict[int, int], into: dict[int, int]) -> None:
+        networks = self.state_networks
+        for sid, size in per_state.items():
+            nid = networks[sid]
+            into[nid] = into.get(nid, 0) + size
+        per_state.clear()
+
     def flush_rows(self) -> None:
+        usage: dict[int, int] = {}
         if self.pending_rows:
             self.conn.executemany(
                 "INSERT INTO state_log (state_id, ts_us, received_us, data) VALUES (?, ?, ?, ?)",
                 self.pending_rows)
             self.pending_rows.clear()
+            self._by_network(self.pending_bytes, usage)
         if self.pending_stamped:
             # A reading the device time-stamped is identified by (value, timestamp, data): a
             # QoS 1 resend (its PUBACK lost to a crash or a dropped connection) is stored
             # once. The lookup walks the (state, time) index the insert walks anyway.
+            (last,) = self.conn.execute("SELECT coalesce(max(id), 0) FROM state_log").fetchone()
+            before = self.conn.total_changes
             self.conn.executemany(
                 "INSERT INTO state_log (state_id, ts_us, received_us, data) "
                 "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM state_log "
                 "WHERE state_id = ? AND ts_us = ? AND data = ?)", self.pending_stamped)
+            if self.conn.total_changes - before == len(self.pending_stamped):
+                self._by_network(self.pending_stamped_bytes, usage)
+            else:  # resends were skipped: count what went in (the rows just appended)
+                self.pending_stamped_bytes.clear()
+                for nid, size in self.conn.execute(
+                        "SELECT s.network_id, sum(length(CAST(l.data AS BLOB)) + ?) "
+                        "FROM state_log l JOIN states s ON s.id = l.state_id "
+                        "WHERE l.id > ? GROUP BY s.network_id", (ROW_OVERHEAD, last)):
+                    usage[nid] = usage.get(nid, 0) + size
             self.pending_stamped.clear()
+        if usage:
+            self.add_usage(usage)
 
     def _begin(self) -> None:
         while True:
@@ -131,11 +184,16 @@ class WriteSide:
                 rows = op.rows_for(self)
             except StorageError as exc:
                 return Failed(exc)
+            plain, stamped = self.pending_bytes, self.pending_stamped_bytes
             for row in rows:
+                data = row[3]
+                size = (len(data) if data.isascii() else len(data.encode())) + ROW_OVERHEAD
                 if row[1] == row[2]:  # no device timestamp: every receipt is a reading
                     self.pending_rows.append(row)
+                    plain[row[0]] = plain.get(row[0], 0) + size
                 else:
                     self.pending_stamped.append((*row, row[0], row[1], row[3]))
+                    stamped[row[0]] = stamped.get(row[0], 0) + size
             return None
         self.flush_rows()
         try:
@@ -177,6 +235,8 @@ class WriteSide:
     def _rollback(self) -> None:
         self.pending_rows.clear()
         self.pending_stamped.clear()
+        self.pending_bytes.clear()
+        self.pending_stamped_bytes.clear()
         self.reset_caches()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
@@ -298,6 +358,7 @@ class Control:
         rid = side.conn.execute(
             "INSERT INTO state_log (state_id, ts_us, received_us, data) VALUES (?, ?, ?, ?)",
             (sid, now, now, self.data)).lastrowid
+        side.add_usage({side.state_networks[sid]: len(self.data.encode()) + ROW_OVERHEAD})
         return StateRecord(rid, self.value, StateKind.CONTROL, self.data, self.now, self.now)
 
 
@@ -552,6 +613,7 @@ ERASE_ORDER = (
     ("queued_messages", "network_id = ?"),
     ("subscriptions", "network_id = ?"),
     ("sessions", "network_id = ?"),
+    ("network_usage", "network_id = ?"),
     ("networks", "id = ?"),
 )
 
@@ -577,8 +639,17 @@ def report_count(op: Any) -> int:
     return len(op.rows) if isinstance(op, Reports) else 0
 
 
+def op_cost(op: Any) -> int:
+    """What an operation costs the writer's fair queues: its readings, its changes, or 1."""
+    if isinstance(op, Reports):
+        return len(op.rows)
+    if isinstance(op, SessionChanges):
+        return len(op.changes)
+    return 1
+
+
 __all__ = [
     "Connected", "Control", "Declare", "DeleteSession", "Dequeue", "Disconnected", "Enqueue",
     "EnqueueMany", "Erase", "Reports", "ResetConnections", "Seen", "SaveSession", "SessionChanges",
-    "SetRetained", "UnknownValue", "WriteSide", "from_us", "report_count",
+    "SetRetained", "UnknownValue", "WriteSide", "from_us", "op_cost", "report_count",
 ]

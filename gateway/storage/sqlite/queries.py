@@ -206,3 +206,11 @@ def queued(conn: sqlite3.Connection, network: UUID, client_id: str, upto: int
     """One session's queued messages with ids up to `upto`, oldest first."""
     row = conn.execute("SELECT id FROM networks WHERE uuid = ?", (str(network),)).fetchone()
     return [] if row is None else list(_queued(conn, row[0], client_id, upto))
+
+
+def stored_bytes(conn: sqlite3.Connection, network: UUID) -> int:
+    """The network's `network_usage` row (0 when it has stored nothing)."""
+    row = conn.execute(
+        "SELECT u.stored_bytes FROM network_usage u JOIN networks n ON n.id = u.network_id "
+        "WHERE n.uuid = ?", (str(network),)).fetchone()
+    return 0 if row is None else row[0]

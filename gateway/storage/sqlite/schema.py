@@ -146,6 +146,19 @@ INSERT INTO queued_refs (id, network_id, client_id, message_id, qos, retain)
     SELECT id, network_id, client_id, id, qos, retain FROM queued;
 DROP TABLE queued;
 """),
+    # What each network holds in `state_log` (its readings and commands), kept up to date in
+    # the transaction that inserts (or erases) them, so the stored-bytes quota never needs a
+    # SUM over the table at run time: this backfill is the only one. A row counts its data's
+    # UTF-8 bytes plus ROW_OVERHEAD (ops.py: the row and its index entry).
+    (3, """
+CREATE TABLE network_usage (
+    network_id   INTEGER PRIMARY KEY REFERENCES networks(id),
+    stored_bytes INTEGER NOT NULL
+);
+INSERT INTO network_usage (network_id, stored_bytes)
+    SELECT s.network_id, sum(length(CAST(l.data AS BLOB)) + 48)
+    FROM state_log l JOIN states s ON s.id = l.state_id GROUP BY s.network_id;
+"""),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -38,7 +38,7 @@ from ..records import (
     StoreStatistics,
     ValueLocation,
 )
-from ..writer import Ticket, Writer
+from ..writer import DEFAULT_QUEUE_LIMITS, QueueLimits, Ticket, Writer
 from . import ops, queries
 from .schema import configure_reader, configure_writer, migrate
 
@@ -54,10 +54,15 @@ def _create_private(path: Path) -> None:
 
 
 class SQLiteStore:
-    """A `gateway.storage.Store` on one SQLite file. Build it with `open_sqlite_store`."""
+    """A `gateway.storage.Store` on one SQLite file. Build it with `open_sqlite_store`.
+
+    `max_batch` (readings, or other operations' cost, per transaction): 2,000 commit in
+    10-20 ms on a shared 2-core machine, which bounds how long one network's flood holds
+    another network's PUBACK (bench/writer_fairness.py: p50 17 ms vs 45 ms at 5,000), and the
+    flood's own rate was the same at both."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", max_queue: int = 10_000,
-                 max_batch: int = 5_000) -> None:
+                 max_batch: int = 2_000, queue: QueueLimits = DEFAULT_QUEUE_LIMITS) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.path = path
@@ -81,8 +86,12 @@ class SQLiteStore:
         self.checkpoints = 0  # background checkpoint rounds run
         self.checkpointed_commits = 0  # commits whose pages are all in the database file
         self._read_limiter = trio.CapacityLimiter(1)
-        self._writer = Writer(self._side.apply_batch, max_queue=max_queue, max_batch=max_batch,
-                              count_rows=ops.report_count)
+        self._writer = Writer(
+            self._side.apply_batch, max_queue=max_queue, max_batch=max_batch,
+            max_queued_cost=queue.max_queued_reports,
+            max_queue_per_key=queue.max_queued_operations_per_network,
+            max_cost_per_key=queue.max_queued_reports_per_network,
+            cost=ops.op_cost, count_rows=ops.report_count)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -115,66 +124,78 @@ class SQLiteStore:
             conn.close()
 
     # -- write plumbing -----------------------------------------------------------------
-    async def submit(self, op: Any) -> Ticket:
-        """Queue one write operation (backpressure: waits while the queue is full)."""
-        return await self._writer.submit(op)
+    async def submit(self, op: Any, network: UUID | None = None) -> Ticket:
+        """Queue one write operation in `network`'s queue (None: the shared one); waits
+        while that queue is full (backpressure for that network only)."""
+        return await self._writer.submit(op, network)
 
     async def wait_committed(self, ticket: Ticket) -> Any:
         """Return (the operation's result) once its transaction committed; raise if it failed."""
         return await self._writer.wait(ticket)
 
-    async def _write(self, op: Any) -> Any:
-        return await self._writer.wait(await self._writer.submit(op))
+    async def _write(self, op: Any, network: UUID | None = None) -> Any:
+        return await self._writer.wait(await self._writer.submit(op, network))
 
     # -- writes -------------------------------------------------------------------------
     async def declare_model(self, network: UUID, model: ModelDecl, now: datetime,
                             limits: Limits = DEFAULT_LIMITS) -> NetworkTree:
-        return await self._write(ops.Declare(network, model, now, limits))
+        return await self._write(ops.Declare(network, model, now, limits), network)
 
-    async def submit_reports(self, rows: Sequence[ReportRow]) -> Ticket:
-        return await self.submit(ops.Reports(tuple(rows)))
+    async def submit_reports(self, rows: Sequence[ReportRow], network: UUID | None = None
+                             ) -> Ticket:
+        return await self.submit(ops.Reports(tuple(rows)), network)
 
-    async def append_reports(self, rows: Sequence[ReportRow]) -> None:
-        await self._write(ops.Reports(tuple(rows)))
+    async def append_reports(self, rows: Sequence[ReportRow], network: UUID | None = None
+                             ) -> None:
+        await self._write(ops.Reports(tuple(rows)), network)
+
+    async def stored_bytes(self, network: UUID) -> int:
+        """The network's stored readings and commands in bytes (`network_usage`): what the
+        writer last wrote if it touched the network since start (no I/O), else a read."""
+        known = self._side.stored_bytes(network)
+        if known is not None:
+            return known
+        return await self._read_with(queries.stored_bytes, network)
 
     async def append_control(self, value: UUID, data: str, now: datetime) -> StateRecord:
         return await self._write(ops.Control(value, data, now))
 
     async def connected(self, network: UUID, client_id: str, cert_serial: str | None,
                         now: datetime) -> None:
-        await self._write(ops.Connected(network, client_id, cert_serial, now))
+        await self._write(ops.Connected(network, client_id, cert_serial, now), network)
 
     async def disconnected(self, network: UUID, client_id: str, reason: str,
                            now: datetime) -> None:
-        await self._write(ops.Disconnected(network, client_id, reason, now))
+        await self._write(ops.Disconnected(network, client_id, reason, now), network)
 
     async def seen(self, network: UUID, now: datetime) -> None:
         """Record activity; not waited for (last_seen is advisory)."""
-        await self.submit(ops.Seen(network, now))
+        await self.submit(ops.Seen(network, now), network)
 
     async def reset_connections(self, now: datetime, reason: str = "GATEWAY_RESTART") -> int:
         return await self._write(ops.ResetConnections(reason, now))
 
     async def set_retained(self, network: UUID, topic: str, payload: bytes, qos: int,
                            now: datetime) -> None:
-        await self._write(ops.SetRetained(network, topic, bytes(payload), int(qos), now))
+        await self._write(ops.SetRetained(network, topic, bytes(payload), int(qos), now),
+                          network)
 
     async def save_session(self, network: UUID, client_id: str,
                            subscriptions: Sequence[tuple[str, int]], now: datetime) -> None:
         subs = tuple((f, int(q)) for f, q in subscriptions)
-        await self._write(ops.SaveSession(network, client_id, subs, now))
+        await self._write(ops.SaveSession(network, client_id, subs, now), network)
 
     async def delete_session(self, network: UUID, client_id: str) -> None:
-        await self._write(ops.DeleteSession(network, client_id))
+        await self._write(ops.DeleteSession(network, client_id), network)
 
     async def enqueue(self, network: UUID, client_id: str,
                       messages: Sequence[tuple[str, bytes, int, bool]], now: datetime
                       ) -> list[int]:
         msgs = tuple((t, bytes(p), int(q), bool(r)) for t, p, q, r in messages)
-        return await self._write(ops.Enqueue(network, client_id, msgs, now))
+        return await self._write(ops.Enqueue(network, client_id, msgs, now), network)
 
     async def dequeue(self, network: UUID, client_id: str, ids: Sequence[int]) -> None:
-        await self._write(ops.Dequeue(network, client_id, tuple(ids)))
+        await self._write(ops.Dequeue(network, client_id, tuple(ids)), network)
 
     async def submit_session_changes(self, changes: Sequence[SessionChange], now: datetime
                                      ) -> Ticket:
@@ -183,7 +204,7 @@ class SQLiteStore:
 
     async def erase_network(self, network: UUID) -> bool:
         """Delete every row of `network` in one transaction; False if it was unknown."""
-        return await self._write(ops.Erase(network))
+        return await self._write(ops.Erase(network), network)
 
     # -- reads --------------------------------------------------------------------------
     async def _read_with(self, fn: Callable[..., T], *args: Any) -> T:
@@ -238,19 +259,23 @@ class SQLiteStore:
         return await self._read_with(queries.queued, network, client_id, upto)
 
     def statistics(self) -> StoreStatistics:
-        queued, waiting = self._writer.queue_statistics()
         w = self._writer
+        q = w.statistics()
         return StoreStatistics(
-            queued=queued, queue_capacity=w._capacity, producers_waiting=waiting,
+            queued=q.queued, queue_capacity=w._capacity, producers_waiting=q.producers_waiting,
             commits=w.commits, operations=w.operations, reports=w.rows,
             failed_operations=w.failed, busy_retries=self._side.busy_retries,
-            last_batch=w.last_batch, last_commit_seconds=w.last_commit_seconds)
+            last_batch=w.last_batch, last_commit_seconds=w.last_commit_seconds,
+            queued_reports=q.queued_cost, queued_networks=q.keys,
+            waits_network_full=q.waits_key_full, waits_total_full=q.waits_total_full,
+            largest_queues=q.largest)
 
 
 @asynccontextmanager
 async def open_sqlite_store(
     data_dir: str | os.PathLike[str], *, synchronous: str = "FULL", max_queue: int = 10_000,
-    max_batch: int = 5_000, reset_connections: bool = True, checkpoint_interval: float = 0.2,
+    max_batch: int = 2_000, reset_connections: bool = True, checkpoint_interval: float = 0.2,
+    queue: QueueLimits = DEFAULT_QUEUE_LIMITS,
 ) -> AsyncIterator[SQLiteStore]:
     """Open (creating and migrating) `<data_dir>/fleetgate.sqlite3` and run its writer.
 
@@ -261,7 +286,7 @@ async def open_sqlite_store(
     path = Path(data_dir) / DB_NAME
     store = await trio.to_thread.run_sync(
         lambda: SQLiteStore(path, synchronous=synchronous, max_queue=max_queue,
-                            max_batch=max_batch))
+                            max_batch=max_batch, queue=queue))
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(store._serve)
