@@ -45,7 +45,7 @@ from .broker import Attached, Message, SessionKey
 from .errors import AdmissionRefused, ConnectionEnds, JailViolation
 from .identity import DeviceIdentity
 from .jail import ERRORS_TOPIC, Jail
-from .limits import TokenBucket, source_key
+from .limits import ReadPacer, source_key
 from .logs import ConnectionLog
 from .mqtt.errors import LocalProtocolError, RemoteProtocolError
 from .mqtt.events import (
@@ -69,7 +69,6 @@ ACK_BATCHES = 64  # socket reads awaiting their commit before the reader stops r
 SEEN_INTERVAL = 5.0  # seconds between "last seen" notes to the store per connection
 ACK_DRAIN = 5.0  # seconds a closing connection waits for committed acknowledgements
 CLOSE_GRACE = 1.0  # seconds a closing TLS stream may take to say goodbye
-READINGS_LOG_INTERVAL = 60.0  # seconds between `readings_throttled` lines per connection
 WRITE_STEP = 32  # messages the writer sends before it flushes and yields to the event loop
 
 
@@ -102,8 +101,7 @@ class Connection:
         # filter: at most one stream per subscription held (so <= max_subscriptions_per_session).
         self._retained: dict[str, tuple[Iterator[Message], QoS]] = {}
         self._resumed_at = 0.0
-        self._readings_delay = 0.0  # owed to the network's readings rate (gateway.readings)
-        self._readings_logged = -math.inf  # when `readings_throttled` was last logged
+        self._pacer: ReadPacer | None = None  # the reader's rates, once the session runs
         self._acks: trio.MemorySendChannel | None = None
         self._acker_done = trio.Event()
         self.network_counted = False  # released by Gateway.connection_closed
@@ -365,21 +363,14 @@ class Connection:
 
     async def _reader(self) -> None:
         assert self.conn is not None
-        cfg = self.config
         now = trio.current_time()
         last_seen = now
-        octets = TokenBucket(cfg.byte_rate, cfg.byte_burst, now)
-        publishes = TokenBucket(cfg.publish_rate, cfg.publish_burst, now)
-        filters = TokenBucket(cfg.filter_rate, cfg.filter_burst, now)
+        pacer = self._pacer = ReadPacer(self.config, now)
 
         async def pace(size: int, published: int, named: int, now: float) -> None:
-            delay = max(octets.debit(size, now), publishes.debit(published, now),
-                        filters.debit(named, now))
-            # The network's readings rate: what this read's reports put its bucket in debt.
-            readings, self._readings_delay = self._readings_delay, 0.0
-            if readings > delay:
-                self._readings_throttled(readings, now)
-            delay = max(delay, readings)
+            delay, readings = pacer.delay(size, published, named, now)
+            if readings:
+                self._readings_throttled(readings, pacer.log_readings(now))
             if delay > 0:
                 # Over a rate: stop reading, so TCP pushes back on the device.
                 self.gateway.counters["throttle_pauses"] += 1
@@ -404,12 +395,11 @@ class Connection:
             if not data:
                 raise ConnectionEnds(DisconnectReason.CONNECTION_LOST, "peer closed the connection")
 
-    def _readings_throttled(self, delay: float, now: float) -> None:
-        """Count a pause for the network's readings rate; log it at most once a minute."""
+    def _readings_throttled(self, delay: float, log: bool) -> None:
+        """Count a pause for the network's readings rate; log it if `log`."""
         assert self.identity is not None
         self.gateway.counters["readings_throttled"] += 1
-        if now - self._readings_logged >= READINGS_LOG_INTERVAL:
-            self._readings_logged = now
+        if log:
             self.log.emit("readings_throttled", network=self.identity.network,
                           client_id=self.client_id, serial=self.identity.serial,
                           limit="max_readings_per_second_per_network",
@@ -501,8 +491,9 @@ class Connection:
         pending = await gw.submit(self, [m for _, m in batch if m is not None], mark)
         if pending is not None and pending.readings and self.identity is not None:
             # The network's readings budget: the reader pauses for the debt after this read.
-            self._readings_delay = max(self._readings_delay, gw.readings.debit(
-                self.identity.network, pending.readings, trio.current_time()))
+            assert self._pacer is not None
+            self._pacer.owe(gw.readings.debit(self.identity.network, pending.readings,
+                                              trio.current_time()))
         if pending is None:
             for packet_id in ids:  # no ingest: routed is acknowledged (MQTT-4.3.2-2)
                 self.conn.acknowledge(packet_id)
@@ -561,16 +552,9 @@ class Connection:
         """Subscribe in the broker; return what sends the SUBACK and then queues the
         retained messages (MQTT-3.3.1-6) as lazy streams for the writer."""
         assert self.conn is not None and self.jail is not None and self.attached is not None
-        gw, cfg, state = self.gateway, self.config, self.attached.state
-        request = examine(event.subscriptions, self.jail, cfg.max_filters_per_subscribe)
-        streams = []
-        for topic_filter, (mounted, qos) in request.wanted.items():
-            if not gw.broker.subscribe(state, mounted, qos):
-                request.refuse(topic_filter, "max_subscriptions_per_session")
-                continue
-            request.granted[topic_filter] = int(qos)
-            streams.append((mounted, gw.broker.retained_for(mounted, qos), qos))
-        request.count(gw.counters)
+        request = examine(event.subscriptions, self.jail, self.config.max_filters_per_subscribe)
+        streams = request.apply(self.gateway.broker, self.attached.state)
+        request.count(self.gateway.counters)
 
         def answer() -> None:
             assert self.conn is not None and self.identity is not None
@@ -579,12 +563,8 @@ class Connection:
                 # Subscribing again restarts the filter's stream (MQTT-3.8.4-3 re-sends).
                 self._retained.pop(mounted, None)
                 self._retained[mounted] = (stream, qos)
-            ids = {"network": self.identity.network, "client_id": self.client_id}
-            refused = request.refusal_summary()
-            if refused is not None:  # one line per SUBSCRIBE, however many filters
-                self.log.emit("subscribe_denied", **ids, serial=self.identity.serial,
-                              **refused)
-            self.log.emit("subscribed", **ids, **request.logged())
+            request.log(self.log, {"network": self.identity.network,
+                                   "client_id": self.client_id}, self.identity.serial)
             self.wake()
 
         return answer

@@ -11,8 +11,10 @@ spends its own bucket, not the one every other device reconnects through.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class TokenBucket:
@@ -244,3 +246,42 @@ class PendingPool:
     def statistics(self) -> dict[str, object]:
         return {"pending": len(self._order), "sources": len(self._by_source),
                 **dict(self.counters)}
+
+
+class ReadPacer:
+    """The reading budgets of one device connection: bytes, PUBLISH packets and topic filters
+    per connection (its own buckets), and what its reports owe its network's shared readings
+    rate (`owe`). `delay` says how long to stop reading after a read; reading again only
+    then is the backpressure TCP passes on to the device, so nothing is dropped."""
+
+    __slots__ = ("octets", "publishes", "filters", "_owed", "_logged")
+
+    LOG_INTERVAL = 60.0
+    """Seconds between two `readings_throttled` lines of one connection."""
+
+    def __init__(self, config: Any, now: float) -> None:
+        self.octets = TokenBucket(config.byte_rate, config.byte_burst, now)
+        self.publishes = TokenBucket(config.publish_rate, config.publish_burst, now)
+        self.filters = TokenBucket(config.filter_rate, config.filter_burst, now)
+        self._owed = 0.0
+        self._logged = -math.inf
+
+    def log_readings(self, now: float) -> bool:
+        """Whether a readings-rate pause at `now` gets a log line (one a LOG_INTERVAL)."""
+        if now - self._logged < self.LOG_INTERVAL:
+            return False
+        self._logged = now
+        return True
+
+    def owe(self, seconds: float) -> None:
+        """Record a pause the network's readings rate asks of this connection."""
+        self._owed = max(self._owed, seconds)
+
+    def delay(self, size: int, published: int, named: int, now: float) -> tuple[float, float]:
+        """Charge one read (`size` bytes, `published` PUBLISH packets, `named` topic filters);
+        return (seconds to stop reading, the part of it the network's readings rate alone
+        asks for, or 0.0 when the connection's own rates ask as much)."""
+        own = max(self.octets.debit(size, now), self.publishes.debit(published, now),
+                  self.filters.debit(named, now))
+        owed, self._owed = self._owed, 0.0
+        return max(own, owed), (owed if owed > own else 0.0)

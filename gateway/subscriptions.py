@@ -17,10 +17,11 @@ filters; the work done for it must be bounded by configuration, not by the packe
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .broker import Broker, Message, SessionState
 from .errors import JailViolation
 from .jail import Jail
 from .mqtt.packets import SUBACK_FAILURE, QoS
@@ -55,6 +56,27 @@ class SubscribeRequest:
     def refuse(self, topic_filter: str, why: str) -> None:
         self.refused[topic_filter] = why
         self.granted[topic_filter] = SUBACK_FAILURE
+
+    def apply(self, broker: Broker, state: SessionState
+              ) -> list[tuple[str, Iterator[Message], QoS]]:
+        """Subscribe `state` to each wanted filter (refusing the ones past the session's
+        limit); return (mounted filter, its lazy retained stream, QoS) per granted one."""
+        streams = []
+        for topic_filter, (mounted, qos) in self.wanted.items():
+            if not broker.subscribe(state, mounted, qos):
+                self.refuse(topic_filter, "max_subscriptions_per_session")
+                continue
+            self.granted[topic_filter] = int(qos)
+            streams.append((mounted, broker.retained_for(mounted, qos), qos))
+        return streams
+
+    def log(self, log: Any, ids: dict[str, Any], serial: int) -> None:
+        """Write this packet's lines: one `subscribe_denied` for all its refusals (however
+        many filters), then `subscribed`; `ids` name the network and the client."""
+        refused = self.refusal_summary()
+        if refused is not None:
+            log.emit("subscribe_denied", **ids, serial=serial, **refused)
+        log.emit("subscribed", **ids, **self.logged())
 
     def count(self, counters: Counter[str]) -> None:
         """Add this packet's refusals and collapsed duplicates to the gateway's counters."""
