@@ -35,13 +35,6 @@ from gateway.ingest.tree import NetworkTree, ReportRow, StateKind
 
 from ..errors import StorageError
 from ..records import (
-    Dequeued,
-    Enqueued,
-    EnqueuedMany,
-    RetainedChange,
-    SessionChange,
-    SessionDeleted,
-    SessionSaved,
     StateRecord,
 )
 from ..writer import Failed
@@ -442,164 +435,6 @@ class ResetConnections:
         return len(stale)
 
 
-@dataclass(frozen=True, slots=True)
-class SetRetained:
-    network: UUID
-    topic: str
-    payload: bytes
-    qos: int
-    now: datetime
-
-    def apply(self, side: WriteSide) -> None:
-        nid = side.network_id(self.network, to_us(self.now))
-        if not self.payload:  # MQTT 3.1.1 section 3.3.1.3: empty payload clears it
-            side.conn.execute("DELETE FROM retained WHERE network_id = ? AND topic = ?",
-                              (nid, self.topic))
-        else:
-            side.conn.execute(
-                "INSERT INTO retained (network_id, topic, payload, qos) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (network_id, topic) DO UPDATE SET payload = excluded.payload, "
-                "qos = excluded.qos", (nid, self.topic, self.payload, self.qos))
-
-
-@dataclass(frozen=True, slots=True)
-class SaveSession:
-    network: UUID
-    client_id: str
-    subscriptions: tuple[tuple[str, int], ...]
-    now: datetime
-
-    def apply(self, side: WriteSide) -> None:
-        nid = side.network_id(self.network, to_us(self.now))
-        side.conn.execute("INSERT OR IGNORE INTO sessions (network_id, client_id) VALUES (?, ?)",
-                          (nid, self.client_id))
-        side.conn.execute("DELETE FROM subscriptions WHERE network_id = ? AND client_id = ?",
-                          (nid, self.client_id))
-        side.conn.executemany(
-            "INSERT INTO subscriptions (network_id, client_id, filter, qos) VALUES (?, ?, ?, ?)",
-            [(nid, self.client_id, f, q) for f, q in self.subscriptions])
-
-
-def _drop_orphans(side: WriteSide, message_ids: Sequence[int]) -> None:
-    """Delete the queued messages among `message_ids` that no session references any more."""
-    side.conn.executemany(
-        "DELETE FROM queued_messages WHERE id = ? AND NOT EXISTS "
-        "(SELECT 1 FROM queued_refs WHERE message_id = ?)", [(m, m) for m in message_ids])
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteSession:
-    network: UUID
-    client_id: str
-
-    def apply(self, side: WriteSide) -> None:
-        nid = side.network_id(self.network, 0, create=False)
-        if nid is None:
-            return
-        key = (nid, self.client_id)
-        held = [m for (m,) in side.conn.execute(
-            "SELECT DISTINCT message_id FROM queued_refs WHERE network_id = ? AND client_id = ?",
-            key)]
-        for table in ("queued_refs", "subscriptions", "sessions"):
-            side.conn.execute(f"DELETE FROM {table} WHERE network_id = ? AND client_id = ?",
-                              key)
-        _drop_orphans(side, held)
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueue:
-    """Queue messages for ONE session (each stored with a single reference)."""
-
-    network: UUID
-    client_id: str
-    messages: tuple[tuple[str, bytes, int, bool], ...]  # topic, payload, qos, retain
-    now: datetime
-
-    def apply(self, side: WriteSide) -> list[int]:
-        return [i for topic, payload, qos, retain in self.messages
-                for i in EnqueueMany(self.network, topic, payload, retain,
-                                     ((self.client_id, qos),), self.now).apply(side)]
-
-
-@dataclass(frozen=True, slots=True)
-class EnqueueMany:
-    """One message row, one reference per session copy; returns the references' ids."""
-
-    network: UUID
-    topic: str
-    payload: bytes
-    retain: bool
-    copies: tuple[tuple[str, int], ...]  # (client id, qos)
-    now: datetime
-
-    def apply(self, side: WriteSide) -> list[int]:
-        if not self.copies:
-            return []
-        nid = side.network_id(self.network, to_us(self.now))
-        conn = side.conn
-        conn.executemany("INSERT OR IGNORE INTO sessions (network_id, client_id) VALUES (?, ?)",
-                         [(nid, client) for client, _ in self.copies])
-        message_id = conn.execute(
-            "INSERT INTO queued_messages (network_id, topic, payload) VALUES (?, ?, ?)",
-            (nid, self.topic, self.payload)).lastrowid
-        retain = int(self.retain)
-        return [conn.execute(
-            "INSERT INTO queued_refs (network_id, client_id, message_id, qos, retain) "
-            "VALUES (?, ?, ?, ?, ?)", (nid, client, message_id, qos, retain)).lastrowid
-            for client, qos in self.copies]
-
-
-@dataclass(frozen=True, slots=True)
-class Dequeue:
-    network: UUID
-    client_id: str
-    ids: tuple[int, ...]
-
-    def apply(self, side: WriteSide) -> None:
-        nid = side.network_id(self.network, 0, create=False)
-        if nid is None:
-            return
-        held = []
-        for i in self.ids:
-            row = side.conn.execute(
-                "DELETE FROM queued_refs WHERE id = ? AND network_id = ? AND client_id = ? "
-                "RETURNING message_id", (i, nid, self.client_id)).fetchone()
-            if row is not None:
-                held.append(row[0])
-        _drop_orphans(side, held)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionChanges:
-    """The broker's MQTT state changes, in order; returns the new queued messages' ids."""
-
-    changes: tuple[SessionChange, ...]
-    now: datetime
-
-    def apply(self, side: WriteSide) -> list[int]:
-        ids: list[int] = []
-        now = self.now
-        for c in self.changes:
-            if isinstance(c, Enqueued):
-                ids.extend(EnqueueMany(c.network, c.topic, c.payload, c.retain,
-                                       ((c.client_id, c.qos),), now).apply(side))
-            elif isinstance(c, EnqueuedMany):
-                ids.extend(EnqueueMany(c.network, c.topic, c.payload, c.retain, c.copies,
-                                       now).apply(side))
-            elif isinstance(c, Dequeued):
-                Dequeue(c.network, c.client_id, (c.id,)).apply(side)
-            elif isinstance(c, RetainedChange):
-                if c.payload or side.network_id(c.network, 0, create=False) is not None:
-                    SetRetained(c.network, c.topic, c.payload, c.qos, now).apply(side)
-            elif isinstance(c, SessionSaved):
-                SaveSession(c.network, c.client_id, c.subscriptions, now).apply(side)
-            elif isinstance(c, SessionDeleted):
-                DeleteSession(c.network, c.client_id).apply(side)
-            else:  # pragma: no cover - the union is closed
-                raise StorageError(f"unknown session change {c!r}")
-        return ids
-
-
 ERASE_ORDER = (
     # children before parents (foreign keys are on)
     ("state_log", "state_id IN (SELECT id FROM states WHERE network_id = ?)"),
@@ -639,17 +474,7 @@ def report_count(op: Any) -> int:
     return len(op.rows) if isinstance(op, Reports) else 0
 
 
-def op_cost(op: Any) -> int:
-    """What an operation costs the writer's fair queues: its readings, its changes, or 1."""
-    if isinstance(op, Reports):
-        return len(op.rows)
-    if isinstance(op, SessionChanges):
-        return len(op.changes)
-    return 1
-
-
 __all__ = [
-    "Connected", "Control", "Declare", "DeleteSession", "Dequeue", "Disconnected", "Enqueue",
-    "EnqueueMany", "Erase", "Reports", "ResetConnections", "Seen", "SaveSession", "SessionChanges",
-    "SetRetained", "UnknownValue", "WriteSide", "from_us", "op_cost", "report_count",
+    "Connected", "Control", "Declare", "Disconnected", "Erase", "Reports", "ResetConnections",
+    "Seen", "UnknownValue", "WriteSide", "from_us", "report_count",
 ]

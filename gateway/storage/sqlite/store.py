@@ -39,7 +39,7 @@ from ..records import (
     ValueLocation,
 )
 from ..writer import DEFAULT_QUEUE_LIMITS, QueueLimits, Ticket, Writer
-from . import ops, queries
+from . import ops, queries, session_ops
 from .schema import configure_reader, configure_writer, migrate
 
 DB_NAME = "fleetgate.sqlite3"
@@ -91,7 +91,7 @@ class SQLiteStore:
             max_queued_cost=queue.max_queued_reports,
             max_queue_per_key=queue.max_queued_operations_per_network,
             max_cost_per_key=queue.max_queued_reports_per_network,
-            cost=ops.op_cost, count_rows=ops.report_count)
+            cost=_op_cost, count_rows=ops.report_count)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -177,30 +177,30 @@ class SQLiteStore:
 
     async def set_retained(self, network: UUID, topic: str, payload: bytes, qos: int,
                            now: datetime) -> None:
-        await self._write(ops.SetRetained(network, topic, bytes(payload), int(qos), now),
+        await self._write(session_ops.SetRetained(network, topic, bytes(payload), int(qos), now),
                           network)
 
     async def save_session(self, network: UUID, client_id: str,
                            subscriptions: Sequence[tuple[str, int]], now: datetime) -> None:
         subs = tuple((f, int(q)) for f, q in subscriptions)
-        await self._write(ops.SaveSession(network, client_id, subs, now), network)
+        await self._write(session_ops.SaveSession(network, client_id, subs, now), network)
 
     async def delete_session(self, network: UUID, client_id: str) -> None:
-        await self._write(ops.DeleteSession(network, client_id), network)
+        await self._write(session_ops.DeleteSession(network, client_id), network)
 
     async def enqueue(self, network: UUID, client_id: str,
                       messages: Sequence[tuple[str, bytes, int, bool]], now: datetime
                       ) -> list[int]:
         msgs = tuple((t, bytes(p), int(q), bool(r)) for t, p, q, r in messages)
-        return await self._write(ops.Enqueue(network, client_id, msgs, now), network)
+        return await self._write(session_ops.Enqueue(network, client_id, msgs, now), network)
 
     async def dequeue(self, network: UUID, client_id: str, ids: Sequence[int]) -> None:
-        await self._write(ops.Dequeue(network, client_id, tuple(ids)), network)
+        await self._write(session_ops.Dequeue(network, client_id, tuple(ids)), network)
 
     async def submit_session_changes(self, changes: Sequence[SessionChange], now: datetime
                                      ) -> Ticket:
         """Queue the broker's MQTT state changes as one operation (see `Store`)."""
-        return await self.submit(ops.SessionChanges(tuple(changes), now))
+        return await self.submit(session_ops.SessionChanges(tuple(changes), now))
 
     async def erase_network(self, network: UUID) -> bool:
         """Delete every row of `network` in one transaction; False if it was unknown."""
@@ -307,3 +307,12 @@ async def open_sqlite_store(
         raise
     finally:
         store._close_connections()
+
+
+def _op_cost(op: Any) -> int:
+    """What an operation costs the writer's fair queues: its readings, its changes, or 1."""
+    if isinstance(op, ops.Reports):
+        return len(op.rows)
+    if isinstance(op, session_ops.SessionChanges):
+        return len(op.changes)
+    return 1

@@ -12,7 +12,7 @@ from storehelpers import T0, model_decl
 
 from gateway.ingest import ReportRow
 from gateway.storage import DB_NAME, StorageError, StoreClosed, open_sqlite_store
-from gateway.storage.sqlite.ops import SetRetained
+from gateway.storage.sqlite.session_ops import SetRetained
 
 
 async def declared_value(store, network):
