@@ -7,6 +7,7 @@ exist (404), so a guessed UUID tells nothing. Operators see the whole fleet.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -87,6 +88,12 @@ class Console:
                 return _redirect("/console/login")
             return _html(403, pages.layout("Forbidden", pages.message(
                 "your session has ended: log in again")))
+        return dataclasses.replace(await self._signed_in(request, who), signed_in=True)
+
+    async def _signed_in(self, request: Request, who: _Who) -> Response:
+        """Answer a request of a valid session (the connection leaves the unauthenticated
+        pool with it: `Response.signed_in`)."""
+        method = request.method
         if method == "POST":
             fields = guard.form(request.body)
             if not guard.same_token(who.session.csrf, fields.get("csrf")):

@@ -79,6 +79,9 @@ class Response:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = field(default=None, compare=False)
     close: bool = False  # close the connection after this response
+    signed_in: bool = False
+    """The request carried a valid console session: from now on the connection counts as
+    authenticated (it leaves the pool of unauthenticated ones, as an operator's does)."""
 
 
 def dumps(doc: Any) -> bytes:

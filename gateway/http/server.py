@@ -2,9 +2,10 @@
 
 Theory of operation (the shape of h11's examples/trio-server.py), per accepted connection:
 
-1. Admission: until it shows an operator certificate a connection is pending, in a pool
+1. Admission: until it shows an operator certificate (or a request of it is answered as of a
+   signed-in console session, `Response.signed_in`) a connection is pending, in a pool
    capped per source address and in total (`max_pending`, `max_pending_per_source`); when
-   full, the oldest pending connection is dropped, never an operator's. TLS: once the first
+   full, the oldest pending connection is dropped, never an authenticated one. TLS: once the first
    bytes arrive, an `SSLStream` on the context current then (server certificate, client
    certificate optional but verified against our root and CRL when sent), `do_handshake()`
    under `handshake_timeout`. A failed handshake (unknown CA, revoked, expired) is counted
@@ -58,7 +59,8 @@ class HttpLimits:
     send_timeout: float = 60.0  # per chunk written
     max_header_bytes: int = 16 * 1024
     max_body_bytes: int = 64 * 1024
-    max_connections: int = 256  # operator connections; the others live in the pending pool
+    max_connections: int = 256  # authenticated connections (operator certificate, console
+    # session); the others live in the pending pool
     max_pending: int = 1_024  # unauthenticated connections (see PendingPool)
     max_pending_per_source: int = 32
 
@@ -72,15 +74,18 @@ class HttpStatistics:
         limits = limits if limits is not None else HttpLimits()
         self.counters: Counter[str] = Counter()
         self.open_connections = 0
-        self.operator_connections = 0
+        self.operator_connections = 0  # operator certificates, and signed-in console sessions
         self.pending = PendingPool(limits.max_pending, limits.max_pending_per_source)
 
 
 class _Connection:
     def __init__(self, stream: trio.SSLStream, api: Api, limits: HttpLimits,
                  operator: Operator | None, refusal: ApiError | None,
-                 stats: HttpStatistics, tls: TLSProvider) -> None:
+                 stats: HttpStatistics, tls: TLSProvider,
+                 sign_in: Callable[[], bool] = lambda: False) -> None:
         self.stream = stream
+        self.sign_in = sign_in  # leave the pending pool; False: no room for it
+        self.signed_in = False
         self.header_timeout = (limits.header_timeout if operator is not None
                                else limits.unauthenticated_header_timeout)
         self.tls = tls
@@ -139,6 +144,10 @@ class _Connection:
                 response = error_response(ApiError(500, "internal_error",
                                                    f"internal error ({type(exc).__name__})"))
             self.stats.counters[f"responses_{response.status // 100}xx"] += 1
+            if response.signed_in and not self.signed_in and self.sign_in():
+                # A console session: no longer crowded out by unauthenticated connections.
+                self.signed_in = True
+                self.header_timeout = self.limits.header_timeout
             await self._respond(response)
             if response.close or self.conn.our_state is h11.MUST_CLOSE:
                 return
@@ -315,7 +324,7 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
         stats.counters[f"pending_evicted_{limit}"] += 1
         victim.cancel()  # type: ignore[attr-defined]
     stream: trio.abc.AsyncResource = tcp
-    is_operator = False
+    authenticated = False
     try:
         with scope:
             try:
@@ -332,15 +341,21 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
             who = authenticate(der, revoked)
             operator = who if isinstance(who, Operator) else None
             refusal = who if isinstance(who, ApiError) else None
-            if operator is not None:
+            def signed_in() -> bool:
+                nonlocal authenticated
                 if stats.operator_connections >= limits.max_connections:
-                    stats.counters["connections_refused"] += 1
-                    return
+                    return False
                 stats.pending.release(scope)
                 stats.operator_connections += 1
-                is_operator = True
+                authenticated = True
+                return True
+
+            if operator is not None and not signed_in():
+                stats.counters["connections_refused"] += 1
+                return
             try:
-                await _Connection(ssl_stream, api, limits, operator, refusal, stats, tls).run()
+                await _Connection(ssl_stream, api, limits, operator, refusal, stats, tls,
+                                  signed_in).run()
             except (_Close, trio.BrokenResourceError, trio.ClosedResourceError,
                     trio.TooSlowError, h11.LocalProtocolError):
                 pass
@@ -350,7 +365,7 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
     finally:
         stats.pending.release(scope)
         stats.open_connections -= 1
-        if is_operator:
+        if authenticated:
             stats.operator_connections -= 1
         with trio.move_on_after(1.0, shield=True):
             try:

@@ -39,6 +39,7 @@ class ConsoleEnv:
     data: Path
     log: io.StringIO
     accounts: Any = None
+    stats: HttpStatistics = field(default_factory=HttpStatistics)
 
     def browser(self) -> Browser:
         return Browser(self.http[0], self.http[1],
@@ -85,7 +86,7 @@ async def start_console_env(home: Any, data: Path, nursery: trio.Nursery, store:
                 return made
             await serve_http(("127.0.0.1", 0), http_tls(gateway.tls), store, hooks=hooks,
                              bars=bars, certificates=InventoryLookup(home.path), log=log,
-                             stats=HttpStatistics(), console=console, task_status=task_status)
+                             stats=env.stats, console=console, task_status=task_status)
 
     env.http = await nursery.start(serve)
     return env

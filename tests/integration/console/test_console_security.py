@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import sqlite3
 
+import trio
 from consolehelpers import PW
 
 from gateway.storage import DB_NAME
@@ -190,3 +192,29 @@ async def test_operators_list_accounts_without_emails_and_owners_cannot(cenv, ma
     assert listing.status == 200 and "owner" in listing.text
     assert "ada@example.org" not in listing.text
     assert (await owner.get("/console/accounts")).status == 404
+
+
+async def test_a_signed_in_connection_leaves_the_unauthenticated_pool(cenv):
+    # Unauthenticated connections may be evicted by newer ones and get 5 s per request head;
+    # a console user's keep-alive connection (and its live-update stream) must not be.
+    await trio.to_thread.run_sync(cenv.accounts.add, "op@example.org", PW, "operator")
+    browser = cenv.browser()
+    assert (await browser.login("op@example.org", PW)).status == 303
+    cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+
+    def keep_alive() -> tuple[int, int, int]:
+        conn = http.client.HTTPSConnection(*cenv.http, context=browser.context, timeout=30)
+        try:
+            conn.request("GET", "/console/login")  # no session yet: still pending
+            conn.getresponse().read()
+            before = cenv.stats.operator_connections
+            conn.request("GET", "/console/", headers={"cookie": cookie})
+            response = conn.getresponse()
+            response.read()
+            return response.status, before, cenv.stats.operator_connections
+        finally:
+            conn.close()
+
+    status, before, after = await trio.to_thread.run_sync(keep_alive)
+    assert (status, before, after) == (200, 0, 1)
+
