@@ -26,6 +26,7 @@ import trio
 from .broker import Broker, Message
 from .config import GatewayConfig
 from .errors import ConfigError
+from .latency import Latencies
 from .limits import ConnectionLimits, NetworkRates, PendingPool, SourceRates, TokenBucket
 from .logs import EventLog, RotatingLogFile, open_log_file
 from .reasons import DisconnectReason
@@ -146,6 +147,7 @@ class Gateway:
         self.readings = NetworkRates(config.max_readings_per_second_per_network,
                                      config.readings_burst_per_network)
         self.counters: Counter[str] = Counter()
+        self.latency = Latencies()  # histograms for /metrics
         self.connections: set[Connection] = set()
         # The console's gateway.accounts.OwnerCodeSink (None: no console): it records each
         # network's owner-code hash from its certificate, off the event loop.

@@ -229,6 +229,7 @@ class Connection:
         # authenticated session.
         for victim, limit in gw.pending.admit(self, source_key(self.peer)):
             victim.evict(limit)  # type: ignore[attr-defined]
+        started = trio.current_time()
         try:
             try:
                 self.stream = await handshake(self.tcp, gw.tls, self.config.handshake_timeout)
@@ -237,19 +238,15 @@ class Connection:
             identity = admit_identity(self.stream, gw.tls, gw.bars)  # type: ignore[arg-type]
         except AdmissionRefused as exc:
             self._refuse(exc.reason, exc.detail)
+        gw.latency.handshake.observe(trio.current_time() - started)
         self.identity = identity
         self.jail = Jail(identity.network)
         gw.network_opened(self)
 
     def _refuse(self, cause: str, detail: str) -> None:
         self.gateway.counters[f"handshake_refused_{cause}"] += 1
-        self.log.emit(
-            "refused",
-            reason=str(DisconnectReason.AUTH_ERROR),
-            cause=cause,
-            detail=detail,
-            peer=self.log.peer(self.peer),
-        )
+        self.log.emit("refused", reason=str(DisconnectReason.AUTH_ERROR), cause=cause,
+                      detail=detail, peer=self.log.peer(self.peer))
         raise ConnectionEnds(DisconnectReason.AUTH_ERROR, cause)
 
     # -- 3: CONNECT ---------------------------------------------------------------------
@@ -333,7 +330,7 @@ class Connection:
     async def _session(self) -> None:
         # Exceptions are caught inside the nursery so they leave it bare, not grouped.
         ended: BaseException | None = None
-        send, receive = trio.open_memory_channel[tuple[object, list[int]]](ACK_BATCHES)
+        send, receive = trio.open_memory_channel[tuple[object, list[int], float]](ACK_BATCHES)
         self._acks = send
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer)
@@ -499,7 +496,7 @@ class Connection:
                 self.conn.acknowledge(packet_id)
         else:
             # Blocks when ACK_BATCHES batches await their commit: the reader stops reading.
-            await self._acks.send((pending, ids))
+            await self._acks.send((pending, ids, trio.current_time()))
 
     async def _acker(self, receive: trio.MemoryReceiveChannel) -> None:
         """Send acknowledgements in order, each once ingest says its batch is durable."""
@@ -507,7 +504,7 @@ class Connection:
         gw = self.gateway
         try:
             async with receive:
-                async for pending, ids in receive:
+                async for pending, ids, read_at in receive:
                     replies = await pending.wait()
                     for packet_id in ids:
                         # Only now: what must be durable is committed (MQTT-4.3.2-2, 4.3.3-2).
@@ -515,6 +512,8 @@ class Connection:
                     for reply in replies:
                         gw.broker.publish(Message(self.jail.mount_topic(reply.topic),
                                                   reply.payload, QoS(reply.qos), reply.retain))
+                    if ids:  # one observation per read, weighted by its acknowledgements
+                        gw.latency.publish_ack.observe(trio.current_time() - read_at, len(ids))
                     await self._flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.close(DisconnectReason.CONNECTION_LOST, "send failed")

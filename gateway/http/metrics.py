@@ -22,8 +22,15 @@ from prometheus_client import (
     CollectorRegistry,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.registry import Collector
+
+from ..latency import Histogram
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PREFIX = "fleetgate_"
@@ -34,8 +41,9 @@ class Sample:
     name: str  # without the prefix; counters end in _total
     value: float
     labels: tuple[tuple[str, str], ...] = ()
-    kind: str = "counter"  # or "gauge"
+    kind: str = "counter"  # or "gauge", or "histogram" (then `histogram` holds it)
     help: str = ""
+    histogram: Histogram | None = None
 
 
 MetricsSource = Callable[[], Iterable[Sample]]
@@ -66,10 +74,16 @@ class _Samples(Collector):
                 if s.kind == "counter":
                     family = CounterMetricFamily(PREFIX + s.name.removesuffix("_total"), help_,
                                                  labels=names)
+                elif s.kind == "histogram":
+                    family = HistogramMetricFamily(PREFIX + s.name, help_, labels=names)
                 else:
                     family = GaugeMetricFamily(PREFIX + s.name, help_, labels=names)
                 families[s.name] = family
-            family.add_metric([v for _, v in s.labels], s.value)
+            if s.histogram is not None:
+                family.add_metric([v for _, v in s.labels], s.histogram.buckets(),
+                                  s.histogram.sum)
+            else:
+                family.add_metric([v for _, v in s.labels], s.value)
         yield from families.values()
 
 
@@ -144,6 +158,10 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
             name = f"broker_{key}" + ("" if kind == "gauge" else "_total")
             out.append(Sample(name, value, kind=kind, help=f"broker {key.replace('_', ' ')}"))
         out.append(Sample("tls_reloads_total", gateway.tls.reloads, help="TLS/CRL reloads"))
+        out.append(_histogram("handshake_seconds", gateway.latency.handshake,
+                              "MQTT TCP accept to an admitted device (TLS handshake included)"))
+        out.append(_histogram("publish_ack_seconds", gateway.latency.publish_ack,
+                              "QoS 1/2 PUBLISH read to its acknowledgement ready (once stored)"))
     if ingest is not None:
         st = ingest.statistics()
         out.append(Sample("models_total", st.models_accepted, (("result", "accepted"),),
@@ -172,8 +190,6 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
                    help="commits retried on a busy database"),
             Sample("store_batch_size", st.last_batch, kind="gauge",
                    help="operations in the last transaction"),
-            Sample("store_commit_seconds", st.last_commit_seconds, kind="gauge",
-                   help="duration of the last commit"),
             Sample("store_queued_readings", st.queued_reports, kind="gauge",
                    help="readings (and other operations' cost) waiting for the writer"),
             Sample("store_queue_networks", st.queued_networks, kind="gauge",
@@ -185,6 +201,9 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
                    help="submits that waited for room, by the bound that held them"),
             Sample("store_queue_waits_total", st.waits_total_full, (("cause", "total"),)),
         ]
+        if st.commit_latency is not None:
+            out.append(_histogram("store_commit_seconds", st.commit_latency,
+                                  "duration of each store transaction (group commit)"))
     if http is not None:
         for key, value in sorted(http.counters.items()):
             if key.startswith("responses_"):  # responses_2xx: one family, the class a label
@@ -193,4 +212,14 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
                                   help="HTTP API responses, by status class"))
             else:
                 out.append(Sample(f"http_{key}_total", value, help=f"HTTP API {key}"))
+        for route, latency in sorted(http.request_latency.items()):
+            out.append(_histogram("http_request_seconds", latency,
+                                  "HTTPS request read to response sent, by route class",
+                                  (("route", route),)))
     return out
+
+
+def _histogram(name: str, histogram: Histogram, help_: str,
+               labels: tuple[tuple[str, str], ...] = ()) -> Sample:
+    return Sample(name, histogram.sum, labels, kind="histogram", help=help_,
+                  histogram=histogram)

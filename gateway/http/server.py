@@ -38,6 +38,7 @@ import trio
 
 from gateway.limits import PendingPool, source_key
 
+from ..latency import Histogram
 from .api import Api
 from .auth import Operator, authenticate
 from .errors import ApiError
@@ -65,6 +66,20 @@ class HttpLimits:
     max_pending_per_source: int = 32
 
 
+ROUTE_CLASSES = ("api", "console", "health", "metrics", "other")
+
+
+def route_class(path: str) -> str:
+    """The label /metrics gives a request's duration: never the raw path (unbounded)."""
+    if path.startswith("/api/"):
+        return "api"
+    if path == "/console" or path.startswith("/console/"):
+        return "console"
+    if path == "/healthz":
+        return "health"
+    return "metrics" if path == "/metrics" else "other"
+
+
 class _Close(Exception):
     """Internal: end this connection (after an error response, or on a broken stream)."""
 
@@ -75,6 +90,8 @@ class HttpStatistics:
         self.counters: Counter[str] = Counter()
         self.open_connections = 0
         self.operator_connections = 0  # operator certificates, and signed-in console sessions
+        # Request read to response sent, by route class (a fixed, small set of keys).
+        self.request_latency = {route: Histogram() for route in ROUTE_CLASSES}
         self.pending = PendingPool(limits.max_pending, limits.max_pending_per_source)
 
 
@@ -129,6 +146,7 @@ class _Connection:
             if request is None:
                 return  # the client closed, or stayed idle past the deadline
             self.stats.counters["requests"] += 1
+            started = trio.current_time()
             if self.operator is not None and self.operator.serial in self.tls()[1]:
                 # Revoked while this keep-alive connection was open: no more answers for it.
                 self.operator = None
@@ -149,6 +167,8 @@ class _Connection:
                 self.signed_in = True
                 self.header_timeout = self.limits.header_timeout
             await self._respond(response)
+            self.stats.request_latency[route_class(request.path)].observe(
+                trio.current_time() - started)
             if response.close or self.conn.our_state is h11.MUST_CLOSE:
                 return
             try:

@@ -7,6 +7,7 @@ from datetime import datetime
 from uuid import UUID
 
 from gateway.ingest.tree import ReportRow, StateKind, ValueNode
+from gateway.latency import Histogram
 
 __all__ = ["ReportRow"]  # defined beside the tree: ingest builds it and must not import us
 
@@ -165,3 +166,4 @@ class StoreStatistics:
     waits_network_full: int = 0  # submits that waited: their network's queue was full
     waits_total_full: int = 0  # ... the total was full and they held at least their share
     largest_queues: tuple[tuple[str, int, int], ...] = ()  # top 5: (network, ops, cost)
+    commit_latency: Histogram | None = None  # every commit's duration

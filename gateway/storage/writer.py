@@ -51,6 +51,7 @@ from typing import Any
 
 import trio
 
+from ..latency import Histogram
 from .errors import StorageError, StoreClosed
 
 
@@ -174,6 +175,7 @@ class Writer:
         self.failed = 0
         self.last_batch = 0
         self.last_commit_seconds = 0.0
+        self.commit_latency = Histogram()  # every commit's duration, for /metrics
         self.busy_retries = 0
         self.waits_key_full = 0
         self.waits_total_full = 0
@@ -328,6 +330,7 @@ class Writer:
             failed.__cause__ = exc
             outcomes = [Failed(failed)] * len(batch)
         self.last_commit_seconds = time.perf_counter() - started
+        self.commit_latency.observe(self.last_commit_seconds)
         self.commits += 1
         self.last_batch = len(batch)
         for ticket, outcome in zip(batch, outcomes, strict=True):

@@ -268,7 +268,7 @@ class SQLiteStore:
             last_batch=w.last_batch, last_commit_seconds=w.last_commit_seconds,
             queued_reports=q.queued_cost, queued_networks=q.keys,
             waits_network_full=q.waits_key_full, waits_total_full=q.waits_total_full,
-            largest_queues=q.largest)
+            largest_queues=q.largest, commit_latency=w.commit_latency)
 
 
 @asynccontextmanager

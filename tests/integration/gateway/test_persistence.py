@@ -359,3 +359,16 @@ async def test_a_message_queued_for_many_sessions_is_stored_once_and_reaches_eac
         await pub.aclose()
     # The last reference took each message row with it.
     assert (_rows(data, "queued_messages"), _rows(data, "queued_refs")) == (0, 0)
+
+
+async def test_latency_histograms_count_each_admission_and_each_stored_acknowledgement(
+        pki, net_a, tmp_path):
+    async with durable_gateway(pki, tmp_path / "data") as gw:
+        latency = gw.running.gateway.latency
+        client = await _connect(gw.running, net_a, "timed")
+        assert latency.handshake.count == 1
+        await _publish_acked(client, "t/1", b"x", 1)
+        await _publish_acked(client, "t/2", b"y", 2)
+        assert latency.publish_ack.count == 2  # one per acknowledged QoS 1 PUBLISH
+        assert latency.publish_ack.buckets()[-1] == ("+Inf", 2)
+        await client.aclose()

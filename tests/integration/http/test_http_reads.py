@@ -172,9 +172,17 @@ async def test_metrics_is_prometheus_text_with_gateway_store_and_ingest_figures(
                    "fleetgate_store_batch_size", "fleetgate_revocations_applied",
                    "fleetgate_http_requests", "fleetgate_build_info", "process_cpu_seconds"):
         assert family in families, family
+    for family in ("fleetgate_store_commit_seconds", "fleetgate_publish_ack_seconds",
+                   "fleetgate_handshake_seconds", "fleetgate_http_request_seconds"):
+        assert families[family].type == "histogram", family
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value
               for f in families.values() for s in f.samples}
     assert values["fleetgate_messages_in_total", (("qos", "1"),)] == 0
+    # Seeding the store committed at least once; the operator's GET answered before this one.
+    assert values["fleetgate_store_commit_seconds_count", ()] >= 1
+    assert values["fleetgate_http_request_seconds_count", (("route", "metrics"),)] == 0
+    assert values["fleetgate_store_commit_seconds_bucket", (("le", "+Inf"),)] == \
+        values["fleetgate_store_commit_seconds_count", ()]
     assert values["fleetgate_store_reports_total", ()] == 3
     # No placeholder series: a rejection reason appears once something was rejected.
     assert not any(name == "fleetgate_reports_rejected_total" for name, _ in values)
