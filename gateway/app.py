@@ -98,12 +98,14 @@ def open_log(config: GatewayConfig, stream: TextIO | None = None) -> EventLog:
             try:
                 if config.log_max_bytes > 0:  # capped: the standard library rotates it
                     rotating = RotatingLogFile(path, max_bytes=config.log_max_bytes,
-                                               backups=config.log_backups)
-                    return EventLog(truncate_ips=config.truncate_ip, rotating=rotating)
+                                               backups=config.log_backups,
+                                               retention_days=config.log_retention_days)
+                    return EventLog(truncate_ips=config.truncate_ip, rotating=rotating,
+                                    level=config.log_level)
                 stream = open_log_file(path)
             except OSError as exc:
                 raise ConfigError(f"cannot open log file {path}: {exc.strerror}") from None
-    return EventLog(stream, truncate_ips=config.truncate_ip, path=path)
+    return EventLog(stream, truncate_ips=config.truncate_ip, path=path, level=config.log_level)
 
 
 class Gateway:
@@ -390,12 +392,24 @@ async def _serve_until_signal(gateway: Gateway, store: object = None) -> None:
     gateway.log.emit("stopped", **gateway.statistics())
 
 
+LOG_MAINTENANCE_INTERVAL = 3600.0  # seconds between log rotation-by-date and retention checks
+
+
+async def _maintain_log(log: EventLog) -> None:
+    """Rotate the log file by date and delete rotated files past their retention: now, then
+    hourly (a quiet gateway writes no line that would do it)."""
+    while True:
+        log.maintain()
+        await trio.sleep(LOG_MAINTENANCE_INTERVAL)
+
+
 async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             if gateway.journal is not None:
                 await nursery.start(gateway.journal.run)
             await nursery.start(serve_mqtt, gateway)
+            nursery.start_soon(_maintain_log, gateway.log)
             from .http.server import HttpStatistics
             from .http.wiring import http_limits
 

@@ -45,6 +45,15 @@ class ExitCode(IntEnum):
     ACCOUNT = 6  # gateway.accounts.cli.EXIT_ACCOUNT
 
 
+SERVE_EXAMPLES = """examples:
+  fleet-gateway serve --ca-home certs                    # MQTT on 127.0.0.1:8883, nothing stored
+  fleet-gateway serve --ca-home certs --data var/data    # + store, HTTPS API on 127.0.0.1:8443
+  fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
+  fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0 # any free port (see `listening`)
+  fleet-gateway serve --ca-home certs --metrics 127.0.0.1:9464 --log-level warning
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleet-gateway",
@@ -54,7 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fleet-gateway {_version()}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    serve = verbs.add_parser("serve", help="run the gateway until SIGTERM/SIGINT")
+    serve = verbs.add_parser(
+        "serve", help="run the gateway until SIGTERM/SIGINT",
+        description="Serve MQTT over mutual TLS (and, with --data, the HTTPS API and the "
+                    "console) until SIGTERM or SIGINT. Options: defaults, then --config, then "
+                    "these flags; `fleet-gateway check-config` prints the result.",
+        epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     check = verbs.add_parser(
         "check-config", help="print the effective configuration and check its TLS files",
         description="Load the configuration as `serve` would (defaults, --config, flags), "
@@ -74,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                           help='plain-HTTP /metrics listener for Prometheus ("off")')
         verb.add_argument("--data", type=Path, help="data folder for the store")
         verb.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
+        verb.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                          help="write lines of this level and above (default info)")
     backup = verbs.add_parser(
         "backup", help="copy the data folder's store, or restore a copy (erasures stay erased)",
         description="create: an online, consistent copy of the store (the gateway may run). "
@@ -123,6 +139,7 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
             "metrics": args.metrics,
             "data": args.data,
             "log_file": args.log_file,
+            "log_level": args.log_level,
         },
     )
     if config.ca_home is None and os.environ.get("FLEET_CA_HOME"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .logs import LOG_LEVELS
 
 DEFAULT_MQTT = "127.0.0.1:8883"
 DEFAULT_HTTP = "127.0.0.1:8443"
@@ -129,8 +130,14 @@ class GatewayConfig:
     """Log peer addresses truncated to /24 (IPv4) and /48 (IPv6): they are personal data."""
     log_max_bytes: int = 100 * 1024 * 1024
     """Rotate `log_file` past this size (0: never; leave it to an external tool and SIGHUP)."""
-    log_backups: int = 5
-    """Rotated log files kept (`log_file.1` ... `log_file.N`)."""
+    log_backups: int = 30
+    """Rotated log files kept at most (`log_file.1` ... `log_file.N`): with `log_max_bytes`,
+    the disk the log may take, (N + 1) x log_max_bytes."""
+    log_retention_days: int = 30
+    """Rotated log files older than this are deleted, so the peer addresses in them go too
+    (`log_file` itself is rotated at UTC midnight). 0: keep them (external rotation)."""
+    log_level: str = "info"
+    """Lines below this level are not written: debug, info, warning or error."""
     log_lines_per_connection: float = 10.0
     """Log lines one connection may write per second; past it they are counted and summed up
     in one `log_suppressed` line (connected/disconnected/refused/revoked always pass)."""
@@ -262,8 +269,12 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
             raise ConfigError(f"option {name!r} must be greater than 0")
     if config.max_stored_bytes_per_network < 0:
         raise ConfigError("option 'max_stored_bytes_per_network' must not be negative")
-    if config.log_max_bytes < 0 or config.log_backups < 0:
-        raise ConfigError("options 'log_max_bytes' and 'log_backups' must not be negative")
+    if config.log_max_bytes < 0 or config.log_backups < 0 or config.log_retention_days < 0:
+        raise ConfigError("options 'log_max_bytes', 'log_backups' and 'log_retention_days' "
+                          "must not be negative")
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"option 'log_level' must be one of {', '.join(LOG_LEVELS)}, "
+                          f"not {config.log_level!r}")
     if config.max_packet_size > 268_435_455:
         raise ConfigError("option 'max_packet_size' exceeds MQTT's 256 MiB limit")
     if config.byte_burst < config.max_packet_size:

@@ -1,13 +1,20 @@
 """Structured logs: one JSON object per line.
 
-Every line has `time` (RFC 3339, UTC) and `event`; connection events add `network`,
+Every line has `time` (RFC 3339, UTC), `level` and `event`; connection events add `network`,
 `client_id`, `serial` (hex) and `reason` when known, and `peer` (the remote address, truncated
 to its /24 or /48 network when `truncate_ip` is on, because addresses are personal data).
 The writer flushes each line so a crash loses no log and tests can read lines as they come.
 
-A log file is capped: past `log_max_bytes` it is rotated by the standard library's
-`RotatingFileHandler` (`log_backups` old files kept); SIGHUP still reopens it for an external
-rotation tool. Each device connection logs through a `ConnectionLog`, a token bucket of
+Each event has a level (`EVENT_LEVELS`; info unless listed): lines below `log_level` are not
+written, though in-process listeners (tests, metrics) still see them.
+
+A log file is capped and aged: past `log_max_bytes`, and at the first line (or hourly
+`maintain` call) of each UTC day, it is rotated by the standard library's
+`RotatingFileHandler` (`log_backups` old files kept); rotated files older than
+`log_retention_days` are deleted, so the peer addresses they hold are gone with them. SIGHUP
+still reopens the file for an external rotation tool.
+
+Each device connection logs through a `ConnectionLog`, a token bucket of
 `log_lines_per_connection` lines per second (burst `log_lines_burst`): lines past it are
 counted, not written, and one `log_suppressed` line (count, and per event name) follows once
 the budget refills or the connection ends. The lines that tell a connection's story
@@ -30,6 +37,22 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from .limits import TokenBucket
+
+LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+"""The levels `log_level` may name, lowest first."""
+
+EVENT_LEVELS = {
+    **dict.fromkeys(("subscribed",), "debug"),
+    **dict.fromkeys((
+        "refused", "publish_denied", "subscribe_denied", "readings_throttled",
+        "log_suppressed", "crl_expiring", "crl_ignored", "crl_signer_ignored", "crl_rejected",
+        "tls_reload_failed", "log_reopen_failed", "http_off"), "warning"),
+    **dict.fromkeys((
+        "internal_error", "http_internal_error", "ingest_failed", "accept_error",
+        "crl_expired", "status_failed"), "error"),
+}
+"""Events whose level is not info: per-connection chatter is debug, refusals and degraded
+states are warnings, what needs an operator (or is a bug) is an error."""
 
 
 def truncate_ip(address: str) -> str:
@@ -55,11 +78,53 @@ def open_log_file(path: str) -> TextIO:
     return os.fdopen(fd, "a", encoding="utf-8")
 
 
-class RotatingLogFile(logging.handlers.RotatingFileHandler):
-    """The standard library's size-based rotation, files created 0640, errors swallowed."""
+DAY = 86_400.0
 
-    def __init__(self, path: str, *, max_bytes: int, backups: int) -> None:
+
+class RotatingLogFile(logging.handlers.RotatingFileHandler):
+    """The standard library's size-based rotation, plus one rotation per UTC day and the
+    deletion of rotated files older than `retention_days` (0: none deleted). Files are
+    created 0640; errors are swallowed. `clock` gives the UTC time (tests pass their own)."""
+
+    def __init__(self, path: str, *, max_bytes: int, backups: int, retention_days: int = 0,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self.retention = retention_days * DAY
+        self.clock = clock
+        self.day = clock().date()
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - stdlib's
+        return self.clock().date() != self.day or bool(super().shouldRollover(record))
+
+    def doRollover(self) -> None:  # noqa: N802 - stdlib's name
+        super().doRollover()
+        self.day = self.clock().date()
+        self.prune()
+
+    def maintain(self) -> None:
+        """Rotate if a UTC day has begun since the last rotation, and prune: what a quiet
+        gateway needs, whose file no new line would rotate (called hourly)."""
+        with self.lock:  # type: ignore[union-attr]
+            if self.clock().date() == self.day:
+                self.prune()
+            elif self.stream is None or self.stream.tell() == 0:
+                self.day = self.clock().date()  # nothing written that day: nothing to rotate
+                self.prune()
+            else:
+                self.doRollover()
+
+    def prune(self) -> None:
+        """Delete the rotated files whose last line is older than the retention."""
+        if not self.retention:
+            return
+        oldest = self.clock().timestamp() - self.retention
+        for n in range(1, self.backupCount + 1):
+            rotated = f"{self.baseFilename}.{n}"
+            try:
+                if os.stat(rotated).st_mtime < oldest:
+                    os.unlink(rotated)
+            except OSError:
+                pass  # not there (fewer rotations so far), or already gone
 
     def _open(self) -> TextIO:  # type: ignore[override]
         return open_log_file(self.baseFilename)
@@ -95,10 +160,11 @@ class EventLog:
 
     def __init__(
         self, stream: TextIO | None = None, *, truncate_ips: bool = True,
-        path: str | None = None, rotating: RotatingLogFile | None = None,
+        path: str | None = None, rotating: RotatingLogFile | None = None, level: str = "info",
     ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._truncate = truncate_ips
+        self._level = LOG_LEVELS[level]
         self._path = path
         self._rotating = rotating
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -128,6 +194,11 @@ class EventLog:
             pass
         self.emit("log_reopened")
 
+    def maintain(self) -> None:
+        """Rotate the log file by date and delete what is past its retention (hourly)."""
+        if self._rotating is not None:
+            self._rotating.maintain()
+
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call `listener(record)` for every record (tests, metrics)."""
         self._listeners.append(listener)
@@ -136,9 +207,11 @@ class EventLog:
         return truncate_ip(address) if self._truncate else address
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Write one line; fields whose value is None are left out."""
+        """Write one line (if its level is written); fields whose value is None are left out."""
+        level = EVENT_LEVELS.get(event, "info")
         record: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": level,
             "event": event,
         }
         for key, value in fields.items():
@@ -147,6 +220,10 @@ class EventLog:
             if key == "serial" and isinstance(value, int):
                 value = format(value, "x")
             record[key] = value
+        for listener in self._listeners:
+            listener(record)
+        if LOG_LEVELS[level] < self._level:
+            return record
         line = json.dumps(record, default=str)
         if self._rotating is not None:
             self._rotating.write_line(line)
@@ -156,8 +233,6 @@ class EventLog:
                 self._stream.flush()
             except (OSError, ValueError):
                 pass  # a closed or full log stream must never take the gateway down
-        for listener in self._listeners:
-            listener(record)
         return record
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from gateway.app import open_log
 from gateway.config import load_config
-from gateway.logs import ConnectionLog, EventLog
+from gateway.errors import ConfigError
+from gateway.logs import ConnectionLog, EventLog, RotatingLogFile
 
 
 class Clock:
@@ -25,7 +30,8 @@ def lines(stream: io.StringIO) -> list[dict]:
 
 def test_lines_past_the_budget_are_counted_and_summed_up_once_it_refills():
     out, clock, counters = io.StringIO(), Clock(), Counter()
-    log = ConnectionLog(EventLog(out), rate=1.0, burst=5, counters=counters, clock=clock)
+    log = ConnectionLog(EventLog(out, level="debug"), rate=1.0, burst=5, counters=counters,
+                        clock=clock)
     for i in range(1000):
         log.emit("publish_denied", network="n", client_id="c", topic=f"$SYS/{i}")
     for _ in range(3):
@@ -76,6 +82,57 @@ def test_the_log_file_is_rotated_at_its_cap_and_old_files_kept(tmp_path):
     assert json.loads(path.read_text().splitlines()[0])["event"] == "log_reopened"
 
 
-def test_the_log_file_is_capped_by_default():
+def test_the_log_file_is_capped_and_aged_by_default():
     config = load_config(None, {})
-    assert config.log_max_bytes == 100 * 1024 * 1024 and config.log_backups == 5
+    assert (config.log_max_bytes, config.log_backups) == (100 * 1024 * 1024, 30)
+    assert (config.log_retention_days, config.log_level) == (30, "info")
+
+
+class Day:
+    """A UTC wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_the_log_file_turns_over_at_utc_midnight_and_old_files_are_deleted(tmp_path):
+    day = Day()
+    path = tmp_path / "gateway.log"
+    rotating = RotatingLogFile(str(path), max_bytes=1 << 20, backups=30, retention_days=3,
+                               clock=day)
+    log = EventLog(rotating=rotating)
+    for n in range(6):  # one line a day; each rotated file dated like its last line
+        log.emit("connected", client_id=f"day{n}", peer="192.0.2.0/24")
+        stamp = day.now.timestamp()
+        os.utime(path, (stamp, stamp))
+        day.now += timedelta(days=1)
+    log.maintain()  # a quiet day: the hourly check rotates and prunes by itself
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    # Days 0..5 were written; the retention keeps the files whose last line is < 3 days old.
+    assert kept == ["gateway.log", "gateway.log.1", "gateway.log.2", "gateway.log.3"]
+    remaining = [json.loads(line)["client_id"] for name in kept
+                 for line in (tmp_path / name).read_text().splitlines()]
+    assert sorted(remaining) == ["day3", "day4", "day5"]
+    log.maintain()  # the same day again: nothing to rotate, nothing more to delete
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+
+
+def test_lines_below_the_log_level_are_not_written_but_listeners_see_them():
+    out, seen = io.StringIO(), []
+    log = EventLog(out, level="warning")
+    log.add_listener(seen.append)
+    log.emit("subscribed", client_id="c")  # debug
+    log.emit("connected", client_id="c")  # info
+    log.emit("refused", cause="UNKNOWN_CA")  # warning
+    log.emit("internal_error", detail="bug")  # error
+    assert [(r["level"], r["event"]) for r in lines(out)] == [
+        ("warning", "refused"), ("error", "internal_error")]
+    assert [r["event"] for r in seen] == ["subscribed", "connected", "refused", "internal_error"]
+
+
+def test_a_log_level_that_does_not_exist_is_a_config_error():
+    with pytest.raises(ConfigError, match="log_level"):
+        load_config(None, {"log_level": "verbose"})
