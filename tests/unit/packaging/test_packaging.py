@@ -84,9 +84,11 @@ def test_compose_keeps_the_ca_volume_away_from_the_gateway():
     services = compose["services"]
     for name, service in services.items():
         volumes = [v.split(":")[0] for v in service.get("volumes", [])]
-        if name != "pki":
+        if name not in ("pki", "signer"):  # the CA itself, and its online signer
             assert "ca" not in volumes, f"{name} mounts the CA's key volume"
     assert services["gateway"]["read_only"] is True
+    assert services["signer"]["entrypoint"] == ["fleet-ca"]
+    assert services["signer"]["command"][0] == "serve"
 
 
 def _container_engine() -> str | None:
