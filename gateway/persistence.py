@@ -49,6 +49,7 @@ from .broker import (
     SessionKey,
     SessionState,
 )
+from .jail import Jail
 from .mqtt.packets import QoS
 from .storage.errors import StorageError, StoreClosed
 from .storage.records import (
@@ -252,7 +253,8 @@ class DurableSessionStore(MemorySessionStore):
         except BaseException:
             state.stored, state.stored_upto = count, upto
             raise
-        state.requeue(Message(f"{net}/{m.topic}", m.payload, QoS(m.qos), m.retain,
+        jail = Jail(net)
+        state.requeue(Message(jail.mount_topic(m.topic), m.payload, QoS(m.qos), m.retain,
                               ref=QueueRef(m.id)) for m in rows)
 
     def delivered(self, state: SessionState, message: Message) -> None:
@@ -312,7 +314,8 @@ async def load_broker_state(store: Any, *, max_queued: int = 1000,
         net = str(stored.network)
         networks.add(stored.network)
         state = SessionState((net, stored.client_id), False, max_queued)
-        state.subscriptions = {f"{net}/{f}": QoS(q) for f, q in stored.subscriptions}
+        jail = Jail(net)
+        state.subscriptions = {jail.mount_filter(f): QoS(q) for f, q in stored.subscriptions}
         state.stored, state.stored_upto = stored.queued_count, stored.queued_upto
         state.queued_bytes = stored.queued_bytes
         sessions.load(state)
@@ -324,8 +327,10 @@ async def load_broker_state(store: Any, *, max_queued: int = 1000,
             break
         after = page[-1].network
     for network in sorted(networks, key=str):
+        jail = Jail(str(network))
         for kept in await store.retained(network):
-            retained.load(Message(f"{network}/{kept.topic}", kept.payload, QoS(kept.qos), True))
+            retained.load(Message(jail.mount_topic(kept.topic), kept.payload, QoS(kept.qos),
+                                  True))
     broker = Broker(max_queued=max_queued, max_sessions_per_network=max_sessions_per_network,
                     max_retained_per_network=max_retained_per_network, sessions=sessions,
                     retained=retained, **limits)

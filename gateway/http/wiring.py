@@ -23,6 +23,7 @@ import trio
 
 from gateway.broker import Message
 from gateway.errors import ConfigError
+from gateway.jail import Jail
 from gateway.mqtt.packets import QoS
 from gateway.reasons import DisconnectReason
 from gateway.storage.ledger import ErasureLedger
@@ -95,7 +96,8 @@ class GatewayHooks:
         await self.store.set_retained(network, reply.topic, reply.payload, 1, now)
         if self.gateway is not None:
             self.gateway.broker.publish(
-                Message(f"{network}/{reply.topic}", reply.payload, QoS(1), True))
+                Message(Jail(str(network)).mount_topic(reply.topic), reply.payload, QoS(1),
+                        True))
             self.gateway.counters["controls_published"] += 1
             journal = getattr(self.gateway, "journal", None)
             if journal is not None:  # copies queued for offline sessions are stored too
@@ -143,7 +145,7 @@ class GatewayHooks:
 
     def _forget_broker_state(self, network: UUID) -> None:
         broker, net = self.gateway.broker, str(network)
-        for message in broker.retained.matching(f"{net}/#"):
+        for message in broker.retained.matching(Jail(net).mount_filter("#")):
             broker.retained.clear(message.topic)
         for state in [s for s in broker.sessions.all() if s.key[0] == net]:
             for topic_filter in list(state.subscriptions):
