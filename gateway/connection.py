@@ -137,15 +137,9 @@ class Connection:
                     if self.reason is None:
                         self.reason = DisconnectReason.CONNECTION_LOST
                 except Exception as exc:  # a bug or a failed store: this connection only
-                    gw.counters["internal_errors"] += 1
-                    gw.log.emit("internal_error", detail=f"{type(exc).__name__}: {exc}",
-                                client_id=self.client_id)
-                    if self.reason is None:
-                        self.reason = DisconnectReason.CONNECTION_LOST
-                        self.detail = "internal error"
+                    self._bug(exc)
         except BaseException:
-            # Only cancellation gets here (as Cancelled or a group of them): the gateway
-            # is stopping.
+            # Only cancellation gets here (Cancelled, or a group of them): the gateway stops.
             if self.reason is None:
                 self.reason = DisconnectReason.SERVER_SHUTDOWN
             raise
@@ -154,9 +148,7 @@ class Connection:
                 try:
                     self._cleanup()
                 except Exception as exc:  # never let one connection's end stop the server
-                    gw.counters["internal_errors"] += 1
-                    gw.log.emit("internal_error", detail=f"cleanup: {type(exc).__name__}: {exc}",
-                                client_id=self.client_id)
+                    self._bug(exc, "cleanup: ")
                 self.log.finish()  # the summary of suppressed lines, if any
                 self.finished.set()
                 with trio.move_on_after(CLOSE_GRACE):
@@ -165,6 +157,13 @@ class Connection:
                     with trio.move_on_after(CLOSE_GRACE):
                         await gw.record_status(self, connected=False)
             gw.connection_closed(self)
+
+    def _bug(self, exc: Exception, where: str = "") -> None:
+        """An unexpected exception: it ends this connection only, logged with its type."""
+        self.gateway.counters["internal_errors"] += 1
+        self.gateway.log.emit("internal_error", detail=f"{where}{type(exc).__name__}: {exc}",
+                              client_id=self.client_id)
+        self.close(DisconnectReason.CONNECTION_LOST, "internal error")
 
     async def _aclose(self) -> None:
         try:
@@ -517,11 +516,13 @@ class Connection:
                     await self._flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.close(DisconnectReason.CONNECTION_LOST, "send failed")
-        except Exception as exc:  # a StorageError means "not stored": never acknowledge it
+        except StorageError as exc:  # not stored: never acknowledge it
             gw.counters["ingest_failures"] += 1
             self.log.emit("ingest_failed", network=self.identity and self.identity.network,
                           client_id=self.client_id, detail=f"{type(exc).__name__}: {exc}")
             self.close(DisconnectReason.CONNECTION_LOST, "ingest failed")
+        except Exception as exc:  # a bug, never "ingest failed"; nothing acknowledged either
+            self._bug(exc)
         finally:
             self._acker_done.set()
 

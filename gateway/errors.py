@@ -7,6 +7,11 @@
 - `JailViolation`: a topic that would leave the device's namespace (`$`-topics, escapes).
 - `ConnectionEnds`: one device connection must close for a `DisconnectReason`; raised inside
   a connection's tasks, it never leaves them.
+
+The packages' own trees hang below `GatewayError` too: `gateway.storage.StorageError`,
+`gateway.ingest.IngestError`, `gateway.http.errors.HttpApiError` and
+`gateway.accounts.AccountError`. The sans-IO `gateway.mqtt` keeps its own root, `MQTTError`,
+so that it imports nothing from the service around it.
 """
 
 from __future__ import annotations

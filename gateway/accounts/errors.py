@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import GatewayError
 
-class AccountError(Exception):
+
+class AccountError(GatewayError):
     """Base of every error this package raises on purpose."""
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from ..errors import GatewayError
+
 
 class RejectCode(StrEnum):
     """Why a reading or command was not stored (stable tokens: firmware may match on them)."""
@@ -30,7 +32,7 @@ class RejectCode(StrEnum):
     QUOTA = "QUOTA"  # the network's stored data reached max_stored_bytes_per_network
 
 
-class IngestError(Exception):
+class IngestError(GatewayError):
     """Root of every error raised by `gateway.ingest`."""
 
 

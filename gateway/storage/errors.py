@@ -11,8 +11,10 @@ a declaration over the network-wide caps raises `gateway.ingest.DeclarationRejec
 
 from __future__ import annotations
 
+from ..errors import GatewayError
 
-class StorageError(Exception):
+
+class StorageError(GatewayError):
     """Root of every error raised by `gateway.storage`."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 import trio
 from gwhelpers import MQTTTestClient
 
@@ -18,6 +19,7 @@ from gateway.mqtt.packets import (
     SubAck,
     Subscribe,
 )
+from gateway.storage.errors import StorageError
 
 OK = ConnAck(ConnectReturnCode.ACCEPTED, False)
 
@@ -39,7 +41,7 @@ class HeldPending:
     async def wait(self):
         await self.ingest.release.wait()
         if self.ingest.fail:
-            raise RuntimeError("store unavailable")
+            raise self.ingest.fail
         return self.replies
 
 
@@ -51,7 +53,7 @@ class HeldIngest:
         self.calls: list[tuple] = []
         self.called = trio.Event()
         self.release = trio.Event()
-        self.fail = False
+        self.fail: Exception | None = None  # what the batch's wait raises, if anything
 
     async def submit_many(self, network, client_id, messages, now):
         self.calls.append((str(network), client_id, list(messages)))
@@ -96,11 +98,16 @@ async def test_acknowledgements_keep_the_order_of_the_publishes(start_gateway, n
     assert [await client.receive() for _ in ids] == [PubAck(i) for i in ids]
 
 
+@pytest.mark.parametrize(("failure", "event", "detail"), [
+    (StorageError("store unavailable"), "ingest_failed", "StorageError: store unavailable"),
+    # A bug is logged as one, never as a failed store; it still acknowledges nothing.
+    (RuntimeError("a bug"), "internal_error", "RuntimeError: a bug"),
+])
 async def test_failed_ingest_closes_only_that_connection_without_acknowledging(
-    start_gateway, net_a, net_b
+    start_gateway, net_a, net_b, failure, event, detail
 ):
     ingest = HeldIngest()
-    ingest.fail = True
+    ingest.fail = failure
     ingest.release.set()
     running = await start_gateway(ingest=ingest)
     bystander = await MQTTTestClient.open(running, net_b)
@@ -109,8 +116,9 @@ async def test_failed_ingest_closes_only_that_connection_without_acknowledging(
     assert await client.connect("dev") == OK
     await client.send(Publish("report/t", b"1", QoS.AT_LEAST_ONCE, packet_id=1))
     assert await client.receive() is None  # closed, and no PUBACK came first
-    record = await running.logs.wait("ingest_failed")
-    assert record["detail"] == "RuntimeError: store unavailable"
+    record = await running.logs.wait(event)
+    assert record["detail"] == detail
+    assert running.gateway.counters["ingest_failures"] == (event == "ingest_failed")
     await bystander.send(PingReq())
     assert await bystander.receive() == PingResp()
 
