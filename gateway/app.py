@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Container, Sequence
@@ -28,7 +29,7 @@ from .config import GatewayConfig
 from .errors import ConfigError
 from .latency import Latencies
 from .limits import ConnectionLimits, NetworkRates, PendingPool, SourceRates, TokenBucket
-from .logs import EventLog, RotatingLogFile, open_log_file
+from .logs import DAY, EventLog, RotatingLogFile, open_log_file
 from .reasons import DisconnectReason
 from .tls import TLSContexts
 
@@ -395,12 +396,13 @@ async def _serve_until_signal(gateway: Gateway, store: object = None) -> None:
 LOG_MAINTENANCE_INTERVAL = 3600.0  # seconds between log rotation-by-date and retention checks
 
 
-async def _maintain_log(log: EventLog) -> None:
+async def _maintain_log(log: EventLog, *, clock: Callable[[], float] = time.time) -> None:
     """Rotate the log file by date and delete rotated files past their retention: now, then
-    hourly (a quiet gateway writes no line that would do it)."""
+    just after each UTC midnight and at least hourly (a quiet gateway writes no line that
+    would do it). `clock`: the wall clock in epoch seconds."""
     while True:
         log.maintain()
-        await trio.sleep(LOG_MAINTENANCE_INTERVAL)
+        await trio.sleep(min(LOG_MAINTENANCE_INTERVAL, DAY - clock() % DAY + 1.0))
 
 
 async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:

@@ -115,7 +115,8 @@ class Restored:
     erasures_reapplied: int
 
 
-async def restore_backup(backup: Path, data: Path, ledger: ErasureLedger) -> Restored:
+async def restore_backup(backup: Path, data: Path, ledger: ErasureLedger, *,
+                         progress: Progress | None = None) -> Restored:
     """Replace the store in `data` by the backup's, then re-apply later erasures.
 
     The gateway must not be running on `data`. Raises StorageError (nothing is replaced
@@ -131,7 +132,9 @@ async def restore_backup(backup: Path, data: Path, ledger: ErasureLedger) -> Res
         src = sqlite3.connect(f"file:{backup / DB_NAME}?mode=ro", uri=True)
         dst = sqlite3.connect(staged)
         try:
-            src.backup(dst)
+            src.backup(dst, pages=PAGES_PER_STEP,
+                       progress=(lambda _s, left, total: progress(total - left, total))
+                       if progress else None)
         finally:
             dst.close()
             src.close()

@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from enum import IntEnum
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TypeVar
@@ -51,6 +52,7 @@ SERVE_EXAMPLES = """examples:
   fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
   fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0 # any free port (see `listening`)
   fleet-gateway serve --ca-home certs --metrics 127.0.0.1:9464 --log-level warning
+  kill -HUP <pid>   # reload the TLS files and the CRL, reopen the log file (no restart)
 """
 
 
@@ -67,13 +69,17 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="run the gateway until SIGTERM/SIGINT",
         description="Serve MQTT over mutual TLS (and, with --data, the HTTPS API and the "
                     "console) until SIGTERM or SIGINT. Options: defaults, then --config, then "
-                    "these flags; `fleet-gateway check-config` prints the result.",
+                    "these flags; `fleet-gateway check-config` prints the result. SIGHUP "
+                    "reloads the TLS files and the CRL and reopens the log file.",
         epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     check = verbs.add_parser(
         "check-config", help="print the effective configuration and check its TLS files",
         description="Load the configuration as `serve` would (defaults, --config, flags), "
                     "load its TLS files, and print every option as TOML. Exit 0 when "
-                    "`serve` would start with it, 3 with the reason otherwise.")
+                    "`serve` would start with it, 3 with the reason otherwise.",
+        epilog="example:\n  fleet-gateway check-config --config /etc/fleetgate/gateway.toml "
+               "--log-level debug\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     for verb in (serve, check):
         verb.add_argument("--config", type=Path, help="TOML config file (flags override it)")
         verb.add_argument("--ca-home", type=Path,
@@ -88,13 +94,20 @@ def _parser() -> argparse.ArgumentParser:
                           help='plain-HTTP /metrics listener for Prometheus ("off")')
         verb.add_argument("--data", type=Path, help="data folder for the store")
         verb.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
-        verb.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                          help="write lines of this level and above (default info)")
+        # Checked with the config (not argparse `choices`): a wrong value is a configuration
+        # error, one line and exit 3, whether it came from the flag or the file.
+        verb.add_argument("--log-level", metavar="LEVEL",
+                          help="write lines of this level and above: debug, info (default), "
+                               "warning or error")
     backup = verbs.add_parser(
         "backup", help="copy the data folder's store, or restore a copy (erasures stay erased)",
         description="create: an online, consistent copy of the store (the gateway may run). "
                     "restore: put a copy back (stop the gateway first) and re-apply every "
-                    "erasure recorded after the copy was taken.")
+                    "erasure recorded after the copy was taken.",
+        epilog="examples:\n"
+               "  fleet-gateway backup create /backup/2026-12-05 --data /var/lib/fleetgate\n"
+               "  fleet-gateway backup restore /backup/2026-12-05 --data /var/lib/fleetgate\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     backup.add_argument("action", choices=("create", "restore"))
     backup.add_argument("folder", type=Path, help="the backup folder (create: new or empty)")
     backup.add_argument("--config", type=Path, help="TOML config file (for data and the ledger)")
@@ -106,7 +119,11 @@ def _parser() -> argparse.ArgumentParser:
         description="add-operator: create an operator account in <data>/accounts.db "
                     "(the password from a prompt, or the first line of --password-file). "
                     "rotate-key: encrypt every account under a fresh data key (stop the "
-                    "gateway first).")
+                    "gateway first).",
+        epilog="examples:\n"
+               "  fleet-gateway account add-operator alice@example.com --data /var/lib/fleetgate\n"
+               "  fleet-gateway account rotate-key --data /var/lib/fleetgate\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     account.add_argument("action", choices=("add-operator", "rotate-key"))
     account.add_argument("email", nargs="?")
     account.add_argument("--config", type=Path, help="TOML config file (for data)")
@@ -187,7 +204,9 @@ def _backup(args: argparse.Namespace) -> int:
             print(f"backup of {config.data} in {args.folder} "
                   f"(taken at {manifest.taken_at.isoformat()})")
         else:
-            restored = trio.run(restore_backup, args.folder, config.data, ledger)
+            with _progress_bar("restoring the store") as progress:
+                restored = trio.run(partial(restore_backup, args.folder, config.data, ledger,
+                                            progress=progress))
             print(f"restored {config.data} from {args.folder} (taken at "
                   f"{restored.manifest.taken_at.isoformat()}); re-applied "
                   f"{restored.erasures_reapplied} later erasure(s) from {ledger.path}")

@@ -24,6 +24,7 @@ connection) bypass the budget, so they are never lost.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -84,20 +85,36 @@ DAY = 86_400.0
 class RotatingLogFile(logging.handlers.RotatingFileHandler):
     """The standard library's size-based rotation, plus one rotation per UTC day and the
     deletion of rotated files older than `retention_days` (0: none deleted). Files are
-    created 0640; errors are swallowed. `clock` gives the UTC time (tests pass their own)."""
+    created 0640; errors are swallowed. `clock` gives the UTC time (tests pass their own).
+
+    A rotated file's mtime is its newest line's time on `clock`, and a file found at start
+    is dated by its last write (a gateway restarted after days away rotates it at once), so
+    the retention counts from the lines' own times. With no backups kept, a rotation drops
+    the lines (the file is opened O_APPEND: renaming is the only way it shrinks)."""
 
     def __init__(self, path: str, *, max_bytes: int, backups: int, retention_days: int = 0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self.retention = retention_days * DAY
         self.clock = clock
-        self.day = clock().date()
+        found = os.fstat(self.stream.fileno())
+        self.last_line = found.st_mtime if found.st_size else clock().timestamp()
+        self.day = datetime.fromtimestamp(self.last_line, UTC).date()
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - stdlib's
         return self.clock().date() != self.day or bool(super().shouldRollover(record))
 
     def doRollover(self) -> None:  # noqa: N802 - stdlib's name
-        super().doRollover()
+        if self.backupCount > 0:
+            super().doRollover()
+            with contextlib.suppress(OSError):  # dated by its newest line, on our clock
+                os.utime(f"{self.baseFilename}.1", (self.last_line, self.last_line))
+        else:  # no old file kept: the lines go
+            if self.stream is not None:
+                self.stream.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.baseFilename)
+            self.stream = self._open()
         self.day = self.clock().date()
         self.prune()
 
@@ -118,13 +135,20 @@ class RotatingLogFile(logging.handlers.RotatingFileHandler):
         if not self.retention:
             return
         oldest = self.clock().timestamp() - self.retention
-        for n in range(1, self.backupCount + 1):
-            rotated = f"{self.baseFilename}.{n}"
+        folder, base = os.path.split(self.baseFilename)
+        try:
+            entries = list(os.scandir(folder or "."))
+        except OSError:
+            return
+        for entry in entries:  # every `base.N`: also those a larger log_backups left
+            number = entry.name.removeprefix(base + ".")
+            if number == entry.name or not number.isdigit():
+                continue
             try:
-                if os.stat(rotated).st_mtime < oldest:
-                    os.unlink(rotated)
+                if entry.stat().st_mtime < oldest:
+                    os.unlink(entry.path)
             except OSError:
-                pass  # not there (fewer rotations so far), or already gone
+                pass  # already gone
 
     def _open(self) -> TextIO:  # type: ignore[override]
         return open_log_file(self.baseFilename)
@@ -148,6 +172,7 @@ class RotatingLogFile(logging.handlers.RotatingFileHandler):
 
     def write_line(self, line: str) -> None:
         self.handle(logging.makeLogRecord({"msg": line}))
+        self.last_line = self.clock().timestamp()
 
 
 class EventLog:
@@ -206,9 +231,17 @@ class EventLog:
     def peer(self, address: str) -> str:
         return truncate_ip(address) if self._truncate else address
 
-    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Write one line (if its level is written); fields whose value is None are left out."""
+    def writes(self, event: str) -> bool:
+        """Whether a line of `event` is written at this log's level."""
+        return LOG_LEVELS[EVENT_LEVELS.get(event, "info")] >= self._level
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any] | None:
+        """Write one line (if its level is written); fields whose value is None are left out.
+        Returns the record; None when it is below the level and no listener wants it (then
+        it costs two dict lookups, nothing is built)."""
         level = EVENT_LEVELS.get(event, "info")
+        if LOG_LEVELS[level] < self._level and not self._listeners:
+            return None
         record: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": level,
@@ -265,7 +298,12 @@ class ConnectionLog:
         return self._log.peer(address)
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any] | None:
-        """Write one line if the budget allows; return it, or None if it was suppressed."""
+        """Write one line if the budget allows; return it, or None if it was suppressed.
+
+        A line below the log's level is not written, so it spends no budget (and is never
+        counted as suppressed): the listeners still get it."""
+        if not self._log.writes(event):
+            return self._log.emit(event, **fields)
         if event in ESSENTIAL_EVENTS:
             self.finish()
             return self._log.emit(event, **fields)

@@ -245,3 +245,53 @@ def test_ca_home_comes_from_fleet_ca_home_when_not_given(tmp_path):
     env = {**os.environ, "FLEET_CA_HOME": str(tmp_path / "from-env")}
     result = _run("serve", env=env)
     _one_line_error(result, 3, f"CA home not found: {tmp_path / 'from-env'}")
+
+
+async def test_log_level_info_leaves_routine_lines_out_and_debug_writes_them(
+        gateway_process, net_a):
+    from gateway.mqtt.packets import QoS, SubAck, Subscribe
+
+    for level, written in ((None, False), ("debug", True)):
+        process = gateway_process(*(("--log-level", level) if level else ()))
+        running = _running(await process.await_line("listening"))
+        client = await MQTTTestClient.open(running, net_a)
+        assert await client.connect("levels") == ConnAck(ConnectReturnCode.ACCEPTED, False)
+        await client.send(Subscribe(1, (("a/#", QoS.AT_MOST_ONCE),)))
+        assert await client.receive() == SubAck(1, (0,))
+        await client.aclose()
+        # Lines come in order: once `disconnected` is out, `subscribed` was or never will be.
+        await process.await_line("disconnected", client_id="levels")
+        events = [r["event"] for r in process.lines]
+        assert ("subscribed" in events) is written, events
+        assert {r["level"] for r in process.lines if r["event"] == "connected"} == {"info"}
+        process.stop()
+
+
+def test_a_wrong_log_level_is_one_line_and_exit_3(pki, tmp_path):
+    for verb in ("serve", "check-config"):
+        result = _run(verb, "--ca-home", str(pki.path), "--mqtt", "127.0.0.1:0",
+                      "--log-level", "loud")
+        _one_line_error(result, 3, "'log_level' must be one of debug, info, warning, error")
+    config = tmp_path / "gw.toml"
+    config.write_text('[log]\nlog_level = "verbose"\n')
+    result = _run("serve", "--ca-home", str(pki.path), "--config", str(config))
+    _one_line_error(result, 3, "not 'verbose'")
+
+
+def test_check_config_shows_the_log_level_and_retention(pki):
+    result = _run("check-config", "--ca-home", str(pki.path), "--log-level", "warning")
+    assert result.returncode == 0, result.stderr
+    assert 'log_level = "warning"' in result.stdout.splitlines()
+    assert "log_retention_days = 30" in result.stdout.splitlines()
+
+
+def test_every_verbs_help_shows_examples():
+    serve = _run("serve", "--help")
+    assert serve.returncode == 0
+    assert "--log-level LEVEL" in serve.stdout and "examples:" in serve.stdout
+    assert "fleet-gateway serve --config /etc/fleetgate/gateway.toml" in serve.stdout
+    assert "kill -HUP" in serve.stdout  # SIGHUP's meaning where an operator looks
+    for verb in ("check-config", "backup", "account"):
+        result = _run(verb, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "example" in result.stdout and f"fleet-gateway {verb} " in result.stdout, verb

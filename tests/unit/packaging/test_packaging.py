@@ -63,7 +63,9 @@ def test_gateway_unit_is_hardened():
     assert settings["ProtectSystem"] == "strict"
     assert settings["CapabilityBoundingSet"] == ""
     assert settings["User"] == "fleetgate"
-    assert "ExecReload" in settings  # SIGHUP: reopen logs, reload TLS files
+    # `systemctl reload` = SIGHUP, which the gateway handles: reopen logs, reload TLS files
+    # and the CRL (gateway.revocation.watch_tls_files; tests/integration/gateway/test_cli.py).
+    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
 
 
 def _final_stage(dockerfile: str) -> list[str]:
