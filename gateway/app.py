@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 _MESSAGES_IN = ("messages_in_qos0", "messages_in_qos1", "messages_in_qos2")
 
 
-class Reply(Protocol):
+class ReplyMessage(Protocol):
     """A message ingest asks the gateway to publish into the device's jail."""
 
     topic: str  # device-relative
@@ -50,29 +50,29 @@ class Reply(Protocol):
     retain: bool
 
 
-class Pending(Protocol):
+class PendingBatch(Protocol):
     """A submitted batch: `wait()` returns its replies once what must be durable is;
     `readings`: how many readings it queued (the per-network readings rate counts them)."""
 
     readings: int
 
-    async def wait(self) -> Sequence[Reply]: ...
+    async def wait(self) -> Sequence[ReplyMessage]: ...
 
 
-class Ingest(Protocol):
+class IngestPort(Protocol):
     """Takes inbound application messages before they are acknowledged (`gateway.ingest`).
 
     `submit_many` gets every PUBLISH decoded from one socket read (device-relative topics)
-    and waits only for queue room (backpressure); `Pending.wait()` raising means "not
+    and waits only for queue room (backpressure); `PendingBatch.wait()` raising means "not
     stored": the connection closes without acknowledging, so the device sends them again.
     """
 
     async def submit_many(self, network: uuid.UUID, client_id: str,
                           messages: Sequence[tuple[str, bytes, int]],
-                          now: datetime) -> Pending: ...
+                          now: datetime) -> PendingBatch: ...
 
 
-class ConnectionStatus(Protocol):
+class StatusPort(Protocol):
     """Where connection status per network is kept (the store of `gateway.storage`)."""
 
     async def connected(self, network: uuid.UUID, client_id: str, cert_serial: str | None,
@@ -117,8 +117,8 @@ class Gateway:
         config: GatewayConfig,
         *,
         log: EventLog | None = None,
-        ingest: Ingest | None = None,
-        status: ConnectionStatus | None = None,
+        ingest: IngestPort | None = None,
+        status: StatusPort | None = None,
         broker: Broker | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -177,16 +177,16 @@ class Gateway:
             await self.journal.wait_durable(mark)
 
     async def submit(self, connection: Connection, messages: list[Message],
-                     mark: int | None = None) -> Pending | None:
+                     mark: int | None = None) -> PendingBatch | None:
         """The one place inbound messages meet ingest: hand over one read's publishes.
 
         `mark`: routing them changed the broker's durable state up to this journal mark
         (retained, queued for offline sessions); the acknowledgements wait for it too.
         Returns None without ingest and mark (routing is all there is: the caller
-        acknowledges at once), else the `Pending` whose `wait()` the caller awaits before
+        acknowledges at once), else the `PendingBatch` whose `wait()` the caller awaits before
         acknowledging.
         """
-        pending: Pending | None = None
+        pending: PendingBatch | None = None
         if self.ingest is not None:
             identity, jail = connection.identity, connection.jail
             assert identity is not None and jail is not None
@@ -299,13 +299,13 @@ class Gateway:
 
 
 class _Durable:
-    """A `Pending` that also waits for the broker journal up to `mark`."""
+    """A `PendingBatch` that also waits for the broker journal up to `mark`."""
 
-    def __init__(self, pending: Pending | None, journal: Journal, mark: int) -> None:
+    def __init__(self, pending: PendingBatch | None, journal: Journal, mark: int) -> None:
         self.pending, self.journal, self.mark = pending, journal, mark
         self.readings = pending.readings if pending is not None else 0
 
-    async def wait(self) -> Sequence[Reply]:
+    async def wait(self) -> Sequence[ReplyMessage]:
         replies = await self.pending.wait() if self.pending is not None else ()
         await self.journal.wait_durable(self.mark)
         return replies

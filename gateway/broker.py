@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .mqtt.packets import QoS
-from .mqtt.session import SessionState as ProtocolSessionState
+from .mqtt.session import ProtocolSessionState
 from .mqtt.topics import SubscriptionTree
 from .reasons import DisconnectReason
 from .retained import RetainedTree, retained_size

@@ -46,11 +46,11 @@ def retained_size(message: Retainable) -> int:
     return len(message.payload) + len(message.topic)
 
 
-class _Node(Generic[M]):
+class _RetainedNode(Generic[M]):
     __slots__ = ("children", "message")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node[M]] = {}
+        self.children: dict[str, _RetainedNode[M]] = {}
         self.message: M | None = None
 
 
@@ -58,7 +58,7 @@ class RetainedTree(Generic[M]):
     """At most one message per mounted topic, with per-network counts and bytes."""
 
     def __init__(self) -> None:
-        self._root: _Node[M] = _Node()
+        self._root: _RetainedNode[M] = _RetainedNode()
         self._count: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
 
@@ -68,7 +68,7 @@ class RetainedTree(Generic[M]):
         for level in message.topic.split("/"):
             child = node.children.get(level)
             if child is None:
-                child = node.children[level] = _Node()
+                child = node.children[level] = _RetainedNode()
             node = child
         network = message.topic.partition("/")[0]
         old = node.message
@@ -81,7 +81,7 @@ class RetainedTree(Generic[M]):
 
     def clear(self, topic: str) -> None:
         """Forget the message retained for `topic` (none: nothing happens)."""
-        path: list[tuple[_Node[M], str]] = []
+        path: list[tuple[_RetainedNode[M], str]] = []
         node = self._root
         for level in topic.split("/"):
             child = node.children.get(level)
@@ -106,7 +106,7 @@ class RetainedTree(Generic[M]):
             del parent.children[level]
 
     def get(self, topic: str) -> M | None:
-        node: _Node[M] | None = self._root
+        node: _RetainedNode[M] | None = self._root
         for level in topic.split("/"):
             node = node.children.get(level)
             if node is None:
@@ -135,7 +135,7 @@ class RetainedTree(Generic[M]):
         pattern = topic_filter.split("/")
         last = len(pattern)
         # Depth-first with an explicit stack: topics may have thousands of levels.
-        stack: list[tuple[_Node[M], int]] = [(self._root, 0)]
+        stack: list[tuple[_RetainedNode[M], int]] = [(self._root, 0)]
         while stack:
             node, depth = stack.pop()
             if depth == last:
@@ -155,7 +155,7 @@ class RetainedTree(Generic[M]):
                     stack.append((child, depth + 1))
 
     @staticmethod
-    def _subtree(node: _Node[M], *, skip_dollar: bool) -> Iterator[M]:
+    def _subtree(node: _RetainedNode[M], *, skip_dollar: bool) -> Iterator[M]:
         """`node`'s own message (the `#` parent level) and every message below it."""
         if node.message is not None:
             yield node.message

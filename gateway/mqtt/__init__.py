@@ -38,7 +38,7 @@ from .packets import (
     Unsubscribe,
     Will,
 )
-from .session import ConnectionStatistics, ServerConnection, SessionState
+from .session import ConnectionStatistics, ProtocolSessionState, ServerConnection
 from .topics import SubscriptionTree, topic_matches, validate_topic_filter, validate_topic_name
 
 __all__ = [
@@ -70,7 +70,7 @@ __all__ = [
     "QoS",
     "RemoteProtocolError",
     "ServerConnection",
-    "SessionState",
+    "ProtocolSessionState",
     "SubAck",
     "Subscribe",
     "SubscribeReceived",

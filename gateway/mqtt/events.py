@@ -14,7 +14,7 @@ application decision does, and the application answers with the matching method:
 | `DeliveryComplete`    | nothing (drop the message from its outbound queue)   |
 | `Disconnected`        | publish the will if not graceful; close the socket   |
 
-It also hands out two values: `SessionState` (what a persistent session keeps across
+It also hands out two values: `ProtocolSessionState` (what a persistent session keeps across
 connections) and `ConnectionStatistics` (queue sizes).
 """
 
@@ -121,7 +121,7 @@ Event = (
 
 
 @dataclass(frozen=True, slots=True)
-class SessionState:
+class ProtocolSessionState:
     """What a persistent session (clean_session=0) keeps across connections (4.1).
 
     Attributes:

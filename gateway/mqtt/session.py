@@ -70,8 +70,8 @@ from .events import (
     DeliveryComplete,
     Disconnected,
     Event,
+    ProtocolSessionState,
     PublishReceived,
-    SessionState,
     SubscribeReceived,
     UnsubscribeReceived,
 )
@@ -194,9 +194,9 @@ class ServerConnection:
             return False
         return qos == _QOS0 or len(self._outbound) < self._max_inflight
 
-    def session_state(self) -> SessionState:
+    def session_state(self) -> ProtocolSessionState:
         """What a persistent session must keep if this connection ends now."""
-        return SessionState(
+        return ProtocolSessionState(
             outbound=tuple(self._outbound.values()),
             inbound_awaiting_pubrel=frozenset(self._awaiting_pubrel),
             next_packet_id=self._next_id,
@@ -281,13 +281,14 @@ class ServerConnection:
 
     # ---------------------------------------------------------------- the CONNECT answer
 
-    def accept(self, *, session_present: bool = False, resume: SessionState | None = None) -> None:
+    def accept(self, *, session_present: bool = False,
+               resume: ProtocolSessionState | None = None) -> None:
         """Queue CONNACK 0 (section 3.2); the state becomes CONNECTED.
 
         Args:
             session_present: the server holds a session for this client id
                 (MQTT-3.2.2-2); must be False for clean_session=1 (MQTT-3.2.2-1).
-            resume: that session's `SessionState`: its unfinished outbound messages are
+            resume: that session's `ProtocolSessionState`: its unfinished outbound messages are
                 re-sent right after the CONNACK with their original identifiers, PUBLISH
                 with DUP=1, and PUBREL as is (MQTT-4.4.0-1, MQTT-3.3.1-1).
 

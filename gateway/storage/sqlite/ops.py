@@ -356,7 +356,7 @@ class Control:
 
 
 @dataclass(frozen=True, slots=True)
-class Connected:
+class MarkConnected:
     network: UUID
     client_id: str
     cert_serial: str | None
@@ -381,7 +381,7 @@ class Connected:
 
 
 @dataclass(frozen=True, slots=True)
-class Disconnected:
+class MarkDisconnected:
     network: UUID
     client_id: str
     reason: str
@@ -475,6 +475,6 @@ def report_count(op: Any) -> int:
 
 
 __all__ = [
-    "Connected", "Control", "Declare", "Disconnected", "Erase", "Reports", "ResetConnections",
-    "Seen", "UnknownValue", "WriteSide", "from_us", "report_count",
+    "Control", "Declare", "Erase", "MarkConnected", "MarkDisconnected", "Reports",
+    "ResetConnections", "Seen", "UnknownValue", "WriteSide", "from_us", "report_count",
 ]

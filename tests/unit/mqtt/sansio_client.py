@@ -37,7 +37,7 @@ from gateway.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from gateway.mqtt.session import ServerConnection, SessionState
+from gateway.mqtt.session import ProtocolSessionState, ServerConnection
 
 
 class SansIOClient:
@@ -218,7 +218,7 @@ def connected_pair(
     client: SansIOClient | None = None,
     *,
     session_present: bool = False,
-    resume: SessionState | None = None,
+    resume: ProtocolSessionState | None = None,
     now: float = 0.0,
     **server_options: int,
 ) -> tuple[SansIOClient, ServerConnection]:

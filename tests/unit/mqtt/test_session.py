@@ -18,6 +18,7 @@ from gateway.mqtt import (
     LocalProtocolError,
     PacketTooLarge,
     PingReq,
+    ProtocolSessionState,
     PubAck,
     PubComp,
     Publish,
@@ -27,7 +28,6 @@ from gateway.mqtt import (
     QoS,
     RemoteProtocolError,
     ServerConnection,
-    SessionState,
 )
 from gateway.mqtt.codec import decode, encode
 
@@ -126,10 +126,10 @@ def test_resume_needs_session_present():
     server.receive_data(encode(Connect("d", clean_session=False)), 0.0)
     drain(server)
     with pytest.raises(LocalProtocolError):
-        server.accept(resume=SessionState())
+        server.accept(resume=ProtocolSessionState())
     with pytest.raises(LocalProtocolError):
-        server.accept(session_present=True, resume=SessionState(next_packet_id=0))
-    server.accept(session_present=True, resume=SessionState())
+        server.accept(session_present=True, resume=ProtocolSessionState(next_packet_id=0))
+    server.accept(session_present=True, resume=ProtocolSessionState())
     assert decode(server.data_to_send()) == ConnAck(ConnectReturnCode.ACCEPTED, True)
 
 
@@ -147,7 +147,7 @@ def test_a_bad_resumed_session_is_refused_before_anything_is_queued(outbound):
     server.receive_data(encode(Connect("d", clean_session=False)), 0.0)
     drain(server)
     with pytest.raises(LocalProtocolError):
-        server.accept(session_present=True, resume=SessionState(outbound))
+        server.accept(session_present=True, resume=ProtocolSessionState(outbound))
     assert server.state is ConnectionState.CONNECT_RECEIVED
     assert server.data_to_send() == b""
 
@@ -224,7 +224,7 @@ def test_outbound_packet_ids_wrap_and_skip_ids_in_use():
     server.receive_data(encode(Connect("d", clean_session=False)), 0.0)
     drain(server)
     held = Publish("t", b"held", Q1, packet_id=1)
-    server.accept(session_present=True, resume=SessionState((held,), frozenset(), 0xFFFF))
+    server.accept(session_present=True, resume=ProtocolSessionState((held,), frozenset(), 0xFFFF))
     assert server.publish("t", b"x", Q1) == 0xFFFF
     assert server.publish("t", b"y", Q1) == 2  # 1 is still in flight
 

@@ -29,11 +29,11 @@ from gateway.mqtt import (
     ConnectReceived,
     DeliveryComplete,
     Disconnected,
+    ProtocolSessionState,
     Publish,
     PublishReceived,
     QoS,
     ServerConnection,
-    SessionState,
     SubscribeReceived,
     UnsubscribeReceived,
 )
@@ -47,7 +47,7 @@ class ClientServerPair(RuleBasedStateMachine):
         super().__init__()
         self.client = SansIOClient("device-1", clean_session=False)
         self.server: ServerConnection | None = None
-        self.stored: SessionState | None = None
+        self.stored: ProtocolSessionState | None = None
         self.now = 0.0
         self.counter = 0
         # The application's side.
