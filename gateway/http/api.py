@@ -25,9 +25,9 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from gateway.ingest.errors import ReadingRejected, RejectCode
-from gateway.ingest.model import ValueType
 from gateway.ingest.readings import parse_timestamp
-from gateway.ingest.tree import StateKind
+from gateway.model.declarations import ValueType
+from gateway.model.tree import StateKind
 from gateway.storage.records import StateRecord
 
 from . import documents as doc

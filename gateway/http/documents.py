@@ -11,8 +11,8 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.ingest.model import BlobType, NumberType, ValueType
-from gateway.ingest.tree import NetworkTree, ValueNode
+from gateway.model.declarations import BlobType, NumberType, ValueType
+from gateway.model.tree import NetworkTree, ValueNode
 from gateway.storage.records import (
     ConnectionEvent,
     ConnectionStatus,

@@ -1,8 +1,6 @@
 """The error tree of `gateway.ingest`.
 
 - `IngestError`: root.
-- `DeclarationRejected`: a `model` declaration that cannot be accepted; `reasons` lists every
-  problem found (capped at `Limits.max_reasons`), each a short sentence naming the JSON path.
 - `ReadingRejected`: one reading (or a control command) that cannot be stored; `code` is a
   stable token for the device's `errors` topic and the rejection counters, `reason` a sentence.
 
@@ -34,14 +32,6 @@ class RejectCode(StrEnum):
 
 class IngestError(GatewayError):
     """Root of every error raised by `gateway.ingest`."""
-
-
-class DeclarationRejected(IngestError):
-    """A `model` declaration was refused; `reasons` holds every reason found."""
-
-    def __init__(self, reasons: list[str] | tuple[str, ...]) -> None:
-        self.reasons = tuple(reasons)
-        super().__init__("; ".join(self.reasons))
 
 
 class ReadingRejected(IngestError):

@@ -53,9 +53,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from .errors import DeclarationRejected, ReadingRejected, RejectCode
-from .limits import DEFAULT_LIMITS, Limits
-from .model import parse_model
+from ..model import DEFAULT_LIMITS, DeclarationRejected, Limits, parse_model
+from ..model.tree import NetworkTree, ReportRow, StateKind, ValueNode
+from .errors import ReadingRejected, RejectCode
 from .readings import Reading, check_data, parse_readings
 from .topics import (
     ERRORS,
@@ -68,7 +68,6 @@ from .topics import (
     control_topic,
     route,
 )
-from .tree import NetworkTree, ReportRow, StateKind, ValueNode
 
 if TYPE_CHECKING:  # ingest stays free of storage (and trio) imports at run time
     from gateway.storage.interface import Store

@@ -23,9 +23,9 @@ import xml.parsers.expat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ..model.declarations import BlobType, NumberType, StringType, ValueDecl, XmlType, load_json
+from ..model.limits import DEFAULT_LIMITS, Limits
 from .errors import ReadingRejected, RejectCode
-from .limits import DEFAULT_LIMITS, Limits
-from .model import BlobType, NumberType, StringType, ValueDecl, XmlType, load_json
 
 Data = str | int | float
 

@@ -6,7 +6,7 @@
 - `SchemaError`: the database file is from a newer fleetgate, or not ours.
 
 Caller mistakes about data (unknown value UUID) are answered with None / False, not raised;
-a declaration over the network-wide caps raises `gateway.ingest.DeclarationRejected`.
+a declaration over the network-wide caps raises `gateway.model.DeclarationRejected`.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from gateway.ingest.limits import Limits
-from gateway.ingest.model import ModelDecl
-from gateway.ingest.tree import DeviceNode, NetworkTree, ReportRow, StateKind
+from gateway.model.declarations import ModelDecl
+from gateway.model.limits import Limits
+from gateway.model.tree import DeviceNode, NetworkTree, ReportRow, StateKind
 
 from .records import (
     ConnectionEvent,
@@ -50,7 +50,7 @@ class Store(Protocol):
                             limits: Limits = ...) -> NetworkTree:
         """Create or update the declared nodes; return the network's whole tree.
 
-        Raises `gateway.ingest.DeclarationRejected` when the network would pass its caps."""
+        Raises `gateway.model.DeclarationRejected` when the network would pass its caps."""
 
     async def submit_reports(self, rows: Sequence[ReportRow], network: UUID | None = None
                              ) -> Any:

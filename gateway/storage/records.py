@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from gateway.ingest.tree import ReportRow, StateKind, ValueNode
 from gateway.latency import Histogram
+from gateway.model.tree import ReportRow, StateKind, ValueNode
 
 __all__ = ["ReportRow"]  # defined beside the tree: ingest builds it and must not import us
 

@@ -7,8 +7,8 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from gateway.ingest.model import value_decl_from_json
-from gateway.ingest.tree import DeviceNode, NetworkTree, StateKind, StateNode, ValueNode
+from gateway.model.declarations import value_decl_from_json
+from gateway.model.tree import DeviceNode, NetworkTree, StateKind, StateNode, ValueNode
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)

@@ -28,10 +28,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from gateway.ingest.errors import DeclarationRejected
-from gateway.ingest.limits import Limits
-from gateway.ingest.model import ModelDecl
-from gateway.ingest.tree import NetworkTree, ReportRow, StateKind
+from gateway.model.declarations import ModelDecl
+from gateway.model.errors import DeclarationRejected
+from gateway.model.limits import Limits
+from gateway.model.tree import NetworkTree, ReportRow, StateKind
 
 from ..errors import StorageError
 from ..records import (

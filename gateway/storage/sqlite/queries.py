@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from uuid import UUID
 
-from gateway.ingest.model import value_decl_from_json
-from gateway.ingest.tree import DeviceNode, NetworkTree, StateKind, StateNode, ValueNode
+from gateway.model.declarations import value_decl_from_json
+from gateway.model.tree import DeviceNode, NetworkTree, StateKind, StateNode, ValueNode
 
 from ..records import (
     ConnectionEvent,

@@ -22,9 +22,9 @@ from uuid import UUID
 
 import trio
 
-from gateway.ingest.limits import DEFAULT_LIMITS, Limits
-from gateway.ingest.model import ModelDecl
-from gateway.ingest.tree import DeviceNode, NetworkTree, ReportRow, StateKind
+from gateway.model.declarations import ModelDecl
+from gateway.model.limits import DEFAULT_LIMITS, Limits
+from gateway.model.tree import DeviceNode, NetworkTree, ReportRow, StateKind
 
 from ..errors import StorageError
 from ..records import (

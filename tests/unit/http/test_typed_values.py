@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.http.documents import typed
-from gateway.ingest.model import BlobType, NumberType, StringType, XmlType
+from gateway.model.declarations import BlobType, NumberType, StringType, XmlType
 
 NUMBER = NumberType(min=-100, max=100)
 

@@ -17,7 +17,7 @@ from gateway.ingest import (
     XmlType,
     parse_model,
 )
-from gateway.ingest.model import value_decl_from_json
+from gateway.model.declarations import value_decl_from_json
 
 
 def model(*devices: dict) -> bytes:

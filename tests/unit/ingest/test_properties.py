@@ -19,7 +19,7 @@ from gateway.ingest import (
     parse_model,
     parse_readings,
 )
-from gateway.ingest.model import value_decl_from_json
+from gateway.model.declarations import value_decl_from_json
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(

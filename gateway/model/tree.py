@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from .model import ValueDecl
+from .declarations import ValueDecl
 
 
 class StateKind(StrEnum):
