@@ -1,11 +1,11 @@
 """The gateway process: its shared state, the ingest seam, and running until a signal.
 
 `Gateway` holds what every connection shares: the configuration, the log, the current TLS
-contexts, the broker, the connection limits and counters. `Gateway.accept_publish` is the
-one place an inbound application message is handed to ingest and routed; the connection
-acknowledges the PUBLISH only after it returns, so a durable `Ingest` (issue 6) makes the
-acknowledgement mean "stored". `run_gateway(config)` serves until SIGTERM/SIGINT, then stops
-accepting, closes every session with SERVER_SHUTDOWN and returns.
+contexts, the broker, the connection limits and counters, the latency histograms.
+`Gateway.submit` is the one place inbound application messages are handed to ingest (through
+`IngestPort`); the connection acknowledges a PUBLISH only once the returned `PendingBatch`
+says it is stored. `run_gateway(gateway)` serves until SIGTERM/SIGINT, then stops accepting,
+closes every session with SERVER_SHUTDOWN and returns.
 """
 
 from __future__ import annotations
