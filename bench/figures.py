@@ -1,4 +1,4 @@
-"""The seven figures of issue 9, each a function ``Bench -> list[Row]``.
+"""The seven figures of `make bench`, each a function ``Bench -> list[Row]``.
 
 Every figure measures each system in the same run, on the same machine, with the same load
 generator. Figure numbers follow the issue; `FIGURES` lists them in the order they run
@@ -52,7 +52,7 @@ def figure_ca(bench: Bench) -> list[Row]:
             loop.add(value=round(made / t, 1), per_cpu_s=round(made / cpu, 1) if cpu else None,
                      bundles=made, seconds=round(t, 3), cpu_s=round(cpu, 2))
             if bench.pki.tool != "fleet-ca":
-                fleet.unavailable = ("not yet available (needs issue 3): "
+                fleet.unavailable = ("not yet available: "
                                      f"{bench.pki.fallback_reason}")
                 continue
             out = Path(tmp) / "fleet-ca"

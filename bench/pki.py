@@ -1,6 +1,6 @@
 """Certificates for the benchmark: made by `fleet-ca` when it works, else by openssl commands.
 
-Both paths produce the same layout, the one `fleet-ca` documents (issue 3), so every server
+Both paths produce the same layout, the one `fleet-ca` documents, so every server
 and the load generator read the same files whichever tool made them::
 
     home/root.crt  home/issuing.crt  home/issuing.key  home/crl.pem (fleet-ca only)

@@ -129,7 +129,7 @@ def _goals(rows: list[dict[str, Any]]) -> list[str]:
             v is not None and v <= 1.0)
     if not out:
         return []
-    return ["### Goals (issue 9) against this run", "", "| goal | measured (median) | |",
+    return ["### Goals against this run", "", "| goal | measured (median) | |",
             "|---|---|---|", *out, ""]
 
 
@@ -141,7 +141,7 @@ def render(doc: dict[str, Any], results_path: str) -> str:
         "fleetgate beside what a user would pick instead, measured in one run on one machine "
         "with one load generator (`bench/loadgen.py`: pipelined mTLS MQTT clients in separate "
         "processes, pre-encoded packets, acknowledgements read in bulk). Written by "
-        "`make bench` (issue 9); the raw runs are in "
+        "`make bench`; the raw runs are in "
         + (f"[{results_path}](../{results_path})." if not results_path.startswith("/")
            else f"{results_path}."),
         "",

@@ -289,13 +289,13 @@ LISTENING = re.compile(r'"mqtt"\s*:\s*"127\.0\.0\.1:(\d+)"')
 
 @contextmanager
 def fleetgate(pki: Pki, work: Path, cpus: tuple[int, ...], *, data: Path | None = None,
-              needs: str = "issue 5") -> Iterator[Server]:
+              needs: str = "the gateway") -> Iterator[Server]:
     """`fleet-gateway serve`, port read from its `{"event":"listening",...}` log line."""
     exe = Path(sys.executable).parent / "fleet-gateway"
     if not exe.exists():
         raise Unavailable(f"not yet available (needs {needs}): fleet-gateway is not installed")
     if pki.tool != "fleet-ca":
-        raise Unavailable("not yet available (needs issue 3): the gateway reads a fleet-ca home")
+        raise Unavailable("not yet available: the gateway reads a fleet-ca home")
     data = data or work / "fleetgate-data"
     data.mkdir(parents=True, exist_ok=True)
     log = work / f"fleetgate-{time.monotonic_ns()}.log"

@@ -106,7 +106,7 @@ def _stored_run(bench: Bench, system: str, seconds: float, max_queued: int | Non
         elapsed = max(last_change, t0 + result.seconds) - t0
     if system == "fleetgate" and not stored:
         why = f"; errors: {result.errors}" if result.errors else ""
-        raise Unavailable(f"not yet available (needs issue 6): fleet-gateway acknowledged "
+        raise Unavailable(f"not yet available: fleet-gateway acknowledged "
                           f"{result.ok} reports and stored none{why}"[:300])
     lost = max(0, result.ok - stored)
     return {

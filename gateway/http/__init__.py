@@ -1,4 +1,4 @@
-"""The HTTP API on h11 (issue 7): operators' view of the fleet, over HTTPS with mTLS.
+"""The HTTP API on h11: operators' view of the fleet, over HTTPS with mTLS.
 
 - `Api` (api.py): the sans-IO-ish core, `await api.handle(Request) -> Response`;
 - `ROUTES` (routes.py): the routing table; `openapi_document()` is built from it;

@@ -23,7 +23,7 @@ Errors: a `StorageError` out of `handle`/`submit`/`wait` means "not stored": do 
 acknowledge; close the connection (the device will resend). Nothing else escapes for any
 payload or topic; refusals are replies on `errors` and the publish IS acknowledged.
 
-Integration steps for the gateway (issues 5 and 6):
+How the gateway uses it:
 1. at start: `async with open_sqlite_store(data_dir) as store:` (the `--data` folder; one
    file `fleetgate.sqlite3`, 0600), then `ingest = Ingest(store)`; at start also
    `store.load_sessions()` and, per network, `store.retained(net)` to rebuild the broker;
@@ -37,7 +37,7 @@ Integration steps for the gateway (issues 5 and 6):
    retained PUBLISH; `save_session`/`delete_session` on clean-session-0 SUBSCRIBE/
    UNSUBSCRIBE/CONNECT; `enqueue` before acknowledging a QoS 1/2 message for an offline
    session, `dequeue` when its PUBACK/PUBCOMP arrives;
-5. HTTP API (issue 7): `ingest.control(value_uuid, data, now)` validates, stores the Control
+5. HTTP API: `ingest.control(value_uuid, data, now)` validates, stores the Control
    state and returns (network, retained QoS 1 `Reply`) to publish into that network's jail;
    `ingest.erase_network(net)` erases and forgets; reads are on `store` (`get_tree`,
    `latest_states`, `history`, `connection_status`, `list_networks`, ...).

@@ -1,4 +1,4 @@
-"""Nothing acknowledged is lost across a gateway restart (issue 6): retained messages,
+"""Nothing acknowledged is lost across a gateway restart: retained messages,
 persistent sessions' subscriptions and the QoS 1/2 messages queued for them are in the store.
 
 The gateway runs in-process on a real SQLite data folder and is stopped and started again on

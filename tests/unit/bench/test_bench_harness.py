@@ -143,13 +143,13 @@ def test_report_gives_ratios_and_says_why_a_system_is_missing(tmp_path: Path) ->
         ours.add(value=v, per_cpu_s=v)
         theirs.add(value=v / 2, per_cpu_s=v * 2)
     missing = Row("3", "stored", "fleetgate", "reports/s", unavailable="not yet available "
-                  "(needs issue 6)")
+                  "(needs a store)")
     doc = _doc([ours, theirs, missing])
     assert check_document(doc) == []
     text = render(doc, "bench/results/x.json")
     assert text.startswith(HEADING + "\n")
     assert "| TLS 1.3 | mosquitto | 100 (50.0 to 150) | 400 (200 to 600) | 2.00x, 0.50x |" in text
-    assert "not yet available (needs issue 6)" in text
+    assert "not yet available (needs a store)" in text
 
 
 def test_docs_update_replaces_only_its_own_section(tmp_path: Path) -> None:
