@@ -31,6 +31,7 @@ from .latency import Latencies
 from .limits import ConnectionLimits, NetworkRates, PendingPool, SourceRates, TokenBucket
 from .logs import DAY, EventLog, RotatingLogFile, open_log_file
 from .reasons import DisconnectReason
+from .registry import ConnectionRegistry
 from .tls import TLSContexts
 
 if TYPE_CHECKING:
@@ -151,7 +152,8 @@ class Gateway:
                                      config.readings_burst_per_network)
         self.counters: Counter[str] = Counter()
         self.latency = Latencies()  # histograms for /metrics
-        self.connections: set[Connection] = set()
+        # Live connections, by network and by certificate serial.
+        self.connections: ConnectionRegistry[Connection] = ConnectionRegistry()
         # The console's gateway.accounts.OwnerCodeSink (None: no console): it records each
         # network's owner-code hash from its certificate, off the event loop.
         self.owner_codes: Any = None
@@ -238,13 +240,13 @@ class Gateway:
     def network_opened(self, connection: Connection) -> None:
         """A connection passed admission: count it against its network."""
         assert connection.identity is not None
+        self.connections.admitted(connection)
         self.counters["handshakes_accepted"] += 1
         if self.owner_codes is not None and connection.identity.owner_hash is not None:
             self.owner_codes.offer(connection.identity.network, connection.identity.owner_hash)
 
     def connection_closed(self, connection: Connection) -> None:
-        if connection in self.connections:
-            self.connections.discard(connection)
+        if self.connections.remove(connection):
             self.limits.close_socket()
         if connection.network_counted and connection.identity is not None:
             self.limits.close_network(connection.identity.network)
@@ -255,11 +257,10 @@ class Gateway:
 
     def close_revoked(self) -> int:
         """Close every live connection whose certificate serial the revoked set lists."""
-        revoked = self.tls.revoked
         closed = 0
-        for connection in list(self.connections):
+        for connection in self.connections.with_serial_in(self.tls.revoked.serials):
             identity = connection.identity
-            if identity is not None and identity.serial in revoked:
+            if identity is not None:
                 self.log.emit(
                     "revoked", network=identity.network, client_id=connection.client_id,
                     serial=identity.serial, reason=str(DisconnectReason.REVOKED),

@@ -47,7 +47,7 @@ async def serve_mqtt(gateway: Gateway, *, task_status=trio.TASK_STATUS_IGNORED) 
             for listener in listeners:
                 with trio.CancelScope(shield=True):
                     await listener.aclose()
-            for live in list(gateway.connections):
+            for live in gateway.connections:
                 live.close(DisconnectReason.SERVER_SHUTDOWN)
 
 

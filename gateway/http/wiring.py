@@ -133,8 +133,7 @@ class GatewayHooks:
         return EraseOutcome(erased or known, closed)
 
     async def _close_sessions(self, network: UUID) -> int:
-        live = [c for c in list(self.gateway.connections)
-                if c.identity is not None and c.identity.network_uuid == network]
+        live = self.gateway.connections.of_network(str(network))
         for connection in live:
             connection.close(DisconnectReason.ERASED, "network erased by an operator")
         # Their cleanup writes (disconnect status) must land before the erasure does.
