@@ -14,6 +14,7 @@ CONNECT within `connect_timeout` (`read_connect`).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable, Container
 from uuid import UUID
 
@@ -32,8 +33,10 @@ __all__ = ["RECEIVE_SIZE", "admit_identity", "describe", "handshake", "read_conn
 RECEIVE_SIZE = 64 * 1024
 
 
-async def handshake(tcp: trio.SocketStream, tls: TLSContexts, timeout: float) -> trio.SSLStream:
-    """The TLS handshake of an accepted socket, on the context current when it speaks.
+async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext],
+                    timeout: float) -> trio.SSLStream:
+    """The TLS handshake of an accepted socket (MQTT and HTTPS listeners alike), on the
+    context `context()` gives when the socket first speaks.
 
     Raises:
         AdmissionRefused: no handshake within `timeout`, or OpenSSL refused it (cause named
@@ -42,7 +45,7 @@ async def handshake(tcp: trio.SocketStream, tls: TLSContexts, timeout: float) ->
     try:
         with trio.fail_after(timeout):
             await trio.lowlevel.wait_readable(tcp.socket)
-            stream = trio.SSLStream(tcp, tls.current, server_side=True)
+            stream = trio.SSLStream(tcp, context(), server_side=True)
             await stream.do_handshake()
     except trio.TooSlowError:
         raise AdmissionRefused(

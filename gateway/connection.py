@@ -231,7 +231,8 @@ class Connection:
         started = trio.current_time()
         try:
             try:
-                self.stream = await handshake(self.tcp, gw.tls, self.config.handshake_timeout)
+                self.stream = await handshake(self.tcp, lambda: gw.tls.current,
+                                              self.config.handshake_timeout)
             finally:
                 gw.pending.release(self)
             identity = admit_identity(self.stream, gw.tls, gw.bars)  # type: ignore[arg-type]

@@ -36,6 +36,8 @@ from typing import Any
 import h11
 import trio
 
+from gateway.admission import handshake
+from gateway.errors import AdmissionRefused
 from gateway.limits import PendingPool, source_key
 
 from ..latency import Histogram
@@ -347,14 +349,17 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
     authenticated = False
     try:
         with scope:
+            revoked: frozenset[int] = frozenset()
+
+            def context() -> ssl.SSLContext:
+                nonlocal revoked
+                current, revoked = tls()
+                return current
+
             try:
-                with trio.fail_after(limits.handshake_timeout):
-                    # No SSL object for a socket that has not spoken yet.
-                    await trio.lowlevel.wait_readable(tcp.socket)
-                    context, revoked = tls()
-                    stream = ssl_stream = trio.SSLStream(tcp, context, server_side=True)
-                    await ssl_stream.do_handshake()
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                # The same unauthenticated phase as the MQTT listener's (gateway.admission).
+                stream = ssl_stream = await handshake(tcp, context, limits.handshake_timeout)
+            except AdmissionRefused:
                 stats.counters["handshakes_refused"] += 1
                 return
             der = ssl_stream.getpeercert(binary_form=True)
