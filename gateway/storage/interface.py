@@ -71,10 +71,13 @@ class Store(Protocol):
 
     # -- writes: connections -------------------------------------------------------------
     async def connected(self, network: UUID, client_id: str, cert_serial: str | None,
-                        now: datetime) -> None: ...
+                        now: datetime) -> None:
+        """Record a connect; queued in the network's queue, not waited for (a connect never
+        waits for a commit; readers see it once the next commit lands)."""
 
     async def disconnected(self, network: UUID, client_id: str, reason: str,
-                           now: datetime) -> None: ...
+                           now: datetime) -> None:
+        """Record a disconnect; queued like `connected`, after it."""
 
     async def seen(self, network: UUID, now: datetime) -> None:
         """Update last-seen; queued, not waited for."""

@@ -162,11 +162,14 @@ class SQLiteStore:
 
     async def connected(self, network: UUID, client_id: str, cert_serial: str | None,
                         now: datetime) -> None:
-        await self._write(ops.MarkConnected(network, client_id, cert_serial, now), network)
+        """Queued, not waited for: a connect never waits for a commit. The network's own
+        queue keeps it ahead of that network's later writes (its disconnect, an erasure)."""
+        await self.submit(ops.MarkConnected(network, client_id, cert_serial, now), network)
 
     async def disconnected(self, network: UUID, client_id: str, reason: str,
                            now: datetime) -> None:
-        await self._write(ops.MarkDisconnected(network, client_id, reason, now), network)
+        """Queued, not waited for (see `connected`)."""
+        await self.submit(ops.MarkDisconnected(network, client_id, reason, now), network)
 
     async def seen(self, network: UUID, now: datetime) -> None:
         """Record activity; not waited for (last_seen is advisory)."""

@@ -11,6 +11,12 @@ from gateway.ingest import ReportRow, StateKind
 from gateway.storage import open_sqlite_store
 
 
+async def settled(store, network) -> None:
+    """Status writes are queued, not waited for: an (empty) write of the same network,
+    committed, means every earlier write of that network is (one queue per network)."""
+    await store.wait_committed(await store.submit_reports((), network))
+
+
 def at(minutes: float):
     return T0 + timedelta(minutes=minutes)
 
@@ -88,11 +94,13 @@ async def test_connection_status_tracks_connects_disconnects_and_history(store, 
     await store.connected(network, "b", "0A1B", at(1))
     await store.seen(network, at(2))
     await store.disconnected(network, "a", "CONNECTION_LOST", at(3))
+    await settled(store, network)
     status = await store.connection_status(network)
     assert status.online and status.connections == 1
     assert status.connected_since == at(0) and status.last_seen == at(3)
     assert status.cert_serial == "0A1B"
     await store.disconnected(network, "b", "KEEP_ALIVE_TIMEOUT", at(4))
+    await settled(store, network)
     status = await store.connection_status(network)
     assert not status.online and status.connected_since is None
     assert status.disconnect_reason == "KEEP_ALIVE_TIMEOUT" and status.last_seen == at(4)
@@ -116,6 +124,7 @@ async def test_networks_are_listed_in_pages(store):
     nets = sorted(uuid.uuid4() for _ in range(5))
     for n in nets:
         await store.connected(n, "c", None, T0)
+        await settled(store, n)
     first = await store.list_networks(limit=3)
     rest = await store.list_networks(limit=3, after=first[-1].network)
     assert [s.network for s in first + rest] == nets
