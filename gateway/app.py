@@ -4,8 +4,9 @@
 contexts, the broker, the connection limits and counters, the latency histograms.
 `Gateway.submit` is the one place inbound application messages are handed to ingest (through
 `IngestPort`); the connection acknowledges a PUBLISH only once the returned `PendingBatch`
-says it is stored. `run_gateway(gateway)` serves until SIGTERM/SIGINT, then stops accepting,
-closes every session with SERVER_SHUTDOWN and returns.
+says it is stored. `run_gateway(config, log)`, the composition root, builds it once with its
+services (store, ingest, broker state, journal, bar list) and serves until SIGTERM/SIGINT,
+then stops accepting, closes every session with SERVER_SHUTDOWN and returns.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ class Gateway:
         ingest: IngestPort | None = None,
         status: StatusPort | None = None,
         broker: Broker | None = None,
+        journal: Journal | None = None,
+        bars: Container[uuid.UUID] = frozenset(),
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
@@ -136,8 +139,8 @@ class Gateway:
         )
         self.ingest = ingest
         self.status = status
-        self.journal: Journal | None = None  # the broker's durable MQTT state (persistence.py)
-        self.bars: Container[uuid.UUID] = frozenset()  # barred networks (HTTP API erasure)
+        self.journal = journal  # the broker's durable MQTT state (persistence.py), if any
+        self.bars = bars  # networks barred by an erasure (the HTTP API's BarList)
         self.limits = ConnectionLimits(
             config.max_connections,
             config.max_connections_per_network,
@@ -320,25 +323,31 @@ def _in_trio() -> bool:
     return True
 
 
-async def run_gateway(gateway: Gateway) -> None:
-    """Serve until SIGTERM or SIGINT; then stop accepting and close every session.
+async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
+    """The composition root: build the gateway's services once, then serve until SIGTERM or
+    SIGINT; then stop accepting and close every session.
 
-    With `data` in the config (and no ingest given), opens the SQLite store there and
-    ingests through it: acknowledgements then mean "committed".
+    Without `data` the gateway routes only. With it: the SQLite store there, ingest through
+    it (acknowledgements mean "committed"), the broker's state loaded from it and journaled
+    to it, and the bar list of erased networks beside it.
 
     Raises:
-        ConfigError: the store cannot be opened.
+        ConfigError: the TLS files, the store or its MQTT state cannot be loaded.
     """
-    data = gateway.config.data
-    if data is None or gateway.ingest is not None:
+    data = config.data
+    if data is None:
+        gateway = Gateway(config, log=log)  # ConfigError for unusable TLS files
+        if config.http_address is not None:
+            log.emit("http_off", detail="no data folder (--data): the HTTPS API serves the "
+                                        "store, so it is not started")
         await _serve_until_signal(gateway)
         return
+    from .http.bars import BARS_FILE, BarList
     from .ingest import DEFAULT_LIMITS, Ingest
     from .storage.errors import StorageError
     from .storage.sqlite.store import open_sqlite_store
     from .storage.writer import QueueLimits
 
-    config = gateway.config
     queue = QueueLimits(config.max_queued_operations_per_network,
                         config.max_queued_reports_per_network, config.max_queued_reports)
     async with AsyncExitStack() as stack:
@@ -346,29 +355,30 @@ async def run_gateway(gateway: Gateway) -> None:
             store = await stack.enter_async_context(open_sqlite_store(data, queue=queue))
         except (StorageError, OSError) as exc:
             raise ConfigError(f"cannot open the store in {data}: {exc}") from None
-        gateway.ingest = Ingest(store, limits=dataclasses.replace(
+        ingest = Ingest(store, limits=dataclasses.replace(
             DEFAULT_LIMITS, max_stored_bytes_per_network=config.max_stored_bytes_per_network))
-        gateway.status = store
         try:
-            await attach_store(gateway, store)
+            broker, journal = await load_mqtt_state(config, store, log)
         except StorageError as exc:
             raise ConfigError(f"cannot load the MQTT state from {data}: {exc}") from None
-        gateway.log.emit("store_opened", data=str(data))
+        gateway = Gateway(config, log=log, ingest=ingest, status=store, broker=broker,
+                          journal=journal, bars=BarList(data / BARS_FILE))
+        log.emit("store_opened", data=str(data))
         await _serve_until_signal(gateway, store)
 
 
-async def attach_store(gateway: Gateway, store: object) -> None:
-    """Give `gateway` a broker loaded from `store` (retained messages, persistent sessions
-    and their queues) whose changes are journaled there; run `gateway.journal.run` beside
-    it, and `await gateway.journal.flush()` once the connections are closed.
+async def load_mqtt_state(config: GatewayConfig, store: object,
+                          log: EventLog) -> tuple[Broker, Journal]:
+    """A broker loaded from `store` (retained messages, persistent sessions and their
+    queues) and the journal that keeps its changes there: run `journal.run` beside it, and
+    `await journal.flush()` once the connections are closed.
 
     Raises:
         StorageError: the store cannot be read.
     """
     from .persistence import load_broker_state
 
-    config = gateway.config
-    gateway.broker, gateway.journal = await load_broker_state(
+    broker, journal = await load_broker_state(
         store, max_queued=config.max_queued,
         max_sessions_per_network=config.max_sessions_per_network,
         max_retained_per_network=config.max_retained_per_network,
@@ -376,9 +386,10 @@ async def attach_store(gateway: Gateway, store: object) -> None:
         max_subscriptions_per_session=config.max_subscriptions_per_session,
         max_queued_bytes_per_session=config.max_queued_bytes_per_session,
         max_queued_bytes_per_network=config.max_queued_bytes_per_network)
-    sessions = sum(1 for _ in gateway.broker.sessions.all())
-    gateway.log.emit("mqtt_state_loaded", sessions=sessions,
-                     retained=len(gateway.broker.retained))  # type: ignore[arg-type]
+    sessions = sum(1 for _ in broker.sessions.all())
+    log.emit("mqtt_state_loaded", sessions=sessions,
+             retained=len(broker.retained))  # type: ignore[arg-type]
+    return broker, journal
 
 
 async def _serve_until_signal(gateway: Gateway, store: object = None) -> None:

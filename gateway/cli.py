@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import trio
 
-from .app import Gateway, open_log, run_gateway
+from .app import open_log, run_gateway
 from .config import GatewayConfig, load_config
 from .errors import ConfigError
 from .tls import TLSContexts
@@ -256,16 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _config(args)
         log = open_log(config)
-        gateway = Gateway(config, log=log)
-        if config.data is None and config.http_address is not None:
-            log.emit("http_off", detail="no data folder (--data): the HTTPS API serves the "
-                                        "store, so it is not started")
     except ConfigError as exc:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
 
     async def run() -> None:
-        await run_gateway(gateway)
+        await run_gateway(config, log)
 
     try:
         trio.run(run)

@@ -167,19 +167,18 @@ async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
                              = trio.TASK_STATUS_IGNORED) -> None:
     """`serve_http` as `fleet-gateway serve` runs it, beside `serve_mqtt`, on one store.
 
-    The bar list lives in `<data>/barred.json` and is what MQTT admission consults
-    (`gateway.bars`). Listens on `gateway.config.http_address`; a bind failure is an
-    `OSError` whose `filename` is that address (the CLI names it, exit 4).
+    The bar list is the gateway's (`gateway.bars`, `<data>/barred.json`): what an erasure
+    adds, MQTT admission consults. Listens on `gateway.config.http_address`; a bind failure
+    is an `OSError` whose `filename` is that address (the CLI names it, exit 4).
     """
-    from .bars import BARS_FILE
     from .metrics import gateway_samples
     from .server import HttpStatistics, serve_http
 
     config = gateway.config
     address = config.http_address
     assert address is not None
-    bars = BarList(config.data / BARS_FILE if config.data is not None else None)
-    gateway.bars = bars
+    bars = gateway.bars
+    assert isinstance(bars, BarList), "serve the API of a gateway built with its bar list"
     limits = http_limits(config)
     stats = stats if stats is not None else HttpStatistics(limits)
     hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars,

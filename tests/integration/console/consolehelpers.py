@@ -70,10 +70,9 @@ async def start_console_env(home: Any, data: Path, nursery: trio.Nursery, store:
     stream = io.StringIO()
     log = EventLog(stream, truncate_ips=True)
     ingest = Ingest(store)
-    gateway = Gateway(config, log=log, ingest=ingest, status=store)
-    mqtt = await nursery.start(serve_mqtt, gateway)
     bars = BarList(data / "barred.json")
-    gateway.bars = bars
+    gateway = Gateway(config, log=log, ingest=ingest, status=store, bars=bars)
+    mqtt = await nursery.start(serve_mqtt, gateway)
     hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars,
                          ledger=ErasureLedger(data / LEDGER_FILE))
     env = ConsoleEnv(home, store, ingest, gateway, ("", 0), mqtt, data, stream)

@@ -20,7 +20,7 @@ import trio
 from gwhelpers import LogRecords, MQTTTestClient, Running
 from test_cli import GatewayProcess, _running
 
-from gateway.app import Gateway, attach_store
+from gateway.app import Gateway, load_mqtt_state
 from gateway.config import load_config
 from gateway.http.wiring import GatewayHooks
 from gateway.ingest import Ingest
@@ -56,9 +56,9 @@ async def durable_gateway(pki, data: Path) -> AsyncIterator[Durable]:
     log = EventLog(io.StringIO(), truncate_ips=config.truncate_ip)
     log.add_listener(logs)
     async with open_sqlite_store(data) as store:
-        gateway = Gateway(config, log=log, ingest=Ingest(store), status=store)
-        await attach_store(gateway, store)
-        assert gateway.journal is not None
+        broker, journal = await load_mqtt_state(config, store, log)
+        gateway = Gateway(config, log=log, ingest=Ingest(store), status=store, broker=broker,
+                          journal=journal)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(gateway.journal.run)

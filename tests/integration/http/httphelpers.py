@@ -267,10 +267,9 @@ async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
     stream = io.StringIO()
     log = EventLog(stream, truncate_ips=True)
     ingest = Ingest(store)
-    gateway = Gateway(config, log=log, ingest=ingest, status=store)
-    mqtt = await nursery.start(serve_mqtt, gateway)
     bars = BarList(data / "barred.json")
-    gateway.bars = bars
+    gateway = Gateway(config, log=log, ingest=ingest, status=store, bars=bars)
+    mqtt = await nursery.start(serve_mqtt, gateway)
     limits = limits or HttpLimits()
     stats = HttpStatistics(limits)
     hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars,
