@@ -20,6 +20,9 @@ from .mqtt.session import ServerConnection
 
 __all__ = ["Outbound"]
 
+# The counter of outbound messages per QoS, indexed by QoS (no string built per message).
+_MESSAGES_OUT = ("messages_out_qos0", "messages_out_qos1", "messages_out_qos2")
+
 
 class Outbound:
     """The sending side of one connection's session (the connection owns the containers)."""
@@ -62,6 +65,6 @@ class Outbound:
             )
             if packet_id is not None:
                 self.inflight[packet_id] = message
-            counters[f"messages_out_qos{int(message.qos)}"] += 1
+            counters[_MESSAGES_OUT[message.qos]] += 1
             sent += 1
         return sent
