@@ -1,10 +1,11 @@
 """The printable label sheet of one batch of device bundles.
 
-`fleet-ca issue device` writes `OUT/labels-<time>-<first serial>.html` beside the bundles
-it made: one label per bundle with the network UUID, the certificate serial and the owner
-code, laid out for printing on A4 or Letter (a print stylesheet, no script, nothing loaded
-from elsewhere). The codes are read back from each bundle's `device.json`, the only place
-they exist: the sheet is as secret as those files, and written 0600.
+`fleet-ca issue device` writes `<OUT>-labels-<time>-<first serial>.html` beside the bundles
+folder OUT (not in it: OUT holds only `<uuid>/` bundles, which scripts list): one label per
+bundle with the network UUID, the certificate serial and the owner code, laid out for
+printing (a print stylesheet, no script, nothing loaded from elsewhere). The codes are read
+back from each bundle's `device.json`, the only place they exist: the sheet is as secret as
+those files, and written 0600.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ h1{font-size:12pt;margin:8mm 8mm 2mm}
 
 def write_label_sheet(out: Path, bundles: Sequence[DeviceBundle], *,
                       now: dt.datetime) -> Path | None:
-    """Write the sheet for `bundles` into `out`; None when there are none. A bundle
-    without an owner code gets a label that says so.
+    """Write the sheet for `bundles` (issued into `out`) beside `out`; None when there are
+    none. A bundle without an owner code gets a label that says so.
 
     Raises:
         OutputError: a bundle's device.json is unreadable, or the sheet cannot be written.
@@ -62,7 +63,8 @@ def write_label_sheet(out: Path, bundles: Sequence[DeviceBundle], *,
             f'<h1>{escape(title)}</h1><div class="sheet">{"".join(labels)}</div>'
             f'</body></html>\n')
     first = bundles[0].serial
-    sheet = Path(out) / f"labels-{stamp.strftime('%Y%m%dT%H%M%S')}-{first:x}.html"
+    out = Path(out).absolute()
+    sheet = out.parent / f"{out.name}-labels-{stamp.strftime('%Y%m%dT%H%M%S')}-{first:x}.html"
     try:
         fd = os.open(sheet, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -152,7 +152,7 @@ def test_issue_device_writes_a_label_sheet_with_every_owner_code(home, tmp_path,
                              "--out", tmp_path / "b")
         assert code == 0, err
         assert "owner-code labels:" in err
-    sheets = sorted((tmp_path / "b").glob("labels-*.html"))
+    sheets = sorted(tmp_path.glob("b-labels-*.html"))  # beside the bundles, not in them
     assert len(sheets) == 2
     assert all(s.stat().st_mode & 0o777 == 0o600 for s in sheets)
     labels: dict[str, str] = {}
@@ -162,8 +162,9 @@ def test_issue_device_writes_a_label_sheet_with_every_owner_code(home, tmp_path,
         for net, body in re.findall(r'<div class="label" data-network="([^"]+)">(.*?)</div></div>',
                                     page):
             labels[net] = unescape(body)
-    bundles = [d for d in (tmp_path / "b").iterdir() if d.is_dir()]
-    assert len(bundles) == 6 and set(labels) == {d.name for d in bundles}
+    bundles = list((tmp_path / "b").iterdir())
+    assert len(bundles) == 6 and all(d.is_dir() for d in bundles)
+    assert set(labels) == {d.name for d in bundles}
     for d in bundles:
         info = json.loads((d / "device.json").read_text())
         assert info["owner_code"] in labels[d.name]
