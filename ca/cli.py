@@ -50,6 +50,7 @@ from .errors import (
 )
 from .inventory import iso, serial_hex
 from .keys import KeyType
+from .labels import write_label_sheet
 from .profiles import CLAIM_DAYS, CLAIM_DAYS_MAX, LEAF_DAYS, Kind, check_ca_name, check_days
 from .store import CAHome, DeviceBundle, SignedCert, parse_selector, utcnow
 from .verify import load_pem_chain, verify_chain
@@ -394,7 +395,11 @@ def cmd_issue_device(args: argparse.Namespace) -> int:
                 p12=args.p12, p12_password=p12_password, progress=progress,
             )
         elapsed = time.perf_counter() - start
+        sheet = write_label_sheet(Path(args.out), bundles, now=dt.datetime.now(dt.UTC))
         _write_stdout("".join(f"{b.network_uuid} {serial_hex(b.serial)}\n" for b in bundles))
+        if sheet is not None:
+            print(f"owner-code labels: {sheet.absolute()} (print, then keep or shred)",
+                  file=sys.stderr)
         print(f"issued {len(bundles)} device bundle(s) in {Path(args.out).absolute()}"
               f" ({len(bundles) / max(elapsed, 1e-9):,.0f}/s)", file=sys.stderr)
     return 0

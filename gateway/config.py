@@ -1,9 +1,9 @@
 """The gateway's configuration: defaults, a TOML file, then command-line overrides.
 
 `GatewayConfig` is one frozen value. `load_config(path, overrides)` reads the TOML file (its
-tables are only for reading comfort: `[tls]`, `[mqtt]`, `[limits]`, `[log]`; every key maps
-to one field), applies the overrides (flags win over the file) and validates the result.
-Unknown keys are errors: a typo must not silently fall back to a default.
+tables are only for reading comfort: `[tls]`, `[mqtt]`, `[limits]`, `[console]`, `[log]`;
+every key maps to one field), applies the overrides (flags win over the file) and validates
+the result. Unknown keys are errors: a typo must not silently fall back to a default.
 """
 
 from __future__ import annotations
@@ -123,6 +123,35 @@ class GatewayConfig:
     max_stored_bytes_per_network: int = 1024 * 1024 * 1024
     """Bytes one network's stored readings and commands may take (data + 48 per row); past
     it its reports are refused (`errors` topic, code QUOTA). 0: no limit."""
+    # [console]
+    console_login_failures: int = 5
+    """Failed console logins per email, and per client address, within
+    `console_login_window`; past it that email or address gets 429 until the window passes."""
+    console_login_window: float = 900.0
+    """Seconds of the login-failure window (also the sign-up window)."""
+    console_login_tracked: int = 10_000
+    """Emails and addresses whose failures are remembered; the oldest are forgotten first."""
+    console_session_idle: float = 8 * 3600.0
+    """Seconds a console session may stay unused before it ends."""
+    console_event_streams: int = 64
+    """Live-update streams open at once; past it 503."""
+    console_event_streams_per_account: int = 4
+    """Live-update streams one account may hold open; past it 503."""
+    console_event_interval: float = 2.0
+    """Seconds between live updates of the overview."""
+    console_chart_buckets: int = 300
+    """Buckets a chart is drawn from (min and max of each): at most twice as many points,
+    however many reports the time range holds."""
+    console_chart_reports: int = 100_000
+    """Reports read for one chart at most (the newest of the range); older ones are left out."""
+    console_page_size: int = 100
+    """Networks listed per overview page."""
+    console_scan_limit: int = 10_000
+    """Networks one filtered overview page examines at most; past it a "more" link goes on."""
+    console_signup: bool = True
+    """Owners may create their own account (email and password) on /console/signup."""
+    console_signups_per_address: int = 5
+    """Accounts one client address may create within `console_login_window`; past it 429."""
     # [log]
     log_file: str = "-"
     """Where JSON log lines go: "-" for stderr, or a file path (appended)."""
@@ -188,7 +217,7 @@ class GatewayConfig:
 
 _PATH_FIELDS = {"ca_home", "cert", "key", "data", "erasure_ledger"}
 _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
-_SECTIONS = ("tls", "mqtt", "limits", "log")
+_SECTIONS = ("tls", "mqtt", "limits", "console", "log")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -260,6 +289,10 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "max_queued_operations_per_network", "max_queued_reports_per_network",
         "max_queued_reports", "max_readings_per_second_per_network",
         "readings_burst_per_network",
+        "console_login_failures", "console_login_window", "console_login_tracked",
+        "console_session_idle", "console_event_streams", "console_event_streams_per_account",
+        "console_event_interval", "console_chart_buckets", "console_chart_reports",
+        "console_page_size", "console_scan_limit", "console_signups_per_address",
     )
     for name in positive:
         if getattr(config, name) <= 0:

@@ -183,14 +183,19 @@ class AccountStore:
                 (account_id, keep)).rowcount
         return ended
 
-    def delete(self, account_id: int) -> list[str]:
+    def delete(self, account_id: int, *, release: bool = False) -> list[str]:
         """Erase the account, its sessions and its owner-code rows; return the UUIDs of the
-        networks it owned (the caller erases their data from the device store)."""
+        networks it owned (the caller erases their data from the device store). With
+        `release`, those networks' rows stay, unowned: their owner codes work again."""
         with self._tx():
             owned = [r[0] for r in self._db.execute(
                 "SELECT network FROM owner_codes WHERE owner_id = ?", (account_id,))]
             self._db.execute("DELETE FROM sessions WHERE account_id = ?", (account_id,))
-            self._db.execute("DELETE FROM owner_codes WHERE owner_id = ?", (account_id,))
+            if release:
+                self._db.execute("UPDATE owner_codes SET owner_id = NULL, claimed_us = NULL "
+                                 "WHERE owner_id = ?", (account_id,))
+            else:
+                self._db.execute("DELETE FROM owner_codes WHERE owner_id = ?", (account_id,))
             self._db.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
         # Deleted pages may still hold the ciphertexts; VACUUM rewrites the file without them.
         self._db.execute("VACUUM")

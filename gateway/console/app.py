@@ -21,18 +21,18 @@ import trio
 
 from ..accounts import AccountError, AccountStore, BadLogin, OwnerCodeRefused
 from ..accounts.store import Account, Session
+from ..config import GatewayConfig
 from ..http.auth import Operator
+from ..http.documents import status_json
 from ..http.messages import JSON, Request, Response
-from . import guard, pages
+from . import charts, fleet, guard, pages, signup
 
 STATIC = {"console.css": "text/css; charset=utf-8",
           "console.js": "text/javascript; charset=utf-8"}
 HTML = "text/html; charset=utf-8"
-CHART_POINTS = 2000  # the newest reports drawn per numeric value
-MAX_EVENT_STREAMS = 64  # live-update streams open at once; past it 503
-EVENT_INTERVAL = 2.0  # seconds between live updates
 
 _NETWORK = re.compile(r"^/console/networks/([0-9a-f-]{36})(/erase)?$")
+_CHART = re.compile(r"^/console/values/([0-9a-f-]{36})/chart$")
 _VALUE = re.compile(r"^/console/values/([0-9a-f-]{36})/control$")
 _SESSION = re.compile(r"^/console/account/sessions/([0-9a-f]{16})/revoke$")
 
@@ -58,17 +58,40 @@ class _Who:
 
 class Console:
     def __init__(self, api: Any, accounts: AccountStore, *, limiter: trio.CapacityLimiter,
+                 config: GatewayConfig | None = None,
                  monotonic: Callable[[], float] = trio.current_time,
+                 wall: Callable[[], datetime] = lambda: datetime.now(UTC),
                  counters: Any = None) -> None:
         self.api = api
         self.accounts = accounts
         self.limiter = limiter
-        self.logins = guard.LoginLimiter(monotonic)
+        self.config = c = config if config is not None else GatewayConfig()
+        window = dict(window=c.console_login_window, tracked=c.console_login_tracked)
+        self.logins = guard.LoginLimiter(monotonic, failures=c.console_login_failures, **window)
+        self.claims = guard.LoginLimiter(monotonic, failures=c.console_login_failures, **window)
+        self.signups = guard.LoginLimiter(monotonic, failures=c.console_signups_per_address,
+                                          **window)
+        self.wall = wall
         self.counters = counters if counters is not None else {}
+        self._idle_us = int(c.console_session_idle * 1_000_000)
         self._streams = 0
+        self._streams_of: dict[int, int] = {}
+        # Set (and replaced) when an account's sessions change: its streams re-check theirs.
+        self._wake: dict[int, trio.Event] = {}
 
-    async def _call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         return await trio.to_thread.run_sync(lambda: fn(*args, **kw), limiter=self.limiter)
+
+    _call = call
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _kick(self, account_id: int) -> None:
+        """Wake the account's live-update streams now (a session of it ended)."""
+        event = self._wake.pop(account_id, None)
+        if event is not None:
+            event.set()
 
     # -- dispatch ---------------------------------------------------------------------
 
@@ -82,6 +105,11 @@ class Console:
             return self._login_page()
         if path == "/console/login" and method == "POST":
             return await self._login(request)
+        if path == "/console/signup" and self.config.console_signup:
+            if method == "GET":
+                return signup.page(self)
+            if method == "POST":
+                return await signup.signup(self, request)
         who = await self._who(request)
         if who is None:
             if method == "GET":
@@ -117,10 +145,13 @@ class Console:
     async def _get(self, request: Request, who: _Who) -> Response:
         path = request.path
         if path == "/console/":
+            flt = fleet.Filter.of(request.query)
+            page = await self._fleet(who, flt)
+            more = flt.query(after=page.next_after) if page.next_after else None
             return self._page(who, "Fleet", pages.overview(
-                await self._networks(who), who.session.csrf, who.account.role))
+                page.networks, who.session.csrf, who.account.role, flt=flt, more=more))
         if path == "/console/events":
-            return await self._events(who)
+            return await self._events(who, fleet.Filter.of(request.query))
         if path == "/console/account":
             sessions = [_SessionView(s) for s in
                         await self._call(self.accounts.sessions_of, who.account.id)]
@@ -140,22 +171,43 @@ class Console:
         if m and not m.group(2):
             uuid = await self._owned(who, m.group(1))
             doc = await self._api_json(self.api.get_network, uuid, key="network")
+            try:
+                span = charts.parse_range(request.query, self.wall())
+            except charts.BadRange as exc:
+                return self._page(who, "Bad time range", pages.message(str(exc)), status=400)
             return self._page(who, "Network", pages.network(
-                doc, await self._charts(doc), who.session.csrf))
+                doc, await self._charts(doc, span), who.session.csrf,
+                charts.range_picker(path, span)))
+        if m := _CHART.match(path):
+            value = await self._owned_value(who, m.group(1))
+            try:
+                span = charts.parse_range(request.query, self.wall())
+            except charts.BadRange as exc:
+                return _html(400, pages.layout("Bad time range", pages.message(str(exc))))
+            drawn = await self._chart(value, span, standalone=True)
+            return Response(200, (("content-type", "image/svg+xml"), *guard.SECURITY_HEADERS),
+                            (drawn or '<svg xmlns="http://www.w3.org/2000/svg" '
+                             'data-points="0"/>').encode())
         raise _NotFound
 
     async def _post(self, request: Request, who: _Who, fields: dict[str, str]) -> Response:
         path = request.path
         if path == "/console/logout":
             await self._call(self.accounts.end_session, who.token)
+            self._kick(who.account.id)
             return _redirect("/console/login", guard.clear_cookie(guard.SESSION_COOKIE))
         if path == "/console/claim":
             if who.account.role != "owner":
                 raise _NotFound
+            if self.claims.locked(who.account.id):
+                self.count("console_claims_locked")
+                return self._page(who, "Not claimed", pages.message(
+                    "too many wrong owner codes: wait 15 minutes"), status=429)
             try:
                 network = await self._call(self.accounts.claim, who.account.id,
                                            fields.get("code", "")[:64])
             except OwnerCodeRefused as exc:
+                self.claims.failed(who.account.id)
                 return self._page(who, "Not claimed", pages.message(str(exc)), status=422)
             return _redirect(f"/console/networks/{network}")
         if path == "/console/account/details":
@@ -172,15 +224,17 @@ class Console:
                                          who.token)
             except AccountError as exc:
                 return self._page(who, "Not changed", pages.message(str(exc)), status=422)
+            self._kick(who.account.id)
             return self._page(who, "Password changed", pages.message(
                 f"password changed; {ended} other session(s) ended"))
         if path == "/console/account/delete":
             if fields.get("confirm") != "DELETE":
                 return self._page(who, "Not deleted", pages.message(
                     "type DELETE to confirm"), status=422)
-            return await self._delete_account(who)
+            return await self._delete_account(who, erase=fields.get("networks") != "release")
         if m := _SESSION.match(path):
             await self._call(self.accounts.revoke_session, who.account.id, m.group(1))
+            self._kick(who.account.id)
             return _redirect("/console/account")
         if m := _NETWORK.match(path):
             if not m.group(2):
@@ -207,7 +261,7 @@ class Console:
 
     def _login_page(self, message: str = "", status: int = 200) -> Response:
         token = _token()
-        return _html(status, pages.login(token, message),
+        return _html(status, pages.login(token, message, signup=self.config.console_signup),
                      guard.set_cookie(guard.LOGIN_COOKIE, token))
 
     async def _login(self, request: Request) -> Response:
@@ -220,7 +274,7 @@ class Console:
         if self.logins.locked(*keys):
             self.counters["console_logins_locked"] = self.counters.get(
                 "console_logins_locked", 0) + 1
-            return self._login_page("too many failed logins: wait 15 minutes", 429)
+            return self._login_page("too many failed logins: wait and try again", 429)
         try:
             account = await self._call(self.accounts.authenticate, email, password)
         except BadLogin:
@@ -235,8 +289,7 @@ class Console:
         token = guard.cookies(dict(request.headers)).get(guard.SESSION_COOKIE)
         if not token or len(token) > 100:
             return None
-        session = await self._call(self.accounts.session, token,
-                                   max_idle_us=guard.SESSION_IDLE_US)
+        session = await self._call(self.accounts.session, token, max_idle_us=self._idle_us)
         if session is None:
             return None
         account = await self._call(self.accounts.get, session.account_id)
@@ -265,18 +318,31 @@ class Console:
         await self._owned(who, str(where.network))
         return value
 
-    async def _networks(self, who: _Who) -> list[dict[str, Any]]:
+    async def _fleet(self, who: _Who, flt: fleet.Filter) -> fleet.Page:
+        """One overview page for `who`: the whole fleet for operators, their own networks
+        for owners, filtered on the server (gateway.console.fleet)."""
+        c, now = self.config, self.wall()
+        certificates = self.api.certificates
+
+        async def docs(statuses: list[Any]) -> list[dict[str, Any]]:
+            expiry = await certificates.not_after(s.cert_serial for s in statuses)
+            return [status_json(s, expiry) for s in statuses]
+
         if who.account.role == "operator":
-            internal = Request("GET", "/api/v1/networks", {"limit": "1000"},
-                               operator=who.operator)
-            return json.loads((await self.api.list_networks(internal)).body)["networks"]
-        out = []
+            async def read(limit: int, after: UUID | None) -> list[dict[str, Any]]:
+                return await docs(await self.api.store.list_networks(limit=limit, after=after))
+            return await fleet.operator_page(read, flt, now, page_size=c.console_page_size,
+                                             scan_limit=c.console_scan_limit)
+        statuses, out = [], []
         for network in await self._call(self.accounts.networks_of, who.account.id):
-            doc = await self._api_json(self.api.get_network, UUID(network), key="network",
-                                       missing=None)
-            status = (doc or {}).get("status") or {"uuid": network, "status": "offline"}
-            out.append(status)
-        return out
+            status = await self.api.store.connection_status(UUID(network))
+            if status is None:
+                out.append({"uuid": network, "status": "offline"})
+            else:
+                statuses.append(status)
+        out.extend(await docs(statuses))
+        out.sort(key=lambda d: d["uuid"])
+        return fleet.owner_page(out, flt, now, page_size=c.console_page_size)
 
     async def _api_json(self, endpoint: Callable[..., Any], uuid: UUID, *, key: str,
                         missing: Any = _NotFound) -> Any:
@@ -290,25 +356,32 @@ class Console:
             return missing
         return json.loads(response.body)[key]
 
-    async def _charts(self, doc: dict[str, Any]) -> dict[str, str]:
-        from ..storage.records import StateKind
-
-        charts = {}
+    async def _charts(self, doc: dict[str, Any], span: charts.TimeRange) -> dict[str, str]:
+        out = {}
         for device in doc.get("devices", []):
             for value in device.get("values", []):
-                rows = await self.api.store.history(UUID(value["uuid"]), kind=StateKind.REPORT,
-                                                    limit=CHART_POINTS, newest_first=True)
-                points = []
-                for r in reversed(rows):
-                    try:
-                        points.append((r.timestamp, float(r.data)))
-                    except ValueError:
-                        break  # not a number: no chart
-                else:
-                    svg = pages.chart(points)
-                    if svg:
-                        charts[value["uuid"]] = svg
-        return charts
+                drawn = await self._chart(UUID(value["uuid"]), span)
+                if drawn:
+                    out[value["uuid"]] = drawn
+        return out
+
+    async def _chart(self, value: UUID, span: charts.TimeRange, *,
+                     standalone: bool = False) -> str:
+        """The value's numeric reports in `span` as SVG ("" if none or not numbers): at most
+        `console_chart_reports` read (the newest), downsampled to `console_chart_buckets`."""
+        from ..storage.records import StateKind
+
+        rows = await self.api.store.history(value, kind=StateKind.REPORT, since=span.since,
+                                            until=span.until, newest_first=True,
+                                            limit=self.config.console_chart_reports)
+        points = []
+        for r in reversed(rows):
+            try:
+                points.append((r.timestamp.timestamp(), float(r.data)))
+            except ValueError:
+                return ""  # not a number: no chart
+        return charts.svg(charts.downsample(points, self.config.console_chart_buckets),
+                          reports=len(points), standalone=standalone)
 
     # -- changes ------------------------------------------------------------------------
 
@@ -317,18 +390,26 @@ class Console:
             await self.api.hooks.erase(network, who.operator)
         await self._call(self.accounts.forget_network, str(network))
 
-    async def _delete_account(self, who: _Who) -> Response:
-        owned = await self._call(self.accounts.networks_of, who.account.id)
-        for network in owned:
-            await self._erase(UUID(network), who)
-        await self._call(self.accounts.delete, who.account.id)
-        return _html(200, pages.layout("Account deleted", pages.message(
-            f"your account and {len(owned)} network(s) were erased")),
-            guard.clear_cookie(guard.SESSION_COOKIE))
+    async def _delete_account(self, who: _Who, *, erase: bool) -> Response:
+        """Delete the account now: its sessions end (its live streams are woken and stop),
+        then, with `erase`, its networks are erased and barred; without, only released."""
+        owned = await self._call(self.accounts.delete, who.account.id, release=not erase)
+        self._kick(who.account.id)
+        if erase:
+            for network in owned:
+                await self._erase(UUID(network), who)
+        done = (f"your account and {len(owned)} network(s) were erased" if erase else
+                f"your account was erased; {len(owned)} network(s) given up: their data "
+                f"stays with the operators, their owner codes work again")
+        return _html(200, pages.layout("Account deleted", pages.message(done)),
+                     guard.clear_cookie(guard.SESSION_COOKIE))
 
     def _action(self, who: _Who, request: Request, status: int) -> None:
+        self.audit(who.label, request, status)
+
+    def audit(self, label: str, request: Request, status: int) -> None:
         if self.api.on_action is not None:
-            self.api.on_action(operator=who.label, action="console",
+            self.api.on_action(operator=label, action="console",
                                method=request.method, path=request.path,
                                target=_target(request.path), status=status, via="console")
 
@@ -385,26 +466,38 @@ history</td><td>to run and show your devices</td><td>your devices</td>
 
     # -- live updates -------------------------------------------------------------------
 
-    async def _events(self, who: _Who) -> Response:
-        if self._streams >= MAX_EVENT_STREAMS:
+    async def _events(self, who: _Who, flt: fleet.Filter) -> Response:
+        """Server-sent events: the status of the networks of the overview page `flt` shows,
+        every `console_event_interval` seconds, while the session lasts. A session ending
+        (logout, revocation, password change, account deletion) wakes the account's streams
+        at once, and each whose session is gone ends."""
+        c, account = self.config, who.account.id
+        if (self._streams >= c.console_event_streams
+                or self._streams_of.get(account, 0) >= c.console_event_streams_per_account):
+            self.count("console_streams_refused")
             return _html(503, pages.layout("Busy", pages.message("too many live views")))
 
         async def stream() -> AsyncIterator[bytes]:
             self._streams += 1
+            self._streams_of[account] = self._streams_of.get(account, 0) + 1
             try:
                 yield b"retry: 5000\n\n"
                 while True:
-                    # A logout, a revoked session or a password change ends the stream too.
+                    wake = self._wake.setdefault(account, trio.Event())
                     if await self._call(self.accounts.session, who.token) is None:
                         return
-                    networks = await self._networks(who)
+                    page = await self._fleet(who, flt)
                     yield (b"event: status\ndata: " + json.dumps({"networks": [
                         {"uuid": n["uuid"], "status": n["status"],
-                         "last_seen": n.get("last_seen")} for n in networks]}).encode()
+                         "last_seen": n.get("last_seen")} for n in page.networks]}).encode()
                         + b"\n\n")
-                    await trio.sleep(EVENT_INTERVAL)
+                    with trio.move_on_after(c.console_event_interval):
+                        await wake.wait()
             finally:
                 self._streams -= 1
+                left = self._streams_of.pop(account, 1) - 1
+                if left:
+                    self._streams_of[account] = left
 
         return Response(200, (("content-type", "text/event-stream"),
                               *guard.SECURITY_HEADERS), stream=stream())

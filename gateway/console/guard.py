@@ -6,8 +6,10 @@
   constant time); the login form, before any session, carries a token that must equal the
   `__Host-fg_login` cookie set with it (double submit).
 - Login attempts are limited per account (the email's lookup hash) and per client address:
-  `LOGIN_FAILURES` failures within `LOGIN_WINDOW` seconds lock that key until the window
-  passes. Both maps are bounded (`MAX_TRACKED`); the oldest entries are forgotten first.
+  `console_login_failures` failures within `console_login_window` seconds lock that key
+  until the window passes. The map is bounded (`console_login_tracked`); the oldest entries
+  are forgotten first. The same limiter counts sign-ups per address and refused owner codes
+  per account.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from urllib.parse import parse_qsl
 
 SESSION_COOKIE = "__Host-fg_session"
 LOGIN_COOKIE = "__Host-fg_login"
-LOGIN_FAILURES = 5
+LOGIN_FAILURES = 5  # defaults; `fleet-gateway serve` passes its [console] options
 LOGIN_WINDOW = 900.0  # seconds
 MAX_TRACKED = 10_000
-SESSION_IDLE_US = 8 * 3600 * 1_000_000
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -73,8 +74,9 @@ class LoginLimiter:
     """Failures per key within a sliding window; `clock` is monotonic seconds."""
 
     def __init__(self, clock: Callable[[], float], *, failures: int = LOGIN_FAILURES,
-                 window: float = LOGIN_WINDOW) -> None:
+                 window: float = LOGIN_WINDOW, tracked: int | None = None) -> None:
         self._clock = clock
+        self._tracked = tracked if tracked is not None else MAX_TRACKED
         self._failures = failures
         self._window = window
         self._seen: OrderedDict[bytes | str, list[float]] = OrderedDict()
@@ -93,7 +95,7 @@ class LoginLimiter:
             times = [t for t in self._seen.pop(key, []) if now - t < self._window]
             times.append(now)
             self._seen[key] = times[-self._failures:]
-            while len(self._seen) > MAX_TRACKED:
+            while len(self._seen) > self._tracked:
                 self._seen.popitem(last=False)
 
     def succeeded(self, *keys: bytes | str) -> None:

@@ -3,7 +3,6 @@ person or a device goes through `e` (html.escape), so script in any field is sho
 
 from __future__ import annotations
 
-from datetime import datetime
 from html import escape
 from typing import Any
 
@@ -31,39 +30,81 @@ def layout(title: str, body: str, *, who: str | None = None, csrf: str = "",
             f'<body>{nav}<main><h1>{e(title)}</h1>{body}</main></body></html>').encode()
 
 
-def login(token: str, message: str = "") -> bytes:
+def login(token: str, message: str = "", *, signup: bool = False) -> bytes:
     note = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
+    join = ('<p>Own a device? <a href="/console/signup" id="signup-link">Create an owner '
+            'account</a>.</p>') if signup else ""
     return layout("Log in", f"""{note}
 <form method="post" action="/console/login" id="login">
 <input type="hidden" name="csrf" value="{e(token)}">
 <label>Email <input type="email" name="email" autocomplete="username" required></label>
 <label>Password <input type="password" name="password" autocomplete="current-password"
  required></label>
-<button type="submit">Log in</button></form>""")
+<button type="submit">Log in</button></form>{join}""")
 
 
-def overview(networks: list[dict[str, Any]], csrf: str, role: str) -> str:
+def signup(token: str, message: str = "", given: dict[str, str] | None = None) -> bytes:
+    note = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
+    given = given or {}
+    details = "".join(
+        f'<label>{e(name.title())} (optional) <input name="{name}" maxlength="500" '
+        f'value="{e(given.get(name, ""))}"></label>' for name in ("name", "phone", "address"))
+    return layout("Create an owner account", f"""{note}
+<p>An owner account sees only the networks it owns: after signing up, type the owner code
+printed on your device's label to add its network. Your email address and details are
+stored encrypted; you can export, correct or delete them at any time.</p>
+<form method="post" action="/console/signup" id="signup">
+<input type="hidden" name="csrf" value="{e(token)}">
+<label>Email <input type="email" name="email" autocomplete="username" required maxlength="254"
+ value="{e(given.get("email", ""))}"></label>
+<label>Password (10 characters or more) <input type="password" name="password"
+ autocomplete="new-password" required minlength="10"></label>
+<label>Password again <input type="password" name="again" autocomplete="new-password"
+ required minlength="10"></label>{details}
+<button type="submit">Create account</button></form>
+<p><a href="/console/login">Log in</a> instead.</p>""")
+
+
+def overview(networks: list[dict[str, Any]], csrf: str, role: str, *,
+             flt: Any = None, more: str | None = None) -> str:
+    """The fleet table; `flt` is the fleet.Filter shown in the filter form, `more` the query
+    of the next page (None: this is the last)."""
     rows = "".join(
         f'<tr data-network="{e(n["uuid"])}"><td><a href="/console/networks/{e(n["uuid"])}">'
         f'{e(n["uuid"])}</a></td><td class="status {e(n["status"])}">{e(n["status"])}</td>'
         f'<td>{e(n.get("last_seen") or "never")}</td>'
         f'<td>{e(n.get("cert_not_after") or "unknown")}</td></tr>' for n in networks)
     online = sum(1 for n in networks if n["status"] == "online")
+    status = getattr(flt, "status", None)
+    options = "".join(f'<option value="{v}"{" selected" if status == (v or None) else ""}>'
+                      f'{label}</option>' for v, label in (("", "online and offline"),
+                                                          ("online", "online"),
+                                                          ("offline", "offline")))
+    checked = " checked" if getattr(flt, "expiring", False) else ""
+    filters = f"""<form method="get" action="/console/" id="filters" class="filters">
+<label>Search <input type="search" name="q" maxlength="64" value="{e(getattr(flt, "search", ""))}"
+ placeholder="UUID or client id"></label>
+<label>Status <select name="status">{options}</select></label>
+<label><input type="checkbox" name="expiring" value="1"{checked}> certificate expires within
+30 days</label> <button type="submit">Filter</button> <a href="/console/">Clear</a></form>"""
+    next_link = (f'<p><a id="more" href="/console/?{e(more)}">Next page</a></p>'
+                 if more else "")
     claim = "" if role == "operator" else f"""
 <h2>Add a network</h2>
 <form method="post" action="/console/claim">
 <input type="hidden" name="csrf" value="{e(csrf)}">
-<label>Owner code (from device.json) <input name="code" required maxlength="64"
+<label>Owner code (from the device's label) <input name="code" required maxlength="64"
  autocomplete="off"></label> <button type="submit">Own this network</button></form>"""
-    return f"""<p id="summary">{len(networks)} networks: <span id="online">{online}</span> online,
-<span id="offline">{len(networks) - online}</span> offline</p>
+    return f"""{filters}<p id="summary">{len(networks)} networks shown:
+<span id="online">{online}</span> online, <span id="offline">{len(networks) - online}</span>
+offline</p>
 <table id="networks"><thead><tr><th>Network</th><th>Status</th><th>Last seen</th>
-<th>Certificate expires</th></tr></thead><tbody>{rows}</tbody></table>{claim}"""
+<th>Certificate expires</th></tr></thead><tbody>{rows}</tbody></table>{next_link}{claim}"""
 
 
-def network(doc: dict[str, Any], charts: dict[str, str], csrf: str) -> str:
+def network(doc: dict[str, Any], charts: dict[str, str], csrf: str, picker: str = "") -> str:
     status = doc.get("status") or {}
-    parts = [f'<p>Network <code id="network-uuid">{e(doc["uuid"])}</code>: '
+    parts = [picker, f'<p>Network <code id="network-uuid">{e(doc["uuid"])}</code>: '
              f'<span class="status {e(status.get("status"))}">{e(status.get("status"))}</span>'
              f', last seen {e(status.get("last_seen") or "never")}</p>']
     for device in doc.get("devices", []):
@@ -96,21 +137,6 @@ Type the network's UUID to confirm.</p>
     return "".join(parts)
 
 
-def chart(points: list[tuple[datetime, float]], width: int = 600, height: int = 120) -> str:
-    """A line chart as plain SVG (no script): `points` oldest first."""
-    if len(points) < 2:
-        return ""
-    t0, t1 = points[0][0].timestamp(), points[-1][0].timestamp()
-    lo, hi = min(p[1] for p in points), max(p[1] for p in points)
-    span_t, span_v = (t1 - t0) or 1.0, (hi - lo) or 1.0
-    coords = " ".join(f"{(p[0].timestamp() - t0) / span_t * width:.1f},"
-                      f"{height - (p[1] - lo) / span_v * height:.1f}" for p in points)
-    return (f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" '
-            f'height="{height}" role="img" aria-label="history: {len(points)} reports, '
-            f'{lo:g} to {hi:g}"><polyline fill="none" stroke="currentColor" '
-            f'points="{coords}"/></svg>')
-
-
 def account(me: dict[str, Any], sessions: list[Any], current: str, csrf: str) -> str:
     details = me.get("details", {})
     rows = "".join(
@@ -139,10 +165,16 @@ and everything stored about your networks) &middot;
 <h2>Sessions</h2><table id="sessions"><thead><tr><th>From</th><th>Since</th><th>Last seen</th>
 <th></th></tr></thead><tbody>{rows}</tbody></table>
 <h2>Delete my account</h2>
-<p>Deleting is immediate: your account, and every network you own with all its data, are
-erased, and those networks' certificates are barred. Type DELETE to confirm.</p>
-<form method="post" action="/console/account/delete">{hidden}
-<input name="confirm" required autocomplete="off"><button type="submit">Delete</button></form>"""
+<p>Deleting is immediate: your account, your details and your sessions are erased, and every
+browser logged in as you is logged out. For the networks you own, choose:</p>
+<form method="post" action="/console/account/delete" id="delete">{hidden}
+<label><input type="radio" name="networks" value="erase" checked> erase them too: all their
+data is deleted and their certificates are barred (the devices stop working here)</label>
+<label><input type="radio" name="networks" value="release"> only give them up: your claim
+is dropped; the devices and their data stay with the operators of this gateway, and the
+owner code on each device's label works again (for whoever has the device next)</label>
+<label>Type DELETE to confirm <input name="confirm" required autocomplete="off"></label>
+<button type="submit">Delete my account</button></form>"""
 
 
 def accounts(rows: list[tuple[int, str, str]]) -> str:

@@ -33,7 +33,7 @@ async def console_for(gateway: Any, data: Path | None
             gateway.owner_codes = sink
             try:
                 yield lambda api: Console(api, accounts, limiter=limiter,
-                                          counters=gateway.counters)
+                                          config=gateway.config, counters=gateway.counters)
             finally:
                 gateway.owner_codes = None
                 nursery.cancel_scope.cancel()

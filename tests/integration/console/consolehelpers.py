@@ -45,6 +45,14 @@ class ConsoleEnv:
         return Browser(self.http[0], self.http[1],
                        client_context(self.home.path / "root.crt"))
 
+    async def connect(self, bundle: Any) -> None:
+        """Connect `bundle` once (the network gets a status, its owner code is recorded)."""
+        device = Device(*self.mqtt, bundle)
+        (_, rc) = await device.connect()
+        assert rc == 0
+        await self.gateway.owner_codes.flush()
+        await device.close()
+
     async def own_network(self, bundle: Any, email: str) -> tuple[Browser, str]:
         """Connect `bundle` (so the gateway records its owner code), seed data, make an
         owner account `email`, log in and claim the network with the bundle's code."""
@@ -64,9 +72,11 @@ class ConsoleEnv:
         return browser, code
 
 
-async def start_console_env(home: Any, data: Path, nursery: trio.Nursery, store: Any
-                            ) -> ConsoleEnv:
-    config = load_config(None, {"ca_home": home.path, "mqtt": "127.0.0.1:0", "data": data})
+async def start_console_env(home: Any, data: Path, nursery: trio.Nursery, store: Any,
+                            **options: Any) -> ConsoleEnv:
+    """`options`: configuration options (the console's limits) over the defaults."""
+    config = load_config(None, {"ca_home": home.path, "mqtt": "127.0.0.1:0", "data": data,
+                                **options})
     stream = io.StringIO()
     log = EventLog(stream, truncate_ips=True)
     ingest = Ingest(store)

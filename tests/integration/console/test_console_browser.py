@@ -111,6 +111,34 @@ async def test_operator_and_owner_in_a_real_browser(cenv, make_device, chrome):
     assert ada_net in await page.text()
     assert await page.run(lambda: len(chrome.find_elements("css selector", "svg.chart"))) >= 1
     await page.shot("network")
+
+    # Drag across the chart: the page reloads with that time span, fewer reports drawn.
+    from selenium.webdriver.common.by import By
+
+    def reports() -> int:
+        return int(chrome.find_element(By.CSS_SELECTOR, "svg.chart")
+                   .get_attribute("data-reports"))
+
+    before = await page.run(reports)
+
+    def drag() -> None:
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        svg = chrome.find_element(By.CSS_SELECTOR, "svg.chart")
+        width = svg.size["width"]
+        (ActionChains(chrome).move_to_element_with_offset(svg, -width // 4, 0)
+         .click_and_hold().move_by_offset(width // 2, 0).release().perform())
+        WebDriverWait(chrome, 20).until(lambda d: "from=" in d.current_url)
+
+    await page.run(drag)
+    assert 0 < await page.run(reports) < before
+
+    # The overview's search runs on the server: one network left.
+    await page.open("/console/")
+    await page.fill_submit("#filters", q=bob_net[:8])
+    text = await page.text()
+    assert bob_net in text and ada_net not in text
     await page.run(chrome.delete_all_cookies)
 
     # An owner: their network only; another owner's URL is a 404 page.

@@ -143,6 +143,34 @@ def test_issue_device_prints_each_uuid_and_serial_and_writes_bundles(home, tmp_p
     assert "issued 3 device bundle(s)" in err and "\r" not in err  # no bar off a TTY
 
 
+def test_issue_device_writes_a_label_sheet_with_every_owner_code(home, tmp_path, run):
+    import re
+    from html import unescape
+
+    for count in ("4", "2"):  # two batches, two sheets, in one folder
+        code, out, err = run("--home", home, "issue", "device", "--count", count,
+                             "--out", tmp_path / "b")
+        assert code == 0, err
+        assert "owner-code labels:" in err
+    sheets = sorted(tmp_path.glob("b-labels-*.html"))  # beside the bundles, not in them
+    assert len(sheets) == 2
+    assert all(s.stat().st_mode & 0o777 == 0o600 for s in sheets)
+    labels: dict[str, str] = {}
+    for sheet in sheets:
+        page = sheet.read_text()
+        assert "<script" not in page
+        for net, body in re.findall(r'<div class="label" data-network="([^"]+)">(.*?)</div></div>',
+                                    page):
+            labels[net] = unescape(body)
+    bundles = list((tmp_path / "b").iterdir())
+    assert len(bundles) == 6 and all(d.is_dir() for d in bundles)
+    assert set(labels) == {d.name for d in bundles}
+    for d in bundles:
+        info = json.loads((d / "device.json").read_text())
+        assert info["owner_code"] in labels[d.name]
+        assert info["serial"] in labels[d.name]
+
+
 def test_issue_server_and_operator(home, tmp_path, run):
     code, out, err = run("--home", home, "issue", "server", "--dns", "localhost", "--ip",
                          "127.0.0.1", "--out", tmp_path / "s")
