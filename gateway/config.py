@@ -123,6 +123,25 @@ class GatewayConfig:
     max_stored_bytes_per_network: int = 1024 * 1024 * 1024
     """Bytes one network's stored readings and commands may take (data + 48 per row); past
     it its reports are refused (`errors` topic, code QUOTA). 0: no limit."""
+    # [signer]: device enrolment by claim and renewal (docs/operations.md, "The gateway and
+    # the signer"); the gateway relays CSRs and never reads a CA key.
+    signer: str = "off"
+    """The online signer (`fleet-ca serve`): "unix:/PATH", "https://HOST:PORT" or "off"
+    (claim certificates are then refused and `cert/renew` is answered `no_signer`)."""
+    signer_cert: Path | None = None
+    """Registrar certificate (chain) for an HTTPS signer (`fleet-ca issue registrar`)."""
+    signer_key: Path | None = None
+    """Its private key."""
+    signer_timeout: float = 10.0
+    """Seconds one signing request may take; past it the device is answered signer_timeout."""
+    signer_max_inflight: int = 16
+    """Signing requests in flight from this gateway; past it: answered `busy`."""
+    provision_inflight_per_claim: int = 4
+    """Provisioning requests in flight per claim certificate (a batch); past it: `busy`."""
+    max_connections_per_claim: int = 100
+    """Live connections of one claim certificate; past it: CONNACK 3 (server unavailable)."""
+    provision_session_timeout: float = 300.0
+    """Seconds a claim connection may stay; then it is closed (THROTTLED)."""
     # [log]
     log_file: str = "-"
     """Where JSON log lines go: "-" for stderr, or a file path (appended)."""
@@ -186,9 +205,9 @@ class GatewayConfig:
         return self.ca_home
 
 
-_PATH_FIELDS = {"ca_home", "cert", "key", "data", "erasure_ledger"}
+_PATH_FIELDS = {"ca_home", "cert", "key", "data", "erasure_ledger", "signer_cert", "signer_key"}
 _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
-_SECTIONS = ("tls", "mqtt", "limits", "log")
+_SECTIONS = ("tls", "mqtt", "limits", "log", "signer")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -259,7 +278,9 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "max_pending_per_source", "http_unauthenticated_head_timeout",
         "max_queued_operations_per_network", "max_queued_reports_per_network",
         "max_queued_reports", "max_readings_per_second_per_network",
-        "readings_burst_per_network",
+        "readings_burst_per_network", "signer_timeout", "signer_max_inflight",
+        "provision_inflight_per_claim", "max_connections_per_claim",
+        "provision_session_timeout",
     )
     for name in positive:
         if getattr(config, name) <= 0:
@@ -267,6 +288,9 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     for name in ("log_lines_per_connection", "log_lines_burst"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"option {name!r} must be greater than 0")
+    if config.signer != "off" and not config.signer.startswith(("unix:", "https://")):
+        raise ConfigError(f"option 'signer' must be unix:/PATH, https://HOST:PORT or off, "
+                          f"not {config.signer!r}")
     if config.max_stored_bytes_per_network < 0:
         raise ConfigError("option 'max_stored_bytes_per_network' must not be negative")
     if config.log_max_bytes < 0 or config.log_backups < 0 or config.log_retention_days < 0:
