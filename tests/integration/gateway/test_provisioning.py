@@ -130,3 +130,33 @@ async def test_without_a_signer_a_claim_is_refused_at_connect(pki, start_gateway
     assert rc.is_failure
     await running.logs.wait("refused", batch="line3")
     await client.close()
+
+
+async def test_the_simulator_provisions_by_claim_then_renews_its_bundle(
+        pki, signer, start_gateway, tmp_path):
+    from firmware_sim.bundle import load_bundle
+    from firmware_sim.enrol import provision, renew, renewal_due
+
+    _, target = signer
+    running = await start_gateway(signer=target)
+    claim = claim_creds(pki, tmp_path, uses=1)
+    out = tmp_path / "mine"
+    doc = await trio.to_thread.run_sync(
+        provision, claim.cert.parent, out, running.host, running.port)
+    bundle = load_bundle(out)
+    assert str(bundle.network) == doc["network"]
+    assert (out / "device.key").stat().st_mode & 0o777 == 0o600
+    renewed = await trio.to_thread.run_sync(renew, out, running.host, running.port)
+    assert renewed["network"] == doc["network"] and renewed["serial"] != doc["serial"]
+    cert = x509.load_pem_x509_certificates((out / "device.crt").read_bytes())[0]
+    assert format(cert.serial_number, "x") == renewed["serial"]
+    # Due at two thirds of its lifetime, by the clock passed in.
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    assert not renewal_due(out / "device.crt", start + (end - start) / 2)
+    assert renewal_due(out / "device.crt", start + (end - start) * 3 / 4)
+    # The renewed bundle is a working identity.
+    device = PahoClient(running, Creds(out / "device.crt", out / "device.key", out / "ca.crt"),
+                        "renewed")
+    await device.connect()
+    await running.logs.wait("connected", network=doc["network"], client_id="renewed")
+    await device.close()
