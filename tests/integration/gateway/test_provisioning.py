@@ -3,6 +3,7 @@ unix socket, a real gateway, paho devices over real TLS."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import uuid
@@ -17,7 +18,7 @@ from gwhelpers import Creds, PahoClient
 
 from ca import claims
 from ca.keys import private_key_pem
-from ca.signer import JsonLog, ServeLimits, Signer, serve_signer
+from ca.signer import JsonLog, ServeLimits, Signer, SignerLimits, serve_signer
 
 
 def csr_and_key(tmp, name):
@@ -31,7 +32,9 @@ def csr_and_key(tmp, name):
 
 @pytest.fixture
 async def signer(pki, nursery, tmp_path):
-    s = Signer(pki.home)
+    # No grace: the sweep may run at the real now (the CRL it writes is dated then, and the
+    # session-wide CA home's CRL must stay valid for the other tests).
+    s = Signer(pki.home, SignerLimits(supersede_grace=dt.timedelta(0)))
     sock = tmp_path / "signer.sock"
     await nursery.start(lambda task_status: serve_signer(
         s, unix=sock, limits=ServeLimits(sweep_interval=3600), log=JsonLog(io.StringIO()),
@@ -87,6 +90,13 @@ async def test_a_claim_gets_a_certificate_then_the_device_connects_and_renews(
     due = pki.home.inventory.connection.execute(
         "SELECT due FROM supersede WHERE serial = ?", (format(old, "x"),)).fetchone()
     assert due is not None
+    # Past the grace, the signer's sweep revokes the old certificate; the gateway reads the
+    # new CRL and closes the session still using it.
+    from ca.inventory import from_iso
+
+    assert from_iso(due[0]) <= dt.datetime.now(dt.UTC)
+    assert sig.sweep(dt.datetime.now(dt.UTC)) == 1
+    await running.logs.wait("revoked", network=str(network), client_id="dev")
     await device.close()
 
 
