@@ -136,9 +136,10 @@ async def test_without_a_signer_a_claim_is_refused_at_connect(pki, start_gateway
     running = await start_gateway()
     claim = claim_creds(pki, tmp_path, uses=1)
     client = PahoClient(running, claim, "c3")
-    flags, rc = await client.connect()
-    assert rc.is_failure
-    await running.logs.wait("refused", batch="line3")
+    _, rc = await client.connect()
+    assert str(rc) == "Not authorized"  # CONNACK 5
+    record = await running.logs.wait("refused", batch="line3")
+    assert record["cause"].startswith("CLAIM_WITHOUT_SIGNER")
     await client.close()
 
 
@@ -169,4 +170,56 @@ async def test_the_simulator_provisions_by_claim_then_renews_its_bundle(
                         "renewed")
     await device.connect()
     await running.logs.wait("connected", network=doc["network"], client_id="renewed")
+    await device.close()
+
+
+async def test_a_silent_signer_costs_the_device_one_signer_timeout(
+        pki, start_gateway, tmp_path, nursery):
+    # A "signer" that accepts and never answers: what the test is about is the deadline.
+    sock_path = tmp_path / "silent.sock"
+    listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await listener.bind(str(sock_path))
+    listener.listen(8)
+    held = []
+
+    async def hold() -> None:
+        while True:
+            conn, _ = await listener.accept()
+            held.append(conn)
+
+    nursery.start_soon(hold)
+    running = await start_gateway(signer=f"unix:{sock_path}", signer_timeout=0.5)
+    claim = claim_creds(pki, tmp_path, uses=1)
+    csr, _ = csr_and_key(tmp_path, "t")
+    client, msg = await ask(running, claim, csr)
+    assert msg.topic == "provision/rejected"
+    assert json.loads(msg.payload)["reason"] == "signer_timeout"
+    assert held, "the gateway did reach the signer"
+    await client.close()
+
+
+async def test_claim_connections_are_capped_per_claim(pki, signer, start_gateway, tmp_path):
+    _, target = signer
+    running = await start_gateway(signer=target, max_connections_per_claim=1)
+    claim = claim_creds(pki, tmp_path, uses=1)
+    first = PahoClient(running, claim, "first")
+    await first.connect()
+    await running.logs.wait("provision_connected", client_id="first")
+    second = PahoClient(running, claim, "second")
+    _, rc = await second.connect()
+    assert str(rc) == "Server unavailable"  # CONNACK 3
+    await running.logs.wait("refused", cause="max_connections_per_claim")
+    await second.close()
+    await first.close()
+
+
+async def test_renewal_without_a_signer_is_answered_no_signer(pki, start_gateway, net_a):
+    running = await start_gateway()
+    device = PahoClient(running, net_a, "r")
+    await device.connect()
+    await device.subscribe("cert/+", 1)
+    await device.publish("cert/renew", b"-----BEGIN CERTIFICATE REQUEST-----\n", 1)
+    msg = await device.message()
+    assert msg.topic == "cert/rejected"
+    assert json.loads(msg.payload)["reason"] == "no_signer"
     await device.close()
