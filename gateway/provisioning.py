@@ -208,6 +208,12 @@ class Provisioning:
         self._nursery.start_soon(run)
 
 
+def _granted(subscribed: dict[str, QoS], topic: str) -> QoS | None:
+    """The QoS a claim connection's subscriptions grant an answer on `topic` (None: none)."""
+    qos = [q for f, q in subscribed.items() if f == topic or f in ("provision/+", "provision/#")]
+    return max(qos) if qos else None
+
+
 async def serve_claim(connection: Connection, claim: ClaimIdentity,
                       provisioning: Provisioning) -> None:
     """The provisioning jail of one claim connection, from CONNECT until it ends.
@@ -249,10 +255,15 @@ async def serve_claim(connection: Connection, claim: ClaimIdentity,
         await flush()
         connection.log.emit("provision_connected", **log_ids,
                             peer=connection.log.peer(connection.peer))
-        with trio.move_on_after(cfg.provision_session_timeout):
-            await _claim_session(connection, core, claim, provisioning, log_ids,
-                                 RECEIVE_SIZE, describe)
-        raise ConnectionEnds(DisconnectReason.THROTTLED, "provision_session_timeout")
+        try:
+            with trio.move_on_after(cfg.provision_session_timeout):
+                await _claim_session(connection, core, claim, provisioning, log_ids,
+                                     RECEIVE_SIZE, describe)
+            raise ConnectionEnds(DisconnectReason.THROTTLED, "provision_session_timeout")
+        except ConnectionEnds as ends:
+            connection.log.emit("provision_disconnected", **log_ids, reason=str(ends.reason),
+                                detail=ends.detail)
+            raise
     finally:
         provisioning.claim_connections[claim.serial] -= 1
         if not provisioning.claim_connections[claim.serial]:
@@ -266,14 +277,9 @@ async def _claim_session(connection: Connection, core: ServerConnection, claim: 
     state = {"busy": False, "done": False}
     flush = connection._flush
 
-    def granted(topic: str) -> QoS | None:
-        qos = [q for f, q in subscribed.items()
-               if f == topic or f in ("provision/+", "provision/#")]
-        return max(qos) if qos else None
-
     async def answer(ok: bool, doc: dict) -> None:
         topic = ACCEPTED if ok else REJECTED
-        qos = granted(topic)
+        qos = _granted(subscribed, topic)
         if qos is not None and core.can_publish(qos):
             core.publish(topic, json.dumps(doc).encode(), qos)
             await flush()
@@ -283,66 +289,88 @@ async def _claim_session(connection: Connection, core: ServerConnection, claim: 
             ok, doc = await provisioning.enroll(claim, payload)
             state["done"] = ok
             await answer(ok, doc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the device left: the reader ends the connection
         finally:
             state["busy"] = False
 
+    # Exceptions are caught inside the nursery so they leave it bare, not grouped.
+    ended: ConnectionEnds | None = None
     async with trio.open_nursery() as nursery:
+        try:
+            await _claim_reads(connection, core, claim, provisioning, log_ids, receive_size,
+                               describe, nursery, subscribed, state, answer, request)
+        except ConnectionEnds as exc:
+            ended = exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            ended = ConnectionEnds(DisconnectReason.CONNECTION_LOST)
+        nursery.cancel_scope.cancel()
+    assert ended is not None
+    raise ended
+
+
+async def _claim_reads(connection: Connection, core: ServerConnection, claim: ClaimIdentity,
+                       provisioning: Provisioning, log_ids: dict, receive_size: int,
+                       describe: Any, nursery: trio.Nursery, subscribed: dict[str, QoS],
+                       state: dict[str, bool], answer: Any, request: Any) -> None:
+    flush = connection._flush
+
+    while True:
+        deadline = core.keepalive_deadline(connection.config.keepalive_factor)
+        data = None
+        with trio.move_on_at(deadline if deadline is not None else float("inf")):
+            data = await connection.stream.receive_some(receive_size)
+        if data is None:
+            raise ConnectionEnds(DisconnectReason.KEEP_ALIVE_TIMEOUT)
+        core.receive_data(data, trio.current_time())
         while True:
-            deadline = core.keepalive_deadline(connection.config.keepalive_factor)
-            data = None
-            with trio.move_on_at(deadline if deadline is not None else float("inf")):
-                data = await connection.stream.receive_some(receive_size)
-            if data is None:
-                raise ConnectionEnds(DisconnectReason.KEEP_ALIVE_TIMEOUT)
-            core.receive_data(data, trio.current_time())
-            while True:
-                try:
-                    event = core.next_event()
-                except RemoteProtocolError as exc:
-                    await flush()
-                    raise ConnectionEnds(DisconnectReason.CLIENT_ERROR, describe(exc)) from None
-                if event is None:
-                    break
-                if isinstance(event, SubscribeReceived):
-                    codes = []
-                    for topic_filter, qos in event.subscriptions:
-                        if topic_filter in ANSWER_FILTERS:
-                            subscribed[topic_filter] = QoS(min(int(qos), 1))
-                            codes.append(min(int(qos), 1))
-                        else:
-                            provisioning.counters["subscribe_denied"] += 1
-                            connection.log.emit("subscribe_denied", **log_ids,
-                                                topic_filter=topic_filter,
-                                                reason="claim connections subscribe only to "
-                                                       "provision/accepted|rejected")
-                            codes.append(0x80)
-                    core.grant(event.packet_id, codes)
-                elif isinstance(event, UnsubscribeReceived):
-                    for topic_filter in event.topic_filters:
-                        subscribed.pop(topic_filter, None)
-                    core.unsubscribed(event.packet_id)
-                elif isinstance(event, PublishReceived):
-                    publish = event.publish
-                    if publish.topic != REQUEST:
-                        provisioning.counters["publish_denied"] += 1
-                        connection.log.emit("publish_denied", **log_ids, topic=publish.topic,
-                                            reason="claim connections publish only to "
-                                                   "provision/request")
-                        raise ConnectionEnds(DisconnectReason.CLIENT_ERROR,
-                                             "claim publish outside provision/request")
-                    if publish.qos > QoS.AT_MOST_ONCE:
-                        core.acknowledge(publish.packet_id)
-                    if granted(ACCEPTED) is None or granted(REJECTED) is None:
-                        raise ConnectionEnds(DisconnectReason.CLIENT_ERROR, "subscribe to "
-                                             "provision/accepted and provision/rejected first")
-                    if state["busy"] or state["done"]:
-                        why = "busy" if state["busy"] else "already_provisioned"
-                        await answer(False, {"reason": why, "detail": "one request at a time,"
-                                             " one certificate per connection"})
+            try:
+                event = core.next_event()
+            except RemoteProtocolError as exc:
+                await flush()
+                raise ConnectionEnds(DisconnectReason.CLIENT_ERROR, describe(exc)) from None
+            if event is None:
+                break
+            if isinstance(event, SubscribeReceived):
+                codes = []
+                for topic_filter, qos in event.subscriptions:
+                    if topic_filter in ANSWER_FILTERS:
+                        subscribed[topic_filter] = QoS(min(int(qos), 1))
+                        codes.append(min(int(qos), 1))
                     else:
-                        state["busy"] = True
-                        nursery.start_soon(request, publish.payload)
-                elif isinstance(event, Disconnected):
-                    raise ConnectionEnds(DisconnectReason.CLIENT_DISCONNECT if event.graceful
-                                         else DisconnectReason.CONNECTION_LOST)
-            await flush()
+                        provisioning.counters["subscribe_denied"] += 1
+                        connection.log.emit("subscribe_denied", **log_ids,
+                                            topic_filter=topic_filter,
+                                            reason="claim connections subscribe only to "
+                                                   "provision/accepted|rejected")
+                        codes.append(0x80)
+                core.grant(event.packet_id, codes)
+            elif isinstance(event, UnsubscribeReceived):
+                for topic_filter in event.topic_filters:
+                    subscribed.pop(topic_filter, None)
+                core.unsubscribed(event.packet_id)
+            elif isinstance(event, PublishReceived):
+                publish = event.publish
+                if publish.topic != REQUEST:
+                    provisioning.counters["publish_denied"] += 1
+                    connection.log.emit("publish_denied", **log_ids, topic=publish.topic,
+                                        reason="claim connections publish only to "
+                                               "provision/request")
+                    raise ConnectionEnds(DisconnectReason.CLIENT_ERROR,
+                                         "claim publish outside provision/request")
+                if publish.qos > QoS.AT_MOST_ONCE:
+                    core.acknowledge(publish.packet_id)
+                if _granted(subscribed, ACCEPTED) is None or _granted(subscribed, REJECTED) is None:
+                    raise ConnectionEnds(DisconnectReason.CLIENT_ERROR, "subscribe to "
+                                         "provision/accepted and provision/rejected first")
+                if state["busy"] or state["done"]:
+                    why = "busy" if state["busy"] else "already_provisioned"
+                    await answer(False, {"reason": why, "detail": "one request at a time,"
+                                         " one certificate per connection"})
+                else:
+                    state["busy"] = True
+                    nursery.start_soon(request, publish.payload)
+            elif isinstance(event, Disconnected):
+                raise ConnectionEnds(DisconnectReason.CLIENT_DISCONNECT if event.graceful
+                                     else DisconnectReason.CONNECTION_LOST)
+        await flush()

@@ -110,6 +110,7 @@ async def test_a_claim_may_only_ask_for_provisioning(pki, signer, start_gateway,
     assert [int(getattr(c, "value", c)) for c in codes] == [128]
     client.client.publish("report/t", b"{}", 0)  # refused: the connection is closed
     await running.logs.wait("publish_denied", batch="line3", topic="report/t")
+    await running.logs.wait("provision_disconnected", client_id="c1", reason="CLIENT_ERROR")
     await trio.to_thread.run_sync(lambda: client.disconnected.wait(20))
     assert client.disconnected.is_set()
     await client.close()
