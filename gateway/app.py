@@ -31,6 +31,7 @@ from .errors import ConfigError
 from .latency import Latencies
 from .limits import ConnectionLimits, NetworkRates, PendingPool, SourceRates, TokenBucket
 from .logs import DAY, EventLog, RotatingLogFile, open_log_file
+from .provisioning import Provisioning
 from .reasons import DisconnectReason
 from .registry import ConnectionRegistry
 from .tls import TLSContexts
@@ -160,6 +161,8 @@ class Gateway:
         # The console's gateway.accounts.OwnerCodeSink (None: no console): it records each
         # network's owner-code hash from its certificate, off the event loop.
         self.owner_codes: Any = None
+        # Enrolment by claim and renewal, relayed to the online signer (provisioning.py).
+        self.provisioning = Provisioning(config, self.log, self.counters)
 
     # -- the ingest seam ----------------------------------------------------------------
 

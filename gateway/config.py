@@ -152,6 +152,25 @@ class GatewayConfig:
     """Owners may create their own account (email and password) on /console/signup."""
     console_signups_per_address: int = 5
     """Accounts one client address may create within `console_login_window`; past it 429."""
+    # [signer]: device enrolment by claim and renewal (docs/operations.md, "The gateway and
+    # the signer"); the gateway relays CSRs and never reads a CA key.
+    signer: str = "off"
+    """The online signer (`fleet-ca serve`): "unix:/PATH", "https://HOST:PORT" or "off"
+    (claim certificates are then refused and `cert/renew` is answered `no_signer`)."""
+    signer_cert: Path | None = None
+    """Registrar certificate (chain) for an HTTPS signer (`fleet-ca issue registrar`)."""
+    signer_key: Path | None = None
+    """Its private key."""
+    signer_timeout: float = 10.0
+    """Seconds one signing request may take; past it the device is answered signer_timeout."""
+    signer_max_inflight: int = 16
+    """Signing requests in flight from this gateway; past it: answered `busy`."""
+    provision_inflight_per_claim: int = 4
+    """Provisioning requests in flight per claim certificate (a batch); past it: `busy`."""
+    max_connections_per_claim: int = 100
+    """Live connections of one claim certificate; past it: CONNACK 3 (server unavailable)."""
+    provision_session_timeout: float = 300.0
+    """Seconds a claim connection may stay; then it is closed (THROTTLED)."""
     # [log]
     log_file: str = "-"
     """Where JSON log lines go: "-" for stderr, or a file path (appended)."""
@@ -215,9 +234,9 @@ class GatewayConfig:
         return self.ca_home
 
 
-_PATH_FIELDS = {"ca_home", "cert", "key", "data", "erasure_ledger"}
+_PATH_FIELDS = {"ca_home", "cert", "key", "data", "erasure_ledger", "signer_cert", "signer_key"}
 _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
-_SECTIONS = ("tls", "mqtt", "limits", "console", "log")
+_SECTIONS = ("tls", "mqtt", "limits", "console", "signer", "log")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -293,6 +312,9 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "console_session_idle", "console_event_streams", "console_event_streams_per_account",
         "console_event_interval", "console_chart_buckets", "console_chart_reports",
         "console_page_size", "console_scan_limit", "console_signups_per_address",
+        "signer_timeout", "signer_max_inflight",
+        "provision_inflight_per_claim", "max_connections_per_claim",
+        "provision_session_timeout",
     )
     for name in positive:
         if getattr(config, name) <= 0:
@@ -300,6 +322,9 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     for name in ("log_lines_per_connection", "log_lines_burst"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"option {name!r} must be greater than 0")
+    if config.signer != "off" and not config.signer.startswith(("unix:", "https://")):
+        raise ConfigError(f"option 'signer' must be unix:/PATH, https://HOST:PORT or off, "
+                          f"not {config.signer!r}")
     if config.max_stored_bytes_per_network < 0:
         raise ConfigError("option 'max_stored_bytes_per_network' must not be negative")
     if config.log_max_bytes < 0 or config.log_backups < 0 or config.log_retention_days < 0:

@@ -58,6 +58,7 @@ from .mqtt.events import (
 from .mqtt.packets import ConnectReturnCode, QoS
 from .mqtt.session import ServerConnection
 from .outbound import Outbound
+from .provisioning import RENEW, ClaimIdentity, claim_of, serve_claim
 from .reasons import DisconnectReason
 from .storage.errors import StorageError
 from .subscriptions import examine
@@ -85,6 +86,7 @@ class Connection:
         self.stream: trio.abc.Stream = stream
         self.peer = peer
         self.identity: DeviceIdentity | None = None
+        self.claim: ClaimIdentity | None = None  # a claim certificate: provisioning only
         self.jail: Jail | None = None
         self.client_id: str | None = None
         self.key: SessionKey | None = None
@@ -128,6 +130,8 @@ class Connection:
             with self._scope:
                 try:
                     await self._admit()
+                    if self.claim is not None:  # the provisioning jail (provisioning.py)
+                        await serve_claim(self, self.claim, self.gateway.provisioning)
                     await self._connect()
                     await self._session()
                 except ConnectionEnds as closed:
@@ -237,7 +241,11 @@ class Connection:
                 gw.pending.release(self)
             identity = admit_identity(self.stream, gw.tls, gw.bars)  # type: ignore[arg-type]
         except AdmissionRefused as exc:
-            self._refuse(exc.reason, exc.detail)
+            self.claim = claim_of(self.stream.getpeercert(True)) if exc.reason == "NOT_A_DEVICE" \
+                and isinstance(self.stream, trio.SSLStream) else None
+            if self.claim is None or gw.tls.refusal(self.claim.serial) is not None:
+                self._refuse(exc.reason, exc.detail)
+            return
         gw.latency.handshake.observe(trio.current_time() - started)
         self.identity = identity
         self.jail = Jail(identity.network)
@@ -461,6 +469,9 @@ class Connection:
         publish = event.publish
         gw = self.gateway
         packet_id = publish.packet_id if publish.qos > QoS.AT_MOST_ONCE else None
+        if publish.topic == RENEW:  # a CSR for the signer, not a message (provisioning.py)
+            gw.provisioning.renew(self, publish.payload)
+            return packet_id, None
         try:
             mounted = self.jail.mount_topic(publish.topic)
         except JailViolation as exc:

@@ -37,6 +37,7 @@ async def serve_mqtt(gateway: Gateway, *, task_status=trio.TASK_STATUS_IGNORED) 
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(watch_tls_files, gateway)
+                await nursery.start(gateway.provisioning.serve)
                 for listener in listeners:
                     nursery.start_soon(_accept_loop, gateway, listener, connections)
                 gateway.log.emit("listening", mqtt=shown)

@@ -14,7 +14,7 @@ and CRL): a registrar is a `urn:fleetgate:registrar:` certificate this CA issued
 revoked; on the unix socket, every client is a registrar (the socket's file mode decides who
 may connect). Refusals are plain-text answers with a status: 400 (a bad CSR or request), 401
 (no usable client certificate), 403 (a claim or device refused), 404, 405, 503 with
-Retry-After (a rate limit).
+Retry-After (a rate limit); each names its reason word in a `Fleetgate-Reason` header.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def identify(der: bytes | None, signer: Signer, *, unix: bool, now: dt.datetime)
 
 
 def _text(status: int, reason: str, message: str, **extra: str) -> Answer:
-    headers = [("content-type", "text/plain; charset=utf-8")]
+    # The reason word rides along for registrars that relay it to a device (the gateway).
+    headers = [("content-type", "text/plain; charset=utf-8"), ("fleetgate-reason", reason)]
     headers += [(k.replace("_", "-"), v) for k, v in extra.items()]
     return Answer(status, (message + "\n").encode(), headers, reason)
 

@@ -3,6 +3,7 @@
 EXAMPLES
     firmware-sim run --bundle certs/devices/<uuid> --gateway 127.0.0.1:8883 --rate 2
     firmware-sim run --bundle B --model my-model.json --seed 7 --duration 60
+    firmware-sim run --claim certs/claims/line3 --bundle certs/devices/mine
     firmware-sim fleet --bundles certs/devices --count 1000 --rate 0.2 --duration 60
     firmware-sim fleet --bundles /tmp/b --make-bundles --count 50 --duration 10
     firmware-sim attack --bundle certs/devices/<a> --victim-bundle certs/devices/<b>
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = verbs.add_parser("run", help="one device: declare, report, obey controls")
     run.add_argument("--bundle", type=Path, required=True, help="device bundle folder")
+    run.add_argument("--claim", type=Path, help="a claim folder (claim.crt|key, ca.crt): with "
+                     "no bundle yet, provision one into --bundle first")
+    run.add_argument("--renew", action="store_true",
+                     help="renew the certificate now (else once 2/3 of its lifetime passed)")
     common(run)
     device_opts(run)
     run.add_argument("--json", action="store_true", help="events as JSON lines")
@@ -172,24 +178,61 @@ def _print_event(as_json: bool):
     return sink
 
 
+RENEW_CHECK = 60.0  # seconds between checks whether 2/3 of the lifetime has passed
+
+
+def _enrol(args: argparse.Namespace, force_renew: bool, now: datetime | None = None) -> bool:
+    """Provision from --claim if there is no bundle yet; renew when due (or forced).
+    Returns whether the certificate changed."""
+    from .enrol import provision, renew, renewal_due
+
+    host, port = args.gateway
+    sink = _print_event(args.json)
+    if args.claim is not None and not (args.bundle / "device.crt").is_file():
+        doc = provision(args.claim, args.bundle, host, port)
+        sink(None, "provisioned", {"network": doc["network"], "serial": doc["serial"]})  # type: ignore[arg-type]
+        return True
+    if force_renew or renewal_due(args.bundle / "device.crt", now):
+        doc = renew(args.bundle, host, port)
+        sink(None, "renewed", {"network": doc["network"], "serial": doc["serial"]})  # type: ignore[arg-type]
+        return True
+    return False
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    bundle = load_bundle(args.bundle)
+    if args.claim is not None or args.renew or (args.bundle / "device.crt").is_file():
+        _enrol(args, args.renew)
     model = load_model(args.model)
     loop, thread = start_loop()
     host, port = args.gateway
-    device = SimDevice(bundle, loop, host, port, model=model, rate=args.rate, seed=args.seed,
-                       backoff=Backoff(args.backoff_base, args.backoff_max),
-                       on_event=_print_event(args.json))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    device.start()
-    try:
-        stop.wait(args.duration)
-    except KeyboardInterrupt:
-        pass
-    done = threading.Event()
-    device.stop(done.set)
-    done.wait(10.0)
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    while True:
+        device = SimDevice(load_bundle(args.bundle), loop, host, port, model=model,
+                           rate=args.rate, seed=args.seed,
+                           backoff=Backoff(args.backoff_base, args.backoff_max),
+                           on_event=_print_event(args.json))
+        device.start()
+        renewed = False
+        try:
+            while not stop.is_set() and not renewed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                stop.wait(RENEW_CHECK if left is None else min(left, RENEW_CHECK))
+                if not stop.is_set():
+                    try:
+                        renewed = _enrol(args, False)
+                    except SimError as exc:  # keep running on the current one; retry later
+                        _print_event(args.json)(device, "renewal_failed", {"error": str(exc)})
+        except KeyboardInterrupt:
+            pass
+        done = threading.Event()
+        device.stop(done.set)
+        done.wait(10.0)
+        if not renewed:
+            break  # else: reconnect with the renewed certificate
     loop.stop()
     thread.join(5.0)
     if not thread.is_alive():

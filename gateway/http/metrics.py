@@ -103,6 +103,10 @@ _LABELLED = (
     ("messages_out_qos", "messages_out_total", "qos", "PUBLISH packets sent, by QoS"),
     ("disconnect_", "disconnects_total", "reason", "MQTT connections closed, by reason"),
     ("throttled_", "throttled_total", "limit", "connections or sessions refused by a limit"),
+    ("provision_", "provision_requests_total", "outcome",
+     "claim provisioning requests relayed to the signer, by outcome (accepted or reason)"),
+    ("renewal_", "renewal_requests_total", "outcome",
+     "cert/renew requests relayed to the signer, by outcome (accepted or reason)"),
 )
 _PLAIN = {
     "connections_accepted": ("connections_accepted_total", "TCP connections accepted"),

@@ -1,0 +1,376 @@
+"""Device enrolment by claim and renewal over MQTT, relayed to the online signer.
+
+Theory of operation (docs/protocol.md, "Provisioning and renewal"):
+
+- A *claim* certificate (SAN URI `urn:fleetgate:claim:<batch>`) opens no device jail. It is
+  admitted into a provisioning jail (`serve_claim`): it may subscribe to
+  `provision/accepted` and `provision/rejected` (SUBACK 0x80 for anything else) and publish
+  a CSR to `provision/request`; a publish anywhere else closes the connection. The gateway
+  relays the CSR with the claim (`SignerClient.enroll`) and answers on the topic: the new
+  chain and network UUID, or the signer's reason. One request at a time per connection and
+  one certificate per connection; `provision_inflight_per_claim` per claim,
+  `signer_max_inflight` in all, each request under `signer_timeout`.
+- A device publishing a CSR to `cert/renew` in its own jail gets `cert/renewed` (same
+  network, new chain) or `cert/rejected` in its jail (`Provisioning.renew`), the request
+  made on behalf of the certificate it connected with; one in flight per network.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import trio
+from cryptography import x509
+
+from .broker import Message
+from .errors import ConnectionEnds
+from .identity import identity_from_certificate
+from .mqtt.errors import RemoteProtocolError
+from .mqtt.events import Disconnected, PublishReceived, SubscribeReceived, UnsubscribeReceived
+from .mqtt.packets import ConnectReturnCode, QoS
+from .mqtt.session import ServerConnection
+from .reasons import DisconnectReason
+from .signer_client import Refused, SignerClient, SignerUnavailable
+
+if TYPE_CHECKING:
+    from .config import GatewayConfig
+    from .connection import Connection
+    from .logs import EventLog
+
+CLAIM_URI_PREFIX = "urn:fleetgate:claim:"
+REQUEST, ACCEPTED, REJECTED = "provision/request", "provision/accepted", "provision/rejected"
+RENEW, RENEWED, RENEW_REJECTED = "cert/renew", "cert/renewed", "cert/rejected"
+ANSWER_FILTERS = {ACCEPTED, REJECTED, "provision/+", "provision/#"}
+MAX_CSR_BYTES = 16 * 1024  # a CSR is ~1 KiB; the signer takes at most 64 KiB
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimIdentity:
+    """What a verified claim certificate proves: its batch, which certificate, and its DER
+    (presented to the signer on the device's behalf)."""
+
+    batch: str
+    serial: int
+    not_after: datetime
+    der: bytes
+
+
+def claim_of(der: bytes | None) -> ClaimIdentity | None:
+    """The claim a TLS-verified certificate is, or None when it is no claim certificate."""
+    if not der:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    batches = [u[len(CLAIM_URI_PREFIX):] for u in uris if u.startswith(CLAIM_URI_PREFIX)]
+    if len(batches) != 1 or any(u.lower().startswith("urn:uuid:") for u in uris):
+        return None
+    return ClaimIdentity(batches[0], cert.serial_number, cert.not_valid_after_utc, der)
+
+
+def csr_der(payload: bytes) -> bytes | None:
+    """A CSR payload (PEM or DER) as DER; None when it is neither (the signer judges the
+    rest: proof of possession, key strength, requested profile)."""
+    if len(payload) > MAX_CSR_BYTES or not payload:
+        return None
+    if payload.lstrip().startswith(b"-----BEGIN"):
+        lines = [line.strip() for line in payload.splitlines()]
+        try:
+            start = next(i for i, line in enumerate(lines) if line.startswith(b"-----BEGIN"))
+            end = next(i for i, line in enumerate(lines) if line.startswith(b"-----END"))
+            return base64.b64decode(b"".join(lines[start + 1:end]), validate=True)
+        except (StopIteration, binascii.Error, ValueError):
+            return None
+    return payload if payload[:1] == b"\x30" else None
+
+
+class Provisioning:
+    """The gateway's side of enrolment and renewal: bounds, counters, the signer client."""
+
+    def __init__(self, config: GatewayConfig, log: EventLog, counters: Counter[str]) -> None:
+        self.config, self.log, self.counters = config, log, counters
+        self.client: SignerClient | None = None
+        if config.signer != "off":
+            self.client = SignerClient(config.signer, root=config.root_path,
+                                       cert=config.signer_cert, key=config.signer_key)
+        self._inflight = 0
+        self._per_claim: Counter[int] = Counter()
+        self._networks: set[str] = set()
+        self.claim_connections: Counter[int] = Counter()
+        self._nursery: trio.Nursery | None = None
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run renewal requests (they outlive the connection that asked) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def statistics(self) -> dict[str, Any]:
+        return {"inflight": self._inflight, "claims": len(self._per_claim),
+                "claim_connections": sum(self.claim_connections.values())}
+
+    # -- the signer, bounded ------------------------------------------------------------
+
+    async def _sign(self, op: str, csr: bytes | None, der: bytes) -> tuple[bool, dict]:
+        """One signer request under the gateway-wide bound and `signer_timeout`: (True,
+        accepted payload) or (False, rejected payload)."""
+        if self.client is None:
+            return False, {"reason": "no_signer", "detail": "this gateway has no signer"}
+        if csr is None:
+            return False, {"reason": "csr_bad", "detail": "the payload is not a PEM or DER"
+                           f" CSR of at most {MAX_CSR_BYTES} bytes"}
+        if self._inflight >= self.config.signer_max_inflight:
+            return False, {"reason": "busy", "detail": "signer_max_inflight reached; retry"}
+        self._inflight += 1
+        try:
+            with trio.fail_after(self.config.signer_timeout):
+                if op == "enroll":
+                    answer = await self.client.enroll(csr, der)
+                else:
+                    answer = await self.client.reenroll(csr, der)
+        except trio.TooSlowError:
+            return False, {"reason": "signer_timeout", "detail": "the signer did not answer"
+                           " within signer_timeout"}
+        except SignerUnavailable as exc:
+            self.log.emit("signer_unavailable", detail=str(exc))
+            return False, {"reason": "signer_unavailable", "detail": "the signer cannot be"
+                           " reached now; retry later"}
+        finally:
+            self._inflight -= 1
+        if isinstance(answer, Refused):
+            doc: dict[str, Any] = {"reason": answer.reason, "detail": answer.detail}
+            if answer.retry_after is not None:
+                doc["retry_after"] = answer.retry_after
+            return False, doc
+        return True, {"network": str(identity_from_certificate(answer.cert).network),
+                      "serial": format(answer.cert.serial_number, "x"),
+                      "not_after": answer.cert.not_valid_after_utc.isoformat(),
+                      "certificate": answer.chain_pem}
+
+    async def enroll(self, claim: ClaimIdentity, payload: bytes) -> tuple[bool, dict]:
+        """Exchange one use of `claim` for a certificate of the CSR in `payload`."""
+        if self._per_claim[claim.serial] >= self.config.provision_inflight_per_claim:
+            ok, doc = False, {"reason": "busy", "detail": "provision_inflight_per_claim"
+                              " reached; retry"}
+        else:
+            self._per_claim[claim.serial] += 1
+            try:
+                ok, doc = await self._sign("enroll", csr_der(payload), claim.der)
+            finally:
+                self._per_claim[claim.serial] -= 1
+                if not self._per_claim[claim.serial]:
+                    del self._per_claim[claim.serial]
+        self.counters["provision_" + ("accepted" if ok else doc["reason"])] += 1
+        self.log.emit("provision_accepted" if ok else "provision_rejected", batch=claim.batch,
+                      claim_serial=claim.serial, **({"network": doc["network"],
+                                                     "serial": doc["serial"]} if ok
+                                                    else {"reason": doc["reason"]}))
+        return ok, doc
+
+    # -- renewal in a device's jail -----------------------------------------------------
+
+    def renew(self, connection: Connection, payload: bytes) -> None:
+        """Start the renewal a device asked for on `cert/renew`; the answer is published in
+        its jail (`cert/renewed` or `cert/rejected`), also if the device left meanwhile."""
+        identity, jail = connection.identity, connection.jail
+        assert identity is not None and jail is not None and self._nursery is not None
+        der = connection.stream.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        broker = connection.gateway.broker
+
+        async def run() -> None:
+            if identity.network in self._networks:
+                ok, doc = False, {"reason": "busy", "detail": "a renewal of this network is"
+                                  " under way"}
+            else:
+                self._networks.add(identity.network)
+                try:
+                    ok, doc = await self._sign("reenroll", csr_der(payload), der)
+                finally:
+                    self._networks.discard(identity.network)
+            self.counters["renewal_" + ("accepted" if ok else doc["reason"])] += 1
+            self.log.emit("cert_renewed" if ok else "cert_renewal_rejected",
+                          network=identity.network, old_serial=identity.serial_hex,
+                          **({"serial": doc["serial"]} if ok else {"reason": doc["reason"]}))
+            doc["replaces"] = identity.serial_hex
+            broker.publish(Message(jail.mount_topic(RENEWED if ok else RENEW_REJECTED),
+                                   json.dumps(doc).encode(), QoS.AT_LEAST_ONCE))
+
+        self._nursery.start_soon(run)
+
+
+def _granted(subscribed: dict[str, QoS], topic: str) -> QoS | None:
+    """The QoS a claim connection's subscriptions grant an answer on `topic` (None: none)."""
+    qos = [q for f, q in subscribed.items() if f == topic or f in ("provision/+", "provision/#")]
+    return max(qos) if qos else None
+
+
+async def serve_claim(connection: Connection, claim: ClaimIdentity,
+                      provisioning: Provisioning) -> None:
+    """The provisioning jail of one claim connection, from CONNECT until it ends.
+
+    Raises:
+        ConnectionEnds: always, with the reason the connection closes.
+    """
+    from .admission import RECEIVE_SIZE, describe, read_connect
+
+    cfg = connection.config
+    core = connection.conn = ServerConnection(max_packet_size=min(cfg.max_packet_size, 65536),
+                                              max_inflight=cfg.max_inflight)
+    flush = connection._flush
+    event = await read_connect(connection.stream, core, cfg.connect_timeout, flush)
+    connection.client_id = event.connect.client_id or "claim"
+    log_ids = {"batch": claim.batch, "claim_serial": claim.serial,
+               "client_id": connection.client_id}
+
+    async def refuse(code: ConnectReturnCode, reason: DisconnectReason, cause: str) -> None:
+        core.refuse(code)
+        await flush()
+        connection.log.emit("refused", reason=str(reason), cause=cause, **log_ids,
+                            peer=connection.log.peer(connection.peer))
+        raise ConnectionEnds(reason, cause)
+
+    if provisioning.client is None:
+        await refuse(ConnectReturnCode.NOT_AUTHORIZED, DisconnectReason.AUTH_ERROR,
+                     "CLAIM_WITHOUT_SIGNER: claim certificates need the gateway's `signer`")
+    if event.connect.will is not None:
+        await refuse(ConnectReturnCode.NOT_AUTHORIZED, DisconnectReason.CLIENT_ERROR,
+                     "a claim connection may not set a will")
+    if provisioning.claim_connections[claim.serial] >= cfg.max_connections_per_claim:
+        provisioning.counters["throttled_max_connections_per_claim"] += 1
+        await refuse(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED,
+                     "max_connections_per_claim")
+    provisioning.claim_connections[claim.serial] += 1
+    try:
+        core.accept(session_present=False)
+        await flush()
+        connection.log.emit("provision_connected", **log_ids,
+                            peer=connection.log.peer(connection.peer))
+        try:
+            with trio.move_on_after(cfg.provision_session_timeout):
+                await _claim_session(connection, core, claim, provisioning, log_ids,
+                                     RECEIVE_SIZE, describe)
+            raise ConnectionEnds(DisconnectReason.THROTTLED, "provision_session_timeout")
+        except ConnectionEnds as ends:
+            connection.log.emit("provision_disconnected", **log_ids, reason=str(ends.reason),
+                                detail=ends.detail)
+            raise
+    finally:
+        provisioning.claim_connections[claim.serial] -= 1
+        if not provisioning.claim_connections[claim.serial]:
+            del provisioning.claim_connections[claim.serial]
+
+
+async def _claim_session(connection: Connection, core: ServerConnection, claim: ClaimIdentity,
+                         provisioning: Provisioning, log_ids: dict, receive_size: int,
+                         describe: Any) -> None:
+    subscribed: dict[str, QoS] = {}
+    state = {"busy": False, "done": False}
+    flush = connection._flush
+
+    async def answer(ok: bool, doc: dict) -> None:
+        topic = ACCEPTED if ok else REJECTED
+        qos = _granted(subscribed, topic)
+        if qos is not None and core.can_publish(qos):
+            core.publish(topic, json.dumps(doc).encode(), qos)
+            await flush()
+
+    async def request(payload: bytes) -> None:
+        try:
+            ok, doc = await provisioning.enroll(claim, payload)
+            state["done"] = ok
+            await answer(ok, doc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the device left: the reader ends the connection
+        finally:
+            state["busy"] = False
+
+    # Exceptions are caught inside the nursery so they leave it bare, not grouped.
+    ended: ConnectionEnds | None = None
+    async with trio.open_nursery() as nursery:
+        try:
+            await _claim_reads(connection, core, claim, provisioning, log_ids, receive_size,
+                               describe, nursery, subscribed, state, answer, request)
+        except ConnectionEnds as exc:
+            ended = exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            ended = ConnectionEnds(DisconnectReason.CONNECTION_LOST)
+        nursery.cancel_scope.cancel()
+    assert ended is not None
+    raise ended
+
+
+async def _claim_reads(connection: Connection, core: ServerConnection, claim: ClaimIdentity,
+                       provisioning: Provisioning, log_ids: dict, receive_size: int,
+                       describe: Any, nursery: trio.Nursery, subscribed: dict[str, QoS],
+                       state: dict[str, bool], answer: Any, request: Any) -> None:
+    flush = connection._flush
+
+    while True:
+        deadline = core.keepalive_deadline(connection.config.keepalive_factor)
+        data = None
+        with trio.move_on_at(deadline if deadline is not None else float("inf")):
+            data = await connection.stream.receive_some(receive_size)
+        if data is None:
+            raise ConnectionEnds(DisconnectReason.KEEP_ALIVE_TIMEOUT)
+        core.receive_data(data, trio.current_time())
+        while True:
+            try:
+                event = core.next_event()
+            except RemoteProtocolError as exc:
+                await flush()
+                raise ConnectionEnds(DisconnectReason.CLIENT_ERROR, describe(exc)) from None
+            if event is None:
+                break
+            if isinstance(event, SubscribeReceived):
+                codes = []
+                for topic_filter, qos in event.subscriptions:
+                    if topic_filter in ANSWER_FILTERS:
+                        subscribed[topic_filter] = QoS(min(int(qos), 1))
+                        codes.append(min(int(qos), 1))
+                    else:
+                        provisioning.counters["subscribe_denied"] += 1
+                        connection.log.emit("subscribe_denied", **log_ids,
+                                            topic_filter=topic_filter,
+                                            reason="claim connections subscribe only to "
+                                                   "provision/accepted|rejected")
+                        codes.append(0x80)
+                core.grant(event.packet_id, codes)
+            elif isinstance(event, UnsubscribeReceived):
+                for topic_filter in event.topic_filters:
+                    subscribed.pop(topic_filter, None)
+                core.unsubscribed(event.packet_id)
+            elif isinstance(event, PublishReceived):
+                publish = event.publish
+                if publish.topic != REQUEST:
+                    provisioning.counters["publish_denied"] += 1
+                    connection.log.emit("publish_denied", **log_ids, topic=publish.topic,
+                                        reason="claim connections publish only to "
+                                               "provision/request")
+                    raise ConnectionEnds(DisconnectReason.CLIENT_ERROR,
+                                         "claim publish outside provision/request")
+                if publish.qos > QoS.AT_MOST_ONCE:
+                    core.acknowledge(publish.packet_id)
+                if _granted(subscribed, ACCEPTED) is None or _granted(subscribed, REJECTED) is None:
+                    raise ConnectionEnds(DisconnectReason.CLIENT_ERROR, "subscribe to "
+                                         "provision/accepted and provision/rejected first")
+                if state["busy"] or state["done"]:
+                    why = "busy" if state["busy"] else "already_provisioned"
+                    await answer(False, {"reason": why, "detail": "one request at a time,"
+                                         " one certificate per connection"})
+                else:
+                    state["busy"] = True
+                    nursery.start_soon(request, publish.payload)
+            elif isinstance(event, Disconnected):
+                raise ConnectionEnds(DisconnectReason.CLIENT_DISCONNECT if event.graceful
+                                     else DisconnectReason.CONNECTION_LOST)
+        await flush()
