@@ -25,6 +25,7 @@ from .identity import DeviceIdentity, identity_from_der
 from .mqtt.errors import PacketTooLarge, RemoteProtocolError
 from .mqtt.events import ConnectReceived, Disconnected
 from .mqtt.session import ServerConnection
+from .provisioning import ClaimIdentity, claim_of
 from .reasons import DisconnectReason
 from .tls import TLSContexts, classify_handshake_error
 
@@ -56,14 +57,25 @@ async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext
 
 
 def admit_identity(stream: trio.SSLStream, tls: TLSContexts,
-                   barred: Container[UUID]) -> DeviceIdentity:
-    """The device identity of a finished handshake, if the gateway admits it now.
+                   barred: Container[UUID]) -> DeviceIdentity | ClaimIdentity:
+    """The identity of a finished handshake, if the gateway admits it now: a device's, or a
+    claim certificate's (admitted to the provisioning jail only, `gateway.provisioning`).
 
     Raises:
-        AdmissionRefused: not a device certificate, revoked (or the CRL is stale), expired,
-            or its network is barred.
+        AdmissionRefused: neither a device nor a claim certificate, revoked (or the CRL is
+            stale), expired, or its network is barred.
     """
-    identity = identity_from_der(stream.getpeercert(binary_form=True))
+    der = stream.getpeercert(binary_form=True)
+    try:
+        identity = identity_from_der(der)
+    except AdmissionRefused as exc:
+        claim = claim_of(der) if exc.reason == "NOT_A_DEVICE" else None
+        if claim is None:
+            raise
+        refusal = tls.refusal(claim.serial)
+        if refusal is not None:
+            raise AdmissionRefused(*refusal) from None
+        return claim
     refusal = tls.refusal(identity.serial)
     if refusal is not None:
         raise AdmissionRefused(*refusal)

@@ -32,7 +32,6 @@ Theory of operation (docs/security.md has the why):
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -58,7 +57,7 @@ from .mqtt.events import (
 from .mqtt.packets import ConnectReturnCode, QoS
 from .mqtt.session import ServerConnection
 from .outbound import Outbound
-from .provisioning import RENEW, ClaimIdentity, claim_of, serve_claim
+from .provisioning import RENEW, ClaimIdentity, serve_claim
 from .reasons import DisconnectReason
 from .storage.errors import StorageError
 from .subscriptions import examine
@@ -102,7 +101,6 @@ class Connection:
         # Retained messages of new subscriptions, pulled lazily by the writer, by mounted
         # filter: at most one stream per subscription held (so <= max_subscriptions_per_session).
         self._retained: dict[str, tuple[Iterator[Message], QoS]] = {}
-        self._resumed_at = 0.0
         self._pacer: ReadPacer | None = None  # the reader's rates, once the session runs
         self._acks: trio.MemorySendChannel | None = None
         self._acker_done = trio.Event()
@@ -199,15 +197,9 @@ class Connection:
                 pass
             gw.broker.disconnect(self.key, self)
         if self.identity is not None and self.reason is not DisconnectReason.AUTH_ERROR:
-            self.log.emit(
-                "disconnected",
-                network=self.identity.network,
-                client_id=self.client_id,
-                serial=self.identity.serial,
-                reason=str(reason),
-                detail=self.detail,
-                peer=self.log.peer(self.peer),
-            )
+            self.log.emit("disconnected", network=self.identity.network,
+                          client_id=self.client_id, serial=self.identity.serial,
+                          reason=str(reason), detail=self.detail, peer=self.log.peer(self.peer))
 
     def _publish_will(self, will) -> None:
         assert self.jail is not None
@@ -241,10 +233,9 @@ class Connection:
                 gw.pending.release(self)
             identity = admit_identity(self.stream, gw.tls, gw.bars)  # type: ignore[arg-type]
         except AdmissionRefused as exc:
-            self.claim = claim_of(self.stream.getpeercert(True)) if exc.reason == "NOT_A_DEVICE" \
-                and isinstance(self.stream, trio.SSLStream) else None
-            if self.claim is None or gw.tls.refusal(self.claim.serial) is not None:
-                self._refuse(exc.reason, exc.detail)
+            self._refuse(exc.reason, exc.detail)
+        if isinstance(identity, ClaimIdentity):
+            self.claim = identity  # the provisioning jail only
             return
         gw.latency.handshake.observe(trio.current_time() - started)
         self.identity = identity
@@ -355,17 +346,6 @@ class Connection:
         if ended is not None:
             raise ended
 
-    def _read_deadline(self) -> float:
-        assert self.conn is not None
-        base = self.conn.keepalive_deadline()
-        connect = self.conn.connect
-        if base is None or connect is None:
-            return math.inf
-        keepalive = connect.keepalive
-        last = base - 1.5 * keepalive  # the core's own factor, replaced by ours
-        factor = self.config.keepalive_factor
-        return max(last, self._resumed_at) + factor * keepalive
-
     async def _reader(self) -> None:
         assert self.conn is not None
         now = trio.current_time()
@@ -380,13 +360,16 @@ class Connection:
                 # Over a rate: stop reading, so TCP pushes back on the device.
                 self.gateway.counters["throttle_pauses"] += 1
                 await trio.sleep(delay)
-                self._resumed_at = trio.current_time()
+                pacer.resumed_at = trio.current_time()
 
         # Packets pipelined behind CONNECT are already in the core: handle them first.
         await pace(0, *await self._handle_events(), now)
+        keepalive = self.conn.connect.keepalive if self.conn.connect is not None else 0
         while True:
             data = None
-            with trio.move_on_at(self._read_deadline()):
+            deadline = pacer.read_deadline(self.conn.keepalive_deadline(0.0), keepalive,
+                                           self.config.keepalive_factor)
+            with trio.move_on_at(deadline):
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             if data is None:
                 raise ConnectionEnds(DisconnectReason.KEEP_ALIVE_TIMEOUT)

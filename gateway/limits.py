@@ -254,7 +254,7 @@ class ReadPacer:
     rate (`owe`). `delay` says how long to stop reading after a read; reading again only
     then is the backpressure TCP passes on to the device, so nothing is dropped."""
 
-    __slots__ = ("octets", "publishes", "filters", "_owed", "_logged")
+    __slots__ = ("octets", "publishes", "filters", "resumed_at", "_owed", "_logged")
 
     LOG_INTERVAL = 60.0
     """Seconds between two `readings_throttled` lines of one connection."""
@@ -263,8 +263,18 @@ class ReadPacer:
         self.octets = TokenBucket(config.byte_rate, config.byte_burst, now)
         self.publishes = TokenBucket(config.publish_rate, config.publish_burst, now)
         self.filters = TokenBucket(config.filter_rate, config.filter_burst, now)
+        self.resumed_at = 0.0  # when the reader last resumed after a pause
         self._owed = 0.0
         self._logged = -math.inf
+
+    def read_deadline(self, last_packet_at: float | None, keepalive: int,
+                      factor: float) -> float:
+        """When the client's silence ends the session: `keepalive` x `factor` after its last
+        complete packet, or after the reader's own last pause (not the client's doing);
+        never without a keepalive (`last_packet_at` None or `keepalive` 0)."""
+        if last_packet_at is None or not keepalive:
+            return math.inf
+        return max(last_packet_at, self.resumed_at) + factor * keepalive
 
     def log_readings(self, now: float) -> bool:
         """Whether a readings-rate pause at `now` gets a log line (one a LOG_INTERVAL)."""

@@ -45,6 +45,22 @@ def chrome(tmp_path):
     browser.quit()
 
 
+def _gone(element) -> bool:
+    """Whether `element`'s page has been replaced. Chromium reports a node of a replaced
+    document either as stale or as "does not belong to the document": both mean gone."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
+
+
 class Page:
     """The synchronous Selenium calls, each run in a worker thread (the gateway is trio)."""
 
@@ -59,7 +75,6 @@ class Page:
 
     async def fill_submit(self, form_css: str, **fields: str) -> None:
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.ui import WebDriverWait
 
         def go():
@@ -70,7 +85,7 @@ class Page:
                 box.send_keys(value)
             form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
             # The next page has loaded when the form's page is gone (an event, not a sleep).
-            WebDriverWait(self.d, 30).until(expected_conditions.staleness_of(form))
+            WebDriverWait(self.d, 30).until(lambda _: _gone(form))
         await self.run(go)
 
     async def text(self) -> str:
