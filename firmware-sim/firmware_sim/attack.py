@@ -1,7 +1,7 @@
 """The attack matrix: from one device's point of view, try every way out of its jail and
 every way in without a valid identity; report what the gateway did.
 
-Two families (docs/security.md, DESIGN.md "The jail"):
+Two families (docs/security.md, "The jail: what it guarantees"):
 
 - jail escapes, with the attacker's own valid certificate: wildcard and `$` subscriptions,
   topics naming the victim's network UUID, client id / username set to the victim's UUID,

@@ -34,7 +34,7 @@ PUBREL). An acknowledgement of the wrong kind for a known identifier (PUBACK for
 message, PUBREC for QoS 1, PUBCOMP before PUBREC, PUBREL before our PUBREC) is a
 protocol violation (MQTT-4.8.0-1).
 
-Refinements of the contract in the brief, for the gateway:
+What this core adds to a plain MQTT state machine, for the gateway:
 - `ConnectionState.CONNECT_RECEIVED` sits between AWAITING_CONNECT and CONNECTED: after
   `ConnectReceived` the application must `accept()` or `refuse()` before the next
   `next_event()` (which otherwise raises `LocalProtocolError`); packets the client
