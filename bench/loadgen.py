@@ -17,7 +17,10 @@ that the server's CPU seconds can be read just outside it. Modes:
 ``idle``     ``clients`` connections connect and stay idle until told to stop.
 ``storm``    ``clients`` connections all try at once when the window opens (a reconnect
              storm after an outage), each retrying after a failure until ``duration``;
-             the window closes when the last one has its CONNACK.
+             the window closes when the last one has its CONNACK. With ``resume``, every
+             device first connects once before the window (as it did before the outage)
+             and offers the TLS session it got then, as a device's TLS stack would
+             (`bench.tlsclient`); ``resumed`` counts the connections the server resumed.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 from bench import mqttwire
 from bench.mqttwire import AckCounter, PacketType
+from bench.tlsclient import TLSClient
 
 STORM_ATTEMPT_TIMEOUT = 30.0  # seconds a device waits for CONNACK before it tries again
 STORM_BACKOFF = (0.5, 2.0)  # seconds between attempts, uniformly drawn
@@ -66,6 +70,7 @@ class LoadSpec:
     ack_timeout: float = 60.0
     client_prefix: str = "bench"
     prelude: bytes = b""  # one QoS 1 PUBLISH (packet id 65535) sent and acknowledged after CONNACK
+    resume: bool = False  # storm: offer the TLS session of a connection made before the window
 
 
 @dataclass(slots=True)
@@ -73,6 +78,7 @@ class WorkerResult:
     ok: int = 0  # connects completed / connections open / messages acknowledged
     sent: int = 0
     failed: int = 0
+    resumed: int = 0  # storm: connections the server resumed from the offered session
     errors: dict[str, int] = field(default_factory=dict)
     t_start: float = 0.0
     t_end: float = 0.0
@@ -95,6 +101,7 @@ class LoadResult:
     errors: dict[str, int]
     seconds: float
     loadgen_cpu_s: float
+    resumed: int = 0
 
     @property
     def rate(self) -> float:
@@ -103,6 +110,7 @@ class LoadResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "sent": self.sent, "failed": self.failed, "errors": self.errors,
+            "resumed": self.resumed,
             "seconds": round(self.seconds, 4), "rate": round(self.rate, 1),
             "loadgen_cpu_s": round(self.loadgen_cpu_s, 3),
         }
@@ -210,28 +218,60 @@ class _Worker:
 
     # -- storm mode --------------------------------------------------------------------------
 
-    async def storm_mode(self, share: int, give_up: float) -> list[asyncio.StreamWriter]:
+    async def open_resumable(self, n: int, session: ssl.SSLSession | None) -> TLSClient:
+        """Like `open`, offering `session`; the client keeps the one the server sends."""
+        client = TLSClient(self.context(n), session)
+        try:
+            await client.connect(self.spec.host, self.spec.port)
+            await client.send(mqttwire.connect(self.client_id(n), keepalive=self.spec.keepalive))
+            head = await client.receive_exactly(4)
+            if head[0] >> 4 != PacketType.CONNACK or head[3] != 0:
+                raise ConnectionError(f"CONNACK {head.hex()}")
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def warm_up(self, share: int) -> dict[int, ssl.SSLSession]:
+        """Connect every device once, as before an outage, and keep its TLS session."""
+        sem = asyncio.Semaphore(self.spec.concurrency)
+        sessions: dict[int, ssl.SSLSession] = {}
+
+        async def one(n: int) -> None:
+            async with sem:
+                client = await asyncio.wait_for(self.open_resumable(n, None), 300)
+                await client.send(mqttwire.DISCONNECT)
+                client.close()
+                if client.session is not None:
+                    sessions[n] = client.session
+
+        await asyncio.gather(*(one(n) for n in range(share)))
+        return sessions
+
+    async def storm_mode(self, share: int, give_up: float,
+                         sessions: dict[int, ssl.SSLSession]) -> list[TLSClient]:
         """Every device connects at once and, like firmware, retries until it is back."""
-        writers: list[asyncio.StreamWriter] = []
+        clients: list[TLSClient] = []
         rng = random.Random(self.index)
 
         async def one(n: int) -> None:
             while True:
                 try:
-                    _, writer = await asyncio.wait_for(self.open(n), STORM_ATTEMPT_TIMEOUT)
-                except (TimeoutError, OSError, ssl.SSLError, ConnectionError,
-                        asyncio.IncompleteReadError) as exc:
+                    client = await asyncio.wait_for(
+                        self.open_resumable(n, sessions.get(n)), STORM_ATTEMPT_TIMEOUT)
+                except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
                     self.result.error(exc)  # a failed attempt; the device tries again
                     if time.monotonic() > give_up:
                         return
                     await asyncio.sleep(rng.uniform(*STORM_BACKOFF))
                     continue
-                writers.append(writer)
+                clients.append(client)
                 self.result.ok += 1
+                self.result.resumed += client.resumed
                 return
 
         await asyncio.gather(*(one(n) for n in range(share)))
-        return writers
+        return clients
 
     # -- publish mode ------------------------------------------------------------------------
 
@@ -322,14 +362,20 @@ async def _worker_main(spec: LoadSpec, index: int, start: Any, stop: Any, result
     if spec.mode == "storm":
         for n in range(min(share, len(spec.devices))):
             w.context(n)
-        results.put(("ready", index, 0))
+        sessions = await w.warm_up(share) if spec.resume else {}
+        results.put(("ready", index, len(sessions)))
         await wait_start()
         w.result.t_start, cpu0 = time.monotonic(), _cpu_now()
-        writers = await w.storm_mode(share, w.result.t_start + spec.duration)
+        clients = await w.storm_mode(share, w.result.t_start + spec.duration, sessions)
         w.result.t_end, w.result.cpu_s = time.monotonic(), _cpu_now() - cpu0
         results.put(("result", index, w.result))
         await wait_stop()
-        await asyncio.gather(*(w.close(x) for x in writers))
+        for client in clients:
+            try:
+                await client.send(mqttwire.DISCONNECT)
+            except (OSError, ssl.SSLError):
+                pass
+            client.close()
         return
     if spec.mode == "idle":
         writers = await w.idle_mode(share)
@@ -432,7 +478,7 @@ class LoadRun:
         return LoadResult(
             ok=sum(r.ok for r in rs), sent=sum(r.sent for r in rs),
             failed=sum(r.failed for r in rs), errors=errors, seconds=seconds,
-            loadgen_cpu_s=sum(r.cpu_s for r in rs),
+            loadgen_cpu_s=sum(r.cpu_s for r in rs), resumed=sum(r.resumed for r in rs),
         )
 
     def finish(self, timeout: float = 60) -> None:

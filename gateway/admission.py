@@ -5,11 +5,11 @@ object and its buffers) is built only once the socket is readable, so an idle so
 its file descriptor. The handshake runs under `handshake_timeout`; then the verified peer
 certificate must name one network (`identity.identity_from_der`), and the gateway's own
 checks apply that OpenSSL's may not have made: its verified revoked set (it changes the
-moment crl.pem does, even while the TLS context cannot be rebuilt, and a resumed TLS 1.2
-session skips OpenSSL's revocation and CRL-expiry checks), the certificate's expiry, and the
-networks an operator barred by erasing them. Every refusal is an `AdmissionRefused` whose
-`reason` is the cause token of the `refused` log line. Then the first packet must be a
-CONNECT within `connect_timeout` (`read_connect`).
+moment crl.pem does, even while the TLS context cannot be rebuilt; and a resumed session, TLS
+1.3 ticket or TLS 1.2 session id, skips OpenSSL's verification altogether), the
+certificate's expiry, and the networks an operator barred by erasing them. Every refusal is
+an `AdmissionRefused` whose `reason` is the cause token of the `refused` log line. Then the
+first packet must be a CONNECT within `connect_timeout` (`read_connect`).
 """
 
 from __future__ import annotations
@@ -67,21 +67,19 @@ def admit_identity(stream: trio.SSLStream, tls: TLSContexts,
     """
     der = stream.getpeercert(binary_form=True)
     try:
-        identity = identity_from_der(der)
+        identity: DeviceIdentity | ClaimIdentity = identity_from_der(der)
     except AdmissionRefused as exc:
         claim = claim_of(der) if exc.reason == "NOT_A_DEVICE" else None
         if claim is None:
             raise
-        refusal = tls.refusal(claim.serial)
-        if refusal is not None:
-            raise AdmissionRefused(*refusal) from None
-        return claim
+        identity = claim
+    # Every connection, resumed ones too: resumption verified nothing.
     refusal = tls.refusal(identity.serial)
     if refusal is not None:
         raise AdmissionRefused(*refusal)
     if identity.not_after < tls.clock():
         raise AdmissionRefused("CERT_EXPIRED", "certificate has expired")
-    if identity.network_uuid in barred:
+    if isinstance(identity, DeviceIdentity) and identity.network_uuid in barred:
         raise AdmissionRefused("BARRED", "network erased by an operator; its identity is barred")
     return identity
 

@@ -2,7 +2,7 @@
 
 The revoked set is the gateway's own state, from crl.pem's verified CRLs only: it applies
 whatever state the other TLS files are in, a foreign CA's CRL revokes nothing, and a stale CRL
-refuses every connection, resumed TLS 1.2 sessions included.
+refuses every connection, resumed sessions (TLS 1.3 tickets, TLS 1.2 session ids) included.
 """
 
 from __future__ import annotations
@@ -225,6 +225,80 @@ async def test_a_stale_crl_refuses_a_resumed_tls12_session(start_gateway, pki):
     assert await stale.connect("stale") is None
     record = await running.logs.wait("refused", cause="CRL_EXPIRED")
     assert "fleet-ca crl" in record["detail"]
+
+
+async def _ticket(running: Running, ctx: ssl.SSLContext) -> ssl.SSLSession:
+    """Connect once over TLS 1.3; the session as the gateway's ticket left it."""
+    first = MQTTTestClient(await _tls12(running, ctx))
+    assert first.stream.version() == "TLSv1.3"
+    assert await first.connect("first") == ACCEPTED  # the ticket arrives before CONNACK
+    session = first.stream.session
+    await first.aclose()
+    assert session is not None and session.has_ticket
+    return session
+
+
+async def test_a_tls13_device_resumes_with_its_ticket_and_is_checked_again(start_gateway, pki):
+    running = await start_gateway()
+    creds = pki.device()
+    ctx = client_context(creds, creds.ca)
+    session = await _ticket(running, ctx)
+    resumed = MQTTTestClient(await _tls12(running, ctx, session))
+    assert resumed.stream.session_reused
+    assert await resumed.connect("resumed") == ACCEPTED
+    record = await running.logs.wait("connected", client_id="resumed")
+    assert record["serial"] == format(creds.serial, "x")  # the identity the ticket carries
+    await resumed.aclose()
+
+
+async def test_a_revoked_device_cannot_resume_its_tls13_session(
+    start_gateway, pki, net_b, tmp_path
+):
+    home = _gateway_home(pki, tmp_path)
+    running = await start_gateway(ca_home=home)
+    victim = pki.device()
+    ctx = client_context(victim, victim.ca)
+    session = await _ticket(running, ctx)
+    # Keep the TLS context (and so its ticket key) as it is: a server key mid-rotation
+    # stops the rebuild, so the ticket still resumes after the revocation below.
+    _replace(home / "server" / "server.key", b"not a key yet")
+    await running.logs.wait("tls_reload_failed")
+    pki.home.revoke(victim.serial, reason="key-compromise")
+    _replace(home / "crl.pem", (pki.path / "crl.pem").read_bytes())
+    await running.logs.wait("crl_loaded", trigger="file_changed")
+    assert victim.serial in running.gateway.tls.revoked
+    assert victim.serial not in running.gateway.tls.state.revoked  # the old context stays
+    stolen = MQTTTestClient(await _tls12(running, ctx, session))
+    assert stolen.stream.session_reused  # OpenSSL verified nothing: the gateway's check did
+    assert await stolen.connect("stolen") is None
+    await running.logs.wait("refused", cause="CERT_REVOKED")
+    assert running.logs.find("connected", client_id="stolen") == []
+    # The others are untouched.
+    other = MQTTTestClient(await _tls12(running, client_context(net_b, net_b.ca)))
+    assert await other.connect("other") == ACCEPTED
+
+
+async def test_a_new_crl_ends_every_ticket_and_the_revoked_device_gets_openssls_refusal(
+    start_gateway, pki, tmp_path
+):
+    home = _gateway_home(pki, tmp_path)
+    running = await start_gateway(ca_home=home)
+    victim = pki.device()
+    ctx = client_context(victim, victim.ca)
+    session = await _ticket(running, ctx)
+    reloads = running.gateway.tls.reloads
+    pki.home.revoke(victim.serial, reason="key-compromise")
+    _replace(home / "crl.pem", (pki.path / "crl.pem").read_bytes())
+    await running.logs.wait("tls_reloaded")
+    assert running.gateway.tls.reloads == reloads + 1
+    try:  # the new context cannot read the old ticket: a full handshake, refused by OpenSSL
+        stolen = MQTTTestClient(await _tls12(running, ctx, session))
+        assert not stolen.stream.session_reused
+        assert await stolen.connect("stolen") is None
+    except trio.BrokenResourceError:
+        pass
+    await running.logs.wait("refused", cause="CERT_REVOKED")
+    assert running.logs.find("connected", client_id="stolen") == []
 
 
 async def test_new_root_and_rotated_server_certificate_apply_without_dropping_sessions(

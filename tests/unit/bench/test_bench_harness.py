@@ -67,6 +67,7 @@ def test_quick_broker_figures_against_mosquitto_write_well_formed_results(
     assert connects["ok"] == 10 and connects["failed"] == 0
     storm = rows[("1", "mosquitto", "reconnect storm, 10 devices at once")]["runs"][0]
     assert storm["ok"] == 10 and storm["storm_s"] is not None
+    assert storm["resumed"] == 10  # every device offered the session it got before; all resumed
 
     for case in ("QoS 0, 2 clients", "QoS 1, 2 clients"):
         [run] = rows[("2", "mosquitto", case)]["runs"]
