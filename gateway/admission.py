@@ -15,6 +15,7 @@ first packet must be a CONNECT within `connect_timeout` (`read_connect`).
 from __future__ import annotations
 
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable, Container
 from uuid import UUID
 
@@ -29,15 +30,87 @@ from .provisioning import ClaimIdentity, claim_of
 from .reasons import DisconnectReason
 from .tls import TLSContexts, classify_handshake_error
 
-__all__ = ["RECEIVE_SIZE", "admit_identity", "describe", "handshake", "read_connect"]
+__all__ = ["RECEIVE_SIZE", "HandshakeSlots", "admit_identity", "describe", "handshake",
+           "read_connect"]
 
 RECEIVE_SIZE = 64 * 1024
+SLOT_LEASE = 1.0  # seconds a handshake counts against max_handshakes_in_progress at most
+
+
+class HandshakeSlots:
+    """At most `limit` TLS handshakes in progress at once; the others wait their turn, in
+    arrival order, holding nothing but their socket.
+
+    Why: in a reconnect storm every device's handshake would otherwise start at once, each
+    then waits behind all the others' CPU, many outlive `handshake_timeout`, and the work
+    spent on them is thrown away while their devices come back to start over. In slots the
+    first `limit` finish in milliseconds and the rest follow; nothing is done twice.
+
+    A slot is a lease of `lease` seconds, not a lock: a handshake still unfinished by then (a
+    slow network, or a client that stalls on purpose) stops counting. Leases are reaped on
+    every acquire and release, so stalled clients delay the queue by one lease at most while
+    connections come and go. Waiters are handed their slot when it frees (`ParkingLot`, FIFO),
+    so no newcomer overtakes them. Costs O(1) per handshake.
+    """
+
+    def __init__(self, limit: int, lease: float = SLOT_LEASE) -> None:
+        if limit < 1 or lease <= 0:
+            raise ValueError("handshake slots need limit >= 1 and lease > 0")
+        self.limit = limit
+        self.lease = lease
+        self._leases: dict[object, float] = {}  # task -> lease end, oldest first
+        self._queue = trio.lowlevel.ParkingLot()
+        self.counters: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        """Handshakes holding a slot now."""
+        return len(self._leases)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in line while all are leased; cancellable while waiting."""
+        task = trio.lowlevel.current_task()
+        now = trio.current_time()
+        self._reap(now)
+        if len(self._leases) < self.limit and not self._queue:
+            self._leases[task] = now + self.lease
+            return
+        self.counters["waited"] += 1
+        await self._queue.park()  # `_hand_out` leased this task its slot before waking it
+
+    def release(self) -> None:
+        """Give the calling task's slot back (a no-op when it has none, or its lease ended)."""
+        self._leases.pop(trio.lowlevel.current_task(), None)
+        self._reap(trio.current_time())
+
+    def _reap(self, now: float) -> None:
+        leases = self._leases
+        while leases:
+            oldest = next(iter(leases))
+            if leases[oldest] > now:
+                break
+            del leases[oldest]
+            self.counters["leases_expired"] += 1
+        free = self.limit - len(leases)
+        if free > 0 and self._queue:
+            for task in self._queue.unpark(count=free):
+                leases[task] = now + self.lease
+
+    def statistics(self) -> dict[str, object]:
+        return {"in_progress": len(self._leases), "waiting": len(self._queue),
+                **dict(self.counters)}
 
 
 async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext],
-                    timeout: float) -> trio.SSLStream:
+                    timeout: float, slots: HandshakeSlots | None = None) -> trio.SSLStream:
     """The TLS handshake of an accepted socket (MQTT and HTTPS listeners alike), on the
-    context `context()` gives when the socket first speaks.
+    context `context()` gives when its turn comes in `slots` (after the socket first speaks).
+
+    `timeout` bounds the wait for the first bytes and, separately, the handshake itself; the
+    wait for a slot is bounded by the pending pool the caller holds the connection in.
 
     Raises:
         AdmissionRefused: no handshake within `timeout`, or OpenSSL refused it (cause named
@@ -46,8 +119,15 @@ async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext
     try:
         with trio.fail_after(timeout):
             await trio.lowlevel.wait_readable(tcp.socket)
-            stream = trio.SSLStream(tcp, context(), server_side=True)
-            await stream.do_handshake()
+        if slots is not None:
+            await slots.acquire()
+        try:
+            with trio.fail_after(timeout):
+                stream = trio.SSLStream(tcp, context(), server_side=True)
+                await stream.do_handshake()
+        finally:
+            if slots is not None:
+                slots.release()
     except trio.TooSlowError:
         raise AdmissionRefused(
             "HANDSHAKE_TIMEOUT", "no TLS handshake within handshake_timeout") from None

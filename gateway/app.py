@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import trio
 
+from .admission import HandshakeSlots
 from .broker import Broker, Message
 from .config import GatewayConfig
 from .errors import ConfigError
@@ -150,6 +151,7 @@ class Gateway:
             SourceRates(config.connection_rate_per_source, config.connection_burst_per_source),
         )
         self.pending = PendingPool(config.max_pending, config.max_pending_per_source)
+        self.handshakes = HandshakeSlots(config.max_handshakes_in_progress)
         # Readings per second per network, shared by its connections (time: trio's clock,
         # passed in by the caller).
         self.readings = NetworkRates(config.max_readings_per_second_per_network,
@@ -295,6 +297,7 @@ class Gateway:
             "connections": len(self.connections),
             "limits": self.limits.statistics(),
             "pending": self.pending.statistics(),
+            "handshakes": self.handshakes.statistics(),
             "readings_rate": {"networks": len(self.readings),
                               "throttled": self.readings.throttled},
             "broker": self.broker.statistics(),

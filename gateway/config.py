@@ -60,12 +60,12 @@ class GatewayConfig:
     connection_rate: float = 1_000.0
     """New TCP connections accepted per second (token bucket)."""
     connection_burst: int = 2_000
+    """Connections accepted at once before the rate applies."""
     connection_rate_per_source: float = 100.0
     """New TCP connections per second from one source address (an IPv4 address or an IPv6
     /64), checked before `connection_rate`: one source's flood spends only its own share."""
     connection_burst_per_source: int = 500
     """The same, how many may arrive at once (a fleet behind one NAT reconnecting together)."""
-    """Connections accepted at once before the rate applies."""
     max_packet_size: int = 256 * 1024
     """Largest MQTT packet accepted, in bytes, fixed header included."""
     max_inflight: int = 20
@@ -105,6 +105,10 @@ class GatewayConfig:
     client certificate), per listener, in total; past it the oldest one is dropped."""
     max_pending_per_source: int = 32
     """The same, per source address; past it that source's oldest one is dropped."""
+    max_handshakes_in_progress: int = 256
+    """MQTT TLS handshakes worked on at once; the others wait their turn in arrival order (a
+    reconnect storm then finishes each handshake in milliseconds instead of starting them all
+    and timing most out). A handshake counts for one second at most."""
     http_unauthenticated_head_timeout: float = 5.0
     """Seconds an HTTPS connection without a client certificate may take per request head."""
     max_queued_operations_per_network: int = 1_000
@@ -304,7 +308,8 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "publish_burst", "filter_rate", "filter_burst", "byte_rate", "byte_burst",
         "max_retained_bytes_per_network",
         "max_filters_per_subscribe", "max_subscriptions_per_session", "max_pending",
-        "max_pending_per_source", "http_unauthenticated_head_timeout",
+        "max_pending_per_source", "max_handshakes_in_progress",
+        "http_unauthenticated_head_timeout",
         "max_queued_operations_per_network", "max_queued_reports_per_network",
         "max_queued_reports", "max_readings_per_second_per_network",
         "readings_burst_per_network",

@@ -228,7 +228,7 @@ class Connection:
         try:
             try:
                 self.stream = await handshake(self.tcp, lambda: gw.tls.current,
-                                              self.config.handshake_timeout)
+                                              self.config.handshake_timeout, gw.handshakes)
             finally:
                 gw.pending.release(self)
             identity = admit_identity(self.stream, gw.tls, gw.bars)  # type: ignore[arg-type]
