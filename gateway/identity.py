@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 
 from cryptography import x509
@@ -20,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from .accounts.ownercode import owner_hash_of
 from .errors import AdmissionRefused
 
+IDENTITY_CACHE = 1_024  # device certificates whose identity is kept parsed (~1 KiB each)
 OPERATOR_URI_PREFIX = "urn:fleetgate:operator:"
 DEVICE_URI_PREFIX = "urn:uuid:"
 
@@ -52,6 +54,14 @@ def identity_from_der(der: bytes | None) -> DeviceIdentity:
     """
     if not der:
         raise AdmissionRefused("NO_CERTIFICATE", "the peer presented no certificate")
+    return _parsed_identity(der)
+
+
+@lru_cache(maxsize=IDENTITY_CACHE)
+def _parsed_identity(der: bytes) -> DeviceIdentity:
+    """The identity of a DER certificate, parsed once per certificate while it reconnects
+    (a refusal raises and is never cached). The identity is a pure function of the bytes:
+    revocation, expiry and bars are checked on every connection by the caller."""
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:

@@ -102,6 +102,19 @@ def test_operator_and_server_certificates_are_refused_with_their_reason(hierarch
         assert info.value.reason == reason
 
 
+def test_a_reconnecting_certificate_is_parsed_once_and_a_refused_one_every_time(hierarchy):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    device = _device(hierarchy, uuid.uuid4()).public_bytes(Encoding.DER)
+    first = identity_from_der(device)
+    assert identity_from_der(bytes(device)) is first  # equal bytes: the parsed identity
+    server = build_server(generate_key().public_key(), issuer=hierarchy.issuing,
+                          dns=["gw"], now=NOW).public_bytes(Encoding.DER)
+    for _ in range(2):
+        with pytest.raises(AdmissionRefused, match="SERVER_CERTIFICATE"):
+            identity_from_der(server)
+
+
 def test_missing_or_garbage_der_is_refused():
     with pytest.raises(AdmissionRefused, match="NO_CERTIFICATE"):
         identity_from_der(None)
