@@ -30,7 +30,7 @@ from bench.report import render, update_doc
 from bench.results import SCHEMA, check_document, write_json
 from bench.servers import REPO
 
-SYSTEMS = ("fleetgate", "mosquitto", "amqtt", "pipeline")
+SYSTEMS = ("fleetgate", "mosquitto", "amqtt", "pipeline", "trio-floor")
 EXIT_PKI, EXIT_MALFORMED, EXIT_INTERRUPTED = 3, 4, 130
 
 

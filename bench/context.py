@@ -20,6 +20,8 @@ from bench.results import Row
 from bench.servers import Server, Unavailable
 
 BROKERS = ("fleetgate", "mosquitto", "amqtt")
+# Figures 1 and 5 also measure the floor under fleetgate: a bare trio mTLS server.
+CONNECTING = (*BROKERS, "trio-floor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,8 @@ class Bench:
             cm = servers.amqtt(self.pki, self.work, self.server_cpus)
         elif system == "fleetgate":
             cm = servers.fleetgate(self.pki, self.work, self.server_cpus, **kw)
+        elif system == "trio-floor":
+            cm = servers.trio_floor(self.pki, self.work, self.server_cpus)
         else:
             raise ValueError(system)
         with cm as server:

@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.context import (
     BROKERS,
+    CONNECTING,
     Bench,
     load_run,
     note_saturation,
@@ -104,7 +105,7 @@ def _count_bundles(out: Path) -> int:
 def figure_connects(bench: Bench) -> list[Row]:
     cases = ["TLS 1.3", "TLS 1.2"]
     storm = f"reconnect storm, {bench.sizes.storm} devices at once"
-    rows = {(c, s): Row("1", c, s, "connects/s") for c in cases for s in BROKERS}
+    rows = {(c, s): Row("1", c, s, "connects/s") for c in cases for s in CONNECTING}
     rows.update({(storm, s): Row(
         "1", storm, s, "seconds until all are back", key="storm_s", lower_is_better=True,
         notes=[f"storm: every device first connects once (as before an outage), then all "
@@ -113,7 +114,7 @@ def figure_connects(bench: Bench) -> list[Row]:
                "without session tickets makes full handshakes); a refused or timed-out attempt "
                f"({STORM_ATTEMPT_TIMEOUT:g} s) is retried after {STORM_BACKOFF[0]:g} to "
                f"{STORM_BACKOFF[1]:g} s, like firmware; 'failed' counts those attempts; "
-               "per CPU-second = devices back per server CPU-second"]) for s in BROKERS})
+               "per CPU-second = devices back per server CPU-second"]) for s in CONNECTING})
 
     def body(server: Server, case: str, row: Row) -> None:
         if case == storm:
@@ -133,7 +134,7 @@ def figure_connects(bench: Bench) -> list[Row]:
                                  f"{run['resumed']:,} of {run['ok']:,} connections")
             row.add(**run)
 
-    per_system(bench, rows, BROKERS, [*cases, storm], body)
+    per_system(bench, rows, CONNECTING, [*cases, storm], body)
     return list(rows.values())
 
 
@@ -168,9 +169,9 @@ def figure_memory(bench: Bench) -> list[Row]:
     cases = [f"{n} idle connections" for n in bench.sizes.idle_connections]
     rows = {(c, s): Row("5", c, s, "KiB per connection", key="kib_per_connection",
                         cpu_key=None, lower_is_better=True)
-            for c in cases for s in BROKERS}
+            for c in cases for s in CONNECTING}
 
-    for system in BROKERS:
+    for system in CONNECTING:
         if not bench.wanted(system):
             for case in cases:
                 rows.pop((case, system))

@@ -327,3 +327,36 @@ def fleetgate(pki: Pki, work: Path, cpus: tuple[int, ...], *, data: Path | None 
         yield server
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# the trio floor: a bare trio mTLS server on fleetgate's TLS context (bench/trio_floor.py)
+
+
+@contextmanager
+def trio_floor(pki: Pki, work: Path, cpus: tuple[int, ...]) -> Iterator[Server]:
+    if pki.tool != "fleet-ca":
+        raise Unavailable("not yet available: the floor reads a fleet-ca home")
+    log = work / f"trio-floor-{time.monotonic_ns()}.log"
+    proc = spawn([sys.executable, str(BENCH_DIR / "trio_floor.py"), str(pki.home),
+                  str(pki.server_cert), str(pki.server_key)], log, cpus,
+                 env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                     filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+    server = Server("trio-floor", 0, [proc], log, notes=[
+        "a bare trio mTLS server on fleetgate's TLS context: handshake, CONNECT, CONNACK, "
+        "nothing else (bench/trio_floor.py)"])
+    try:
+        deadline = time.monotonic() + 20
+        while not server.port:
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith('{"listening"'):
+                    server.port = json.loads(line)["listening"]
+            if proc.poll() is not None:
+                raise Unavailable(f"trio floor exited {proc.returncode}: "
+                                  + log.read_text(errors="replace")[-200:])
+            if time.monotonic() > deadline:
+                raise Unavailable("trio floor: no listening line in 20 s")
+            time.sleep(0.05)
+        yield server
+    finally:
+        server.stop()

@@ -56,12 +56,17 @@ def test_quick_ca_figure_compares_fleet_ca_with_an_openssl_loop(tmp_path: Path) 
 def test_quick_broker_figures_against_mosquitto_write_well_formed_results(
         tmp_path: Path) -> None:
     proc = _run_bench(tmp_path, "--quick", "--runs", "1", "--only", "1", "2", "3", "5",
-                      "--systems", "mosquitto", "pipeline", "--no-doc")
+                      "--systems", "mosquitto", "pipeline", "trio-floor", "--no-doc")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     rows = _results(tmp_path)
     assert {system for _, system, _ in rows} == {
-        "mosquitto", "pipeline (mosquitto + paho + SQLite)"}  # --systems is honoured
+        "mosquitto", "pipeline (mosquitto + paho + SQLite)", "trio-floor"}  # --systems honoured
+    # The floor (a bare trio server on fleetgate's TLS context) connects, resumes and idles.
+    floor = rows[("1", "trio-floor", "reconnect storm, 10 devices at once")]["runs"][0]
+    assert floor["ok"] == 10 and floor["resumed"] == 10
+    [idle] = rows[("5", "trio-floor", "10 idle connections")]["runs"]
+    assert idle["connections"] == 10 and idle["failed"] == 0
 
     connects = rows[("1", "mosquitto", "TLS 1.3")]["runs"][0]
     assert connects["ok"] == 10 and connects["failed"] == 0
