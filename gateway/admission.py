@@ -27,7 +27,7 @@ from .mqtt.errors import PacketTooLarge, RemoteProtocolError
 from .mqtt.events import ConnectReceived, Disconnected
 from .mqtt.session import ServerConnection
 from .provisioning import ClaimIdentity, claim_of
-from .reasons import DisconnectReason
+from .reasons import DisconnectReason, RefusalCause
 from .tls import TLSContexts, classify_handshake_error
 
 __all__ = ["RECEIVE_SIZE", "HandshakeSlots", "admit_identity", "describe", "handshake",
@@ -130,7 +130,8 @@ async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext
                 slots.release()
     except trio.TooSlowError:
         raise AdmissionRefused(
-            "HANDSHAKE_TIMEOUT", "no TLS handshake within handshake_timeout") from None
+            RefusalCause.HANDSHAKE_TIMEOUT,
+            "no TLS handshake within handshake_timeout") from None
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise AdmissionRefused(*classify_handshake_error(exc)) from None
     return stream
@@ -149,7 +150,7 @@ def admit_identity(stream: trio.SSLStream, tls: TLSContexts,
     try:
         identity: DeviceIdentity | ClaimIdentity = identity_from_der(der)
     except AdmissionRefused as exc:
-        claim = claim_of(der) if exc.reason == "NOT_A_DEVICE" else None
+        claim = claim_of(der) if exc.reason is RefusalCause.NOT_A_DEVICE else None
         if claim is None:
             raise
         identity = claim
@@ -158,9 +159,10 @@ def admit_identity(stream: trio.SSLStream, tls: TLSContexts,
     if refusal is not None:
         raise AdmissionRefused(*refusal)
     if identity.not_after < tls.clock():
-        raise AdmissionRefused("CERT_EXPIRED", "certificate has expired")
+        raise AdmissionRefused(RefusalCause.CERT_EXPIRED, "certificate has expired")
     if isinstance(identity, DeviceIdentity) and identity.network_uuid in barred:
-        raise AdmissionRefused("BARRED", "network erased by an operator; its identity is barred")
+        raise AdmissionRefused(RefusalCause.BARRED,
+                               "network erased by an operator; its identity is barred")
     return identity
 
 

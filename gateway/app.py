@@ -1,12 +1,13 @@
 """The gateway process: its shared state, the ingest seam, and running until a signal.
 
 `Gateway` holds what every connection shares: the configuration, the log, the current TLS
-contexts, the broker, the connection limits and counters, the latency histograms.
+contexts, the broker, the connection limits, and the metrics (`gateway.metrics`).
 `Gateway.submit` is the one place inbound application messages are handed to ingest (through
 `IngestPort`); the connection acknowledges a PUBLISH only once the returned `PendingBatch`
 says it is stored. `run_gateway(config, log)`, the composition root, builds it once with its
-services (store, ingest, broker state, journal, bar list) and serves until SIGTERM/SIGINT,
-then stops accepting, closes every session with SERVER_SHUTDOWN and returns.
+services (store, ingest, broker state, journal, bar list, the `GatewayMetrics`) and serves
+until SIGTERM/SIGINT, then stops accepting, closes every session with SERVER_SHUTDOWN and
+returns.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import signal
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Container, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -29,9 +29,9 @@ from .admission import HandshakeSlots
 from .broker import Broker, Message
 from .config import GatewayConfig
 from .errors import ConfigError
-from .latency import Latencies
 from .limits import ConnectionLimits, NetworkRates, PendingPool, SourceRates, TokenBucket
 from .logs import DAY, EventLog, RotatingLogFile, open_log_file
+from .metrics import GatewayMetrics, counts
 from .provisioning import Provisioning
 from .reasons import DisconnectReason
 from .registry import ConnectionRegistry
@@ -40,10 +40,6 @@ from .tls import TLSContexts
 if TYPE_CHECKING:
     from .connection import Connection
     from .persistence import Journal
-
-# The counter of inbound messages per QoS, indexed by QoS (no string built per message).
-_MESSAGES_IN = ("messages_in_qos0", "messages_in_qos1", "messages_in_qos2")
-
 
 class ReplyMessage(Protocol):
     """A message ingest asks the gateway to publish into the device's jail."""
@@ -127,8 +123,12 @@ class Gateway:
         journal: Journal | None = None,
         bars: Container[uuid.UUID] = frozenset(),
         clock: Callable[[], datetime] | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.config = config
+        # What every part counts (gateway.metrics); built by the composition root.
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self._messages_in = self.metrics.mqtt.messages_in  # counted per PUBLISH
         self.log = log if log is not None else open_log(config)
         # `clock`: UTC now, for the CRL's freshness (tests pass their own).
         self.tls = TLSContexts(config, clock=clock)
@@ -156,21 +156,19 @@ class Gateway:
         # passed in by the caller).
         self.readings = NetworkRates(config.max_readings_per_second_per_network,
                                      config.readings_burst_per_network)
-        self.counters: Counter[str] = Counter()
-        self.latency = Latencies()  # histograms for /metrics
         # Live connections, by network and by certificate serial.
         self.connections: ConnectionRegistry[Connection] = ConnectionRegistry()
         # The console's gateway.accounts.OwnerCodeSink (None: no console): it records each
         # network's owner-code hash from its certificate, off the event loop.
         self.owner_codes: Any = None
         # Enrolment by claim and renewal, relayed to the online signer (provisioning.py).
-        self.provisioning = Provisioning(config, self.log, self.counters)
+        self.provisioning = Provisioning(config, self.log, self.metrics)
 
     # -- the ingest seam ----------------------------------------------------------------
 
     def route(self, message: Message) -> None:
         """Relay one mounted message to its subscribers (and the retained store)."""
-        self.counters[_MESSAGES_IN[message.qos]] += 1
+        self._messages_in.inc(message.qos)
         self.broker.publish(message)
 
     def durable_mark(self) -> int:
@@ -224,7 +222,7 @@ class Gateway:
                 reason = str(connection.reason or DisconnectReason.CONNECTION_LOST)
                 await self.status.disconnected(identity.network_uuid, client_id, reason, now)
         except Exception as exc:  # the session must not fail on a status write
-            self.counters["status_failures"] += 1
+            self.metrics.mqtt.status_failures.inc()
             self.log.emit("status_failed", network=identity.network, client_id=client_id,
                           detail=f"{type(exc).__name__}: {exc}")
 
@@ -235,7 +233,7 @@ class Gateway:
         try:
             await self.status.seen(connection.identity.network_uuid, datetime.now(UTC))
         except Exception as exc:
-            self.counters["status_failures"] += 1
+            self.metrics.mqtt.status_failures.inc()
             self.log.emit("status_failed", network=connection.identity.network,
                           detail=f"{type(exc).__name__}: {exc}")
 
@@ -243,13 +241,13 @@ class Gateway:
 
     def connection_opened(self, connection: Connection) -> None:
         self.connections.add(connection)
-        self.counters["connections_accepted"] += 1
+        self.metrics.mqtt.connections_accepted.inc()
 
     def network_opened(self, connection: Connection) -> None:
         """A connection passed admission: count it against its network."""
         assert connection.identity is not None
         self.connections.admitted(connection)
-        self.counters["handshakes_accepted"] += 1
+        self.metrics.mqtt.handshakes_accepted.inc()
         if self.owner_codes is not None and connection.identity.owner_hash is not None:
             self.owner_codes.offer(connection.identity.network, connection.identity.owner_hash)
 
@@ -259,7 +257,7 @@ class Gateway:
         if connection.network_counted and connection.identity is not None:
             self.limits.close_network(connection.identity.network)
         if connection.reason is not None:
-            self.counters[f"disconnect_{connection.reason}"] += 1
+            self.metrics.mqtt.disconnects.inc(connection.reason)
 
     # -- revocation ---------------------------------------------------------------------
 
@@ -275,7 +273,7 @@ class Gateway:
                 )
                 connection.close(DisconnectReason.REVOKED, "certificate revoked")
                 closed += 1
-        self.counters["revocations_applied"] += closed
+        self.metrics.mqtt.revocations_applied.inc(closed)
         return closed
 
     def check_crl_freshness(self) -> None:
@@ -302,7 +300,8 @@ class Gateway:
                               "throttled": self.readings.throttled},
             "broker": self.broker.statistics(),
             **({"mqtt_state": self.journal.statistics()} if self.journal is not None else {}),
-            "counters": dict(self.counters),
+            "counters": counts(self.metrics.mqtt, self.metrics.provisioning,
+                               self.metrics.console),
             "tls_reloads": self.tls.reloads,
             "crl_loads": self.tls.crl_loads,
         }
@@ -341,8 +340,9 @@ async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
         ConfigError: the TLS files, the store or its MQTT state cannot be loaded.
     """
     data = config.data
+    metrics = GatewayMetrics()  # every part counts into this one object
     if data is None:
-        gateway = Gateway(config, log=log)  # ConfigError for unusable TLS files
+        gateway = Gateway(config, log=log, metrics=metrics)  # ConfigError: bad TLS files
         if config.http_address is not None:
             log.emit("http_off", detail="no data folder (--data): the HTTPS API serves the "
                                         "store, so it is not started")
@@ -368,7 +368,7 @@ async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
         except StorageError as exc:
             raise ConfigError(f"cannot load the MQTT state from {data}: {exc}") from None
         gateway = Gateway(config, log=log, ingest=ingest, status=store, broker=broker,
-                          journal=journal, bars=BarList(data / BARS_FILE))
+                          journal=journal, bars=BarList(data / BARS_FILE), metrics=metrics)
         log.emit("store_opened", data=str(data))
         await _serve_until_signal(gateway, store)
 
@@ -433,7 +433,7 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
             from .http.server import HttpStatistics
             from .http.wiring import http_limits
 
-            http_stats = HttpStatistics(http_limits(gateway.config))
+            http_stats = HttpStatistics(http_limits(gateway.config), gateway.metrics.http)
             if store is not None and gateway.config.http_address is not None:
                 from .http.wiring import serve_gateway_http  # the API reads the store
 

@@ -58,7 +58,7 @@ from .mqtt.packets import ConnectReturnCode, QoS
 from .mqtt.session import ServerConnection
 from .outbound import Outbound
 from .provisioning import RENEW, ClaimIdentity, serve_claim
-from .reasons import DisconnectReason
+from .reasons import DisconnectReason, RefusalCause, ThrottleLimit
 from .storage.errors import StorageError
 from .subscriptions import examine
 
@@ -80,7 +80,7 @@ class Connection:
         self.config = gateway.config
         # Every line of this connection goes through its budget (docs/operations.md).
         self.log = ConnectionLog(gateway.log, rate=gateway.config.log_lines_per_connection,
-                                 burst=gateway.config.log_lines_burst, counters=gateway.counters)
+                                 burst=gateway.config.log_lines_burst, metrics=gateway.metrics.mqtt)
         self.tcp = stream
         self.stream: trio.abc.Stream = stream
         self.peer = peer
@@ -162,7 +162,7 @@ class Connection:
 
     def _bug(self, exc: Exception, where: str = "") -> None:
         """An unexpected exception: it ends this connection only, logged with its type."""
-        self.gateway.counters["internal_errors"] += 1
+        self.gateway.metrics.mqtt.internal_errors.inc()
         self.gateway.log.emit("internal_error", detail=f"{where}{type(exc).__name__}: {exc}",
                               client_id=self.client_id)
         self.close(DisconnectReason.CONNECTION_LOST, "internal error")
@@ -208,13 +208,13 @@ class Connection:
         except JailViolation:
             return  # refused at CONNECT already; never routed
         self.gateway.broker.publish(Message(topic, will.payload, QoS(will.qos), will.retain))
-        self.gateway.counters["wills_published"] += 1
+        self.gateway.metrics.mqtt.wills_published.inc()
 
     # -- 1 and 2: TLS and identity ------------------------------------------------------
 
     def evict(self, limit: str) -> None:
         """Drop this still unauthenticated connection to make room for a newer one."""
-        self.gateway.counters[f"pending_evicted_{limit}"] += 1
+        self.gateway.metrics.mqtt.pending_evicted.inc(limit)
         self.close(DisconnectReason.THROTTLED, limit)
 
     async def _admit(self) -> None:
@@ -237,13 +237,13 @@ class Connection:
         if isinstance(identity, ClaimIdentity):
             self.claim = identity  # the provisioning jail only
             return
-        gw.latency.handshake.observe(trio.current_time() - started)
+        gw.metrics.latency.handshake.observe(trio.current_time() - started)
         self.identity = identity
         self.jail = Jail(identity.network)
         gw.network_opened(self)
 
-    def _refuse(self, cause: str, detail: str) -> None:
-        self.gateway.counters[f"handshake_refused_{cause}"] += 1
+    def _refuse(self, cause: RefusalCause, detail: str) -> None:
+        self.gateway.metrics.mqtt.handshakes_refused.inc(cause)
         self.log.emit("refused", reason=str(DisconnectReason.AUTH_ERROR), cause=cause,
                       detail=detail, peer=self.log.peer(self.peer))
         raise ConnectionEnds(DisconnectReason.AUTH_ERROR, cause)
@@ -273,13 +273,13 @@ class Connection:
             self.identity.network, force=self.gateway.broker.is_live(self.key)
         )
         if why is not None:
-            self.gateway.counters[f"throttled_{why}"] += 1
+            self.gateway.metrics.mqtt.throttled.inc(why)
             await self._refuse_connect(ConnectReturnCode.SERVER_UNAVAILABLE,
                                        DisconnectReason.THROTTLED, why)
         self.network_counted = True
         attached = self.gateway.broker.connect(self.key, connect.clean_session, self)
         if attached is None:
-            self.gateway.counters["throttled_max_sessions_per_network"] += 1
+            self.gateway.metrics.mqtt.throttled.inc(ThrottleLimit.MAX_SESSIONS_PER_NETWORK)
             await self._refuse_connect(ConnectReturnCode.SERVER_UNAVAILABLE,
                                        DisconnectReason.THROTTLED, "max_sessions_per_network")
         self.attached = attached
@@ -294,7 +294,7 @@ class Connection:
             try:
                 await self.gateway.broker.sessions.restore(attached.state)
             except StorageError:
-                self.gateway.counters["queue_restore_failed"] += 1
+                self.gateway.metrics.mqtt.queue_restore_failed.inc()
                 await self._refuse_connect(ConnectReturnCode.SERVER_UNAVAILABLE,
                                            DisconnectReason.THROTTLED, "queue_restore_failed")
         resume = attached.state.protocol_state if attached.session_present else None
@@ -358,7 +358,7 @@ class Connection:
                 self._readings_throttled(readings, pacer.log_readings(now))
             if delay > 0:
                 # Over a rate: stop reading, so TCP pushes back on the device.
-                self.gateway.counters["throttle_pauses"] += 1
+                self.gateway.metrics.mqtt.throttle_pauses.inc()
                 await trio.sleep(delay)
                 pacer.resumed_at = trio.current_time()
 
@@ -386,7 +386,7 @@ class Connection:
     def _readings_throttled(self, delay: float, log: bool) -> None:
         """Count a pause for the network's readings rate; log it if `log`."""
         assert self.identity is not None
-        self.gateway.counters["readings_throttled"] += 1
+        self.gateway.metrics.mqtt.readings_throttled.inc()
         if log:
             self.log.emit("readings_throttled", network=self.identity.network,
                           client_id=self.client_id, serial=self.identity.serial,
@@ -413,7 +413,7 @@ class Connection:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
-                self.gateway.counters["protocol_errors"] += 1
+                self.gateway.metrics.mqtt.protocol_errors.inc()
                 closing = ConnectionEnds(DisconnectReason.CLIENT_ERROR, describe(exc))
                 break
             if event is None:
@@ -458,7 +458,7 @@ class Connection:
         try:
             mounted = self.jail.mount_topic(publish.topic)
         except JailViolation as exc:
-            gw.counters["publish_denied"] += 1
+            gw.metrics.mqtt.publishes_denied.inc()
             self.log.emit(
                 "publish_denied", network=self.identity.network, client_id=self.client_id,
                 serial=self.identity.serial, topic=publish.topic, reason=exc.why,
@@ -507,12 +507,13 @@ class Connection:
                         gw.broker.publish(Message(self.jail.mount_topic(reply.topic),
                                                   reply.payload, QoS(reply.qos), reply.retain))
                     if ids:  # one observation per read, weighted by its acknowledgements
-                        gw.latency.publish_ack.observe(trio.current_time() - read_at, len(ids))
+                        gw.metrics.latency.publish_ack.observe(trio.current_time() - read_at,
+                                                               len(ids))
                     await self._flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.close(DisconnectReason.CONNECTION_LOST, "send failed")
         except StorageError as exc:  # not stored: never acknowledge it
-            gw.counters["ingest_failures"] += 1
+            gw.metrics.mqtt.ingest_failures.inc()
             self.log.emit("ingest_failed", network=self.identity and self.identity.network,
                           client_id=self.client_id, detail=f"{type(exc).__name__}: {exc}")
             self.close(DisconnectReason.CONNECTION_LOST, "ingest failed")
@@ -549,7 +550,7 @@ class Connection:
         assert self.conn is not None and self.jail is not None and self.attached is not None
         request = examine(event.subscriptions, self.jail, self.config.max_filters_per_subscribe)
         streams = request.apply(self.gateway.broker, self.attached.state)
-        request.count(self.gateway.counters)
+        request.count(self.gateway.metrics.mqtt)
 
         def answer() -> None:
             assert self.conn is not None and self.identity is not None
@@ -576,7 +577,7 @@ class Connection:
         messages, so no delivery burst holds the loop."""
         assert self.conn is not None and self.attached is not None and self.jail is not None
         queue = Outbound(self.conn, self.attached.state.outbox, self._retained, self.jail,
-                         self._inflight, self.gateway.counters)
+                         self._inflight, self.gateway.metrics.mqtt)
         while True:
             self._wake = trio.Event()
             sent = queue.fill(WRITE_STEP)

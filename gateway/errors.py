@@ -3,7 +3,7 @@
 - `ConfigError`: a bad or missing configuration value or file; the CLI prints one line and
   exits with `EXIT_CONFIG`.
 - `AdmissionRefused`: a peer certificate that opens no jail (operator, server, malformed);
-  `reason` is a stable upper-case token for logs and metrics.
+  `reason` is a `RefusalCause`, the stable token for logs and metrics.
 - `JailViolation`: a topic that would leave the device's namespace (`$`-topics, escapes).
 - `ConnectionEnds`: one device connection must close for a `DisconnectReason`; raised inside
   a connection's tasks, it never leaves them.
@@ -16,7 +16,7 @@ so that it imports nothing from the service around it.
 
 from __future__ import annotations
 
-from .reasons import DisconnectReason
+from .reasons import DisconnectReason, RefusalCause
 
 
 class GatewayError(Exception):
@@ -30,7 +30,7 @@ class ConfigError(GatewayError):
 class AdmissionRefused(GatewayError):
     """A verified TLS peer whose certificate is not a device certificate."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: RefusalCause, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

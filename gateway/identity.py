@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .accounts.ownercode import owner_hash_of
 from .errors import AdmissionRefused
+from .reasons import RefusalCause
 
 IDENTITY_CACHE = 1_024  # device certificates whose identity is kept parsed (~1 KiB each)
 OPERATOR_URI_PREFIX = "urn:fleetgate:operator:"
@@ -53,7 +54,7 @@ def identity_from_der(der: bytes | None) -> DeviceIdentity:
             SERVER_CERTIFICATE, CA_CERTIFICATE or NOT_A_DEVICE.
     """
     if not der:
-        raise AdmissionRefused("NO_CERTIFICATE", "the peer presented no certificate")
+        raise AdmissionRefused(RefusalCause.NO_CERTIFICATE, "the peer presented no certificate")
     return _parsed_identity(der)
 
 
@@ -65,7 +66,8 @@ def _parsed_identity(der: bytes) -> DeviceIdentity:
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
-        raise AdmissionRefused("BAD_CERTIFICATE", f"unparseable certificate: {exc}") from None
+        raise AdmissionRefused(RefusalCause.BAD_CERTIFICATE,
+                               f"unparseable certificate: {exc}") from None
     return identity_from_certificate(cert)
 
 
@@ -74,32 +76,36 @@ def identity_from_certificate(cert: x509.Certificate) -> DeviceIdentity:
     try:
         basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         if basic.ca:
-            raise AdmissionRefused("CA_CERTIFICATE", "a CA certificate is not a device")
+            raise AdmissionRefused(RefusalCause.CA_CERTIFICATE, "a CA certificate is not a device")
     except x509.ExtensionNotFound:
         pass
     except ValueError as exc:
-        raise AdmissionRefused("BAD_CERTIFICATE", f"bad extensions: {exc}") from None
+        raise AdmissionRefused(RefusalCause.BAD_CERTIFICATE, f"bad extensions: {exc}") from None
     uris = _san_uris(cert)
     if any(u.startswith(OPERATOR_URI_PREFIX) for u in uris):
-        raise AdmissionRefused("OPERATOR_CERTIFICATE", "operator certificates open no jail")
+        raise AdmissionRefused(RefusalCause.OPERATOR_CERTIFICATE,
+                               "operator certificates open no jail")
     ekus = _ekus(cert)
     if ExtendedKeyUsageOID.CLIENT_AUTH not in ekus:
         if ExtendedKeyUsageOID.SERVER_AUTH in ekus:
-            raise AdmissionRefused("SERVER_CERTIFICATE", "server certificates open no jail")
-        raise AdmissionRefused("NOT_A_DEVICE", "certificate lacks EKU clientAuth")
+            raise AdmissionRefused(RefusalCause.SERVER_CERTIFICATE,
+                                   "server certificates open no jail")
+        raise AdmissionRefused(RefusalCause.NOT_A_DEVICE, "certificate lacks EKU clientAuth")
     networks = [u for u in uris if u.lower().startswith(DEVICE_URI_PREFIX)]
     if len(networks) != 1:
         raise AdmissionRefused(
-            "NOT_A_DEVICE", f"expected one SAN URI urn:uuid:<uuid>, found {len(networks)}"
+            RefusalCause.NOT_A_DEVICE,
+            f"expected one SAN URI urn:uuid:<uuid>, found {len(networks)}"
         )
     text = networks[0][len(DEVICE_URI_PREFIX):]
     try:
         network = uuid.UUID(text)
     except ValueError:
-        raise AdmissionRefused("NOT_A_DEVICE", f"SAN URI names no UUID: {text!r}") from None
+        raise AdmissionRefused(RefusalCause.NOT_A_DEVICE,
+                               f"SAN URI names no UUID: {text!r}") from None
     if str(network) != text.lower():
         # Accept only the canonical spelling, so one network has one topic prefix.
-        raise AdmissionRefused("NOT_A_DEVICE", f"SAN URI UUID not canonical: {text!r}")
+        raise AdmissionRefused(RefusalCause.NOT_A_DEVICE, f"SAN URI UUID not canonical: {text!r}")
     return DeviceIdentity(network, cert.serial_number, cert.not_valid_after_utc,
                           owner_hash_of(cert))
 
@@ -110,7 +116,7 @@ def _san_uris(cert: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     except ValueError as exc:
-        raise AdmissionRefused("BAD_CERTIFICATE", f"bad SAN: {exc}") from None
+        raise AdmissionRefused(RefusalCause.BAD_CERTIFICATE, f"bad SAN: {exc}") from None
     return list(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
@@ -120,4 +126,4 @@ def _ekus(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
     except x509.ExtensionNotFound:
         return []
     except ValueError as exc:
-        raise AdmissionRefused("BAD_CERTIFICATE", f"bad EKU: {exc}") from None
+        raise AdmissionRefused(RefusalCause.BAD_CERTIFICATE, f"bad EKU: {exc}") from None

@@ -4,13 +4,12 @@
 observes per batch instead (a commit, a read's acknowledgements, with their count as the
 weight), so the hot path pays one subtraction and one bisect per batch, never per report.
 The exposition is still the library's (gateway.http.metrics builds a `HistogramMetricFamily`
-from `buckets()`).
+from `buckets()`). The gateway's named histograms are `gateway.metrics.Timing`s.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass, field
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
            10.0)
@@ -42,13 +41,3 @@ class Histogram:
             out.append((repr(bound), cumulative))
         out.append(("+Inf", self.count))
         return out
-
-
-@dataclass(slots=True)
-class Latencies:
-    """The gateway's latency histograms (the store's commit latency is the writer's)."""
-
-    handshake: Histogram = field(default_factory=Histogram)
-    """TCP accept to an admitted device identity (TLS handshake included)."""
-    publish_ack: Histogram = field(default_factory=Histogram)
-    """A QoS 1/2 PUBLISH read to its PUBACK/PUBREC ready to send (once stored)."""

@@ -16,6 +16,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .reasons import ThrottleLimit
+
 
 class TokenBucket:
     """A token bucket of `burst` tokens refilled at `rate` tokens per second."""
@@ -123,34 +125,34 @@ class ConnectionLimits:
     per_source: SourceRates | None = None
     total: int = 0
     per_network: Counter[str] = field(default_factory=Counter)
-    refused: Counter[str] = field(default_factory=Counter)
+    refused: Counter[ThrottleLimit] = field(default_factory=Counter)
 
-    def open_socket(self, now: float, source: str = "") -> str | None:
+    def open_socket(self, now: float, source: str = "") -> ThrottleLimit | None:
         """Count a new TCP connection from `source` (a `source_key`); return why it must be
         refused, or None. A source over its own rate spends nothing of the total's."""
         if self.total >= self.max_connections:
-            self.refused["max_connections"] += 1
-            return "max_connections"
-        if self.per_source is not None and not self.per_source.try_take(source, now):
-            self.refused["connection_rate_per_source"] += 1
-            return "connection_rate_per_source"
-        if not self.rate.try_take(1, now):
-            self.refused["connection_rate"] += 1
-            return "connection_rate"
-        self.total += 1
-        return None
+            why = ThrottleLimit.MAX_CONNECTIONS
+        elif self.per_source is not None and not self.per_source.try_take(source, now):
+            why = ThrottleLimit.CONNECTION_RATE_PER_SOURCE
+        elif not self.rate.try_take(1, now):
+            why = ThrottleLimit.CONNECTION_RATE
+        else:
+            self.total += 1
+            return None
+        self.refused[why] += 1
+        return why
 
     def close_socket(self) -> None:
         self.total -= 1
 
-    def open_network(self, network: str, *, force: bool = False) -> str | None:
+    def open_network(self, network: str, *, force: bool = False) -> ThrottleLimit | None:
         """Count a session of `network`; return why it must be refused, or None.
 
         `force` counts it even at the cap (a takeover: the old session is about to go).
         """
         if not force and self.per_network[network] >= self.max_per_network:
-            self.refused["max_connections_per_network"] += 1
-            return "max_connections_per_network"
+            self.refused[ThrottleLimit.MAX_CONNECTIONS_PER_NETWORK] += 1
+            return ThrottleLimit.MAX_CONNECTIONS_PER_NETWORK
         self.per_network[network] += 1
         return None
 
@@ -195,7 +197,8 @@ class PendingPool:
     releasing an evicted or unknown token is a no-op. Costs O(1) per call.
     """
 
-    __slots__ = ("max_total", "max_per_source", "_order", "_by_source", "counters")
+    __slots__ = ("max_total", "max_per_source", "_order", "_by_source", "admitted",
+                 "evicted_per_source", "evicted_total")
 
     def __init__(self, max_total: int, max_per_source: int) -> None:
         if max_total < 1 or max_per_source < 1:
@@ -204,7 +207,8 @@ class PendingPool:
         self.max_per_source = max_per_source
         self._order: dict[object, str] = {}  # insertion-ordered: oldest first
         self._by_source: dict[str, dict[object, None]] = {}
-        self.counters: Counter[str] = Counter()
+        # Since start: tokens admitted, and evicted by each cap.
+        self.admitted = self.evicted_per_source = self.evicted_total = 0
 
     def __len__(self) -> int:
         return len(self._order)
@@ -222,16 +226,16 @@ class PendingPool:
         if mine is not None and len(mine) >= self.max_per_source:
             victim = next(iter(mine))
             self.release(victim)
-            self.counters["evicted_per_source"] += 1
+            self.evicted_per_source += 1
             evicted.append((victim, "max_pending_per_source"))
         if len(self._order) >= self.max_total:
             victim = next(iter(self._order))
             self.release(victim)
-            self.counters["evicted_total"] += 1
+            self.evicted_total += 1
             evicted.append((victim, "max_pending"))
         self._order[token] = source
         self._by_source.setdefault(source, {})[token] = None
-        self.counters["admitted"] += 1
+        self.admitted += 1
         return evicted
 
     def release(self, token: object) -> None:
@@ -245,7 +249,8 @@ class PendingPool:
 
     def statistics(self) -> dict[str, object]:
         return {"pending": len(self._order), "sources": len(self._by_source),
-                **dict(self.counters)}
+                "admitted": self.admitted, "evicted_per_source": self.evicted_per_source,
+                "evicted_total": self.evicted_total}
 
 
 class ReadPacer:

@@ -35,9 +35,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .limits import TokenBucket
+
+if TYPE_CHECKING:
+    from .metrics import MqttMetrics
 
 LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 """The levels `log_level` may name, lowest first."""
@@ -280,17 +283,17 @@ class ConnectionLog:
     """One connection's view of the EventLog, within a budget of lines per second.
 
     `emit` writes a line if the budget allows (essential events always); otherwise it counts
-    the line per event name and in `counters["log_lines_suppressed"]`. The one summary line
+    the line per event name and in `metrics.log_lines_suppressed`. The one summary line
     `log_suppressed` (`suppressed`: total, `events`: per name) is written before the next line
     that fits the budget again, before an essential line, or by `finish()` at the end.
     """
 
-    def __init__(self, log: EventLog, *, rate: float, burst: int, counters: Counter[str],
+    def __init__(self, log: EventLog, *, rate: float, burst: int, metrics: MqttMetrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._log = log
         self._bucket = TokenBucket(rate, burst, clock())
         self._clock = clock
-        self._counters = counters
+        self._metrics = metrics
         self._suppressed: Counter[str] = Counter()
         self._context: dict[str, Any] = {}  # who the summary is about
 
@@ -312,7 +315,7 @@ class ConnectionLog:
             for key in _CONTEXT:
                 if fields.get(key) is not None:
                     self._context[key] = fields[key]
-            self._counters["log_lines_suppressed"] += 1
+            self._metrics.log_lines_suppressed.inc()
             return None
         if self._suppressed:
             self.finish()
@@ -323,6 +326,6 @@ class ConnectionLog:
         if not self._suppressed:
             return
         events, self._suppressed = dict(self._suppressed), Counter()
-        self._counters["log_summaries"] += 1
+        self._metrics.log_summaries.inc()
         self._log.emit("log_suppressed", suppressed=sum(events.values()), events=events,
                        **self._context)

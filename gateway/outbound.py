@@ -10,39 +10,40 @@ and a SUBSCRIBE matching many costs what is sent, not a copied list.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .broker import Message
 from .jail import Jail
 from .mqtt.packets import QoS
 from .mqtt.session import ServerConnection
 
+if TYPE_CHECKING:
+    from .metrics import MqttMetrics
+
 __all__ = ["Outbound"]
-
-# The counter of outbound messages per QoS, indexed by QoS (no string built per message).
-_MESSAGES_OUT = ("messages_out_qos0", "messages_out_qos1", "messages_out_qos2")
-
 
 class Outbound:
     """The sending side of one connection's session (the connection owns the containers)."""
 
-    __slots__ = ("conn", "outbox", "streams", "jail", "inflight", "counters")
+    __slots__ = ("conn", "outbox", "streams", "jail", "inflight", "metrics")
 
     def __init__(self, conn: ServerConnection, outbox: deque[Message],
                  streams: dict[str, tuple[Iterator[Message], QoS]], jail: Jail,
-                 inflight: dict[int, Message], counters: Counter[str]) -> None:
+                 inflight: dict[int, Message], metrics: MqttMetrics) -> None:
         self.conn = conn
         self.outbox = outbox
         self.streams = streams
         self.jail = jail
         self.inflight = inflight
-        self.counters = counters
+        self.metrics = metrics
 
     def fill(self, limit: int) -> int:
         """Hand up to `limit` messages to the protocol core; return how many. Fewer than
         `limit`: nothing more can go now (window full, or nothing queued)."""
-        conn, outbox, streams, counters = self.conn, self.outbox, self.streams, self.counters
+        conn, outbox, streams = self.conn, self.outbox, self.streams
+        messages_out = self.metrics.messages_out
         sent = 0
         while sent < limit:
             if outbox:
@@ -57,7 +58,7 @@ class Outbound:
                 if message is None:
                     del streams[topic_filter]
                     continue
-                counters["retained_out"] += 1
+                self.metrics.retained_out.inc()
             else:
                 break
             packet_id = conn.publish(
@@ -65,6 +66,6 @@ class Outbound:
             )
             if packet_id is not None:
                 self.inflight[packet_id] = message
-            counters[_MESSAGES_OUT[message.qos]] += 1
+            messages_out.inc(message.qos)
             sent += 1
         return sent

@@ -31,17 +31,19 @@ from cryptography import x509
 from .broker import Message
 from .errors import ConnectionEnds
 from .identity import identity_from_certificate
+from .metrics import sign_outcome
 from .mqtt.errors import RemoteProtocolError
 from .mqtt.events import Disconnected, PublishReceived, SubscribeReceived, UnsubscribeReceived
 from .mqtt.packets import ConnectReturnCode, QoS
 from .mqtt.session import ServerConnection
-from .reasons import DisconnectReason
+from .reasons import DisconnectReason, ThrottleLimit
 from .signer_client import Refused, SignerClient, SignerUnavailable
 
 if TYPE_CHECKING:
     from .config import GatewayConfig
     from .connection import Connection
     from .logs import EventLog
+    from .metrics import GatewayMetrics
 
 CLAIM_URI_PREFIX = "urn:fleetgate:claim:"
 REQUEST, ACCEPTED, REJECTED = "provision/request", "provision/accepted", "provision/rejected"
@@ -94,10 +96,10 @@ def csr_der(payload: bytes) -> bytes | None:
 
 
 class Provisioning:
-    """The gateway's side of enrolment and renewal: bounds, counters, the signer client."""
+    """The gateway's side of enrolment and renewal: bounds, metrics, the signer client."""
 
-    def __init__(self, config: GatewayConfig, log: EventLog, counters: Counter[str]) -> None:
-        self.config, self.log, self.counters = config, log, counters
+    def __init__(self, config: GatewayConfig, log: EventLog, metrics: GatewayMetrics) -> None:
+        self.config, self.log, self.metrics = config, log, metrics
         self.client: SignerClient | None = None
         if config.signer != "off":
             self.client = SignerClient(config.signer, root=config.root_path,
@@ -170,7 +172,8 @@ class Provisioning:
                 self._per_claim[claim.serial] -= 1
                 if not self._per_claim[claim.serial]:
                     del self._per_claim[claim.serial]
-        self.counters["provision_" + ("accepted" if ok else doc["reason"])] += 1
+        self.metrics.provisioning.provision_requests.inc(sign_outcome(
+            "accepted" if ok else doc["reason"]))
         self.log.emit("provision_accepted" if ok else "provision_rejected", batch=claim.batch,
                       claim_serial=claim.serial, **({"network": doc["network"],
                                                      "serial": doc["serial"]} if ok
@@ -197,7 +200,8 @@ class Provisioning:
                     ok, doc = await self._sign("reenroll", csr_der(payload), der)
                 finally:
                     self._networks.discard(identity.network)
-            self.counters["renewal_" + ("accepted" if ok else doc["reason"])] += 1
+            self.metrics.provisioning.renewal_requests.inc(sign_outcome(
+                "accepted" if ok else doc["reason"]))
             self.log.emit("cert_renewed" if ok else "cert_renewal_rejected",
                           network=identity.network, old_serial=identity.serial_hex,
                           **({"serial": doc["serial"]} if ok else {"reason": doc["reason"]}))
@@ -246,7 +250,7 @@ async def serve_claim(connection: Connection, claim: ClaimIdentity,
         await refuse(ConnectReturnCode.NOT_AUTHORIZED, DisconnectReason.CLIENT_ERROR,
                      "a claim connection may not set a will")
     if provisioning.claim_connections[claim.serial] >= cfg.max_connections_per_claim:
-        provisioning.counters["throttled_max_connections_per_claim"] += 1
+        provisioning.metrics.mqtt.throttled.inc(ThrottleLimit.MAX_CONNECTIONS_PER_CLAIM)
         await refuse(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED,
                      "max_connections_per_claim")
     provisioning.claim_connections[claim.serial] += 1
@@ -338,7 +342,7 @@ async def _claim_reads(connection: Connection, core: ServerConnection, claim: Cl
                         subscribed[topic_filter] = QoS(min(int(qos), 1))
                         codes.append(min(int(qos), 1))
                     else:
-                        provisioning.counters["subscribe_denied"] += 1
+                        provisioning.metrics.mqtt.subscribes_denied.inc()
                         connection.log.emit("subscribe_denied", **log_ids,
                                             topic_filter=topic_filter,
                                             reason="claim connections subscribe only to "
@@ -352,7 +356,7 @@ async def _claim_reads(connection: Connection, core: ServerConnection, claim: Cl
             elif isinstance(event, PublishReceived):
                 publish = event.publish
                 if publish.topic != REQUEST:
-                    provisioning.counters["publish_denied"] += 1
+                    provisioning.metrics.mqtt.publishes_denied.inc()
                     connection.log.emit("publish_denied", **log_ids, topic=publish.topic,
                                         reason="claim connections publish only to "
                                                "provision/request")

@@ -66,7 +66,7 @@ def log_crl_load(gateway: Gateway, load: CRLLoad, trigger: str) -> None:
         log.emit("crl_signer_ignored", file=cert.source, position=cert.position or None,
                  detail=cert.reason)
     for crl in load.ignored:
-        gateway.counters["crls_ignored"] += 1
+        gateway.metrics.mqtt.crls_ignored.inc()
         log.emit("crl_ignored", trigger=trigger, position=crl.position, issuer=crl.issuer,
                  detail=crl.reason)
     revoked = load.revoked
@@ -75,7 +75,7 @@ def log_crl_load(gateway: Gateway, load: CRLLoad, trigger: str) -> None:
         log.emit("crl_loaded", trigger=trigger, crls=revoked.crls, revoked=len(revoked),
                  next_update=next_update)
     else:
-        gateway.counters["crls_rejected"] += 1
+        gateway.metrics.mqtt.crls_rejected.inc()
         log.emit("crl_rejected", trigger=trigger, detail=load.problem,
                  kept="the previous revoked set stays in force", revoked=len(revoked))
 

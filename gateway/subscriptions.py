@@ -19,12 +19,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .broker import Broker, Message, SessionState
 from .errors import JailViolation
 from .jail import Jail
 from .mqtt.packets import SUBACK_FAILURE, QoS
+
+if TYPE_CHECKING:
+    from .metrics import MqttMetrics
 
 __all__ = ["LOGGED_FILTERS", "SubscribeRequest", "examine"]
 
@@ -78,13 +81,16 @@ class SubscribeRequest:
             log.emit("subscribe_denied", **ids, serial=serial, **refused)
         log.emit("subscribed", **ids, **self.logged())
 
-    def count(self, counters: Counter[str]) -> None:
-        """Add this packet's refusals and collapsed duplicates to the gateway's counters."""
+    def count(self, metrics: MqttMetrics) -> None:
+        """Add this packet's refusals and collapsed duplicates to the gateway's metrics."""
         for why in self.refused.values():
-            counters["subscribe_denied" if why != "max_subscriptions_per_session"
-                     else "subscribe_refused_max_subscriptions_per_session"] += 1
-        counters["subscribe_refused_max_filters_per_subscribe"] += self.unexamined
-        counters["subscribe_duplicates"] += self.duplicates
+            if why == "max_subscriptions_per_session":
+                metrics.subscribes_refused.inc(why)
+            else:
+                metrics.subscribes_denied.inc()
+        if self.unexamined:
+            metrics.subscribes_refused.inc("max_filters_per_subscribe", self.unexamined)
+        metrics.subscribe_duplicates.inc(self.duplicates)
 
     def codes(self) -> list[int]:
         """One SUBACK return code per filter of the packet, in order (MQTT-3.8.4-5)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .config import GatewayConfig
 from .errors import ConfigError
+from .reasons import RefusalCause
 from .revoked import CRLSigners, IgnoredCert, IgnoredCRL, RevokedSet, load_signers, verify_crls
 
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -238,13 +239,13 @@ class TLSContexts:
             return CRLLoad(False, self.revoked, ignored, trust_ignored, problem)
         return CRLLoad(True, revoked, ignored, trust_ignored)
 
-    def refusal(self, serial: int) -> tuple[str, str] | None:
+    def refusal(self, serial: int) -> tuple[RefusalCause, str] | None:
         """Why a connection with this certificate serial is refused now, if it is:
         (cause, detail). Checked after every handshake, resumed ones included."""
         if serial in self.revoked:
-            return "CERT_REVOKED", "certificate revoked"
+            return RefusalCause.CERT_REVOKED, "certificate revoked"
         if self.revoked.stale(self.clock()):
-            return "CRL_EXPIRED", "the CRL is past its nextUpdate: run `fleet-ca crl`"
+            return RefusalCause.CRL_EXPIRED, "the CRL is past its nextUpdate: run `fleet-ca crl`"
         return None
 
     # -- the OpenSSL context --------------------------------------------------------------
@@ -303,23 +304,23 @@ class TLSContexts:
 
 
 # OpenSSL X509_V_ERR_* codes -> the reason a refused handshake is logged with.
-_VERIFY_CAUSES = {
-    2: "UNKNOWN_CA",  # unable to get issuer certificate
-    3: "NO_CRL",  # unable to get certificate CRL
-    9: "CERT_NOT_YET_VALID",
-    10: "CERT_EXPIRED",
-    11: "CRL_NOT_YET_VALID",  # the gateway's CRL: an operator problem, not the device's
-    12: "CRL_EXPIRED",  # the gateway's CRL is past nextUpdate: run `fleet-ca crl`
-    18: "SELF_SIGNED",  # depth zero self-signed
-    19: "SELF_SIGNED",  # self-signed certificate in chain
-    20: "UNKNOWN_CA",  # unable to get local issuer certificate
-    21: "UNKNOWN_CA",  # unable to verify the first certificate
-    23: "CERT_REVOKED",
-    26: "WRONG_PURPOSE",  # e.g. a server certificate (EKU serverAuth only)
+_VERIFY_CAUSES: dict[int, RefusalCause] = {
+    2: RefusalCause.UNKNOWN_CA,  # unable to get issuer certificate
+    3: RefusalCause.NO_CRL,  # unable to get certificate CRL
+    9: RefusalCause.CERT_NOT_YET_VALID,
+    10: RefusalCause.CERT_EXPIRED,
+    11: RefusalCause.CRL_NOT_YET_VALID,  # the gateway's CRL: an operator problem, not the device's
+    12: RefusalCause.CRL_EXPIRED,  # the gateway's CRL is past nextUpdate: run `fleet-ca crl`
+    18: RefusalCause.SELF_SIGNED,  # depth zero self-signed
+    19: RefusalCause.SELF_SIGNED,  # self-signed certificate in chain
+    20: RefusalCause.UNKNOWN_CA,  # unable to get local issuer certificate
+    21: RefusalCause.UNKNOWN_CA,  # unable to verify the first certificate
+    23: RefusalCause.CERT_REVOKED,
+    26: RefusalCause.WRONG_PURPOSE,  # e.g. a server certificate (EKU serverAuth only)
 }
 
 
-def classify_handshake_error(exc: BaseException) -> tuple[str, str]:
+def classify_handshake_error(exc: BaseException) -> tuple[RefusalCause, str]:
     """Name why a TLS handshake failed: (cause token, one-line detail) for the log.
 
     `exc` is what trio raised (`BrokenResourceError` whose `__cause__` is the `SSLError`),
@@ -329,13 +330,13 @@ def classify_handshake_error(exc: BaseException) -> tuple[str, str]:
     while err is not None and not isinstance(err, ssl.SSLError):
         err = err.__cause__ or err.__context__
     if err is None:
-        return "CONNECTION_LOST", "connection closed during the TLS handshake"
+        return RefusalCause.CONNECTION_LOST, "connection closed during the TLS handshake"
     if isinstance(err, ssl.SSLCertVerificationError):
-        cause = _VERIFY_CAUSES.get(err.verify_code, "CERT_INVALID")
+        cause = _VERIFY_CAUSES.get(err.verify_code, RefusalCause.CERT_INVALID)
         return cause, f"certificate verify failed: {err.verify_message}"
     reason = getattr(err, "reason", None) or type(err).__name__
     if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "NO_CERTIFICATE_RETURNED"):
-        return "NO_CERTIFICATE", "the client presented no certificate"
+        return RefusalCause.NO_CERTIFICATE, "the client presented no certificate"
     if isinstance(err, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return "CONNECTION_LOST", "connection closed during the TLS handshake"
-    return "TLS_ERROR", str(reason)
+        return RefusalCause.CONNECTION_LOST, "connection closed during the TLS handshake"
+    return RefusalCause.TLS_ERROR, str(reason)

@@ -7,22 +7,24 @@ Networks recorded during this run are remembered (bounded) so a reconnect costs 
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from typing import Any
 
 import trio
+
+from ..metrics import ConsoleMetrics
 
 MAX_PENDING = 10_000     # past it an offer is dropped (counted); the device's next connect retries
 MAX_REMEMBERED = 100_000  # networks known recorded; the oldest forgotten first
 
 
 class OwnerCodeSink:
-    def __init__(self, store: Any, counters: Counter[str] | None = None,
+    def __init__(self, store: Any, metrics: ConsoleMetrics | None = None,
                  limiter: trio.CapacityLimiter | None = None) -> None:
         self.store = store
         # One thread at a time on the accounts file: shared with the console's calls.
         self.limiter = limiter if limiter is not None else trio.CapacityLimiter(1)
-        self.counters = counters if counters is not None else Counter()
+        self.metrics = metrics if metrics is not None else ConsoleMetrics()
         self._pending: dict[str, bytes] = {}
         self._recorded: OrderedDict[str, None] = OrderedDict()
         self._wake = trio.Event()
@@ -32,7 +34,7 @@ class OwnerCodeSink:
         if network in self._recorded or network in self._pending:
             return
         if len(self._pending) >= MAX_PENDING:
-            self.counters["owner_codes_dropped"] += 1
+            self.metrics.owner_codes_dropped.inc()
             return
         self._pending[network] = digest
         self._wake.set()
@@ -55,7 +57,7 @@ class OwnerCodeSink:
             return
         await trio.to_thread.run_sync(self.store.record_owner_codes, batch,
                                    limiter=self.limiter)
-        self.counters["owner_codes_recorded"] += len(batch)
+        self.metrics.owner_codes_recorded.inc(len(batch))
         for network in batch:
             self._recorded[network] = None
             if len(self._recorded) > MAX_REMEMBERED:

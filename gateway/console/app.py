@@ -25,6 +25,7 @@ from ..config import GatewayConfig
 from ..http.auth import Operator
 from ..http.documents import status_json
 from ..http.messages import JSON, Request, Response
+from ..metrics import ConsoleMetrics
 from . import charts, fleet, guard, pages, signup
 
 STATIC = {"console.css": "text/css; charset=utf-8",
@@ -61,7 +62,7 @@ class Console:
                  config: GatewayConfig | None = None,
                  monotonic: Callable[[], float] = trio.current_time,
                  wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 counters: Any = None) -> None:
+                 metrics: ConsoleMetrics | None = None) -> None:
         self.api = api
         self.accounts = accounts
         self.limiter = limiter
@@ -72,7 +73,7 @@ class Console:
         self.signups = guard.LoginLimiter(monotonic, failures=c.console_signups_per_address,
                                           **window)
         self.wall = wall
-        self.counters = counters if counters is not None else {}
+        self.metrics = metrics if metrics is not None else ConsoleMetrics()
         self._idle_us = int(c.console_session_idle * 1_000_000)
         self._streams = 0
         self._streams_of: dict[int, int] = {}
@@ -83,9 +84,6 @@ class Console:
         return await trio.to_thread.run_sync(lambda: fn(*args, **kw), limiter=self.limiter)
 
     _call = call
-
-    def count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
 
     def _kick(self, account_id: int) -> None:
         """Wake the account's live-update streams now (a session of it ended)."""
@@ -200,7 +198,7 @@ class Console:
             if who.account.role != "owner":
                 raise _NotFound
             if self.claims.locked(who.account.id):
-                self.count("console_claims_locked")
+                self.metrics.claims_locked.inc()
                 return self._page(who, "Not claimed", pages.message(
                     "too many wrong owner codes: wait 15 minutes"), status=429)
             try:
@@ -272,8 +270,7 @@ class Console:
         email, password = fields.get("email", "")[:254], fields.get("password", "")
         keys = (self.accounts.key.lookup(email), request.peer)
         if self.logins.locked(*keys):
-            self.counters["console_logins_locked"] = self.counters.get(
-                "console_logins_locked", 0) + 1
+            self.metrics.logins_locked.inc()
             return self._login_page("too many failed logins: wait and try again", 429)
         try:
             account = await self._call(self.accounts.authenticate, email, password)
@@ -474,7 +471,7 @@ history</td><td>to run and show your devices</td><td>your devices</td>
         c, account = self.config, who.account.id
         if (self._streams >= c.console_event_streams
                 or self._streams_of.get(account, 0) >= c.console_event_streams_per_account):
-            self.count("console_streams_refused")
+            self.metrics.streams_refused.inc()
             return _html(503, pages.layout("Busy", pages.message("too many live views")))
 
         async def stream() -> AsyncIterator[bytes]:

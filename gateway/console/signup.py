@@ -39,7 +39,7 @@ async def signup(console: Console, request: Request) -> Response:
     if not guard.same_token(cookie, fields.get("csrf")):
         return page(console, "this form is stale: try again", 403)
     if console.signups.locked(request.peer):
-        console.count("console_signups_locked")
+        console.metrics.signups_locked.inc()
         return page(console, "too many sign-ups from your address: wait 15 minutes", 429)
     console.signups.failed(request.peer)  # every attempt counts, accepted or not
     email = fields.get("email", "")[:254]
@@ -54,7 +54,7 @@ async def signup(console: Console, request: Request) -> Response:
         return page(console, "an account with this email address exists: log in", 422, given)
     except AccountError as exc:
         return page(console, str(exc), 422, given)
-    console.count("console_signups")
+    console.metrics.signups.inc()
     console.audit(f"owner:{account.id}", request, 303)
     token, _ = await console.call(console.accounts.open_session, account.id, request.peer)
     return _redirect("/console/", guard.set_cookie(guard.SESSION_COOKIE, token),

@@ -26,14 +26,14 @@ async def console_for(gateway: Any, data: Path | None
     accounts = await trio.to_thread.run_sync(
         lambda: AccountStore.in_folder(data, now_us=lambda: time.time_ns() // 1000))
     limiter = trio.CapacityLimiter(1)
-    sink = OwnerCodeSink(accounts, gateway.counters, limiter)
+    sink = OwnerCodeSink(accounts, gateway.metrics.console, limiter)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(sink.run)
             gateway.owner_codes = sink
             try:
                 yield lambda api: Console(api, accounts, limiter=limiter,
-                                          config=gateway.config, counters=gateway.counters)
+                                          config=gateway.config, metrics=gateway.metrics.console)
             finally:
                 gateway.owner_codes = None
                 nursery.cancel_scope.cancel()

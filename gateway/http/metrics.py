@@ -1,6 +1,7 @@
 """/metrics: the gateway's figures in Prometheus exposition, through `prometheus_client`.
 
-`gateway_samples(...)` reads the gateway's counters, the broker's, the store's and ingest's
+`gateway_samples(...)` reads the gateway's typed metrics (`gateway.metrics`: counters,
+gauges, histograms, each with its name and help) and the broker's, the store's and ingest's
 `statistics()` at scrape time into `Sample`s; `render(samples)` exposes them together with
 the process (`process_*`), Python runtime (`python_*`) and build (`fleetgate_build_info`)
 collectors of `prometheus_client`, so the exposition format and its escaping are the
@@ -31,6 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..latency import Histogram
+from ..metrics import CountBy, Timing, TimingBy, families
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PREFIX = "fleetgate_"
@@ -95,57 +97,25 @@ def render(samples: Iterable[Sample]) -> bytes:
     return generate_latest(registry)
 
 
-# gateway counter key prefix -> (metric, label name, help)
-_LABELLED = (
-    ("handshake_refused_", "handshakes_refused_total", "reason",
-     "MQTT TLS handshakes or admissions refused, by reason"),
-    ("messages_in_qos", "messages_in_total", "qos", "PUBLISH packets received, by QoS"),
-    ("messages_out_qos", "messages_out_total", "qos", "PUBLISH packets sent, by QoS"),
-    ("disconnect_", "disconnects_total", "reason", "MQTT connections closed, by reason"),
-    ("throttled_", "throttled_total", "limit", "connections or sessions refused by a limit"),
-    ("provision_", "provision_requests_total", "outcome",
-     "claim provisioning requests relayed to the signer, by outcome (accepted or reason)"),
-    ("renewal_", "renewal_requests_total", "outcome",
-     "cert/renew requests relayed to the signer, by outcome (accepted or reason)"),
-)
-_PLAIN = {
-    "connections_accepted": ("connections_accepted_total", "TCP connections accepted"),
-    "handshakes_accepted": ("handshakes_accepted_total", "device admissions accepted"),
-    "publish_denied": ("publishes_denied_total", "PUBLISH refused by the jail"),
-    "subscribe_denied": ("subscribes_denied_total", "SUBSCRIBE filters refused by the jail"),
-    "revocations_applied": ("revocations_applied_total", "live sessions closed by revocation"),
-    "protocol_errors": ("protocol_errors_total", "MQTT protocol errors by clients"),
-    "wills_published": ("wills_published_total", "will messages published"),
-    "internal_errors": ("internal_errors_total", "unexpected errors (each logged)"),
-    "throttle_pauses": ("throttle_pauses_total", "reads paused by a rate limit"),
-    "readings_throttled": ("readings_throttled_total",
-                           "reads paused by max_readings_per_second_per_network"),
-    "log_lines_suppressed": ("log_lines_suppressed_total",
-                             "connection log lines over log_lines_per_connection, not written"),
-    "log_summaries": ("log_summaries_total", "log_suppressed summary lines written"),
-}
-
-
-def counter_samples(counters: dict[str, int]) -> list[Sample]:
-    """Samples from the gateway's `counters` (names as gateway/app.py and server.py use)."""
+def metric_samples(*records: Any) -> list[Sample]:
+    """Samples from typed metric records (`gateway.metrics`): every family, every label of
+    its closed set (at 0 before it first moves: a dashboard sees zeros, not gaps)."""
     out: list[Sample] = []
-    # Every known counter is shown, at 0 before it first moves: a dashboard sees zeros,
-    # not gaps.
-    counters = {**dict.fromkeys(_PLAIN, 0), **counters}
-    for key, value in sorted(counters.items()):
-        for prefix, metric, label, help_ in _LABELLED:
-            if key.startswith(prefix):
-                out.append(Sample(metric, value, ((label, key[len(prefix):]),), help=help_))
-                break
-        else:
-            metric, help_ = _PLAIN.get(key, (f"{key}_total", key.replace("_", " ")))
-            out.append(Sample(metric, value, help=help_))
-    # Always expose the QoS families, so a dashboard sees zeros rather than gaps.
-    present = {(s.name, s.labels) for s in out}
-    for metric in ("messages_in_total", "messages_out_total"):
-        for qos in "012":
-            if (metric, (("qos", qos),)) not in present:
-                out.append(Sample(metric, 0, (("qos", qos),)))
+    for record in records:
+        for metric in families(record):
+            if isinstance(metric, CountBy):
+                for key, count in metric.children.items():
+                    out.append(Sample(metric.name, count.value, ((metric.label, metric.text(key)),),
+                                      help=metric.help))
+            elif isinstance(metric, TimingBy):
+                for key, timing in metric.children.items():
+                    out.append(_histogram(metric.name, timing, metric.help,
+                                          ((metric.label, str(key)),)))
+            elif isinstance(metric, Timing):
+                out.append(_histogram(metric.name, metric, metric.help))
+            else:
+                out.append(Sample(metric.name, metric.value, kind=metric.kind,
+                                  help=metric.help))
     return out
 
 
@@ -156,16 +126,13 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
     if gateway is not None:
         out.append(Sample("connections", len(gateway.connections), kind="gauge",
                           help="live MQTT connections"))
-        out += counter_samples(dict(gateway.counters))
+        m = gateway.metrics
+        out += metric_samples(m.mqtt, m.provisioning, m.console, m.latency)
         for key, value in gateway.broker.statistics().items():
             kind = "gauge" if key == "live_sessions" else "counter"
             name = f"broker_{key}" + ("" if kind == "gauge" else "_total")
             out.append(Sample(name, value, kind=kind, help=f"broker {key.replace('_', ' ')}"))
         out.append(Sample("tls_reloads_total", gateway.tls.reloads, help="TLS/CRL reloads"))
-        out.append(_histogram("handshake_seconds", gateway.latency.handshake,
-                              "MQTT TCP accept to an admitted device (TLS handshake included)"))
-        out.append(_histogram("publish_ack_seconds", gateway.latency.publish_ack,
-                              "QoS 1/2 PUBLISH read to its acknowledgement ready (once stored)"))
     if ingest is not None:
         st = ingest.statistics()
         out.append(Sample("models_total", st.models_accepted, (("result", "accepted"),),
@@ -209,17 +176,7 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
             out.append(_histogram("store_commit_seconds", st.commit_latency,
                                   "duration of each store transaction (group commit)"))
     if http is not None:
-        for key, value in sorted(http.counters.items()):
-            if key.startswith("responses_"):  # responses_2xx: one family, the class a label
-                out.append(Sample("http_responses_total", value,
-                                  (("code", key.removeprefix("responses_")),),
-                                  help="HTTP API responses, by status class"))
-            else:
-                out.append(Sample(f"http_{key}_total", value, help=f"HTTP API {key}"))
-        for route, latency in sorted(http.request_latency.items()):
-            out.append(_histogram("http_request_seconds", latency,
-                                  "HTTPS request read to response sent, by route class",
-                                  (("route", route),)))
+        out += metric_samples(http.metrics)
     return out
 
 

@@ -27,7 +27,6 @@ Theory of operation (the shape of h11's examples/trio-server.py), per accepted c
 from __future__ import annotations
 
 import ssl
-from collections import Counter
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -40,7 +39,7 @@ from gateway.admission import handshake
 from gateway.errors import AdmissionRefused
 from gateway.limits import PendingPool, source_key
 
-from ..latency import Histogram
+from ..metrics import HttpMetrics
 from .api import Api
 from .auth import Operator, authenticate
 from .errors import ApiError
@@ -68,9 +67,6 @@ class HttpLimits:
     max_pending_per_source: int = 32
 
 
-ROUTE_CLASSES = ("api", "console", "health", "metrics", "other")
-
-
 def route_class(path: str) -> str:
     """The label /metrics gives a request's duration: never the raw path (unbounded)."""
     if path.startswith("/api/"):
@@ -87,13 +83,15 @@ class _Close(Exception):
 
 
 class HttpStatistics:
-    def __init__(self, limits: HttpLimits | None = None) -> None:
+    """The listener's shared state: its metrics (`gateway.metrics.HttpMetrics`, the
+    gateway's `metrics.http` when served beside it), the authenticated connections counted
+    against `max_connections`, and the pending pool."""
+
+    def __init__(self, limits: HttpLimits | None = None,
+                 metrics: HttpMetrics | None = None) -> None:
         limits = limits if limits is not None else HttpLimits()
-        self.counters: Counter[str] = Counter()
-        self.open_connections = 0
+        self.metrics = metrics if metrics is not None else HttpMetrics()
         self.operator_connections = 0  # operator certificates, and signed-in console sessions
-        # Request read to response sent, by route class (a fixed, small set of keys).
-        self.request_latency = {route: Histogram() for route in ROUTE_CLASSES}
         self.pending = PendingPool(limits.max_pending, limits.max_pending_per_source)
 
 
@@ -137,17 +135,17 @@ class _Connection:
             try:
                 request = await self._read_request()
             except h11.RemoteProtocolError as exc:
-                self.stats.counters["bad_requests"] += 1
+                self.stats.metrics.bad_requests.inc()
                 await self._refuse(ApiError(exc.error_status_hint, "malformed_request",
                                             str(exc) or "malformed HTTP request"))
                 return
             except ApiError as exc:
-                self.stats.counters["bad_requests"] += 1
+                self.stats.metrics.bad_requests.inc()
                 await self._refuse(exc)
                 return
             if request is None:
                 return  # the client closed, or stayed idle past the deadline
-            self.stats.counters["requests"] += 1
+            self.stats.metrics.requests.inc()
             started = trio.current_time()
             if self.operator is not None and self.operator.serial in self.tls()[1]:
                 # Revoked while this keep-alive connection was open: no more answers for it.
@@ -158,18 +156,18 @@ class _Connection:
             try:
                 response = await self.api.handle(request)
             except Exception as exc:  # a bug or a failed store: this request only
-                self.stats.counters["internal_errors"] += 1
+                self.stats.metrics.internal_errors.inc()
                 if self.api.on_error is not None:
                     self.api.on_error(exc)
                 response = error_response(ApiError(500, "internal_error",
                                                    f"internal error ({type(exc).__name__})"))
-            self.stats.counters[f"responses_{response.status // 100}xx"] += 1
+            self.stats.metrics.responses.inc(response.status // 100)
             if response.signed_in and not self.signed_in and self.sign_in():
                 # A console session: no longer crowded out by unauthenticated connections.
                 self.signed_in = True
                 self.header_timeout = self.limits.header_timeout
             await self._respond(response)
-            self.stats.request_latency[route_class(request.path)].observe(
+            self.stats.metrics.request_seconds[route_class(request.path)].observe(
                 trio.current_time() - started)
             if response.close or self.conn.our_state is h11.MUST_CLOSE:
                 return
@@ -239,7 +237,7 @@ class _Connection:
 
     async def _refuse(self, error: ApiError) -> None:
         """Answer an unusable request (if h11 still lets us) and close."""
-        self.stats.counters[f"responses_{error.status // 100}xx"] += 1
+        self.stats.metrics.responses.inc(error.status // 100)
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             try:
                 await self._respond(error_response(error, close=True))
@@ -322,7 +320,7 @@ async def serve_http(
         try:
             await _serve_connection(tcp, tls, api, limits, stats, log)
         except Exception as exc:  # one connection's bug must never stop the listener
-            stats.counters["internal_errors"] += 1
+            stats.metrics.internal_errors.inc()
             on_error(exc)
             await trio.aclose_forcefully(tcp)
 
@@ -337,13 +335,13 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
     except OSError:
         await trio.aclose_forcefully(tcp)
         return
-    stats.open_connections += 1
-    stats.counters["connections"] += 1
+    stats.metrics.connections_open.inc()
+    stats.metrics.connections.inc()
     # Until it shows an operator certificate a connection lives in the pending pool; when
     # the pool (or its source's share) is full, the oldest pending connection is dropped.
     scope = trio.CancelScope()
     for victim, limit in stats.pending.admit(scope, source_key(peer)):
-        stats.counters[f"pending_evicted_{limit}"] += 1
+        stats.metrics.pending_evicted.inc(limit)
         victim.cancel()  # type: ignore[attr-defined]
     stream: trio.abc.AsyncResource = tcp
     authenticated = False
@@ -360,7 +358,7 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
                 # The same unauthenticated phase as the MQTT listener's (gateway.admission).
                 stream = ssl_stream = await handshake(tcp, context, limits.handshake_timeout)
             except AdmissionRefused:
-                stats.counters["handshakes_refused"] += 1
+                stats.metrics.handshakes_refused.inc()
                 return
             der = ssl_stream.getpeercert(binary_form=True)
             who = authenticate(der, revoked)
@@ -376,7 +374,7 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
                 return True
 
             if operator is not None and not signed_in():
-                stats.counters["connections_refused"] += 1
+                stats.metrics.connections_refused.inc()
                 return
             try:
                 await _Connection(ssl_stream, api, limits, operator, refusal, stats, tls,
@@ -385,11 +383,11 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
                     trio.TooSlowError, h11.LocalProtocolError):
                 pass
             except Exception as exc:  # a stream generator failed mid-answer: cut this one
-                stats.counters["internal_errors"] += 1
+                stats.metrics.internal_errors.inc()
                 api.on_error and api.on_error(exc)
     finally:
         stats.pending.release(scope)
-        stats.open_connections -= 1
+        stats.metrics.connections_open.dec()
         if authenticated:
             stats.operator_connections -= 1
         with trio.move_on_after(1.0, shield=True):

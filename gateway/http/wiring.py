@@ -98,7 +98,7 @@ class GatewayHooks:
             self.gateway.broker.publish(
                 Message(Jail(str(network)).mount_topic(reply.topic), reply.payload, QoS(1),
                         True))
-            self.gateway.counters["controls_published"] += 1
+            self.gateway.metrics.mqtt.controls_published.inc()
             journal = getattr(self.gateway, "journal", None)
             if journal is not None:  # copies queued for offline sessions are stored too
                 await journal.wait_durable(journal.mark())
@@ -180,7 +180,7 @@ async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
     bars = gateway.bars
     assert isinstance(bars, BarList), "serve the API of a gateway built with its bar list"
     limits = http_limits(config)
-    stats = stats if stats is not None else HttpStatistics(limits)
+    stats = stats if stats is not None else HttpStatistics(limits, gateway.metrics.http)
     hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars,
                          ledger=ErasureLedger(config.erasure_ledger_path))
 
