@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
 from .latency import BUCKETS, Histogram
+from .mqtt.packets import QoS
 from .reasons import DisconnectReason, RefusalCause, ThrottleLimit
 
 K = TypeVar("K")
@@ -133,7 +134,8 @@ PENDING_LIMITS = ("max_pending_per_source", "max_pending")
 
 SUBSCRIBE_LIMITS = ("max_filters_per_subscribe", "max_subscriptions_per_session")
 
-QOS_LEVELS = (0, 1, 2)
+QOS_LEVELS = tuple(QoS)
+"""Keyed by the `QoS` members messages carry (an int 0-2 finds the same series)."""
 
 STATUS_CLASSES = (1, 2, 3, 4, 5)
 """HTTP status // 100; exposed as `code="2xx"`."""
@@ -196,9 +198,9 @@ class MqttMetrics:
         "by the cap that was full", "limit", PENDING_LIMITS)
     disconnects: CountBy[DisconnectReason] = _count_by(
         "disconnects_total", "MQTT connections closed, by reason", "reason", DisconnectReason)
-    messages_in: CountBy[int] = _count_by("messages_in_total",
+    messages_in: CountBy[QoS] = _count_by("messages_in_total",
                                           "PUBLISH packets received, by QoS", "qos", QOS_LEVELS)
-    messages_out: CountBy[int] = _count_by("messages_out_total",
+    messages_out: CountBy[QoS] = _count_by("messages_out_total",
                                            "PUBLISH packets sent, by QoS", "qos", QOS_LEVELS)
     retained_out: Count = _count("retained_out_total",
                                  "retained messages sent to new subscriptions")

@@ -179,7 +179,7 @@ async def test_an_owner_signs_up_then_claims_a_network(env, make_device):
     assert differ.status == 422 and "differ" in differ.text
     limited = await _signup(env.browser(), email="eve@example.org", password=PW, again=PW)
     assert limited.status == 429
-    assert env.gateway.counters.get("console_signups_locked") == 1
+    assert env.gateway.metrics.console.signups_locked.value == 1
     no_form = await env.browser().request("POST", "/console/signup", b"email=a&password=b",
                                           {"content-type": "application/x-www-form-urlencoded"})
     assert no_form.status == 403
@@ -201,7 +201,7 @@ async def test_wrong_owner_codes_are_limited_per_account(env, make_device):
     code = json.loads((bundle.dir / "device.json").read_text())["owner_code"]
     assert (await owner.post("/console/claim", {"code": code})).status == 429
     assert str(bundle.network_uuid) not in (await owner.get("/console/")).text
-    assert env.gateway.counters.get("console_claims_locked") == 1
+    assert env.gateway.metrics.console.claims_locked.value == 1
 
 
 # -- deleting an account --------------------------------------------------------------------
@@ -266,7 +266,7 @@ async def test_live_streams_per_account_are_limited(env, make_device):
     conn, resp = await trio.to_thread.run_sync(_open_stream, owner)
     second = await owner.get("/console/events")
     assert second.status == 503
-    assert env.gateway.counters.get("console_streams_refused") == 1
+    assert env.gateway.metrics.console.streams_refused.value == 1
     other = await _login(env, "op@example.org", "operator")
     conn2, resp2 = await trio.to_thread.run_sync(_open_stream, other)  # another account: fine
     await owner.post("/console/logout", {})

@@ -129,7 +129,7 @@ async def test_will_is_discarded_after_a_disconnect_packet(start_gateway, net_a,
     assert record["reason"] == "CLIENT_DISCONNECT"
     await watcher.send(PingReq())
     assert await watcher.receive() == PingResp()
-    assert running.gateway.counters["wills_published"] == 0
+    assert running.gateway.metrics.mqtt.wills_published.value == 0
 
 
 async def test_will_is_published_on_keepalive_expiry(start_gateway, net_a, net_a2):

@@ -102,8 +102,8 @@ async def test_a_network_over_its_readings_rate_is_slowed_with_one_log_line(
             assert line["network"] == net_a.network
             assert line["limit"] == "max_readings_per_second_per_network"
             assert 4 < line["delay"] <= 5  # the debt (500 readings at 100/s), not a timing
-            counters = running.gateway.counters
-            assert counters["readings_throttled"] == 1 and counters["throttle_pauses"] == 1
+            mqtt = running.gateway.metrics.mqtt
+            assert mqtt.readings_throttled.value == 1 and mqtt.throttle_pauses.value == 1
             assert running.gateway.statistics()["readings_rate"]["throttled"] == 1
         finally:
             await device.close(graceful=False)

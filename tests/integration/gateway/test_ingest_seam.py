@@ -118,7 +118,7 @@ async def test_failed_ingest_closes_only_that_connection_without_acknowledging(
     assert await client.receive() is None  # closed, and no PUBACK came first
     record = await running.logs.wait(event)
     assert record["detail"] == detail
-    assert running.gateway.counters["ingest_failures"] == (event == "ingest_failed")
+    assert running.gateway.metrics.mqtt.ingest_failures.value == (event == "ingest_failed")
     await bystander.send(PingReq())
     assert await bystander.receive() == PingResp()
 
@@ -144,4 +144,4 @@ async def test_garbage_after_the_handshake_gets_client_error_and_harms_no_one(
     assert [r["reason"] for r in records] == ["CLIENT_ERROR"] * 4
     await bystander.send(PingReq())
     assert await bystander.receive() == PingResp()
-    assert running.gateway.counters["internal_errors"] == 0
+    assert running.gateway.metrics.mqtt.internal_errors.value == 0

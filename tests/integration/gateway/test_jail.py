@@ -86,7 +86,7 @@ async def test_dollar_publish_is_not_delivered_and_reported_on_the_errors_topic(
         "error": "publish_denied", "topic": "$SYS/broker/clients",
         "reason": "$-topics are reserved to the server",
     }
-    assert running.gateway.counters["publish_denied"] == 1
+    assert running.gateway.metrics.mqtt.publishes_denied.value == 1
     await running.logs.wait("publish_denied", topic="$SYS/broker/clients")
 
 

@@ -54,7 +54,7 @@ async def test_max_connections_refuses_the_next_socket(start_gateway, net_a, net
     assert await third.receive_some(10) == b""
     record = await running.logs.wait("refused", cause="max_connections")
     assert record["reason"] == "THROTTLED"
-    assert running.gateway.counters["throttled_max_connections"] == 1
+    assert running.gateway.metrics.mqtt.throttled["max_connections"].value == 1
     for client in (first, second):
         await client.send(PingReq())
         assert await client.receive() == PingResp()
@@ -179,7 +179,7 @@ async def test_publish_rate_slows_the_reader_and_drops_nothing(start_gateway, ne
     pub = await _client(running, net_a2, "pub")
     payloads = await _flood_and_count(running, sub, pub, 40, 0)
     assert payloads == [b"%04d" % i for i in range(40)]
-    assert running.gateway.counters["throttle_pauses"] >= 1
+    assert running.gateway.metrics.mqtt.throttle_pauses.value >= 1
 
 
 async def test_filter_rate_paces_subscribe_packets_full_of_filters(start_gateway, net_a):
@@ -192,7 +192,7 @@ async def test_filter_rate_paces_subscribe_packets_full_of_filters(start_gateway
     # The reader pauses (counted before it sleeps) before it reads the next packet.
     await client.send(Subscribe(2, (("g", QoS.AT_MOST_ONCE),)))
     assert await client.receive() == SubAck(2, (0,))  # paced, answered, nothing refused
-    assert running.gateway.counters["throttle_pauses"] >= 1
+    assert running.gateway.metrics.mqtt.throttle_pauses.value >= 1
 
 
 async def test_byte_rate_slows_the_reader_and_drops_nothing(start_gateway, net_a, net_a2):
@@ -203,7 +203,7 @@ async def test_byte_rate_slows_the_reader_and_drops_nothing(start_gateway, net_a
     pub = await _client(running, net_a2, "pub")
     payloads = await _flood_and_count(running, sub, pub, 30, 1000)
     assert payloads == [b"%04d" % i for i in range(30)]
-    assert running.gateway.counters["throttle_pauses"] >= 1
+    assert running.gateway.metrics.mqtt.throttle_pauses.value >= 1
 
 
 async def test_max_sessions_per_network_refuses_a_new_client_id(start_gateway, net_a, net_b):

@@ -19,13 +19,13 @@ async def test_refused_publishes_past_the_log_budget_end_in_one_summary_line(
     await client.send(*[Publish(f"$SYS/{i}", b"x", QoS.AT_MOST_ONCE) for i in range(SPAM)],
                       PingReq())
     assert await client.receive() == PingResp()
-    assert running.gateway.counters["publish_denied"] == SPAM  # every one refused
+    assert running.gateway.metrics.mqtt.publishes_denied.value == SPAM  # every one refused
     await client.aclose()
     summary = await running.logs.wait("log_suppressed", client_id="spammer")
     await running.logs.wait("disconnected", client_id="spammer")
     written = running.logs.find("publish_denied")
     assert len(written) <= 20
     assert summary["events"] == {"publish_denied": SPAM - len(written)}
-    assert running.gateway.counters["log_lines_suppressed"] == SPAM - len(written)
+    assert running.gateway.metrics.mqtt.log_lines_suppressed.value == SPAM - len(written)
     events = [r["event"] for r in running.logs.records if r.get("client_id") == "spammer"]
     assert events.index("log_suppressed") < events.index("disconnected")

@@ -22,7 +22,7 @@ async def _idle(running, source: str) -> trio.SocketStream:
 async def _admitted(running, count: int) -> None:
     """Wait until the gateway has taken `count` sockets into the pending pool."""
     with trio.fail_after(WAIT):
-        while running.gateway.pending.counters["admitted"] < count:
+        while running.gateway.pending.admitted < count:
             await trio.sleep(0.01)
 
 
@@ -47,12 +47,11 @@ async def test_a_flood_of_silent_sockets_from_the_devices_own_source_does_not_ke
         await device.send(PingReq())
         assert await device.receive() == PingResp()
         pool = running.gateway.pending
-        assert pool.counters["evicted_per_source"] >= 300 - 16
+        assert pool.evicted_per_source >= 300 - 16
         assert pool.pending("127.0.0.1") <= 16
-        counters = running.gateway.counters
-        assert counters["pending_evicted_max_pending_per_source"] == (
-            pool.counters["evicted_per_source"])
-        assert counters["pending_evicted_max_pending"] == pool.counters["evicted_total"]
+        evicted = running.gateway.metrics.mqtt.pending_evicted
+        assert evicted["max_pending_per_source"].value == pool.evicted_per_source
+        assert evicted["max_pending"].value == pool.evicted_total
     finally:
         for stream in flood:
             await stream.aclose()
@@ -67,9 +66,9 @@ async def test_the_per_source_cap_evicts_that_sources_oldest_pending_socket(star
     third = await _idle(running, "127.0.0.2")
     assert await _evicted(first)
     pool = running.gateway.pending
-    assert pool.counters["evicted_per_source"] == 1 and pool.counters["evicted_total"] == 0
+    assert pool.evicted_per_source == 1 and pool.evicted_total == 0
     assert pool.pending("127.0.0.2") == 2 and pool.pending("127.0.0.3") == 1
-    assert running.gateway.counters["pending_evicted_max_pending_per_source"] == 1
+    assert running.gateway.metrics.mqtt.pending_evicted["max_pending_per_source"].value == 1
     for stream in (other, second, third):
         await stream.aclose()
 
@@ -83,9 +82,9 @@ async def test_the_total_cap_evicts_the_oldest_pending_socket_of_any_source(star
     rest.append(await _idle(running, "127.0.0.5"))
     assert await _evicted(oldest)
     pool = running.gateway.pending
-    assert pool.counters["evicted_total"] == 1 and pool.counters["evicted_per_source"] == 0
+    assert pool.evicted_total == 1 and pool.evicted_per_source == 0
     assert len(pool) == 3 and pool.pending("127.0.0.2") == 0
-    assert running.gateway.counters["pending_evicted_max_pending"] == 1
+    assert running.gateway.metrics.mqtt.pending_evicted["max_pending"].value == 1
     for stream in rest:
         await stream.aclose()
 
@@ -99,7 +98,7 @@ async def test_a_device_that_finished_its_handshake_is_never_evicted(start_gatew
         await _admitted(running, 21)
         await device.send(PingReq())
         assert await device.receive() == PingResp()
-        assert running.gateway.pending.counters["evicted_per_source"] >= 18
+        assert running.gateway.pending.evicted_per_source >= 18
     finally:
         for stream in flood:
             await stream.aclose()

@@ -364,7 +364,7 @@ async def test_a_message_queued_for_many_sessions_is_stored_once_and_reaches_eac
 async def test_latency_histograms_count_each_admission_and_each_stored_acknowledgement(
         pki, net_a, tmp_path):
     async with durable_gateway(pki, tmp_path / "data") as gw:
-        latency = gw.running.gateway.latency
+        latency = gw.running.gateway.metrics.latency
         client = await _connect(gw.running, net_a, "timed")
         assert latency.handshake.count == 1
         await _publish_acked(client, "t/1", b"x", 1)

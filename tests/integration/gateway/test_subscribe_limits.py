@@ -60,8 +60,8 @@ async def test_retained_messages_follow_the_suback_within_the_inflight_window(
     assert sorted(received) == sorted(topics)  # each once: the duplicate made no 2nd stream
     await sub.send(PingReq())
     assert await sub.receive() == PingResp()
-    assert running.gateway.counters["retained_out"] == len(topics)
-    assert running.gateway.counters["subscribe_duplicates"] == 1
+    assert running.gateway.metrics.mqtt.retained_out.value == len(topics)
+    assert running.gateway.metrics.mqtt.subscribe_duplicates.value == 1
 
 
 async def test_filters_past_the_caps_get_0x80_and_one_log_line_per_subscribe(
@@ -91,10 +91,10 @@ async def test_filters_past_the_caps_get_0x80_and_one_log_line_per_subscribe(
                                       "max_subscriptions_per_session": 3,
                                       "max_filters_per_subscribe": 998}
     assert refusals[0]["filters"][:2] == ["$SYS/x", "d"]
-    counters = running.gateway.counters
-    assert counters["subscribe_refused_max_filters_per_subscribe"] == 998
-    assert counters["subscribe_refused_max_subscriptions_per_session"] == 3
-    assert counters["subscribe_denied"] == 1
+    mqtt = running.gateway.metrics.mqtt
+    assert mqtt.subscribes_refused["max_filters_per_subscribe"].value == 998
+    assert mqtt.subscribes_refused["max_subscriptions_per_session"].value == 3
+    assert mqtt.subscribes_denied.value == 1
     # What was granted works; the refused filters route nothing.
     pub = await _client(running, net_a, "pub")
     await pub.send(Publish("d", b"no", QoS.AT_LEAST_ONCE, packet_id=1),

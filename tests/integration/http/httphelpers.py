@@ -271,7 +271,7 @@ async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
     gateway = Gateway(config, log=log, ingest=ingest, status=store, bars=bars)
     mqtt = await nursery.start(serve_mqtt, gateway)
     limits = limits or HttpLimits()
-    stats = HttpStatistics(limits)
+    stats = HttpStatistics(limits, gateway.metrics.http)
     hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars,
                          ledger=ErasureLedger(data / LEDGER_FILE))
     http = await nursery.start(lambda task_status: serve_http(

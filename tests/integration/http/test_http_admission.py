@@ -26,7 +26,7 @@ async def _env(ca_home, tmp_path, **limits):
 
 async def _admitted(env, count: int) -> None:
     with trio.fail_after(WAIT):
-        while env.stats.pending.counters["admitted"] < count:
+        while env.stats.pending.admitted < count:
             await trio.sleep(0.01)
 
 
@@ -65,7 +65,7 @@ async def test_a_flood_of_slow_unauthenticated_connections_does_not_keep_an_oper
         op = env.operator()
         for _ in range(3):
             assert (await op.get("/api/v1/networks")).status == 200
-        assert env.stats.pending.counters["evicted_per_source"] >= 240 - 16
+        assert env.stats.pending.evicted_per_source >= 240 - 16
         assert env.stats.pending.pending("127.0.0.1") <= 16
         assert env.stats.operator_connections == 1
         op.close_sync()
@@ -82,8 +82,8 @@ async def test_the_per_source_cap_drops_that_sources_oldest_connection(ca_home, 
         third = await _silent(env, "127.0.0.2")
         assert await _closed(first)
         pool = env.stats.pending
-        assert pool.counters["evicted_per_source"] == 1 and pool.counters["evicted_total"] == 0
-        assert env.stats.counters["pending_evicted_max_pending_per_source"] == 1
+        assert pool.evicted_per_source == 1 and pool.evicted_total == 0
+        assert env.stats.metrics.pending_evicted["max_pending_per_source"].value == 1
         assert pool.pending("127.0.0.2") == 2 and pool.pending("127.0.0.3") == 1
         for stream in (other, second, third):
             await trio.aclose_forcefully(stream)
@@ -98,9 +98,9 @@ async def test_the_total_cap_drops_the_oldest_connection_of_any_source(ca_home, 
         newest = await _silent(env, "127.0.0.4")
         assert await _closed(oldest)
         pool = env.stats.pending
-        assert pool.counters["evicted_total"] == 1 and pool.counters["evicted_per_source"] == 0
+        assert pool.evicted_total == 1 and pool.evicted_per_source == 0
         assert len(pool) == 2 and pool.pending("127.0.0.2") == 0
-        assert env.stats.counters["pending_evicted_max_pending"] == 1
+        assert env.stats.metrics.pending_evicted["max_pending"].value == 1
         # The public route still answers a newcomer without a certificate.
         assert (await env.client().get("/healthz")).status == 200
         for stream in (newer, newest):
@@ -115,7 +115,7 @@ async def test_an_operator_connection_leaves_the_pool_and_is_never_evicted(ca_ho
         flood = [await _silent(env, "127.0.0.1") for _ in range(10)]
         await _admitted(env, 11)
         assert (await op.get("/api/v1/networks")).status == 200
-        assert env.stats.counters["connections"] == 11  # the same keep-alive connection
+        assert env.stats.metrics.connections.value == 11  # the same keep-alive connection
         op.close_sync()
         for stream in flood:
             await trio.aclose_forcefully(stream)

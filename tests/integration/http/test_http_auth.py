@@ -37,7 +37,7 @@ async def test_an_operator_certificate_of_another_ca_is_refused_at_the_handshake
     client = env.client(*foreign_operator)
     with pytest.raises((ssl.SSLError, ConnectionError)):
         await client.get("/healthz")
-    assert env.stats.counters["handshakes_refused"] >= 1
+    assert env.stats.metrics.handshakes_refused.value >= 1
 
 
 async def test_a_revoked_operator_certificate_is_refused(env, ca_home, tmp_path):
@@ -60,4 +60,4 @@ async def test_a_keep_alive_connection_loses_access_when_its_certificate_is_revo
     env.gateway.tls.reload()
     answer = await client.get("/api/v1/networks")  # same TLS connection, still open
     assert answer.status == 403 and answer.error_code == "certificate_revoked"
-    assert env.stats.counters["connections"] == 1
+    assert env.stats.metrics.connections.value == 1

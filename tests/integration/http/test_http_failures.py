@@ -56,7 +56,7 @@ async def test_a_store_failure_before_the_answer_is_a_500_document(flaky):
     assert answer.status == 500 and answer.error_code == "internal_error"
     store.fail_find_value = False
     assert (await client.get("/healthz")).status == 200
-    assert env.stats.counters["internal_errors"] == 1
+    assert env.stats.metrics.internal_errors.value == 1
 
 
 async def test_a_store_failure_mid_stream_cuts_the_answer_instead_of_ending_it(flaky):

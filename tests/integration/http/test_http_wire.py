@@ -38,7 +38,7 @@ async def test_keep_alive_serves_many_requests_on_one_connection(env):
     client = env.operator()
     for _ in range(5):
         assert (await client.get("/healthz")).status == 200
-    assert env.stats.counters["connections"] == 1
+    assert env.stats.metrics.connections.value == 1
 
 
 async def test_a_malformed_request_gets_400_and_a_clean_close(env):

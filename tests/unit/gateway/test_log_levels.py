@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections import Counter
 
 import pytest
 
@@ -12,6 +11,7 @@ from gateway.app import open_log
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.logs import EVENT_LEVELS, LOG_LEVELS, ConnectionLog, EventLog
+from gateway.metrics import MqttMetrics
 
 
 def events(stream: io.StringIO) -> list[str]:
@@ -44,8 +44,8 @@ def test_each_line_names_its_level():
 
 
 def test_a_quiet_line_spends_none_of_a_connections_log_budget():
-    out, counters = io.StringIO(), Counter()
-    log = ConnectionLog(EventLog(out, level="info"), rate=1.0, burst=2, counters=counters,
+    out, metrics = io.StringIO(), MqttMetrics()
+    log = ConnectionLog(EventLog(out, level="info"), rate=1.0, burst=2, metrics=metrics,
                         clock=lambda: 0.0)
     for i in range(500):  # the 159 `subscribed` lines of a short session, and more
         log.emit("subscribed", filters=[f"t/{i}"])
@@ -53,7 +53,7 @@ def test_a_quiet_line_spends_none_of_a_connections_log_budget():
     log.emit("publish_denied", topic="$SYS/y")
     log.finish()
     assert events(out) == ["publish_denied", "publish_denied"]
-    assert counters["log_lines_suppressed"] == 0
+    assert metrics.log_lines_suppressed.value == 0
 
 
 def test_the_gateway_log_is_info_by_default_and_takes_log_level(tmp_path):

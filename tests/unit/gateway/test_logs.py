@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +13,7 @@ from gateway.app import open_log
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.logs import ConnectionLog, EventLog, RotatingLogFile
+from gateway.metrics import MqttMetrics
 
 
 class Clock:
@@ -29,8 +29,8 @@ def lines(stream: io.StringIO) -> list[dict]:
 
 
 def test_lines_past_the_budget_are_counted_and_summed_up_once_it_refills():
-    out, clock, counters = io.StringIO(), Clock(), Counter()
-    log = ConnectionLog(EventLog(out, level="debug"), rate=1.0, burst=5, counters=counters,
+    out, clock, metrics = io.StringIO(), Clock(), MqttMetrics()
+    log = ConnectionLog(EventLog(out, level="debug"), rate=1.0, burst=5, metrics=metrics,
                         clock=clock)
     for i in range(1000):
         log.emit("publish_denied", network="n", client_id="c", topic=f"$SYS/{i}")
@@ -38,7 +38,7 @@ def test_lines_past_the_budget_are_counted_and_summed_up_once_it_refills():
         log.emit("subscribe_denied", topic="$x")
     written = lines(out)
     assert [r["event"] for r in written] == ["publish_denied"] * 5
-    assert counters["log_lines_suppressed"] == 998
+    assert metrics.log_lines_suppressed.value == 998
     clock.now = 1.0  # one line's worth of budget: the summary comes first, then the line
     log.emit("subscribed", filters=["a"])
     summary, line = lines(out)[5:]
@@ -47,12 +47,12 @@ def test_lines_past_the_budget_are_counted_and_summed_up_once_it_refills():
     assert summary["network"] == "n" and summary["client_id"] == "c"
     assert line["event"] == "subscribed"
     log.finish()  # nothing suppressed since: no second summary
-    assert len(lines(out)) == 7 and counters["log_summaries"] == 1
+    assert len(lines(out)) == 7 and metrics.log_summaries.value == 1
 
 
 def test_essential_lines_bypass_the_budget_and_follow_the_summary():
-    out, clock, counters = io.StringIO(), Clock(), Counter()
-    log = ConnectionLog(EventLog(out), rate=1.0, burst=1, counters=counters, clock=clock)
+    out, clock, metrics = io.StringIO(), Clock(), MqttMetrics()
+    log = ConnectionLog(EventLog(out), rate=1.0, burst=1, metrics=metrics, clock=clock)
     log.emit("connected", client_id="c")
     log.emit("publish_denied")
     log.emit("publish_denied")

@@ -15,7 +15,9 @@ from ca.keys import generate_key
 from ca.profiles import build_device, build_operator, build_server
 from gateway.http import ApiError, BarList, Operator, Request, Sample, authenticate, render
 from gateway.http.cursor import decode_cursor, encode_cursor
-from gateway.http.metrics import counter_samples
+from gateway.http.metrics import metric_samples
+from gateway.metrics import GatewayMetrics
+from gateway.reasons import RefusalCause
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -93,15 +95,26 @@ def test_render_adds_build_process_and_python_metrics():
     assert "python_info" in families and "python_gc_collections" in families
 
 
-def test_gateway_counters_become_labelled_families():
-    samples = counter_samples({"handshake_refused_UNKNOWN_CA": 2, "messages_in_qos1": 5,
-                               "publish_denied": 1})
-    by = {(s.name, s.labels): s.value for s in samples}
-    assert by["handshakes_refused_total", (("reason", "UNKNOWN_CA"),)] == 2
-    assert by["messages_in_total", (("qos", "1"),)] == 5
-    assert by["messages_in_total", (("qos", "0"),)] == 0
-    assert by["publishes_denied_total", ()] == 1
-    assert by["revocations_applied_total", ()] == 0
+def test_typed_metrics_become_labelled_families_with_every_label_at_zero():
+    metrics = GatewayMetrics()
+    metrics.mqtt.handshakes_refused.inc(RefusalCause.UNKNOWN_CA, 2)
+    metrics.mqtt.messages_in[1].inc(5)
+    metrics.mqtt.publishes_denied.inc()
+    metrics.http.responses.inc(404 // 100)
+    metrics.http.request_seconds["api"].observe(0.003)
+    families = _families(render(metric_samples(metrics.mqtt, metrics.http)).decode())
+    refused = {s.labels["reason"]: s.value
+               for s in families["fleetgate_handshakes_refused"].samples}
+    assert refused["UNKNOWN_CA"] == 2 and set(refused) == {str(c) for c in RefusalCause}
+    assert {(s.labels["qos"], s.value) for s in families["fleetgate_messages_in"].samples} == {
+        ("0", 0), ("1", 5), ("2", 0)}
+    assert families["fleetgate_publishes_denied"].samples[0].value == 1
+    assert families["fleetgate_revocations_applied"].samples[0].value == 0
+    codes = {s.labels["code"]: s.value for s in families["fleetgate_http_responses"].samples}
+    assert codes == {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 1, "5xx": 0}
+    api = [s for s in families["fleetgate_http_request_seconds"].samples
+           if s.labels["route"] == "api" and s.name.endswith("_count")]
+    assert api[0].value == 1
 
 
 # -- bar list --------------------------------------------------------------------------
