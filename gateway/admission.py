@@ -15,7 +15,6 @@ first packet must be a CONNECT within `connect_timeout` (`read_connect`).
 from __future__ import annotations
 
 import ssl
-from collections import Counter
 from collections.abc import Awaitable, Callable, Container
 from uuid import UUID
 
@@ -60,7 +59,7 @@ class HandshakeSlots:
         self.lease = lease
         self._leases: dict[object, float] = {}  # task -> lease end, oldest first
         self._queue = trio.lowlevel.ParkingLot()
-        self.counters: Counter[str] = Counter()
+        self.waited = self.leases_expired = 0  # since start
 
     def __len__(self) -> int:
         """Handshakes holding a slot now."""
@@ -78,7 +77,7 @@ class HandshakeSlots:
         if len(self._leases) < self.limit and not self._queue:
             self._leases[task] = now + self.lease
             return
-        self.counters["waited"] += 1
+        self.waited += 1
         await self._queue.park()  # `_hand_out` leased this task its slot before waking it
 
     def release(self) -> None:
@@ -93,7 +92,7 @@ class HandshakeSlots:
             if leases[oldest] > now:
                 break
             del leases[oldest]
-            self.counters["leases_expired"] += 1
+            self.leases_expired += 1
         free = self.limit - len(leases)
         if free > 0 and self._queue:
             for task in self._queue.unpark(count=free):
@@ -101,7 +100,7 @@ class HandshakeSlots:
 
     def statistics(self) -> dict[str, object]:
         return {"in_progress": len(self._leases), "waiting": len(self._queue),
-                **dict(self.counters)}
+                "waited": self.waited, "leases_expired": self.leases_expired}
 
 
 async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext],

@@ -133,6 +133,17 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
             name = f"broker_{key}" + ("" if kind == "gauge" else "_total")
             out.append(Sample(name, value, kind=kind, help=f"broker {key.replace('_', ' ')}"))
         out.append(Sample("tls_reloads_total", gateway.tls.reloads, help="TLS/CRL reloads"))
+        slots = gateway.handshakes
+        out += [
+            Sample("handshakes_in_progress", len(slots), kind="gauge",
+                   help="MQTT TLS handshakes holding a slot (max_handshakes_in_progress)"),
+            Sample("handshakes_waiting", slots.waiting, kind="gauge",
+                   help="MQTT TLS handshakes waiting for a slot"),
+            Sample("handshakes_waited_total", slots.waited,
+                   help="MQTT TLS handshakes that waited for a slot"),
+            Sample("handshake_leases_expired_total", slots.leases_expired,
+                   help="handshake slots freed by their lease running out"),
+        ]
     if ingest is not None:
         st = ingest.statistics()
         out.append(Sample("models_total", st.models_accepted, (("result", "accepted"),),
