@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .persistence import Journal
 
+
 class ReplyMessage(Protocol):
     """A message ingest asks the gateway to publish into the device's jail."""
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Outbound"]
 
+
 class Outbound:
     """The sending side of one connection's session (the connection owns the containers)."""
 
