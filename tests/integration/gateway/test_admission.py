@@ -43,6 +43,8 @@ async def _refused(running, creds, cause, ca=None):
     record = await running.logs.wait("refused", cause=cause)
     assert record["reason"] == "AUTH_ERROR"
     assert not running.logs.find("connected")
+    refused = running.gateway.metrics.mqtt.handshakes_refused.values()
+    assert {k: v for k, v in refused.items() if v} == {cause: 1}  # one series, this cause
     return record
 
 

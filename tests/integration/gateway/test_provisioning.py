@@ -73,6 +73,8 @@ async def test_a_claim_gets_a_certificate_then_the_device_connects_and_renews(
     client, msg = await ask(running, claim, csr2)
     assert msg.topic == "provision/rejected"
     assert json.loads(msg.payload)["reason"] == "claim_exhausted"
+    provisioned = running.gateway.metrics.provisioning.provision_requests
+    assert provisioned["accepted"].value == 1 and provisioned["claim_exhausted"].value == 1
     await client.close()
     # The device reconnects with its own identity, in its own jail.
     device = PahoClient(running, Creds(tmp_path / "dev.crt", key, pki.root), "dev")
@@ -86,6 +88,7 @@ async def test_a_claim_gets_a_certificate_then_the_device_connects_and_renews(
     assert msg.topic == "cert/renewed", msg.payload
     renewed = json.loads(msg.payload)
     assert renewed["network"] == str(network) and renewed["serial"] != doc["serial"]
+    assert running.gateway.metrics.provisioning.renewal_requests["accepted"].value == 1
     old = int(doc["serial"], 16)
     due = pki.home.inventory.connection.execute(
         "SELECT due FROM supersede WHERE serial = ?", (format(old, "x"),)).fetchone()
@@ -210,6 +213,7 @@ async def test_claim_connections_are_capped_per_claim(pki, signer, start_gateway
     _, rc = await second.connect()
     assert str(rc) == "Server unavailable"  # CONNACK 3
     await running.logs.wait("refused", cause="max_connections_per_claim")
+    assert running.gateway.metrics.mqtt.throttled["max_connections_per_claim"].value == 1
     await second.close()
     await first.close()
 
@@ -223,4 +227,5 @@ async def test_renewal_without_a_signer_is_answered_no_signer(pki, start_gateway
     msg = await device.message()
     assert msg.topic == "cert/rejected"
     assert json.loads(msg.payload)["reason"] == "no_signer"
+    assert running.gateway.metrics.provisioning.renewal_requests["no_signer"].value == 1
     await device.close()
