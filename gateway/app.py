@@ -139,7 +139,7 @@ class Gateway:
         # Enrolment by claim and renewal, relayed to the online signer (provisioning.py).
         self.provisioning = Provisioning(config, self.log, self.counters)
         # What every device session shares (device_session.py).
-        self.sessions = SessionServices(self.broker, self.route, self.durable_mark,
+        self.sessions = SessionServices(self.broker, self.limits, self.route, self.durable_mark,
                                         self.counters, config.max_filters_per_subscribe)
 
     # -- the ingest seam ----------------------------------------------------------------
@@ -223,14 +223,11 @@ class Gateway:
         if self.owner_codes is not None and identity.owner_hash is not None:
             self.owner_codes.offer(identity.network, identity.owner_hash)
 
-    def connection_closed(self, connection: Connection, *, network: str | None,
-                          reason: DisconnectReason | None) -> None:
-        """`connection` ended for `reason`; `network`: the network its CONNECT was counted
-        against (`limits.open_network`), if it got that far."""
+    def connection_closed(self, connection: Connection, reason: DisconnectReason | None) -> None:
+        """`connection` ended for `reason` (its session, if any, released its network's
+        count when it ended: `DeviceSession.end`)."""
         if self.connections.remove(connection):
             self.limits.close_socket()
-        if network is not None:
-            self.limits.close_network(network)
         if reason is not None:
             self.counters[f"disconnect_{reason}"] += 1
 

@@ -1,43 +1,49 @@
 """One device connection, from TCP accept to its `disconnected` log line: the trio side.
 
 Theory of operation (docs/security.md has the why). The connection owns the socket, the
-deadlines and three tasks; what to do with what it reads is decided by the sans-IO
-`device_session.DeviceSession`. It holds one phase at a time (`phase`): None while
-unauthenticated, then `Admitted` (or a claim's `ClaimIdentity`), then the `DeviceSession`.
+deadlines and three tasks; the sans-IO `device_session` decides what to do with what it
+reads. It holds one phase at a time: none while unauthenticated, then `Admitted` (or a
+claim's `ClaimIdentity`, served by `provisioning.serve_claim`), then the `DeviceSession`.
 
-1. Admission (`gateway.admission`): the socket joins the pending pool (capped per source and
-   in total; full: its oldest member is evicted); once the first bytes arrive, the TLS
-   handshake runs under `handshake_timeout`, and the verified certificate must be a device's
-   (its network UUID is the jail) or a claim's (`provisioning.serve_claim`). A refusal is
-   logged with its cause and closed; it never reached MQTT.
-2. CONNECT under `connect_timeout`: the client id (or an assigned one for an empty id) and
-   the network form the session key; the per-network cap applies here, and `Broker.connect`
-   takes over any live session of that key. Username and password are ignored: they cannot
-   change the identity.
-3. The session, three tasks: a reader (bytes -> `DeviceSession.receive_data`, then its
-   actions: a read's publishes go to `Gateway.accept` as one batch, which returns one
-   durability handle), an acker (awaits each handle in order, then has the session send the
-   batch's PUBACK/PUBREC, so reading goes on while earlier batches commit) and a writer
-   (`DeviceSession.fill` within the inflight window -> socket).
-   Reading stops while the rate buckets are in debt or 64 batches await their commit, so a
-   fast publisher is slowed by TCP backpressure, never dropped. The reader's deadline
-   follows the keepalive (keepalive x keepalive_factor after the last complete packet).
+1. Admission (`gateway.admission`): the pending pool (capped per source and in total, its
+   oldest member evicted), the TLS handshake under `handshake_timeout` once the first bytes
+   arrive, the verified certificate's identity. A refusal is logged with its cause.
+2. CONNECT under `connect_timeout`, then `open_session` decides: the session (the client id,
+   or one of ours for an empty id; a live session of the same key is taken over) or a
+   refusal. Username and password are ignored: they cannot change the identity.
+3. Three tasks: a reader (bytes -> `DeviceSession.receive_data` -> its actions: a read's
+   publishes go to `Gateway.accept` as one batch, which returns one durability handle), an
+   acker (awaits the handles in order, then the session acknowledges each batch, so reading
+   goes on while earlier batches commit) and a writer (`DeviceSession.fill` -> socket).
+   Reading stops while the rate buckets are in debt or 64 batches await their commit: a fast
+   publisher is slowed by TCP backpressure, never dropped. The read deadline follows the
+   keepalive (keepalive x keepalive_factor after the last complete packet).
 4. `close(reason)` may come from anywhere (takeover, revocation, queue overflow, shutdown):
-   it records the reason and cancels the connection's scope. Cleanup ends the session (the
-   will unless the client sent DISCONNECT, a persistent session's state kept) and logs one
-   `disconnected` line with the reason.
+   it records the first reason and cancels the connection's scope. Cleanup ends the session
+   (`DeviceSession.end`: the will unless the client sent DISCONNECT, a persistent session's
+   state kept) and logs one `disconnected` line with the reason.
 """
 
 from __future__ import annotations
 
 import uuid
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 import trio
 
 from .admission import RECEIVE_SIZE, admit_identity, handshake, read_connect
-from .device_session import Admitted, Close, DeviceSession, Renew, StoreWait, Submit
-from .errors import AdmissionRefused, ConnectionEnds, JailViolation
+from .device_session import (
+    Admitted,
+    Close,
+    DeviceSession,
+    Refusal,
+    Renew,
+    StoreWait,
+    Submit,
+    open_session,
+)
+from .errors import AdmissionRefused, ConnectionEnds
 from .identity import DeviceIdentity
 from .jail import Jail
 from .limits import ReadPacer, source_key
@@ -50,15 +56,12 @@ from .storage.errors import StorageError
 
 if TYPE_CHECKING:
     from .app import Gateway
-    from .durability import DurabilityHandle
 
 ACK_BATCHES = 64  # socket reads awaiting their commit before the reader stops reading
 SEEN_INTERVAL = 5.0  # seconds between "last seen" notes to the store per connection
 ACK_DRAIN = 5.0  # seconds a closing connection waits for committed acknowledgements
 CLOSE_GRACE = 1.0  # seconds a closing TLS stream may take to say goodbye
 WRITE_STEP = 32  # messages the writer sends before it flushes and yields to the event loop
-
-Phase = Admitted | ClaimIdentity | DeviceSession | None
 
 
 class Connection:
@@ -73,13 +76,12 @@ class Connection:
         self.tcp = stream
         self.stream: trio.abc.Stream = stream
         self.peer = peer
-        self.phase: Phase = None
+        self.phase: Admitted | ClaimIdentity | DeviceSession | None = None
         self.client_id: str | None = None  # once the CONNECT named it (for log lines)
         self.reason: DisconnectReason | None = None
         self.detail: str | None = None
         # The protocol core on this socket once a CONNECT is read: what `flush` sends.
         self._core: ServerConnection | None = None
-        self._network: str | None = None  # counted against its cap (limits.open_network)
         self._scope = trio.CancelScope()
         self._wake = trio.Event()
         self._send_lock = trio.Lock()
@@ -133,21 +135,8 @@ class Connection:
             raise
         finally:
             with trio.CancelScope(shield=True):
-                try:
-                    self._cleanup()
-                except Exception as exc:  # never let one connection's end stop the server
-                    self._bug(exc, "cleanup: ")
-                self.log.finish()  # the summary of suppressed lines, if any
-                self.finished.set()
-                with trio.move_on_after(CLOSE_GRACE):
-                    await self._aclose()
-                session = self.phase
-                if isinstance(session, DeviceSession):
-                    with trio.move_on_after(CLOSE_GRACE):
-                        await gw.record_disconnected(
-                            session.identity, session.client_id,
-                            self.reason or DisconnectReason.CONNECTION_LOST)
-            gw.connection_closed(self, network=self._network, reason=self.reason)
+                await self._end()
+            gw.connection_closed(self, self.reason)
 
     def _bug(self, exc: BaseException, where: str = "") -> None:
         """An unexpected exception: it ends this connection only, logged with its type."""
@@ -158,30 +147,37 @@ class Connection:
                               client_id=self.client_id)
         self.close(DisconnectReason.CONNECTION_LOST, "internal error")
 
-    async def _aclose(self) -> None:
+    async def _end(self) -> None:
+        """The close walk (shielded): end the session, log the reason, say goodbye within
+        CLOSE_GRACE, then record the device's status."""
+        gw, session = self.gateway, self.phase
         try:
+            if isinstance(session, DeviceSession):
+                will = session.end(self)
+                if will is not None:
+                    gw.broker.publish(will)
+                    gw.counters["wills_published"] += 1
+            identity = self.identity
+            if identity is not None and self.reason is not DisconnectReason.AUTH_ERROR:
+                self.log.emit("disconnected", network=identity.network,
+                              client_id=self.client_id, serial=identity.serial,
+                              reason=str(self.reason or DisconnectReason.CONNECTION_LOST),
+                              detail=self.detail, peer=self.log.peer(self.peer))
+        except Exception as exc:  # never let one connection's end stop the server
+            self._bug(exc, "cleanup: ")
+        self.log.finish()  # the summary of suppressed lines, if any
+        self.finished.set()
+        with trio.move_on_after(CLOSE_GRACE):
             if self.reason not in (DisconnectReason.AUTH_ERROR, None):
-                await self.flush()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
-            pass
-        try:
-            await self.stream.aclose()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-    def _cleanup(self) -> None:
-        gw = self.gateway
-        reason = self.reason or DisconnectReason.CONNECTION_LOST
-        if isinstance(self.phase, DeviceSession):
-            will = self.phase.end(self)
-            if will is not None:
-                gw.broker.publish(will)
-                gw.counters["wills_published"] += 1
-        identity = self.identity
-        if identity is not None and self.reason is not DisconnectReason.AUTH_ERROR:
-            self.log.emit("disconnected", network=identity.network,
-                          client_id=self.client_id, serial=identity.serial,
-                          reason=str(reason), detail=self.detail, peer=self.log.peer(self.peer))
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                              trio.BusyResourceError):
+                    await self.flush()
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.stream.aclose()
+        if isinstance(session, DeviceSession):
+            with trio.move_on_after(CLOSE_GRACE):
+                await gw.record_disconnected(session.identity, session.client_id,
+                                             self.reason or DisconnectReason.CONNECTION_LOST)
 
     async def flush(self) -> None:
         """Send what the protocol core has queued (nothing before a CONNECT is read)."""
@@ -235,68 +231,45 @@ class Connection:
         core = self._core = ServerConnection(max_packet_size=cfg.max_packet_size,
                                              max_inflight=cfg.max_inflight)
         connect = (await read_connect(self.stream, core, cfg.connect_timeout, self.flush)).connect
-        if connect.will is not None:
-            try:
-                admitted.jail.mount_topic(connect.will.topic)
-            except JailViolation as exc:
-                await self._refuse(core, ConnectReturnCode.NOT_AUTHORIZED,
-                                   DisconnectReason.CLIENT_ERROR, f"will topic: {exc}")
         # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
         client_id = self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
-        network = admitted.identity.network
-        key = (network, client_id)
-        # Counted here, not at the handshake: a takeover (the same device reconnecting over
-        # a half-open connection) must get in even when its network is at its cap.
-        why = gw.limits.open_network(network, force=gw.broker.is_live(key))
-        if why is not None:
-            gw.counters[f"throttled_{why}"] += 1
-            await self._refuse(core, ConnectReturnCode.SERVER_UNAVAILABLE,
-                               DisconnectReason.THROTTLED, why)
-        self._network = network
-        attached = gw.broker.connect(key, connect.clean_session, self)
-        if attached is None:
-            gw.counters["throttled_max_sessions_per_network"] += 1
-            await self._refuse(core, ConnectReturnCode.SERVER_UNAVAILABLE,
-                               DisconnectReason.THROTTLED, "max_sessions_per_network")
-        self.phase = session = DeviceSession(admitted, client_id, attached, core, gw.sessions,
-                                             self.log, self.wake)
-        finished = getattr(attached.replaced, "finished", None)
+        opened = open_session(admitted, connect, client_id, core, gw.sessions, self, self.log,
+                              self.wake)
+        if isinstance(opened, Refusal):
+            core.refuse(opened.code)
+            await self.flush()
+            raise ConnectionEnds(opened.reason, opened.detail)
+        self.phase = session = opened
+        # A takeover: let the replaced connection save its unfinished flows before resuming.
+        finished = getattr(session.replaced, "finished", None)
         if finished is not None:
-            # Let the replaced connection save its unfinished flows before resuming them.
             with trio.move_on_after(CLOSE_GRACE * 2):
                 await finished.wait()
-        if attached.state.stored:
+        if session.state.stored:
             # After a restart the queue is only in the store: read it now, in order, before
             # the CONNACK (its first drain sends it ahead of anything queued since).
             try:
-                await gw.broker.sessions.restore(attached.state)
+                await gw.broker.sessions.restore(session.state)
             except StorageError:
                 gw.counters["queue_restore_failed"] += 1
-                await self._refuse(core, ConnectReturnCode.SERVER_UNAVAILABLE,
-                                   DisconnectReason.THROTTLED, "queue_restore_failed")
+                core.refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+                await self.flush()
+                raise ConnectionEnds(DisconnectReason.THROTTLED, "queue_restore_failed") from None
         session.accept()
         await self.flush()
         await gw.record_connected(admitted.identity, client_id)
-        self.log.emit("connected", network=network, client_id=client_id,
+        self.log.emit("connected", network=admitted.identity.network, client_id=client_id,
                       serial=admitted.identity.serial, clean_session=connect.clean_session,
-                      session_present=attached.session_present, keepalive=connect.keepalive,
+                      session_present=session.session_present, keepalive=connect.keepalive,
                       peer=self.log.peer(self.peer))
         return session
-
-    async def _refuse(self, core: ServerConnection, code: ConnectReturnCode,
-                      reason: DisconnectReason, detail: str) -> None:
-        """Answer the CONNECT `core` read with the refusal `code` and close for `reason`."""
-        core.refuse(code)
-        await self.flush()
-        raise ConnectionEnds(reason, detail)
 
     # -- 3: the session's tasks ---------------------------------------------------------
 
     async def _serve(self, session: DeviceSession) -> None:
         # Exceptions are caught inside the nursery so they leave it bare, not grouped.
         ended: BaseException | None = None
-        send, receive = trio.open_memory_channel[tuple["DurabilityHandle", list[int], float]](
-            ACK_BATCHES)
+        send, receive = trio.open_memory_channel[tuple](ACK_BATCHES)  # (handle, ids, read at)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, session)
             nursery.start_soon(self._acker, session, receive)
@@ -377,12 +350,7 @@ class Connection:
         (TCP then pushes back on the device)."""
         delay, readings = pacer.delay(size, session.published, session.named, now)
         if readings:
-            self.gateway.counters["readings_throttled"] += 1
-            if pacer.log_readings(now):
-                self.log.emit("readings_throttled", network=session.identity.network,
-                              client_id=session.client_id, serial=session.identity.serial,
-                              limit="max_readings_per_second_per_network",
-                              delay=round(readings, 3))
+            session.readings_throttled(readings, pacer.log_readings(now))
         if delay > 0:
             self.gateway.counters["throttle_pauses"] += 1
             await trio.sleep(delay)

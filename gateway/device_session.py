@@ -6,8 +6,8 @@ waiting or I/O comes out as an action for the connection to carry out.
 
 Phases are types. Admission yields an `Admitted` record (identity, jail, peer); the CONNECT
 turns it into a `DeviceSession` (client id, session key, the broker's `SessionState`, the
-protocol core). The connection holds one phase object at a time, so nothing asks whether a
-field is set yet.
+protocol core) or a `Refusal` (`open_session`). The connection holds one phase object at a
+time, so nothing asks whether a field is set yet.
 
 A `DeviceSession` owns the jail, the `ServerConnection`, the in-flight messages (sent and not
 yet acknowledged, kept for a persistent session's resume, MQTT-4.4.0-1) and the lazy retained
@@ -46,6 +46,7 @@ from .durability import ReplyMessage
 from .errors import JailViolation
 from .identity import DeviceIdentity
 from .jail import ERRORS_TOPIC, RENEW, Jail
+from .limits import ConnectionLimits
 from .mqtt.errors import LocalProtocolError, PacketTooLarge, RemoteProtocolError
 from .mqtt.events import (
     DeliveryComplete,
@@ -54,14 +55,14 @@ from .mqtt.events import (
     SubscribeReceived,
     UnsubscribeReceived,
 )
-from .mqtt.packets import Publish, QoS
+from .mqtt.packets import Connect, ConnectReturnCode, Publish, QoS
 from .mqtt.session import ServerConnection
 from .outbound import Outbound
 from .reasons import DisconnectReason
 from .subscriptions import examine
 
-__all__ = ["Action", "Admitted", "Close", "DeviceSession", "Renew", "SessionServices",
-           "StoreWait", "Submit", "describe"]
+__all__ = ["Action", "Admitted", "Close", "DeviceSession", "Refusal", "Renew",
+           "SessionServices", "StoreWait", "Submit", "describe", "open_session"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,8 @@ class SessionServices:
     """What every device session shares, built once per gateway."""
 
     broker: Broker
+    limits: ConnectionLimits
+    """Counts each network's sessions (`max_connections_per_network`)."""
     route: Callable[[Message], object]
     """Relays one mounted inbound message (`Gateway.route`: subscribers, retained)."""
     journal_mark: Callable[[], int]
@@ -117,6 +120,15 @@ class StoreWait:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """The CONNECT is refused: answer CONNACK `code`, close for `reason`."""
+
+    code: ConnectReturnCode
+    reason: DisconnectReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Renew:
     """The device asked for a new certificate (`payload`: its CSR, `gateway.provisioning`)."""
 
@@ -134,6 +146,35 @@ class Close:
 Action = Submit | StoreWait | Renew | Close
 
 
+def open_session(admitted: Admitted, connect: Connect, client_id: str, conn: ServerConnection,
+                 services: SessionServices, outlet: Outlet, log: SessionLog,
+                 wake: Callable[[], None]) -> DeviceSession | Refusal:
+    """Decide the `connect` that `conn` read, for `client_id`: the session, attached to the broker
+    (taking over a live one of its key, MQTT-3.1.4-2), or why it is refused: a will topic
+    outside the jail, its network at `max_connections_per_network` (a takeover still gets
+    in: the session it replaces is about to go) or at `max_sessions_per_network`. The
+    session counts against its network until `end()`; a refusal counts nothing."""
+    counters, network = services.counters, admitted.identity.network
+    if connect.will is not None:
+        try:
+            admitted.jail.mount_topic(connect.will.topic)
+        except JailViolation as exc:
+            return Refusal(ConnectReturnCode.NOT_AUTHORIZED, DisconnectReason.CLIENT_ERROR,
+                           f"will topic: {exc}")
+    key = (network, client_id)
+    why = services.limits.open_network(network, force=services.broker.is_live(key))
+    if why is not None:
+        counters[f"throttled_{why}"] += 1
+        return Refusal(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED, why)
+    attached = services.broker.connect(key, connect.clean_session, outlet)
+    if attached is None:
+        services.limits.close_network(network)
+        counters["throttled_max_sessions_per_network"] += 1
+        return Refusal(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED,
+                       "max_sessions_per_network")
+    return DeviceSession(admitted, client_id, attached, conn, services, log, wake)
+
+
 def describe(exc: RemoteProtocolError) -> str:
     """The log detail of a protocol error: the limit or the spec rule it broke."""
     if isinstance(exc, PacketTooLarge):
@@ -144,12 +185,12 @@ def describe(exc: RemoteProtocolError) -> str:
 class DeviceSession:
     """One attached device session: protocol events in, actions out (no I/O).
 
-    Built once the broker attached the session (`Broker.connect`); `accept()` then answers
-    the CONNECT. Until then `end()` leaves the broker's session state as it found it.
+    Built by `open_session` once the broker attached it; `accept()` then answers the
+    CONNECT. Until then `end()` leaves the broker's session state as it found it.
     """
 
     __slots__ = ("identity", "jail", "peer", "client_id", "key", "state", "session_present",
-                 "conn", "graceful", "published", "named", "_services", "_log", "_wake",
+                 "replaced", "conn", "graceful", "published", "named", "_services", "_log", "_wake",
                  "_ids", "_inflight", "_retained", "_outbound", "_accepted", "_reports",
                  "_acks", "_mark", "_answer", "_closing")
 
@@ -165,6 +206,8 @@ class DeviceSession:
         self.key = attached.state.key
         self.state = attached.state
         self.session_present = attached.session_present
+        # The live connection this one took over, until the CONNECT is answered.
+        self.replaced: Outlet | None = attached.replaced
         self.conn = conn
         self.graceful = False  # the client sent DISCONNECT: no will
         self.published = 0  # PUBLISH packets handled since the last receive_data
@@ -202,6 +245,7 @@ class DeviceSession:
         state.inflight = {}
         self.conn.accept(session_present=self.session_present, resume=resume)
         self._accepted = True
+        self.replaced = None
 
     # -- reading ------------------------------------------------------------------------
 
@@ -327,6 +371,14 @@ class DeviceSession:
                 self._retained.pop(mounted, None)  # no new messages for it (MQTT-3.10.4-2)
         return partial(self.conn.unsubscribed, event.packet_id)
 
+    def readings_throttled(self, seconds: float, log: bool) -> None:
+        """Count a pause of `seconds` its network's readings rate asked for; log it if `log`."""
+        self._services.counters["readings_throttled"] += 1
+        if log:
+            self._log.emit("readings_throttled", **self._ids, serial=self.identity.serial,
+                           limit="max_readings_per_second_per_network",
+                           delay=round(seconds, 3))
+
     # -- acknowledging and sending ------------------------------------------------------
 
     def durable(self, acknowledge: Sequence[int], replies: Iterable[ReplyMessage] = ()) -> None:
@@ -366,4 +418,5 @@ class DeviceSession:
         except LocalProtocolError:
             pass
         self._services.broker.disconnect(self.key, outlet)
+        self._services.limits.close_network(self.identity.network)
         return will

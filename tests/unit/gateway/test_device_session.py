@@ -20,17 +20,20 @@ from gateway.broker import Broker, MemoryRetainedStore, MemorySessionStore, Mess
 from gateway.device_session import (
     Admitted,
     Close,
-    DeviceSession,
+    Refusal,
     Renew,
     SessionServices,
     StoreWait,
     Submit,
+    open_session,
 )
 from gateway.identity import DeviceIdentity
 from gateway.jail import Jail
+from gateway.limits import ConnectionLimits, SourceRates, TokenBucket
 from gateway.mqtt.codec import PacketReader, encode
 from gateway.mqtt.packets import (
     Connect,
+    ConnectReturnCode,
     Disconnect,
     PubAck,
     Publish,
@@ -104,21 +107,25 @@ class Device:
     """One device's session with the gateway-side parts around it."""
 
     def __init__(self, broker: Broker, journal: Journal, client_id: str = "dev", *,
-                 clean: bool = True, will: Will | None = None) -> None:
+                 clean: bool = True, will: Will | None = None,
+                 limits: ConnectionLimits | None = None) -> None:
+        limits = limits if limits is not None else _limits()
         self.broker, self.journal = broker, journal
         self.routed: list[Message] = []
         self.counters: Counter[str] = Counter()
         self.log = Log()
         self.outlet = Outlet()
         self.reader = PacketReader(max_packet_size=1 << 20)
-        services = SessionServices(broker, self._route, journal.mark, self.counters,
-                                   max_filters_per_subscribe=8)
+        self.services = SessionServices(broker, limits, self._route, journal.mark,
+                                        self.counters, max_filters_per_subscribe=8)
         core = ServerConnection()
         core.receive_data(encode(Connect(client_id, clean_session=clean, will=will)), 0.0)
-        core.next_event()  # the CONNECT
-        attached = broker.connect((N, client_id), clean, self.outlet)
-        self.session = DeviceSession(ADMITTED, client_id, attached, core, services, self.log,
-                                     self.outlet.wake)
+        connect = core.next_event().connect
+        self.opened = open_session(ADMITTED, connect, client_id, core, self.services,
+                                   self.outlet, self.log, self.outlet.wake)
+        if isinstance(self.opened, Refusal):
+            return
+        self.session = self.opened
         self.session.accept()
         self.opening = self.received()  # the CONNACK, then a resumed session's flows
 
@@ -148,6 +155,11 @@ class Device:
         while (packet := self.reader.next_packet()) is not None:
             packets.append(packet)
         return packets
+
+
+def _limits(per_network: int = 100) -> ConnectionLimits:
+    return ConnectionLimits(1000, per_network, TokenBucket(1000, 1000, 0.0),
+                            SourceRates(1000, 1000))
 
 
 @pytest.fixture
@@ -296,3 +308,25 @@ def test_the_session_module_imports_no_trio_and_no_ssl():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_connect_is_refused_for_a_will_outside_the_jail_or_a_network_at_its_cap(broker,
+                                                                                 journal):
+    bad_will = Device(broker, journal, "w", will=Will("$SYS/dead", b"x"))
+    assert bad_will.opened == Refusal(ConnectReturnCode.NOT_AUTHORIZED,
+                                      DisconnectReason.CLIENT_ERROR,
+                                      "will topic: $-topics are reserved to the server: "
+                                      "'$SYS/dead'")
+    limits = _limits(per_network=1)
+    first = Device(broker, journal, "one", limits=limits)
+    second = Device(broker, journal, "two", limits=limits)
+    assert second.opened == Refusal(ConnectReturnCode.SERVER_UNAVAILABLE,
+                                    DisconnectReason.THROTTLED, "max_connections_per_network")
+    assert second.counters["throttled_max_connections_per_network"] == 1
+    # The same device taking its session over gets in at the cap; an ended session frees it.
+    again = Device(broker, journal, "one", limits=limits)
+    assert again.session.replaced is None and again.session.session_present is False
+    first.session.end(first.outlet)  # taken over: the broker keeps the newer connection
+    assert broker.is_live((N, "one"))
+    again.session.end(again.outlet)
+    assert not isinstance(Device(broker, journal, "two", limits=limits).opened, Refusal)
