@@ -61,7 +61,7 @@ from .outbound import Outbound
 from .reasons import DisconnectReason
 from .subscriptions import examine
 
-__all__ = ["Action", "Admitted", "Close", "DeviceSession", "Refusal", "Renew",
+__all__ = ["Admitted", "Close", "DeviceSession", "Refusal", "Renew",
            "SessionServices", "StoreWait", "Submit", "describe", "open_session"]
 
 
@@ -143,7 +143,7 @@ class Close:
     detail: str | None = None
 
 
-Action = Submit | StoreWait | Renew | Close
+SessionAction = Submit | StoreWait | Renew | Close
 
 
 def open_session(admitted: Admitted, connect: Connect, client_id: str, conn: ServerConnection,
@@ -255,7 +255,7 @@ class DeviceSession:
         self.published = self.named = 0
         self._mark = self._services.journal_mark()
 
-    def next_action(self) -> Action | None:
+    def next_action(self) -> SessionAction | None:
         """The next thing the connection must do for what was read; None: read more."""
         if self._closing is not None:
             closing, self._closing = self._closing, None
@@ -298,7 +298,7 @@ class DeviceSession:
                                       if event.graceful else
                                       Close(DisconnectReason.CONNECTION_LOST, "peer closed"))
 
-    def _end_read(self, closing: Close | None) -> Action | None:
+    def _end_read(self, closing: Close | None) -> SessionAction | None:
         """The read's `Submit` first, if it had publishes; then `closing`."""
         if not self._reports and not self._acks:
             return closing
