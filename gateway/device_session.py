@@ -61,7 +61,7 @@ from .outbound import Outbound
 from .reasons import DisconnectReason
 from .subscriptions import examine
 
-__all__ = ["Admitted", "Close", "DeviceSession", "Refusal", "Renew",
+__all__ = ["Admitted", "Close", "DeviceSession", "Refusal", "Renew", "SessionAction",
            "SessionServices", "StoreWait", "Submit", "describe", "open_session"]
 
 
