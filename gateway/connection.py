@@ -120,12 +120,10 @@ class Connection:
                         await serve_claim(admitted, gw.provisioning, self._core, self)
                     else:
                         await self._serve(await self._connect(admitted))
-                except ConnectionEnds as closed:
-                    if self.reason is None:
-                        self.reason, self.detail = closed.reason, closed.detail
+                except ConnectionEnds as closed:  # the first reason given wins
+                    self.close(closed.reason, closed.detail)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    if self.reason is None:
-                        self.reason = DisconnectReason.CONNECTION_LOST
+                    self.close(DisconnectReason.CONNECTION_LOST)
                 except Exception as exc:  # a bug or a failed store: this connection only
                     self._bug(exc)
         except BaseException:
