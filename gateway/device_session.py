@@ -191,7 +191,7 @@ class DeviceSession:
 
     __slots__ = ("identity", "jail", "peer", "client_id", "key", "state", "session_present",
                  "replaced", "conn", "graceful", "published", "named", "_services", "_log", "_wake",
-                 "_ids", "_inflight", "_retained", "_outbound", "_accepted", "_reports",
+                 "_inflight", "_retained", "_outbound", "_accepted", "_reports",
                  "_acks", "_mark", "_answer", "_closing")
 
     def __init__(self, admitted: Admitted, client_id: str, attached: Attached,
@@ -215,7 +215,6 @@ class DeviceSession:
         self._services = services
         self._log = log
         self._wake = wake
-        self._ids = {"network": admitted.identity.network, "client_id": client_id}
         self._inflight: dict[int, Message] = {}
         # Retained messages of new subscriptions by mounted filter, pulled lazily by the
         # writer: at most one stream per subscription (<= max_subscriptions_per_session).
@@ -228,6 +227,11 @@ class DeviceSession:
         self._mark = services.journal_mark()
         self._answer: Callable[[], None] | None = None
         self._closing: Close | None = None
+
+    @property
+    def _ids(self) -> dict[str, str]:
+        """Who a log line is about (built per line: lines are rare, sessions many)."""
+        return {"network": self.identity.network, "client_id": self.client_id}
 
     @property
     def keepalive(self) -> int:
