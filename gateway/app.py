@@ -1,14 +1,14 @@
 """The gateway process: its shared state, the ingest seam, and running until a signal.
 
 `Gateway` holds what every connection shares: the configuration, the log, the current TLS
-contexts, the broker, the connection limits and counters, the latency histograms. Its
+contexts, the broker, the connection limits, and the metrics (`gateway.metrics`). Its
 methods take values (an identity, a client id, a reason), never a connection to read back.
 `Gateway.accept` is the one place inbound reports are handed to ingest (through
 `IngestPort`); it returns one `durability.DurabilityHandle` covering the reports' commit and
 the broker journal's, and the connection acknowledges a PUBLISH only once it says so.
 `run_gateway(config, log)`, the composition root, builds it once with its services (store,
-ingest, broker state, journal, bar list) and serves until SIGTERM/SIGINT, then stops
-accepting, closes every session with SERVER_SHUTDOWN and returns.
+ingest, broker state, journal, bar list, the `GatewayMetrics`) and serves until SIGTERM or
+SIGINT, then stops accepting, closes every session with SERVER_SHUTDOWN and returns.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -137,10 +136,10 @@ class Gateway:
         # network's owner-code hash from its certificate, off the event loop.
         self.owner_codes: Any = None
         # Enrolment by claim and renewal, relayed to the online signer (provisioning.py).
-        self.provisioning = Provisioning(config, self.log, self.counters)
+        self.provisioning = Provisioning(config, self.log, self.metrics)
         # What every device session shares (device_session.py).
         self.sessions = SessionServices(self.broker, self.limits, self.route, self.durable_mark,
-                                        self.counters, config.max_filters_per_subscribe)
+                                        self.metrics.mqtt, config.max_filters_per_subscribe)
 
     # -- the ingest seam ----------------------------------------------------------------
 
@@ -205,7 +204,7 @@ class Gateway:
         try:
             await write
         except Exception as exc:  # the session must not fail on a status write
-            self.counters["status_failures"] += 1
+            self.metrics.mqtt.status_failures.inc()
             self.log.emit("status_failed", network=identity.network,
                           **({"client_id": client_id} if client_id is not None else {}),
                           detail=f"{type(exc).__name__}: {exc}")
@@ -219,7 +218,7 @@ class Gateway:
     def network_opened(self, connection: Connection, identity: DeviceIdentity) -> None:
         """A connection passed admission as `identity`: index it, count it."""
         self.connections.admitted(connection)
-        self.counters["handshakes_accepted"] += 1
+        self.metrics.mqtt.handshakes_accepted.inc()
         if self.owner_codes is not None and identity.owner_hash is not None:
             self.owner_codes.offer(identity.network, identity.owner_hash)
 
@@ -229,7 +228,7 @@ class Gateway:
         if self.connections.remove(connection):
             self.limits.close_socket()
         if reason is not None:
-            self.counters[f"disconnect_{reason}"] += 1
+            self.metrics.mqtt.disconnects.inc(reason)
 
     # -- revocation ---------------------------------------------------------------------
 

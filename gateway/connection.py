@@ -140,7 +140,7 @@ class Connection:
         """An unexpected exception: it ends this connection only, logged with its type."""
         while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
             exc = exc.exceptions[0]  # a task's bug, grouped by its nursery
-        self.gateway.counters["internal_errors"] += 1
+        self.gateway.metrics.mqtt.internal_errors.inc()
         self.gateway.log.emit("internal_error", detail=f"{where}{type(exc).__name__}: {exc}",
                               client_id=self.client_id)
         self.close(DisconnectReason.CONNECTION_LOST, "internal error")
@@ -154,7 +154,7 @@ class Connection:
                 will = session.end(self)
                 if will is not None:
                     gw.broker.publish(will)
-                    gw.counters["wills_published"] += 1
+                    gw.metrics.mqtt.wills_published.inc()
             identity = self.identity
             if identity is not None and self.reason is not DisconnectReason.AUTH_ERROR:
                 self.log.emit("disconnected", network=identity.network,
@@ -210,14 +210,14 @@ class Connection:
                 gw.pending.release(self)
             identity = admit_identity(self.stream, gw.tls, gw.bars)  # type: ignore[arg-type]
         except AdmissionRefused as exc:
-            gw.counters[f"handshake_refused_{exc.reason}"] += 1
+            gw.metrics.mqtt.handshakes_refused.inc(exc.reason)
             self.log.emit("refused", reason=str(DisconnectReason.AUTH_ERROR), cause=exc.reason,
                           detail=exc.detail, peer=self.log.peer(self.peer))
             raise ConnectionEnds(DisconnectReason.AUTH_ERROR, exc.reason) from None
         if isinstance(identity, ClaimIdentity):
             self.phase = identity
             return identity
-        gw.latency.handshake.observe(trio.current_time() - started)
+        gw.metrics.latency.handshake.observe(trio.current_time() - started)
         self.phase = admitted = Admitted(identity, Jail(identity.network), self.peer)
         gw.network_opened(self, identity)
         return admitted
@@ -249,7 +249,7 @@ class Connection:
             try:
                 await gw.broker.sessions.restore(session.state)
             except StorageError:
-                gw.counters["queue_restore_failed"] += 1
+                gw.metrics.mqtt.queue_restore_failed.inc()
                 core.refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
                 await self.flush()
                 raise ConnectionEnds(DisconnectReason.THROTTLED, "queue_restore_failed") from None
@@ -350,7 +350,7 @@ class Connection:
         if readings:
             session.readings_throttled(readings, pacer.log_readings(now))
         if delay > 0:
-            self.gateway.counters["throttle_pauses"] += 1
+            self.gateway.metrics.mqtt.throttle_pauses.inc()
             await trio.sleep(delay)
             pacer.resumed_at = trio.current_time()
 
@@ -366,12 +366,13 @@ class Connection:
                     # Only now: what must be durable is committed (MQTT-4.3.2-2, 4.3.3-2).
                     session.durable(ids, replies)
                     if ids:  # one observation per read, weighted by its acknowledgements
-                        gw.latency.publish_ack.observe(trio.current_time() - read_at, len(ids))
+                        gw.metrics.latency.publish_ack.observe(trio.current_time() - read_at,
+                                                               len(ids))
                     await self.flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.close(DisconnectReason.CONNECTION_LOST, "send failed")
         except StorageError as exc:  # not stored: never acknowledge it
-            gw.counters["ingest_failures"] += 1
+            gw.metrics.mqtt.ingest_failures.inc()
             self.log.emit("ingest_failed", network=session.identity.network,
                           client_id=session.client_id, detail=f"{type(exc).__name__}: {exc}")
             self.close(DisconnectReason.CONNECTION_LOST, "ingest failed")

@@ -35,11 +35,10 @@ client sent DISCONNECT (MQTT-3.1.2-8, 3.14.4-3).
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .broker import Attached, Broker, Message, Outlet
 from .durability import ReplyMessage
@@ -58,8 +57,11 @@ from .mqtt.events import (
 from .mqtt.packets import Connect, ConnectReturnCode, Publish, QoS
 from .mqtt.session import ServerConnection
 from .outbound import Outbound
-from .reasons import DisconnectReason
+from .reasons import DisconnectReason, ThrottleLimit
 from .subscriptions import examine
+
+if TYPE_CHECKING:
+    from .metrics import MqttMetrics
 
 __all__ = ["Admitted", "Close", "DeviceSession", "Refusal", "Renew", "SessionAction",
            "SessionServices", "StoreWait", "Submit", "describe", "open_session"]
@@ -85,7 +87,7 @@ class SessionServices:
     """Relays one mounted inbound message (`Gateway.route`: subscribers, retained)."""
     journal_mark: Callable[[], int]
     """The broker journal's position (`Journal.mark`; always 0 without a store)."""
-    counters: Counter[str]
+    metrics: MqttMetrics
     max_filters_per_subscribe: int
 
 
@@ -154,7 +156,7 @@ def open_session(admitted: Admitted, connect: Connect, client_id: str, conn: Ser
     outside the jail, its network at `max_connections_per_network` (a takeover still gets
     in: the session it replaces is about to go) or at `max_sessions_per_network`. The
     session counts against its network until `end()`; a refusal counts nothing."""
-    counters, network = services.counters, admitted.identity.network
+    metrics, network = services.metrics, admitted.identity.network
     if connect.will is not None:
         try:
             admitted.jail.mount_topic(connect.will.topic)
@@ -164,12 +166,12 @@ def open_session(admitted: Admitted, connect: Connect, client_id: str, conn: Ser
     key = (network, client_id)
     why = services.limits.open_network(network, force=services.broker.is_live(key))
     if why is not None:
-        counters[f"throttled_{why}"] += 1
+        metrics.throttled.inc(why)
         return Refusal(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED, why)
     attached = services.broker.connect(key, connect.clean_session, outlet)
     if attached is None:
         services.limits.close_network(network)
-        counters["throttled_max_sessions_per_network"] += 1
+        metrics.throttled.inc(ThrottleLimit.MAX_SESSIONS_PER_NETWORK)
         return Refusal(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED,
                        "max_sessions_per_network")
     return DeviceSession(admitted, client_id, attached, conn, services, log, wake)
@@ -220,7 +222,7 @@ class DeviceSession:
         # writer: at most one stream per subscription (<= max_subscriptions_per_session).
         self._retained: dict[str, tuple[Iterator[Message], QoS]] = {}
         self._outbound = Outbound(conn, attached.state.outbox, self._retained, self.jail,
-                                  self._inflight, services.counters)
+                                  self._inflight, services.metrics)
         self._accepted = False
         self._reports: list[tuple[str, bytes, int]] = []
         self._acks: list[int] = []
@@ -272,7 +274,7 @@ class DeviceSession:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
-                self._services.counters["protocol_errors"] += 1
+                self._services.metrics.protocol_errors.inc()
                 return self._end_read(Close(DisconnectReason.CLIENT_ERROR, describe(exc)))
             if event is None:
                 return self._end_read(None)
@@ -323,7 +325,7 @@ class DeviceSession:
         try:
             mounted = self.jail.mount_topic(topic)
         except JailViolation as exc:
-            self._services.counters["publish_denied"] += 1
+            self._services.metrics.publishes_denied.inc()
             self._log.emit("publish_denied", **self._ids, serial=self.identity.serial,
                            topic=topic, reason=exc.why)
             note = json.dumps({"error": "publish_denied", "topic": topic,
@@ -354,7 +356,7 @@ class DeviceSession:
         services = self._services
         request = examine(event.subscriptions, self.jail, services.max_filters_per_subscribe)
         streams = request.apply(services.broker, self.state)
-        request.count(services.counters)
+        request.count(services.metrics)
 
         def answer() -> None:
             self.conn.grant(event.packet_id, request.codes())
@@ -377,7 +379,7 @@ class DeviceSession:
 
     def readings_throttled(self, seconds: float, log: bool) -> None:
         """Count a pause of `seconds` its network's readings rate asked for; log it if `log`."""
-        self._services.counters["readings_throttled"] += 1
+        self._services.metrics.readings_throttled.inc()
         if log:
             self._log.emit("readings_throttled", **self._ids, serial=self.identity.serial,
                            limit="max_readings_per_second_per_network",

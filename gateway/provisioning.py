@@ -34,6 +34,7 @@ from .device_session import describe
 from .errors import ConnectionEnds
 from .identity import DeviceIdentity, identity_from_certificate
 from .jail import RENEW_REJECTED, RENEWED, Jail
+from .metrics import sign_outcome
 from .mqtt.errors import RemoteProtocolError
 from .mqtt.events import Disconnected, PublishReceived, SubscribeReceived, UnsubscribeReceived
 from .mqtt.packets import ConnectReturnCode, QoS
@@ -44,6 +45,7 @@ from .signer_client import Refused, SignerClient, SignerUnavailable
 if TYPE_CHECKING:
     from .config import GatewayConfig
     from .logs import ConnectionLog, EventLog
+    from .metrics import GatewayMetrics
 
 CLAIM_URI_PREFIX = "urn:fleetgate:claim:"
 REQUEST, ACCEPTED, REJECTED = "provision/request", "provision/accepted", "provision/rejected"
@@ -353,7 +355,7 @@ async def _claim_reads(link: ClaimLink, core: ServerConnection, provisioning: Pr
                         subscribed[topic_filter] = QoS(min(int(qos), 1))
                         codes.append(min(int(qos), 1))
                     else:
-                        provisioning.counters["subscribe_denied"] += 1
+                        provisioning.metrics.mqtt.subscribes_denied.inc()
                         link.log.emit("subscribe_denied", **log_ids,
                                             topic_filter=topic_filter,
                                             reason="claim connections subscribe only to "
@@ -367,7 +369,7 @@ async def _claim_reads(link: ClaimLink, core: ServerConnection, provisioning: Pr
             elif isinstance(event, PublishReceived):
                 publish = event.publish
                 if publish.topic != REQUEST:
-                    provisioning.counters["publish_denied"] += 1
+                    provisioning.metrics.mqtt.publishes_denied.inc()
                     link.log.emit("publish_denied", **log_ids, topic=publish.topic,
                                         reason="claim connections publish only to "
                                                "provision/request")

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import uuid
-from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
@@ -30,6 +29,7 @@ from gateway.device_session import (
 from gateway.identity import DeviceIdentity
 from gateway.jail import Jail
 from gateway.limits import ConnectionLimits, SourceRates, TokenBucket
+from gateway.metrics import GatewayMetrics
 from gateway.mqtt.codec import PacketReader, encode
 from gateway.mqtt.packets import (
     Connect,
@@ -45,7 +45,7 @@ from gateway.mqtt.packets import (
     Will,
 )
 from gateway.mqtt.session import ServerConnection
-from gateway.reasons import DisconnectReason
+from gateway.reasons import DisconnectReason, ThrottleLimit
 
 NET = uuid.UUID(int=0xA)
 N = str(NET)
@@ -112,12 +112,12 @@ class Device:
         limits = limits if limits is not None else _limits()
         self.broker, self.journal = broker, journal
         self.routed: list[Message] = []
-        self.counters: Counter[str] = Counter()
+        self.metrics = GatewayMetrics().mqtt
         self.log = Log()
         self.outlet = Outlet()
         self.reader = PacketReader(max_packet_size=1 << 20)
         self.services = SessionServices(broker, limits, self._route, journal.mark,
-                                        self.counters, max_filters_per_subscribe=8)
+                                        self.metrics, max_filters_per_subscribe=8)
         core = ServerConnection()
         core.receive_data(encode(Connect(client_id, clean_session=clean, will=will)), 0.0)
         connect = core.next_event().connect
@@ -217,7 +217,7 @@ def test_a_publish_outside_the_jail_is_answered_on_the_errors_topic_and_still_ac
     (note,) = errors.outbox
     assert json.loads(note.payload) == {"error": "publish_denied", "topic": "$SYS/x",
                                         "reason": "$-topics are reserved to the server"}
-    assert device.counters["publish_denied"] == 1
+    assert device.metrics.publishes_denied.value == 1
     assert device.log.lines[0][0] == "publish_denied"
     device.session.durable([7])
     assert device.received() == [PubAck(7)]
@@ -292,7 +292,7 @@ def test_a_protocol_error_closes_after_the_reads_batch(broker, journal):
     submit, close = device.actions()
     assert submit == Submit([("report/t", b"1", 1)], [1], None)
     assert close.reason is DisconnectReason.CLIENT_ERROR
-    assert device.counters["protocol_errors"] == 1
+    assert device.metrics.protocol_errors.value == 1
 
 
 def test_a_csr_on_cert_renew_is_a_renewal_not_a_message(broker, journal):
@@ -322,7 +322,7 @@ def test_a_connect_is_refused_for_a_will_outside_the_jail_or_a_network_at_its_ca
     second = Device(broker, journal, "two", limits=limits)
     assert second.opened == Refusal(ConnectReturnCode.SERVER_UNAVAILABLE,
                                     DisconnectReason.THROTTLED, "max_connections_per_network")
-    assert second.counters["throttled_max_connections_per_network"] == 1
+    assert second.metrics.throttled[ThrottleLimit.MAX_CONNECTIONS_PER_NETWORK].value == 1
     # The same device taking its session over gets in at the cap; an ended session frees it.
     again = Device(broker, journal, "one", limits=limits)
     assert again.session.replaced is None and again.session.session_present is False
