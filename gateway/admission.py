@@ -20,9 +20,10 @@ from uuid import UUID
 
 import trio
 
+from .device_session import describe
 from .errors import AdmissionRefused, ConnectionEnds
 from .identity import DeviceIdentity, identity_from_der
-from .mqtt.errors import PacketTooLarge, RemoteProtocolError
+from .mqtt.errors import RemoteProtocolError
 from .mqtt.events import ConnectReceived, Disconnected
 from .mqtt.session import ServerConnection
 from .provisioning import ClaimIdentity, claim_of
@@ -192,10 +193,3 @@ async def read_connect(stream: trio.abc.Stream, conn: ServerConnection, timeout:
     if not isinstance(event, ConnectReceived):  # pragma: no cover - the core forbids it
         raise ConnectionEnds(DisconnectReason.CLIENT_ERROR, f"unexpected {event!r}")
     return event
-
-
-def describe(exc: RemoteProtocolError) -> str:
-    """The log detail of a protocol error: the limit or the spec rule it broke."""
-    if isinstance(exc, PacketTooLarge):
-        return f"max_packet_size: {exc}"
-    return f"{exc.rule}: {exc}" if exc.rule else str(exc)

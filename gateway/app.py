@@ -1,13 +1,14 @@
 """The gateway process: its shared state, the ingest seam, and running until a signal.
 
 `Gateway` holds what every connection shares: the configuration, the log, the current TLS
-contexts, the broker, the connection limits, and the metrics (`gateway.metrics`).
-`Gateway.submit` is the one place inbound application messages are handed to ingest (through
-`IngestPort`); the connection acknowledges a PUBLISH only once the returned `PendingBatch`
-says it is stored. `run_gateway(config, log)`, the composition root, builds it once with its
-services (store, ingest, broker state, journal, bar list, the `GatewayMetrics`) and serves
-until SIGTERM/SIGINT, then stops accepting, closes every session with SERVER_SHUTDOWN and
-returns.
+contexts, the broker, the connection limits, and the metrics (`gateway.metrics`). Its
+methods take values (an identity, a client id, a reason), never a connection to read back.
+`Gateway.accept` is the one place inbound reports are handed to ingest (through
+`IngestPort`); it returns one `durability.DurabilityHandle` covering the reports' commit and
+the broker journal's, and the connection acknowledges a PUBLISH only once it says so.
+`run_gateway(config, log)`, the composition root, builds it once with its services (store,
+ingest, broker state, journal, bar list, the `GatewayMetrics`) and serves until SIGTERM or
+SIGINT, then stops accepting, closes every session with SERVER_SHUTDOWN and returns.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from functools import partial
@@ -28,6 +29,8 @@ import trio
 from .admission import HandshakeSlots
 from .broker import Broker, Message
 from .config import GatewayConfig
+from .device_session import SessionServices
+from .durability import DurabilityHandle, IngestPort, JournaledBatch
 from .errors import ConfigError
 from .limits import ConnectionLimits, NetworkRates, PendingPool, SourceRates, TokenBucket
 from .logs import DAY, EventLog, RotatingLogFile, open_log_file
@@ -39,38 +42,8 @@ from .tls import TLSContexts
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .identity import DeviceIdentity
     from .persistence import Journal
-
-
-class ReplyMessage(Protocol):
-    """A message ingest asks the gateway to publish into the device's jail."""
-
-    topic: str  # device-relative
-    payload: bytes
-    qos: int
-    retain: bool
-
-
-class PendingBatch(Protocol):
-    """A submitted batch: `wait()` returns its replies once what must be durable is;
-    `readings`: how many readings it queued (the per-network readings rate counts them)."""
-
-    readings: int
-
-    async def wait(self) -> Sequence[ReplyMessage]: ...
-
-
-class IngestPort(Protocol):
-    """Takes inbound application messages before they are acknowledged (`gateway.ingest`).
-
-    `submit_many` gets every PUBLISH decoded from one socket read (device-relative topics)
-    and waits only for queue room (backpressure); `PendingBatch.wait()` raising means "not
-    stored": the connection closes without acknowledging, so the device sends them again.
-    """
-
-    async def submit_many(self, network: uuid.UUID, client_id: str,
-                          messages: Sequence[tuple[str, bytes, int]],
-                          now: datetime) -> PendingBatch: ...
 
 
 class StatusPort(Protocol):
@@ -164,6 +137,9 @@ class Gateway:
         self.owner_codes: Any = None
         # Enrolment by claim and renewal, relayed to the online signer (provisioning.py).
         self.provisioning = Provisioning(config, self.log, self.metrics)
+        # What every device session shares (device_session.py).
+        self.sessions = SessionServices(self.broker, self.limits, self.route, self.durable_mark,
+                                        self.metrics.mqtt, config.max_filters_per_subscribe)
 
     # -- the ingest seam ----------------------------------------------------------------
 
@@ -185,57 +161,52 @@ class Gateway:
         if self.journal is not None:
             await self.journal.wait_durable(mark)
 
-    async def submit(self, connection: Connection, messages: list[Message],
-                     mark: int | None = None) -> PendingBatch | None:
-        """The one place inbound messages meet ingest: hand over one read's publishes.
+    async def accept(self, network: uuid.UUID, client_id: str,
+                     reports: Sequence[tuple[str, bytes, int]],
+                     journal: int | None = None) -> DurabilityHandle | None:
+        """The one place inbound reports meet ingest: hand over one read's publishes
+        (device-relative topic, payload, QoS), already routed.
 
-        `mark`: routing them changed the broker's durable state up to this journal mark
-        (retained, queued for offline sessions); the acknowledgements wait for it too.
-        Returns None without ingest and mark (routing is all there is: the caller
-        acknowledges at once), else the `PendingBatch` whose `wait()` the caller awaits before
-        acknowledging.
+        `journal`: routing them changed the broker's durable state up to this journal mark
+        (retained, queued for offline sessions); the handle waits for it too. Returns None
+        without ingest and journal mark (routing is all there is: acknowledge at once), else
+        the one handle whose `wait()` the caller awaits before acknowledging.
         """
-        pending: PendingBatch | None = None
+        pending: DurabilityHandle | None = None
         if self.ingest is not None:
-            identity, jail = connection.identity, connection.jail
-            assert identity is not None and jail is not None
-            assert connection.client_id is not None
-            pending = await self.ingest.submit_many(
-                identity.network_uuid, connection.client_id,
-                [(jail.unmount(m.topic), m.payload, int(m.qos)) for m in messages],
-                datetime.now(UTC),
-            )
-        if mark is None or self.journal is None:
+            pending = await self.ingest.submit_many(network, client_id, reports,
+                                                    datetime.now(UTC))
+        if journal is None or self.journal is None:
             return pending
-        return _Durable(pending, self.journal, mark)
+        return JournaledBatch(pending, self.journal, journal)
 
-    async def record_status(self, connection: Connection, *, connected: bool) -> None:
+    async def record_connected(self, identity: DeviceIdentity, client_id: str) -> None:
         """Keep the network's connection status in the store (advisory: errors are logged)."""
-        identity, client_id = connection.identity, connection.client_id
-        if self.status is None or identity is None or client_id is None:
-            return
-        now = datetime.now(UTC)
+        if self.status is not None:
+            await self._record(identity, client_id, self.status.connected(
+                identity.network_uuid, client_id, identity.serial_hex, datetime.now(UTC)))
+
+    async def record_disconnected(self, identity: DeviceIdentity, client_id: str,
+                                  reason: DisconnectReason) -> None:
+        """The network's device left for `reason` (advisory, as `record_connected`)."""
+        if self.status is not None:
+            await self._record(identity, client_id, self.status.disconnected(
+                identity.network_uuid, client_id, str(reason), datetime.now(UTC)))
+
+    async def record_seen(self, identity: DeviceIdentity) -> None:
+        """Note activity of the identity's network (queued by the store, not waited for)."""
+        if self.status is not None:
+            await self._record(identity, None, self.status.seen(identity.network_uuid,
+                                                                datetime.now(UTC)))
+
+    async def _record(self, identity: DeviceIdentity, client_id: str | None,
+                      write: Awaitable[None]) -> None:
         try:
-            if connected:
-                await self.status.connected(identity.network_uuid, client_id,
-                                            identity.serial_hex, now)
-            else:
-                reason = str(connection.reason or DisconnectReason.CONNECTION_LOST)
-                await self.status.disconnected(identity.network_uuid, client_id, reason, now)
+            await write
         except Exception as exc:  # the session must not fail on a status write
             self.metrics.mqtt.status_failures.inc()
-            self.log.emit("status_failed", network=identity.network, client_id=client_id,
-                          detail=f"{type(exc).__name__}: {exc}")
-
-    async def record_seen(self, connection: Connection) -> None:
-        """Note activity of the connection's network (queued by the store, not waited for)."""
-        if self.status is None or connection.identity is None:
-            return
-        try:
-            await self.status.seen(connection.identity.network_uuid, datetime.now(UTC))
-        except Exception as exc:
-            self.metrics.mqtt.status_failures.inc()
-            self.log.emit("status_failed", network=connection.identity.network,
+            self.log.emit("status_failed", network=identity.network,
+                          **({"client_id": client_id} if client_id is not None else {}),
                           detail=f"{type(exc).__name__}: {exc}")
 
     # -- connection bookkeeping ---------------------------------------------------------
@@ -244,21 +215,20 @@ class Gateway:
         self.connections.add(connection)
         self.metrics.mqtt.connections_accepted.inc()
 
-    def network_opened(self, connection: Connection) -> None:
-        """A connection passed admission: count it against its network."""
-        assert connection.identity is not None
+    def network_opened(self, connection: Connection, identity: DeviceIdentity) -> None:
+        """A connection passed admission as `identity`: index it, count it."""
         self.connections.admitted(connection)
         self.metrics.mqtt.handshakes_accepted.inc()
-        if self.owner_codes is not None and connection.identity.owner_hash is not None:
-            self.owner_codes.offer(connection.identity.network, connection.identity.owner_hash)
+        if self.owner_codes is not None and identity.owner_hash is not None:
+            self.owner_codes.offer(identity.network, identity.owner_hash)
 
-    def connection_closed(self, connection: Connection) -> None:
+    def connection_closed(self, connection: Connection, reason: DisconnectReason | None) -> None:
+        """`connection` ended for `reason` (its session, if any, released its network's
+        count when it ended: `DeviceSession.end`)."""
         if self.connections.remove(connection):
             self.limits.close_socket()
-        if connection.network_counted and connection.identity is not None:
-            self.limits.close_network(connection.identity.network)
-        if connection.reason is not None:
-            self.metrics.mqtt.disconnects.inc(connection.reason)
+        if reason is not None:
+            self.metrics.mqtt.disconnects.inc(reason)
 
     # -- revocation ---------------------------------------------------------------------
 
@@ -306,19 +276,6 @@ class Gateway:
             "tls_reloads": self.tls.reloads,
             "crl_loads": self.tls.crl_loads,
         }
-
-
-class _Durable:
-    """A `PendingBatch` that also waits for the broker journal up to `mark`."""
-
-    def __init__(self, pending: PendingBatch | None, journal: Journal, mark: int) -> None:
-        self.pending, self.journal, self.mark = pending, journal, mark
-        self.readings = pending.readings if pending is not None else 0
-
-    async def wait(self) -> Sequence[ReplyMessage]:
-        replies = await self.pending.wait() if self.pending is not None else ()
-        await self.journal.wait_durable(self.mark)
-        return replies
 
 
 def _in_trio() -> bool:

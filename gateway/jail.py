@@ -17,6 +17,9 @@ from .errors import JailViolation
 
 ERRORS_TOPIC = "errors"
 """The in-jail topic where the gateway tells a device why a publish was not taken."""
+RENEW, RENEWED, RENEW_REJECTED = "cert/renew", "cert/renewed", "cert/rejected"
+"""The in-jail topics of certificate renewal (`gateway.provisioning`): a CSR published to
+RENEW goes to the signer, never to subscribers; the answer comes on RENEWED or REJECTED."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,16 +21,19 @@ import base64
 import binascii
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from cryptography import x509
 
 from .broker import Message
+from .device_session import describe
 from .errors import ConnectionEnds
-from .identity import identity_from_certificate
+from .identity import DeviceIdentity, identity_from_certificate
+from .jail import RENEW_REJECTED, RENEWED, Jail
 from .metrics import sign_outcome
 from .mqtt.errors import RemoteProtocolError
 from .mqtt.events import Disconnected, PublishReceived, SubscribeReceived, UnsubscribeReceived
@@ -41,14 +44,13 @@ from .signer_client import Refused, SignerClient, SignerUnavailable
 
 if TYPE_CHECKING:
     from .config import GatewayConfig
-    from .connection import Connection
-    from .logs import EventLog
+    from .logs import ConnectionLog, EventLog
     from .metrics import GatewayMetrics
 
 CLAIM_URI_PREFIX = "urn:fleetgate:claim:"
 REQUEST, ACCEPTED, REJECTED = "provision/request", "provision/accepted", "provision/rejected"
-RENEW, RENEWED, RENEW_REJECTED = "cert/renew", "cert/renewed", "cert/rejected"
 ANSWER_FILTERS = {ACCEPTED, REJECTED, "provision/+", "provision/#"}
+CLAIM_MAX_PACKET = 65536  # bytes: a claim connection's largest packet
 MAX_CSR_BYTES = 16 * 1024  # a CSR is ~1 KiB; the signer takes at most 64 KiB
 
 
@@ -182,13 +184,12 @@ class Provisioning:
 
     # -- renewal in a device's jail -----------------------------------------------------
 
-    def renew(self, connection: Connection, payload: bytes) -> None:
-        """Start the renewal a device asked for on `cert/renew`; the answer is published in
-        its jail (`cert/renewed` or `cert/rejected`), also if the device left meanwhile."""
-        identity, jail = connection.identity, connection.jail
-        assert identity is not None and jail is not None and self._nursery is not None
-        der = connection.stream.getpeercert(binary_form=True)  # type: ignore[attr-defined]
-        broker = connection.gateway.broker
+    def renew(self, identity: DeviceIdentity, jail: Jail, der: bytes, payload: bytes,
+              publish: Callable[[Message], object]) -> None:
+        """Start the renewal a device asked for on `cert/renew` (`der`: the certificate it
+        connected with, on whose behalf the request is made); the answer goes to `publish`
+        in its jail (`cert/renewed` or `cert/rejected`), also if the device left meanwhile."""
+        assert self._nursery is not None  # Provisioning.serve runs beside the listener
 
         async def run() -> None:
             if identity.network in self._networks:
@@ -206,8 +207,8 @@ class Provisioning:
                           network=identity.network, old_serial=identity.serial_hex,
                           **({"serial": doc["serial"]} if ok else {"reason": doc["reason"]}))
             doc["replaces"] = identity.serial_hex
-            broker.publish(Message(jail.mount_topic(RENEWED if ok else RENEW_REJECTED),
-                                   json.dumps(doc).encode(), QoS.AT_LEAST_ONCE))
+            publish(Message(jail.mount_topic(RENEWED if ok else RENEW_REJECTED),
+                            json.dumps(doc).encode(), QoS.AT_LEAST_ONCE))
 
         self._nursery.start_soon(run)
 
@@ -218,29 +219,44 @@ def _granted(subscribed: dict[str, QoS], topic: str) -> QoS | None:
     return max(qos) if qos else None
 
 
-async def serve_claim(connection: Connection, claim: ClaimIdentity,
-                      provisioning: Provisioning) -> None:
-    """The provisioning jail of one claim connection, from CONNECT until it ends.
+class ClaimLink(Protocol):
+    """What `serve_claim` needs of the connection that carries a claim."""
+
+    stream: trio.abc.Stream
+    log: ConnectionLog
+    peer: str
+
+    async def flush(self) -> None:
+        """Send what the connection's protocol core has queued."""
+
+
+def claim_core(config: GatewayConfig) -> ServerConnection:
+    """The protocol core of a claim connection (packets: at most 64 KiB, a CSR needs ~1)."""
+    return ServerConnection(max_packet_size=min(config.max_packet_size, CLAIM_MAX_PACKET),
+                            max_inflight=config.max_inflight)
+
+
+async def serve_claim(claim: ClaimIdentity, provisioning: Provisioning, core: ServerConnection,
+                      link: ClaimLink) -> None:
+    """The provisioning jail of one claim connection, from CONNECT until it ends; `core`
+    (`claim_core`) is the protocol core whose output `link.flush()` sends.
 
     Raises:
         ConnectionEnds: always, with the reason the connection closes.
     """
-    from .admission import RECEIVE_SIZE, describe, read_connect
+    from .admission import RECEIVE_SIZE, read_connect
 
-    cfg = connection.config
-    core = connection.conn = ServerConnection(max_packet_size=min(cfg.max_packet_size, 65536),
-                                              max_inflight=cfg.max_inflight)
-    flush = connection._flush
-    event = await read_connect(connection.stream, core, cfg.connect_timeout, flush)
-    connection.client_id = event.connect.client_id or "claim"
+    cfg = provisioning.config
+    flush = link.flush
+    event = await read_connect(link.stream, core, cfg.connect_timeout, flush)
     log_ids = {"batch": claim.batch, "claim_serial": claim.serial,
-               "client_id": connection.client_id}
+               "client_id": event.connect.client_id or "claim"}
 
     async def refuse(code: ConnectReturnCode, reason: DisconnectReason, cause: str) -> None:
         core.refuse(code)
         await flush()
-        connection.log.emit("refused", reason=str(reason), cause=cause, **log_ids,
-                            peer=connection.log.peer(connection.peer))
+        link.log.emit("refused", reason=str(reason), cause=cause, **log_ids,
+                      peer=link.log.peer(link.peer))
         raise ConnectionEnds(reason, cause)
 
     if provisioning.client is None:
@@ -257,15 +273,13 @@ async def serve_claim(connection: Connection, claim: ClaimIdentity,
     try:
         core.accept(session_present=False)
         await flush()
-        connection.log.emit("provision_connected", **log_ids,
-                            peer=connection.log.peer(connection.peer))
+        link.log.emit("provision_connected", **log_ids, peer=link.log.peer(link.peer))
         try:
             with trio.move_on_after(cfg.provision_session_timeout):
-                await _claim_session(connection, core, claim, provisioning, log_ids,
-                                     RECEIVE_SIZE, describe)
+                await _claim_session(link, core, claim, provisioning, log_ids, RECEIVE_SIZE)
             raise ConnectionEnds(DisconnectReason.THROTTLED, "provision_session_timeout")
         except ConnectionEnds as ends:
-            connection.log.emit("provision_disconnected", **log_ids, reason=str(ends.reason),
+            link.log.emit("provision_disconnected", **log_ids, reason=str(ends.reason),
                                 detail=ends.detail)
             raise
     finally:
@@ -274,12 +288,11 @@ async def serve_claim(connection: Connection, claim: ClaimIdentity,
             del provisioning.claim_connections[claim.serial]
 
 
-async def _claim_session(connection: Connection, core: ServerConnection, claim: ClaimIdentity,
-                         provisioning: Provisioning, log_ids: dict, receive_size: int,
-                         describe: Any) -> None:
+async def _claim_session(link: ClaimLink, core: ServerConnection, claim: ClaimIdentity,
+                         provisioning: Provisioning, log_ids: dict, receive_size: int) -> None:
     subscribed: dict[str, QoS] = {}
     state = {"busy": False, "done": False}
-    flush = connection._flush
+    flush = link.flush
 
     async def answer(ok: bool, doc: dict) -> None:
         topic = ACCEPTED if ok else REJECTED
@@ -302,8 +315,8 @@ async def _claim_session(connection: Connection, core: ServerConnection, claim: 
     ended: ConnectionEnds | None = None
     async with trio.open_nursery() as nursery:
         try:
-            await _claim_reads(connection, core, claim, provisioning, log_ids, receive_size,
-                               describe, nursery, subscribed, state, answer, request)
+            await _claim_reads(link, core, provisioning, log_ids, receive_size, nursery,
+                               subscribed, state, answer, request)
         except ConnectionEnds as exc:
             ended = exc
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -313,17 +326,17 @@ async def _claim_session(connection: Connection, core: ServerConnection, claim: 
     raise ended
 
 
-async def _claim_reads(connection: Connection, core: ServerConnection, claim: ClaimIdentity,
-                       provisioning: Provisioning, log_ids: dict, receive_size: int,
-                       describe: Any, nursery: trio.Nursery, subscribed: dict[str, QoS],
-                       state: dict[str, bool], answer: Any, request: Any) -> None:
-    flush = connection._flush
+async def _claim_reads(link: ClaimLink, core: ServerConnection, provisioning: Provisioning,
+                       log_ids: dict, receive_size: int, nursery: trio.Nursery,
+                       subscribed: dict[str, QoS], state: dict[str, bool], answer: Any,
+                       request: Any) -> None:
+    flush = link.flush
 
     while True:
-        deadline = core.keepalive_deadline(connection.config.keepalive_factor)
+        deadline = core.keepalive_deadline(provisioning.config.keepalive_factor)
         data = None
         with trio.move_on_at(deadline if deadline is not None else float("inf")):
-            data = await connection.stream.receive_some(receive_size)
+            data = await link.stream.receive_some(receive_size)
         if data is None:
             raise ConnectionEnds(DisconnectReason.KEEP_ALIVE_TIMEOUT)
         core.receive_data(data, trio.current_time())
@@ -343,7 +356,7 @@ async def _claim_reads(connection: Connection, core: ServerConnection, claim: Cl
                         codes.append(min(int(qos), 1))
                     else:
                         provisioning.metrics.mqtt.subscribes_denied.inc()
-                        connection.log.emit("subscribe_denied", **log_ids,
+                        link.log.emit("subscribe_denied", **log_ids,
                                             topic_filter=topic_filter,
                                             reason="claim connections subscribe only to "
                                                    "provision/accepted|rejected")
@@ -357,7 +370,7 @@ async def _claim_reads(connection: Connection, core: ServerConnection, claim: Cl
                 publish = event.publish
                 if publish.topic != REQUEST:
                     provisioning.metrics.mqtt.publishes_denied.inc()
-                    connection.log.emit("publish_denied", **log_ids, topic=publish.topic,
+                    link.log.emit("publish_denied", **log_ids, topic=publish.topic,
                                         reason="claim connections publish only to "
                                                "provision/request")
                     raise ConnectionEnds(DisconnectReason.CLIENT_ERROR,

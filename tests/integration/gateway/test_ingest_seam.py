@@ -78,7 +78,7 @@ async def test_publish_is_acknowledged_only_once_ingest_has_committed(start_gate
     await client.send(PingReq())
     assert await client.receive() == PingResp()
     (connection,) = [c for c in running.gateway.connections if c.client_id == "dev"]
-    assert connection.conn.statistics().inbound_unacknowledged == 1
+    assert connection.phase.conn.statistics().inbound_unacknowledged == 1
     ingest.release.set()
     assert await client.receive() == PubAck(9)
     reply = await client.receive()  # ingest's reply, published into the device's own jail
