@@ -34,11 +34,13 @@ async def test_past_the_limit_handshakes_wait_and_go_in_arrival_order():
         release["a"].set()
         release["c"].set()
         await trio.testing.wait_all_tasks_blocked()
-        assert order == ["a", "b", "c", "d", "e"]
+        # Two slots freed at once go to the next two in line (trio then runs the two woken
+        # tasks in either order); the last one still waits.
+        assert order[:3] == ["a", "b", "c"] and set(order[3:]) == {"d", "e"}
         assert slots.waiting == 1
         for event in release.values():
             event.set()
-    assert order == list("abcdef")
+    assert order[5] == "f" and sorted(order) == list("abcdef")
     assert len(slots) == 0 and slots.statistics()["waited"] == 4
 
 
