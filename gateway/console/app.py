@@ -133,7 +133,8 @@ class Console:
                     response = await self._post(request, who, fields)
                 except _NotFound:
                     response = self._not_found(who)
-            self._action(who, request, response.status)
+            await self.audit(who.label, request, response.status,
+                             dict(response.headers).get("location", ""))
             return response
         if method != "GET":
             return _html(405, pages.layout("Method not allowed", ""))
@@ -404,14 +405,15 @@ class Console:
         return _html(200, pages.layout("Account deleted", pages.message(done)),
                      guard.clear_cookie(guard.SESSION_COOKIE))
 
-    def _action(self, who: _Who, request: Request, status: int) -> None:
-        self.audit(who.label, request, status)
-
-    def audit(self, label: str, request: Request, status: int) -> None:
+    async def audit(self, label: str, request: Request, status: int, location: str = ""
+                    ) -> None:
+        """Log (and record in the audit trail) a console action; its target is the UUID in
+        the path, or in the page it leads to (a claim names its network only there)."""
         if self.api.on_action is not None:
-            self.api.on_action(operator=label, action="console",
-                               method=request.method, path=request.path,
-                               target=_target(request.path), status=status, via="console")
+            await self.api.on_action(operator=label, action="console",
+                                     method=request.method, path=request.path,
+                                     target=_target(request.path) or _target(location),
+                                     status=status, via="console")
 
     # -- data rights --------------------------------------------------------------------
 
