@@ -15,6 +15,8 @@ revoked; on the unix socket, every client is a registrar (the socket's file mode
 may connect). Refusals are plain-text answers with a status: 400 (a bad CSR or request), 401
 (no usable client certificate), 403 (a claim or device refused), 404, 405, 503 with
 Retry-After (a rate limit); each names its reason word in a `Fleetgate-Reason` header.
+The CRLs are served beside EST (`GET /crl.pem`, `GET /crl/<key id>.crl`: `ca.crlpub`), and
+alone on the signer's plain-HTTP listener (`CrlApp`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
+from .. import crlpub
 from ..errors import CAError, SignRefusedError
 from ..inventory import serial_hex
 from ..profiles import CLAIM_URN_PREFIX, REGISTRAR_URN_PREFIX, Kind, named_urn, network_of
+from ..store import CAHome
 from .policy import Signer
 
 PREFIX = "/.well-known/est/"
@@ -116,13 +120,37 @@ def _header_cert(headers: dict[str, bytes], name: str) -> x509.Certificate | Non
             from None
 
 
+class CrlApp:
+    """The CRL routes alone (`ca.crlpub.answer`): what the plain-HTTP listener serves."""
+
+    def __init__(self, home: CAHome) -> None:
+        self.home = home
+
+    def handle(self, method: str, target: str, headers: dict[str, bytes], body: bytes,
+               peer: Peer) -> Answer:
+        path = target.split("?", 1)[0]
+        if method != "GET":
+            return _text(405, "method", "CRLs are fetched with GET", allow="GET")
+        try:
+            found = crlpub.answer(path, self.home.load_crls())
+        except CAError as exc:  # crl.pem unreadable right now
+            return _text(503, "unavailable", str(exc), retry_after="30")
+        if found is None:
+            return _text(404, "not_found", "this listener serves /crl.pem and /crl/<id>.crl")
+        status, ctype, data = found
+        return Answer(status, data, [("content-type", ctype)],
+                      "crl" if status == 200 else "not_found")
+
+
 class EstApp:
     """Answers one EST request at a time: `handle(...) -> Answer`. Never raises for a
-    client's mistake; `now` comes from the clock it was given."""
+    client's mistake; `now` comes from the clock it was given. The CRL routes are served
+    here too (`CrlApp`)."""
 
     def __init__(self, signer: Signer, clock: Callable[[], dt.datetime]) -> None:
         self.signer = signer
         self.clock = clock
+        self.crls = CrlApp(signer.home)
 
     def cacerts(self) -> list[x509.Certificate]:
         home = self.signer.home
@@ -131,6 +159,8 @@ class EstApp:
     def handle(self, method: str, target: str, headers: dict[str, bytes], body: bytes,
                peer: Peer) -> Answer:
         path = target.split("?", 1)[0]
+        if path == "/crl.pem" or path.startswith("/crl/"):
+            return self.crls.handle(method, target, headers, body, peer)
         if not path.startswith(PREFIX):
             return _text(404, "not_found", "not an EST path (/.well-known/est/...)")
         op = path[len(PREFIX):]
