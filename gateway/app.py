@@ -252,6 +252,7 @@ class Gateway:
         self.counters["handshakes_accepted"] += 1
         if self.owner_codes is not None and connection.identity.owner_hash is not None:
             self.owner_codes.offer(connection.identity.network, connection.identity.owner_hash)
+        self.provisioning.first_use(connection)  # a renewed certificate's first connection
 
     def connection_closed(self, connection: Connection) -> None:
         if self.connections.remove(connection):
@@ -276,7 +277,7 @@ class Gateway:
                 connection.close(DisconnectReason.REVOKED, "certificate revoked")
                 closed += 1
         self.counters["revocations_applied"] += closed
-        return closed
+        return closed + self.provisioning.close_claims(self.tls.revoked.serials)
 
     def check_crl_freshness(self) -> None:
         """Warn when the CRL is stale or about to be: every connection is then refused."""

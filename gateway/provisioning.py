@@ -12,7 +12,11 @@ Theory of operation (docs/protocol.md, "Provisioning and renewal"):
   `signer_max_inflight` in all, each request under `signer_timeout`.
 - A device publishing a CSR to `cert/renew` in its own jail gets `cert/renewed` (same
   network, new chain) or `cert/rejected` in its jail (`Provisioning.renew`), the request
-  made on behalf of the certificate it connected with; one in flight per network.
+  made on behalf of the certificate it connected with; one in flight per network. When the
+  new certificate first connects here, the signer is told (`first_use`) and revokes the old
+  one as superseded at once; otherwise the signer does at the end of its grace period.
+- A claim revoked while its provisioning session is live: the session is closed as soon as
+  the gateway loads the CRL that lists it (`close_claims`), as a revoked device's is.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -106,6 +110,11 @@ class Provisioning:
         self._per_claim: Counter[int] = Counter()
         self._networks: set[str] = set()
         self.claim_connections: Counter[int] = Counter()
+        # Certificates this gateway relayed a renewal for, until first admitted (oldest
+        # forgotten past `renewals_awaiting_use`): serial -> network.
+        self._awaiting_use: OrderedDict[int, str] = OrderedDict()
+        # Live claim connections by claim serial: a revoked claim's are closed (`close_claims`).
+        self.claim_sessions: dict[int, set[Connection]] = {}
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -117,7 +126,66 @@ class Provisioning:
 
     def statistics(self) -> dict[str, Any]:
         return {"inflight": self._inflight, "claims": len(self._per_claim),
-                "claim_connections": sum(self.claim_connections.values())}
+                "claim_connections": sum(self.claim_connections.values()),
+                "renewals_awaiting_use": len(self._awaiting_use)}
+
+    def close_claims(self, revoked: frozenset[int] | set[int]) -> int:
+        """Close the provisioning sessions of the claims in `revoked` (a new CRL's serials);
+        walks the smaller of the two sets. Returns how many were closed."""
+        live = self.claim_sessions
+        serials = ([s for s in revoked if s in live] if len(revoked) < len(live)
+                   else [s for s in live if s in revoked])
+        closed = 0
+        for serial in serials:
+            for connection in list(live.get(serial, ())):
+                assert connection.claim is not None
+                self.log.emit("revoked", batch=connection.claim.batch, claim_serial=serial,
+                              client_id=connection.client_id, reason="REVOKED")
+                connection.close(DisconnectReason.REVOKED, "claim certificate revoked")
+                closed += 1
+        self.counters["revocations_applied"] += closed
+        return closed
+
+    # -- supersede at first use -------------------------------------------------------
+
+    def _renewed(self, serial: int, network: str) -> None:
+        self._awaiting_use[serial] = network
+        while len(self._awaiting_use) > self.config.renewals_awaiting_use:
+            self._awaiting_use.popitem(last=False)
+            self.counters["renewals_forgotten"] += 1
+
+    def first_use(self, connection: Connection) -> None:
+        """A device was admitted: if its certificate is one this gateway relayed a renewal
+        for, tell the signer (in the background, under `signer_timeout`) that it is in use,
+        so the certificate it replaced is revoked now rather than after the grace. O(1)."""
+        identity = connection.identity
+        if identity is None or self._awaiting_use.pop(identity.serial, None) is None:
+            return
+        if self.client is None or self._nursery is None:
+            return
+        der = connection.stream.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        client, log, counters = self.client, self.log, self.counters
+
+        async def tell() -> None:
+            try:
+                with trio.fail_after(self.config.signer_timeout):
+                    answer = await client.first_use(der)
+            except (trio.TooSlowError, SignerUnavailable) as exc:
+                counters["first_use_failed"] += 1
+                log.emit("cert_first_use_failed", network=identity.network,
+                         serial=identity.serial_hex, detail=str(exc) or "signer_timeout",
+                         kept="the old certificate is revoked at the end of the grace")
+                return
+            if isinstance(answer, Refused):
+                counters["first_use_refused"] += 1
+                log.emit("cert_first_use_refused", network=identity.network,
+                         serial=identity.serial_hex, reason=answer.reason)
+                return
+            counters["first_use_superseded"] += answer
+            log.emit("cert_first_use", network=identity.network, serial=identity.serial_hex,
+                     superseded=answer)
+
+        self._nursery.start_soon(tell)
 
     # -- the signer, bounded ------------------------------------------------------------
 
@@ -198,6 +266,8 @@ class Provisioning:
                 finally:
                     self._networks.discard(identity.network)
             self.counters["renewal_" + ("accepted" if ok else doc["reason"])] += 1
+            if ok:
+                self._renewed(int(doc["serial"], 16), identity.network)
             self.log.emit("cert_renewed" if ok else "cert_renewal_rejected",
                           network=identity.network, old_serial=identity.serial_hex,
                           **({"serial": doc["serial"]} if ok else {"reason": doc["reason"]}))
@@ -250,6 +320,7 @@ async def serve_claim(connection: Connection, claim: ClaimIdentity,
         await refuse(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED,
                      "max_connections_per_claim")
     provisioning.claim_connections[claim.serial] += 1
+    provisioning.claim_sessions.setdefault(claim.serial, set()).add(connection)
     try:
         core.accept(session_present=False)
         await flush()
@@ -268,6 +339,11 @@ async def serve_claim(connection: Connection, claim: ClaimIdentity,
         provisioning.claim_connections[claim.serial] -= 1
         if not provisioning.claim_connections[claim.serial]:
             del provisioning.claim_connections[claim.serial]
+        live = provisioning.claim_sessions.get(claim.serial)
+        if live is not None:
+            live.discard(connection)
+            if not live:
+                del provisioning.claim_sessions[claim.serial]
 
 
 async def _claim_session(connection: Connection, core: ServerConnection, claim: ClaimIdentity,
