@@ -59,3 +59,17 @@ async def test_an_erasure_and_its_entry_commit_together_and_the_entry_outlives_t
         assert await store.get_tree(gone) is None
     conn = sqlite3.connect(tmp_path / DB_NAME)
     assert audit_ops.verify(conn) == 2
+
+
+async def test_migration_4_adds_the_audit_table_to_a_version_3_store(tmp_path):
+    async with open_sqlite_store(tmp_path) as store:
+        await store.declare_model(uuid.uuid4(), model_decl(), T0)
+    conn = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    conn.execute("DROP TABLE audit")
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    async with open_sqlite_store(tmp_path) as store:
+        assert store.schema_version == 4
+        await store.append_audit(gw_audit.AuditRecord("op", T0, (
+            gw_audit.AuditEvent("bar_lift", "x"),)))
+        assert [e.seq for e in await store.audit_entries()] == [1]
