@@ -323,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_renew)
 
     p = _sub(sub, "audit", "list the audit trail (every issue, renew, revoke, CRL), or verify "
-             "its hash chain", "  fleet-ca audit --since 2026-01-01\n  fleet-ca audit --verify\n")
+             "its hash chain", "  fleet-ca audit show --since 2026-01-01\n"
+             "  fleet-ca audit verify             # the same as --verify\n")
+    p.add_argument("what", nargs="?", choices=("show", "verify"), default="show",
+                   help="show (the default) or verify, as `fleet-gateway audit`")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--verify", action="store_true",
                    help="check the whole chain; exit 16 naming the first broken entry")

@@ -18,7 +18,7 @@ from .store import utcnow
 def cmd_audit(args: argparse.Namespace) -> int:
     with _open(args, sign=False) as home:
         conn = home.inventory.connection
-        if args.verify:
+        if args.verify or args.what == "verify":
             n = audit.verify(conn)  # raises AuditBrokenError (exit 16)
             print(f"audit trail intact: {n} entries")
             return 0
