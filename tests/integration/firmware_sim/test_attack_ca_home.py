@@ -27,11 +27,15 @@ def snapshot(home) -> tuple[dict[str, str], list[str]]:
         conn.close()
 
 
-async def test_attack_leaves_the_ca_home_as_it_found_it(tmp_path, nursery):
+async def attack_with_ca_home(tmp_path, nursery, *, revoke_one: bool
+                              ) -> tuple[dict[str, str], tuple, tuple]:
+    """A fresh CA home (one device revoked in it, or none), a gateway on it, and the attack
+    matrix with --ca-home: (verdict per attempt, home snapshot before, after)."""
     home = CAHome.init(tmp_path / "home", passphrase=None, name="attack test")
     home.issue_server(home.path / "server", dns=["localhost"], ips=["127.0.0.1"])
     attacker, victim, gone = home.issue_devices(tmp_path / "devices", count=3)
-    home.revoke(gone.serial, reason="key-compromise")
+    if revoke_one:
+        home.revoke(gone.serial, reason="key-compromise")
     home.close()
     runner = GatewayRunner(nursery, home.path, tmp_path / "var")
     await runner.start()
@@ -41,25 +45,18 @@ async def test_attack_leaves_the_ca_home_as_it_found_it(tmp_path, nursery):
         "--ca-home", str(home.path), "--gateway", f"127.0.0.1:{runner.port}", "--json")
     assert code == 0, out + err
     verdicts = {r["attempt"]: r["verdict"] for r in map(json.loads, out.splitlines())}
+    return verdicts, before, await trio.to_thread.run_sync(snapshot, home.path)
+
+
+async def test_attack_leaves_the_ca_home_as_it_found_it(tmp_path, nursery):
+    verdicts, before, after = await attack_with_ca_home(tmp_path, nursery, revoke_one=True)
     assert verdicts["revoked certificate of our CA"] == "refused"
     assert verdicts["expired certificate of our CA naming the victim"] == "refused"
-    after = await trio.to_thread.run_sync(snapshot, home.path)
     assert after[0] == before[0]  # no file added, removed or changed (crl.pem included)
     assert after[1] == before[1]  # no certificate, revocation or audit entry recorded
 
 
 async def test_without_a_revoked_serial_the_revoked_attempt_is_not_tried(tmp_path, nursery):
-    home = CAHome.init(tmp_path / "home", passphrase=None, name="attack test")
-    home.issue_server(home.path / "server", dns=["localhost"], ips=["127.0.0.1"])
-    attacker, victim = home.issue_devices(tmp_path / "devices", count=2)
-    home.close()
-    runner = GatewayRunner(nursery, home.path, tmp_path / "var")
-    await runner.start()
-    before = await trio.to_thread.run_sync(snapshot, home.path)
-    code, out, err = await _attack(
-        "--bundle", str(attacker.dir), "--victim", str(victim.network_uuid),
-        "--ca-home", str(home.path), "--gateway", f"127.0.0.1:{runner.port}", "--json")
-    assert code == 0, out + err
-    rows = {r["attempt"]: r for r in map(json.loads, out.splitlines())}
-    assert rows["revoked certificate of our CA"]["verdict"] == "not tried"
-    assert await trio.to_thread.run_sync(snapshot, home.path) == before
+    verdicts, before, after = await attack_with_ca_home(tmp_path, nursery, revoke_one=False)
+    assert verdicts["revoked certificate of our CA"] == "not tried"
+    assert after == before
