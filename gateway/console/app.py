@@ -25,7 +25,7 @@ from ..config import GatewayConfig
 from ..http.auth import Operator
 from ..http.documents import status_json
 from ..http.messages import JSON, Request, Response
-from . import charts, fleet, guard, pages, signup
+from . import audit, charts, fleet, guard, pages, signup
 
 STATIC = {"console.css": "text/css; charset=utf-8",
           "console.js": "text/javascript; charset=utf-8"}
@@ -160,6 +160,8 @@ class Console:
                   "details": who.account.details}
             return self._page(who, "Account", pages.account(me, sessions, who.session.id,
                                                             who.session.csrf))
+        if path == "/console/audit" and who.account.role == "operator":
+            return self._page(who, *await audit.page(self.api.store, request.query))
         if path == "/console/accounts" and who.account.role == "operator":
             rows = await self._call(self.accounts.all)
             return self._page(who, "Accounts", pages.accounts(

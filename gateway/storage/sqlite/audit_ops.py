@@ -52,6 +52,13 @@ def entries(conn: sqlite3.Connection, since: datetime | None = None, limit: int 
         yield AuditEntry(*row)
 
 
+def newest(conn: sqlite3.Connection, before: int | None, limit: int) -> list[AuditEntry]:
+    """Up to `limit` entries with seq below `before` (None: the newest), newest first."""
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM audit WHERE seq < ? ORDER BY seq DESC "
+                        "LIMIT ?", (before if before is not None else 2**62, limit))
+    return [AuditEntry(*row) for row in rows]
+
+
 def verify(conn: sqlite3.Connection) -> int:
     """Check the whole chain; return its length. Raises AuditBroken."""
     return check(conn.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq"))

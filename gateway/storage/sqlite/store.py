@@ -222,6 +222,12 @@ class SQLiteStore:
         return await self._read_with(
             lambda conn: list(audit_ops.entries(conn, since, limit, after)))
 
+    async def audit_newest(self, *, before: int | None = None, limit: int = 100
+                           ) -> list[AuditEntry]:
+        """Up to `limit` audit entries with seq below `before` (None: the newest), newest
+        first (the console's pages)."""
+        return await self._read_with(audit_ops.newest, before, limit)
+
     # -- reads --------------------------------------------------------------------------
     async def _read_with(self, fn: Callable[..., T], *args: Any) -> T:
         def run() -> T:

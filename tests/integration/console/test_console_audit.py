@@ -45,3 +45,30 @@ async def test_claim_control_and_account_deletion_are_entries_naming_the_account
         (who, "console.account.delete", who),
     ]
     assert "ada@example.org" not in json.dumps(entries) and "21.5" not in json.dumps(entries)
+
+
+async def test_the_audit_page_is_for_operators_and_marks_an_edited_entry(cenv, make_device):
+    import trio
+    from consolehelpers import PW
+
+    bundle = make_device()
+    owner, _ = await cenv.own_network(bundle, "ada@example.org")
+    tree = await seed_network(cenv.ingest, bundle.network_uuid, reports=0)
+    target = value_uuid(tree, "target")
+    assert (await owner.post(f"/console/values/{target}/control", {"data": "21"})).status \
+        == 200
+    assert (await owner.get("/console/audit")).status == 404  # owners: as if it did not exist
+    await trio.to_thread.run_sync(cenv.accounts.add, "op@example.org", PW, "operator")
+    operator = cenv.browser()
+    assert (await operator.login("op@example.org", PW)).status == 303
+    page = await operator.get("/console/audit")
+    assert page.status == 200 and 'href="/console/audit"' in page.text
+    assert "console.claim" in page.text and f"<td>{target}</td>" in page.text
+    assert "BROKEN" not in page.text and "ada@example.org" not in page.text.split("<main>")[1]
+    conn = sqlite3.connect(cenv.data / DB_NAME)
+    with conn:
+        conn.execute("UPDATE audit SET actor = 'someone-else' WHERE seq = 1")
+    conn.close()
+    page = await operator.get("/console/audit")
+    assert "1 entry on this page does not match" in page.text
+    assert page.text.count(">BROKEN<") == 1
