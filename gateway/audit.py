@@ -10,8 +10,10 @@ What is recorded (one entry each; docs/security.md, "The audit trails"):
 - every other state change an operator or owner makes through the HTTP API (`bar_lift`)
   or the console (`console.claim`, `console.account.delete`, `console.signup`...), once it
   succeeded (status below 400): refused requests change nothing and are in the log only.
-The actor is the operator certificate's name, or the console account as `role:id`. An
-entry never holds a reading, a command value, an email address or an IP address.
+`fleet-gateway account add-operator|rotate-key` record `account.add-operator` and
+`account.rotate-key` (`record_offline`). The actor is the operator certificate's name, the
+console account as `role:id`, or for the command line the OS user. An entry never holds a
+reading, a command value, an email address or an IP address.
 """
 
 from __future__ import annotations
@@ -90,6 +92,44 @@ def action_of(fields: dict[str, Any]) -> tuple[str, str] | None:
     if endpoint in SELF_RECORDED:
         return None
     return API_ACTIONS.get(endpoint, endpoint), str(target or "")
+
+
+def record_offline(data: Path, action: str, subject: str, **details: object) -> None:
+    """Append one entry, by the OS user running this process, to the store in `data` from
+    outside the gateway (`fleet-gateway account ...`), creating the store if it is missing;
+    safe beside a running gateway (the append takes SQLite's write lock).
+
+    Raises:
+        StorageError: the store cannot be opened or written.
+    """
+    import getpass
+
+    from .storage.sqlite import audit_ops
+    from .storage.sqlite.schema import configure_writer, migrate
+    from .storage.sqlite.store import DB_NAME, _create_private
+
+    try:
+        actor = getpass.getuser()
+    except (KeyError, OSError):
+        actor = "unknown"
+    record = AuditRecord(actor, datetime.now(UTC), (AuditEvent(action, subject, details),))
+    try:
+        _create_private(data / DB_NAME)
+        conn = sqlite3.connect(data / DB_NAME, isolation_level=None)
+        try:
+            configure_writer(conn, synchronous="FULL")
+            migrate(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                audit_ops.append(conn, record)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"cannot record in {data / DB_NAME}: {exc}") from None
 
 
 # -- fleet-gateway audit show|verify ---------------------------------------------------------
