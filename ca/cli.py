@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import crl as crl_mod
+from . import crlpub
 from .cli_io import (
     ENV_HOME,
     ENV_PASSPHRASE,
@@ -273,8 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_passphrase(p)
     p.set_defaults(func=cmd_revoke)
 
-    p = _sub(sub, "crl", "regenerate crl.pem (new thisUpdate/nextUpdate; run it from cron)",
-             "  fleet-ca crl\n")
+    p = _sub(sub, "crl", "regenerate crl.pem (new thisUpdate/nextUpdate; run it from a timer)",
+             "  fleet-ca crl\n  fleet-ca crl --if-due              # what the systemd timer runs\n"
+             "  fleet-ca crl --url http://ca.example.com:8080   # name it in new certificates\n")
+    p.add_argument("--if-due", action="store_true",
+                   help="only when a CRL reaches its nextUpdate within --within days")
+    p.add_argument("--within", type=_days, default=crlpub.DUE_WITHIN.days, metavar="DAYS",
+                   help=f"with --if-due (default {crlpub.DUE_WITHIN.days})")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--url", metavar="URL", help="publish the CRLs under URL (fleet-ca serve "
+                   "--crl-listen): certificates issued from now on name URL/crl/<id>.crl")
+    g.add_argument("--no-url", action="store_true", help="stop naming a CRL URL")
     _add_passphrase(p)
     p.set_defaults(func=cmd_crl)
 
@@ -313,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_renew)
 
     p = _sub(sub, "audit", "list the audit trail (every issue, renew, revoke, CRL), or verify "
-             "its hash chain", "  fleet-ca audit --since 2026-01-01\n  fleet-ca audit --verify\n")
+             "its hash chain", "  fleet-ca audit show --since 2026-01-01\n"
+             "  fleet-ca audit verify             # the same as --verify\n")
+    p.add_argument("what", nargs="?", choices=("show", "verify"), default="show",
+                   help="show (the default) or verify, as `fleet-gateway audit`")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--verify", action="store_true",
                    help="check the whole chain; exit 16 naming the first broken entry")
@@ -322,11 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(sub, "serve", "the online signer: EST over HTTPS (mutual TLS) and/or a unix socket",
              "  fleet-ca serve --listen 0.0.0.0:8443 --tls-cert certs/signer/server.crt \\\n"
-             "      --tls-key certs/signer/server.key --unix /run/fleet-ca/signer.sock\n")
+             "      --tls-key certs/signer/server.key --unix /run/fleet-ca/signer.sock \\\n"
+             "      --crl-listen 0.0.0.0:8080\n")
     p.add_argument("--listen", metavar="HOST:PORT", help="HTTPS address for EST")
     p.add_argument("--tls-cert", type=Path, metavar="F", help="server certificate (+ chain)")
     p.add_argument("--tls-key", type=Path, metavar="F")
     p.add_argument("--unix", type=Path, metavar="PATH", help="unix socket for registrars")
+    p.add_argument("--crl-listen", metavar="HOST:PORT", help="plain-HTTP address serving the "
+                   "CRLs alone (/crl.pem, /crl/<id>.crl; see fleet-ca crl --url)")
     _add_passphrase(p)
     p.set_defaults(func=cmd_serve)
 
@@ -453,6 +469,22 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_crl(args: argparse.Namespace) -> int:
+    if args.url is not None or args.no_url:
+        url = None if args.no_url else crlpub.check_base(args.url)
+        with _open(args, sign=False) as home:
+            crlpub.save_base(home.path, url)
+        print(f"certificates issued from now on name {url}/crl/<issuing key id>.crl" if url
+              else "certificates issued from now on name no CRL URL")
+        return 0
+    if args.if_due:  # decided before any passphrase is asked for
+        with _open(args, sign=False) as home:
+            crls, now = home.load_crls(), utcnow()
+            within = dt.timedelta(days=args.within)
+            if not crlpub.due(crls, now, within):
+                when = crlpub.next_update(crls)
+                print(f"not due: the first nextUpdate is {iso(when)}"  # type: ignore[arg-type]
+                      f" (more than {args.within} days away)")
+                return 0
     with _open(args, sign=True) as home:
         path = home.write_crl()
         n = len(home.inventory.revoked())

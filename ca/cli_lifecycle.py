@@ -18,7 +18,7 @@ from .store import utcnow
 def cmd_audit(args: argparse.Namespace) -> int:
     with _open(args, sign=False) as home:
         conn = home.inventory.connection
-        if args.verify:
+        if args.verify or args.what == "verify":
             n = audit.verify(conn)  # raises AuditBrokenError (exit 16)
             print(f"audit trail intact: {n} entries")
             return 0
@@ -87,19 +87,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import trio  # only this verb needs it
 
     from .signer import Signer, TlsContexts, serve_signer
-    https = None
+    https = crl_http = None
     if args.listen:
-        host, _, port = args.listen.rpartition(":")
-        if not host or not port.isdigit() or not args.tls_cert or not args.tls_key:
+        https = _address(args.listen, "--listen")
+        if not args.tls_cert or not args.tls_key:
             raise BadInputError("--listen HOST:PORT needs --tls-cert and --tls-key")
-        https = (host.strip("[]"), int(port))
+    if args.crl_listen:
+        crl_http = _address(args.crl_listen, "--crl-listen")
     if https is None and args.unix is None:
         raise BadInputError("give --listen HOST:PORT (HTTPS) and/or --unix PATH")
     with _open(args, sign=True) as home:
         home.actor = "signer"
         tls = TlsContexts(home.path, args.tls_cert, args.tls_key) if https else None
         try:
-            trio.run(lambda: serve_signer(Signer(home), https=https, tls=tls, unix=args.unix))
+            trio.run(lambda: serve_signer(Signer(home), https=https, tls=tls, unix=args.unix,
+                                          crl_http=crl_http))
         except OSError as exc:
             raise BadInputError(f"cannot serve: {exc}") from None
     return 0
+
+
+def _address(text: str, flag: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise BadInputError(f"{flag} takes HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)

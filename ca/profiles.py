@@ -11,6 +11,8 @@ Theory of operation (RFC 5280 section 4.2, the CA/Browser-style hierarchy that
   KeyUsage digitalSignature (critical), BasicConstraints CA=false (critical), SKI, AKI.
 - server: SAN DNS/IP, EKU serverAuth; otherwise like a device.
 - operator: SAN URI `urn:fleetgate:operator:<name>`, EKU clientAuth.
+- every leaf names its issuer's CRL (CRL distribution point, one URI) when the home
+  publishes its CRLs over HTTP (`Issuer.crl_dp`).
 
 Every builder takes `now` (a UTC-aware datetime); nothing here reads the clock or the disk.
 Leaves are back-dated by `BACKDATE` against small clock differences, and never outlive their
@@ -67,11 +69,25 @@ class Issuer:
     cert: x509.Certificate
     key: PrivateKey
     aki: x509.AuthorityKeyIdentifier = field(repr=False)
+    # Named in every leaf it signs when the home publishes its CRLs (`crl_url`).
+    crl_dp: x509.CRLDistributionPoints | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, cert: x509.Certificate, key: PrivateKey) -> Issuer:
+    def of(cls, cert: x509.Certificate, key: PrivateKey, crl_base: str | None = None
+           ) -> Issuer:
+        """`crl_base`: the URL the home's CRLs are served under (`fleet-ca serve
+        --crl-listen`); leaves then name `<crl_base>/crl/<this issuer's key id>.crl`."""
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        return cls(cert, key, x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski))
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        dp = None if crl_base is None else x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(crl_url(crl_base, ski.digest))], None, None, None)])
+        return cls(cert, key, aki, dp)
+
+
+def crl_url(base: str, key_id: bytes) -> str:
+    """Where the CRL of the issuing CA with SKI `key_id` is served (one DER CRL, RFC 5280
+    section 4.2.1.13)."""
+    return f"{base.rstrip('/')}/crl/{key_id.hex()}.crl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +168,7 @@ def _leaf_builder(
     not_after: dt.datetime,
     serial: int | None,
 ) -> x509.CertificateBuilder:
-    return (
+    return _with_dp((
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer.cert.subject)
@@ -164,7 +180,12 @@ def _leaf_builder(
         .add_extension(_KU_SIGN, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(issuer.aki, critical=False)
-    )
+    ), issuer)
+
+
+def _with_dp(builder: x509.CertificateBuilder, issuer: Issuer) -> x509.CertificateBuilder:
+    """`builder` naming the issuer's CRL distribution point, when it has one."""
+    return builder if issuer.crl_dp is None else builder.add_extension(issuer.crl_dp, False)
 
 
 def _key_usage(*granted: str) -> x509.KeyUsage:
@@ -270,7 +291,7 @@ def device_template(
     """What every device certificate of one batch shares: issuer, validity and the fixed
     extensions. Builders are immutable, so one template serves a whole batch (this is most
     of what makes bulk issuance fast)."""
-    return (
+    return _with_dp((
         x509.CertificateBuilder()
         .issuer_name(issuer.cert.subject)
         .not_valid_before(check_utc(not_before))
@@ -279,7 +300,7 @@ def device_template(
         .add_extension(_KU_SIGN, critical=True)
         .add_extension(_EKU_CLIENT, critical=False)
         .add_extension(issuer.aki, critical=False)
-    )
+    ), issuer)
 
 
 # The owner-code extension: SHA-256 of the network's one-time owner code (device.json), so the

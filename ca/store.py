@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import audit, rotation
+from . import audit, crlpub, rotation
 from . import crl as crl_mod
 from .bundles import (
     BundleFactory,
@@ -256,7 +256,7 @@ class CAHome:
                 raise HomeInvalidError(f"{self.path / ISSUING_KEY} is damaged") from None
             if key.public_key() != self.issuing_cert.public_key():
                 raise HomeInvalidError(f"{ISSUING_KEY} does not match {ISSUING_CRT}")
-            self._issuer = Issuer.of(self.issuing_cert, key)
+            self._issuer = Issuer.of(self.issuing_cert, key, crlpub.load_base(self.path))
         return self._issuer
 
     @property

@@ -215,12 +215,16 @@ class Gateway:
         self.connections.add(connection)
         self.metrics.mqtt.connections_accepted.inc()
 
-    def network_opened(self, connection: Connection, identity: DeviceIdentity) -> None:
-        """A connection passed admission as `identity`: index it, count it."""
+    def network_opened(self, connection: Connection, identity: DeviceIdentity,
+                       der: bytes | None) -> None:
+        """A connection passed admission as `identity` (certificate `der`): index it, count
+        it."""
         self.connections.admitted(connection)
         self.metrics.mqtt.handshakes_accepted.inc()
         if self.owner_codes is not None and identity.owner_hash is not None:
             self.owner_codes.offer(identity.network, identity.owner_hash)
+        # A renewed certificate's first connection: the one it replaced can be revoked now.
+        self.provisioning.first_use(identity, der)
 
     def connection_closed(self, connection: Connection, reason: DisconnectReason | None) -> None:
         """`connection` ended for `reason` (its session, if any, released its network's
@@ -245,7 +249,7 @@ class Gateway:
                 connection.close(DisconnectReason.REVOKED, "certificate revoked")
                 closed += 1
         self.metrics.mqtt.revocations_applied.inc(closed)
-        return closed
+        return closed + self.provisioning.close_claims(self.tls.revoked.serials)
 
     def check_crl_freshness(self) -> None:
         """Warn when the CRL is stale or about to be: every connection is then refused."""

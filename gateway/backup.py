@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from .storage.audit import AuditEvent, AuditRecord
 from .storage.errors import StorageError
 from .storage.ledger import ErasureLedger
 from .storage.sqlite.store import DB_NAME, open_sqlite_store
@@ -145,6 +146,12 @@ async def restore_backup(backup: Path, data: Path, ledger: ErasureLedger, *,
         staged.unlink(missing_ok=True)
         raise StorageError(f"restore into {data} failed: {exc}") from None
     async with open_sqlite_store(data) as store:
+        # The restored audit trail ends where the backup was taken; the restore and every
+        # erasure it re-applies are entries after it (gateway/storage/audit.py).
+        now = datetime.now(UTC)
+        await store.append_audit(AuditRecord("restore", now, (AuditEvent(
+            "restore", manifest.taken_at.isoformat(), {"erasures": len(erasures)}),)))
         for erasure in erasures:
-            await store.erase_network(erasure.network)
+            await store.erase_network(erasure.network, AuditRecord("restore", now, (
+                AuditEvent("erase", str(erasure.network), {"reapplied": True}),)))
     return Restored(manifest, len(erasures))

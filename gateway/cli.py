@@ -5,13 +5,15 @@ EXAMPLES
     fleet-gateway check-config --config /etc/fleetgate/gateway.toml   # effective config, TLS files
     fleet-gateway backup create /backup/2026-12-05 --data /var/lib/fleetgate   # online copy
     fleet-gateway backup restore /backup/2026-12-05 --data /var/lib/fleetgate  # gateway stopped
+    fleet-gateway audit verify --data /var/lib/fleetgate    # the audit trail's hash chain
     fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
     fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0     # any free port, logged
     fleet-gateway serve --ca-home certs --data /var/lib/fleetgate --http 0.0.0.0:8443
 
 Exit codes: 0 stopped by SIGTERM/SIGINT (check-config: the configuration is usable); 2 bad
 usage; 3 bad configuration or missing/unusable file; 4 the listener could not be opened
-(address in use, permission); 5 a backup or restore failed.
+(address in use, permission); 5 a backup or restore failed; 7 `audit verify`: the audit
+trail's hash chain is broken (the first broken entry is named).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ExitCode(IntEnum):
     LISTEN = 4
     BACKUP = 5
     ACCOUNT = 6  # gateway.accounts.cli.EXIT_ACCOUNT
+    AUDIT_BROKEN = 7  # gateway.audit.EXIT_BROKEN
 
 
 SERVE_EXAMPLES = """examples:
@@ -129,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     account.add_argument("--config", type=Path, help="TOML config file (for data)")
     account.add_argument("--data", type=Path, help="the gateway's data folder")
     account.add_argument("--password-file", type=Path, help="file whose first line is it")
+    from .audit import add_verb
+    add_verb(verbs)
     return parser
 
 
@@ -253,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "account":
         from .accounts.cli import account_verb
         return account_verb(args)
+    if args.verb == "audit":
+        from .audit import audit_verb
+        return audit_verb(args)
     try:
         config = _config(args)
         log = open_log(config)

@@ -175,6 +175,10 @@ class GatewayConfig:
     """Live connections of one claim certificate; past it: CONNACK 3 (server unavailable)."""
     provision_session_timeout: float = 300.0
     """Seconds a claim connection may stay; then it is closed (THROTTLED)."""
+    renewals_awaiting_use: int = 10_000
+    """Renewed certificates remembered until their first connection, which tells the signer
+    to revoke the old one at once; past it the oldest is forgotten (its old certificate is
+    then revoked at the end of the signer's grace, as after a gateway restart)."""
     # [log]
     log_file: str = "-"
     """Where JSON log lines go: "-" for stderr, or a file path (appended)."""
@@ -319,7 +323,7 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "console_page_size", "console_scan_limit", "console_signups_per_address",
         "signer_timeout", "signer_max_inflight",
         "provision_inflight_per_claim", "max_connections_per_claim",
-        "provision_session_timeout",
+        "provision_session_timeout", "renewals_awaiting_use",
     )
     for name in positive:
         if getattr(config, name) <= 0:

@@ -219,7 +219,7 @@ class Connection:
             return identity
         gw.metrics.latency.handshake.observe(trio.current_time() - started)
         self.phase = admitted = Admitted(identity, Jail(identity.network), self.peer)
-        gw.network_opened(self, identity)
+        gw.network_opened(self, identity, self.stream.getpeercert(binary_form=True))
         return admitted
 
     # -- 2: CONNECT ---------------------------------------------------------------------

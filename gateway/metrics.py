@@ -249,6 +249,14 @@ class ProvisioningMetrics:
         "renewal_requests_total",
         "cert/renew requests relayed to the signer, by outcome (accepted or reason)",
         "outcome", SIGN_OUTCOMES)
+    renewals_forgotten: Count = _count(
+        "renewals_forgotten_total",
+        "renewed certificates forgotten before first use (renewals_awaiting_use): the old "
+        "one is revoked at the end of its grace instead")
+    first_use: CountBy[str] = _count_by(
+        "cert_first_use_total",
+        "renewed certificates seen in use, told to the signer, by outcome (superseded counts "
+        "the old certificates it revoked)", "outcome", ("superseded", "refused", "failed"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +282,8 @@ class ConsoleMetrics:
 class HttpMetrics:
     """The HTTPS API and console listener."""
 
+    audit_failures: Count = _count("audit_failures_total",
+                                   "audit-trail entries that could not be written")
     connections: Count = _count("http_connections_total", "HTTPS connections accepted")
     connections_open: Gauge = field(default_factory=lambda: Gauge(
         "http_connections_open", "HTTPS connections open now"))

@@ -12,7 +12,11 @@ Theory of operation (docs/protocol.md, "Provisioning and renewal"):
   `signer_max_inflight` in all, each request under `signer_timeout`.
 - A device publishing a CSR to `cert/renew` in its own jail gets `cert/renewed` (same
   network, new chain) or `cert/rejected` in its jail (`Provisioning.renew`), the request
-  made on behalf of the certificate it connected with; one in flight per network.
+  made on behalf of the certificate it connected with; one in flight per network. When the
+  new certificate first connects here, the signer is told (`first_use`) and revokes the old
+  one as superseded at once; otherwise the signer does at the end of its grace period.
+- A claim revoked while its provisioning session is live: the session is closed as soon as
+  the gateway loads the CRL that lists it (`close_claims`), as a revoked device's is.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,6 +114,12 @@ class Provisioning:
         self._per_claim: Counter[int] = Counter()
         self._networks: set[str] = set()
         self.claim_connections: Counter[int] = Counter()
+        # Certificates this gateway relayed a renewal for, until first admitted (oldest
+        # forgotten past `renewals_awaiting_use`): serial -> network.
+        self._awaiting_use: OrderedDict[int, str] = OrderedDict()
+        # Live claim connections by claim serial: a revoked claim's are closed (`close_claims`).
+        # Live claim connections by claim serial (a revoked claim's are cut): link -> batch.
+        self.claim_sessions: dict[int, dict[ClaimLink, str]] = {}
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -121,7 +131,62 @@ class Provisioning:
 
     def statistics(self) -> dict[str, Any]:
         return {"inflight": self._inflight, "claims": len(self._per_claim),
-                "claim_connections": sum(self.claim_connections.values())}
+                "claim_connections": sum(self.claim_connections.values()),
+                "renewals_awaiting_use": len(self._awaiting_use)}
+
+    def close_claims(self, revoked: frozenset[int] | set[int]) -> int:
+        """Close the provisioning sessions of the claims in `revoked` (a new CRL's serials);
+        walks the smaller of the two sets. Returns how many were closed."""
+        live = self.claim_sessions
+        serials = ([s for s in revoked if s in live] if len(revoked) < len(live)
+                   else [s for s in live if s in revoked])
+        closed = 0
+        for serial in serials:
+            for link, batch in list(live.get(serial, {}).items()):
+                self.log.emit("revoked", batch=batch, claim_serial=serial, reason="REVOKED")
+                link.close(DisconnectReason.REVOKED, "claim certificate revoked")
+                closed += 1
+        self.metrics.mqtt.revocations_applied.inc(closed)
+        return closed
+
+    # -- supersede at first use -------------------------------------------------------
+
+    def _renewed(self, serial: int, network: str) -> None:
+        self._awaiting_use[serial] = network
+        while len(self._awaiting_use) > self.config.renewals_awaiting_use:
+            self._awaiting_use.popitem(last=False)
+            self.metrics.provisioning.renewals_forgotten.inc()
+
+    def first_use(self, identity: DeviceIdentity, der: bytes | None) -> None:
+        """A device was admitted: if its certificate is one this gateway relayed a renewal
+        for, tell the signer (in the background, under `signer_timeout`) that it is in use,
+        so the certificate it replaced is revoked now rather than after the grace. O(1)."""
+        if self._awaiting_use.pop(identity.serial, None) is None:
+            return
+        if self.client is None or self._nursery is None or der is None:
+            return
+        client, log, first_use = self.client, self.log, self.metrics.provisioning.first_use
+
+        async def tell() -> None:
+            try:
+                with trio.fail_after(self.config.signer_timeout):
+                    answer = await client.first_use(der)
+            except (trio.TooSlowError, SignerUnavailable) as exc:
+                first_use.inc("failed")
+                log.emit("cert_first_use_failed", network=identity.network,
+                         serial=identity.serial_hex, detail=str(exc) or "signer_timeout",
+                         kept="the old certificate is revoked at the end of the grace")
+                return
+            if isinstance(answer, Refused):
+                first_use.inc("refused")
+                log.emit("cert_first_use_refused", network=identity.network,
+                         serial=identity.serial_hex, reason=answer.reason)
+                return
+            first_use.inc("superseded", answer)
+            log.emit("cert_first_use", network=identity.network, serial=identity.serial_hex,
+                     superseded=answer)
+
+        self._nursery.start_soon(tell)
 
     # -- the signer, bounded ------------------------------------------------------------
 
@@ -203,6 +268,8 @@ class Provisioning:
                     self._networks.discard(identity.network)
             self.metrics.provisioning.renewal_requests.inc(sign_outcome(
                 "accepted" if ok else doc["reason"]))
+            if ok:
+                self._renewed(int(doc["serial"], 16), identity.network)
             self.log.emit("cert_renewed" if ok else "cert_renewal_rejected",
                           network=identity.network, old_serial=identity.serial_hex,
                           **({"serial": doc["serial"]} if ok else {"reason": doc["reason"]}))
@@ -228,6 +295,9 @@ class ClaimLink(Protocol):
 
     async def flush(self) -> None:
         """Send what the connection's protocol core has queued."""
+
+    def close(self, reason: DisconnectReason, detail: str | None = None) -> None:
+        """End the connection for `reason` (never blocks)."""
 
 
 def claim_core(config: GatewayConfig) -> ServerConnection:
@@ -270,6 +340,7 @@ async def serve_claim(claim: ClaimIdentity, provisioning: Provisioning, core: Se
         await refuse(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED,
                      "max_connections_per_claim")
     provisioning.claim_connections[claim.serial] += 1
+    provisioning.claim_sessions.setdefault(claim.serial, {})[link] = claim.batch
     try:
         core.accept(session_present=False)
         await flush()
@@ -286,6 +357,11 @@ async def serve_claim(claim: ClaimIdentity, provisioning: Provisioning, core: Se
         provisioning.claim_connections[claim.serial] -= 1
         if not provisioning.claim_connections[claim.serial]:
             del provisioning.claim_connections[claim.serial]
+        live = provisioning.claim_sessions.get(claim.serial)
+        if live is not None:
+            live.pop(link, None)
+            if not live:
+                del provisioning.claim_sessions[claim.serial]
 
 
 async def _claim_session(link: ClaimLink, core: ServerConnection, claim: ClaimIdentity,

@@ -91,6 +91,20 @@ class SignerClient:
         """simplereenroll on behalf of a device's current certificate."""
         return await self._enroll("simplereenroll", csr_der, [("fleetgate-device", device_der)])
 
+    async def first_use(self, device_der: bytes) -> int | Refused:
+        """Tell the signer a renewed certificate is in use: it revokes the certificates it
+        replaced now. Returns how many it revoked. Raises SignerUnavailable."""
+        status, headers, body = await self._request(
+            "POST", "fleetgate-first-use",
+            [("fleetgate-device", base64.b64encode(device_der).decode())], b"")
+        text = body.decode("utf-8", "replace").strip()
+        if status != 200:
+            return Refused(headers.get("fleetgate-reason", f"http_{status}"), text[:300])
+        count = text.removeprefix("superseded ")
+        if not count.isdigit():
+            raise SignerUnavailable(f"unreadable answer from the signer: {text[:80]!r}")
+        return int(count)
+
     async def _enroll(self, op: str, csr_der: bytes,
                       certs: list[tuple[str, bytes]]) -> Signed | Refused:
         headers = [("content-type", "application/pkcs10")]

@@ -15,6 +15,11 @@ revoked; on the unix socket, every client is a registrar (the socket's file mode
 may connect). Refusals are plain-text answers with a status: 400 (a bad CSR or request), 401
 (no usable client certificate), 403 (a claim or device refused), 404, 405, 503 with
 Retry-After (a rate limit); each names its reason word in a `Fleetgate-Reason` header.
+- POST fleetgate-first-use (fleetgate's own): the client's certificate (or a registrar's
+                        `Fleetgate-Device`) is a renewed one now in use: the certificates it
+                        replaced are revoked as superseded at once, not after the grace.
+The CRLs are served beside EST (`GET /crl.pem`, `GET /crl/<key id>.crl`: `ca.crlpub`), and
+alone on the signer's plain-HTTP listener (`CrlApp`).
 """
 
 from __future__ import annotations
@@ -28,15 +33,18 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
+from .. import crlpub
 from ..errors import CAError, SignRefusedError
 from ..inventory import serial_hex
 from ..profiles import CLAIM_URN_PREFIX, REGISTRAR_URN_PREFIX, Kind, named_urn, network_of
+from ..store import CAHome
 from .policy import Signer
 
 PREFIX = "/.well-known/est/"
 CLAIM_HEADER, DEVICE_HEADER, SUPERSEDE_HEADER = "fleetgate-claim", "fleetgate-device", \
     "fleetgate-supersede"
 PKCS7_TYPE = "application/pkcs7-mime; smime-type=certs-only"
+FIRST_USE_OP = "fleetgate-first-use"  # not EST: a renewed certificate is in use
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +124,37 @@ def _header_cert(headers: dict[str, bytes], name: str) -> x509.Certificate | Non
             from None
 
 
+class CrlApp:
+    """The CRL routes alone (`ca.crlpub.answer`): what the plain-HTTP listener serves."""
+
+    def __init__(self, home: CAHome) -> None:
+        self.home = home
+
+    def handle(self, method: str, target: str, headers: dict[str, bytes], body: bytes,
+               peer: Peer) -> Answer:
+        path = target.split("?", 1)[0]
+        if method != "GET":
+            return _text(405, "method", "CRLs are fetched with GET", allow="GET")
+        try:
+            found = crlpub.answer(path, self.home.load_crls())
+        except CAError as exc:  # crl.pem unreadable right now
+            return _text(503, "unavailable", str(exc), retry_after="30")
+        if found is None:
+            return _text(404, "not_found", "this listener serves /crl.pem and /crl/<id>.crl")
+        status, ctype, data = found
+        return Answer(status, data, [("content-type", ctype)],
+                      "crl" if status == 200 else "not_found")
+
+
 class EstApp:
     """Answers one EST request at a time: `handle(...) -> Answer`. Never raises for a
-    client's mistake; `now` comes from the clock it was given."""
+    client's mistake; `now` comes from the clock it was given. The CRL routes are served
+    here too (`CrlApp`)."""
 
     def __init__(self, signer: Signer, clock: Callable[[], dt.datetime]) -> None:
         self.signer = signer
         self.clock = clock
+        self.crls = CrlApp(signer.home)
 
     def cacerts(self) -> list[x509.Certificate]:
         home = self.signer.home
@@ -131,9 +163,13 @@ class EstApp:
     def handle(self, method: str, target: str, headers: dict[str, bytes], body: bytes,
                peer: Peer) -> Answer:
         path = target.split("?", 1)[0]
+        if path == "/crl.pem" or path.startswith("/crl/"):
+            return self.crls.handle(method, target, headers, body, peer)
         if not path.startswith(PREFIX):
             return _text(404, "not_found", "not an EST path (/.well-known/est/...)")
         op = path[len(PREFIX):]
+        if op == FIRST_USE_OP:
+            return self._first_use(method, headers, peer)
         routes = {"cacerts": "GET", "simpleenroll": "POST", "simplereenroll": "POST"}
         if op not in routes:
             return _text(404, "not_found", f"no EST operation {op!r} here")
@@ -149,6 +185,25 @@ class EstApp:
         except CAError as exc:  # the inventory is locked or the disk full: try later
             return _text(503, "unavailable", f"the signer cannot record now: {exc}",
                          retry_after="30")
+
+    def _first_use(self, method: str, headers: dict[str, bytes], peer: Peer) -> Answer:
+        """fleetgate's extension: the renewed certificate (the client's own, or a
+        registrar's `Fleetgate-Device`) is in use; its predecessors are revoked now."""
+        if method != "POST":
+            return _text(405, "method", f"{FIRST_USE_OP} takes POST", allow="POST")
+        try:
+            device = peer.cert if peer.kind == "device" else (
+                _header_cert(headers, DEVICE_HEADER) if peer.kind == "registrar" else None)
+            if device is None:
+                return _text(401, "unauthenticated", f"{FIRST_USE_OP} needs the renewed device"
+                             " certificate (as the TLS client, or from a registrar)")
+            n = self.signer.first_use(device, now=self.clock(), actor=peer.name)
+        except SignRefusedError as exc:
+            return _text(exc.status, exc.reason, str(exc))
+        except CAError as exc:
+            return _text(503, "unavailable", f"the signer cannot record now: {exc}",
+                         retry_after="30")
+        return _text(200, "first_use", f"superseded {n}")
 
     def _enroll(self, op: str, headers: dict[str, bytes], body: bytes, peer: Peer) -> Answer:
         ctype = headers.get("content-type", b"application/pkcs10").split(b";")[0].strip()

@@ -10,7 +10,8 @@ one profile, the device profile, for exactly two kinds of request:
 - **reenroll** (renewal): a CSR presented with a current device certificate (known to the
   inventory, a device, unrevoked, unexpired). The result names the same network UUID; the
   old certificate is scheduled to be revoked as superseded after `supersede_grace` (or at
-  once on request), by `sweep`.
+  once on request), by `sweep`; or as soon as the new one is first used (`first_use`: a
+  gateway admitted it, or the device said so with it).
 
 Every CSR is checked for proof of possession and an acceptable key (`ca.csr.load_csr`); a
 CSR that asks for a CA or a server certificate is refused rather than silently narrowed, so a
@@ -136,15 +137,8 @@ class Signer:
         schedule the old one's revocation (superseded) after the grace period, or now.
         Raises SignRefusedError naming the reason."""
         now = check_utc(now)
-        record = self.home.inventory.get(device.serial_number)
-        network = network_of(device)
-        if (record is None or record.kind != Kind.DEVICE or network is None
-                or record.network_uuid != network or record.der != device.public_bytes(
-                    Encoding.DER)):
-            raise self._refused("not_a_device", "not a device certificate this CA issued", 403)
-        if record.status_at(now) != "valid":
-            raise self._refused(f"device_{record.status_at(now)}",
-                                f"this device certificate is {record.status_at(now)}", 403)
+        network = self._current_device(device, now).network_uuid
+        assert network is not None
         csr = self._check_csr(csr_data)
         self._rate(self._networks, str(network), now, "network")
         cert = self._build(csr, network, now)
@@ -159,6 +153,29 @@ class Signer:
         if supersede_now:
             self.sweep(now)
         return Issued(network, cert, self.home.issuing_cert)
+
+    def first_use(self, device: x509.Certificate, *, now: dt.datetime, actor: str) -> int:
+        """`device`, a renewed certificate, was used (a gateway admitted it): revoke now, as
+        superseded, the earlier certificates of its network still waiting for their grace.
+        Returns how many were revoked (0 when none waited: the call is idempotent). Raises
+        SignRefusedError when `device` is not a current device certificate of this CA."""
+        now = check_utc(now)
+        record = self._current_device(device, now)
+        conn = self.home.inventory.connection
+        older = [s for (s,) in conn.execute(
+            "SELECT s.serial FROM supersede s JOIN certificates c ON c.serial = s.serial "
+            "WHERE c.network_uuid = ? AND c.serial != ? AND c.issued_at <= ?",
+            (str(record.network_uuid), serial_hex(record.serial), iso(record.issued_at)))]
+        if not older:
+            return 0
+        with self.home.inventory.transaction() as tx:
+            tx.executemany("UPDATE supersede SET due = ? WHERE serial = ?",
+                           [(iso(now), s) for s in older])
+            audit.append(tx, [audit.Event("first-use", serial_hex(record.serial), {
+                "network": str(record.network_uuid), "supersedes": older})],
+                actor=actor, at=now)
+        self.count("first_use")
+        return self.sweep(now)
 
     def sweep(self, now: dt.datetime) -> int:
         """Revoke (superseded) every renewed certificate whose grace has passed; rewrite the
@@ -184,6 +201,20 @@ class Signer:
         return len(valid)
 
     # -- checks and the record -------------------------------------------------------------
+
+    def _current_device(self, device: x509.Certificate, now: dt.datetime) -> CertRecord:
+        """The inventory record of `device` if it is a valid device certificate of this CA.
+        Raises SignRefusedError (not_a_device, device_revoked, device_expired)."""
+        record = self.home.inventory.get(device.serial_number)
+        network = network_of(device)
+        if (record is None or record.kind != Kind.DEVICE or network is None
+                or record.network_uuid != network or record.der != device.public_bytes(
+                    Encoding.DER)):
+            raise self._refused("not_a_device", "not a device certificate this CA issued", 403)
+        if record.status_at(now) != "valid":
+            raise self._refused(f"device_{record.status_at(now)}",
+                                f"this device certificate is {record.status_at(now)}", 403)
+        return record
 
     def _refused(self, reason: str, message: str, status: int = 400,
                  retry_after: int | None = None) -> SignRefusedError:

@@ -29,7 +29,7 @@ import h11
 import trio
 
 from ..profiles import check_utc
-from .est import Answer, EstApp, Peer, identify
+from .est import Answer, CrlApp, EstApp, Peer, identify
 from .policy import Signer
 
 RECEIVE_SIZE = 16 * 1024
@@ -85,8 +85,8 @@ class TlsContexts:
 
 
 class _Conn:
-    def __init__(self, stream: trio.abc.Stream, app: EstApp, peer: Peer, limits: ServeLimits,
-                 log: JsonLog) -> None:
+    def __init__(self, stream: trio.abc.Stream, app: EstApp | CrlApp, peer: Peer,
+                 limits: ServeLimits, log: JsonLog) -> None:
         self.stream, self.app, self.peer, self.limits, self.log = stream, app, peer, limits, log
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
 
@@ -152,47 +152,55 @@ async def serve_signer(
     tls: Callable[[], ssl.SSLContext] | None = None,
     unix: Path | None = None,
     unix_mode: int = 0o660,
+    crl_http: tuple[str, int] | None = None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC).replace(microsecond=0),
     limits: ServeLimits = ServeLimits(),
     log: JsonLog | None = None,
     task_status: trio.TaskStatus[dict[str, object]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve EST on HTTPS (`https` address with `tls()` giving the context) and/or a unix
-    socket until cancelled. `task_status.started({"https": (host, port), "unix": path})`
-    after the `listening` log line (port 0 picks a free port)."""
+    socket, and the CRLs alone on plain HTTP (`crl_http`), until cancelled.
+    `task_status.started({"https": (host, port), "unix": path, "crl": (host, port)})` after
+    the `listening` log line (port 0 picks a free port)."""
     log = log or JsonLog()
     app = EstApp(signer, lambda: check_utc(clock()))
-    listeners: list[tuple[trio.abc.Listener, bool]] = []
+    listeners: list[tuple[trio.abc.Listener, str]] = []
     bound: dict[str, object] = {}
-    if https is not None:
-        if tls is None:
-            raise ValueError("an HTTPS listener needs a TLS context provider")
-        tls()  # an unusable certificate fails the start, not the first connection
-        tcp = await trio.open_tcp_listeners(https[1], host=https[0])
-        listeners += [(lst, False) for lst in tcp]
+    for kind, address in (("https", https), ("crl", crl_http)):
+        if address is None:
+            continue
+        if kind == "https":
+            if tls is None:
+                raise ValueError("an HTTPS listener needs a TLS context provider")
+            tls()  # an unusable certificate fails the start, not the first connection
+        tcp = await trio.open_tcp_listeners(address[1], host=address[0])
+        listeners += [(lst, kind) for lst in tcp]
         name = tcp[0].socket.getsockname()
-        bound["https"] = (name[0], name[1])
+        bound[kind] = (name[0], name[1])
     if unix is not None:
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
         unix.unlink(missing_ok=True)
         await sock.bind(str(unix))
         os.chmod(unix, unix_mode)
         sock.listen(64)
-        listeners.append((trio.SocketListener(sock), True))
+        listeners.append((trio.SocketListener(sock), "unix"))
         bound["unix"] = str(unix)
     if not listeners:
         raise ValueError("nothing to listen on: give an HTTPS address or a unix socket")
     open_count = [0]
 
-    async def handle(stream: trio.abc.Stream, is_unix: bool) -> None:
+    async def handle(stream: trio.abc.Stream, kind: str) -> None:
         if open_count[0] >= limits.max_connections:
             signer.count("connections_refused")
             await trio.aclose_forcefully(stream)
             return
         open_count[0] += 1
         try:
+            if kind == "crl":  # anyone may fetch a CRL, and nothing else here
+                await _Conn(stream, app.crls, Peer(None), limits, log).run()
+                return
             der = None
-            if not is_unix:
+            if kind == "https":
                 stream = trio.SSLStream(stream, tls(), server_side=True)  # type: ignore[arg-type]
                 try:
                     with trio.fail_after(limits.handshake_timeout):
@@ -201,7 +209,7 @@ async def serve_signer(
                     signer.count("handshakes_refused")
                     return
                 der = stream.getpeercert(binary_form=True)
-            peer = identify(der, signer, unix=is_unix, now=check_utc(clock()))
+            peer = identify(der, signer, unix=kind == "unix", now=check_utc(clock()))
             await _Conn(stream, app, peer, limits, log).run()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
                 h11.LocalProtocolError):
@@ -232,9 +240,8 @@ async def serve_signer(
             await trio.sleep(limits.sweep_interval)
 
     async with trio.open_nursery() as nursery:
-        for lst, is_unix in listeners:
-            nursery.start_soon(trio.serve_listeners,
-                               lambda s, u=is_unix: handle(s, u), [lst])
+        for lst, kind in listeners:
+            nursery.start_soon(trio.serve_listeners, lambda s, k=kind: handle(s, k), [lst])
         nursery.start_soon(housekeeping)
         log.emit("listening", **{k: (f"{v[0]}:{v[1]}" if isinstance(v, tuple) else v)
                                  for k, v in bound.items()})

@@ -116,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     attack.add_argument("--attack-certs", type=Path,
                         help="folder with <kind>/device.crt|key for expired, revoked, server")
     attack.add_argument("--ca-home", type=Path,
-                        help="a CA home to make expired/revoked certificates with (dev CAs)")
+                        help="an unencrypted CA home to sign expired/revoked certificates "
+                        "with, in memory (it is only read: nothing recorded)")
     attack.add_argument("--json", action="store_true", help="results as JSON lines")
     common(attack)
     _resource_opts(attack.add_argument_group(

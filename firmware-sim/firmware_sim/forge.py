@@ -29,8 +29,9 @@ def make_odd_certs(out: Path, victim: uuid.UUID, *, ca_home: Path | None,
 
     Self-signed and another CA's are always made here (the `ca` library); expired, revoked
     and server come from `given/<kind>/` (any *.crt with its *.key), else from an
-    unencrypted CA home (expired is signed by it, revoked is issued then revoked in it, the
-    server certificate is `<home>/server/server.crt`).
+    unencrypted CA home, which is only read: expired is signed by its issuing key in memory,
+    revoked too, carrying a serial its CRL already lists (none listed: not tried), and the
+    server certificate is `<home>/server/server.crt`. Nothing is recorded in its inventory.
     """
     try:
         from ca.bundles import write_bundle
@@ -77,9 +78,17 @@ def make_odd_certs(out: Path, victim: uuid.UUID, *, ca_home: Path | None,
             if not isinstance(odd["server"], Creds) and (server / "server.crt").is_file():
                 odd["server"] = Creds(server / "server.crt", server / "server.key")
             if not isinstance(odd["revoked"], Creds):
-                bundle = home.issue_devices(out / "revoked", count=1)[0]
-                home.revoke(bundle.serial, reason="key-compromise")
-                odd["revoked"] = Creds(bundle.cert_path, bundle.key_path)
+                # A serial the CRL already lists, on a certificate made in memory: the
+                # operator's inventory and CRL are never written to.
+                revoked = sorted(r.serial_number for r in home.load_crl())
+                if revoked:
+                    key = generate_key()
+                    odd["revoked"] = written("revoked", key, build_device(
+                        key.public_key(), issuer=issuer, network=victim, now=now,
+                        serial=revoked[0]), [home.issuing_cert], home.root_cert)
+                else:
+                    odd["revoked"] = ("a revoked certificate in the CA home's CRL, or "
+                                      "--attack-certs DIR/revoked/")
         finally:
             home.close()
     except CAError as exc:

@@ -45,7 +45,19 @@ def account_verb(args: argparse.Namespace) -> int:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
         return EXIT_ACCOUNT
     print(f"operator account {account.id} created in {config.data / 'accounts.db'}")
+    _record(config.data, "account.add-operator", f"operator:{account.id}")
     return 0
+
+
+def _record(data: Path, action: str, subject: str) -> None:
+    """The act in the gateway's audit trail; a failure is said, not fatal (it is done)."""
+    from ..audit import record_offline
+    from ..storage.errors import StorageError
+
+    try:
+        record_offline(data, action, subject)
+    except StorageError as exc:
+        print(f"fleet-gateway: warning: not in the audit trail: {exc}", file=sys.stderr)
 
 
 def _rotate(data: Path) -> int:
@@ -60,6 +72,7 @@ def _rotate(data: Path) -> int:
         return EXIT_ACCOUNT
     print(f"every account re-encrypted under data key {key_id}; the old key is gone "
           f"from {data / 'data.key'}")
+    _record(data, "account.rotate-key", str(key_id))
     return 0
 
 

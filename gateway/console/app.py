@@ -26,7 +26,7 @@ from ..http.auth import Operator
 from ..http.documents import status_json
 from ..http.messages import JSON, Request, Response
 from ..metrics import ConsoleMetrics
-from . import charts, fleet, guard, pages, signup
+from . import audit, charts, fleet, guard, pages, signup
 
 STATIC = {"console.css": "text/css; charset=utf-8",
           "console.js": "text/javascript; charset=utf-8"}
@@ -131,7 +131,8 @@ class Console:
                     response = await self._post(request, who, fields)
                 except _NotFound:
                     response = self._not_found(who)
-            self._action(who, request, response.status)
+            await self.audit(who.label, request, response.status,
+                             dict(response.headers).get("location", ""))
             return response
         if method != "GET":
             return _html(405, pages.layout("Method not allowed", ""))
@@ -157,6 +158,8 @@ class Console:
                   "details": who.account.details}
             return self._page(who, "Account", pages.account(me, sessions, who.session.id,
                                                             who.session.csrf))
+        if path == "/console/audit" and who.account.role == "operator":
+            return self._page(who, *await audit.page(self.api.store, request.query))
         if path == "/console/accounts" and who.account.role == "operator":
             rows = await self._call(self.accounts.all)
             return self._page(who, "Accounts", pages.accounts(
@@ -401,14 +404,15 @@ class Console:
         return _html(200, pages.layout("Account deleted", pages.message(done)),
                      guard.clear_cookie(guard.SESSION_COOKIE))
 
-    def _action(self, who: _Who, request: Request, status: int) -> None:
-        self.audit(who.label, request, status)
-
-    def audit(self, label: str, request: Request, status: int) -> None:
+    async def audit(self, label: str, request: Request, status: int, location: str = ""
+                    ) -> None:
+        """Log (and record in the audit trail) a console action; its target is the UUID in
+        the path, or in the page it leads to (a claim names its network only there)."""
         if self.api.on_action is not None:
-            self.api.on_action(operator=label, action="console",
-                               method=request.method, path=request.path,
-                               target=_target(request.path), status=status, via="console")
+            await self.api.on_action(operator=label, action="console",
+                                     method=request.method, path=request.path,
+                                     target=_target(request.path) or _target(location),
+                                     status=status, via="console")
 
     # -- data rights --------------------------------------------------------------------
 

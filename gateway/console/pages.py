@@ -15,7 +15,8 @@ def layout(title: str, body: str, *, who: str | None = None, csrf: str = "",
            operator: bool = False) -> bytes:
     nav = ""
     if who is not None:
-        extra = '<a href="/console/accounts">Accounts</a> ' if operator else ""
+        extra = ('<a href="/console/accounts">Accounts</a> <a href="/console/audit">Audit</a> '
+                 if operator else "")
         nav = (f'<nav><a href="/console/">Fleet</a> <a href="/console/account">Account</a> '
                f'{extra}'
                f'<span class="who">{e(who)}</span>'

@@ -55,7 +55,7 @@ async def signup(console: Console, request: Request) -> Response:
     except AccountError as exc:
         return page(console, str(exc), 422, given)
     console.metrics.signups.inc()
-    console.audit(f"owner:{account.id}", request, 303)
+    await console.audit(f"owner:{account.id}", request, 303)
     token, _ = await console.call(console.accounts.open_session, account.id, request.peer)
     return _redirect("/console/", guard.set_cookie(guard.SESSION_COOKIE, token),
                      guard.clear_cookie(guard.LOGIN_COOKIE))

@@ -18,7 +18,7 @@ streamed page by page from the store (`page` rows per read), never built whole.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -108,7 +108,7 @@ class Api:
                  openapi: dict[str, Any] | None = None, page: int = 1000,
                  certificates: InventoryLookup | None = None,
                  on_error: Callable[[BaseException], None] | None = None,
-                 on_action: Callable[..., None] | None = None) -> None:
+                 on_action: Callable[..., Awaitable[None]] | None = None) -> None:
         from .openapi import openapi_document
 
         self.store = store
@@ -143,7 +143,7 @@ class Api:
         except ApiError as exc:
             response = error_response(exc)
         if route is not None and route.method not in ("GET", "HEAD") and self.on_action:
-            self.on_action(
+            await self.on_action(
                 operator=request.operator.name if request.operator else None,
                 action=route.endpoint, method=route.method, path=request.path,
                 target=next((str(v) for v in params.values()), None),

@@ -278,6 +278,7 @@ async def serve_http(
     log: Any = None,
     stats: HttpStatistics | None = None,
     console: Callable[[Api], Any] | None = None,
+    audit: Any = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the HTTP API over TLS on `address` until cancelled.
@@ -285,8 +286,10 @@ async def serve_http(
     `tls()` is asked for the context at every accept (so CRL and certificate reloads apply
     to new connections); `hooks` performs control and erasure (`wiring.GatewayHooks`);
     `metrics()` gives the /metrics samples; `certificates` (certs.InventoryLookup) adds
-    certificate expiry to network status. `task_status.started((host, port))` reports the
-    bound address (port 0 picks a free one) after the `listening` log line.
+    certificate expiry to network status; `audit` (gateway.audit.AuditTrail) records every
+    request that changed something before it is answered.
+    `task_status.started((host, port))` reports the bound address (port 0 picks a free one)
+    after the `listening` log line.
     """
     stats = stats if stats is not None else HttpStatistics(limits)
 
@@ -294,9 +297,11 @@ async def serve_http(
         if log is not None:
             log.emit("http_internal_error", detail=f"{type(exc).__name__}: {exc}")
 
-    def on_action(**fields: Any) -> None:
+    async def on_action(**fields: Any) -> None:
         if log is not None:
             log.emit("operator_action", **fields)
+        if audit is not None:  # gateway.audit.AuditTrail: what changed state, durably
+            await audit.action(fields)
 
     api = Api(store, hooks=hooks, metrics=metrics, bars=bars, certificates=certificates,
               on_error=on_error, on_action=on_action)

@@ -21,6 +21,7 @@ from uuid import UUID
 
 import trio
 
+from gateway.audit import AuditTrail
 from gateway.broker import Message
 from gateway.errors import ConfigError
 from gateway.jail import Jail
@@ -75,12 +76,14 @@ class GatewayHooks:
     """Control and erasure against the live gateway (any part may be None in tests)."""
 
     def __init__(self, *, store: Any, ingest: Any, gateway: Any = None,
-                 bars: BarList | None = None, ledger: ErasureLedger | None = None) -> None:
+                 bars: BarList | None = None, ledger: ErasureLedger | None = None,
+                 audit: AuditTrail | None = None) -> None:
         self.store = store
         self.ingest = ingest
         self.gateway = gateway
         self.bars = bars if bars is not None else BarList()
         self.ledger = ledger
+        self.audit = audit  # erasures and commands are entries of the audit trail
 
     def online(self, network: UUID) -> bool:
         if self.gateway is None:
@@ -103,6 +106,9 @@ class GatewayHooks:
             if journal is not None:  # copies queued for offline sessions are stored too
                 await journal.wait_durable(journal.mark())
         where = await self.store.find_value(value)
+        if self.audit is not None:
+            await self.audit.record(operator.name, "control", str(value), network=network,
+                                    network_uuid=str(network))
         return ControlOutcome(
             network=network, device=where.device if where else None, topic=reply.topic,
             data=doc["data"], timestamp=datetime.fromisoformat(doc["timestamp"]),
@@ -126,7 +132,13 @@ class GatewayHooks:
             journal = getattr(self.gateway, "journal", None)
             if journal is not None:  # its journaled changes land before the erasure
                 await journal.settle()
-        erased = await self.ingest.erase_network(network)
+        entry = None if self.audit is None else self.audit.entry(
+            operator.name, "erase", str(network), barred=network in self.bars,
+            sessions_closed=closed)
+        erased = await self.ingest.erase_network(network, entry)
+        if entry is not None and not erased:  # its rows went meanwhile: still an erasure
+            await self.audit.record(operator.name, "erase", str(network), network=network,
+                                    barred=network in self.bars, sessions_closed=closed)
         if self.gateway is not None:
             self.gateway.log.emit("erased", network=str(network), by=operator.name,
                                   sessions_closed=closed)
@@ -181,8 +193,9 @@ async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
     assert isinstance(bars, BarList), "serve the API of a gateway built with its bar list"
     limits = http_limits(config)
     stats = stats if stats is not None else HttpStatistics(limits, gateway.metrics.http)
+    audit = AuditTrail(store, log=gateway.log, failures=gateway.metrics.http.audit_failures)
     hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars,
-                         ledger=ErasureLedger(config.erasure_ledger_path))
+                         ledger=ErasureLedger(config.erasure_ledger_path), audit=audit)
 
     from gateway.console.wiring import console_for
 
@@ -191,5 +204,5 @@ async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
                          certificates=InventoryLookup(config.ca_home),
                          metrics=lambda: gateway_samples(gateway, store, gateway.ingest, stats),
                          limits=limits, log=gateway.log, stats=stats,
-                         console=console,
+                         console=console, audit=audit,
                          task_status=task_status)

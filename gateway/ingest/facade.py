@@ -333,10 +333,11 @@ class Ingest:
         if old is not None:
             self._cache_values -= len(old.by_uuid)
 
-    async def erase_network(self, network: UUID) -> bool:
-        """Erase everything stored about `network` and forget its cached tree."""
+    async def erase_network(self, network: UUID, audit: Any = None) -> bool:
+        """Erase everything stored about `network` and forget its cached tree; `audit` (a
+        `gateway.storage.audit.AuditRecord`) is committed with the erasure."""
         self.forget(network)
-        erased = await self._store.erase_network(network)
+        erased = await self._store.erase_network(network, audit)
         self.forget(network)  # a report may have refilled the cache meanwhile
         return erased
 

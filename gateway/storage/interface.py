@@ -15,7 +15,8 @@ Contract every implementation keeps:
 - A report row whose timestamp differs from its receive time (the device stamped it) is
   stored once per (value, timestamp, data): QoS 1 resends do not duplicate it.
 - Reads see only committed data and never wait for the writer.
-- `erase_network` leaves no row of that network anywhere.
+- `erase_network` leaves no row of that network anywhere but the audit trail's entries
+  (identifiers only, append-only: the record that it was erased stays).
 - Times are UTC-aware datetimes; storage resolution is one microsecond.
 - Failures raise `gateway.storage.StorageError` (never acknowledge what raised it).
 """
@@ -31,6 +32,7 @@ from gateway.model.declarations import ModelDecl
 from gateway.model.limits import Limits
 from gateway.model.tree import DeviceNode, NetworkTree, ReportRow, StateKind
 
+from .audit import AuditEntry, AuditRecord
 from .records import (
     ConnectionEvent,
     ConnectionStatus,
@@ -111,7 +113,17 @@ class Store(Protocol):
         dequeue for a network the store does not hold (erased) is a no-op;
         it never creates the network."""
 
-    async def erase_network(self, network: UUID) -> bool: ...
+    async def erase_network(self, network: UUID, audit: AuditRecord | None = None) -> bool:
+        """Erase `network`; `audit` goes to the audit trail in the same transaction."""
+
+    async def append_audit(self, record: AuditRecord, network: UUID | None = None) -> int:
+        """Append to the audit trail (gateway/storage/audit.py); the last seq once committed."""
+
+    async def audit_entries(self, *, since: datetime | None = ..., after: int = ...,
+                            limit: int = ...) -> list[AuditEntry]: ...
+
+    async def audit_newest(self, *, before: int | None = ..., limit: int = ...
+                           ) -> list[AuditEntry]: ...
 
     # -- reads ---------------------------------------------------------------------------
     async def get_tree(self, network: UUID) -> NetworkTree | None: ...

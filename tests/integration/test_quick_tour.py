@@ -58,9 +58,21 @@ def test_the_readme_quick_tour_runs_as_written(tmp_path: Path) -> None:
     devices = sorted(p.name for p in (tmp_path / "tour" / "devices").iterdir() if p.is_dir())
     assert len(devices) == 100
     assert ": OK" in out  # openssl verify of the bundles
+    from cryptography import x509
+
+    from ca.profiles import network_of
+
+    claimed = str(network_of(x509.load_pem_x509_certificates(
+        (tmp_path / "tour" / "claimed" / "device.crt").read_bytes())[0]))
+    assert f"provisioned network={claimed}" in out  # by claim, through the gateway
+    assert f"renewed network={claimed}" in out  # over MQTT
+    assert "9/10" in out  # fleet-ca claims: one use spent
+    revoked = out[out.rindex("NOT AFTER"):out.index("attempts,")]  # fleet-ca list --status revoked
+    assert claimed in revoked  # superseded at the new certificate's first use
+    assert "audit trail intact" in out
     assert "22 attempts, 0 got through, 0 not tried" in out
     assert f'"uuid": "{devices[0]}"' in out  # the tree of the first device's network
     assert f"network {devices[0]}" in out  # fleet-ca revoke named it
     log = [json.loads(line) for line in
            (tmp_path / "tour" / "gateway.log").read_text().splitlines()]
-    assert log[-1]["event"] == "stopped"  # `kill %1` stopped it cleanly
+    assert log[-1]["event"] == "stopped"  # `kill %2 %1` stopped it cleanly

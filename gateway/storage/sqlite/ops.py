@@ -33,11 +33,13 @@ from gateway.model.errors import DeclarationRejected
 from gateway.model.limits import Limits
 from gateway.model.tree import NetworkTree, ReportRow, StateKind
 
+from ..audit import AuditRecord
 from ..errors import StorageError
 from ..records import (
     StateRecord,
 )
 from ..writer import Failed
+from . import audit_ops
 from .convert import KIND_CODE, from_us, load_tree, to_us
 
 REPORT, CONTROL = KIND_CODE[StateKind.REPORT], KIND_CODE[StateKind.CONTROL]
@@ -456,6 +458,7 @@ ERASE_ORDER = (
 @dataclass(frozen=True, slots=True)
 class Erase:
     network: UUID
+    audit: AuditRecord | None = None  # the erasure's entry, committed with it
 
     def apply(self, side: WriteSide) -> bool:
         nid = side.network_id(self.network, 0, create=False)
@@ -465,6 +468,8 @@ class Erase:
         # deleted cells are overwritten with zeros in their pages, never left behind.
         for table, where in ERASE_ORDER:
             side.conn.execute(f"DELETE FROM {table} WHERE {where}", (nid,))
+        if self.audit is not None:
+            audit_ops.append(side.conn, self.audit)
         side.reset_caches()
         side.erased_in_batch = True
         return True

@@ -159,6 +159,21 @@ INSERT INTO network_usage (network_id, stored_bytes)
     SELECT s.network_id, sum(length(CAST(l.data AS BLOB)) + 48)
     FROM state_log l JOIN states s ON s.id = l.state_id GROUP BY s.network_id;
 """),
+    # The audit trail (gateway/storage/audit.py): append-only, hash-chained, the CA's entry
+    # shape. No network_id: an erasure deletes a network's rows, never the record of them.
+    (4, """
+CREATE TABLE audit (
+    seq         INTEGER PRIMARY KEY,
+    at          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    details     TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE INDEX audit_by_time ON audit(at);
+"""),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -26,6 +26,7 @@ from gateway.model.declarations import ModelDecl
 from gateway.model.limits import DEFAULT_LIMITS, Limits
 from gateway.model.tree import DeviceNode, NetworkTree, ReportRow, StateKind
 
+from ..audit import AuditEntry, AuditRecord
 from ..errors import StorageError
 from ..records import (
     ConnectionEvent,
@@ -39,7 +40,7 @@ from ..records import (
     ValueLocation,
 )
 from ..writer import DEFAULT_QUEUE_LIMITS, QueueLimits, Ticket, Writer
-from . import ops, queries, session_ops
+from . import audit_ops, ops, queries, session_ops
 from .schema import configure_reader, configure_writer, migrate
 
 DB_NAME = "fleetgate.sqlite3"
@@ -205,9 +206,27 @@ class SQLiteStore:
         """Queue the broker's MQTT state changes as one operation (see `Store`)."""
         return await self.submit(session_ops.SessionChanges(tuple(changes), now))
 
-    async def erase_network(self, network: UUID) -> bool:
-        """Delete every row of `network` in one transaction; False if it was unknown."""
-        return await self._write(ops.Erase(network), network)
+    async def erase_network(self, network: UUID, audit: AuditRecord | None = None) -> bool:
+        """Delete every row of `network` in one transaction, appending `audit` to the audit
+        trail in it; False (nothing recorded) if the network was unknown."""
+        return await self._write(ops.Erase(network, audit), network)
+
+    async def append_audit(self, record: AuditRecord, network: UUID | None = None) -> int:
+        """Append `record` to the audit trail (in `network`'s queue, behind its earlier
+        writes); return the last entry's seq once committed."""
+        return await self._write(audit_ops.AppendAudit(record), network)
+
+    async def audit_entries(self, *, since: datetime | None = None, after: int = 0,
+                            limit: int = 100) -> list[AuditEntry]:
+        """Up to `limit` audit entries after seq `after` (from `since` on), oldest first."""
+        return await self._read_with(
+            lambda conn: list(audit_ops.entries(conn, since, limit, after)))
+
+    async def audit_newest(self, *, before: int | None = None, limit: int = 100
+                           ) -> list[AuditEntry]:
+        """Up to `limit` audit entries with seq below `before` (None: the newest), newest
+        first (the console's pages)."""
+        return await self._read_with(audit_ops.newest, before, limit)
 
     # -- reads --------------------------------------------------------------------------
     async def _read_with(self, fn: Callable[..., T], *args: Any) -> T:

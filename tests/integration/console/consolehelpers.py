@@ -15,6 +15,7 @@ import trio
 from httphelpers import Device, client_context, seed_network
 
 from gateway.app import Gateway
+from gateway.audit import AuditTrail
 from gateway.config import load_config
 from gateway.console.wiring import console_for
 from gateway.http import BarList, GatewayHooks, http_tls, serve_http
@@ -83,8 +84,9 @@ async def start_console_env(home: Any, data: Path, nursery: trio.Nursery, store:
     bars = BarList(data / "barred.json")
     gateway = Gateway(config, log=log, ingest=ingest, status=store, bars=bars)
     mqtt = await nursery.start(serve_mqtt, gateway)
+    audit = AuditTrail(store, log=log)
     hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars,
-                         ledger=ErasureLedger(data / LEDGER_FILE))
+                         ledger=ErasureLedger(data / LEDGER_FILE), audit=audit)
     env = ConsoleEnv(home, store, ingest, gateway, ("", 0), mqtt, data, stream)
 
     async def serve(task_status: trio.TaskStatus[Any]) -> None:
@@ -95,7 +97,8 @@ async def start_console_env(home: Any, data: Path, nursery: trio.Nursery, store:
                 return made
             await serve_http(("127.0.0.1", 0), http_tls(gateway.tls), store, hooks=hooks,
                              bars=bars, certificates=InventoryLookup(home.path), log=log,
-                             stats=env.stats, console=console, task_status=task_status)
+                             stats=env.stats, console=console, audit=audit,
+                             task_status=task_status)
 
     env.http = await nursery.start(serve)
     return env

@@ -30,6 +30,11 @@ async def _attack(*args: str) -> tuple[int, str, str]:
 async def test_attack_matrix_is_all_refused_or_contained_with_a_victim(
         ca_home, gateway_runner, make_device):
     attacker, victim = make_device(), make_device()
+    # The revoked attempt reuses a serial the CRL lists: make sure there is one, in force.
+    from gateway.revocation import reload_tls
+
+    ca_home.revoke(make_device().serial)
+    reload_tls(gateway_runner.gateway, "test")
     code, out, err = await _attack(
         "--bundle", str(attacker.dir), "--victim-bundle", str(victim.dir),
         "--ca-home", str(ca_home.path), "--gateway", f"127.0.0.1:{gateway_runner.port}",

@@ -31,6 +31,8 @@ def test_demo_runs_every_step_from_a_fresh_tree_and_exits_0(tmp_path: Path) -> N
     assert done.returncode == 0, out[-4000:]
     assert "the device obeyed" in out
     assert "Report=22.5  Control=22.5" in out  # the tree shows the command carried out
+    assert '"event": "provisioned"' in out and '"event": "renewed"' in out  # by claim
+    assert '"event": "cert_first_use"' in out and "reason:      superseded" in out
     assert "22 attempts, 0 got through, 0 not tried" in out
     assert '"cause": "CERT_REVOKED"' in out  # the revoked device's reconnect refused
     assert "demo: every step worked" in out

@@ -20,6 +20,7 @@ import trio
 
 from ca import CAHome
 from gateway.app import Gateway
+from gateway.audit import AuditTrail
 from gateway.config import load_config
 from gateway.http import BarList, GatewayHooks, HttpLimits, gateway_samples, http_tls, serve_http
 from gateway.http.certs import InventoryLookup
@@ -272,12 +273,13 @@ async def start_env(home: CAHome, data: Path, nursery: trio.Nursery, store: Any,
     mqtt = await nursery.start(serve_mqtt, gateway)
     limits = limits or HttpLimits()
     stats = HttpStatistics(limits, gateway.metrics.http)
+    audit = AuditTrail(store, log=log)
     hooks = GatewayHooks(store=store, ingest=ingest, gateway=gateway, bars=bars,
-                         ledger=ErasureLedger(data / LEDGER_FILE))
+                         ledger=ErasureLedger(data / LEDGER_FILE), audit=audit)
     http = await nursery.start(lambda task_status: serve_http(
         ("127.0.0.1", 0), http_tls(gateway.tls), store, hooks=hooks, bars=bars,
         certificates=InventoryLookup(home.path),
         metrics=lambda: gateway_samples(gateway, store, ingest, stats),
         limits=limits,
-        log=log, stats=stats, task_status=task_status))
+        log=log, stats=stats, audit=audit, task_status=task_status))
     return Env(home, store, ingest, gateway, bars, http, mqtt, data, stats, stream)

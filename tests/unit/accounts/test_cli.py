@@ -34,3 +34,20 @@ def test_rotate_key_keeps_logins_and_changes_the_key(tmp_path, capsys):
     store = AccountStore.in_folder(data, now_us=lambda: 0)
     assert store.authenticate("op@example.org", "a long enough password").email == \
         "op@example.org"
+
+
+def test_account_changes_from_the_command_line_are_audit_entries(tmp_path, capsys):
+    import json
+
+    (tmp_path / "pw").write_text("a long enough password\n")
+    data = tmp_path / "data"
+    assert main(["account", "add-operator", "op@example.org", "--data", str(data),
+                 "--password-file", str(tmp_path / "pw")]) == 0
+    assert main(["account", "rotate-key", "--data", str(data)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "show", "--json", "--data", str(data)]) == 0
+    entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["action"], e["subject"].split(":")[0]) for e in entries] == [
+        ("account.add-operator", "operator"), ("account.rotate-key", entries[1]["subject"])]
+    assert "op@example.org" not in json.dumps(entries)  # the account's id, not its address
+    assert main(["audit", "verify", "--data", str(data)]) == 0

@@ -141,11 +141,12 @@ def test_cli_audit_lists_json_and_verifies_exit_16_on_a_flipped_byte(tmp_path, c
         subject = c.execute("SELECT subject FROM audit WHERE seq = 4").fetchone()[0]
         flipped = subject[:-1] + ("0" if subject[-1] != "0" else "1")
         c.execute("UPDATE audit SET subject = ? WHERE seq = 4", (flipped,))
-    code = main(["--home", str(h), "audit", "--verify"])
-    err = capsys.readouterr().err
-    assert code == ExitCode.AUDIT_BROKEN == 16
-    assert err.strip() == ("fleet-ca: audit trail broken at entry 4: "
-                           "its contents do not match its hash")
+    for spelling in (["--verify"], ["verify"]):  # `verify` as `fleet-gateway audit` says it
+        code = main(["--home", str(h), "audit", *spelling])
+        err = capsys.readouterr().err
+        assert code == ExitCode.AUDIT_BROKEN == 16
+        assert err.strip() == ("fleet-ca: audit trail broken at entry 4: "
+                               "its contents do not match its hash")
 
 
 def test_cli_audit_since_filters_by_time(tmp_path, capsys):

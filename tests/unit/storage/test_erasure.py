@@ -53,7 +53,7 @@ async def test_erasing_a_network_leaves_no_row_of_it_in_any_table(tmp_path):
         gone_uuids = await populate(store, gone)
         await populate(store, kept)
         before = dump(tmp_path / DB_NAME)
-        assert all(rows for rows in before.values()), "every table holds data before"
+        assert all(rows for t, rows in before.items() if t != "audit"), "every table holds data"
         assert await store.erase_network(gone) is True
         after = dump(tmp_path / DB_NAME)
         for table, rows in after.items():
