@@ -118,8 +118,9 @@ class Provisioning:
         # forgotten past `renewals_awaiting_use`): serial -> network.
         self._awaiting_use: OrderedDict[int, str] = OrderedDict()
         # Live claim connections by claim serial: a revoked claim's are closed (`close_claims`).
-        # Live claim connections by claim serial (a revoked claim's are cut): link -> batch.
-        self.claim_sessions: dict[int, dict[ClaimLink, str]] = {}
+        # Live claim connections by claim serial (a revoked claim's are cut): link -> the
+        # ids its log lines carry (batch, claim serial, client id).
+        self.claim_sessions: dict[int, dict[ClaimLink, dict[str, Any]]] = {}
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -142,8 +143,8 @@ class Provisioning:
                    else [s for s in live if s in revoked])
         closed = 0
         for serial in serials:
-            for link, batch in list(live.get(serial, {}).items()):
-                self.log.emit("revoked", batch=batch, claim_serial=serial, reason="REVOKED")
+            for link, log_ids in list(live.get(serial, {}).items()):
+                self.log.emit("revoked", **log_ids, reason="REVOKED")
                 link.close(DisconnectReason.REVOKED, "claim certificate revoked")
                 closed += 1
         self.metrics.mqtt.revocations_applied.inc(closed)
@@ -340,7 +341,7 @@ async def serve_claim(claim: ClaimIdentity, provisioning: Provisioning, core: Se
         await refuse(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED,
                      "max_connections_per_claim")
     provisioning.claim_connections[claim.serial] += 1
-    provisioning.claim_sessions.setdefault(claim.serial, {})[link] = claim.batch
+    provisioning.claim_sessions.setdefault(claim.serial, {})[link] = log_ids
     try:
         core.accept(session_present=False)
         await flush()

@@ -67,7 +67,7 @@ async def test_the_renewed_certificates_first_connection_revokes_the_old_one(
     await running.logs.wait("refused", cause="CERT_REVOKED")
     await new.publish("report/x", b"1", 1)
     assert running.logs.find("revoked", client_id="new") == []
-    assert running.gateway.counters["first_use_superseded"] == 1
+    assert running.gateway.metrics.provisioning.first_use.values()["superseded"] == 1
     # A second connection of the same certificate asks nothing more of the signer.
     await new.close()
     again = PahoClient(running, Creds(tmp_path / "new.crt", new_key, pki.root), "new2")
