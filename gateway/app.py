@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import trio
 
+from .activity import Activity
 from .admission import HandshakeSlots
 from .broker import Broker, Message
 from .config import GatewayConfig
@@ -165,6 +166,9 @@ class Gateway:
         self.owner_codes: Any = None
         # Enrolment by claim and renewal, relayed to the online signer (provisioning.py).
         self.provisioning = Provisioning(config, self.log, self.counters)
+        # Reports and refused connections per minute, for the console (activity.py).
+        self.activity = Activity(max_networks=config.console_activity_networks,
+                                 counters=self.counters)
 
     # -- the ingest seam ----------------------------------------------------------------
 
@@ -206,6 +210,7 @@ class Gateway:
                 [(jail.unmount(m.topic), m.payload, int(m.qos)) for m in messages],
                 datetime.now(UTC),
             )
+            self.activity.reports(identity.network_uuid, pending.readings)
         if mark is None or self.journal is None:
             return pending
         return _Durable(pending, self.journal, mark)
@@ -260,6 +265,7 @@ class Gateway:
             self.limits.close_network(connection.identity.network)
         if connection.reason is not None:
             self.counters[f"disconnect_{connection.reason}"] += 1
+        self.activity.closed(connection)
 
     # -- revocation ---------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from ..config import GatewayConfig
 from ..http.auth import Operator
 from ..http.documents import status_json
 from ..http.messages import JSON, Request, Response
-from . import charts, fleet, guard, pages, signup
+from . import charts, figures, fleet, guard, pages, signup
 
 STATIC = {"console.css": "text/css; charset=utf-8",
           "console.js": "text/javascript; charset=utf-8"}
@@ -61,8 +61,9 @@ class Console:
                  config: GatewayConfig | None = None,
                  monotonic: Callable[[], float] = trio.current_time,
                  wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 counters: Any = None) -> None:
+                 counters: Any = None, activity: Any = None, signer: Any = None) -> None:
         self.api = api
+        self.activity, self.signer = activity, signer  # gateway.activity, SignerClient
         self.accounts = accounts
         self.limiter = limiter
         self.config = c = config if config is not None else GatewayConfig()
@@ -149,7 +150,8 @@ class Console:
             page = await self._fleet(who, flt)
             more = flt.query(after=page.next_after) if page.next_after else None
             return self._page(who, "Fleet", pages.overview(
-                page.networks, who.session.csrf, who.account.role, flt=flt, more=more))
+                page.networks, who.session.csrf, who.account.role, flt=flt, more=more,
+                activity=await figures.overall(self, who)))
         if path == "/console/events":
             return await self._events(who, fleet.Filter.of(request.query))
         if path == "/console/account":
@@ -331,8 +333,10 @@ class Console:
         if who.account.role == "operator":
             async def read(limit: int, after: UUID | None) -> list[dict[str, Any]]:
                 return await docs(await self.api.store.list_networks(limit=limit, after=after))
-            return await fleet.operator_page(read, flt, now, page_size=c.console_page_size,
+            page = await fleet.operator_page(read, flt, now, page_size=c.console_page_size,
                                              scan_limit=c.console_scan_limit)
+            figures.annotate(self.activity, page.networks)
+            return page
         statuses, out = [], []
         for network in await self._call(self.accounts.networks_of, who.account.id):
             status = await self.api.store.connection_status(UUID(network))
@@ -342,7 +346,9 @@ class Console:
                 statuses.append(status)
         out.extend(await docs(statuses))
         out.sort(key=lambda d: d["uuid"])
-        return fleet.owner_page(out, flt, now, page_size=c.console_page_size)
+        page = fleet.owner_page(out, flt, now, page_size=c.console_page_size)
+        figures.annotate(self.activity, page.networks)
+        return page
 
     async def _api_json(self, endpoint: Callable[..., Any], uuid: UUID, *, key: str,
                         missing: Any = _NotFound) -> Any:
@@ -488,9 +494,9 @@ history</td><td>to run and show your devices</td><td>your devices</td>
                         return
                     page = await self._fleet(who, flt)
                     yield (b"event: status\ndata: " + json.dumps({"networks": [
-                        {"uuid": n["uuid"], "status": n["status"],
-                         "last_seen": n.get("last_seen")} for n in page.networks]}).encode()
-                        + b"\n\n")
+                        {"uuid": n["uuid"], "status": n["status"], "last_seen": n.get(
+                            "last_seen"), "activity": n.get("activity")} for n in page.networks
+                    ], "activity": await figures.overall(self, who)}).encode() + b"\n\n")
                     with trio.move_on_after(c.console_event_interval):
                         await wake.wait()
             finally:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from . import figures
+
 
 def e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
@@ -66,14 +68,17 @@ stored encrypted; you can export, correct or delete them at any time.</p>
 
 
 def overview(networks: list[dict[str, Any]], csrf: str, role: str, *,
-             flt: Any = None, more: str | None = None) -> str:
+             flt: Any = None, more: str | None = None,
+             activity: dict[str, float] | None = None, code: str = "") -> str:
     """The fleet table; `flt` is the fleet.Filter shown in the filter form, `more` the query
-    of the next page (None: this is the last)."""
+    of the next page (None: this is the last), `activity` the figures above it, `code` an
+    owner code to prefill (from a label's QR code)."""
     rows = "".join(
         f'<tr data-network="{e(n["uuid"])}"><td><a href="/console/networks/{e(n["uuid"])}">'
         f'{e(n["uuid"])}</a></td><td class="status {e(n["status"])}">{e(n["status"])}</td>'
         f'<td>{e(n.get("last_seen") or "never")}</td>'
-        f'<td>{e(n.get("cert_not_after") or "unknown")}</td></tr>' for n in networks)
+        f'<td>{e(n.get("cert_not_after") or "unknown")}</td>{figures.cells(n)}</tr>'
+        for n in networks)
     online = sum(1 for n in networks if n["status"] == "online")
     status = getattr(flt, "status", None)
     options = "".join(f'<option value="{v}"{" selected" if status == (v or None) else ""}>'
@@ -95,11 +100,13 @@ def overview(networks: list[dict[str, Any]], csrf: str, role: str, *,
 <input type="hidden" name="csrf" value="{e(csrf)}">
 <label>Owner code (from the device's label) <input name="code" required maxlength="64"
  autocomplete="off"></label> <button type="submit">Own this network</button></form>"""
-    return f"""{filters}<p id="summary">{len(networks)} networks shown:
+    return f"""{filters}{figures.summary(activity, role == "operator")}
+<p id="summary">{len(networks)} networks shown:
 <span id="online">{online}</span> online, <span id="offline">{len(networks) - online}</span>
 offline</p>
 <table id="networks"><thead><tr><th>Network</th><th>Status</th><th>Last seen</th>
-<th>Certificate expires</th></tr></thead><tbody>{rows}</tbody></table>{next_link}{claim}"""
+<th>Certificate expires</th><th>Reports/min</th><th>Refused/min</th></tr></thead>
+<tbody>{rows}</tbody></table>{next_link}{claim}"""
 
 
 def network(doc: dict[str, Any], charts: dict[str, str], csrf: str, picker: str = "") -> str:

@@ -7,6 +7,7 @@ keep the screenshots docs/console.md shows.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -204,6 +205,20 @@ async def test_overview_updates_live_and_a_control_reaches_the_device(cenv, make
     assert rc == 0
     await page.run(lambda: WebDriverWait(chrome, 30).until(
         lambda d: d.find_element(By.CSS_SELECTOR, cell).text == "online"))
+
+    # The device reports: the figures (counted as reports are accepted) move, live.
+    def figure(css: str) -> str:
+        return chrome.find_element(By.CSS_SELECTOR, css).text
+
+    assert await page.run(figure, "#reports-per-minute") == "0"
+    row_figure = f'tr[data-network="{net}"] td.reports-per-minute'
+    assert await page.run(figure, row_figure) == "0"
+    batch = {"reports": [{"data": 20 + i} for i in range(7)]}
+    device.client.publish("report/thermo/temp", json.dumps(batch), qos=1)
+    await page.run(lambda: WebDriverWait(chrome, 30).until(
+        lambda d: figure("#reports-per-minute") != "0"))
+    assert float(await page.run(figure, "#reports-per-minute")) >= 7
+    assert float(await page.run(figure, row_figure)) >= 7
 
     # A control typed on the network page reaches the real device.
     await device.subscribe("control/#", 1)

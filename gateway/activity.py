@@ -1,0 +1,194 @@
+"""Reports accepted and connections refused, per minute: the console's fleet figures.
+
+Counted as they happen, never read back from the store, so what a figure costs does not
+grow with the fleet's history:
+
+- the fleet's counts, in a ring of `MINUTES` per-minute buckets (the last hour);
+- each network's, in its current and previous minute only, for the networks active in the
+  last two minutes. Entries older than that are dropped as new networks arrive (they count
+  nothing any more); past `max_networks` active ones, the least recently active is dropped
+  too, counted `activity_networks_dropped` (its figures read 0 until it is active again).
+
+"Per minute" is the trailing minute, estimated as rate limiters do: the current minute's
+count plus the previous minute's, weighted by the part of it still inside the last 60
+seconds. It moves as soon as something is counted, with no need to wait for a minute to end.
+
+A refused connection is one the gateway refused at admission: a failed TLS handshake, a
+certificate that opens no jail (revoked, expired, barred...), or a connection over a rate or
+count limit at accept. Its network is known when the handshake succeeded and the
+certificate names one (a revoked or barred device trying again).
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from .reasons import DisconnectReason
+
+MINUTES = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    reports: float  # per minute
+    refused: float
+
+    def json(self) -> dict[str, float]:
+        return {"reports_per_minute": round(self.reports, 1),
+                "refused_per_minute": round(self.refused, 1)}
+
+
+class _Ring:
+    """Per-minute counts of the last MINUTES minutes."""
+
+    def __init__(self) -> None:
+        self.counts = array("q", bytes(8 * MINUTES))
+        self.minute = 0  # the minute of the newest bucket
+
+    def _advance(self, minute: int) -> None:
+        if minute > self.minute:
+            for m in range(max(self.minute + 1, minute - MINUTES + 1), minute + 1):
+                self.counts[m % MINUTES] = 0
+            self.minute = minute
+
+    def add(self, minute: int, n: int) -> None:
+        self._advance(minute)
+        if minute > self.minute - MINUTES:
+            self.counts[minute % MINUTES] += n
+
+    def series(self, minute: int) -> list[int]:
+        """The last MINUTES minutes' counts, oldest first, ending with `minute`."""
+        self._advance(minute)
+        return [self.counts[m % MINUTES] for m in range(minute - MINUTES + 1, minute + 1)]
+
+
+class Activity:
+    """The counts; `clock` is monotonic seconds. Not thread-safe: call on the event loop."""
+
+    def __init__(self, *, max_networks: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic,
+                 counters: MutableMapping[str, int] | None = None) -> None:
+        self.max_networks = max_networks
+        self.clock = clock
+        self.counters = counters if counters is not None else {}
+        self._reports, self._refused = _Ring(), _Ring()
+        # network -> [minute, reports now, reports the minute before, refused now, before]
+        self._networks: OrderedDict[UUID, list[int]] = OrderedDict()
+
+    def _now(self) -> tuple[int, float]:
+        t = self.clock()
+        return int(t // 60), (t % 60) / 60
+
+    # -- counting -----------------------------------------------------------------------
+
+    def reports(self, network: UUID | None, n: int) -> None:
+        """`n` reports of `network` were accepted (queued for the store)."""
+        if n <= 0:
+            return
+        minute, _ = self._now()
+        self._reports.add(minute, n)
+        if network is not None:
+            self._network(network, minute)[1] += n
+
+    def refused(self, network: UUID | None = None) -> None:
+        """A connection was refused (of `network`, when its certificate named one)."""
+        minute, _ = self._now()
+        self._refused.add(minute, 1)
+        if network is not None:
+            self._network(network, minute)[3] += 1
+
+    def closed(self, connection: Any) -> None:
+        """A connection ended: count it when it was refused at admission (AUTH_ERROR)."""
+        if connection.reason is DisconnectReason.AUTH_ERROR:
+            self.refused(_network_of_refused(connection))
+
+    def _network(self, network: UUID, minute: int) -> list[int]:
+        entry = self._networks.get(network)
+        if entry is None:
+            entry = self._networks[network] = [minute, 0, 0, 0, 0]
+            self._trim(minute)
+        else:
+            self._networks.move_to_end(network)
+            entry[:] = _rolled(entry, minute)
+        return entry
+
+    def _trim(self, minute: int) -> None:
+        nets = self._networks
+        while nets:  # the least recently active first: stale ones count nothing any more
+            oldest = next(iter(nets.values()))
+            if oldest[0] >= minute - 1 and len(nets) <= self.max_networks:
+                return
+            if oldest[0] >= minute - 1:
+                self.counters["activity_networks_dropped"] = self.counters.get(
+                    "activity_networks_dropped", 0) + 1
+            nets.popitem(last=False)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def fleet(self) -> Rates:
+        """The whole fleet's figures."""
+        minute, part = self._now()
+        reports = self._reports.series(minute)
+        refused = self._refused.series(minute)
+        return Rates(_trailing(reports[-1], reports[-2], part),
+                     _trailing(refused[-1], refused[-2], part))
+
+    def history(self) -> dict[str, list[int]]:
+        """The fleet's counts of each of the last MINUTES minutes, oldest first."""
+        minute, _ = self._now()
+        return {"reports": self._reports.series(minute),
+                "refused": self._refused.series(minute)}
+
+    def network(self, network: UUID) -> Rates:
+        entry = self._networks.get(network)
+        if entry is None:
+            return Rates(0.0, 0.0)
+        minute, part = self._now()
+        _, reports, reports_before, refused, refused_before = _rolled(entry, minute)
+        return Rates(_trailing(reports, reports_before, part),
+                     _trailing(refused, refused_before, part))
+
+    def networks(self, networks: Iterable[UUID]) -> Rates:
+        """The sum of `networks`' figures (an owner's fleet)."""
+        reports = refused = 0.0
+        for n in networks:
+            rates = self.network(n)
+            reports, refused = reports + rates.reports, refused + rates.refused
+        return Rates(reports, refused)
+
+    def __len__(self) -> int:
+        return len(self._networks)
+
+
+def _rolled(entry: list[int], minute: int) -> list[int]:
+    """A network's counts as of `minute` (the current become the previous, or both 0)."""
+    if entry[0] == minute:
+        return entry
+    if entry[0] == minute - 1:
+        return [minute, 0, entry[1], 0, entry[3]]
+    return [minute, 0, 0, 0, 0]
+
+
+def _trailing(now: int, before: int, part: float) -> float:
+    return now + before * (1.0 - part)
+
+
+def _network_of_refused(connection: Any) -> UUID | None:
+    """The network a refused connection's certificate names, if its handshake finished."""
+    getpeercert = getattr(getattr(connection, "stream", None), "getpeercert", None)
+    if getpeercert is None:
+        return None
+    from .errors import GatewayError
+    from .identity import identity_from_der
+
+    try:
+        der = getpeercert(binary_form=True)
+        return identity_from_der(der).network_uuid if der else None
+    except (GatewayError, ValueError, AttributeError, OSError):
+        return None
