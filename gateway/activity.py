@@ -4,8 +4,8 @@ Counted as they happen, never read back from the store, so what a figure costs d
 grow with the fleet's history:
 
 - the fleet's counts, in a ring of `MINUTES` per-minute buckets (the last hour);
-- each network's, in its current and previous minute only, for the networks active in the
-  last two minutes. Entries older than that are dropped as new networks arrive (they count
+- each network's reports, in its current and previous minute only, for the networks active
+  in the last two minutes. Entries older than that are dropped as new networks arrive (they count
   nothing any more); past `max_networks` active ones, the least recently active is dropped
   too, counted `activity_networks_dropped` (its figures read 0 until it is active again).
 
@@ -15,8 +15,9 @@ seconds. It moves as soon as something is counted, with no need to wait for a mi
 
 A refused connection is one the gateway refused at admission: a failed TLS handshake, a
 certificate that opens no jail (revoked, expired, barred...), or a connection over a rate or
-count limit at accept. Its network is known when the handshake succeeded and the
-certificate names one (a revoked or barred device trying again).
+count limit at accept. It is counted for the fleet only: most refusals happen inside the TLS
+handshake (OpenSSL refuses a revoked, expired or unknown certificate there), before the peer
+has proven any network, and a network named by an unproven certificate is anyone's to claim.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ MINUTES = 60
 @dataclass(frozen=True, slots=True)
 class Rates:
     reports: float  # per minute
-    refused: float
+    refused: float = 0.0
 
     def json(self) -> dict[str, float]:
         return {"reports_per_minute": round(self.reports, 1),
@@ -78,7 +79,7 @@ class Activity:
         self.clock = clock
         self.counters = counters if counters is not None else {}
         self._reports, self._refused = _Ring(), _Ring()
-        # network -> [minute, reports now, reports the minute before, refused now, before]
+        # network -> [minute, reports that minute, reports the minute before]
         self._networks: OrderedDict[UUID, list[int]] = OrderedDict()
 
     def _now(self) -> tuple[int, float]:
@@ -96,22 +97,20 @@ class Activity:
         if network is not None:
             self._network(network, minute)[1] += n
 
-    def refused(self, network: UUID | None = None) -> None:
-        """A connection was refused (of `network`, when its certificate named one)."""
+    def refused(self) -> None:
+        """A connection was refused."""
         minute, _ = self._now()
         self._refused.add(minute, 1)
-        if network is not None:
-            self._network(network, minute)[3] += 1
 
     def closed(self, connection: Any) -> None:
         """A connection ended: count it when it was refused at admission (AUTH_ERROR)."""
         if connection.reason is DisconnectReason.AUTH_ERROR:
-            self.refused(_network_of_refused(connection))
+            self.refused()
 
     def _network(self, network: UUID, minute: int) -> list[int]:
         entry = self._networks.get(network)
         if entry is None:
-            entry = self._networks[network] = [minute, 0, 0, 0, 0]
+            entry = self._networks[network] = [minute, 0, 0]
             self._trim(minute)
         else:
             self._networks.move_to_end(network)
@@ -146,21 +145,17 @@ class Activity:
                 "refused": self._refused.series(minute)}
 
     def network(self, network: UUID) -> Rates:
+        """A network's reports per minute (refused: 0, counted for the fleet only)."""
         entry = self._networks.get(network)
         if entry is None:
-            return Rates(0.0, 0.0)
+            return Rates(0.0)
         minute, part = self._now()
-        _, reports, reports_before, refused, refused_before = _rolled(entry, minute)
-        return Rates(_trailing(reports, reports_before, part),
-                     _trailing(refused, refused_before, part))
+        _, reports, before = _rolled(entry, minute)
+        return Rates(_trailing(reports, before, part))
 
     def networks(self, networks: Iterable[UUID]) -> Rates:
-        """The sum of `networks`' figures (an owner's fleet)."""
-        reports = refused = 0.0
-        for n in networks:
-            rates = self.network(n)
-            reports, refused = reports + rates.reports, refused + rates.refused
-        return Rates(reports, refused)
+        """The sum of `networks`' reports per minute (an owner's fleet)."""
+        return Rates(sum(self.network(n).reports for n in networks))
 
     def __len__(self) -> int:
         return len(self._networks)
@@ -171,24 +166,10 @@ def _rolled(entry: list[int], minute: int) -> list[int]:
     if entry[0] == minute:
         return entry
     if entry[0] == minute - 1:
-        return [minute, 0, entry[1], 0, entry[3]]
-    return [minute, 0, 0, 0, 0]
+        return [minute, 0, entry[1]]
+    return [minute, 0, 0]
 
 
 def _trailing(now: int, before: int, part: float) -> float:
     return now + before * (1.0 - part)
 
-
-def _network_of_refused(connection: Any) -> UUID | None:
-    """The network a refused connection's certificate names, if its handshake finished."""
-    getpeercert = getattr(getattr(connection, "stream", None), "getpeercert", None)
-    if getpeercert is None:
-        return None
-    from .errors import GatewayError
-    from .identity import identity_from_der
-
-    try:
-        der = getpeercert(binary_form=True)
-        return identity_from_der(der).network_uuid if der else None
-    except (GatewayError, ValueError, AttributeError, OSError):
-        return None

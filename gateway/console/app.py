@@ -25,13 +25,13 @@ from ..config import GatewayConfig
 from ..http.auth import Operator
 from ..http.documents import status_json
 from ..http.messages import JSON, Request, Response
-from . import charts, figures, fleet, guard, pages, signup
+from . import charts, figures, fleet, guard, pages, revoke, signup
 
 STATIC = {"console.css": "text/css; charset=utf-8",
           "console.js": "text/javascript; charset=utf-8"}
 HTML = "text/html; charset=utf-8"
 
-_NETWORK = re.compile(r"^/console/networks/([0-9a-f-]{36})(/erase)?$")
+_NETWORK = re.compile(r"^/console/networks/([0-9a-f-]{36})(/erase|/revoke)?$")
 _CHART = re.compile(r"^/console/values/([0-9a-f-]{36})/chart$")
 _VALUE = re.compile(r"^/console/values/([0-9a-f-]{36})/control$")
 _SESSION = re.compile(r"^/console/account/sessions/([0-9a-f]{16})/revoke$")
@@ -179,7 +179,9 @@ class Console:
                 return self._page(who, "Bad time range", pages.message(str(exc)), status=400)
             return self._page(who, "Network", pages.network(
                 doc, await self._charts(doc, span), who.session.csrf,
-                charts.range_picker(path, span)))
+                charts.range_picker(path, span), revoke.section(
+                    str(uuid), who.session.csrf, signer=self.signer is not None,
+                    operator=who.account.role == "operator")))
         if m := _CHART.match(path):
             value = await self._owned_value(who, m.group(1))
             try:
@@ -242,6 +244,9 @@ class Console:
             if not m.group(2):
                 raise _NotFound
             uuid = await self._owned(who, m.group(1))
+            if m.group(2) == "/revoke":
+                title, body, status = await revoke.post(self, who, uuid, fields)
+                return self._page(who, title, body, status=status)
             if fields.get("confirm", "").strip().lower() != str(uuid):
                 return self._page(who, "Not erased", pages.message(
                     "type the network's UUID to confirm"), status=422)

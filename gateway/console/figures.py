@@ -2,9 +2,10 @@
 
 They come from the gateway's `Activity` counts (gateway/activity.py), kept as reports are
 accepted and connections refused, so reading them costs the same whatever the fleet's
-history. Operators see the fleet's figures; an owner sees the sum of their own networks'
-(the fleet's would tell them about other people's devices). Each network row carries its
-own.
+history. Operators see the fleet's figures; an owner sees the reports of their own networks
+(the fleet's figures would tell them about other people's devices). Each network row carries
+its reports per minute. Refused connections are the fleet's only (gateway/activity.py: a
+refused peer has proven no network), so only operators see them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def annotate(activity: Any, docs: list[dict[str, Any]]) -> None:
     if activity is None:
         return
     for doc in docs:
-        doc["activity"] = activity.network(UUID(doc["uuid"])).json()
+        doc["activity"] = {"reports_per_minute": round(
+            activity.network(UUID(doc["uuid"])).reports, 1)}
 
 
 async def overall(console: Any, who: Any) -> dict[str, float] | None:
@@ -37,20 +39,19 @@ def summary(figures: dict[str, float] | None, operator: bool) -> str:
     """The figures' paragraph (the script updates its spans from the live stream)."""
     if figures is None:
         return ""
-    whose = "the fleet" if operator else "your networks"
-    return (f'<p id="activity">In the last minute, {whose}: '
-            f'<span id="reports-per-minute">{e(_shown(figures["reports_per_minute"]))}</span>'
-            f' reports per minute, <span id="refused-per-minute">'
-            f'{e(_shown(figures["refused_per_minute"]))}</span> refused connections per '
-            f'minute.</p>')
+    reports = (f'<span id="reports-per-minute">{e(_shown(figures["reports_per_minute"]))}'
+               f'</span> reports per minute')
+    if not operator:
+        return f'<p id="activity">Your networks, in the last minute: {reports}.</p>'
+    return (f'<p id="activity">The fleet, in the last minute: {reports}, '
+            f'<span id="refused-per-minute">{e(_shown(figures["refused_per_minute"]))}'
+            f'</span> refused connections per minute.</p>')
 
 
 def cells(doc: dict[str, Any]) -> str:
-    """A network row's two figure cells."""
+    """A network row's figure cell."""
     got = doc.get("activity") or {}
-    return (f'<td class="reports-per-minute">{e(_shown(got.get("reports_per_minute", 0)))}'
-            f'</td><td class="refused-per-minute">'
-            f'{e(_shown(got.get("refused_per_minute", 0)))}</td>')
+    return f'<td class="reports-per-minute">{e(_shown(got.get("reports_per_minute", 0)))}</td>'
 
 
 def _shown(x: float) -> str:

@@ -105,11 +105,13 @@ def overview(networks: list[dict[str, Any]], csrf: str, role: str, *,
 <span id="online">{online}</span> online, <span id="offline">{len(networks) - online}</span>
 offline</p>
 <table id="networks"><thead><tr><th>Network</th><th>Status</th><th>Last seen</th>
-<th>Certificate expires</th><th>Reports/min</th><th>Refused/min</th></tr></thead>
+<th>Certificate expires</th><th>Reports/min</th></tr></thead>
 <tbody>{rows}</tbody></table>{next_link}{claim}"""
 
 
-def network(doc: dict[str, Any], charts: dict[str, str], csrf: str, picker: str = "") -> str:
+def network(doc: dict[str, Any], charts: dict[str, str], csrf: str, picker: str = "",
+            revoke: str = "") -> str:
+    """A network's page; `revoke` is its revoke section (gateway.console.revoke)."""
     status = doc.get("status") or {}
     parts = [picker, f'<p>Network <code id="network-uuid">{e(doc["uuid"])}</code>: '
              f'<span class="status {e(status.get("status"))}">{e(status.get("status"))}</span>'
@@ -135,6 +137,7 @@ def network(doc: dict[str, Any], charts: dict[str, str], csrf: str, picker: str 
             if value["uuid"] in charts:
                 parts.append(f'<tr><td colspan="4">{charts[value["uuid"]]}</td></tr>')
         parts.append("</tbody></table></section>")
+    parts.append(revoke)
     parts.append(f"""<h2>Erase this network</h2>
 <p>Erasing deletes everything stored about this network at once and bars its certificate.
 Type the network's UUID to confirm.</p>

@@ -24,8 +24,6 @@
           if (n.activity) {
             row.querySelector(".reports-per-minute").textContent =
               shown(n.activity.reports_per_minute);
-            row.querySelector(".refused-per-minute").textContent =
-              shown(n.activity.refused_per_minute);
           }
         }
         if (n.status === "online") online++; else offline++;
@@ -36,8 +34,8 @@
       if (figures && document.getElementById("activity")) {
         document.getElementById("reports-per-minute").textContent =
           shown(figures.reports_per_minute);
-        document.getElementById("refused-per-minute").textContent =
-          shown(figures.refused_per_minute);
+        const refused = document.getElementById("refused-per-minute");
+        if (refused) refused.textContent = shown(figures.refused_per_minute);
       }
     });
   }

@@ -45,16 +45,16 @@ def test_the_fleet_keeps_an_hour_of_minutes():
     assert a.history()["reports"] == [0] * MINUTES
 
 
-def test_refusals_count_per_fleet_and_network():
+def test_refusals_count_for_the_fleet():
     clock = Clock()
     a = Activity(clock=clock)
     net = uuid.uuid4()
     a.refused()
-    a.refused(net)
-    assert a.fleet().refused == 2
-    assert a.network(net).refused == 1
-    assert a.networks([net, uuid.uuid4()]).refused == 1
-    assert a.fleet().json() == {"reports_per_minute": 0.0, "refused_per_minute": 2.0}
+    a.refused()
+    a.reports(net, 3)
+    assert a.fleet().json() == {"reports_per_minute": 3.0, "refused_per_minute": 2.0}
+    assert a.networks([net, uuid.uuid4()]).json() == {"reports_per_minute": 3.0,
+                                                      "refused_per_minute": 0.0}
 
 
 def test_a_connection_refused_at_admission_counts_and_others_do_not():
