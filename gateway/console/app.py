@@ -25,7 +25,7 @@ from ..config import GatewayConfig
 from ..http.auth import Operator
 from ..http.documents import status_json
 from ..http.messages import JSON, Request, Response
-from . import charts, figures, fleet, guard, pages, revoke, signup
+from . import charts, claim, figures, fleet, guard, pages, revoke, signup
 
 STATIC = {"console.css": "text/css; charset=utf-8",
           "console.js": "text/javascript; charset=utf-8"}
@@ -102,6 +102,8 @@ class Console:
             return self._static(path.removeprefix("/console/static/"))
         if path == "/console" and method == "GET":
             return _redirect("/console/")
+        if path == "/console/claim" and method == "GET":
+            return claim.landing(request)  # a label's QR code: no session needed (claim.py)
         if path == "/console/login" and method == "GET":
             return self._login_page()
         if path == "/console/login" and method == "POST":
@@ -151,7 +153,7 @@ class Console:
             more = flt.query(after=page.next_after) if page.next_after else None
             return self._page(who, "Fleet", pages.overview(
                 page.networks, who.session.csrf, who.account.role, flt=flt, more=more,
-                activity=await figures.overall(self, who)))
+                activity=await figures.overall(self, who), code=claim.pending(request)))
         if path == "/console/events":
             return await self._events(who, fleet.Filter.of(request.query))
         if path == "/console/account":
@@ -213,7 +215,7 @@ class Console:
             except OwnerCodeRefused as exc:
                 self.claims.failed(who.account.id)
                 return self._page(who, "Not claimed", pages.message(str(exc)), status=422)
-            return _redirect(f"/console/networks/{network}")
+            return _redirect(f"/console/networks/{network}", claim.done())
         if path == "/console/account/details":
             try:
                 await self._call(self.accounts.correct, who.account.id,

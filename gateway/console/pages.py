@@ -94,12 +94,15 @@ def overview(networks: list[dict[str, Any]], csrf: str, role: str, *,
 30 days</label> <button type="submit">Filter</button> <a href="/console/">Clear</a></form>"""
     next_link = (f'<p><a id="more" href="/console/?{e(more)}">Next page</a></p>'
                  if more else "")
+    scanned = ('<p class="notice" role="status">The code of the label you scanned is filled in:'
+               ' confirm to own its network.</p>') if code else ""
     claim = "" if role == "operator" else f"""
-<h2>Add a network</h2>
-<form method="post" action="/console/claim">
+<h2 id="add">Add a network</h2>{scanned}
+<form method="post" action="/console/claim" id="claim">
 <input type="hidden" name="csrf" value="{e(csrf)}">
 <label>Owner code (from the device's label) <input name="code" required maxlength="64"
- autocomplete="off"></label> <button type="submit">Own this network</button></form>"""
+ autocomplete="off" value="{e(code)}"></label> <button type="submit">Own this network</button>
+</form>"""
     return f"""{filters}{figures.summary(activity, role == "operator")}
 <p id="summary">{len(networks)} networks shown:
 <span id="online">{online}</span> online, <span id="offline">{len(networks) - online}</span>

@@ -231,3 +231,35 @@ async def test_overview_updates_live_and_a_control_reaches_the_device(cenv, make
     assert message.topic == "control/thermo/target"
     assert b"21.5" in message.payload
     await device.close()
+
+
+async def test_a_labels_claim_link_fills_in_the_owner_code_after_login(cenv, make_device,
+                                                                      chrome):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from ca.labels import claim_link
+
+    page = Page(chrome, f"https://127.0.0.1:{cenv.http[1]}", None)
+    bundle = make_device()
+    await cenv.connect(bundle)
+    await trio.to_thread.run_sync(cenv.accounts.add, "ada@example.org", PW, "owner")
+    code = json.loads((bundle.dir / "device.json").read_text())["owner_code"]
+
+    # What the label's QR code holds, opened before logging in: the page goes on by itself
+    # to the console, which asks for a login first.
+    await page.open(claim_link(page.base, code).removeprefix(page.base))
+    await page.run(lambda: WebDriverWait(chrome, 30).until(
+        lambda d: d.title == "Log in - fleetgate"))
+    assert code not in chrome.current_url
+    await page.fill_submit("#login", email="ada@example.org", password=PW)
+    box = await page.run(lambda: chrome.find_element(By.CSS_SELECTOR, "#claim input[name=code]"))
+    assert await page.run(box.get_attribute, "value") == code
+    await page.run(lambda: chrome.find_element(By.CSS_SELECTOR, "#claim button").click())
+    await page.run(lambda: WebDriverWait(chrome, 30).until(
+        lambda d: d.title == "Network - fleetgate"))
+    assert str(bundle.network_uuid) in await page.text()
+    # Claimed: the code is forgotten, the form is empty again.
+    await page.open("/console/")
+    box = await page.run(lambda: chrome.find_element(By.CSS_SELECTOR, "#claim input[name=code]"))
+    assert await page.run(box.get_attribute, "value") == ""

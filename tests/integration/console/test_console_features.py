@@ -275,3 +275,27 @@ async def test_live_streams_per_account_are_limited(env, make_device):
     await other.post("/console/logout", {})
     await trio.to_thread.run_sync(resp2.read)
     conn2.close()
+
+
+async def test_a_claim_link_keeps_only_a_well_formed_code_and_changes_nothing(env, make_device):
+    bundle = make_device()
+    await env.connect(bundle)
+    code = json.loads((bundle.dir / "device.json").read_text())["owner_code"]
+    browser = env.browser()
+    page = await browser.get(f"/console/claim?code={code}")
+    assert page.status == 200 and code not in page.text
+    [cookie] = [c for c in browser.set_cookies if c.startswith("__Host-fg_claim=")]
+    assert all(flag in cookie for flag in ("Secure", "HttpOnly", "SameSite=Strict",
+                                           "Max-Age=900"))
+    for bad in ("%3Cscript%3E", "x" * 65, ""):
+        other = env.browser()
+        answer = await other.get(f"/console/claim?code={bad}")
+        assert answer.status == 200 and "<script>" not in answer.text
+        assert not other.set_cookies
+    # A logged-in owner's overview fills the form in; the claim clears the kept code.
+    await trio.to_thread.run_sync(env.accounts.add, "ada@example.org", PW, "owner")
+    assert (await browser.login("ada@example.org", PW)).status == 303
+    assert f'value="{code}"' in (await browser.get("/console/")).text
+    claimed = await browser.post("/console/claim", {"code": code})
+    assert claimed.status == 303
+    assert "__Host-fg_claim" not in browser.cookies
