@@ -402,6 +402,7 @@ class Console:
         if self.api.hooks is not None:
             await self.api.hooks.erase(network, who.operator)
         await self._call(self.accounts.forget_network, str(network))
+        await revoke.on_erase(self, network, who)
 
     async def _delete_account(self, who: _Who, *, erase: bool) -> Response:
         """Delete the account now: its sessions end (its live streams are woken and stop),

@@ -142,8 +142,9 @@ def network(doc: dict[str, Any], charts: dict[str, str], csrf: str, picker: str 
         parts.append("</tbody></table></section>")
     parts.append(revoke)
     parts.append(f"""<h2>Erase this network</h2>
-<p>Erasing deletes everything stored about this network at once and bars its certificate.
-Type the network's UUID to confirm.</p>
+<p>Erasing deletes everything stored about this network at once and bars its certificate
+(and revokes it, where this gateway has an online signer). Type the network's UUID to
+confirm.</p>
 <form method="post" action="/console/networks/{e(doc["uuid"])}/erase">
 <input type="hidden" name="csrf" value="{e(csrf)}">
 <input name="confirm" required autocomplete="off"><button type="submit">Erase</button></form>""")
@@ -182,7 +183,8 @@ and everything stored about your networks) &middot;
 browser logged in as you is logged out. For the networks you own, choose:</p>
 <form method="post" action="/console/account/delete" id="delete">{hidden}
 <label><input type="radio" name="networks" value="erase" checked> erase them too: all their
-data is deleted and their certificates are barred (the devices stop working here)</label>
+data is deleted and their certificates are barred, and revoked where this gateway has an online
+signer (the devices stop working here)</label>
 <label><input type="radio" name="networks" value="release"> only give them up: your claim
 is dropped; the devices and their data stay with the operators of this gateway, and the
 owner code on each device's label works again (for whoever has the device next)</label>

@@ -7,8 +7,9 @@ signer rewrites the CRL before it answers; the gateway ends the device's live se
 soon as it reads that CRL (at once when it reads the CA's crl.pem, as on one machine).
 
 Without a configured signer the page says how to revoke on the CA's machine instead, and
-shows no button. Who may revoke is decided before: an owner only their own networks (the
-caller checks ownership, as for every network route).
+shows no button. With one, erasing a network (or an account with its networks) revokes its
+certificates too (`on_erase`). Who may revoke is decided before: an owner only their own
+networks (the caller checks ownership, as for every network route).
 """
 
 from __future__ import annotations
@@ -88,3 +89,21 @@ async def post(console: Any, who: Any, network: UUID,
         f"{len(got)} certificate(s) of network {network} revoked ({reason}): "
         f"{', '.join(got)}. The device's session ends as soon as the gateway reads the new "
         "certificate revocation list."), 200
+
+
+async def on_erase(console: Any, network: UUID, who: Any) -> None:
+    """After an erasure (of a network, or of an account with its networks): revoke the
+    network's certificates too when there is a signer (cessation of operation), so the
+    identity is dead everywhere and not only barred on this gateway. Best effort: the
+    erasure stands whatever the signer answers (a failure is counted)."""
+    if console.signer is None:
+        return
+    try:
+        with trio.fail_after(console.config.signer_timeout):
+            got = await console.signer.revoke(None, "cessation-of-operation",
+                                              network=network, by=who.label)
+    except (SignerUnavailable, trio.TooSlowError):
+        console.count("console_revocations_failed")
+        return
+    if not isinstance(got, Refused):
+        console.count("console_revocations")

@@ -157,3 +157,15 @@ async def test_without_a_signer_the_page_says_how_to_revoke_and_has_no_button(
     answer = await ada.post(f"/console/networks/{net}/revoke",
                             {"confirm": net, "reason": "key-compromise"})
     assert answer.status == 409
+
+
+async def test_deleting_an_account_revokes_its_networks_certificates_too(renv, home: CAHome,
+                                                                         tmp_path: Path):
+    [bundle] = home.issue_devices(tmp_path / "devices")
+    ada, _ = await renv.own_network(bundle, "ada@example.org")
+    answer = await ada.post("/console/account/delete", {"confirm": "DELETE",
+                                                       "networks": "erase"})
+    assert answer.status == 200
+    record = home.inventory.get(bundle.serial)
+    assert (record.status, record.reason) == ("revoked", "cessation-of-operation")
+    assert renv.gateway.counters["console_revocations"] == 1
