@@ -153,7 +153,8 @@ class Console:
             more = flt.query(after=page.next_after) if page.next_after else None
             return self._page(who, "Fleet", pages.overview(
                 page.networks, who.session.csrf, who.account.role, flt=flt, more=more,
-                activity=await figures.overall(self, who), code=claim.pending(request)))
+                activity=await figures.overall(self, who, hour=True),
+                code=claim.pending(request)))
         if path == "/console/events":
             return await self._events(who, fleet.Filter.of(request.query))
         if path == "/console/account":

@@ -24,13 +24,17 @@ def annotate(activity: Any, docs: list[dict[str, Any]]) -> None:
             activity.network(UUID(doc["uuid"])).reports, 1)}
 
 
-async def overall(console: Any, who: Any) -> dict[str, float] | None:
-    """The figures at the top of `who`'s overview (None without activity counts)."""
+async def overall(console: Any, who: Any, *, hour: bool = False) -> dict[str, Any] | None:
+    """The figures at the top of `who`'s overview (None without activity counts); with
+    `hour`, an operator's also carry the fleet's reports of each of the last 60 minutes."""
     activity = console.activity
     if activity is None:
         return None
     if who.account.role == "operator":
-        return activity.fleet().json()
+        got: dict[str, Any] = activity.fleet().json()
+        if hour:
+            got["hour"] = activity.history()["reports"]
+        return got
     owned = await console.call(console.accounts.networks_of, who.account.id)
     return activity.networks(UUID(n) for n in owned).json()
 
@@ -45,7 +49,19 @@ def summary(figures: dict[str, float] | None, operator: bool) -> str:
         return f'<p id="activity">Your networks, in the last minute: {reports}.</p>'
     return (f'<p id="activity">The fleet, in the last minute: {reports}, '
             f'<span id="refused-per-minute">{e(_shown(figures["refused_per_minute"]))}'
-            f'</span> refused connections per minute.</p>')
+            f'</span> refused connections per minute.{_hour(figures.get("hour"))}</p>')
+
+
+def _hour(counts: list[int] | None) -> str:
+    """Reports of each of the last 60 minutes as small SVG bars (oldest on the left)."""
+    if not counts:
+        return ""
+    top = max(max(counts), 1)
+    bars = "".join(f'<rect x="{i}" y="{20 - 20 * n / top:.2f}" width="0.8" '
+                   f'height="{20 * n / top:.2f}"/>' for i, n in enumerate(counts) if n)
+    return (f' <svg class="hour" viewBox="0 0 {len(counts)} 20" preserveAspectRatio="none" '
+            f'role="img" aria-label="reports per minute over the last hour, at most {top}">'
+            f'<title>reports per minute, last hour (at most {top})</title>{bars}</svg>')
 
 
 def cells(doc: dict[str, Any]) -> str:

@@ -69,7 +69,7 @@ stored encrypted; you can export, correct or delete them at any time.</p>
 
 def overview(networks: list[dict[str, Any]], csrf: str, role: str, *,
              flt: Any = None, more: str | None = None,
-             activity: dict[str, float] | None = None, code: str = "") -> str:
+             activity: dict[str, Any] | None = None, code: str = "") -> str:
     """The fleet table; `flt` is the fleet.Filter shown in the filter form, `more` the query
     of the next page (None: this is the last), `activity` the figures above it, `code` an
     owner code to prefill (from a label's QR code)."""
