@@ -54,9 +54,9 @@ def summary(figures: dict[str, float] | None, operator: bool) -> str:
 
 def _hour(counts: list[int] | None) -> str:
     """Reports of each of the last 60 minutes as small SVG bars (oldest on the left)."""
-    if not counts:
-        return ""
-    top = max(max(counts), 1)
+    if not counts or not any(counts):
+        return ""  # nothing in the last hour: the figures say so already
+    top = max(counts)
     bars = "".join(f'<rect x="{i}" y="{20 - 20 * n / top:.2f}" width="0.8" '
                    f'height="{20 * n / top:.2f}"/>' for i, n in enumerate(counts) if n)
     return (f' <svg class="hour" viewBox="0 0 {len(counts)} 20" preserveAspectRatio="none" '
