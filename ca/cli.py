@@ -51,7 +51,7 @@ from .errors import (
 )
 from .inventory import iso, serial_hex
 from .keys import KeyType
-from .labels import write_label_sheet
+from .labels import check_console_url, write_label_sheet
 from .profiles import CLAIM_DAYS, CLAIM_DAYS_MAX, LEAF_DAYS, Kind, check_ca_name, check_days
 from .store import CAHome, DeviceBundle, SignedCert, parse_selector, utcnow
 from .verify import load_pem_chain, verify_chain
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p12", action="store_true", help="also write device.p12 (key + chain)")
     p.add_argument("--p12-password-file", type=Path, metavar="F",
                    help="encrypt device.p12 with the password in F (default: unencrypted)")
+    p.add_argument("--console", metavar="URL", help="the gateway console's https://HOST:PORT:"
+                   " the labels' QR codes become its claim links (default: the code alone)")
     _add_passphrase(p)
     p.set_defaults(func=cmd_issue_device)
 
@@ -403,6 +405,7 @@ def cmd_issue_device(args: argparse.Namespace) -> int:
         p12_password = _read_input(args.p12_password_file, "password file").rstrip(b"\r\n")
         if not p12_password:
             raise BadInputError(f"password file {args.p12_password_file} is empty")
+    console = check_console_url(args.console) if args.console else None
     with _open(args, sign=True) as home:
         start = time.perf_counter()
         with _progress(args.count, "issuing") as progress:
@@ -411,7 +414,8 @@ def cmd_issue_device(args: argparse.Namespace) -> int:
                 p12=args.p12, p12_password=p12_password, progress=progress,
             )
         elapsed = time.perf_counter() - start
-        sheet = write_label_sheet(Path(args.out), bundles, now=dt.datetime.now(dt.UTC))
+        sheet = write_label_sheet(Path(args.out), bundles, now=dt.datetime.now(dt.UTC),
+                                  console_url=console)
         _write_stdout("".join(f"{b.network_uuid} {serial_hex(b.serial)}\n" for b in bundles))
         if sheet is not None:
             print(f"owner-code labels: {sheet.absolute()} (print, then keep or shred)",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import trio
 
+from .activity import Activity
 from .admission import HandshakeSlots
 from .broker import Broker, Message
 from .config import GatewayConfig
@@ -140,6 +141,9 @@ class Gateway:
         # What every device session shares (device_session.py).
         self.sessions = SessionServices(self.broker, self.limits, self.route, self.durable_mark,
                                         self.metrics.mqtt, config.max_filters_per_subscribe)
+        # Reports and refused connections per minute, for the console (activity.py).
+        self.activity = Activity(max_networks=config.console_activity_networks,
+                                 dropped=self.metrics.console.activity_networks_dropped)
 
     # -- the ingest seam ----------------------------------------------------------------
 
@@ -176,6 +180,7 @@ class Gateway:
         if self.ingest is not None:
             pending = await self.ingest.submit_many(network, client_id, reports,
                                                     datetime.now(UTC))
+            self.activity.reports(network, pending.readings)
         if journal is None or self.journal is None:
             return pending
         return JournaledBatch(pending, self.journal, journal)
@@ -233,6 +238,7 @@ class Gateway:
             self.limits.close_socket()
         if reason is not None:
             self.metrics.mqtt.disconnects.inc(reason)
+        self.activity.closed(reason)
 
     # -- revocation ---------------------------------------------------------------------
 

@@ -156,6 +156,9 @@ class GatewayConfig:
     """Owners may create their own account (email and password) on /console/signup."""
     console_signups_per_address: int = 5
     """Accounts one client address may create within `console_login_window`; past it 429."""
+    console_activity_networks: int = 10_000
+    """Networks active in the last two minutes whose reports and refused connections per
+    minute are kept; past it the least recently active is dropped (its figures read 0)."""
     # [signer]: device enrolment by claim and renewal (docs/operations.md, "The gateway and
     # the signer"); the gateway relays CSRs and never reads a CA key.
     signer: str = "off"
@@ -321,6 +324,7 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "console_session_idle", "console_event_streams", "console_event_streams_per_account",
         "console_event_interval", "console_chart_buckets", "console_chart_reports",
         "console_page_size", "console_scan_limit", "console_signups_per_address",
+        "console_activity_networks",
         "signer_timeout", "signer_max_inflight",
         "provision_inflight_per_claim", "max_connections_per_claim",
         "provision_session_timeout", "renewals_awaiting_use",

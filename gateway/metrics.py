@@ -276,6 +276,13 @@ class ConsoleMetrics:
     signups: Count = _count("console_signups_total", "accounts created by sign-up")
     streams_refused: Count = _count("console_streams_refused_total",
                                     "live-update streams refused by their limit")
+    revocations: Count = _count("console_revocations_total",
+                                "revocations asked of the signer from the console")
+    revocations_failed: Count = _count("console_revocations_failed_total",
+                                       "console revocations the signer refused or missed")
+    activity_networks_dropped: Count = _count(
+        "activity_networks_dropped_total",
+        "networks dropped from the activity figures (console_activity_networks)")
 
 
 @dataclass(frozen=True, slots=True)

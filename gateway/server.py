@@ -71,6 +71,7 @@ async def _accept_loop(
         why = gateway.limits.open_socket(trio.current_time(), source_key(peer))
         if why is not None:
             gateway.metrics.mqtt.throttled.inc(why)
+            gateway.activity.refused()
             gateway.log.emit(
                 "refused", reason=str(DisconnectReason.THROTTLED), cause=why,
                 peer=gateway.log.peer(peer),

@@ -12,9 +12,11 @@ is rare (a device's first boot, then once per renewal).
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import h11
 import trio
@@ -104,6 +106,24 @@ class SignerClient:
         if not count.isdigit():
             raise SignerUnavailable(f"unreadable answer from the signer: {text[:80]!r}")
         return int(count)
+
+    async def revoke(self, serial: int | None, reason: str, *, network: UUID | None = None,
+                     by: str | None = None) -> list[str] | Refused:
+        """Ask the signer to revoke device certificate `serial`, or every valid one of
+        `network` (reason: a word of ca.signer.policy.REVOKE_REASONS; `by`: who asked, for
+        the CA's audit trail). Returns the serials revoked (hex; the CA's crl.pem already
+        lists them) or the refusal. Raises SignerUnavailable."""
+        doc = {"reason": reason, "by": by, "network": str(network) if network else None,
+               "serial": format(serial, "x") if serial is not None else None}
+        status, headers, body = await self._request(
+            "POST", "revoke", [("content-type", "application/json")], json.dumps(doc).encode())
+        if status != 200:
+            return Refused(headers.get("fleetgate-reason", f"http_{status}"),
+                           body.decode("utf-8", "replace").strip()[:300])
+        try:
+            return [str(s) for s in json.loads(body)["revoked"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SignerUnavailable(f"unreadable answer from the signer: {exc}") from None
 
     async def _enroll(self, op: str, csr_der: bytes,
                       certs: list[tuple[str, bytes]]) -> Signed | Refused:

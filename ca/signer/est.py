@@ -9,6 +9,8 @@ Routes (RFC 7030 section 3.2.2), all under /.well-known/est/:
 - POST simplereenroll  (4.2.2): the same, for the device's current certificate (the client,
                         or `Fleetgate-Device` from a registrar); `Fleetgate-Supersede: now`
                         revokes the old certificate at once instead of after the grace.
+- POST revoke          (fleetgate's own, not EST's): a registrar revokes a device certificate
+                        or a network's; JSON in and out (`EstApp._revoke`).
 Who the client is comes from its TLS certificate (verified by the TLS layer against our root
 and CRL): a registrar is a `urn:fleetgate:registrar:` certificate this CA issued and has not
 revoked; on the unix socket, every client is a registrar (the socket's file mode decides who
@@ -27,6 +29,8 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -170,7 +174,8 @@ class EstApp:
         op = path[len(PREFIX):]
         if op == FIRST_USE_OP:
             return self._first_use(method, headers, peer)
-        routes = {"cacerts": "GET", "simpleenroll": "POST", "simplereenroll": "POST"}
+        routes = {"cacerts": "GET", "simpleenroll": "POST", "simplereenroll": "POST",
+                  "revoke": "POST"}
         if op not in routes:
             return _text(404, "not_found", f"no EST operation {op!r} here")
         if method != routes[op]:
@@ -178,6 +183,8 @@ class EstApp:
         if op == "cacerts":
             return _pkcs7_answer(self.cacerts(), "cacerts")
         try:
+            if op == "revoke":
+                return self._revoke(body, peer)
             return self._enroll(op, headers, body, peer)
         except SignRefusedError as exc:
             extra = {"retry_after": str(exc.retry_after)} if exc.retry_after else {}
@@ -230,3 +237,23 @@ class EstApp:
                                       supersede_now=now_flag)
         return _pkcs7_answer([issued.cert], f"reenrolled {issued.network}"
                              f" serial {serial_hex(issued.cert.serial_number)}")
+
+    def _revoke(self, body: bytes, peer: Peer) -> Answer:
+        """POST revoke: a registrar (the gateway's console) revokes device certificates.
+        Body: JSON {"network": UUID and/or "serial": hex, "reason": word, "by": who asked}.
+        Answer: JSON {"revoked": [serial hex, ...]}; the CRL is rewritten before it."""
+        if peer.kind != "registrar":
+            return _text(403 if peer.kind else 401, "not_registrar",
+                         "only a registrar may revoke (fleet-ca issue registrar)")
+        try:
+            doc = json.loads(body)
+            network = uuid.UUID(doc["network"]) if doc.get("network") else None
+            serial = int(doc["serial"], 16) if doc.get("serial") else None
+            reason, by = str(doc.get("reason", "unspecified")), doc.get("by")
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+            return _text(400, "bad_request", 'send JSON {"network" or "serial", "reason"}')
+        revoked = self.signer.revoke(network=network, serial=serial, reason=reason,
+                                     now=self.clock(), actor=peer.name,
+                                     by=str(by)[:200] if by else None)
+        return Answer(200, json.dumps({"revoked": [serial_hex(s) for s in revoked]}).encode(),
+                      [("content-type", "application/json")], f"revoked {len(revoked)}")

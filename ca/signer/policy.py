@@ -19,6 +19,10 @@ confused or hostile client learns the reason. Requests are rate-limited per clai
 network (token buckets, bounded in number). A signature, its claim use, its supersede
 schedule and its audit entry commit in one inventory transaction: a refused or failed
 request spends nothing and records nothing but its refusal in the log.
+
+A registrar may also **revoke** device certificates (`revoke`: by serial or network, with a
+reason a registrar may give): the revocation, its audit entries (the registrar, and who
+asked it of the registrar) and the new CRL commit together.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ from ..errors import BadCSRError, ClaimRefusedError, ForgedCSRError, SignRefused
 from ..inventory import CertRecord, iso, serial_hex
 from ..profiles import LEAF_DAYS, Kind, build_device, check_utc, network_of
 from ..store import CAHome
+
+# What a registrar may revoke a device certificate for (the CLI's spellings, ca.crl); the
+# others are the CA operator's own: superseded (the signer's renewals), CA compromise, hold.
+REVOKE_REASONS = ("unspecified", "key-compromise", "affiliation-changed",
+                  "cessation-of-operation", "privilege-withdrawn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +208,44 @@ class Signer:
                 self.home.write_crl_in(tx, issuer, now)
         self.counters["superseded"] = self.counters.get("superseded", 0) + len(valid)
         return len(valid)
+
+    def revoke(self, *, network: uuid.UUID | None, serial: int | None, reason: str,
+               now: dt.datetime, actor: str, by: str | None = None) -> list[int]:
+        """Revoke, for a registrar, the device certificate `serial` or every valid one of
+        `network` (both given: the serial must be that network's). The revocation, its audit
+        entries (actor the registrar, `by` who asked it, e.g. a console account) and the new
+        CRL commit in one inventory transaction. Returns the serials revoked.
+        Raises SignRefusedError: revoke_reason, not_found (also: not a device certificate),
+        already_revoked."""
+        now = check_utc(now)
+        if reason not in REVOKE_REASONS:
+            raise self._refused("revoke_reason",
+                                f"reason must be one of {', '.join(REVOKE_REASONS)}")
+        inventory = self.home.inventory
+        if serial is not None:
+            found = [r for r in [inventory.get(serial)] if r is not None
+                     and (network is None or r.network_uuid == network)]
+        elif network is not None:
+            found = inventory.by_network(network)
+        else:
+            raise self._refused("revoke_target", "name a serial or a network")
+        found = [r for r in found if r.kind == Kind.DEVICE]
+        if not found:
+            raise self._refused("not_found", "no device certificate of this CA by that name",
+                                404)
+        todo = [r for r in found if r.status == "valid"]
+        if not todo:
+            raise self._refused("already_revoked", "already revoked", 409)
+        issuer = self.home.issuer
+        details: dict[str, object] = {"reason": reason} | ({"by": by} if by else {})
+        with inventory.transaction() as tx:
+            inventory.mark_revoked(tx, [r.serial for r in todo], now, reason)
+            audit.append(tx, [audit.Event("revoke", serial_hex(r.serial), {
+                "kind": r.kind, "network": str(r.network_uuid), **details}) for r in todo],
+                actor=actor, at=now)
+            self.home.write_crl_in(tx, issuer, now)
+        self.counters["revoked"] = self.counters.get("revoked", 0) + len(todo)
+        return [r.serial for r in todo]
 
     # -- checks and the record -------------------------------------------------------------
 

@@ -26,13 +26,13 @@ from ..http.auth import Operator
 from ..http.documents import status_json
 from ..http.messages import JSON, Request, Response
 from ..metrics import ConsoleMetrics
-from . import audit, charts, fleet, guard, pages, signup
+from . import audit, charts, claim, figures, fleet, guard, pages, revoke, signup
 
 STATIC = {"console.css": "text/css; charset=utf-8",
           "console.js": "text/javascript; charset=utf-8"}
 HTML = "text/html; charset=utf-8"
 
-_NETWORK = re.compile(r"^/console/networks/([0-9a-f-]{36})(/erase)?$")
+_NETWORK = re.compile(r"^/console/networks/([0-9a-f-]{36})(/erase|/revoke)?$")
 _CHART = re.compile(r"^/console/values/([0-9a-f-]{36})/chart$")
 _VALUE = re.compile(r"^/console/values/([0-9a-f-]{36})/control$")
 _SESSION = re.compile(r"^/console/account/sessions/([0-9a-f]{16})/revoke$")
@@ -62,8 +62,10 @@ class Console:
                  config: GatewayConfig | None = None,
                  monotonic: Callable[[], float] = trio.current_time,
                  wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 metrics: ConsoleMetrics | None = None) -> None:
+                 metrics: ConsoleMetrics | None = None, activity: Any = None,
+                 signer: Any = None) -> None:
         self.api = api
+        self.activity, self.signer = activity, signer  # gateway.activity, SignerClient
         self.accounts = accounts
         self.limiter = limiter
         self.config = c = config if config is not None else GatewayConfig()
@@ -99,6 +101,8 @@ class Console:
             return self._static(path.removeprefix("/console/static/"))
         if path == "/console" and method == "GET":
             return _redirect("/console/")
+        if path == "/console/claim" and method == "GET":
+            return claim.landing(request)  # a label's QR code: no session needed (claim.py)
         if path == "/console/login" and method == "GET":
             return self._login_page()
         if path == "/console/login" and method == "POST":
@@ -148,7 +152,9 @@ class Console:
             page = await self._fleet(who, flt)
             more = flt.query(after=page.next_after) if page.next_after else None
             return self._page(who, "Fleet", pages.overview(
-                page.networks, who.session.csrf, who.account.role, flt=flt, more=more))
+                page.networks, who.session.csrf, who.account.role, flt=flt, more=more,
+                activity=await figures.overall(self, who, hour=True),
+                code=claim.pending(request)))
         if path == "/console/events":
             return await self._events(who, fleet.Filter.of(request.query))
         if path == "/console/account":
@@ -178,7 +184,9 @@ class Console:
                 return self._page(who, "Bad time range", pages.message(str(exc)), status=400)
             return self._page(who, "Network", pages.network(
                 doc, await self._charts(doc, span), who.session.csrf,
-                charts.range_picker(path, span)))
+                charts.range_picker(path, span), revoke.section(
+                    str(uuid), who.session.csrf, signer=self.signer is not None,
+                    operator=who.account.role == "operator")))
         if m := _CHART.match(path):
             value = await self._owned_value(who, m.group(1))
             try:
@@ -210,7 +218,7 @@ class Console:
             except OwnerCodeRefused as exc:
                 self.claims.failed(who.account.id)
                 return self._page(who, "Not claimed", pages.message(str(exc)), status=422)
-            return _redirect(f"/console/networks/{network}")
+            return _redirect(f"/console/networks/{network}", claim.done())
         if path == "/console/account/details":
             try:
                 await self._call(self.accounts.correct, who.account.id,
@@ -241,6 +249,9 @@ class Console:
             if not m.group(2):
                 raise _NotFound
             uuid = await self._owned(who, m.group(1))
+            if m.group(2) == "/revoke":
+                title, body, status = await revoke.post(self, who, uuid, fields)
+                return self._page(who, title, body, status=status)
             if fields.get("confirm", "").strip().lower() != str(uuid):
                 return self._page(who, "Not erased", pages.message(
                     "type the network's UUID to confirm"), status=422)
@@ -331,8 +342,10 @@ class Console:
         if who.account.role == "operator":
             async def read(limit: int, after: UUID | None) -> list[dict[str, Any]]:
                 return await docs(await self.api.store.list_networks(limit=limit, after=after))
-            return await fleet.operator_page(read, flt, now, page_size=c.console_page_size,
+            page = await fleet.operator_page(read, flt, now, page_size=c.console_page_size,
                                              scan_limit=c.console_scan_limit)
+            figures.annotate(self.activity, page.networks)
+            return page
         statuses, out = [], []
         for network in await self._call(self.accounts.networks_of, who.account.id):
             status = await self.api.store.connection_status(UUID(network))
@@ -342,7 +355,9 @@ class Console:
                 statuses.append(status)
         out.extend(await docs(statuses))
         out.sort(key=lambda d: d["uuid"])
-        return fleet.owner_page(out, flt, now, page_size=c.console_page_size)
+        page = fleet.owner_page(out, flt, now, page_size=c.console_page_size)
+        figures.annotate(self.activity, page.networks)
+        return page
 
     async def _api_json(self, endpoint: Callable[..., Any], uuid: UUID, *, key: str,
                         missing: Any = _NotFound) -> Any:
@@ -389,6 +404,7 @@ class Console:
         if self.api.hooks is not None:
             await self.api.hooks.erase(network, who.operator)
         await self._call(self.accounts.forget_network, str(network))
+        await revoke.on_erase(self, network, who)
 
     async def _delete_account(self, who: _Who, *, erase: bool) -> Response:
         """Delete the account now: its sessions end (its live streams are woken and stop),
@@ -489,9 +505,9 @@ history</td><td>to run and show your devices</td><td>your devices</td>
                         return
                     page = await self._fleet(who, flt)
                     yield (b"event: status\ndata: " + json.dumps({"networks": [
-                        {"uuid": n["uuid"], "status": n["status"],
-                         "last_seen": n.get("last_seen")} for n in page.networks]}).encode()
-                        + b"\n\n")
+                        {"uuid": n["uuid"], "status": n["status"], "last_seen": n.get(
+                            "last_seen"), "activity": n.get("activity")} for n in page.networks
+                    ], "activity": await figures.overall(self, who)}).encode() + b"\n\n")
                     with trio.move_on_after(c.console_event_interval):
                         await wake.wait()
             finally:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from . import figures
+
 
 def e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
@@ -67,14 +69,17 @@ stored encrypted; you can export, correct or delete them at any time.</p>
 
 
 def overview(networks: list[dict[str, Any]], csrf: str, role: str, *,
-             flt: Any = None, more: str | None = None) -> str:
+             flt: Any = None, more: str | None = None,
+             activity: dict[str, Any] | None = None, code: str = "") -> str:
     """The fleet table; `flt` is the fleet.Filter shown in the filter form, `more` the query
-    of the next page (None: this is the last)."""
+    of the next page (None: this is the last), `activity` the figures above it, `code` an
+    owner code to prefill (from a label's QR code)."""
     rows = "".join(
         f'<tr data-network="{e(n["uuid"])}"><td><a href="/console/networks/{e(n["uuid"])}">'
         f'{e(n["uuid"])}</a></td><td class="status {e(n["status"])}">{e(n["status"])}</td>'
         f'<td>{e(n.get("last_seen") or "never")}</td>'
-        f'<td>{e(n.get("cert_not_after") or "unknown")}</td></tr>' for n in networks)
+        f'<td>{e(n.get("cert_not_after") or "unknown")}</td>{figures.cells(n)}</tr>'
+        for n in networks)
     online = sum(1 for n in networks if n["status"] == "online")
     status = getattr(flt, "status", None)
     options = "".join(f'<option value="{v}"{" selected" if status == (v or None) else ""}>'
@@ -90,20 +95,27 @@ def overview(networks: list[dict[str, Any]], csrf: str, role: str, *,
 30 days</label> <button type="submit">Filter</button> <a href="/console/">Clear</a></form>"""
     next_link = (f'<p><a id="more" href="/console/?{e(more)}">Next page</a></p>'
                  if more else "")
+    scanned = ('<p class="notice" role="status">The code of the label you scanned is filled in:'
+               ' confirm to own its network.</p>') if code else ""
     claim = "" if role == "operator" else f"""
-<h2>Add a network</h2>
-<form method="post" action="/console/claim">
+<h2 id="add">Add a network</h2>{scanned}
+<form method="post" action="/console/claim" id="claim">
 <input type="hidden" name="csrf" value="{e(csrf)}">
 <label>Owner code (from the device's label) <input name="code" required maxlength="64"
- autocomplete="off"></label> <button type="submit">Own this network</button></form>"""
-    return f"""{filters}<p id="summary">{len(networks)} networks shown:
+ autocomplete="off" value="{e(code)}"></label> <button type="submit">Own this network</button>
+</form>"""
+    return f"""{filters}{figures.summary(activity, role == "operator")}
+<p id="summary">{len(networks)} networks shown:
 <span id="online">{online}</span> online, <span id="offline">{len(networks) - online}</span>
 offline</p>
 <table id="networks"><thead><tr><th>Network</th><th>Status</th><th>Last seen</th>
-<th>Certificate expires</th></tr></thead><tbody>{rows}</tbody></table>{next_link}{claim}"""
+<th>Certificate expires</th><th>Reports/min</th></tr></thead>
+<tbody>{rows}</tbody></table>{next_link}{claim}"""
 
 
-def network(doc: dict[str, Any], charts: dict[str, str], csrf: str, picker: str = "") -> str:
+def network(doc: dict[str, Any], charts: dict[str, str], csrf: str, picker: str = "",
+            revoke: str = "") -> str:
+    """A network's page; `revoke` is its revoke section (gateway.console.revoke)."""
     status = doc.get("status") or {}
     parts = [picker, f'<p>Network <code id="network-uuid">{e(doc["uuid"])}</code>: '
              f'<span class="status {e(status.get("status"))}">{e(status.get("status"))}</span>'
@@ -129,9 +141,11 @@ def network(doc: dict[str, Any], charts: dict[str, str], csrf: str, picker: str 
             if value["uuid"] in charts:
                 parts.append(f'<tr><td colspan="4">{charts[value["uuid"]]}</td></tr>')
         parts.append("</tbody></table></section>")
+    parts.append(revoke)
     parts.append(f"""<h2>Erase this network</h2>
-<p>Erasing deletes everything stored about this network at once and bars its certificate.
-Type the network's UUID to confirm.</p>
+<p>Erasing deletes everything stored about this network at once and bars its certificate
+(and revokes it, where this gateway has an online signer). Type the network's UUID to
+confirm.</p>
 <form method="post" action="/console/networks/{e(doc["uuid"])}/erase">
 <input type="hidden" name="csrf" value="{e(csrf)}">
 <input name="confirm" required autocomplete="off"><button type="submit">Erase</button></form>""")
@@ -170,7 +184,8 @@ and everything stored about your networks) &middot;
 browser logged in as you is logged out. For the networks you own, choose:</p>
 <form method="post" action="/console/account/delete" id="delete">{hidden}
 <label><input type="radio" name="networks" value="erase" checked> erase them too: all their
-data is deleted and their certificates are barred (the devices stop working here)</label>
+data is deleted and their certificates are barred, and revoked where this gateway has an online
+signer (the devices stop working here)</label>
 <label><input type="radio" name="networks" value="release"> only give them up: your claim
 is dropped; the devices and their data stay with the operators of this gateway, and the
 owner code on each device's label works again (for whoever has the device next)</label>

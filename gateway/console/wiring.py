@@ -32,8 +32,10 @@ async def console_for(gateway: Any, data: Path | None
             await nursery.start(sink.run)
             gateway.owner_codes = sink
             try:
-                yield lambda api: Console(api, accounts, limiter=limiter,
-                                          config=gateway.config, metrics=gateway.metrics.console)
+                yield lambda api: Console(
+                    api, accounts, limiter=limiter, config=gateway.config,
+                    metrics=gateway.metrics.console, activity=gateway.activity,
+                    signer=gateway.provisioning.client)
             finally:
                 gateway.owner_codes = None
                 nursery.cancel_scope.cancel()

@@ -2,6 +2,11 @@
 // no inline script anywhere): live updates of the fleet overview, drag-to-zoom on charts.
 "use strict";
 (function () {
+  // A figure as the server renders it (gateway/console/figures.py): whole, or one decimal.
+  const shown = function (x) {
+    return Number.isInteger(x) ? String(x) : x.toFixed(1);
+  };
+
   // Live updates from /console/events (server-sent events), for the filter shown.
   const table = document.getElementById("networks");
   if (table && window.EventSource) {
@@ -16,11 +21,22 @@
           cell.textContent = n.status;
           cell.className = "status " + n.status;
           row.children[2].textContent = n.last_seen || "never";
+          if (n.activity) {
+            row.querySelector(".reports-per-minute").textContent =
+              shown(n.activity.reports_per_minute);
+          }
         }
         if (n.status === "online") online++; else offline++;
       }
       document.getElementById("online").textContent = online;
       document.getElementById("offline").textContent = offline;
+      const figures = update.activity;
+      if (figures && document.getElementById("activity")) {
+        document.getElementById("reports-per-minute").textContent =
+          shown(figures.reports_per_minute);
+        const refused = document.getElementById("refused-per-minute");
+        if (refused) refused.textContent = shown(figures.refused_per_minute);
+      }
     });
   }
 

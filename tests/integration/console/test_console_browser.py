@@ -7,6 +7,7 @@ keep the screenshots docs/console.md shows.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -207,6 +208,20 @@ async def test_overview_updates_live_and_a_control_reaches_the_device(cenv, make
     await page.run(lambda: WebDriverWait(chrome, 30).until(
         lambda d: d.find_element(By.CSS_SELECTOR, cell).text == "online"))
 
+    # The device reports: the figures (counted as reports are accepted) move, live.
+    def figure(css: str) -> str:
+        return chrome.find_element(By.CSS_SELECTOR, css).text
+
+    assert await page.run(figure, "#reports-per-minute") == "0"
+    row_figure = f'tr[data-network="{net}"] td.reports-per-minute'
+    assert await page.run(figure, row_figure) == "0"
+    batch = {"reports": [{"data": 20 + i} for i in range(7)]}
+    device.client.publish("report/thermo/temp", json.dumps(batch), qos=1)
+    await page.run(lambda: WebDriverWait(chrome, 30).until(
+        lambda d: figure("#reports-per-minute") != "0"))
+    assert float(await page.run(figure, "#reports-per-minute")) >= 7
+    assert float(await page.run(figure, row_figure)) >= 7
+
     # A control typed on the network page reaches the real device.
     await device.subscribe("control/#", 1)
     await page.open(f"/console/networks/{net}")
@@ -218,3 +233,35 @@ async def test_overview_updates_live_and_a_control_reaches_the_device(cenv, make
     assert message.topic == "control/thermo/target"
     assert b"21.5" in message.payload
     await device.close()
+
+
+async def test_a_labels_claim_link_fills_in_the_owner_code_after_login(cenv, make_device,
+                                                                      chrome):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from ca.labels import claim_link
+
+    page = Page(chrome, f"https://127.0.0.1:{cenv.http[1]}", None)
+    bundle = make_device()
+    await cenv.connect(bundle)
+    await trio.to_thread.run_sync(cenv.accounts.add, "ada@example.org", PW, "owner")
+    code = json.loads((bundle.dir / "device.json").read_text())["owner_code"]
+
+    # What the label's QR code holds, opened before logging in: the page goes on by itself
+    # to the console, which asks for a login first.
+    await page.open(claim_link(page.base, code).removeprefix(page.base))
+    await page.run(lambda: WebDriverWait(chrome, 30).until(
+        lambda d: d.title == "Log in - fleetgate"))
+    assert code not in chrome.current_url
+    await page.fill_submit("#login", email="ada@example.org", password=PW)
+    box = await page.run(lambda: chrome.find_element(By.CSS_SELECTOR, "#claim input[name=code]"))
+    assert await page.run(box.get_attribute, "value") == code
+    await page.run(lambda: chrome.find_element(By.CSS_SELECTOR, "#claim button").click())
+    await page.run(lambda: WebDriverWait(chrome, 30).until(
+        lambda d: d.title == "Network - fleetgate"))
+    assert str(bundle.network_uuid) in await page.text()
+    # Claimed: the code is forgotten, the form is empty again.
+    await page.open("/console/")
+    box = await page.run(lambda: chrome.find_element(By.CSS_SELECTOR, "#claim input[name=code]"))
+    assert await page.run(box.get_attribute, "value") == ""

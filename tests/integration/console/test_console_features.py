@@ -275,3 +275,61 @@ async def test_live_streams_per_account_are_limited(env, make_device):
     await other.post("/console/logout", {})
     await trio.to_thread.run_sync(resp2.read)
     conn2.close()
+
+
+async def test_a_claim_link_keeps_only_a_well_formed_code_and_changes_nothing(env, make_device):
+    bundle = make_device()
+    await env.connect(bundle)
+    code = json.loads((bundle.dir / "device.json").read_text())["owner_code"]
+    browser = env.browser()
+    page = await browser.get(f"/console/claim?code={code}")
+    assert page.status == 200 and code not in page.text
+    [cookie] = [c for c in browser.set_cookies if c.startswith("__Host-fg_claim=")]
+    assert all(flag in cookie for flag in ("Secure", "HttpOnly", "SameSite=Strict",
+                                           "Max-Age=900"))
+    for bad in ("%3Cscript%3E", "x" * 65, ""):
+        other = env.browser()
+        answer = await other.get(f"/console/claim?code={bad}")
+        assert answer.status == 200 and "<script>" not in answer.text
+        assert not other.set_cookies
+    # A logged-in owner's overview fills the form in; the claim clears the kept code.
+    await trio.to_thread.run_sync(env.accounts.add, "ada@example.org", PW, "owner")
+    assert (await browser.login("ada@example.org", PW)).status == 303
+    assert f'value="{code}"' in (await browser.get("/console/")).text
+    claimed = await browser.post("/console/claim", {"code": code})
+    assert claimed.status == 303
+    assert "__Host-fg_claim" not in browser.cookies
+
+
+async def test_activity_figures_count_reports_over_mqtt_and_stay_with_their_owner(
+        env, make_device):
+    ada_bundle, bob_bundle = make_device(), make_device()
+    await env.own_network(ada_bundle, "ada@example.org")
+    bob, _ = await env.own_network(bob_bundle, "bob@example.org")
+    operator = await _login(env, "op@example.org", "operator")
+    ada = env.browser()
+    assert (await ada.login("ada@example.org", PW)).status == 303
+    device = Device(*env.mqtt, ada_bundle, client_id="fig")
+    (_, rc) = await device.connect()
+    assert rc == 0
+    batch = json.dumps({"reports": [{"data": i} for i in range(12)]})
+    await trio.to_thread.run_sync(  # PUBACK: ingest has accepted (and counted) them
+        lambda: device.client.publish("report/thermo/temp", batch, qos=1).wait_for_publish(20))
+    await device.close()
+
+    def figure(page: str, name: str) -> float:
+        m = re.search(rf'<span id="{name}">([0-9.]+)</span>', page)
+        assert m, page[:2000]
+        return float(m.group(1))
+
+    op_page = (await operator.get("/console/")).text
+    assert figure(op_page, "reports-per-minute") >= 12
+    assert figure(op_page, "refused-per-minute") == 0
+    assert '<svg class="hour"' in op_page and "<rect" in op_page  # the last hour, per minute
+    ada_page = (await ada.get("/console/")).text
+    assert figure(ada_page, "reports-per-minute") >= 12
+    assert 'id="refused-per-minute"' not in ada_page  # the fleet's refusals: operators only
+    row = ada_page.split(f'data-network="{ada_bundle.network_uuid}"', 1)[1]
+    assert float(re.search(r'class="reports-per-minute">([0-9.]+)<', row).group(1)) >= 12
+    # Another owner's figures do not include Ada's reports.
+    assert figure((await bob.get("/console/")).text, "reports-per-minute") == 0

@@ -4,6 +4,7 @@ no var), with our venv's bin first on PATH and the CA home in a temporary folder
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,11 @@ def test_demo_runs_every_step_from_a_fresh_tree_and_exits_0(tmp_path: Path) -> N
     assert "22 attempts, 0 got through, 0 not tried" in out
     assert '"cause": "CERT_REVOKED"' in out  # the revoked device's reconnect refused
     assert "demo: every step worked" in out
+    # It ends with how to reach the console, a demo operator login and an owner code.
+    assert "console: https://127.0.0.1:8443/console/" in out
+    assert "operator login: demo-operator@example.org / " in out
+    assert re.search(r"owner code of network [0-9a-f-]{36}: [0-9a-f]{4}(-[0-9a-f]{4}){7}", out)
+    assert "owner-code labels with QR codes" in out
     assert f"logs: {tree / 'var' / 'log'}" in out
     assert (tree / "var" / "log" / "gateway.jsonl").stat().st_size > 0
     assert (tmp_path / "ca-home" / "root.crt").is_file()
