@@ -51,6 +51,8 @@ class RetainedMessage:
     topic: str  # device-relative (inside the jail)
     payload: bytes
     qos: int
+    properties: bytes = b""  # MQTT 5 properties as sent on the wire (b"" for 3.1.1)
+    expires_at: datetime | None = None  # MQTT 5 message expiry: never delivered after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,22 +62,29 @@ class QueuedMessage:
     payload: bytes
     qos: int
     retain: bool
+    properties: bytes = b""  # MQTT 5 properties as sent on the wire (b"" for 3.1.1)
+    expires_at: datetime | None = None  # MQTT 5 message expiry: never delivered after it
 
 
 @dataclass(frozen=True, slots=True)
 class StoredSession:
     """A persistent (clean session 0) MQTT session as it survives a restart.
 
+    A subscription's grant is one integer: the MQTT 5 subscription options byte (granted QoS
+    in bits 0-1, so a 3.1.1 grant is just its QoS; no local, retain as published and retain
+    handling above it) plus the subscription identifier times 256 (0: none).
+
     `queued` is empty when read without payloads (`load_sessions(queued=False)`); the
     counts describe the queue either way, and `queued_upto` is its highest id."""
 
     network: UUID
     client_id: str
-    subscriptions: tuple[tuple[str, int], ...]  # (device-relative filter, granted QoS)
+    subscriptions: tuple[tuple[str, int], ...]  # (device-relative filter, grant): see below
     queued: tuple[QueuedMessage, ...]
     queued_count: int = 0
     queued_bytes: int = 0
     queued_upto: int = 0
+    expiry_interval: int | None = None  # MQTT 5 session expiry in seconds; None: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +95,8 @@ class RetainedChange:
     topic: str  # device-relative
     payload: bytes
     qos: int
+    properties: bytes = b""  # MQTT 5 properties as sent on the wire (b"" for 3.1.1)
+    expires_at: datetime | None = None  # MQTT 5 message expiry: never delivered after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,8 @@ class SessionSaved:
 
     network: UUID
     client_id: str
-    subscriptions: tuple[tuple[str, int], ...]  # (device-relative filter, granted QoS)
+    subscriptions: tuple[tuple[str, int], ...]  # (device-relative filter, grant): see below
+    expiry_interval: int | None = None  # MQTT 5 session expiry in seconds; None: never
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +125,8 @@ class Enqueued:
     payload: bytes
     qos: int
     retain: bool
+    properties: bytes = b""  # MQTT 5 properties as sent on the wire (b"" for 3.1.1)
+    expires_at: datetime | None = None  # MQTT 5 message expiry: never delivered after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +139,8 @@ class EnqueuedMany:
     payload: bytes
     retain: bool
     copies: tuple[tuple[str, int], ...]  # (client id, QoS of that session's copy)
+    properties: bytes = b""  # MQTT 5 properties as sent on the wire (b"" for 3.1.1)
+    expires_at: datetime | None = None  # MQTT 5 message expiry: never delivered after it
 
 
 @dataclass(frozen=True, slots=True)
