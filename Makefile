@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the test suite drives for real: openssl (chain checks), the mosquitto
 # clients (standard clients against the gateway) and broker (the bench smoke run's peer).
-TEST_DEBS  := openssl mosquitto-clients mosquitto curl chromium chromium-driver
-BENCH_DEBS := openssl mosquitto-clients mosquitto curl
+# postgresql: the PostgreSQL store and cluster tests start their own server from it.
+TEST_DEBS  := openssl mosquitto-clients mosquitto curl chromium chromium-driver postgresql
+BENCH_DEBS := openssl mosquitto-clients mosquitto curl postgresql
 
 .PHONY: venv test demo certs lint bench clean
 

@@ -9,11 +9,14 @@
 - `device_bundle` (function): one fresh device bundle.
 - `make_odd_device(kind, network=None)` (function): an unrecorded device-shaped bundle whose
   certificate is "expired", "not-yet-valid", "self-signed" or "foreign-ca".
+- `postgres_server` (session): a real PostgreSQL server (initdb in a temporary folder, run
+  as an unprivileged user, unix socket only); `postgres_url` (function): a fresh database.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ import pytest
 from ca import CAHome, DeviceBundle, Hierarchy, build_hierarchy, write_bundle
 from ca.keys import generate_key
 from ca.profiles import build_device, build_self_signed_device
+from gateway.storage.postgres.local_server import LocalPostgres, find_bin_dir
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +87,22 @@ def make_odd_device(
         return write_bundle(out, key=key, cert=cert, chain=chain, ca_cert=root)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server for the whole run, on a unix socket in a temporary folder
+    (outside pytest's private tmp tree: the unprivileged server user must reach it)."""
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed: Debian package postgresql (make test "
+                    "installs it)")
+    server = LocalPostgres(Path(tempfile.mkdtemp(prefix="fleetgate-pg-")))
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: LocalPostgres) -> str:
+    """The URL of a fresh, empty database on `postgres_server`, one per test."""
+    return postgres_server.create_database(f"t_{uuid.uuid4().hex}")
