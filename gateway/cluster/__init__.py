@@ -1,0 +1,11 @@
+"""The cluster: gateway nodes sharing one PostgreSQL (docs/architecture.md, "Cluster").
+
+- `Bus` (bus.py): LISTEN/NOTIFY between nodes, trio-native, with resync after reconnects.
+- `schema.MIGRATIONS` / `schema.migrate`: the cluster's tables, numbered migrations.
+"""
+
+from .bus import CHANNELS, CONTROL, RELAY, Bus, PgLane
+from .errors import ClusterError, ClusterUnavailable
+
+__all__ = ["CHANNELS", "CONTROL", "RELAY", "Bus", "ClusterError", "ClusterUnavailable",
+           "PgLane"]
