@@ -42,6 +42,7 @@ from .registry import ConnectionRegistry
 from .tls import TLSContexts
 
 if TYPE_CHECKING:
+    from .cluster import Cluster
     from .connection import Connection
     from .identity import DeviceIdentity
     from .persistence import Journal
@@ -99,6 +100,7 @@ class Gateway:
         bars: Container[uuid.UUID] = frozenset(),
         clock: Callable[[], datetime] | None = None,
         metrics: GatewayMetrics | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.config = config
         # What every part counts (gateway.metrics); built by the composition root.
@@ -118,6 +120,7 @@ class Gateway:
         self.status = status
         self.journal = journal  # the broker's durable MQTT state (persistence.py), if any
         self.bars = bars  # networks barred by an erasure (the HTTP API's BarList)
+        self.cluster = cluster  # the other nodes sharing its PostgreSQL (gateway.cluster)
         self.limits = ConnectionLimits(
             config.max_connections,
             config.max_connections_per_network,

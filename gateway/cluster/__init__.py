@@ -1,11 +1,15 @@
 """The cluster: gateway nodes sharing one PostgreSQL (docs/architecture.md, "Cluster").
 
 - `Bus` (bus.py): LISTEN/NOTIFY between nodes, trio-native, with resync after reconnects.
+- `Cluster` (service.py): one node's part: relay, takeover, bars, erasure, `reap(dead)`.
+- `ClusterBars` (bars.py): the bar list in `cluster_bars`.
 - `schema.MIGRATIONS` / `schema.migrate`: the cluster's tables, numbered migrations.
 """
 
 from .bus import CHANNELS, CONTROL, RELAY, Bus, PgLane
+from .bars import ClusterBars
 from .errors import ClusterError, ClusterUnavailable
+from .service import Cluster
 
-__all__ = ["CHANNELS", "CONTROL", "RELAY", "Bus", "ClusterError", "ClusterUnavailable",
+__all__ = ["CHANNELS", "CONTROL", "RELAY", "Bus", "Cluster", "ClusterBars", "ClusterError", "ClusterUnavailable",
            "PgLane"]
