@@ -6,10 +6,10 @@
 - `schema.MIGRATIONS` / `schema.migrate`: the cluster's tables, numbered migrations.
 """
 
-from .bus import CHANNELS, CONTROL, RELAY, Bus, PgLane
 from .bars import ClusterBars
+from .bus import CHANNELS, CONTROL, RELAY, Bus, PgLane
 from .errors import ClusterError, ClusterUnavailable
 from .service import Cluster
 
-__all__ = ["CHANNELS", "CONTROL", "RELAY", "Bus", "Cluster", "ClusterBars", "ClusterError", "ClusterUnavailable",
-           "PgLane"]
+__all__ = ["CHANNELS", "CONTROL", "RELAY", "Bus", "Cluster", "ClusterBars", "ClusterError",
+           "ClusterUnavailable", "PgLane"]
