@@ -129,6 +129,9 @@ class GatewayHooks:
         if self.gateway is not None:
             closed = await self._close_sessions(network)
             self._forget_broker_state(network)
+            cluster = getattr(self.gateway, "cluster", None)
+            if cluster is not None:  # the other nodes cut the network's sessions too
+                await cluster.erase(network)
             journal = getattr(self.gateway, "journal", None)
             if journal is not None:  # its journaled changes land before the erasure
                 await journal.settle()
