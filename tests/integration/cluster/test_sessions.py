@@ -5,6 +5,7 @@ and a killed bus connection resyncs what it may have missed."""
 from __future__ import annotations
 
 import uuid
+
 import psycopg
 import trio
 from clusterhelpers import start_node
