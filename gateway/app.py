@@ -100,7 +100,7 @@ class Gateway:
         bars: Container[uuid.UUID] = frozenset(),
         clock: Callable[[], datetime] | None = None,
         metrics: GatewayMetrics | None = None,
-        cluster: Cluster | None = None,
+        peers: Cluster | None = None,
     ) -> None:
         self.config = config
         # What every part counts (gateway.metrics); built by the composition root.
@@ -120,7 +120,8 @@ class Gateway:
         self.status = status
         self.journal = journal  # the broker's durable MQTT state (persistence.py), if any
         self.bars = bars  # networks barred by an erasure (the HTTP API's BarList)
-        self.cluster = cluster  # the other nodes sharing its PostgreSQL (gateway.cluster)
+        # The other nodes sharing its PostgreSQL (gateway.cluster.Cluster), in cluster mode.
+        self.peers = peers
         self.limits = ConnectionLimits(
             config.max_connections,
             config.max_connections_per_network,
@@ -362,16 +363,22 @@ async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
             raise ConfigError(f"cannot open the store in {where}: {exc}") from None
         ingest = Ingest(store, limits=dataclasses.replace(
             DEFAULT_LIMITS, max_stored_bytes_per_network=config.max_stored_bytes_per_network))
+        peers, owned = None, None
+        if config.store is not None:  # cluster mode: every node on this PostgreSQL
+            from .cluster.wiring import open_cluster
+
+            peers, owned = await open_cluster(config, store, log, metrics)
         try:
-            broker, journal = await load_mqtt_state(config, store, log)
+            broker, journal = await load_mqtt_state(config, store, log, peer=peers,
+                                                    owned=owned)
         except StorageError as exc:
             raise ConfigError(f"cannot load the MQTT state from {where}: {exc}") from None
         if data is None:
             log.emit("bars_in_memory", detail="no data folder (--data): the bar list of "
                                               "erased networks lasts until the process ends")
+        bars = peers.bars if peers is not None else BarList(data / BARS_FILE if data else None)
         gateway = Gateway(config, log=log, ingest=ingest, status=store, broker=broker,
-                          journal=journal, bars=BarList(data / BARS_FILE if data else None),
-                          metrics=metrics)
+                          journal=journal, bars=bars, metrics=metrics, peers=peers)
         if config.store is None:
             log.emit("store_opened", data=where)
         else:
@@ -385,11 +392,13 @@ def _redacted(url: str) -> str:
     return redact(url)
 
 
-async def load_mqtt_state(config: GatewayConfig, store: object,
-                          log: EventLog) -> tuple[Broker, Journal]:
+async def load_mqtt_state(config: GatewayConfig, store: object, log: EventLog, *,
+                          peer: Any = None, owned: Container[tuple[str, str]] | None = None
+                          ) -> tuple[Broker, Journal]:
     """A broker loaded from `store` (retained messages, persistent sessions and their
     queues) and the journal that keeps its changes there: run `journal.run` beside it, and
-    `await journal.flush()` once the connections are closed.
+    `await journal.flush()` once the connections are closed. In a cluster: `peer` (the
+    node's `Cluster`) and `owned`, the session keys this node owns (it loads only those).
 
     Raises:
         StorageError: the store cannot be read.
@@ -403,7 +412,8 @@ async def load_mqtt_state(config: GatewayConfig, store: object,
         max_retained_bytes_per_network=config.max_retained_bytes_per_network,
         max_subscriptions_per_session=config.max_subscriptions_per_session,
         max_queued_bytes_per_session=config.max_queued_bytes_per_session,
-        max_queued_bytes_per_network=config.max_queued_bytes_per_network)
+        max_queued_bytes_per_network=config.max_queued_bytes_per_network, peer=peer,
+        owned=None if owned is None else lambda net, client: (str(net), client) in owned)
     sessions = sum(1 for _ in broker.sessions.all())
     log.emit("mqtt_state_loaded", sessions=sessions,
              retained=len(broker.retained))  # type: ignore[arg-type]
@@ -440,6 +450,8 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
         async with trio.open_nursery() as nursery:
             if gateway.journal is not None:
                 await nursery.start(gateway.journal.run)
+            if gateway.peers is not None:  # the other nodes, before the first device
+                await nursery.start(gateway.peers.serve, gateway, store)
             await nursery.start(serve_mqtt, gateway)
             nursery.start_soon(_maintain_log, gateway.log)
             from .http.server import HttpStatistics

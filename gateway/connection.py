@@ -232,7 +232,7 @@ class Connection:
         # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
         client_id = self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
         # In a cluster this node claims the session key first (a takeover across nodes).
-        cluster = gw.cluster
+        cluster = gw.peers
         why = None if cluster is None else await cluster.claim(admitted.jail, client_id, connect)
         opened = open_session(admitted, connect, client_id, core, gw.sessions, self, self.log,
                               self.wake) if why is None else Refusal(

@@ -12,28 +12,18 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from uuid import UUID
 
-from ..http.bars import Bar
+from ..http.bars import Bar, BarList
 
 __all__ = ["ClusterBars"]
 
 
-class ClusterBars:
+class ClusterBars(BarList):
     """Barred networks, shared by the nodes (see the module docstring)."""
 
     def __init__(self, write: Callable[[UUID, datetime | None, str | None], None]) -> None:
         """`write(network, since, by)`: queue the row's write (by None: the lift)."""
+        super().__init__(None)  # no file: the table is the copy that survives
         self._write = write
-        self._bars: dict[UUID, Bar] = {}
-        self.path = None  # no file: the table is the copy that survives
-
-    def __contains__(self, network: object) -> bool:
-        return network in self._bars
-
-    def __len__(self) -> int:
-        return len(self._bars)
-
-    def all(self) -> list[Bar]:
-        return sorted(self._bars.values(), key=lambda b: str(b.network))
 
     def bar(self, network: UUID, by: str, now: datetime) -> None:
         if network not in self._bars:

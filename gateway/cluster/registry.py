@@ -84,10 +84,8 @@ def adopt_orphans(keys: list[tuple[UUID, str]], node: str,
             "INSERT INTO cluster_sessions (network, client_id, node, since, live, persistent) "
             "VALUES (%s, %s, %s, now(), false, true) ON CONFLICT DO NOTHING",
             [(network, client, node) for network, client in keys])
-        # Rows this node left live (it stopped without cleanup): offline now.
-        cur.execute("UPDATE cluster_sessions SET live = false, will_topic = NULL, "
-                    "will_payload = NULL WHERE node = %s AND live", (node,))
-        cur.execute("DELETE FROM cluster_sessions WHERE node = %s AND NOT persistent", (node,))
+        # Rows a previous run of this node left live (it stopped without cleanup) stay as
+        # they are until `reap` of that run publishes their wills.
         rows = cur.execute("SELECT network, client_id FROM cluster_sessions WHERE node = %s",
                            (node,)).fetchall()
     return {(str(network), client) for network, client in rows}

@@ -129,7 +129,7 @@ class GatewayHooks:
         if self.gateway is not None:
             closed = await self._close_sessions(network)
             self._forget_broker_state(network)
-            cluster = getattr(self.gateway, "cluster", None)
+            cluster = getattr(self.gateway, "peers", None)
             if cluster is not None:  # the other nodes cut the network's sessions too
                 await cluster.erase(network)
             journal = getattr(self.gateway, "journal", None)

@@ -53,7 +53,7 @@ async def start_node(nursery: trio.Nursery, pki, url: str, name: str, **override
     broker = Broker(max_queued=config.max_queued,
                     max_sessions_per_network=config.max_sessions_per_network, peer=cluster)
     gateway = Gateway(config, log=log, broker=broker, bars=cluster.bars, metrics=metrics,
-                      cluster=cluster)
+                      peers=cluster)
     scope = trio.CancelScope()
 
     async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
