@@ -92,10 +92,10 @@ def adopt_orphans(keys: list[tuple[UUID, str]], node: str,
 
 
 def reap(dead: str, node: str, conn: psycopg.Connection
-         ) -> tuple[list[tuple[UUID, str, Will]], list[tuple[UUID, str]]]:
-    """Take over what the dead node `dead` owned, in one transaction: returns the wills of
-    its live sessions (to publish) and the persistent sessions now owned by `node`; its
-    clean sessions and its interest rows are gone."""
+         ) -> tuple[list[tuple[UUID, str, Will | None]], list[tuple[UUID, str]]]:
+    """Take over what the dead node `dead` owned, in one transaction: returns its live
+    sessions with their wills (None: no will) and the persistent sessions now owned by
+    `node`; its clean sessions and its interest rows are gone."""
     with conn.transaction():
         rows = conn.execute(
             "SELECT network, client_id, live, persistent, will_topic, will_payload, will_qos, "
@@ -104,9 +104,9 @@ def reap(dead: str, node: str, conn: psycopg.Connection
         conn.execute("UPDATE cluster_sessions SET node = %s, live = false, since = now(), "
                      "will_topic = NULL, will_payload = NULL WHERE node = %s", (node, dead))
         conn.execute("DELETE FROM cluster_interest WHERE node = %s", (dead,))
-    wills = [(network, client, Will(topic, bytes(payload), qos, retain))
-             for network, client, live, _, topic, payload, qos, retain in rows
-             if live and topic is not None]
+    wills = [(network, client, None if topic is None else
+              Will(topic, bytes(payload), qos, retain))
+             for network, client, live, _, topic, payload, qos, retain in rows if live]
     persistent = [(network, client) for network, client, _, p, *_ in rows if p]
     return wills, persistent
 
@@ -116,6 +116,12 @@ def nodes_of(network: UUID, node: str, conn: psycopg.Connection) -> set[str]:
     rows = conn.execute("SELECT DISTINCT node FROM cluster_sessions WHERE network = %s AND "
                         "node <> %s", (network, node)).fetchall()
     return {r[0] for r in rows}
+
+
+def live_anywhere(network: UUID, conn: psycopg.Connection) -> bool:
+    """Whether `network` has a live session on any node."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM cluster_sessions WHERE network = %s "
+                        "AND live)", (network,)).fetchone()[0]  # type: ignore[index]
 
 
 def sessions_of(network: UUID, conn: psycopg.Connection) -> int:

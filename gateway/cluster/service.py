@@ -83,6 +83,7 @@ class Cluster:
         self._gateway: Any = None
         self._store: Any = None
         self._nursery: trio.Nursery | None = None
+        self._resyncs = 0
 
     # -- start ----------------------------------------------------------------------------
 
@@ -251,6 +252,14 @@ class Cluster:
         self.bus.send(CONTROL, json.dumps({"k": "released", "to": to, "n": key[0],
                                            "c": key[1]}))
 
+    async def online(self, network: UUID) -> bool:
+        """Whether `network` has a live session on any node (False when PostgreSQL cannot
+        be reached)."""
+        try:
+            return await self.bus.query.run(partial(registry.live_anywhere, network))
+        except ClusterUnavailable:
+            return False
+
     # -- erasure, bars, CRL -----------------------------------------------------------------
 
     def _write_bar(self, network: UUID, since: datetime | None, by: str | None) -> None:
@@ -317,16 +326,27 @@ class Cluster:
         wills, persistent = await self._call(partial(registry.reap, dead, self.node))
         broker = self._gateway.broker
         for network, client_id, will in wills:
+            if will is None:
+                continue
             message = Message(will.topic, will.payload, QoS(will.qos), will.retain)
             broker.publish(message)  # here, and relayed
             self._gateway.metrics.mqtt.wills_published.inc()
             self.log.emit("cluster_will_published", network=str(network),
                           client_id=client_id, dead_node=dead)
+        status, now = self._gateway.status, datetime.now(UTC)
+        for network, client_id, _ in wills:  # its live sessions: offline in the store too
+            if status is not None:
+                try:
+                    await status.disconnected(network, client_id, "NODE_DEAD", now)
+                except Exception as exc:  # advisory, as Gateway.record_disconnected
+                    self.log.emit("status_failed", network=str(network), client_id=client_id,
+                                  detail=f"{type(exc).__name__}: {exc}")
         for network, client_id in persistent:
             await self._adopt(network, client_id)
         self.bus.send(CONTROL, json.dumps({"k": "gone", "node": dead}))
         self._drop_node(dead)
         sessions = len({(n, c) for n, c, _ in wills} | set(persistent))
+        wills = [w for w in wills if w[2] is not None]
         self.metrics.reaped.inc(sessions)
         self.log.emit("cluster_reaped", dead_node=dead, wills=len(wills),
                       persistent=len(persistent))
@@ -400,10 +420,46 @@ class Cluster:
 
     async def _resync(self) -> None:
         """After a (re)connect: re-read the interest set and the bars (a NOTIFY may have
-        been missed), and write this node's interest again."""
+        been missed), and write this node's interest again; after a REconnect also the
+        retained messages, from the store, in a task of its own."""
         self.remote = await self.bus.query.run(
             partial(registry.reset_interest, self.node, sorted(self._local)))
         await self._read_bars()
+        self._resyncs += 1
+        if self._resyncs > 1 and self._store is not None:
+            self._spawn(self._reload_retained)
+
+    async def _reload_retained(self) -> None:
+        """Make the retained mirror the store's again, network by network (relayed changes
+        may have been missed while the bus was down). Costs one read per network: it runs
+        only after a reconnect."""
+        store, broker = self._store, self._gateway.broker
+        after, networks = None, 0
+        try:
+            if self._gateway.journal is not None:  # this node's own changes first
+                await self._gateway.journal.settle()
+            while True:
+                page = await store.list_networks(limit=500, after=after)
+                for status in page:
+                    net = str(status.network)
+                    jail = Jail(net)
+                    stored = {jail.mount_topic(r.topic): r for r in
+                              await store.retained(status.network)}
+                    for old in list(broker.retained.matching(jail.mount_filter("#"))):
+                        if old.topic not in stored:
+                            broker.retained.mirror(old.topic, None)
+                    for topic, r in stored.items():
+                        broker.retained.mirror(topic, Message(topic, r.payload, QoS(r.qos),
+                                                              True))
+                    networks += 1
+                if len(page) < 500:
+                    break
+                after = page[-1].network
+        except Exception as exc:  # the store's failure: the next reconnect tries again
+            self.log.emit("cluster_retained_reload_failed", node=self.node,
+                          detail=f"{type(exc).__name__}: {exc}")
+            return
+        self.log.emit("cluster_retained_reloaded", node=self.node, networks=networks)
 
     async def _read_bars(self) -> None:
         rows = await self.bus.query.run(registry.load_bars)

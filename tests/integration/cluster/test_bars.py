@@ -60,3 +60,34 @@ async def test_a_missed_notify_converges_after_the_bus_reconnects(nursery, pki, 
     assert barred in b.cluster.bars
     assert b.cluster.remote[watched] == {"c"}
     assert b.cluster.metrics.resyncs.value == 2
+
+
+async def test_retained_changes_missed_while_the_bus_was_down_are_read_from_the_store(
+        nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a", store=True)
+    b = await start_node(nursery, pki, postgres_url, "b", store=True)
+    creds = pki.device()
+    network = uuid.UUID(creds.network)
+    device = PahoClient(a.running, creds, "lamp")
+    assert (await device.connect())[1] == 0
+    await device.publish("state/lamp", b"on", qos=1, retain=True)  # relayed to every node
+    await device.publish("state/old", b"x", qos=1, retain=True)
+    with trio.fail_after(WAIT):
+        while b.cluster.metrics.relay_received.value < 2:
+            await trio.sleep(0.01)
+    # Changes whose NOTIFY b never got: straight into the store.
+    await a.store.set_retained(network, "state/lamp", b"off", 1, datetime.now(UTC))
+    await a.store.set_retained(network, "state/old", b"", 0, datetime.now(UTC))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                     "datname = current_database() AND query LIKE 'LISTEN%%'")
+    await b.logs.wait("cluster_retained_reloaded", node="b")
+    reader = PahoClient(b.running, pki.device(network=network), "reader")
+    assert (await reader.connect())[1] == 0
+    await reader.subscribe("state/#", qos=1)
+    got = await reader.message()
+    assert (got.topic, got.payload, got.retain) == ("state/lamp", b"off", True)
+    await reader.publish("state/marker", b"m", qos=1)
+    assert (await reader.message()).payload == b"m"  # state/old is gone
+    for client in (device, reader):
+        await client.close()

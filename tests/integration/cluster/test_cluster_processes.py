@@ -47,6 +47,7 @@ async def test_control_through_node_a_reaches_the_device_on_node_b(nodes, ca_hom
         api, ca_home, a.address("http"), "POST", f"/api/v1/values/{target}/control",
         {"data": 21.5})
     assert status == 200, doc
+    assert doc["device_online"] is True  # on node b: the registry says so
     message = await trio.to_thread.run_sync(device.message)
     assert (message.topic, message.qos) == ("control/thermo/target", 1)
     assert json.loads(message.payload)["data"] == "21.5"
