@@ -12,8 +12,8 @@ from gwhelpers import WAIT, LogRecords, Running
 from gateway.app import Gateway, load_mqtt_state
 from gateway.broker import Broker
 from gateway.cluster import Cluster
-from gateway.ingest import Ingest
 from gateway.config import load_config
+from gateway.ingest import Ingest
 from gateway.logs import EventLog
 from gateway.metrics import GatewayMetrics
 from gateway.server import serve_mqtt
