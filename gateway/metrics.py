@@ -344,8 +344,8 @@ class ClusterMetrics:
     relay_bytes: Count = _count("cluster_relay_bytes_total",
                                 "payload bytes relayed to other nodes")
     relay_dropped: Count = _count("cluster_relay_dropped_total",
-                                  "bus sends dropped: the send queue was full "
-                                  "(max_cluster_send_queue) or PostgreSQL was unreachable")
+                                  "bus sends and registry writes dropped: 10 000 were "
+                                  "waiting (PostgreSQL slow or unreachable)")
     relay_gaps: Count = _count("cluster_relay_gaps_total",
                                "relayed messages missed (a gap in an origin's sequence)")
     takeovers: Count = _count("cluster_takeovers_total",
