@@ -55,6 +55,7 @@ __all__ = ["Cluster"]
 
 T = TypeVar("T")
 
+CLAIM_WAIT = 5.0  # seconds a CONNECT waits for its registry claim (then SERVER_UNAVAILABLE)
 HANDOVER_WAIT = 5.0  # seconds a claim waits for the previous owner to let go
 ERASE_WAIT = 5.0  # seconds an erasure waits for the other nodes to close the network
 MAX_WRITES = 10_000  # registry writes waiting before new ones are dropped (and counted)
@@ -201,15 +202,20 @@ class Cluster:
                                      int(connect.will.qos), connect.will.retain)
             except JailViolation:
                 pass  # open_session refuses the CONNECT
-        try:
-            claimed = await self._call(partial(
-                registry.claim, network, client_id, self.node, not clean, will,
-                self.max_sessions_per_network))
-        except ClusterUnavailable:
+        key = (str(network), client_id)
+        claimed = None
+        with trio.move_on_after(CLAIM_WAIT):
+            try:
+                claimed = await self._call(partial(
+                    registry.claim, network, client_id, self.node, not clean, will,
+                    self.max_sessions_per_network))
+            except ClusterUnavailable:
+                return "cluster_unavailable"
+        if claimed is None:  # PostgreSQL too slow or away: the claim may still land later,
+            self.ended(key, not clean)  # so give the key back after it (writes in order)
             return "cluster_unavailable"
         if claimed.refused:
             return "max_sessions_per_network"
-        key = (str(network), client_id)
         if claimed.previous is not None:
             released = self._released[key] = trio.Event()
             self.bus.send(CONTROL, json.dumps({"k": "takeover", "to": claimed.previous,
