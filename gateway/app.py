@@ -285,8 +285,9 @@ class Gateway:
                               "throttled": self.readings.throttled},
             "broker": self.broker.statistics(),
             **({"mqtt_state": self.journal.statistics()} if self.journal is not None else {}),
+            **({"cluster": self.peers.statistics()} if self.peers is not None else {}),
             "counters": counts(self.metrics.mqtt, self.metrics.provisioning,
-                               self.metrics.console),
+                               self.metrics.console, self.metrics.cluster),
             "tls_reloads": self.tls.reloads,
             "crl_loads": self.tls.crl_loads,
         }
