@@ -307,8 +307,13 @@ class Bus:
                 return
             body = found
         handler = self._handlers.get(channel)
-        if handler is not None:
+        if handler is None:
+            return
+        try:
             await handler(origin, body)
+        except Exception as exc:  # one bad note must not stop the node's bus
+            self.log.emit("cluster_handler_failed", node=self.node, channel=channel,
+                          origin=origin, detail=f"{type(exc).__name__}: {exc}")
 
 
 def _open_listener(url: str) -> psycopg.Connection:

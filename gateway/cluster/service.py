@@ -117,12 +117,15 @@ class Cluster:
 
     # -- the table writer -----------------------------------------------------------------
 
-    def _queue(self, fn: Callable[[Any], Any], after: Any = None) -> None:
+    def _queue(self, fn: Callable[[Any], Any], after: Any = None) -> bool:
+        """Queue a table write (`after`: what to call once it committed); False when
+        MAX_WRITES are waiting (dropped, counted)."""
         if len(self._writes) >= MAX_WRITES:
             self.metrics.relay_dropped.inc()
-            return
+            return False
         self._writes.append((fn, after))
         self._wake.set()
+        return True
 
     async def _call(self, fn: Callable[[Any], T]) -> T:
         """Run `fn` after every write queued before it; its result.
@@ -132,9 +135,10 @@ class Cluster:
         """
         done = trio.Event()
         box: list[Any] = []
-        self._queue(fn, (done, box))
+        if not self._queue(fn, (done, box)):
+            raise ClusterUnavailable("too many registry writes waiting")
         await done.wait()
-        if isinstance(box[0], ClusterUnavailable):
+        if isinstance(box[0], Exception):
             raise box[0]
         return box[0]
 
@@ -147,14 +151,19 @@ class Cluster:
             fn, after = self._writes[0]
             try:
                 result = await self.bus.query.run(fn)
-            except ClusterUnavailable as exc:
+            except Exception as exc:
+                unavailable = isinstance(exc, ClusterUnavailable)
                 if isinstance(after, tuple):  # a caller waits: it hears the failure
                     self._writes.popleft()
                     after[1].append(exc)
                     after[0].set()
                     continue
-                self.log.emit("cluster_write_failed", node=self.node, detail=str(exc))
-                await trio.sleep(0.5)  # kept: retried in order
+                self.log.emit("cluster_write_failed", node=self.node,
+                              detail=f"{type(exc).__name__}: {exc}")
+                if unavailable:
+                    await trio.sleep(0.5)  # kept: retried in order
+                else:  # refused by PostgreSQL: retrying would not help
+                    self._writes.popleft()
                 continue
             self._writes.popleft()
             if isinstance(after, tuple):
@@ -380,9 +389,12 @@ class Cluster:
         try:
             note = json.loads(body)
             kind = note["k"]
-        except (ValueError, KeyError, TypeError):
+            await self._control(origin, kind, note)
+        except (ValueError, KeyError, TypeError, AttributeError):
             self.log.emit("cluster_bad_note", channel=CONTROL, origin=origin)
-            return
+
+    async def _control(self, origin: str, kind: str, note: dict[str, Any]) -> None:
+        """Apply one CONTROL note from `origin` (see the module docstring)."""
         to = note.get("to")
         if to is not None and to != self.node:
             return
@@ -422,7 +434,15 @@ class Cluster:
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(fn, *args)
+        self._nursery.start_soon(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Any], *args: Any) -> None:
+        """A background step's failure is logged, never the node's end."""
+        try:
+            await fn(*args)
+        except Exception as exc:
+            self.log.emit("cluster_task_failed", node=self.node, task=fn.__name__,
+                          detail=f"{type(exc).__name__}: {exc}")
 
     async def _resync(self) -> None:
         """After a (re)connect: re-read the interest set and the bars (a NOTIFY may have
