@@ -234,12 +234,15 @@ class Connection:
         # In a cluster this node claims the session key first (a takeover across nodes).
         cluster = gw.peers
         why = None if cluster is None else await cluster.claim(admitted.jail, client_id, connect)
-        opened = open_session(admitted, connect, client_id, core, gw.sessions, self, self.log,
-                              self.wake) if why is None else Refusal(
-            ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED, why)
-        if isinstance(opened, Refusal):
-            if cluster is not None and why is None:  # claimed, not opened: give it back
+        opened: DeviceSession | Refusal
+        if why is not None:
+            opened = Refusal(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED, why)
+        else:
+            opened = open_session(admitted, connect, client_id, core, gw.sessions, self,
+                                  self.log, self.wake)
+            if isinstance(opened, Refusal) and cluster is not None:  # claimed, not opened
                 cluster.ended((admitted.identity.network, client_id), not connect.clean_session)
+        if isinstance(opened, Refusal):
             core.refuse(opened.code)
             await self.flush()
             raise ConnectionEnds(opened.reason, opened.detail)

@@ -348,6 +348,12 @@ class ClusterMetrics:
                                   "waiting (PostgreSQL slow or unreachable)")
     relay_gaps: Count = _count("cluster_relay_gaps_total",
                                "relayed messages missed (a gap in an origin's sequence)")
+    sessions_refused: Count = _count(
+        "cluster_sessions_refused_total",
+        "CONNECTs refused: the network holds max_sessions_per_network on all nodes")
+    claims_unavailable: Count = _count(
+        "cluster_claims_unavailable_total",
+        "CONNECTs refused: the session registry could not be reached within 5 s")
     takeovers: Count = _count("cluster_takeovers_total",
                               "sessions handed over to another node")
     reaped: Count = _count("cluster_reaped_sessions_total",

@@ -219,11 +219,14 @@ class Cluster:
                     registry.claim, network, client_id, self.node, not clean, will,
                     self.max_sessions_per_network))
             except ClusterUnavailable:
+                self.metrics.claims_unavailable.inc()
                 return "cluster_unavailable"
         if claimed is None:  # PostgreSQL too slow or away: the claim may still land later,
             self.ended(key, not clean)  # so give the key back after it (writes in order)
+            self.metrics.claims_unavailable.inc()
             return "cluster_unavailable"
         if claimed.refused:
+            self.metrics.sessions_refused.inc()
             return "max_sessions_per_network"
         if claimed.previous is not None:
             released = self._released[key] = trio.Event()

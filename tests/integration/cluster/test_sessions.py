@@ -46,6 +46,7 @@ async def test_sessions_per_network_are_counted_cluster_wide(nursery, pki, postg
     assert str((await three.connect())[1]) == "Server unavailable"  # the cap, on both nodes
     line = await a.logs.wait("disconnected", client_id="three")
     assert (line["reason"], line["detail"]) == ("THROTTLED", "max_sessions_per_network")
+    assert a.cluster.metrics.sessions_refused.value == 1
     await two.close()
     await b.logs.wait("disconnected", client_id="two")
     with trio.fail_after(WAIT):  # its row goes with it (the writer is asynchronous)
