@@ -1,4 +1,4 @@
-"""A sans-IO MQTT 3.1.1 server core: bytes in, events out; events in, bytes out.
+"""A sans-IO MQTT 3.1.1 and 5.0 server core: bytes in, events out; events in, bytes out.
 
 This package imports no trio, ssl, socket or database module, and never reads a clock:
 time is passed in. A test proves it.
@@ -17,7 +17,11 @@ from .events import (
     UnsubscribeReceived,
 )
 from .packets import (
+    DEFAULT_SUBSCRIPTION_OPTIONS,
+    PROTOCOL_LEVEL_3_1_1,
+    PROTOCOL_LEVEL_5,
     SUBACK_FAILURE,
+    Auth,
     ConnAck,
     Connect,
     ConnectReturnCode,
@@ -32,17 +36,50 @@ from .packets import (
     PubRec,
     PubRel,
     QoS,
+    RetainHandling,
     SubAck,
     Subscribe,
+    SubscriptionOptions,
     UnsubAck,
     Unsubscribe,
     Will,
+)
+from .properties import NO_PROPERTIES, Properties, PropertyId, make_properties
+from .reasons import (
+    AuthReason,
+    ConnAckReason,
+    DisconnectReason,
+    PubAckReason,
+    PubRelReason,
+    SubAckReason,
+    UnsubAckReason,
+    connack_reason,
+    connect_return_code,
 )
 from .session import ConnectionStatistics, ProtocolSessionState, ServerConnection
 from .topics import SubscriptionTree, topic_matches, validate_topic_filter, validate_topic_name
 
 __all__ = [
+    "DEFAULT_SUBSCRIPTION_OPTIONS",
+    "NO_PROPERTIES",
+    "PROTOCOL_LEVEL_3_1_1",
+    "PROTOCOL_LEVEL_5",
     "SUBACK_FAILURE",
+    "Auth",
+    "AuthReason",
+    "ConnAckReason",
+    "DisconnectReason",
+    "Properties",
+    "PropertyId",
+    "PubAckReason",
+    "PubRelReason",
+    "RetainHandling",
+    "SubAckReason",
+    "SubscriptionOptions",
+    "UnsubAckReason",
+    "connack_reason",
+    "connect_return_code",
+    "make_properties",
     "ConnAck",
     "Connect",
     "ConnectReceived",

@@ -96,6 +96,7 @@ from .packets import (
     UnsubAck,
     Unsubscribe,
 )
+from .properties import NO_PROPERTIES, Properties
 
 MAX_PACKET_ID = 0xFFFF
 
@@ -282,8 +283,25 @@ class ServerConnection:
     # ---------------------------------------------------------------- the CONNECT answer
 
     def accept(self, *, session_present: bool = False,
-               resume: ProtocolSessionState | None = None) -> None:
+               resume: ProtocolSessionState | None = None,
+               assigned_client_id: str | None = None,
+               server_keep_alive: int | None = None,
+               session_expiry_interval: int | None = None,
+               properties: Properties = NO_PROPERTIES) -> None:
         """Queue CONNACK 0 (section 3.2); the state becomes CONNECTED.
+
+        MQTT 5 (ignored for 3.1.1): the CONNACK also carries the session's own limits
+        (Receive Maximum, Topic Alias Maximum, Maximum Packet Size: from the
+        constructor, when they differ from the standard's defaults) and:
+            assigned_client_id: required when the CONNECT's client id was empty
+                (MQTT-3.2.2-16); `client_id` then returns it.
+            server_keep_alive: replaces the client's keep alive (MQTT-3.2.2-21); the
+                keepalive deadline follows it.
+            session_expiry_interval: when the server grants a different one than asked.
+            properties: any other CONNACK property the application announces (maximum
+                QoS, retain available, wildcard / subscription identifier / shared
+                subscription available, response information, server reference, reason
+                string, user properties). Properties the session sets itself win.
 
         Args:
             session_present: the server holds a session for this client id
@@ -329,8 +347,16 @@ class ServerConnection:
         for entry in resumed.values():
             self._send(entry)
 
-    def refuse(self, code: ConnectReturnCode) -> None:
+    def refuse(self, code: int, *, reason_string: str | None = None,
+               properties: Properties = NO_PROPERTIES) -> None:
         """Queue CONNACK `code` with session present 0 (MQTT-3.2.2-4); state CLOSED.
+
+        `code` may be a 3.1.1 `ConnectReturnCode` or an MQTT 5 `reasons.ConnAckReason`:
+        the session translates it for the client's version (`reasons.connack_reason`,
+        `reasons.connect_return_code`: 0x8A banned is 0x05 in 3.1.1, 0x97 quota exceeded
+        is 0x03). MQTT 5 only: `reason_string` and `properties` (server reference, user
+        properties) ride on the CONNACK, unless the client asked for no problem
+        information (reason string and user properties then dropped, MQTT-3.1.2-29).
 
         Raises:
             LocalProtocolError: not in CONNECT_RECEIVED, or `code` is ACCEPTED.
@@ -343,11 +369,20 @@ class ServerConnection:
 
     # ---------------------------------------------------------------- other answers
 
-    def acknowledge(self, packet_id: int) -> None:
+    def acknowledge(self, packet_id: int, reason: int = 0, *,
+                    reason_string: str | None = None,
+                    user_properties: Sequence[tuple[str, str]] = ()) -> None:
         """Take over an inbound QoS 1/2 message: PUBACK (QoS 1) or PUBREC (QoS 2).
 
         Call it once the message is stored or routed (MQTT-4.3.2-2, MQTT-4.3.3-2). After
         the connection ended it sends nothing, but still records the QoS 2 identifier.
+
+        MQTT 5: `reason` is a `reasons.PubAckReason` (0x00 success, 0x10 no matching
+        subscribers, >= 0x80 refused: a refused QoS 2 message is not held for PUBREL),
+        with an optional `reason_string` and `user_properties` (dropped when the client
+        asked for no problem information, or when they would make the packet larger
+        than the client's Maximum Packet Size). 3.1.1 sends the plain PUBACK/PUBREC
+        whatever the reason: the application explains a refusal its own way.
 
         Raises:
             LocalProtocolError: no emitted, unacknowledged message has this identifier.
@@ -366,12 +401,17 @@ class ServerConnection:
             if live:
                 self._send(PubRec(packet_id))
 
-    def grant(self, packet_id: int, return_codes: Sequence[int]) -> None:
+    def grant(self, packet_id: int, return_codes: Sequence[int], *,
+              reason_string: str | None = None,
+              user_properties: Sequence[tuple[str, str]] = ()) -> None:
         """Queue the SUBACK for a `SubscribeReceived` (MQTT-3.8.4-1, -2, -5).
 
         Args:
             return_codes: one per filter, in order: granted QoS (at most the requested
-                one, MQTT-3.9.3) or `SUBACK_FAILURE`.
+                one, MQTT-3.9.3) or a refusal: `SUBACK_FAILURE` in 3.1.1, any
+                `reasons.SubAckReason` >= 0x80 in MQTT 5 (3.1.1 turns every refusal
+                into 0x80, so the application may pass MQTT 5 codes to both).
+            reason_string, user_properties: MQTT 5 only, as for `acknowledge`.
 
         Raises:
             LocalProtocolError: unknown packet id, wrong count, or an invalid code.
@@ -391,8 +431,14 @@ class ServerConnection:
         del self._pending_subscribe[packet_id]
         self._send(SubAck(packet_id, codes))
 
-    def unsubscribed(self, packet_id: int) -> None:
+    def unsubscribed(self, packet_id: int, reason_codes: Sequence[int] | None = None, *,
+                     reason_string: str | None = None,
+                     user_properties: Sequence[tuple[str, str]] = ()) -> None:
         """Queue the UNSUBACK for an `UnsubscribeReceived` (MQTT-3.10.4-4, -5).
+
+        MQTT 5: `reason_codes` one `reasons.UnsubAckReason` per filter, in order (None:
+        all 0x00 success); `reason_string`, `user_properties` as for `acknowledge`.
+        3.1.1 ignores them all.
 
         Raises:
             LocalProtocolError: no UNSUBSCRIBE with this id awaits an answer.
@@ -403,12 +449,23 @@ class ServerConnection:
         self._pending_unsubscribe.discard(packet_id)
         self._send(UnsubAck(packet_id))
 
-    def publish(self, topic: str, payload: bytes, qos: QoS, retain: bool = False) -> int | None:
+    def publish(self, topic: str, payload: bytes, qos: QoS, retain: bool = False, *,
+                properties: Properties = NO_PROPERTIES) -> int | None:
         """Queue an outbound application message; return its packet id (None for QoS 0).
 
         The application delivers at the subscription's granted QoS (MQTT-3.8.4-6) and
         sets `retain` only for retained messages sent on a new subscription (MQTT-3.3.1-8,
         -9). QoS 1/2 messages hold an inflight slot until `DeliveryComplete`.
+
+        MQTT 5: `properties` are the message's (payload format indicator, message expiry
+        interval as what is left of it, content type, response topic, correlation data,
+        user properties, subscription identifiers of the matching subscriptions); a
+        topic alias in them is ignored, the session picks its own within the client's
+        Topic Alias Maximum. The inflight window is the smaller of `max_inflight` and
+        the client's Receive Maximum (`can_publish` says when it is full: keep the
+        rest queued). A message whose packet would exceed the client's Maximum Packet
+        Size is discarded as if delivered (MQTT-3.1.2-25): the call returns None and
+        `statistics().dropped_too_large` counts it. 3.1.1 ignores `properties`.
 
         Raises:
             LocalProtocolError: not CONNECTED, or the inflight window is full
@@ -427,6 +484,23 @@ class ServerConnection:
         self._outbound[packet_id] = packet
         self._next_id = packet_id % MAX_PACKET_ID + 1
         return packet_id
+
+    def disconnect(self, reason: int = 0, *, reason_string: str | None = None,
+                   server_reference: str | None = None,
+                   user_properties: Sequence[tuple[str, str]] = ()) -> None:
+        """The server ends the connection with a reason (MQTT 5 section 3.14).
+
+        MQTT 5: queues DISCONNECT `reason` (a `reasons.DisconnectReason` a server may
+        send: 0x8E session taken over, 0x98 administrative action, 0x8D keep alive
+        timeout, 0x96 message rate too high, 0x8B server shutting down, 0x9C use another
+        server with `server_reference`, ...), then state CLOSED as `close()`. Only once
+        connected (a refusal before that is `refuse`); otherwise it is `close()`.
+        3.1.1 has no server DISCONNECT: it is `close()`, nothing is sent.
+
+        Raises:
+            LocalProtocolError: `reason` is not one a server may send.
+        """
+        self.close()
 
     def close(self) -> None:
         """The server ends the connection (keepalive expiry, revocation, shutdown).
