@@ -146,7 +146,7 @@ class Disconnected:
     MQTT 5: `reason_code` is the client's DISCONNECT reason; 0x04 (disconnect with will
     message) is graceful yet asks for the will (`publish_will`). `properties` may hold a
     new session expiry interval (already checked: 0 at CONNECT cannot become non-zero,
-    MQTT-3.14.2-2), a reason string and user properties.
+    3.14.2.2.2), a reason string and user properties.
     """
 
     graceful: bool
