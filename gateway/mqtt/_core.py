@@ -214,7 +214,8 @@ class SessionCore:
                 encode_into(ConnAck(code, False, reason), self._out, PROTOCOL_LEVEL_5)
             else:
                 encode_into(ConnAck(code, False), self._out)
-        elif self._v5 and self._state is _CONNECTED:
+        elif self._v5 and self._state is not _AWAITING_CONNECT:
+            # CONNECTED, or CLOSED by the very DISCONNECT found faulty (section 4.13).
             self._send_disconnect(exc.reason_code, str(exc)[:MAX_REASON_STRING])
         self._state = _ERROR
         self._error = exc
