@@ -35,10 +35,15 @@ from .decoder import DECODERS, DECODERS_5, FIRST_BYTE_ERRORS, FIRST_BYTE_ERRORS_
 from .encoder import encode, encode_into
 from .errors import PacketTooLarge, RemoteProtocolError
 from .packets import PROTOCOL_LEVEL_3_1_1, PROTOCOL_LEVEL_5, Packet, Publish, QoS
-from .properties import NO_PROPERTIES, decode_properties
+from .properties import NO_PROPERTIES, Properties, decode_publish_properties
 from .wire import MAX_REMAINING_LENGTH, decode_remaining_length
 
 DEFAULT_MAX_PACKET_SIZE = 256 * 1024
+# A reader keeps up to this many decoded PUBLISH property lists of at most this many
+# bytes, keyed by their bytes (Properties are immutable, so sharing them is safe): memory
+# per connection stays bounded whatever the peer sends.
+_CACHED_LISTS = 8
+_CACHED_PROPERTIES_BYTES = 64
 
 _QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
 
@@ -93,7 +98,7 @@ class PacketReader:
     # chunking. Decoding slices bytes, which yields bytes directly: the common case (feed
     # a recv() buffer, drain it) copies nothing but the fields themselves.
     __slots__ = ("_buf", "_pos", "_chunks", "_chunked", "_max_packet_size", "_error", "_v5",
-                 "_decoders", "_first_errors")
+                 "_decoders", "_first_errors", "_props_cache")
 
     def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
                  protocol_level: int = PROTOCOL_LEVEL_3_1_1) -> None:
@@ -106,6 +111,7 @@ class PacketReader:
         self._max_packet_size = max_packet_size
         self._error: RemoteProtocolError | None = None
         self._v5 = False
+        self._props_cache: dict[bytes, Properties] = {}
         self._decoders = DECODERS
         self._first_errors = FIRST_BYTE_ERRORS
         if protocol_level == PROTOCOL_LEVEL_5:
@@ -179,49 +185,71 @@ class PacketReader:
                                 try:
                                     topic = buf[start + 2 : topic_end].decode()
                                 except UnicodeDecodeError:
-                                    topic = ""
+                                    topic = None
                                 packet_id = (
                                     (buf[topic_end] << 8) | buf[topic_end + 1] if qos else None
                                 )
                                 # isprintable(): False for U+0000 and every control
                                 # character (and some legal text, left to the slow path).
-                                if (
-                                    topic
-                                    and "+" not in topic
-                                    and "#" not in topic
-                                    and topic.isprintable()
-                                    and packet_id != 0
+                                # MQTT 5 allows an empty topic with a topic alias.
+                                if topic is None or packet_id == 0 or not (
+                                    (
+                                        topic
+                                        and "+" not in topic
+                                        and "#" not in topic
+                                        and topic.isprintable()
+                                    )
+                                    or (not topic and self._v5)
                                 ):
-                                    properties = NO_PROPERTIES
-                                    if self._v5:
-                                        if payload_at == end:
+                                    return self._next_slow()
+                                properties = NO_PROPERTIES
+                                if self._v5:
+                                    if payload_at == end:
+                                        return self._next_slow()
+                                    plen = buf[payload_at]
+                                    if plen:
+                                        props_end = payload_at + 1 + plen
+                                        if props_end > end or plen >= 0x80:
                                             return self._next_slow()
-                                        if buf[payload_at] == 0:
-                                            payload_at += 1
-                                        else:
-                                            properties, payload_at = decode_properties(
-                                                memoryview(buf)[:end], payload_at, "PUBLISH")
-                                    self._pos = end
-                                    if _PublishShadow is None:
-                                        return Publish(
-                                            topic,
-                                            buf[payload_at:end],
-                                            _QOS[qos],
-                                            bool(first & 0x01),
-                                            bool(first & 0x08),
-                                            packet_id,
-                                            properties,
-                                        )
-                                    packet = _new_object(_PublishShadow)
-                                    packet.topic = topic
-                                    packet.payload = buf[payload_at:end]
-                                    packet.qos = _QOS[qos]
-                                    packet.retain = bool(first & 0x01)
-                                    packet.dup = bool(first & 0x08)
-                                    packet.packet_id = packet_id
-                                    packet.properties = properties
-                                    packet.__class__ = Publish
-                                    return packet
+                                        # Devices repeat their property lists (alias,
+                                        # expiry, firmware tag): decoded once per reader.
+                                        key = buf[payload_at:props_end]
+                                        properties = self._props_cache.get(key)
+                                        if properties is None:
+                                            fast = decode_publish_properties(buf, payload_at, end)
+                                            if fast is None:
+                                                return self._next_slow()
+                                            properties = fast[0]
+                                            if plen <= _CACHED_PROPERTIES_BYTES:
+                                                if len(self._props_cache) >= _CACHED_LISTS:
+                                                    self._props_cache.clear()
+                                                self._props_cache[key] = properties
+                                        payload_at = props_end
+                                    else:
+                                        payload_at += 1
+                                    if not topic and properties.topic_alias is None:
+                                        return self._next_slow()
+                                self._pos = end
+                                if _PublishShadow is None:
+                                    return Publish(
+                                        topic,
+                                        buf[payload_at:end],
+                                        _QOS[qos],
+                                        bool(first & 0x01),
+                                        bool(first & 0x08),
+                                        packet_id,
+                                        properties,
+                                    )
+                                packet = _new_object(_PublishShadow)
+                                packet.topic = topic
+                                packet.payload = buf[payload_at:end]
+                                packet.qos = _QOS[qos]
+                                packet.retain = bool(first & 0x01)
+                                packet.dup = bool(first & 0x08)
+                                packet.packet_id = packet_id
+                                packet.properties = properties
+                                packet.__class__ = Publish
+                                return packet
                     elif self._first_errors[first] is None and first != 0x10:
                         self._pos = end
                         decoder = self._decoders[first >> 4]

@@ -295,6 +295,72 @@ def decode_properties(
 _new = object.__new__
 
 
+def decode_publish_properties(buf: bytes, i: int, end: int) -> tuple[Properties, int] | None:
+    """The hot path of `decode_properties(..., "PUBLISH")` for a `bytes` buffer whose
+    packet ends at `end`, `i` at the property length: the properties a device commonly
+    sends (message expiry, topic alias, payload format, user properties) parsed inline.
+
+    Returns None whenever anything else or anything wrong appears: the caller then runs
+    the general decoder, which gives the precise error. A differential test holds the two
+    to the same answers.
+    """
+    length = buf[i]
+    i += 1
+    stop = i + length
+    if length >= 0x80 or stop > end:
+        return None
+    props = _new(Properties)
+    found = props.__dict__  # filled directly: absent properties read the class default
+    pairs: list[tuple[str, str]] | None = None
+    while i < stop:
+        pid = buf[i]
+        if pid == 0x23:  # topic alias
+            i += 3
+            if i > stop or "topic_alias" in found:
+                return None
+            value = (buf[i - 2] << 8) | buf[i - 1]
+            if not value:
+                return None
+            found["topic_alias"] = value
+        elif pid == 0x02:  # message expiry interval
+            i += 5
+            if i > stop or "message_expiry_interval" in found:
+                return None
+            found["message_expiry_interval"] = int.from_bytes(buf[i - 4 : i], "big")
+        elif pid == 0x26:  # user property
+            if i + 3 > stop:
+                return None
+            a = i + 3 + ((buf[i + 1] << 8) | buf[i + 2])
+            if a + 2 > stop:
+                return None
+            b = a + 2 + ((buf[a] << 8) | buf[a + 1])
+            if b > stop:
+                return None
+            try:
+                pair = (buf[i + 3 : a].decode(), buf[a + 2 : b].decode())
+            except UnicodeDecodeError:
+                return None
+            if "\x00" in pair[0] or "\x00" in pair[1]:
+                return None
+            if pairs is None:
+                pairs = [pair]
+            else:
+                pairs.append(pair)
+            i = b
+        elif pid == 0x01:  # payload format indicator
+            i += 2
+            if i > stop or "payload_format_indicator" in found or buf[i - 1] > 1:
+                return None
+            found["payload_format_indicator"] = buf[i - 1]
+        else:
+            return None
+    if i != stop:
+        return None
+    if pairs is not None:
+        found["user_properties"] = tuple(pairs)
+    return props, stop
+
+
 def _string(buf: bytes | memoryview, i: int, end: int, kind: str) -> tuple[str, int]:
     if i + 2 > end:
         raise _malformed(f"{kind} user property runs past its list")
