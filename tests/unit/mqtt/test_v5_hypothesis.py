@@ -7,6 +7,7 @@ import dataclasses
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import mqtt_text
 from strategies5 import client_packets5, packets5, properties, publishes5
 
 from gateway.mqtt import Packet, RemoteProtocolError
@@ -131,7 +132,7 @@ common_properties = st.builds(
     payload_format_indicator=st.none() | st.integers(0, 1),
     message_expiry_interval=st.none() | st.integers(0, 0xFFFF_FFFF),
     topic_alias=st.none() | st.integers(1, 0xFFFF),
-    user_properties=st.lists(st.tuples(st.text(max_size=3), st.text(max_size=3)),
+    user_properties=st.lists(st.tuples(mqtt_text(max_size=3), mqtt_text(max_size=3)),
                              max_size=2).map(tuple),
 )
 
