@@ -52,6 +52,7 @@ from .packets import (
     UnsubAck,
     Unsubscribe,
 )
+from .properties import without
 from .reasons import CLIENT_SENDS, PubAckReason, SubAckReason, UnsubAckReason
 
 _QOS1 = QoS.AT_LEAST_ONCE
@@ -123,7 +124,7 @@ class InboundFlows(SessionCore):
             topic = self._aliases_in.get(alias)  # type: ignore[assignment]
             if topic is None:
                 raise protocol_error(f"topic alias {alias} used before it was set (3.3.2.3.4)")
-        return replace(packet, topic=topic, properties=replace(props, topic_alias=None))
+        return replace(packet, topic=topic, properties=without(props, "topic_alias"))
 
     def _on_pubrel(self, packet: PubRel) -> Event | None:
         packet_id = packet.packet_id
@@ -161,8 +162,7 @@ class InboundFlows(SessionCore):
             tuple(subscriptions[i] for i in kept),
             tuple(packet.options[i] for i in kept) if packet.options else (),
             ids[0] if ids else None,
-            replace(packet.properties, subscription_identifiers=()) if ids
-            else packet.properties,
+            without(packet.properties, "subscription_identifiers"),
         )
 
     def _first_over(self, subscriptions: Sequence[tuple[str, QoS]]) -> str | None:

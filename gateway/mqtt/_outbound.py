@@ -33,7 +33,7 @@ from ._state import Action, ConnectionState
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import DeliveryComplete, Event
 from .packets import PubAck, PubComp, Publish, PubRec, PubRel, QoS
-from .properties import NO_PROPERTIES, Properties
+from .properties import NO_PROPERTIES, Properties, without
 from .reasons import SERVER_SENDS_NEVER, DisconnectReason
 
 _QOS0 = QoS.AT_MOST_ONCE
@@ -79,7 +79,7 @@ class OutboundFlows(SessionCore):
         if not self._v5:
             properties = NO_PROPERTIES
         elif properties.topic_alias is not None:
-            properties = replace(properties, topic_alias=None)
+            properties = without(properties, "topic_alias")
         if qos == _QOS0:
             self._send_publish(Publish(topic, payload, qos, retain, False, None, properties))
             return None

@@ -370,6 +370,18 @@ def _string(buf: bytes | memoryview, i: int, end: int, kind: str) -> tuple[str, 
     return check_utf8_bytes(buf[i + 2 : stop]), stop
 
 
+def without(props: Properties, name: str) -> Properties:
+    """`props` without property `name` (cheaper than `dataclasses.replace`, and an empty
+    result is `NO_PROPERTIES`)."""
+    values = {k: v for k, v in props.__dict__.items() if k != name and v is not None
+              and v != ()}
+    if not values:
+        return NO_PROPERTIES
+    result = _new(Properties)
+    result.__dict__.update(values)
+    return result
+
+
 def make_properties(**values: object) -> Properties:
     """A `Properties` holding only the given (non-None, non-empty) values; unknown names
     raise TypeError like the constructor."""
@@ -450,5 +462,6 @@ __all__ = [
     "decode_varint",
     "encode_properties",
     "make_properties",
+    "without",
     "properties_size",
 ]
