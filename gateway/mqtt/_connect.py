@@ -146,11 +146,9 @@ class ConnectHandling(SessionCore):
         self._next_id = resume.next_packet_id
         self._awaiting_pubrel = set(resume.inbound_awaiting_pubrel)
         self._outbound = resumed
-        for entry in resumed.values():
-            if not self._send(entry):
-                # Too large for this client now (MQTT-3.1.2-25): as if delivered.
-                del self._outbound[entry.packet_id]
-                self._dropped_too_large += 1
+        # At most the client's Receive Maximum in flight (MQTT 5, 4.9): the rest wait.
+        self._held = list(resumed)
+        self._release_held()
 
     def _connack_properties(self, connect: Connect, assigned: str | None,
                             keep_alive: int | None, expiry: int | None,

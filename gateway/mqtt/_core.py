@@ -92,6 +92,9 @@ class SessionCore:
         # Outbound: packet id -> Publish awaiting PUBACK/PUBREC, or PubRel awaiting PUBCOMP.
         # A dict keeps first-send order; replacing a value keeps its position.
         self._outbound: dict[int, Publish | PubRel] = {}
+        # Resumed entries not yet re-sent because the client's Receive Maximum was
+        # reached (MQTT 5, section 4.9): sent one by one as flows complete.
+        self._held: list[int] = []
         self._next_id = 1
         # Inbound: ids emitted and not yet acknowledged (-> their QoS), QoS 2 ids awaiting
         # PUBREL, and SUBSCRIBE/UNSUBSCRIBE awaiting the application's answer: the
@@ -243,6 +246,22 @@ class SessionCore:
         why = self._over_limits(topic)
         if why is not None:
             raise RemoteProtocolError(f"{why}: {topic[:64]!r}...", reason_code=0x90)
+
+    def _release_held(self) -> None:
+        """A flow ended: re-send held resumed entries while the window allows."""
+        outbound = self._outbound
+        sent = len(outbound) - sum(1 for packet_id in self._held if packet_id in outbound)
+        window = self._window if self._v5 else MAX_PACKET_ID  # 3.1.1 re-sends them all
+        while self._held and sent < window:
+            packet_id = self._held.pop(0)
+            entry = self._outbound.get(packet_id)
+            if entry is None:
+                continue
+            if self._send(entry):
+                sent += 1
+            else:  # too large for this client (MQTT-3.1.2-25): as if delivered
+                del self._outbound[packet_id]
+                self._dropped_too_large += 1
 
     def _free_id(self) -> int:
         # The window (< 65535) guarantees a free identifier exists.

@@ -128,6 +128,8 @@ class OutboundFlows(SessionCore):
                 rule="MQTT-4.8.0-1", reason_code=0x82,
             )
         del self._outbound[packet.packet_id]
+        if self._held:
+            self._release_held()
         return DeliveryComplete(packet.packet_id, packet.reason_code, packet.properties)
 
     def _on_pubrec(self, packet: PubRec) -> Event | None:
@@ -142,6 +144,8 @@ class OutboundFlows(SessionCore):
             if packet.reason_code >= 0x80:
                 # The client refused the message: the flow ends here (MQTT 5, 4.3.3).
                 del self._outbound[packet_id]
+                if self._held:
+                    self._release_held()
                 return DeliveryComplete(packet_id, packet.reason_code, packet.properties)
             # Ownership passed to the client: from now on PUBREL, never the PUBLISH again
             # (MQTT-4.3.3-1).
@@ -163,6 +167,8 @@ class OutboundFlows(SessionCore):
                 rule="MQTT-4.8.0-1", reason_code=0x82,
             )
         del self._outbound[packet.packet_id]
+        if self._held:
+            self._release_held()
         return DeliveryComplete(packet.packet_id, packet.reason_code, packet.properties)
 
     def disconnect(self, reason: int = 0, *, reason_string: str | None = None,

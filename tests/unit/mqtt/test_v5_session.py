@@ -436,3 +436,26 @@ def test_the_encoder_refuses_mqtt5_fields_in_a_311_packet() -> None:
                    SubAck(1, (0,), Properties(reason_string="x"))):
         with pytest.raises(LocalProtocolError):
             encode(packet, 4)
+
+
+def test_a_resumed_session_resends_only_up_to_the_clients_receive_maximum() -> None:
+    client, server = pair5()
+    client.clean_session = False
+    ids = [server.publish("t", bytes([i]), Q1) for i in range(4)]
+    state = server.session_state()
+    again = SansIOClient(clean_session=False, protocol_level=5,
+                         properties=Properties(receive_maximum=2))
+    again.ack_reason = 0
+    server2 = ServerConnection()
+    again.connect()
+    server2.receive_data(again.data_to_send(), 0.0)
+    drain(server2)
+    server2.accept(session_present=True, resume=state)
+    flush(server2, again)
+    assert [p.packet_id for p in again.delivered] == ids[:2]
+    assert not server2.can_publish(Q1)
+    events = pump(again, server2)  # the two PUBACKs free two slots: the rest follows
+    assert [e.packet_id for e in events] == ids[:2]
+    assert [p.packet_id for p in again.delivered] == ids
+    pump(again, server2)
+    assert server2.statistics().outbound_inflight == 0
