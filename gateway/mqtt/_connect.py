@@ -33,7 +33,7 @@ from .packets import (
     QoS,
 )
 from .properties import NO_PROPERTIES, Properties
-from .reasons import ConnAckReason, connack_reason, connect_return_code
+from .reason_codes import ConnAckCode, connack_reason, connect_return_code
 
 
 class ConnectHandling(SessionCore):
@@ -51,21 +51,21 @@ class ConnectHandling(SessionCore):
             raise RemoteProtocolError(
                 f"client identifier longer than {self._max_client_id_length} bytes",
                 rule="MQTT-3.1.3-9" if not v5 else "MQTT-3.1.3-8",
-                connack_code=ConnAckReason.CLIENT_IDENTIFIER_NOT_VALID if v5
+                connack_code=ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID if v5
                 else ConnectReturnCode.IDENTIFIER_REJECTED,
             )
         if v5 and connect.properties.authentication_method is not None:
             raise RemoteProtocolError(
                 "enhanced authentication is not supported (Authentication Method "
                 f"{connect.properties.authentication_method!r})",
-                connack_code=ConnAckReason.BAD_AUTHENTICATION_METHOD,
+                connack_code=ConnAckCode.BAD_AUTHENTICATION_METHOD,
             )
         if connect.will is not None:
             why = self._over_limits(connect.will.topic)
             if why is not None:
                 raise RemoteProtocolError(
-                    f"will topic: {why}", reason_code=ConnAckReason.TOPIC_NAME_INVALID,
-                    connack_code=ConnAckReason.TOPIC_NAME_INVALID if v5 else None,
+                    f"will topic: {why}", reason_code=ConnAckCode.TOPIC_NAME_INVALID,
+                    connack_code=ConnAckCode.TOPIC_NAME_INVALID if v5 else None,
                 )
 
     def _on_connect(self, packet: Connect) -> Event:
@@ -205,9 +205,9 @@ class ConnectHandling(SessionCore):
                properties: Properties = NO_PROPERTIES) -> None:
         """Queue CONNACK `code` with session present 0 (MQTT-3.2.2-4); state CLOSED.
 
-        `code` may be a 3.1.1 `ConnectReturnCode` or an MQTT 5 `reasons.ConnAckReason`:
-        the session translates it for the client's version (`reasons.connack_reason`,
-        `reasons.connect_return_code`: 0x8A banned is 0x05 in 3.1.1, 0x97 quota exceeded
+        `code` may be a 3.1.1 `ConnectReturnCode` or an MQTT 5 `reason_codes.ConnAckCode`:
+        the session translates it for the client's version (`reason_codes.connack_reason`,
+        `reason_codes.connect_return_code`: 0x8A banned is 0x05 in 3.1.1, 0x97 quota exceeded
         is 0x03). MQTT 5 only: `reason_string` and `properties` (server reference, user
         properties) ride on the CONNACK, reason string and user properties only if the
         client did not ask for no problem information (MQTT-3.1.2-29).
@@ -220,7 +220,7 @@ class ConnectHandling(SessionCore):
             v4_code = connect_return_code(code)
         except ValueError:
             raise LocalProtocolError(f"{code!r} is not a CONNACK code") from None
-        if v5_code is ConnAckReason.SUCCESS:
+        if v5_code is ConnAckCode.SUCCESS:
             raise LocalProtocolError("refuse() needs a refusing code; use accept()")
         self._state = _state.act(self._state, Action.REFUSE)
         if not self._v5:

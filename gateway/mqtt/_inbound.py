@@ -53,15 +53,15 @@ from .packets import (
     Unsubscribe,
 )
 from .properties import without
-from .reasons import CLIENT_SENDS, PubAckReason, SubAckReason, UnsubAckReason
+from .reason_codes import CLIENT_SENDS, PubAckCode, SubAckCode, UnsubAckCode
 
 _QOS1 = QoS.AT_LEAST_ONCE
 _QOS2 = QoS.EXACTLY_ONCE
 _ACKNOWLEDGE = Action.ACKNOWLEDGE
 _CONNECTED = _state.ConnectionState.CONNECTED
-_PUBACK_CODES = frozenset(int(c) for c in PubAckReason)
-_SUBACK_CODES = frozenset(int(c) for c in SubAckReason)
-_UNSUBACK_CODES = frozenset(int(c) for c in UnsubAckReason)
+_PUBACK_CODES = frozenset(int(c) for c in PubAckCode)
+_SUBACK_CODES = frozenset(int(c) for c in SubAckCode)
+_UNSUBACK_CODES = frozenset(int(c) for c in UnsubAckCode)
 _TOPIC_FILTER_INVALID = 0x8F
 
 
@@ -212,7 +212,7 @@ class InboundFlows(SessionCore):
         Call it once the message is stored or routed (MQTT-4.3.2-2, MQTT-4.3.3-2). After
         the connection ended it sends nothing, but still records the QoS 2 identifier.
 
-        MQTT 5: `reason` is a `reasons.PubAckReason` (0x00 success, 0x10 no matching
+        MQTT 5: `reason` is a `reason_codes.PubAckCode` (0x00 success, 0x10 no matching
         subscribers, >= 0x80 refused: a refused QoS 2 message is not held for PUBREL,
         section 4.3.3), with an optional `reason_string` and `user_properties` (dropped
         when the client asked for no problem information, or when they would make the
@@ -255,7 +255,7 @@ class InboundFlows(SessionCore):
         Args:
             return_codes: one per filter of the event, in order: granted QoS (at most the
                 requested one, MQTT-3.9.3) or a refusal: `SUBACK_FAILURE` in 3.1.1, any
-                `reasons.SubAckReason` >= 0x80 in MQTT 5 (3.1.1 turns every refusal into
+                `reason_codes.SubAckCode` >= 0x80 in MQTT 5 (3.1.1 turns every refusal into
                 0x80, so the application may pass MQTT 5 codes to both). Filters the
                 session refused itself (MQTT 5 topic limits) get their 0x8F in place.
             reason_string, user_properties: MQTT 5 only, as for `acknowledge`.
@@ -295,7 +295,7 @@ class InboundFlows(SessionCore):
                      user_properties: Sequence[tuple[str, str]] = ()) -> None:
         """Queue the UNSUBACK for an `UnsubscribeReceived` (MQTT-3.10.4-4, -5).
 
-        MQTT 5: `reason_codes` one `reasons.UnsubAckReason` per filter of the event, in
+        MQTT 5: `reason_codes` one `reason_codes.UnsubAckCode` per filter of the event, in
         order (None: all 0x00 success); `reason_string`, `user_properties` as for
         `acknowledge`. 3.1.1 ignores them all.
 

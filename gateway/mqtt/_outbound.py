@@ -34,14 +34,14 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .events import DeliveryComplete, Event
 from .packets import PubAck, PubComp, Publish, PubRec, PubRel, QoS
 from .properties import NO_PROPERTIES, Properties, without
-from .reasons import SERVER_SENDS_NEVER, DisconnectReason
+from .reason_codes import SERVER_SENDS_NEVER, DisconnectCode
 
 _QOS0 = QoS.AT_MOST_ONCE
 _QOS1 = QoS.AT_LEAST_ONCE
 _QOS2 = QoS.EXACTLY_ONCE
 _PUBLISH = Action.PUBLISH
 _CONNECTED = ConnectionState.CONNECTED
-_DISCONNECT_CODES = frozenset(int(c) for c in DisconnectReason) - SERVER_SENDS_NEVER
+_DISCONNECT_CODES = frozenset(int(c) for c in DisconnectCode) - SERVER_SENDS_NEVER
 
 
 class OutboundFlows(SessionCore):
@@ -176,7 +176,7 @@ class OutboundFlows(SessionCore):
                    user_properties: Sequence[tuple[str, str]] = ()) -> None:
         """The server ends the connection with a reason (MQTT 5 section 3.14).
 
-        MQTT 5, once CONNECTED: queues DISCONNECT `reason` (a `reasons.DisconnectReason`
+        MQTT 5, once CONNECTED: queues DISCONNECT `reason` (a `reason_codes.DisconnectCode`
         a server may send: 0x8E session taken over, 0x98 administrative action, 0x8D keep
         alive timeout, 0x96 message rate too high, 0x8B server shutting down, 0x9C use
         another server with `server_reference`, ...), with the reason string and user

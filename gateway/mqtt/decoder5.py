@@ -55,14 +55,14 @@ from .properties import (
     WILL,
     decode_properties,
 )
-from .reasons import (
-    AuthReason,
-    ConnAckReason,
-    DisconnectReason,
-    PubAckReason,
-    PubRelReason,
-    SubAckReason,
-    UnsubAckReason,
+from .reason_codes import (
+    AuthCode,
+    ConnAckCode,
+    DisconnectCode,
+    PubAckCode,
+    PubRelCode,
+    SubAckCode,
+    UnsubAckCode,
 )
 from .topics import has_control_character, split_shared, validate_topic_filter, validate_topic_name
 from .wire import decode_binary, decode_u8, decode_u16, decode_utf8
@@ -76,13 +76,13 @@ def _codes(enum: type) -> frozenset[int]:
     return frozenset(int(member) for member in enum)
 
 
-_PUBACK_CODES = _codes(PubAckReason)
-_PUBREL_CODES = _codes(PubRelReason)
-_SUBACK_CODES = _codes(SubAckReason)
-_UNSUBACK_CODES = _codes(UnsubAckReason)
-_DISCONNECT_CODES = _codes(DisconnectReason)
-_AUTH_CODES = _codes(AuthReason)
-_CONNACK_CODES = _codes(ConnAckReason)
+_PUBACK_CODES = _codes(PubAckCode)
+_PUBREL_CODES = _codes(PubRelCode)
+_SUBACK_CODES = _codes(SubAckCode)
+_UNSUBACK_CODES = _codes(UnsubAckCode)
+_DISCONNECT_CODES = _codes(DisconnectCode)
+_AUTH_CODES = _codes(AuthCode)
+_CONNACK_CODES = _codes(ConnAckCode)
 
 
 def _packet_id(body: memoryview, offset: int, what: str) -> tuple[int, int]:
@@ -121,7 +121,7 @@ def _connect5(body: memoryview, i: int, cflags: int, keepalive: int) -> Connect:
     if has_control_character(client_id):
         raise RemoteProtocolError(
             "client identifier contains a control character",
-            rule="MQTT-3.1.3-8", connack_code=ConnAckReason.CLIENT_IDENTIFIER_NOT_VALID,
+            rule="MQTT-3.1.3-8", connack_code=ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID,
         )
     will = None
     if cflags & 0x04:

@@ -3,7 +3,7 @@
 Theory of operation: as `encoder` for 3.1.1, one function per packet type appends the
 packet's wire form to a bytearray, here with the MQTT 5 variable headers: property lists
 (`properties.encode_properties`, which checks that each property is allowed in the packet)
-and reason codes (checked against the packet's enum in `reasons`). Where the standard lets
+and reason codes (checked against the packet's enum in `reason_codes`). Where the standard lets
 a sender shorten a packet (an acknowledgement or DISCONNECT with reason 0x00 and no
 properties, section 3.4.2.1 and 3.14.2.1), the short form is written. Every encoder refuses
 with `LocalProtocolError` what `decoder5` would refuse; `encoder.encode_into` restores the
@@ -47,14 +47,14 @@ from .properties import (
     WILL,
     encode_properties,
 )
-from .reasons import (
-    AuthReason,
-    ConnAckReason,
-    DisconnectReason,
-    PubAckReason,
-    PubRelReason,
-    SubAckReason,
-    UnsubAckReason,
+from .reason_codes import (
+    AuthCode,
+    ConnAckCode,
+    DisconnectCode,
+    PubAckCode,
+    PubRelCode,
+    SubAckCode,
+    UnsubAckCode,
 )
 from .topics import split_shared, validate_topic_filter, validate_topic_name
 from .wire import encode_binary, encode_remaining_length, encode_u16, encode_utf8, utf8_bytes
@@ -64,13 +64,13 @@ def _codes(enum: type) -> frozenset[int]:
     return frozenset(int(member) for member in enum)
 
 
-_PUBACK_CODES = _codes(PubAckReason)
-_PUBREL_CODES = _codes(PubRelReason)
-_SUBACK_CODES = _codes(SubAckReason)
-_UNSUBACK_CODES = _codes(UnsubAckReason)
-_DISCONNECT_CODES = _codes(DisconnectReason)
-_AUTH_CODES = _codes(AuthReason)
-_CONNACK_CODES = _codes(ConnAckReason)
+_PUBACK_CODES = _codes(PubAckCode)
+_PUBREL_CODES = _codes(PubRelCode)
+_SUBACK_CODES = _codes(SubAckCode)
+_UNSUBACK_CODES = _codes(UnsubAckCode)
+_DISCONNECT_CODES = _codes(DisconnectCode)
+_AUTH_CODES = _codes(AuthCode)
+_CONNACK_CODES = _codes(ConnAckCode)
 
 
 def _check(validate: Callable[[str], object], topic: str) -> None:

@@ -93,7 +93,7 @@ class SubscribeReceived:
     attach to messages delivered through these subscriptions (or None); `properties` the
     user properties. Shared subscriptions (`$share/{name}/{filter}`) keep their full
     filter here: their syntax is checked; no local on one was refused (protocol error).
-    `grant` takes MQTT 5 reason codes (`reasons.SubAckReason`).
+    `grant` takes MQTT 5 reason codes (`reason_codes.SubAckCode`).
     """
 
     packet_id: int

@@ -8,7 +8,7 @@ codes on acknowledgements and DISCONNECT, properties, subscription options, AUTH
 fields with defaults, so a 3.1.1 packet is built as before and a 3.1.1 encoder refuses a
 packet whose 5-only fields are not at their defaults.
 
-Reason codes are plain ints here (the enums of `reasons` are IntEnums, so members fit);
+Reason codes are plain ints here (the enums of `reason_codes` are IntEnums, so members fit);
 `Properties` lives in `properties` with its own codec and per-packet rules.
 """
 
@@ -123,7 +123,7 @@ class Connect:
 @dataclass(frozen=True, slots=True)
 class ConnAck:
     """CONNACK (section 3.2). `return_code` is a `ConnectReturnCode` in 3.1.1 and a
-    `reasons.ConnAckReason` in MQTT 5 (both IntEnums; the codec checks the range)."""
+    `reason_codes.ConnAckCode` in MQTT 5 (both IntEnums; the codec checks the range)."""
 
     return_code: int = ConnectReturnCode.ACCEPTED
     session_present: bool = False
@@ -147,7 +147,7 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class PubAck:
-    """PUBACK (3.4). MQTT 5: `reason_code` a `reasons.PubAckReason`; properties hold
+    """PUBACK (3.4). MQTT 5: `reason_code` a `reason_codes.PubAckCode`; properties hold
     the reason string and user properties."""
 
     packet_id: int
@@ -157,7 +157,7 @@ class PubAck:
 
 @dataclass(frozen=True, slots=True)
 class PubRec:
-    """PUBREC (3.5). MQTT 5: `reason_code` a `reasons.PubAckReason`."""
+    """PUBREC (3.5). MQTT 5: `reason_code` a `reason_codes.PubAckCode`."""
 
     packet_id: int
     reason_code: int = 0
@@ -166,7 +166,7 @@ class PubRec:
 
 @dataclass(frozen=True, slots=True)
 class PubRel:
-    """PUBREL (3.6). MQTT 5: `reason_code` a `reasons.PubRelReason`."""
+    """PUBREL (3.6). MQTT 5: `reason_code` a `reason_codes.PubRelCode`."""
 
     packet_id: int
     reason_code: int = 0
@@ -175,7 +175,7 @@ class PubRel:
 
 @dataclass(frozen=True, slots=True)
 class PubComp:
-    """PUBCOMP (3.7). MQTT 5: `reason_code` a `reasons.PubRelReason`."""
+    """PUBCOMP (3.7). MQTT 5: `reason_code` a `reason_codes.PubRelCode`."""
 
     packet_id: int
     reason_code: int = 0
@@ -204,7 +204,7 @@ class Subscribe:
 @dataclass(frozen=True, slots=True)
 class SubAck:
     """SUBACK (3.9): one code per filter. 3.1.1: granted QoS or SUBACK_FAILURE; MQTT 5:
-    a `reasons.SubAckReason`."""
+    a `reason_codes.SubAckCode`."""
 
     packet_id: int
     return_codes: tuple[int, ...]
@@ -222,7 +222,7 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class UnsubAck:
-    """UNSUBACK (3.11). MQTT 5: one `reasons.UnsubAckReason` per filter (3.1.1: none)."""
+    """UNSUBACK (3.11). MQTT 5: one `reason_codes.UnsubAckCode` per filter (3.1.1: none)."""
 
     packet_id: int
     reason_codes: tuple[int, ...] = ()
@@ -241,7 +241,7 @@ class PingResp:
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
-    """DISCONNECT (3.14). MQTT 5: a `reasons.DisconnectReason` and properties (session
+    """DISCONNECT (3.14). MQTT 5: a `reason_codes.DisconnectCode` and properties (session
     expiry interval, reason string, server reference, user properties); 3.1.1: neither."""
 
     reason_code: int = 0
@@ -250,7 +250,7 @@ class Disconnect:
 
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """AUTH (MQTT 5 only, 3.15): a `reasons.AuthReason` and properties (authentication
+    """AUTH (MQTT 5 only, 3.15): a `reason_codes.AuthCode` and properties (authentication
     method and data, reason string, user properties)."""
 
     reason_code: int = 0

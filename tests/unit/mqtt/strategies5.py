@@ -53,14 +53,14 @@ from gateway.mqtt.properties import (
     Properties,
     PropertyId,
 )
-from gateway.mqtt.reasons import (
-    AuthReason,
-    ConnAckReason,
-    DisconnectReason,
-    PubAckReason,
-    PubRelReason,
-    SubAckReason,
-    UnsubAckReason,
+from gateway.mqtt.reason_codes import (
+    AuthCode,
+    ConnAckCode,
+    DisconnectCode,
+    PubAckCode,
+    PubRelCode,
+    SubAckCode,
+    UnsubAckCode,
 )
 
 _NON_ZERO = {PropertyId.RECEIVE_MAXIMUM, PropertyId.TOPIC_ALIAS, PropertyId.MAXIMUM_PACKET_SIZE}
@@ -129,7 +129,7 @@ def connects5(draw: st.DrawFn) -> Connect:
 
 @st.composite
 def connacks5(draw: st.DrawFn) -> ConnAck:
-    code = draw(_codes(ConnAckReason))
+    code = draw(_codes(ConnAckCode))
     return ConnAck(code, draw(st.booleans()) if code == 0 else False,
                    draw(properties("CONNACK")))
 
@@ -183,31 +183,31 @@ def _code_lists(codes: type) -> st.SearchStrategy[tuple[int, ...]]:
 client_packets5 = st.one_of(
     connects5(),
     publishes5(),
-    acks(PubAck, PubAckReason, "PUBACK"),
-    acks(PubRec, PubAckReason, "PUBREC"),
-    acks(PubRel, PubRelReason, "PUBREL"),
-    acks(PubComp, PubRelReason, "PUBCOMP"),
+    acks(PubAck, PubAckCode, "PUBACK"),
+    acks(PubRec, PubAckCode, "PUBREC"),
+    acks(PubRel, PubRelCode, "PUBREL"),
+    acks(PubComp, PubRelCode, "PUBCOMP"),
     subscribes5(),
     st.builds(Unsubscribe, packet_ids,
               st.lists(shared_or_plain_filters(), min_size=1, max_size=4).map(tuple),
               properties("UNSUBSCRIBE")),
     st.just(PingReq()),
-    st.builds(Disconnect, _codes(DisconnectReason), properties("DISCONNECT")),
-    st.builds(Auth, _codes(AuthReason), properties("AUTH")),
+    st.builds(Disconnect, _codes(DisconnectCode), properties("DISCONNECT")),
+    st.builds(Auth, _codes(AuthCode), properties("AUTH")),
 )
 """Every MQTT 5 packet type a client may send (AUTH included)."""
 
 server_packets5 = st.one_of(
     connacks5(),
     publishes5(),
-    acks(PubAck, PubAckReason, "PUBACK"),
-    acks(PubRec, PubAckReason, "PUBREC"),
-    acks(PubRel, PubRelReason, "PUBREL"),
-    acks(PubComp, PubRelReason, "PUBCOMP"),
-    st.builds(SubAck, packet_ids, _code_lists(SubAckReason), properties("SUBACK")),
-    st.builds(UnsubAck, packet_ids, _code_lists(UnsubAckReason), properties("UNSUBACK")),
+    acks(PubAck, PubAckCode, "PUBACK"),
+    acks(PubRec, PubAckCode, "PUBREC"),
+    acks(PubRel, PubRelCode, "PUBREL"),
+    acks(PubComp, PubRelCode, "PUBCOMP"),
+    st.builds(SubAck, packet_ids, _code_lists(SubAckCode), properties("SUBACK")),
+    st.builds(UnsubAck, packet_ids, _code_lists(UnsubAckCode), properties("UNSUBACK")),
     st.just(PingResp()),
-    st.builds(Disconnect, _codes(DisconnectReason), properties("DISCONNECT")),
+    st.builds(Disconnect, _codes(DisconnectCode), properties("DISCONNECT")),
 )
 """Every MQTT 5 packet type a server may send."""
 

@@ -16,7 +16,7 @@ from gateway.mqtt.packets import (
     SubscriptionOptions,
 )
 from gateway.mqtt.properties import Properties, decode_properties
-from gateway.mqtt.reasons import ConnAckReason
+from gateway.mqtt.reason_codes import ConnAckCode
 
 H = bytes.fromhex
 MALFORMED, PROTOCOL = 0x81, 0x82
@@ -169,7 +169,7 @@ def test_printable_non_ascii_topics_are_accepted() -> None:
 
 def test_control_characters_in_a_client_id_refuse_it_in_both_versions() -> None:
     v5 = refused(connect5(b"dev\x07"))
-    assert v5.connack_code == ConnAckReason.CLIENT_IDENTIFIER_NOT_VALID
+    assert v5.connack_code == ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID
     body = H("00044d515454 04 02 0000") + H("0004") + b"dev\x07"
     v4 = refused(frame(0x10, body), 4)
     assert (v4.connack_code, v4.rule) == (ConnectReturnCode.IDENTIFIER_REJECTED, "MQTT-3.1.3-9")

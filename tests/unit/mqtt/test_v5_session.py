@@ -32,7 +32,7 @@ from gateway.mqtt.packets import (
     Will,
 )
 from gateway.mqtt.properties import Properties
-from gateway.mqtt.reasons import ConnAckReason, ConnectReturnCode, DisconnectReason
+from gateway.mqtt.reason_codes import ConnAckCode, ConnectReturnCode, DisconnectCode
 from gateway.mqtt.session import ServerConnection
 
 Q0, Q1, Q2 = QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE
@@ -105,14 +105,14 @@ def test_an_authentication_method_gets_connack_0x8c() -> None:
     server = connect_only(client5(authentication_method="SCRAM-SHA-1"))
     with pytest.raises(RemoteProtocolError):
         drain(server)
-    assert decode(server.data_to_send(), 5).return_code == ConnAckReason.BAD_AUTHENTICATION_METHOD
+    assert decode(server.data_to_send(), 5).return_code == ConnAckCode.BAD_AUTHENTICATION_METHOD
 
 
 def test_a_long_client_id_gets_connack_0x85() -> None:
     server = connect_only(client5("x" * 40), max_client_id_length=23)
     with pytest.raises(RemoteProtocolError):
         drain(server)
-    assert decode(server.data_to_send(), 5).return_code == ConnAckReason.CLIENT_IDENTIFIER_NOT_VALID
+    assert decode(server.data_to_send(), 5).return_code == ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID
 
 
 def test_a_will_topic_over_the_limits_gets_connack_0x90_or_closes_311() -> None:
@@ -120,7 +120,7 @@ def test_a_will_topic_over_the_limits_gets_connack_0x90_or_closes_311() -> None:
     server = connect_only(SansIOClient(protocol_level=5, will=will), max_topic_levels=3)
     with pytest.raises(RemoteProtocolError):
         drain(server)
-    assert decode(server.data_to_send(), 5).return_code == ConnAckReason.TOPIC_NAME_INVALID
+    assert decode(server.data_to_send(), 5).return_code == ConnAckCode.TOPIC_NAME_INVALID
     server = connect_only(SansIOClient(will=will), max_topic_levels=3)
     with pytest.raises(RemoteProtocolError):
         drain(server)
@@ -136,11 +136,11 @@ def test_will_properties_reach_the_application() -> None:
 
 
 @pytest.mark.parametrize(("code", "v4", "v5"), [
-    (ConnAckReason.BANNED, ConnectReturnCode.NOT_AUTHORIZED, ConnAckReason.BANNED),
-    (ConnAckReason.QUOTA_EXCEEDED, ConnectReturnCode.SERVER_UNAVAILABLE,
-     ConnAckReason.QUOTA_EXCEEDED),
+    (ConnAckCode.BANNED, ConnectReturnCode.NOT_AUTHORIZED, ConnAckCode.BANNED),
+    (ConnAckCode.QUOTA_EXCEEDED, ConnectReturnCode.SERVER_UNAVAILABLE,
+     ConnAckCode.QUOTA_EXCEEDED),
     (ConnectReturnCode.NOT_AUTHORIZED, ConnectReturnCode.NOT_AUTHORIZED,
-     ConnAckReason.NOT_AUTHORIZED),
+     ConnAckCode.NOT_AUTHORIZED),
 ])
 def test_refuse_speaks_the_clients_version(code, v4, v5) -> None:
     server = connect_only(SansIOClient())
@@ -157,8 +157,8 @@ def test_refuse_speaks_the_clients_version(code, v4, v5) -> None:
 def test_no_problem_information_drops_the_reason_string_of_a_refusal() -> None:
     server = connect_only(client5(request_problem_information=0))
     drain(server)
-    server.refuse(ConnAckReason.BANNED, reason_string="why")
-    assert decode(server.data_to_send(), 5) == ConnAck(ConnAckReason.BANNED)
+    server.refuse(ConnAckCode.BANNED, reason_string="why")
+    assert decode(server.data_to_send(), 5) == ConnAck(ConnAckCode.BANNED)
 
 
 # ---------------------------------------------------------------------- inbound PUBLISH
@@ -207,7 +207,7 @@ def test_more_than_the_receive_maximum_is_disconnect_0x93() -> None:
     client, server = pair5(max_inbound_inflight=2)
     for _ in range(3):
         client.publish("t", b"", Q1)
-    assert failing(client, server).reason_code == DisconnectReason.RECEIVE_MAXIMUM_EXCEEDED
+    assert failing(client, server).reason_code == DisconnectCode.RECEIVE_MAXIMUM_EXCEEDED
 
 
 def test_inbound_topic_aliases_are_resolved_before_the_application() -> None:
@@ -223,13 +223,13 @@ def test_inbound_topic_aliases_are_resolved_before_the_application() -> None:
 def test_an_alias_above_the_maximum_is_disconnect_0x94() -> None:
     client, server = pair5(topic_alias_maximum=2)
     client.publish("t", b"", properties=Properties(topic_alias=3))
-    assert failing(client, server).reason_code == DisconnectReason.TOPIC_ALIAS_INVALID
+    assert failing(client, server).reason_code == DisconnectCode.TOPIC_ALIAS_INVALID
 
 
 def test_an_alias_never_set_is_a_protocol_error() -> None:
     client, server = pair5()
     client.publish("", b"", properties=Properties(topic_alias=1))
-    assert failing(client, server).reason_code == DisconnectReason.PROTOCOL_ERROR
+    assert failing(client, server).reason_code == DisconnectCode.PROTOCOL_ERROR
 
 
 def test_MQTT_3_3_4_6_a_client_publish_with_a_subscription_identifier_is_refused() -> None:
@@ -242,22 +242,22 @@ def test_MQTT_3_3_4_6_a_client_publish_with_a_subscription_identifier_is_refused
 def test_a_packet_over_the_servers_maximum_is_disconnect_0x95() -> None:
     client, server = pair5(max_packet_size=64)
     client.publish("t", b"x" * 100)
-    assert failing(client, server).reason_code == DisconnectReason.PACKET_TOO_LARGE
+    assert failing(client, server).reason_code == DisconnectCode.PACKET_TOO_LARGE
 
 
 def test_a_malformed_packet_is_disconnect_0x81_and_auth_is_0x82() -> None:
     client, server = pair5()
     client.send_raw(bytes.fromhex("4003000111"))  # PUBACK with an UNSUBACK reason
-    assert failing(client, server).reason_code == DisconnectReason.MALFORMED_PACKET
+    assert failing(client, server).reason_code == DisconnectCode.MALFORMED_PACKET
     client, server = pair5()
     client.send(Auth())
-    assert failing(client, server).reason_code == DisconnectReason.PROTOCOL_ERROR
+    assert failing(client, server).reason_code == DisconnectCode.PROTOCOL_ERROR
 
 
 def test_a_topic_name_over_the_limits_is_disconnect_0x90_or_a_311_close() -> None:
     client, server = pair5(max_topic_length=8)
     client.publish("a" * 9, b"")
-    assert failing(client, server).reason_code == DisconnectReason.TOPIC_NAME_INVALID
+    assert failing(client, server).reason_code == DisconnectCode.TOPIC_NAME_INVALID
     client, server = connected_pair(max_topic_levels=2)
     client.publish("a/b/c", b"")
     server.receive_data(client.data_to_send(), 1.0)
@@ -379,17 +379,17 @@ def test_a_client_refusing_a_qos2_message_ends_its_flow() -> None:
 
 def test_disconnect_sends_the_reason_to_mqtt5_and_nothing_to_311() -> None:
     client, server = pair5()
-    server.disconnect(DisconnectReason.USE_ANOTHER_SERVER, reason_string="draining",
+    server.disconnect(DisconnectCode.USE_ANOTHER_SERVER, reason_string="draining",
                       server_reference="gw-2:8883")
     flush(server, client)
     assert client.disconnects == [Disconnect(0x9C, Properties(
         server_reference="gw-2:8883", reason_string="draining"))]
     assert server.state is ConnectionState.CLOSED
     client, server = connected_pair()
-    server.disconnect(DisconnectReason.SESSION_TAKEN_OVER)
+    server.disconnect(DisconnectCode.SESSION_TAKEN_OVER)
     assert server.data_to_send() == b"" and server.state is ConnectionState.CLOSED
     with pytest.raises(LocalProtocolError):
-        server.disconnect(DisconnectReason.DISCONNECT_WITH_WILL_MESSAGE)
+        server.disconnect(DisconnectCode.DISCONNECT_WITH_WILL_MESSAGE)
 
 
 # ---------------------------------------------------------------------- client DISCONNECT
@@ -406,7 +406,7 @@ def test_disconnect_with_will_message_asks_for_the_will() -> None:
 def test_a_session_expiry_set_at_disconnect_after_0_is_a_protocol_error() -> None:
     client, server = pair5()
     client.send(Disconnect(0, Properties(session_expiry_interval=60)))
-    assert failing(client, server).reason_code == DisconnectReason.PROTOCOL_ERROR
+    assert failing(client, server).reason_code == DisconnectCode.PROTOCOL_ERROR
     client, server = pair5(client_props={"session_expiry_interval": 10})
     client.send(Disconnect(0, Properties(session_expiry_interval=60)))
     (event,) = pump(client, server)
@@ -416,7 +416,7 @@ def test_a_session_expiry_set_at_disconnect_after_0_is_a_protocol_error() -> Non
 def test_a_server_only_disconnect_reason_from_a_client_is_a_protocol_error() -> None:
     client, server = pair5()
     client.send(Disconnect(0x8E))
-    assert failing(client, server).reason_code == DisconnectReason.PROTOCOL_ERROR
+    assert failing(client, server).reason_code == DisconnectCode.PROTOCOL_ERROR
 
 
 def test_a_resumed_session_resends_with_properties_and_no_stale_alias() -> None:

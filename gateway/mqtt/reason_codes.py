@@ -1,5 +1,8 @@
 """MQTT 5.0 reason codes, one IntEnum per packet kind (OASIS MQTT 5.0, section 2.4).
 
+Named `...Code` to stay apart from `gateway.reasons`, the gateway's own close reasons (a
+layer above: one of those may be sent as one of these).
+
 MQTT 5 has one table of reason codes whose meaning depends on the packet carrying it; each
 packet accepts a subset. One enum per packet kind keeps that subset checkable: a value is
 valid in a packet exactly when it is a member of that packet's enum. Codes below 0x80 mean
@@ -17,7 +20,7 @@ from enum import IntEnum
 from .packets import ConnectReturnCode
 
 
-class ConnAckReason(IntEnum):
+class ConnAckCode(IntEnum):
     """CONNACK reason codes (section 3.2.2.2)."""
 
     SUCCESS = 0x00
@@ -44,7 +47,7 @@ class ConnAckReason(IntEnum):
     CONNECTION_RATE_EXCEEDED = 0x9F
 
 
-class PubAckReason(IntEnum):
+class PubAckCode(IntEnum):
     """PUBACK and PUBREC reason codes (sections 3.4.2.1 and 3.5.2.1)."""
 
     SUCCESS = 0x00
@@ -58,14 +61,14 @@ class PubAckReason(IntEnum):
     PAYLOAD_FORMAT_INVALID = 0x99
 
 
-class PubRelReason(IntEnum):
+class PubRelCode(IntEnum):
     """PUBREL and PUBCOMP reason codes (sections 3.6.2.1 and 3.7.2.1)."""
 
     SUCCESS = 0x00
     PACKET_IDENTIFIER_NOT_FOUND = 0x92
 
 
-class SubAckReason(IntEnum):
+class SubAckCode(IntEnum):
     """SUBACK reason codes (section 3.9.3): a granted QoS, or a refusal."""
 
     GRANTED_QOS_0 = 0x00
@@ -82,7 +85,7 @@ class SubAckReason(IntEnum):
     WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2
 
 
-class UnsubAckReason(IntEnum):
+class UnsubAckCode(IntEnum):
     """UNSUBACK reason codes (section 3.11.3)."""
 
     SUCCESS = 0x00
@@ -94,7 +97,7 @@ class UnsubAckReason(IntEnum):
     PACKET_IDENTIFIER_IN_USE = 0x91
 
 
-class DisconnectReason(IntEnum):
+class DisconnectCode(IntEnum):
     """DISCONNECT reason codes (section 3.14.2.1); who may send each is in the comments."""
 
     NORMAL_DISCONNECTION = 0x00
@@ -128,31 +131,31 @@ class DisconnectReason(IntEnum):
     WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2
 
 
-SERVER_SENDS_NEVER = frozenset({DisconnectReason.DISCONNECT_WITH_WILL_MESSAGE})
+SERVER_SENDS_NEVER = frozenset({DisconnectCode.DISCONNECT_WITH_WILL_MESSAGE})
 """DISCONNECT reasons only a client may send (table 3-10)."""
 
 CLIENT_SENDS = frozenset(
     {
-        DisconnectReason.NORMAL_DISCONNECTION,
-        DisconnectReason.DISCONNECT_WITH_WILL_MESSAGE,
-        DisconnectReason.UNSPECIFIED_ERROR,
-        DisconnectReason.MALFORMED_PACKET,
-        DisconnectReason.PROTOCOL_ERROR,
-        DisconnectReason.IMPLEMENTATION_SPECIFIC_ERROR,
-        DisconnectReason.TOPIC_NAME_INVALID,
-        DisconnectReason.RECEIVE_MAXIMUM_EXCEEDED,
-        DisconnectReason.TOPIC_ALIAS_INVALID,
-        DisconnectReason.PACKET_TOO_LARGE,
-        DisconnectReason.MESSAGE_RATE_TOO_HIGH,
-        DisconnectReason.QUOTA_EXCEEDED,
-        DisconnectReason.ADMINISTRATIVE_ACTION,
-        DisconnectReason.PAYLOAD_FORMAT_INVALID,
+        DisconnectCode.NORMAL_DISCONNECTION,
+        DisconnectCode.DISCONNECT_WITH_WILL_MESSAGE,
+        DisconnectCode.UNSPECIFIED_ERROR,
+        DisconnectCode.MALFORMED_PACKET,
+        DisconnectCode.PROTOCOL_ERROR,
+        DisconnectCode.IMPLEMENTATION_SPECIFIC_ERROR,
+        DisconnectCode.TOPIC_NAME_INVALID,
+        DisconnectCode.RECEIVE_MAXIMUM_EXCEEDED,
+        DisconnectCode.TOPIC_ALIAS_INVALID,
+        DisconnectCode.PACKET_TOO_LARGE,
+        DisconnectCode.MESSAGE_RATE_TOO_HIGH,
+        DisconnectCode.QUOTA_EXCEEDED,
+        DisconnectCode.ADMINISTRATIVE_ACTION,
+        DisconnectCode.PAYLOAD_FORMAT_INVALID,
     }
 )
 """DISCONNECT reasons a client may send (table 3-10); others from a client are malformed."""
 
 
-class AuthReason(IntEnum):
+class AuthCode(IntEnum):
     """AUTH reason codes (section 3.15.2.1)."""
 
     SUCCESS = 0x00
@@ -161,59 +164,59 @@ class AuthReason(IntEnum):
 
 
 _TO_V5 = {
-    ConnectReturnCode.ACCEPTED: ConnAckReason.SUCCESS,
-    ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION: ConnAckReason.UNSUPPORTED_PROTOCOL_VERSION,
-    ConnectReturnCode.IDENTIFIER_REJECTED: ConnAckReason.CLIENT_IDENTIFIER_NOT_VALID,
-    ConnectReturnCode.SERVER_UNAVAILABLE: ConnAckReason.SERVER_UNAVAILABLE,
-    ConnectReturnCode.BAD_USERNAME_OR_PASSWORD: ConnAckReason.BAD_USER_NAME_OR_PASSWORD,
-    ConnectReturnCode.NOT_AUTHORIZED: ConnAckReason.NOT_AUTHORIZED,
+    ConnectReturnCode.ACCEPTED: ConnAckCode.SUCCESS,
+    ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION: ConnAckCode.UNSUPPORTED_PROTOCOL_VERSION,
+    ConnectReturnCode.IDENTIFIER_REJECTED: ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID,
+    ConnectReturnCode.SERVER_UNAVAILABLE: ConnAckCode.SERVER_UNAVAILABLE,
+    ConnectReturnCode.BAD_USERNAME_OR_PASSWORD: ConnAckCode.BAD_USER_NAME_OR_PASSWORD,
+    ConnectReturnCode.NOT_AUTHORIZED: ConnAckCode.NOT_AUTHORIZED,
 }
 _TO_V4 = {
-    ConnAckReason.SUCCESS: ConnectReturnCode.ACCEPTED,
-    ConnAckReason.UNSUPPORTED_PROTOCOL_VERSION: ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION,
-    ConnAckReason.CLIENT_IDENTIFIER_NOT_VALID: ConnectReturnCode.IDENTIFIER_REJECTED,
-    ConnAckReason.BAD_USER_NAME_OR_PASSWORD: ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
-    ConnAckReason.BAD_AUTHENTICATION_METHOD: ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
-    ConnAckReason.NOT_AUTHORIZED: ConnectReturnCode.NOT_AUTHORIZED,
-    ConnAckReason.BANNED: ConnectReturnCode.NOT_AUTHORIZED,
+    ConnAckCode.SUCCESS: ConnectReturnCode.ACCEPTED,
+    ConnAckCode.UNSUPPORTED_PROTOCOL_VERSION: ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION,
+    ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID: ConnectReturnCode.IDENTIFIER_REJECTED,
+    ConnAckCode.BAD_USER_NAME_OR_PASSWORD: ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
+    ConnAckCode.BAD_AUTHENTICATION_METHOD: ConnectReturnCode.BAD_USERNAME_OR_PASSWORD,
+    ConnAckCode.NOT_AUTHORIZED: ConnectReturnCode.NOT_AUTHORIZED,
+    ConnAckCode.BANNED: ConnectReturnCode.NOT_AUTHORIZED,
 }
 
 
-def connack_reason(code: ConnectReturnCode | ConnAckReason | int) -> ConnAckReason:
+def connack_reason(code: ConnectReturnCode | ConnAckCode | int) -> ConnAckCode:
     """The MQTT 5 CONNACK reason for a 3.1.1 return code (or a 5 reason, unchanged).
 
     Raises `ValueError` for a number that is neither.
     """
-    if isinstance(code, ConnAckReason):
+    if isinstance(code, ConnAckCode):
         return code
     if isinstance(code, ConnectReturnCode) or 0 <= code <= 5:
         return _TO_V5[ConnectReturnCode(code)]
-    return ConnAckReason(code)
+    return ConnAckCode(code)
 
 
-def connect_return_code(code: ConnectReturnCode | ConnAckReason | int) -> ConnectReturnCode:
+def connect_return_code(code: ConnectReturnCode | ConnAckCode | int) -> ConnectReturnCode:
     """The 3.1.1 CONNACK return code for a 5 reason (or a 3.1.1 code, unchanged).
 
     5 reasons without a 3.1.1 counterpart (busy, quota exceeded, use another server, ...)
     become 0x03 server unavailable, the 3.1.1 code for "try again later or elsewhere".
     """
     if isinstance(code, ConnectReturnCode) or (
-        not isinstance(code, ConnAckReason) and 0 <= code <= 5
+        not isinstance(code, ConnAckCode) and 0 <= code <= 5
     ):
         return ConnectReturnCode(code)
-    return _TO_V4.get(ConnAckReason(code), ConnectReturnCode.SERVER_UNAVAILABLE)
+    return _TO_V4.get(ConnAckCode(code), ConnectReturnCode.SERVER_UNAVAILABLE)
 
 
 __all__ = [
     "CLIENT_SENDS",
     "SERVER_SENDS_NEVER",
-    "AuthReason",
-    "ConnAckReason",
-    "DisconnectReason",
-    "PubAckReason",
-    "PubRelReason",
-    "SubAckReason",
-    "UnsubAckReason",
+    "AuthCode",
+    "ConnAckCode",
+    "DisconnectCode",
+    "PubAckCode",
+    "PubRelCode",
+    "SubAckCode",
+    "UnsubAckCode",
     "connack_reason",
     "connect_return_code",
 ]
