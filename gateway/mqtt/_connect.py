@@ -112,7 +112,12 @@ class ConnectHandling(SessionCore):
             properties: any other CONNACK property the application announces (maximum
                 QoS, retain available, wildcard / subscription identifier / shared
                 subscription available, response information, server reference, reason
-                string, user properties). Properties the session sets itself win.
+                string, user properties). Properties the session sets itself win. The
+                session enforces what it announces: a PUBLISH above Maximum QoS is
+                DISCONNECT 0x9B, a retained one when Retain Available is 0 is 0x9A, a
+                subscription identifier when they are unavailable 0xA1; wildcard and
+                shared filters when unavailable get 0xA2 / 0x9E in the SUBACK. (A will
+                breaking these is the application's to refuse: it sees the CONNECT.)
 
         Raises:
             LocalProtocolError: not in CONNECT_RECEIVED, or the arguments contradict.
@@ -131,6 +136,7 @@ class ConnectHandling(SessionCore):
             connack = ConnAck(0, session_present, self._connack_properties(
                 connect, assigned_client_id, server_keep_alive, session_expiry_interval,
                 properties))
+            self._announced = connack.properties
         resumed = self._check_resume(resume)
         self._state = new_state
         if self._v5:

@@ -115,6 +115,8 @@ class SessionCore:
         self._aliases_in: dict[int, str] = {}
         self._aliases_out: dict[str, int] = {}
         self._dropped_too_large = 0
+        # What the CONNACK announced as unavailable (MQTT 5, 3.2.2.3): None = available.
+        self._announced = NO_PROPERTIES
 
     # ---------------------------------------------------------------- inspection
 

@@ -52,8 +52,9 @@ from .packets import (
     UnsubAck,
     Unsubscribe,
 )
-from .properties import without
+from .properties import NO_PROPERTIES, without
 from .reason_codes import CLIENT_SENDS, PubAckCode, SubAckCode, UnsubAckCode
+from .topics import SHARE_PREFIX
 
 _QOS1 = QoS.AT_LEAST_ONCE
 _QOS2 = QoS.EXACTLY_ONCE
@@ -103,6 +104,15 @@ class InboundFlows(SessionCore):
 
     def _resolve_v5(self, packet: Publish) -> Publish:
         """Apply an MQTT 5 PUBLISH's topic alias and check what 3.1.1 does not have."""
+        announced = self._announced
+        if announced is not NO_PROPERTIES:
+            if announced.maximum_qos is not None and packet.qos > announced.maximum_qos:
+                raise RemoteProtocolError(
+                    f"PUBLISH at QoS {packet.qos} above the maximum QoS "
+                    f"{announced.maximum_qos}", rule="MQTT-3.2.2-11", reason_code=0x9B)
+            if packet.retain and announced.retain_available == 0:
+                raise RemoteProtocolError("retained PUBLISH while retain is unavailable",
+                                          rule="MQTT-3.2.2-14", reason_code=0x9A)
         props = packet.properties
         if props.subscription_identifiers:
             raise protocol_error("a client PUBLISH carries a subscription identifier",
@@ -150,6 +160,8 @@ class InboundFlows(SessionCore):
                                           reason_code=_TOPIC_FILTER_INVALID)
             refused = {i: _TOPIC_FILTER_INVALID for i, (f, _) in enumerate(subscriptions)
                        if self._over_limits(f)}
+        if self._v5 and self._announced is not NO_PROPERTIES:
+            self._refuse_unavailable(packet, refused)
         kept = [i for i in range(len(subscriptions)) if i not in refused]
         self._pending_subscribe[packet.packet_id] = (
             tuple(subscriptions[i][1] for i in kept), refused)
@@ -164,6 +176,23 @@ class InboundFlows(SessionCore):
             ids[0] if ids else None,
             without(packet.properties, "subscription_identifiers"),
         )
+
+    def _refuse_unavailable(self, packet: Subscribe, refused: dict[int, int]) -> None:
+        """What the CONNACK said is unavailable (3.2.2.3.11-13)."""
+        announced = self._announced
+        if (announced.subscription_identifier_available == 0
+                and packet.properties.subscription_identifiers):
+            raise RemoteProtocolError("subscription identifier while unavailable",
+                                      reason_code=0xA1)
+        for i, (topic_filter, _) in enumerate(packet.subscriptions):
+            if i in refused:
+                continue
+            if announced.shared_subscription_available == 0 and topic_filter.startswith(
+                    SHARE_PREFIX):
+                refused[i] = 0x9E
+            elif announced.wildcard_subscription_available == 0 and (
+                    "+" in topic_filter or "#" in topic_filter):
+                refused[i] = 0xA2
 
     def _first_over(self, subscriptions: Sequence[tuple[str, QoS]]) -> str | None:
         return next((self._over_limits(f) for f, _ in subscriptions if self._over_limits(f)),

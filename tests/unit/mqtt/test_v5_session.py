@@ -459,3 +459,25 @@ def test_a_resumed_session_resends_only_up_to_the_clients_receive_maximum() -> N
     assert [p.packet_id for p in again.delivered] == ids
     pump(again, server2)
     assert server2.statistics().outbound_inflight == 0
+
+
+def test_what_the_connack_says_is_unavailable_is_enforced() -> None:
+    announce = {"properties": Properties(maximum_qos=1, retain_available=0,
+                                         wildcard_subscription_available=0,
+                                         shared_subscription_available=0,
+                                         subscription_identifier_available=0)}
+    client, server = pair5(accept=announce)
+    assert client.connacks[-1].properties.maximum_qos == 1
+    client.subscribe(("a/+", Q1), ("$share/g/a", Q1), ("a", Q1))
+    (event,) = pump(client, server)
+    assert event.subscriptions == (("a", Q1),)
+    server.grant(event.packet_id, (1,))
+    flush(server, client)
+    assert client.subacks[-1].return_codes == (0xA2, 0x9E, 1)
+    for publish, code in (((b"", Q2, False), 0x9B), ((b"", Q1, True), 0x9A)):
+        client, server = pair5(accept=announce)
+        client.publish("t", *publish)
+        assert failing(client, server).reason_code == code
+    client, server = pair5(accept=announce)
+    client.send(Subscribe(1, (("a", Q1),), properties=Properties(subscription_identifiers=(3,))))
+    assert failing(client, server).reason_code == 0xA1
