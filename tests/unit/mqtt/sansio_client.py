@@ -84,6 +84,7 @@ class SansIOClient:
         """Start a new network connection; a clean session forgets its state (3.1.2.4)."""
         self.reader = PacketReader(max_packet_size=1 << 28, protocol_level=self.protocol_level)
         self.aliases: dict[int, str] = {}  # the server's topic aliases (MQTT 5)
+        self.own_aliases: dict[int, str] = {}  # ours, for this connection only
         self._out = bytearray()
         self.received: list[Packet] = []
         if self.clean_session:
@@ -124,12 +125,22 @@ class SansIOClient:
         self, topic: str, payload: bytes, qos: QoS = QoS.AT_MOST_ONCE, retain: bool = False,
         properties: Properties = NO_PROPERTIES,
     ) -> int | None:
+        alias = properties.topic_alias
+        full_topic = topic
+        if alias is not None:  # MQTT 5: ours, for this connection only (3.3.2.3.4)
+            if topic:
+                self.own_aliases[alias] = topic
+            else:
+                full_topic = self.own_aliases.get(alias, "")  # "": a test breaking the rule
         if qos == QoS.AT_MOST_ONCE:
             self.send(Publish(topic, payload, qos, retain, properties=properties))
             return None
         packet_id = self._allocate()
         packet = Publish(topic, payload, qos, retain, packet_id=packet_id, properties=properties)
-        self.outbound[packet_id] = packet
+        # Kept with its full topic and no alias: a re-send after a reconnect cannot use an
+        # alias of the old connection.
+        self.outbound[packet_id] = replace(packet, topic=full_topic, properties=replace(
+            properties, topic_alias=None)) if alias is not None else packet
         self.send(packet)
         return packet_id
 
