@@ -146,7 +146,9 @@ class ConnectHandling(SessionCore):
                 self._keepalive = server_keep_alive
             # Our own limits apply from the CONNACK on: inbound packets are checked
             # against the Maximum Packet Size we announce (MQTT-3.2.2-15 is the client's).
-        encode_into(connack, self._out, self._level)  # never dropped for its size
+        # Never dropped: too large for the client, it loses its reason string and user
+        # properties (MQTT-3.1.2-24) and what is left is small.
+        self._send_optional(connack)
         if resume is None:
             return
         self._next_id = resume.next_packet_id
@@ -236,4 +238,4 @@ class ConnectHandling(SessionCore):
             properties = replace(properties, reason_string=reason_string)
         if not self._problem_info:
             properties = replace(properties, reason_string=None, user_properties=())
-        encode_into(ConnAck(v5_code, False, properties), self._out, self._level)
+        self._send_optional(ConnAck(v5_code, False, properties))

@@ -208,8 +208,10 @@ class SessionCore:
         its reason string and user properties (MQTT-3.4.2-2 and siblings)."""
         if not self._send(packet):
             props = packet.properties  # type: ignore[union-attr]
-            self._send(replace(packet, properties=replace(  # type: ignore[type-var]
-                props, reason_string=None, user_properties=())))
+            slim = replace(packet, properties=replace(  # type: ignore[type-var]
+                props, reason_string=None, user_properties=()))
+            if not self._send(slim):
+                encode_into(slim, self._out, self._level)  # a bare answer is owed anyway
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         code = exc.connack_code

@@ -68,10 +68,14 @@ class PropertyId(IntEnum):
     SHARED_SUBSCRIPTION_AVAILABLE = 0x2A
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Properties:
     """Every MQTT 5 property, each None (absent) unless set; see section 3.x.2.2 of each
-    packet for its meaning. Not slotted on purpose (module docstring)."""
+    packet for its meaning. Not slotted on purpose (module docstring).
+
+    Built with keyword arguments named after the fields; only the present ones (not None,
+    not empty) are stored, so `__dict__` holds exactly the properties present.
+    """
 
     payload_format_indicator: int | None = None  # 0 unspecified bytes, 1 UTF-8
     message_expiry_interval: int | None = None  # seconds
@@ -101,14 +105,25 @@ class Properties:
     subscription_identifier_available: int | None = None
     shared_subscription_available: int | None = None
 
+    def __init__(self, **values: object) -> None:
+        present = self.__dict__
+        for name, value in values.items():
+            if name not in _FIELD_RANK:
+                raise TypeError(f"Properties has no property {name!r}")
+            if value is not None and value != ():
+                if type(value) is list:
+                    value = tuple(value)
+                present[name] = value
+
     def __bool__(self) -> bool:
         """Whether any property is present."""
-        return bool(self.__dict__) and self != NO_PROPERTIES
+        return bool(self.__dict__)
 
-
-NO_PROPERTIES = Properties()
 
 _FIELD_NAMES = tuple(f.name for f in fields(Properties))
+_FIELD_RANK = {name: rank for rank, name in enumerate(_FIELD_NAMES)}
+
+NO_PROPERTIES = Properties()
 
 # Data types (section 1.5).
 BYTE, U16, U32, VARINT, UTF8, BINARY, PAIR = range(7)
@@ -397,15 +412,15 @@ def encode_properties(props: Properties, kind: str, out: bytearray) -> None:
     Raises `LocalProtocolError` for a property not allowed in `kind`, a value out of its
     type's range, or one the decoder would refuse (module docstring).
     """
-    if props is NO_PROPERTIES or not props.__dict__:
+    present = props.__dict__
+    if not present:
         out.append(0)
         return
     body = bytearray()
     allowed = ALLOWED[kind]
-    for name in _FIELD_NAMES:
-        value = getattr(props, name)
-        if value is None or value == ():
-            continue
+    names = sorted(present, key=_FIELD_RANK.__getitem__) if len(present) > 1 else present
+    for name in names:
+        value = present[name]
         pid, dtype = _BY_NAME[name]
         if pid not in allowed:
             raise LocalProtocolError(f"property {name} is not allowed in {kind}")

@@ -7,7 +7,7 @@ import pytest
 from sansio_client import SansIOClient, connected_pair, drain, flush, pump
 
 from gateway.mqtt._state import ConnectionState
-from gateway.mqtt.codec import decode, encode
+from gateway.mqtt.codec import DEFAULT_MAX_PACKET_SIZE, decode, encode
 from gateway.mqtt.errors import LocalProtocolError, RemoteProtocolError
 from gateway.mqtt.events import (
     ConnectReceived,
@@ -481,3 +481,12 @@ def test_what_the_connack_says_is_unavailable_is_enforced() -> None:
     client, server = pair5(accept=announce)
     client.send(Subscribe(1, (("a", Q1),), properties=Properties(subscription_identifiers=(3,))))
     assert failing(client, server).reason_code == 0xA1
+
+
+def test_a_connack_too_large_for_the_client_loses_its_user_properties() -> None:
+    big = Properties(user_properties=(("k", "v" * 100),), reason_string="hello")
+    client, server = pair5(accept={"properties": big},
+                           client_props={"maximum_packet_size": 64})
+    connack = client.connacks[-1]
+    assert connack.properties.user_properties == () and connack.properties.reason_string is None
+    assert connack.properties.maximum_packet_size == DEFAULT_MAX_PACKET_SIZE
