@@ -68,7 +68,7 @@ class PropertyId(IntEnum):
     SHARED_SUBSCRIPTION_AVAILABLE = 0x2A
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False, repr=False)
 class Properties:
     """Every MQTT 5 property, each None (absent) unless set; see section 3.x.2.2 of each
     packet for its meaning. Not slotted on purpose (module docstring).
@@ -118,6 +118,10 @@ class Properties:
     def __bool__(self) -> bool:
         """Whether any property is present."""
         return bool(self.__dict__)
+
+    def __repr__(self) -> str:
+        present = sorted(self.__dict__.items(), key=lambda item: _FIELD_RANK[item[0]])
+        return f"Properties({', '.join(f'{name}={value!r}' for name, value in present)})"
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(Properties))
