@@ -129,14 +129,18 @@ def encode_publishes(count: int) -> Callable[[], int]:
     return run
 
 
-def measure(run: Callable[[], int], repeat: int) -> tuple[float, float]:
-    """Best and median packets/s over `repeat` runs."""
-    rates = []
+def measure(cases: list[tuple[str, Callable[[], int]]], repeat: int
+            ) -> dict[str, tuple[float, float]]:
+    """Best and median packets/s of each case over `repeat` rounds. The cases run in
+    turn within each round, so a change of machine load touches them all alike and the
+    ratios between them stay fair on a shared machine."""
+    rates: dict[str, list[float]] = {name: [] for name, _ in cases}
     for _ in range(repeat):
-        start = time.perf_counter()
-        count = run()
-        rates.append(count / (time.perf_counter() - start))
-    return max(rates), statistics.median(rates)
+        for name, run in cases:
+            start = time.perf_counter()
+            count = run()
+            rates[name].append(count / (time.perf_counter() - start))
+    return {name: (max(r), statistics.median(r)) for name, r in rates.items()}
 
 
 def machine() -> str:
@@ -209,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(f"packets per run: {args.count}, runs: {args.repeat}, packet: {len(qos0)} bytes QoS 0")
     results = {}
-    for name, run in cases:
-        best, median = measure(run, args.repeat)
+    for name, (best, median) in measure(cases, args.repeat).items():
         results[name] = best
         line = f"{name:<24} {best:>12,.0f} packets/s best  {median:>12,.0f} median"
         if name.startswith("decode-64k"):
