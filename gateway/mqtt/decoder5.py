@@ -104,6 +104,14 @@ def check_identifier(text: str, what: str, rule: str | None = None) -> None:
         raise RemoteProtocolError(f"{what} contains a control character", rule=rule)
 
 
+def check_response_topic(topic: str) -> None:
+    """A Response Topic is a topic name: no wildcards (MQTT-3.3.2-14), not empty."""
+    try:
+        validate_topic_name(topic)
+    except RemoteProtocolError as exc:
+        raise protocol_error(f"response topic: {exc}", rule="MQTT-3.3.2-14") from None
+
+
 def decode_connect5(body: memoryview, i: int, cflags: int, keepalive: int) -> Connect:
     """The rest of a level-5 CONNECT after keep alive: properties, then the payload
     (sections 3.1.2.11 and 3.1.3). Errors carry `connack_code` = their reason code."""
@@ -126,6 +134,8 @@ def _connect5(body: memoryview, i: int, cflags: int, keepalive: int) -> Connect:
     will = None
     if cflags & 0x04:
         will_properties, i = decode_properties(body, i, WILL)
+        if will_properties.response_topic is not None:
+            check_response_topic(will_properties.response_topic)
         will_topic, i = decode_utf8(body, i)
         validate_topic_name(will_topic)
         will_payload, i = decode_binary(body, i)
@@ -172,6 +182,8 @@ def decode_publish(flags: int, body: memoryview) -> Publish:
     if qos:
         packet_id, i = _packet_id(body, i, "PUBLISH")
     properties, i = decode_properties(body, i, PUBLISH)
+    if properties.response_topic is not None:
+        check_response_topic(properties.response_topic)
     if topic:
         validate_topic_name(topic)
     elif properties.topic_alias is None:

@@ -128,6 +128,8 @@ def _encode_connect(packet: Connect, out: bytearray) -> None:
     encode_properties(packet.properties, CONNECT, body)
     encode_utf8(packet.client_id, body)
     if will is not None:
+        if will.properties.response_topic is not None:
+            _check(validate_topic_name, will.properties.response_topic)
         encode_properties(will.properties, WILL, body)
         _check(validate_topic_name, will.topic)
         encode_utf8(will.topic, body)
@@ -155,6 +157,8 @@ def encode_publish(packet: Publish, out: bytearray) -> None:
     properties = packet.properties
     if topic or properties.topic_alias is None:
         _check(validate_topic_name, topic)
+    if properties.response_topic is not None:
+        _check(validate_topic_name, properties.response_topic)  # MQTT-3.3.2-14
     topic_bytes = utf8_bytes(topic)
     if qos == 0:
         if packet.packet_id is not None:

@@ -96,7 +96,9 @@ def properties(draw: st.DrawFn, kind: str, *, exclude: frozenset[int] = frozense
         if not draw(st.booleans()):
             continue
         name, dtype, _ = SPEC[pid]
-        if pid == PropertyId.SUBSCRIPTION_IDENTIFIER:
+        if pid == PropertyId.RESPONSE_TOPIC:
+            values[name] = draw(topic_names())  # a topic name (MQTT-3.3.2-14)
+        elif pid == PropertyId.SUBSCRIPTION_IDENTIFIER:
             count = 3 if kind == "PUBLISH" else 1
             values[name] = tuple(draw(st.lists(_value(pid, dtype), min_size=1,
                                                max_size=count)))

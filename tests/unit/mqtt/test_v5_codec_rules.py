@@ -199,3 +199,12 @@ def test_a_topic_alias_publish_needs_mqtt5_to_encode() -> None:
         encode(Publish("", b"", properties=Properties(topic_alias=1)), 4)
     with pytest.raises(LocalProtocolError):
         encode(Publish("", b""), 5)
+
+
+@pytest.mark.parametrize("response_topic", ["a/+", "#", ""])
+def test_MQTT_3_3_2_14_a_response_topic_is_a_topic_name(response_topic: str) -> None:
+    data = response_topic.encode()
+    props = b"\x08" + len(data).to_bytes(2, "big") + data
+    wire = frame(0x30, H("000161") + bytes((len(props),)) + props)
+    error = refused(wire)
+    assert (error.rule, error.reason_code) == ("MQTT-3.3.2-14", PROTOCOL)
