@@ -57,7 +57,13 @@ from .reason_codes import (
     connect_return_code,
 )
 from .session import ConnectionStatistics, ProtocolSessionState, ServerConnection
-from .topics import SubscriptionTree, topic_matches, validate_topic_filter, validate_topic_name
+from .topics import (
+    SubscriptionTree,
+    split_shared,
+    topic_matches,
+    validate_topic_filter,
+    validate_topic_name,
+)
 
 __all__ = [
     "DEFAULT_SUBSCRIPTION_OPTIONS",
@@ -119,6 +125,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_into",
+    "split_shared",
     "topic_matches",
     "validate_topic_filter",
     "validate_topic_name",
