@@ -133,12 +133,6 @@ class PacketReader:
     def max_packet_size(self) -> int:
         return self._max_packet_size
 
-    @max_packet_size.setter
-    def max_packet_size(self, value: int) -> None:
-        if value < 2:
-            raise ValueError("max_packet_size must allow at least a 2-byte packet")
-        self._max_packet_size = value
-
     @property
     def buffered(self) -> int:
         """Bytes fed but not yet returned as packets."""

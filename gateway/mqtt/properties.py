@@ -402,9 +402,9 @@ def without(props: Properties, name: str) -> Properties:
 
 
 def make_properties(**values: object) -> Properties:
-    """A `Properties` holding only the given (non-None, non-empty) values; unknown names
-    raise TypeError like the constructor."""
-    return Properties(**{k: v for k, v in values.items() if v is not None and v != ()})
+    """`Properties(**values)`: None and empty values are absent; an unknown name raises
+    TypeError."""
+    return Properties(**values)
 
 
 _WRITERS: dict[int, Callable[[object, bytearray], None]] = {}
@@ -464,13 +464,6 @@ def encode_properties(props: Properties, kind: str, out: bytearray) -> None:
     out += body
 
 
-def properties_size(props: Properties, kind: str) -> int:
-    """The encoded size of `props` in a `kind` packet, length prefix included."""
-    out = bytearray()
-    encode_properties(props, kind, out)
-    return len(out)
-
-
 __all__ = [
     "ALLOWED",
     "NO_PROPERTIES",
@@ -482,5 +475,4 @@ __all__ = [
     "encode_properties",
     "make_properties",
     "without",
-    "properties_size",
 ]
