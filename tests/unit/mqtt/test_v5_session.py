@@ -490,3 +490,12 @@ def test_a_connack_too_large_for_the_client_loses_its_user_properties() -> None:
     connack = client.connacks[-1]
     assert connack.properties.user_properties == () and connack.properties.reason_string is None
     assert connack.properties.maximum_packet_size == DEFAULT_MAX_PACKET_SIZE
+
+
+def test_a_311_subscribe_over_the_topic_limits_closes_without_a_suback() -> None:
+    client, server = connected_pair(max_topic_length=8)
+    client.subscribe(("short", Q1), ("much/too/long", Q1))
+    server.receive_data(client.data_to_send(), 1.0)
+    with pytest.raises(RemoteProtocolError):
+        drain(server)
+    assert server.data_to_send() == b"" and server.state is ConnectionState.ERROR
