@@ -34,16 +34,21 @@ follows from the prefixes: a mounted filter can only match topics under its own 
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .delivery import Grant, deliver
 from .mqtt.packets import QoS
+from .mqtt.properties import Properties
 from .mqtt.session import ProtocolSessionState
 from .mqtt.topics import SubscriptionTree
 from .reasons import DisconnectReason
 from .retained import RetainedTree, retained_size
+from .shared import GroupKey, SharedGroup, split_shared
 
 SessionKey = tuple[str, str]
 """(network UUID, client id)."""
@@ -59,10 +64,21 @@ class Message:
     retain: bool = False
     ref: object = field(default=None, compare=False, repr=False)
     """The durable store's handle on a queued copy (`gateway.persistence`), else None."""
+    props: Properties | None = None
+    """MQTT 5 properties passed through to MQTT 5 subscribers (`gateway.delivery`)."""
+    expires_at: float | None = None
+    """MQTT 5 message expiry (wall clock, epoch seconds): never delivered after it."""
+    origin: SessionKey | None = field(default=None, compare=False, repr=False)
+    """The publishing session (MQTT 5 no local), None for the gateway's own messages."""
+    sub_ids: tuple[int, ...] = ()
+    """A copy's subscription identifiers (MQTT-3.3.4-3)."""
 
     @property
     def network(self) -> str:
         return self.topic.partition("/")[0]
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class Outlet(Protocol):
@@ -95,6 +111,11 @@ class SessionState:
     """The highest store id among those."""
     queued_bytes: int = 0
     """Payload bytes of this session's kept copies (in memory or only stored)."""
+    options: dict[str, Grant] = field(default_factory=dict)
+    """MQTT 5: the grants of `subscriptions` that carry more than a QoS (sparse)."""
+    expiry: int | None = None
+    """MQTT 5 session expiry interval in seconds after a disconnect; None: never (the 3.1.1
+    clean_session=0 rule). A session with expiry 0 is `clean`."""
 
     def offer(self, message: Message) -> bool:
         """Queue a message for delivery; False when the outbox is full (it is not queued)."""
@@ -233,7 +254,9 @@ class Broker:
         max_queued_bytes_per_network: int = 64 * 1024 * 1024,
         sessions: SessionStore | None = None,
         retained: RetainedStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock`: the wall clock in epoch seconds (message and session expiry)."""
         self.max_queued = max_queued
         self.max_sessions_per_network = max_sessions_per_network
         self.max_retained_per_network = max_retained_per_network
@@ -250,20 +273,39 @@ class Broker:
         self.retained: RetainedStore = (
             retained if retained is not None else MemoryRetainedStore()
         )
-        self._tree = SubscriptionTree()
+        self.clock = clock
+        self._tree: SubscriptionTree[SessionKey | GroupKey] = SubscriptionTree()
+        self._shared: dict[GroupKey, SharedGroup] = {}
         self._live: dict[SessionKey, Outlet] = {}
+        # MQTT 5 deadlines (wall clock): sessions kept after a disconnect, delayed wills.
+        self._deadlines: list[tuple[float, int, SessionKey]] = []
+        self._expiring: dict[SessionKey, float] = {}
+        self._wills: dict[SessionKey, tuple[float, Message]] = {}
+        self._seq = 0
         self.routed = 0
         self.delivered = 0
         self.dropped = 0
+        self.expired = 0  # messages past their MQTT 5 expiry, never delivered
+        self.sessions_expired = 0
+        now = clock()
         for state in self.sessions.all():
             for topic_filter, qos in state.subscriptions.items():
-                self._tree.add(topic_filter, state.key, qos)
+                self._tree_add(state, topic_filter, state.options.get(topic_filter)
+                               or Grant(qos))
             self._queued_bytes[state.key[0]] += state.queued_bytes
+            if state.expiry is not None:  # kept its interval from now (the restart)
+                self._expire_at(state.key, now + state.expiry)
 
     # -- sessions -----------------------------------------------------------------------
 
-    def connect(self, key: SessionKey, clean_session: bool, outlet: Outlet) -> Attached | None:
+    def connect(self, key: SessionKey, clean_session: bool, outlet: Outlet, *,
+                expiry: int | None = None) -> Attached | None:
         """Attach a new connection to the session `key`, taking over any live one.
+
+        `clean_session`: discard any previous state (3.1.1 clean session, MQTT 5 clean
+        start). `expiry`: MQTT 5 session expiry interval (0: the session ends with the
+        connection); None: 3.1.1, where `clean_session` also decides persistence. A delayed
+        will of `key` is cancelled (MQTT-3.1.3-9 of 5.0: the client came back in time).
 
         Returns None, changing nothing, when the network already holds
         `max_sessions_per_network` sessions and `key` is not one of them.
@@ -276,29 +318,42 @@ class Broker:
         old = self._live.pop(key, None)
         if old is not None and old is not outlet:
             old.close(DisconnectReason.DUPLICATE_CLIENTID, "another connection took over")
+        self._wills.pop(key, None)
+        self._expiring.pop(key, None)
         state = self.sessions.get(key)
         present = False
         if state is not None and (clean_session or state.clean):
             self._drop_state(state)
             state = None
+        clean = clean_session if expiry is None else expiry == 0
         if state is None:
-            state = SessionState(key, clean_session, self.max_queued)
+            state = SessionState(key, clean, self.max_queued, expiry=expiry)
             self.sessions.put(state)
         else:
             present = True
+            if (state.clean, state.expiry) != (clean, expiry):
+                state.clean, state.expiry = clean, expiry
+                self.sessions.put(state)
         self._live[key] = outlet
         return Attached(state, present, old if old is not outlet else None)
 
-    def disconnect(self, key: SessionKey, outlet: Outlet) -> None:
-        """Detach `outlet`; a clean session ends here (MQTT-3.1.2-6), a persistent one stays."""
+    def disconnect(self, key: SessionKey, outlet: Outlet, *,
+                   expiry: int | None = None) -> None:
+        """Detach `outlet`; a clean session ends here (MQTT-3.1.2-6), a persistent one stays
+        (an MQTT 5 one for its expiry interval; `expiry`: the interval its DISCONNECT set)."""
         if self._live.get(key) is not outlet:
             return  # taken over: the session now belongs to the newer connection
         del self._live[key]
         state = self.sessions.get(key)
         if state is not None:
+            if expiry is not None and state.expiry is not None:
+                state.expiry = expiry
+                state.clean = expiry == 0
             if state.clean:
                 self._drop_state(state)
             else:
+                if state.expiry is not None:
+                    self._expire_at(key, self.clock() + state.expiry)
                 # Sent but unacknowledged (the connection saved them in `inflight`) come
                 # first: a durable store keeps them for a restart too.
                 for packet_id, message in list(state.inflight.items()):
@@ -342,14 +397,64 @@ class Broker:
 
     def _drop_state(self, state: SessionState) -> None:
         for topic_filter in state.subscriptions:
-            self._tree.remove(topic_filter, state.key)
+            self._tree_remove(state, topic_filter)
         self._charge(state, -state.queued_bytes)
+        self._expiring.pop(state.key, None)
         self.sessions.delete(state.key)
+
+    # -- MQTT 5 deadlines: session expiry, will delay -------------------------------------
+
+    def _expire_at(self, key: SessionKey, at: float) -> None:
+        self._expiring[key] = at
+        self._push(at, key)
+
+    def _push(self, at: float, key: SessionKey) -> None:
+        self._seq += 1
+        heapq.heappush(self._deadlines, (at, self._seq, key))
+
+    def hold_will(self, key: SessionKey, will: Message, delay: float) -> None:
+        """Publish `will` after `delay` seconds unless `key` connects again first
+        (MQTT 5 will delay interval) or its session ends first (then at that end)."""
+        at = self.clock() + delay
+        self._wills[key] = (at, will)
+        self._push(at, key)
+
+    def next_deadline(self) -> float | None:
+        """When `tick` has something to do next (wall clock), None: nothing is pending."""
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def tick(self, now: float | None = None) -> tuple[list[SessionKey], list[Message]]:
+        """Run what is due by `now`: drop offline sessions past their expiry (their queue
+        goes with them) and publish delayed wills whose time came, a session's will at the
+        latest when the session ends. Returns (sessions dropped, wills published). Cost:
+        the deadlines due (a heap), never the sessions that exist."""
+        now = self.clock() if now is None else now
+        dropped: list[SessionKey] = []
+        wills: list[Message] = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, _, key = heapq.heappop(heap)
+            at = self._expiring.get(key)
+            if at is not None and at <= now and key not in self._live:
+                state = self.sessions.get(key)
+                del self._expiring[key]
+                if state is not None:
+                    self._drop_state(state)
+                    self.sessions_expired += 1
+                    dropped.append(key)
+            held = self._wills.get(key)
+            if held is not None and (held[0] <= now or key in dropped):
+                del self._wills[key]
+                self.publish(held[1])
+                wills.append(held[1])
+        return dropped, wills
 
     # -- subscriptions ------------------------------------------------------------------
 
-    def subscribe(self, state: SessionState, mounted_filter: str, qos: QoS) -> bool:
-        """Add or replace a subscription (MQTT-3.8.4-3).
+    def subscribe(self, state: SessionState, mounted_filter: str, qos: QoS,
+                  grant: Grant | None = None) -> bool:
+        """Add or replace a subscription (MQTT-3.8.4-3); `grant`: its MQTT 5 options (the
+        QoS in it is `qos`).
 
         Returns False, changing nothing, when `mounted_filter` is new to the session and the
         session already holds `max_subscriptions_per_session` filters. The retained messages
@@ -359,27 +464,77 @@ class Broker:
                 and len(state.subscriptions) >= self.max_subscriptions_per_session):
             self.subscriptions_refused += 1
             return False
+        grant = Grant(qos) if grant is None else dataclasses.replace(grant, qos=QoS(qos))
+        if grant.plain:
+            state.options.pop(mounted_filter, None)
+        else:
+            state.options[mounted_filter] = grant
         state.subscriptions[mounted_filter] = qos
-        self._tree.add(mounted_filter, state.key, qos)
+        self._tree_add(state, mounted_filter, grant)
         self.sessions.put(state)
         return True
 
-    def retained_for(self, mounted_filter: str, qos: QoS) -> Iterator[Message]:
+    def _tree_add(self, state: SessionState, mounted_filter: str, grant: Grant) -> None:
+        shared = split_shared(mounted_filter)
+        if shared is None:
+            self._tree.add(mounted_filter, state.key, grant.qos)
+            return
+        group, inner = shared
+        gkey = GroupKey("$share", group, inner)
+        members = self._shared.get(gkey)
+        if members is None:
+            members = self._shared[gkey] = SharedGroup()
+            self._tree.add(inner, gkey, QoS.EXACTLY_ONCE)
+        members.members[state.key] = grant
+
+    def _tree_remove(self, state: SessionState, mounted_filter: str) -> None:
+        shared = split_shared(mounted_filter)
+        if shared is None:
+            self._tree.remove(mounted_filter, state.key)
+            return
+        group, inner = shared
+        gkey = GroupKey("$share", group, inner)
+        members = self._shared.get(gkey)
+        if members is not None:
+            members.members.pop(state.key, None)
+            if not members.members:
+                del self._shared[gkey]
+                self._tree.remove(inner, gkey)
+
+    def retained_for(self, mounted_filter: str, qos: QoS, sub_ids: tuple[int, ...] = ()
+                     ) -> Iterator[Message]:
         """Lazily, the retained messages a new subscription gets (MQTT-3.3.1-6), retain set,
-        each at min(its QoS, the granted `qos`): the caller pulls them as it can send them."""
+        each at min(its QoS, the granted `qos`): the caller pulls them as it can send them.
+        One past its MQTT 5 expiry is cleared, never sent. A shared subscription gets none
+        (MQTT-3.8.4-4 of 5.0)."""
+        if split_shared(mounted_filter) is not None:
+            return
         for m in self.retained.matching(mounted_filter):
-            yield Message(m.topic, m.payload, QoS(min(m.qos, qos)), True)
+            if m.expired(self.clock()):
+                self.expired += 1
+                self.retained.clear(m.topic)
+                continue
+            yield Message(m.topic, m.payload, QoS(min(m.qos, qos)), True, props=m.props,
+                          expires_at=m.expires_at, sub_ids=sub_ids)
 
     def unsubscribe(self, state: SessionState, mounted_filter: str) -> None:
         if state.subscriptions.pop(mounted_filter, None) is not None:
-            self._tree.remove(mounted_filter, state.key)
+            state.options.pop(mounted_filter, None)
+            self._tree_remove(state, mounted_filter)
             self.sessions.put(state)
 
     # -- routing ------------------------------------------------------------------------
 
     def publish(self, message: Message) -> int:
-        """Route one message to every matching session; return how many sessions got it."""
+        """Route one message to every matching session; return how many sessions got it.
+
+        MQTT 5: an expired message goes nowhere; a session with subscription options gets
+        its copy as `gateway.delivery.deliver` says (no local, retain as published,
+        identifiers); a shared subscription's group gives its copy to one member."""
         self.routed += 1
+        if message.expired(self.clock()):
+            self.expired += 1
+            return 0
         if message.retain:
             if not message.payload:
                 self.retained.clear(message.topic)
@@ -390,11 +545,27 @@ class Broker:
         size = len(message.payload)
         offline: list[tuple[SessionState, Message]] = []
         for key, granted in matches.items():
-            state = self.sessions.get(key)
+            retain, sub_ids = False, ()
+            shared = len(key) == 3
+            if shared:  # a shared subscription's group (gateway.shared): one member
+                picked = self._shared[key].pick(self._live.__contains__)  # type: ignore[index]
+                if picked is None:
+                    continue
+                key, grant = picked
+                granted = grant.qos
+                sub_ids = (grant.identifier,) if grant.identifier else ()
+            state = self.sessions.get(key)  # type: ignore[arg-type]
             if state is None:
                 continue
+            if state.options and not shared:
+                how = deliver(state.subscriptions, state.options, message.topic,
+                              message.origin == key)
+                if how is None:
+                    continue
+                granted, keep_retain, sub_ids = how
+                retain = keep_retain and message.retain
             qos = QoS(min(message.qos, granted))
-            outlet = self._live.get(key)
+            outlet = self._live.get(key)  # type: ignore[arg-type]
             if outlet is None and qos == QoS.AT_MOST_ONCE:
                 continue
             if outlet is None:
@@ -403,7 +574,9 @@ class Broker:
                     self.dropped += 1
                     self.drop_reasons[why] += 1
                     continue
-            if state.offer(Message(message.topic, message.payload, qos, False)):
+            if state.offer(Message(message.topic, message.payload, qos, retain,
+                                   props=message.props, expires_at=message.expires_at,
+                                   sub_ids=sub_ids)):
                 count += 1
                 if outlet is not None:
                     outlet.wake()
@@ -431,7 +604,8 @@ class Broker:
         if old is None and self.retained.count(network) >= self.max_retained_per_network:
             self.retained_refused += 1
             return
-        kept = Message(message.topic, message.payload, message.qos, True)
+        kept = Message(message.topic, message.payload, message.qos, True, props=message.props,
+                       expires_at=message.expires_at)
         size = self.retained.bytes(network) + retained_size(kept)
         if old is not None:
             size -= retained_size(old)
@@ -460,4 +634,6 @@ class Broker:
             "retained_refused": self.retained_refused,
             "retained_refused_bytes": self.retained_refused_bytes,
             "subscriptions_refused": self.subscriptions_refused,
+            "expired": self.expired,
+            "sessions_expired": self.sessions_expired,
         }
