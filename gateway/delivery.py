@@ -3,8 +3,9 @@
 Theory of operation (MQTT 5.0 sections 3.3.2.3 and 3.8.3.1). The broker routes `Message`
 values whose topics are mounted by the jail; MQTT 5 adds, per message, the properties the
 server must pass through unchanged (payload format indicator, content type, response topic,
-correlation data, user properties: `Message.props`, a core `Properties` holding those only) and an expiry (`Message.expires_at`); and
-per subscription, its options and identifier (`Grant`).
+correlation data, user properties: `Message.props`, a core `Properties` holding those
+only) and an expiry (`Message.expires_at`); and per subscription, its options and
+identifier (`Grant`).
 
 - A `Grant` is stored as one integer (`code`): the subscription options byte (QoS in bits
   0-1, no local bit 2, retain as published bit 3, retain handling bits 4-5) plus the

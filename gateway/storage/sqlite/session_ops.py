@@ -25,11 +25,11 @@ from ..records import (
     SessionSaved,
 )
 from .convert import to_us
+from .ops import WriteSide
 
 
 def _us(at: datetime | None) -> int | None:
     return None if at is None else to_us(at)
-from .ops import WriteSide
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,3 +36,9 @@ def network() -> uuid.UUID:
 async def store(tmp_path):
     async with open_sqlite_store(tmp_path / "data") as s:
         yield s
+
+
+MIGRATION_5_COLUMNS = (("retained", "properties"), ("retained", "expires_us"),
+                       ("queued_messages", "properties"), ("queued_messages", "expires_us"),
+                       ("sessions", "expiry_interval"))
+"""The columns migration 5 adds (a test that re-runs older migrations drops them first)."""
