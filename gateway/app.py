@@ -99,6 +99,7 @@ class Gateway:
         bars: Container[uuid.UUID] = frozenset(),
         clock: Callable[[], datetime] | None = None,
         metrics: GatewayMetrics | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         # What every part counts (gateway.metrics); built by the composition root.
@@ -113,6 +114,7 @@ class Gateway:
             max_retained_per_network=config.max_retained_per_network,
             max_retained_bytes_per_network=config.max_retained_bytes_per_network,
             max_subscriptions_per_session=config.max_subscriptions_per_session,
+            clock=wall_clock,  # MQTT 5 message and session expiry (epoch seconds)
         )
         self.ingest = ingest
         self.status = status
@@ -140,7 +142,9 @@ class Gateway:
         self.provisioning = Provisioning(config, self.log, self.metrics)
         # What every device session shares (device_session.py).
         self.sessions = SessionServices(self.broker, self.limits, self.route, self.durable_mark,
-                                        self.metrics.mqtt, config.max_filters_per_subscribe)
+                                        self.metrics.mqtt, config.max_filters_per_subscribe,
+                                        config.max_session_expiry, config.max_keepalive,
+                                        self.broker.clock)
         # Reports and refused connections per minute, for the console (activity.py).
         self.activity = Activity(max_networks=config.console_activity_networks,
                                  dropped=self.metrics.console.activity_networks_dropped)
@@ -184,6 +188,38 @@ class Gateway:
         if journal is None or self.journal is None:
             return pending
         return JournaledBatch(pending, self.journal, journal)
+
+    def drain(self, server_reference: str | None = None) -> int:
+        """Close every live device connection as a draining node does: MQTT 5 clients get
+        DISCONNECT 0x9C use another server (with `server_reference`, e.g. "host:8883");
+        3.1.1 clients are just closed. Returns how many were closed."""
+        closed = 0
+        for outlet in self.broker.live().values():
+            outlet.close(DisconnectReason.USE_ANOTHER_SERVER, server_reference)
+            closed += 1
+        return closed
+
+    def run_deadlines(self) -> None:
+        """Run the broker's due MQTT 5 deadlines (session expiry, delayed wills) and log
+        each (see `serve_deadlines`)."""
+        dropped, wills = self.broker.tick()
+        mqtt = self.metrics.mqtt
+        for network, client_id in dropped:
+            mqtt.sessions_expired.inc()
+            self.log.emit("session_expired", network=network, client_id=client_id)
+        for will in wills:
+            mqtt.wills_published.inc()
+            self.log.emit("will_published", network=will.network, delayed=True)
+
+    async def serve_deadlines(self, *, interval: float = 1.0,
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                              ) -> None:
+        """Run `run_deadlines` every `interval` seconds (the resolution of MQTT 5 session
+        expiry and will delay); cost per pass: what is due."""
+        task_status.started()
+        while True:
+            self.run_deadlines()
+            await trio.sleep(interval)
 
     async def record_connected(self, identity: DeviceIdentity, client_id: str) -> None:
         """Keep the network's connection status in the store (advisory: errors are logged)."""
@@ -397,6 +433,7 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
             if gateway.journal is not None:
                 await nursery.start(gateway.journal.run)
             await nursery.start(serve_mqtt, gateway)
+            await nursery.start(gateway.serve_deadlines)
             nursery.start_soon(_maintain_log, gateway.log)
             from .http.server import HttpStatistics
             from .http.wiring import http_limits
