@@ -29,6 +29,7 @@ import trio
 from .activity import Activity
 from .admission import HandshakeSlots
 from .broker import Broker, Message
+from .commands import RESPONSE_TOPIC, Commands
 from .config import GatewayConfig
 from .device_session import SessionServices
 from .durability import DurabilityHandle, IngestPort, JournaledBatch
@@ -145,6 +146,9 @@ class Gateway:
                                         self.metrics.mqtt, config.max_filters_per_subscribe,
                                         config.max_session_expiry, config.max_keepalive,
                                         self.broker.clock)
+        # Control commands awaiting an MQTT 5 device's answer (commands.py, the HTTP API).
+        self.commands = Commands(per_network=config.max_commands_per_network)
+        self._response_suffix = "/" + RESPONSE_TOPIC
         # Reports and refused connections per minute, for the console (activity.py).
         self.activity = Activity(max_networks=config.console_activity_networks,
                                  dropped=self.metrics.console.activity_networks_dropped)
@@ -152,8 +156,16 @@ class Gateway:
     # -- the ingest seam ----------------------------------------------------------------
 
     def route(self, message: Message) -> None:
-        """Relay one mounted message to its subscribers (and the retained store)."""
+        """Relay one mounted message to its subscribers (and the retained store); an MQTT 5
+        answer to a correlated control command is tied to it (`gateway.commands`)."""
         self._messages_in.inc(message.qos)
+        props = message.props
+        if (props is not None and props.correlation_data is not None
+                and message.topic.endswith(self._response_suffix)
+                and self.commands.waiting(message.network)
+                and message.topic == message.network + self._response_suffix):
+            self.commands.answer(message.network, props.correlation_data, message.payload,
+                                 datetime.now(UTC), props.content_type)
         self.broker.publish(message)
 
     def durable_mark(self) -> int:

@@ -102,6 +102,9 @@ class GatewayConfig:
     """Levels of a topic name or filter; past it: 3.1.1 closed, MQTT 5 0x90/0x8F/0x99."""
     max_mounted_topic_length: int = 1024
     """UTF-8 bytes of a topic once mounted in its jail; past it: as `max_topic_levels`."""
+    max_commands_per_network: int = 100
+    """Control commands with a correlation id remembered per network for their answer
+    (an hour each); past it the oldest is forgotten."""
     publish_rate: float = 1_000.0
     """Inbound PUBLISH packets per second per connection (token bucket; over it: stop reading)."""
     publish_burst: int = 2_000
@@ -365,7 +368,8 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     for name, low, top in (("max_session_expiry", 0, 0xFFFF_FFFE),
                            ("receive_maximum", 1, 0xFFFF), ("topic_alias_maximum", 0, 0xFFFF),
                            ("max_keepalive", 0, 0xFFFF), ("max_topic_levels", 1, 0xFFFF),
-                           ("max_mounted_topic_length", 1, 0xFFFF)):
+                           ("max_mounted_topic_length", 1, 0xFFFF),
+                           ("max_commands_per_network", 1, 100_000)):
         if not low <= getattr(config, name) <= top:
             raise ConfigError(f"option {name!r} must be in {low}..{top}")
     if config.max_packet_size > 268_435_455:
