@@ -122,7 +122,7 @@ def inbound_props(props: Properties, jail: Jail) -> Properties | None:
         response_topic=None if response is None else jail.mount_topic(response),
         correlation_data=d.get("correlation_data"),
         user_properties=d.get("user_properties", ()))
-    return passed if passed.__dict__ else None
+    return passed if passed else None
 
 
 def outbound_props(message: Message, jail: Jail, now: float) -> Properties:
