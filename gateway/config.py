@@ -90,9 +90,10 @@ class GatewayConfig:
     max_session_expiry: int = 7 * 24 * 3600
     """Longest MQTT 5 session expiry interval granted, in seconds; a longer one (or "never")
     is granted this, and the CONNACK says so."""
-    receive_maximum: int = 100
-    """Unacknowledged QoS 1/2 PUBLISHes an MQTT 5 client may send (CONNACK receive maximum);
-    one more closes it with DISCONNECT 0x93."""
+    receive_maximum: int = 1_000
+    """Unacknowledged QoS 1/2 PUBLISHes a client may have in flight toward the gateway
+    (announced to MQTT 5 clients as the CONNACK's Receive Maximum); one more closes the
+    connection (MQTT 5: DISCONNECT 0x93)."""
     topic_alias_maximum: int = 32
     """Topic aliases an MQTT 5 client may use toward the gateway (0: none); past it 0x94."""
     max_keepalive: int = 3600

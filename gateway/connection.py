@@ -250,8 +250,12 @@ class Connection:
 
     async def _connect(self, admitted: Admitted) -> DeviceSession:
         gw, cfg = self.gateway, self.config
-        core = self._core = ServerConnection(max_packet_size=cfg.max_packet_size,
-                                             max_inflight=cfg.max_inflight)
+        core = self._core = ServerConnection(
+            max_packet_size=cfg.max_packet_size, max_inflight=cfg.max_inflight,
+            max_inbound_inflight=cfg.receive_maximum,
+            topic_alias_maximum=cfg.topic_alias_maximum, max_topic_levels=cfg.max_topic_levels,
+            # The core sees the device's topic; the limit is on the mounted one.
+            max_topic_length=max(1, cfg.max_mounted_topic_length - len(admitted.jail.prefix)))
         connect = (await read_connect(self.stream, core, cfg.connect_timeout, self.flush)).connect
         # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
         client_id = self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
