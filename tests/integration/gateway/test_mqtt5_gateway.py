@@ -6,7 +6,7 @@ DISCONNECT reasons, and a 3.1.1 device beside a 5 one in the same jail."""
 from __future__ import annotations
 
 from gwhelpers import PahoClient
-from mqtt5helpers import Paho5, props
+from mqtt5client import Paho5, props
 from paho.mqtt.packettypes import PacketTypes
 
 PUBLISH = PacketTypes.PUBLISH

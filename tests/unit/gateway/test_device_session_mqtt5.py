@@ -221,3 +221,43 @@ def test_the_will_keeps_its_properties_and_delay(broker):
     message = device.session.end(device.outlet)
     assert (message.topic, message.props.content_type) == (f"{N}/lwt", "text/plain")
     assert message.expires_at == WALL + 30 + 100
+
+
+def test_refusals_ride_on_the_puback_and_pubrec_with_their_reason_string(broker):
+    device = Device(broker)
+    (submit,) = device.send(Publish("report/a", b"x", Q1, packet_id=1),
+                            Publish("report/b", b"y", QoS.EXACTLY_ONCE, packet_id=2),
+                            Publish("report/c", b"z", Q1, packet_id=3))
+    verdicts = [ReadingRejected(RejectCode.RANGE, "500 is above max 100"),
+                ReadingRejected(RejectCode.MALFORMED, "not JSON"), None]
+    device.session.durable(submit.acknowledge, (),
+                           device.session.reasons_for(submit, verdicts))
+    puback, pubrec, ok = device.received()
+    assert (type(puback).__name__, puback.reason_code,
+            puback.properties.reason_string) == ("PubAck", 0x83, "RANGE: 500 is above max 100")
+    assert (type(pubrec).__name__, pubrec.reason_code) == ("PubRec", 0x99)
+    assert (ok.packet_id, ok.reason_code) == (3, 0)
+
+
+def test_the_connack_grants_and_offers(broker):
+    device = Device(broker, "", clean_session=True, keepalive=0,
+                    properties=make_properties(session_expiry_interval=10**6))
+    device.session.conn.data_to_send()
+    core = ServerConnection()
+    core.receive_data(encode(Connect("", protocol_level=PROTOCOL_LEVEL_5, keepalive=0,
+                                     properties=make_properties(
+                                         session_expiry_interval=10**6))), 0.0)
+    connect = core.next_event().connect
+    session = open_session(ADMITTED, connect, "auto-7", core, device.services, Outlet(),
+                           Log(), lambda: None)
+    session.accept()
+    reader = PacketReader(max_packet_size=1 << 20, protocol_level=PROTOCOL_LEVEL_5)
+    reader.feed(core.data_to_send())
+    connack = reader.next_packet()
+    p = connack.properties
+    assert (p.assigned_client_identifier, p.server_keep_alive, p.session_expiry_interval) == (
+        "auto-7", 60, 600)
+    assert (p.retain_available, p.wildcard_subscription_available,
+            p.subscription_identifier_available, p.shared_subscription_available) == (
+        1, 1, 1, 1)
+    assert session.keepalive == 60

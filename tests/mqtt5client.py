@@ -1,5 +1,6 @@
-"""A paho-mqtt MQTT 5 client for the gateway's integration tests: every acknowledgement's
-reason code and properties, and the server's DISCONNECT, land in thread-safe queues."""
+"""A paho-mqtt MQTT 5 client for the integration tests (gateway and HTTP API): every
+acknowledgement's reason code and properties, and the server's DISCONNECT, land in
+thread-safe queues. Importable from every test folder (tests/ holds the root conftest)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import queue
 import threading
 from typing import Any
 
+from pathlib import Path
+
 import paho.mqtt.client as paho
 import trio
-from gwhelpers import WAIT, Creds, Running
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+
+WAIT = 20.0  # a deadline for "never happened", not a timing assertion
 
 
 def props(kind: int, **values: Any) -> Properties:
@@ -27,11 +31,16 @@ def props(kind: int, **values: Any) -> Properties:
 class Paho5:
     """One MQTT 5 device on paho, in paho's network thread."""
 
-    def __init__(self, running: Running, creds: Creds, client_id: str = "") -> None:
+    def __init__(self, address: Any, creds: Any, client_id: str = "") -> None:
+        """`address`: (host, port), or anything with .host and .port (a running gateway);
+        `creds`: .cert/.key/.ca paths, or a device bundle's .cert_path/.key_path/.ca_path."""
+        self.host, self.port = (address if isinstance(address, tuple)
+                                else (address.host, address.port))
+        cert, key, ca = (getattr(creds, n, None) or getattr(creds, f"{n}_path")
+                         for n in ("cert", "key", "ca"))
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=paho.MQTTv5)
-        self.client.tls_set(str(creds.ca), str(creds.cert), str(creds.key))
-        self.running = running
+        self.client.tls_set(str(Path(ca)), str(Path(cert)), str(Path(key)))
         self.messages: queue.Queue = queue.Queue()
         self.connacks: queue.Queue = queue.Queue()
         self.subacks: queue.Queue = queue.Queue()
@@ -58,7 +67,7 @@ class Paho5:
             self.client.will_set(topic, payload, qos, retain, properties=will_props)
 
         def run():
-            self.client.connect(self.running.host, self.running.port, keepalive,
+            self.client.connect(self.host, self.port, keepalive,
                                 clean_start=clean_start, properties=properties)
             self.client.loop_start()
             return self.connacks.get(timeout=WAIT)
