@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import trio

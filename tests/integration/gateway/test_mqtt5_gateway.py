@@ -5,9 +5,19 @@ DISCONNECT reasons, and a 3.1.1 device beside a 5 one in the same jail."""
 
 from __future__ import annotations
 
-from gwhelpers import PahoClient
+import io
+
+import trio
+from gwhelpers import LogRecords, MQTTTestClient, PahoClient
 from mqtt5client import Paho5, props
 from paho.mqtt.packettypes import PacketTypes
+
+from gateway.app import Gateway
+from gateway.config import load_config
+from gateway.logs import EventLog
+from gateway.mqtt.codec import PacketReader
+from gateway.mqtt.packets import PROTOCOL_LEVEL_5, Disconnect
+from gateway.server import serve_mqtt
 
 PUBLISH = PacketTypes.PUBLISH
 
@@ -221,3 +231,56 @@ class Wall:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def test_revocation_tells_the_device_0x98_administrative_action(start_gateway, pki):
+    running = await start_gateway()
+    creds = pki.device()
+    dev = Paho5(running, creds, "victim")
+    await dev.connect()
+    pki.home.revoke(creds.serial, reason="key-compromise")
+    rc, p = await dev.disconnected()
+    assert rc == 0x98 and p.ReasonString.startswith("REVOKED")
+    dev.client.loop_stop()
+
+
+async def test_a_draining_node_sends_0x9c_with_the_server_reference(start_gateway, net_a,
+                                                                     net_b):
+    running = await start_gateway()
+    dev = Paho5(running, net_a, "v5")
+    old = PahoClient(running, net_b, "v311")
+    await dev.connect()
+    await old.connect()
+    assert running.gateway.drain("other.example:8883") == 2
+    rc, p = await dev.disconnected()
+    assert rc == 0x9C and p.ServerReference == "other.example:8883"
+    await running.logs.wait("disconnected", client_id="v311", reason="USE_ANOTHER_SERVER")
+    dev.client.loop_stop()
+    await old.close(graceful=False)
+
+
+async def test_a_silent_mqtt5_client_gets_0x8d_keep_alive_timeout(start_gateway, net_a):
+    running = await start_gateway(keepalive_factor=1.5)
+    client = await MQTTTestClient.open(running, net_a)
+    client.reader = PacketReader(max_packet_size=1 << 20, protocol_level=PROTOCOL_LEVEL_5)
+    connack = await client.connect("quiet", protocol_level=PROTOCOL_LEVEL_5, keepalive=1)
+    assert connack.return_code == 0
+    disconnect = await client.receive()  # nothing sent: the gateway's deadline passes
+    assert isinstance(disconnect, Disconnect) and disconnect.reason_code == 0x8D
+    await client.aclose()
+
+
+async def test_a_stopping_gateway_tells_mqtt5_clients_0x8b(pki, net_a):
+    config = load_config(None, {"ca_home": pki.path, "mqtt": "127.0.0.1:0"})
+    logs = LogRecords()
+    log = EventLog(io.StringIO(), truncate_ips=True)
+    log.add_listener(logs)
+    gateway = Gateway(config, log=log)
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(serve_mqtt, gateway)
+        dev = Paho5((host, port), net_a, "v5")
+        await dev.connect()
+        nursery.cancel_scope.cancel()
+    rc, p = await dev.disconnected()
+    assert rc == 0x8B and p.ReasonString.startswith("SERVER_SHUTDOWN")
+    dev.client.loop_stop()
