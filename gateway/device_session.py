@@ -204,8 +204,12 @@ def open_session(admitted: Admitted, connect: Connect, client_id: str, conn: Ser
     if why is not None:
         metrics.throttled.inc(why)
         return Refusal(busy, DisconnectReason.THROTTLED, why)
-    expiry = (granted_expiry(connect.properties.session_expiry_interval,
-                             services.max_session_expiry) if v5 else None)
+    expiry = None
+    if v5:
+        asked = connect.properties.session_expiry_interval or 0
+        expiry = granted_expiry(asked, services.max_session_expiry)
+        if expiry != asked:
+            metrics.session_expiry_capped.inc()
     attached = services.broker.connect(key, connect.clean_session, outlet, expiry=expiry)
     if attached is None:
         services.limits.close_network(network)
