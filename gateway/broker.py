@@ -532,7 +532,7 @@ class Broker:
         its copy as `gateway.delivery.deliver` says (no local, retain as published,
         identifiers); a shared subscription's group gives its copy to one member."""
         self.routed += 1
-        if message.expired(self.clock()):
+        if message.expires_at is not None and message.expired(self.clock()):
             self.expired += 1
             return 0
         if message.retain:

@@ -284,3 +284,25 @@ async def test_a_stopping_gateway_tells_mqtt5_clients_0x8b(pki, net_a):
     rc, p = await dev.disconnected()
     assert rc == 0x8B and p.ReasonString.startswith("SERVER_SHUTDOWN")
     dev.client.loop_stop()
+
+
+async def test_topic_limits_refuse_a_filter_and_close_on_a_topic_name(start_gateway, net_a,
+                                                                      net_a2):
+    running = await start_gateway(max_topic_levels=4, max_mounted_topic_length=64)
+    dev = Paho5(running, net_a, "v5")
+    await dev.connect()
+    codes = await dev.subscribe("a/b/c/d/e", 1)  # 5 levels
+    assert [int(c.value) for c in codes] == [0x8F]
+    codes = await dev.subscribe("x" * 40, 1)  # 77 bytes once mounted
+    assert [int(c.value) for c in codes] == [0x8F]
+    assert [int(c.value) for c in await dev.subscribe("a/b", 1)] == [1]
+    dev.client.publish("a/b/c/d/e", b"x", 1)
+    rc, _ = await dev.disconnected()
+    assert rc == 0x90
+    dev.client.loop_stop()
+    old = PahoClient(running, net_a2, "v311")
+    await old.connect()
+    old.client.publish("a/b/c/d/e", b"x", 1)
+    record = await running.logs.wait("disconnected", client_id="v311")
+    assert record["reason"] == "CLIENT_ERROR"
+    await old.close(graceful=False)
