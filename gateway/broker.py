@@ -574,9 +574,14 @@ class Broker:
                     self.dropped += 1
                     self.drop_reasons[why] += 1
                     continue
-            if state.offer(Message(message.topic, message.payload, qos, retain,
-                                   props=message.props, expires_at=message.expires_at,
-                                   sub_ids=sub_ids)):
+            # Messages are immutable: a copy that would equal the message is the message.
+            if qos == message.qos and retain == message.retain and not sub_ids \
+                    and message.ref is None:
+                copy = message
+            else:
+                copy = Message(message.topic, message.payload, qos, retain, None,
+                               message.props, message.expires_at, None, sub_ids)
+            if state.offer(copy):
                 count += 1
                 if outlet is not None:
                     outlet.wake()
