@@ -262,7 +262,7 @@ class Connection:
         opened = open_session(admitted, connect, client_id, core, gw.sessions, self, self.log,
                               self.wake)
         if isinstance(opened, Refusal):
-            core.refuse(opened.code)
+            core.refuse(opened.code, reason_string=opened.detail)  # the string: MQTT 5 only
             await self.flush()
             raise ConnectionEnds(opened.reason, opened.detail)
         self.phase = session = opened

@@ -30,6 +30,7 @@ from gateway.mqtt.packets import (
     QoS,
     Subscribe,
     SubscriptionOptions,
+    Unsubscribe,
     Will,
 )
 from gateway.mqtt.properties import make_properties
@@ -261,3 +262,19 @@ def test_the_connack_grants_and_offers(broker):
             p.subscription_identifier_available, p.shared_subscription_available) == (
         1, 1, 1, 1)
     assert session.keepalive == 60
+
+
+def test_suback_and_unsuback_say_why_a_filter_was_refused(broker):
+    device = Device(broker)
+    broker.max_subscriptions_per_session = 2
+    device.send(Subscribe(1, (("a", Q1), ("$SYS/#", Q1), ("b", Q1), ("c", Q1))),
+                Unsubscribe(2, ("a", "never", "$SYS/x")))
+    suback, unsuback = device.received()
+    assert suback.return_codes == (1, 0x87, 1, 0x97)
+    assert unsuback.reason_codes == (0x00, 0x11, 0x87)
+
+
+def test_a_full_network_is_refused_quota_exceeded_in_mqtt5_and_0x03_in_3_1_1(broker):
+    broker.max_sessions_per_network = 0
+    assert Device(broker, "v5").opened.code == 0x97
+    assert Device(broker, "v4", v5=False).opened.code == 0x03
