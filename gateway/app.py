@@ -328,6 +328,8 @@ class Gateway:
             "readings_rate": {"networks": len(self.readings),
                               "throttled": self.readings.throttled},
             "broker": self.broker.statistics(),
+            "commands": {"answered": self.commands.answered,
+                         "forgotten": self.commands.forgotten},
             **({"mqtt_state": self.journal.statistics()} if self.journal is not None else {}),
             "counters": counts(self.metrics.mqtt, self.metrics.provisioning,
                                self.metrics.console),
