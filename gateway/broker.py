@@ -18,6 +18,11 @@ follows from the prefixes: a mounted filter can only match topics under its own 
   capped per network by count and by bytes. A new subscription receives the matching ones
   with retain set (MQTT-3.3.1-6) from `retained_for`, a lazy iterator the connection pulls
   only as fast as it can send: a SUBSCRIBE costs what it delivers, never a copied list.
+- MQTT 5 (`gateway.delivery`, `gateway.shared`, `gateway.deadlines`): a message past its
+  expiry is neither routed nor retained nor sent; a session's subscription options and
+  identifiers shape its copy; a shared subscription's group gives each message to one
+  member; an offline session with an expiry interval is dropped when it passes, and a
+  delayed will is published when its delay (or its session) ends.
 - Persistent state sits behind `SessionStore` and `RetainedStore`; the in-memory ones are the
   default, `gateway.persistence` has the durable ones. The copies of one publish queued for
   OFFLINE sessions go to the store in ONE `SessionStore.keep_many` call (a durable store
@@ -34,24 +39,26 @@ follows from the prefixes: a mounted filter can only match topics under its own 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .deadlines import Deadlines
 from .delivery import Grant, deliver
 from .mqtt.packets import QoS
 from .mqtt.properties import Properties
 from .mqtt.session import ProtocolSessionState
 from .mqtt.topics import SubscriptionTree
 from .reasons import DisconnectReason
-from .retained import RetainedTree, retained_size
-from .shared import GroupKey, SharedGroup, split_shared
+from .retained import RetainedStore, RetainedTree, retained_size
+from .shared import GroupKey, SharedGroups, split_shared
 
 SessionKey = tuple[str, str]
 """(network UUID, client id)."""
+EXPIRY, WILL = "expiry", "will"
+"""The kinds of the broker's MQTT 5 deadlines."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,27 +211,6 @@ KEPT = object()
 """`Message.ref` of a copy kept by the in-memory store (counted in the byte limits)."""
 
 
-class RetainedStore(Protocol):
-    """Where retained messages live (`gateway.retained.RetainedTree` in memory; a durable
-    store in `gateway.persistence` journals each change)."""
-
-    def set(self, message: Message) -> None: ...
-
-    def clear(self, topic: str) -> None: ...
-
-    def matching(self, mounted_filter: str) -> Iterator[Message]:
-        """Lazily, the retained messages `mounted_filter` matches (cost: what it reaches)."""
-        ...
-
-    def get(self, topic: str) -> Message | None: ...
-
-    def count(self, network: str) -> int: ...
-
-    def bytes(self, network: str) -> int: ...
-
-    def has(self, topic: str) -> bool: ...
-
-
 class MemoryRetainedStore(RetainedTree[Message]):
     """Retained messages by mounted topic, in a per-jail topic tree (`gateway.retained`)."""
 
@@ -253,7 +239,7 @@ class Broker:
         max_queued_bytes_per_session: int = 8 * 1024 * 1024,
         max_queued_bytes_per_network: int = 64 * 1024 * 1024,
         sessions: SessionStore | None = None,
-        retained: RetainedStore | None = None,
+        retained: RetainedStore[Message] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`clock`: the wall clock in epoch seconds (message and session expiry)."""
@@ -270,18 +256,16 @@ class Broker:
         self.retained_refused_bytes = 0  # over max_retained_bytes_per_network
         self.subscriptions_refused = 0  # over max_subscriptions_per_session
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
-        self.retained: RetainedStore = (
+        self.retained: RetainedStore[Message] = (
             retained if retained is not None else MemoryRetainedStore()
         )
         self.clock = clock
         self._tree: SubscriptionTree[SessionKey | GroupKey] = SubscriptionTree()
-        self._shared: dict[GroupKey, SharedGroup] = {}
+        self._shared = SharedGroups()
         self._live: dict[SessionKey, Outlet] = {}
         # MQTT 5 deadlines (wall clock): sessions kept after a disconnect, delayed wills.
-        self._deadlines: list[tuple[float, int, SessionKey]] = []
-        self._expiring: dict[SessionKey, float] = {}
-        self._wills: dict[SessionKey, tuple[float, Message]] = {}
-        self._seq = 0
+        self._deadlines: Deadlines[SessionKey] = Deadlines()
+        self._wills: dict[SessionKey, Message] = {}
         self.routed = 0
         self.delivered = 0
         self.dropped = 0
@@ -294,7 +278,7 @@ class Broker:
                                or Grant(qos))
             self._queued_bytes[state.key[0]] += state.queued_bytes
             if state.expiry is not None:  # kept its interval from now (the restart)
-                self._expire_at(state.key, now + state.expiry)
+                self._deadlines.set(EXPIRY, state.key, now + state.expiry)
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -319,7 +303,8 @@ class Broker:
         if old is not None and old is not outlet:
             old.close(DisconnectReason.DUPLICATE_CLIENTID, "another connection took over")
         self._wills.pop(key, None)
-        self._expiring.pop(key, None)
+        self._deadlines.cancel(WILL, key)
+        self._deadlines.cancel(EXPIRY, key)
         state = self.sessions.get(key)
         present = False
         if state is not None and (clean_session or state.clean):
@@ -353,7 +338,7 @@ class Broker:
                 self._drop_state(state)
             else:
                 if state.expiry is not None:
-                    self._expire_at(key, self.clock() + state.expiry)
+                    self._deadlines.set(EXPIRY, key, self.clock() + state.expiry)
                 # Sent but unacknowledged (the connection saved them in `inflight`) come
                 # first: a durable store keeps them for a restart too.
                 for packet_id, message in list(state.inflight.items()):
@@ -399,54 +384,42 @@ class Broker:
         for topic_filter in state.subscriptions:
             self._tree_remove(state, topic_filter)
         self._charge(state, -state.queued_bytes)
-        self._expiring.pop(state.key, None)
+        self._deadlines.cancel(EXPIRY, state.key)
         self.sessions.delete(state.key)
 
     # -- MQTT 5 deadlines: session expiry, will delay -------------------------------------
 
-    def _expire_at(self, key: SessionKey, at: float) -> None:
-        self._expiring[key] = at
-        self._push(at, key)
-
-    def _push(self, at: float, key: SessionKey) -> None:
-        self._seq += 1
-        heapq.heappush(self._deadlines, (at, self._seq, key))
-
     def hold_will(self, key: SessionKey, will: Message, delay: float) -> None:
         """Publish `will` after `delay` seconds unless `key` connects again first
         (MQTT 5 will delay interval) or its session ends first (then at that end)."""
-        at = self.clock() + delay
-        self._wills[key] = (at, will)
-        self._push(at, key)
+        self._wills[key] = will
+        self._deadlines.set(WILL, key, self.clock() + delay)
 
     def next_deadline(self) -> float | None:
         """When `tick` has something to do next (wall clock), None: nothing is pending."""
-        return self._deadlines[0][0] if self._deadlines else None
+        return self._deadlines.next()
 
     def tick(self, now: float | None = None) -> tuple[list[SessionKey], list[Message]]:
         """Run what is due by `now`: drop offline sessions past their expiry (their queue
         goes with them) and publish delayed wills whose time came, a session's will at the
         latest when the session ends. Returns (sessions dropped, wills published). Cost:
-        the deadlines due (a heap), never the sessions that exist."""
+        the deadlines due (`gateway.deadlines`), never the sessions that exist."""
         now = self.clock() if now is None else now
         dropped: list[SessionKey] = []
         wills: list[Message] = []
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            _, _, key = heapq.heappop(heap)
-            at = self._expiring.get(key)
-            if at is not None and at <= now and key not in self._live:
+        for kind, key in self._deadlines.due(now):
+            if kind == EXPIRY:
                 state = self.sessions.get(key)
-                del self._expiring[key]
-                if state is not None:
-                    self._drop_state(state)
-                    self.sessions_expired += 1
-                    dropped.append(key)
-            held = self._wills.get(key)
-            if held is not None and (held[0] <= now or key in dropped):
-                del self._wills[key]
-                self.publish(held[1])
-                wills.append(held[1])
+                if state is None or key in self._live:
+                    continue
+                self._drop_state(state)
+                self.sessions_expired += 1
+                dropped.append(key)
+                self._deadlines.cancel(WILL, key)  # its will goes now, with the session
+            will = self._wills.pop(key, None)
+            if will is not None:
+                self.publish(will)
+                wills.append(will)
         return dropped, wills
 
     # -- subscriptions ------------------------------------------------------------------
@@ -475,31 +448,12 @@ class Broker:
         return True
 
     def _tree_add(self, state: SessionState, mounted_filter: str, grant: Grant) -> None:
-        shared = split_shared(mounted_filter)
-        if shared is None:
+        if not self._shared.join(self._tree, state.key, mounted_filter, grant):
             self._tree.add(mounted_filter, state.key, grant.qos)
-            return
-        group, inner = shared
-        gkey = GroupKey("$share", group, inner)
-        members = self._shared.get(gkey)
-        if members is None:
-            members = self._shared[gkey] = SharedGroup()
-            self._tree.add(inner, gkey, QoS.EXACTLY_ONCE)
-        members.members[state.key] = grant
 
     def _tree_remove(self, state: SessionState, mounted_filter: str) -> None:
-        shared = split_shared(mounted_filter)
-        if shared is None:
+        if not self._shared.leave(self._tree, state.key, mounted_filter):
             self._tree.remove(mounted_filter, state.key)
-            return
-        group, inner = shared
-        gkey = GroupKey("$share", group, inner)
-        members = self._shared.get(gkey)
-        if members is not None:
-            members.members.pop(state.key, None)
-            if not members.members:
-                del self._shared[gkey]
-                self._tree.remove(inner, gkey)
 
     def retained_for(self, mounted_filter: str, qos: QoS, sub_ids: tuple[int, ...] = ()
                      ) -> Iterator[Message]:
@@ -548,7 +502,7 @@ class Broker:
             retain, sub_ids = False, ()
             shared = len(key) == 3
             if shared:  # a shared subscription's group (gateway.shared): one member
-                picked = self._shared[key].pick(self._live.__contains__)  # type: ignore[index]
+                picked = self._shared.pick(key, self._live.__contains__)  # type: ignore[arg-type]
                 if picked is None:
                     continue
                 key, grant = picked

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .delivery import SHARE_PREFIX, Grant
+from .mqtt.packets import QoS
 
-__all__ = ["GroupKey", "SharedGroup", "split_shared"]
+__all__ = ["GroupKey", "SharedGroup", "SharedGroups", "split_shared"]
 
 
 class GroupKey(NamedTuple):
@@ -59,3 +60,46 @@ class SharedGroup:
         chosen = next((k for k in order if is_live(k)), order[0])
         self._turn = keys.index(chosen) + 1
         return chosen, self.members[chosen]
+
+
+class SharedGroups:
+    """Every shared subscription's group, each entered once in the broker's tree."""
+
+    __slots__ = ("_groups",)
+
+    def __init__(self) -> None:
+        self._groups: dict[GroupKey, SharedGroup] = {}
+
+    def join(self, tree: Any, key: tuple[str, str], mounted_filter: str, grant: Grant) -> bool:
+        """Add session `key` to the group of a mounted `$share/...` filter (entering the
+        group in `tree` when it is new); False: not a shared filter, nothing done."""
+        shared = split_shared(mounted_filter)
+        if shared is None:
+            return False
+        gkey = GroupKey("$share", *shared)
+        group = self._groups.get(gkey)
+        if group is None:
+            group = self._groups[gkey] = SharedGroup()
+            tree.add(gkey.mounted_filter, gkey, QoS.EXACTLY_ONCE)  # members cap their QoS
+        group.members[key] = grant
+        return True
+
+    def leave(self, tree: Any, key: tuple[str, str], mounted_filter: str) -> bool:
+        """Remove `key` from its group (the last member removes the group from `tree`);
+        False: not a shared filter."""
+        shared = split_shared(mounted_filter)
+        if shared is None:
+            return False
+        gkey = GroupKey("$share", *shared)
+        group = self._groups.get(gkey)
+        if group is not None:
+            group.members.pop(key, None)
+            if not group.members:
+                del self._groups[gkey]
+                tree.remove(gkey.mounted_filter, gkey)
+        return True
+
+    def pick(self, gkey: GroupKey, is_live: Callable[[tuple[str, str]], bool]
+             ) -> tuple[tuple[str, str], Grant] | None:
+        """The member of `gkey`'s group that gets the next message (`SharedGroup.pick`)."""
+        return self._groups[gkey].pick(is_live)
