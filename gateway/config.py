@@ -94,7 +94,7 @@ class GatewayConfig:
     """Unacknowledged QoS 1/2 PUBLISHes a client may have in flight toward the gateway
     (announced to MQTT 5 clients as the CONNACK's Receive Maximum); one more closes the
     connection (MQTT 5: DISCONNECT 0x93)."""
-    topic_alias_maximum: int = 32
+    topic_alias_maximum: int = 16
     """Topic aliases an MQTT 5 client may use toward the gateway (0: none); past it 0x94."""
     max_keepalive: int = 3600
     """Longest keepalive granted to an MQTT 5 client, in seconds (also for one asking 0);
