@@ -286,8 +286,10 @@ class Connection:
         await gw.record_connected(admitted.identity, client_id)
         self.log.emit("connected", network=admitted.identity.network, client_id=client_id,
                       serial=admitted.identity.serial, clean_session=connect.clean_session,
-                      session_present=session.session_present, keepalive=connect.keepalive,
-                      peer=self.log.peer(self.peer))
+                      session_present=session.session_present, keepalive=session.keepalive,
+                      peer=self.log.peer(self.peer),
+                      **({"mqtt": 5, "session_expiry": session.state.expiry}
+                         if session.v5 else {}))
         return session
 
     # -- 3: the session's tasks ---------------------------------------------------------

@@ -270,7 +270,7 @@ class DeviceSession:
         self._retained: dict[str, tuple[Iterator[Message], QoS]] = {}
         self._outbound = Outbound(conn, attached.state.outbox, self._retained, self.jail,
                                   self._inflight, services.metrics, v5=self.v5,
-                                  clock=services.clock, expired=self._expired)
+                                  clock=services.clock, dropped=self._dropped)
         self._reported: list[int | None] = []
         self._refusals: dict[int, tuple[int, str]] = {}
         self._accepted = False
@@ -527,10 +527,12 @@ class DeviceSession:
         """Hand up to `limit` queued messages to the protocol core (`Outbound.fill`)."""
         return self._outbound.fill(limit)
 
-    def _expired(self, message: Message) -> None:
-        """A queued message passed its MQTT 5 expiry: never sent; forget a durable copy."""
-        self._services.metrics.messages_expired.inc()
-        self._services.broker.expired += 1
+    def _dropped(self, message: Message, expired: bool) -> None:
+        """A queued message will never be sent (past its MQTT 5 expiry, or larger than the
+        client's maximum packet size): forget a durable copy."""
+        if expired:
+            self._services.metrics.messages_expired.inc()
+            self._services.broker.expired += 1
         self._services.broker.acknowledged(self.state, message)
 
     # -- the end ------------------------------------------------------------------------

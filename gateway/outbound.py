@@ -7,10 +7,11 @@ Retained messages of new subscriptions come from lazy streams, one per mounted f
 once: a retained message is never held, so never stale behind a newer live one of its topic,
 and a SUBSCRIBE matching many costs what is sent, not a copied list.
 
-MQTT 5: a message past its expiry is dropped here, never sent (MQTT-3.3.2-5; a durable copy
-is forgotten through `expired`); one still valid goes with its remaining interval and its
-pass-through properties (`gateway.delivery.outbound_props`). A 3.1.1 subscriber gets the
-message without properties.
+MQTT 5: a message past its expiry is dropped here, never sent (MQTT-3.3.2-5); one still
+valid goes with its remaining interval and its pass-through properties
+(`gateway.delivery.outbound_props`). A message larger than the client's Maximum Packet Size
+is discarded by the core as if delivered (MQTT-3.1.2-25). Either way `dropped` is told, so
+a durable copy is forgotten. A 3.1.1 subscriber gets the message without properties.
 """
 
 from __future__ import annotations
@@ -36,15 +37,16 @@ class Outbound:
     """The sending side of one connection's session (the connection owns the containers)."""
 
     __slots__ = ("conn", "outbox", "streams", "jail", "inflight", "metrics", "v5", "clock",
-                 "expired")
+                 "dropped")
 
     def __init__(self, conn: ServerConnection, outbox: deque[Message],
                  streams: dict[str, tuple[Iterator[Message], QoS]], jail: Jail,
                  inflight: dict[int, Message], metrics: MqttMetrics, *, v5: bool = False,
                  clock: Callable[[], float] = time.time,
-                 expired: Callable[[Message], None] | None = None) -> None:
+                 dropped: Callable[[Message, bool], None] | None = None) -> None:
         """`v5`: the subscriber speaks MQTT 5 (properties go out); `clock`: the wall clock
-        (message expiry); `expired`: told of each expired message dropped."""
+        (message expiry); `dropped(message, expired)`: told of each message that will never
+        be sent (past its expiry, or too large for the client)."""
         self.conn = conn
         self.outbox = outbox
         self.streams = streams
@@ -53,7 +55,7 @@ class Outbound:
         self.metrics = metrics
         self.v5 = v5
         self.clock = clock
-        self.expired = expired
+        self.dropped = dropped
 
     def fill(self, limit: int) -> int:
         """Hand up to `limit` messages to the protocol core; return how many. Fewer than
@@ -83,8 +85,8 @@ class Outbound:
             else:
                 now = self.clock()
                 if message.expired(now):
-                    if self.expired is not None:
-                        self.expired(message)
+                    if self.dropped is not None:
+                        self.dropped(message, True)
                     continue
                 if self.v5:
                     packet_id = conn.publish(topic, message.payload, message.qos,
@@ -95,6 +97,8 @@ class Outbound:
                                              message.retain)
             if packet_id is not None:
                 self.inflight[packet_id] = message
+            elif message.qos and self.dropped is not None:  # too large for the client
+                self.dropped(message, False)
             messages_out.inc(message.qos)
             sent += 1
         return sent

@@ -65,7 +65,7 @@ class Device:
     """One MQTT 5 (or 3.1.1) device's session, the gateway-side parts around it."""
 
     def __init__(self, broker: Broker, client_id: str = "dev", *, v5: bool = True,
-                 **connect) -> None:
+                 clock=lambda: WALL, **connect) -> None:
         self.broker = broker
         self.routed: list[Message] = []
         self.metrics = GatewayMetrics().mqtt
@@ -74,7 +74,7 @@ class Device:
                                   SourceRates(1000, 1000))
         self.services = SessionServices(broker, limits, self._route, lambda: 0, self.metrics,
                                         8, max_session_expiry=600, max_keepalive=60,
-                                        clock=lambda: WALL)
+                                        clock=clock)
         level = PROTOCOL_LEVEL_5 if v5 else 4
         self.level = level
         core = ServerConnection()
@@ -278,3 +278,25 @@ def test_a_full_network_is_refused_quota_exceeded_in_mqtt5_and_0x03_in_3_1_1(bro
     broker.max_sessions_per_network = 0
     assert Device(broker, "v5").opened.code == 0x97
     assert Device(broker, "v4", v5=False).opened.code == 0x03
+
+
+def test_queued_messages_never_sent_are_forgotten_expired_or_too_large():
+    wall = [WALL]
+    broker = Broker(clock=lambda: wall[0])
+    connect = dict(clean_session=False, clock=lambda: wall[0], properties=make_properties(
+        session_expiry_interval=60, maximum_packet_size=200))
+    first = Device(broker, "dev", **connect)
+    first.send(Subscribe(1, (("t/#", Q1),)))
+    first.session.end(first.outlet)  # offline: what comes now is queued and kept
+    broker.publish(Message(f"{N}/t/old", b"x", Q1, expires_at=WALL + 1))
+    broker.publish(Message(f"{N}/t/big", b"x" * 500, Q1))
+    broker.publish(Message(f"{N}/t/ok", b"fine", Q1))
+    assert broker.queued_bytes(N) == 505
+    wall[0] += 5  # the first one's expiry has passed
+    again = Device(broker, "dev", **connect)
+    again.session.fill(32)  # the big one is handed over and discarded by the core
+    (sent,) = again.received()
+    assert sent.topic == "t/ok"
+    assert again.metrics.messages_expired.value == 1
+    assert again.session.conn.statistics().dropped_too_large == 1
+    assert broker.queued_bytes(N) == 4  # only the one in flight is still held
