@@ -422,6 +422,10 @@ async def _serve_until_signal(gateway: Gateway, store: object = None) -> None:
     try:
         await _serve_nursery(gateway, store, serve_mqtt)
     finally:
+        # MQTT 5 wills held for their delay are in memory only: publish them before the
+        # journal's last flush rather than lose them.
+        for _ in gateway.broker.release_wills():
+            gateway.metrics.mqtt.wills_published.inc()
         if gateway.journal is not None:
             # What the closing sessions journaled (their offline queues) goes in before
             # the store closes.

@@ -395,6 +395,15 @@ class Broker:
         self._wills[key] = will
         self._deadlines.set(WILL, key, self.clock() + delay)
 
+    def release_wills(self) -> list[Message]:
+        """Publish every held will now (the gateway stops: held wills are not stored, and a
+        will sent early beats one never sent). Returns them."""
+        wills, self._wills = list(self._wills.items()), {}
+        for key, will in wills:
+            self._deadlines.cancel(WILL, key)
+            self.publish(will)
+        return [will for _, will in wills]
+
     def next_deadline(self) -> float | None:
         """When `tick` has something to do next (wall clock), None: nothing is pending."""
         return self._deadlines.next()

@@ -213,3 +213,12 @@ def test_grant_code_is_the_options_byte_plus_identifier_times_256():
     assert grant.code == 2 | 4 | 8 | 32 | 300 * 256
     assert Grant.from_code(grant.code) == grant
     assert Grant(Q1).code == 1 and Grant(Q1).plain
+
+
+def test_held_wills_are_released_when_the_gateway_stops(broker, wall):
+    watcher, _ = session(broker, A, "watcher")
+    broker.subscribe(watcher, A.mount_filter("will"), Q1)
+    state, _ = session(broker, A, "dev", expiry=300, clean=False, live=False)
+    broker.hold_will(state.key, Message(A.mount_topic("will"), b"gone", Q1), 60)
+    assert [w.payload for w in broker.release_wills()] == [b"gone"]
+    assert len(watcher.outbox) == 1 and broker.tick(wall.now + 100) == ([], [])
