@@ -404,10 +404,6 @@ class Broker:
             self.publish(will)
         return [will for _, will in wills]
 
-    def next_deadline(self) -> float | None:
-        """When `tick` has something to do next (wall clock), None: nothing is pending."""
-        return self._deadlines.next()
-
     def tick(self, now: float | None = None) -> tuple[list[SessionKey], list[Message]]:
         """Run what is due by `now`: drop offline sessions past their expiry (their queue
         goes with them) and publish delayed wills whose time came, a session's will at the
