@@ -23,13 +23,16 @@ PUBLISH = PacketTypes.PUBLISH
 
 
 async def test_connack_tells_what_the_gateway_grants_and_offers(start_gateway, net_a):
-    running = await start_gateway(max_session_expiry=600, max_keepalive=30)
+    running = await start_gateway(max_session_expiry=600, max_keepalive=30,
+                                  receive_maximum=50, topic_alias_maximum=8,
+                                  max_packet_size=65536)
     dev = Paho5(running, net_a)  # empty client id: the gateway assigns one
     flags, rc, p = await dev.connect(keepalive=0, clean_start=False, properties=props(
         PacketTypes.CONNECT, SessionExpiryInterval=0xFFFFFFFF))
     assert rc == 0 and not flags.session_present
     assert p.AssignedClientIdentifier.startswith("auto-")
     assert (p.ServerKeepAlive, p.SessionExpiryInterval) == (30, 600)
+    assert (p.ReceiveMaximum, p.TopicAliasMaximum, p.MaximumPacketSize) == (50, 8, 65536)
     assert (p.RetainAvailable, p.WildcardSubscriptionAvailable,
             p.SubscriptionIdentifierAvailable, p.SharedSubscriptionAvailable) == (1, 1, 1, 1)
     await dev.close()
@@ -157,7 +160,8 @@ async def test_a_message_expires_while_queued_for_an_offline_session(start_gatew
 
 async def test_a_session_is_dropped_with_its_queue_once_its_expiry_passes(
         start_gateway, net_a, net_a2):
-    running = await start_gateway()
+    wall = Wall()
+    running = await start_gateway(wall_clock=wall)
     key = (net_a.network, "brief")
     sub = Paho5(running, net_a, "brief")
     await sub.connect(properties=props(PacketTypes.CONNECT, SessionExpiryInterval=5))
@@ -168,10 +172,14 @@ async def test_a_session_is_dropped_with_its_queue_once_its_expiry_passes(
     await pub.connect()
     await pub.publish("q", b"queued", 1)
     assert len(running.gateway.broker.sessions.get(key).outbox) == 1
-    running.gateway.broker.tick(running.gateway.broker.clock() + 4)
+    wall.now += 4
+    running.gateway.run_deadlines()
     assert running.gateway.broker.sessions.get(key) is not None
-    dropped, _ = running.gateway.broker.tick(running.gateway.broker.clock() + 6)
-    assert dropped == [key] and running.gateway.broker.sessions.get(key) is None
+    wall.now += 2
+    running.gateway.run_deadlines()  # what the gateway's deadlines task does every second
+    await running.logs.wait("session_expired", client_id="brief")
+    assert running.gateway.broker.sessions.get(key) is None
+    assert running.gateway.metrics.mqtt.sessions_expired.value == 1
     again = Paho5(running, net_a, "brief")
     flags, _, _ = await again.connect(clean_start=False, properties=props(
         PacketTypes.CONNECT, SessionExpiryInterval=5))
