@@ -89,7 +89,10 @@ def deliver(subscriptions: Mapping[str, QoS], options: Mapping[str, Grant], topi
     keep_retain = False
     ids: list[int] = []
     for topic_filter, granted in subscriptions.items():
-        if topic_filter.startswith(SHARE_PREFIX) or not topic_matches(topic_filter, topic):
+        if topic_filter != topic and (  # a filter without wildcards matches only itself
+                ("+" not in topic_filter and "#" not in topic_filter)
+                or topic_filter.startswith(SHARE_PREFIX)
+                or not topic_matches(topic_filter, topic)):
             continue
         grant = options.get(topic_filter)
         if grant is not None:
