@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from .mqtt.packets import QoS
@@ -34,7 +35,6 @@ from .mqtt.properties import (
     encode_properties,
     make_properties,
 )
-from .mqtt.topics import topic_matches
 
 if TYPE_CHECKING:
     from .broker import Message
@@ -88,12 +88,17 @@ def deliver(subscriptions: Mapping[str, QoS], options: Mapping[str, Grant], topi
     qos: QoS | None = None
     keep_retain = False
     ids: list[int] = []
+    levels: list[str] | None = None
     for topic_filter, granted in subscriptions.items():
-        if topic_filter != topic and (  # a filter without wildcards matches only itself
-                ("+" not in topic_filter and "#" not in topic_filter)
-                or topic_filter.startswith(SHARE_PREFIX)
-                or not topic_matches(topic_filter, topic)):
-            continue
+        if topic_filter != topic:
+            # A filter without wildcards matches only itself; a shared one is its group's.
+            if ("+" not in topic_filter and "#" not in topic_filter) or \
+                    topic_filter.startswith(SHARE_PREFIX):
+                continue
+            if levels is None:
+                levels = topic.split("/")
+            if not _matches(_split(topic_filter), levels):
+                continue
         grant = options.get(topic_filter)
         if grant is not None:
             if own and grant.no_local:
@@ -106,6 +111,21 @@ def deliver(subscriptions: Mapping[str, QoS], options: Mapping[str, Grant], topi
     if qos is None:
         return None
     return qos, keep_retain, tuple(ids)
+
+
+@lru_cache(maxsize=4096)
+def _split(topic_filter: str) -> tuple[str, ...]:
+    return tuple(topic_filter.split("/"))
+
+
+def _matches(pattern: tuple[str, ...], levels: list[str]) -> bool:
+    """`topic_matches` on split levels (mounted topics: never a `$` first level)."""
+    for i, want in enumerate(pattern):
+        if want == "#":
+            return True
+        if i >= len(levels) or (want != "+" and want != levels[i]):
+            return False
+    return len(pattern) == len(levels)
 
 
 def inbound_props(props: Properties, jail: Jail) -> Properties | None:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.broker import Broker, Message
-from gateway.delivery import Grant
+from gateway.delivery import Grant, _matches, _split
 from gateway.errors import JailViolation
 from gateway.jail import Jail
 from gateway.mqtt.packets import QoS
 from gateway.mqtt.properties import make_properties
+from gateway.mqtt.topics import topic_matches
 from gateway.reasons import DisconnectReason
 
 NET_A = str(uuid.UUID(int=0xA))
@@ -222,3 +225,15 @@ def test_held_wills_are_released_when_the_gateway_stops(broker, wall):
     broker.hold_will(state.key, Message(A.mount_topic("will"), b"gone", Q1), 60)
     assert [w.payload for w in broker.release_wills()] == [b"gone"]
     assert len(watcher.outbox) == 1 and broker.tick(wall.now + 100) == ([], [])
+
+
+_LEVEL = st.sampled_from(["a", "b", "", "x1"])
+
+
+@given(st.lists(st.one_of(_LEVEL, st.just("+")), min_size=1, max_size=5),
+       st.booleans(), st.lists(_LEVEL, min_size=1, max_size=6))
+def test_delivery_matching_agrees_with_the_cores_topic_matches(pattern, hash_end, topic):
+    topic_filter = "/".join([*pattern, "#"] if hash_end else pattern)
+    name = "/".join(["n", *topic])  # mounted: a network first, never a `$` level
+    topic_filter = "n/" + topic_filter
+    assert _matches(_split(topic_filter), name.split("/")) == topic_matches(topic_filter, name)
