@@ -227,7 +227,7 @@ def test_MQTT_3_2_2_22_server_keeps_the_clients_keep_alive_unless_it_sends_its_o
     assert server.keepalive_deadline() == 125.0
 
 
-def test_MQTT_3_2_2_11_14_nothing_to_refuse_maximum_qos_and_retain_are_full():
+def test_MQTT_3_2_2_11_14_qos_2_and_retain_are_always_available():
     client, server = connected_pair()
     connack = client.connacks[0]
     assert connack.properties.maximum_qos is None
