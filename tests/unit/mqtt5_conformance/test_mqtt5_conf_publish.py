@@ -158,7 +158,13 @@ def test_MQTT_3_3_2_13_response_topic_must_be_utf8():
 
 def test_MQTT_3_3_2_14_response_topic_with_wildcard_is_refused():
     for topic in (b"replies/#", b"replies/+/x"):
-        violation_after_connect(publish5(b"a", prop_list(b"\x08" + utf8(topic))))
+        violation_after_connect(publish5(b"a", prop_list(b"\x08" + utf8(topic))),
+                                reason=PROTOCOL_ERROR)
+    client, server = connected_pair()  # and the server never forwards one
+    with pytest.raises(LocalProtocolError):
+        server.publish("t", b"x", Q1, properties=props(response_topic="replies/#"))
+    assert server.data_to_send() == b""
+    assert server.session_state().outbound == ()
 
 
 def test_MQTT_3_3_2_19_content_type_must_be_utf8():
