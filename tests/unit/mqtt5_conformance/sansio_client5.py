@@ -76,6 +76,24 @@ def decode_all5(data: bytes) -> list[Packet]:
     return packets
 
 
+def split_packets(data: bytes) -> list[bytes]:
+    """Whole packets of `data`, as the bytes that went on the wire."""
+    packets = []
+    i = 0
+    while i < len(data):
+        length, shift, j = 0, 0, i + 1
+        while True:
+            byte = data[j]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            j += 1
+            if byte < 0x80:
+                break
+        packets.append(data[i : j + length])
+        i = j + length
+    return packets
+
+
 class SansIOClient5:
     """The client side of one MQTT 5 session, possibly over several connections."""
 
