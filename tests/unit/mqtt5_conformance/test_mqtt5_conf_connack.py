@@ -12,6 +12,7 @@ from sansio_client5 import (
     connect_only,
     connected_pair,
     decode_all5,
+    drain,
     encode5,
     flush,
     prop_list,
@@ -34,6 +35,7 @@ from gateway.mqtt import (
     PubComp,
     Publish,
     PubRec,
+    RemoteProtocolError,
     ServerConnection,
     Will,
 )
@@ -205,6 +207,17 @@ def test_MQTT_3_2_2_19_20_connack_drops_reason_string_and_user_properties_over_c
     data = server.data_to_send()
     assert len(data) <= 40
     assert client.receive_data(data) == [ConnAck(ConnAckReason.NOT_AUTHORIZED)]
+    # a refusal the session makes by itself fits too (here: no enhanced authentication)
+    small = props(maximum_packet_size=20, authentication_method="SCRAM-SHA-256")
+    client = SansIOClient5(properties=small)
+    client.connect()
+    server = ServerConnection()
+    server.receive_data(client.data_to_send(), 0.0)
+    with pytest.raises(RemoteProtocolError):
+        drain(server)
+    data = server.data_to_send()
+    assert len(data) <= 20
+    assert client.receive_data(data) == [ConnAck(ConnAckReason.BAD_AUTHENTICATION_METHOD)]
     # with room enough both go out
     client, server, _ = connect_only()
     server.accept(properties=props(reason_string="welcome", user_properties=(("k", "v"),)))

@@ -224,6 +224,21 @@ def test_MQTT_3_3_4_9_server_respects_the_client_receive_maximum():
     assert [p.payload for p in client.delivered] == [b"0", b"1", b"third"]
 
 
+def test_MQTT_3_3_4_9_resumed_session_respects_the_new_receive_maximum():
+    client, server = connected_pair(SansIOClient5(clean_start=False, auto_ack=False))
+    ids = [server.publish("t", b"%d" % i, Q1) for i in range(5)]
+    flush(server, client)
+    # the device comes back with a smaller Receive Maximum: 2 unacknowledged at a time
+    again = SansIOClient5(clean_start=False, auto_ack=False, properties=props(receive_maximum=2))
+    again, server2 = connected_pair(again, session_present=True, resume=server.session_state())
+    resent = [p.packet_id for p in again.received if isinstance(p, Publish)]
+    assert resent == ids[:2]
+    again.send(PubAck(ids[0]))
+    pump(again, server2)
+    resent = [p.packet_id for p in again.received if isinstance(p, Publish)]
+    assert resent == ids[:3]
+
+
 def test_MQTT_3_3_4_10_other_packets_flow_while_the_quota_is_spent():
     client = SansIOClient5(properties=props(receive_maximum=1), auto_ack=False)
     client, server = connected_pair(client)
