@@ -246,6 +246,17 @@ def test_MQTT_3_1_2_25_oversized_publish_is_dropped_as_if_delivered():
     assert server.session_state().outbound == ()
     packet_id = server.publish("t", b"small", Q1)
     assert [p.packet_id for p in flush(server, client)] == [packet_id]
+    # a resumed session holding a message too large for the client's new maximum
+    roomy = SansIOClient5(clean_start=False, auto_ack=False)
+    roomy, first = connected_pair(roomy)
+    big = first.publish("t", b"x" * 100, Q1)
+    small = first.publish("t", b"y", Q1)
+    flush(first, roomy)
+    tight = SansIOClient5(clean_start=False, properties=props(maximum_packet_size=64))
+    tight, second = connected_pair(tight, session_present=True, resume=first.session_state())
+    assert [p.packet_id for p in tight.received if isinstance(p, Publish)] == [small]
+    assert second.statistics().dropped_too_large == 1
+    assert big not in [p.packet_id for p in second.session_state().outbound]
 
 
 def _topics_sent(client: SansIOClient5) -> list[tuple[str, int | None]]:

@@ -124,6 +124,17 @@ def test_MQTT_3_3_2_7_topic_aliases_do_not_survive_the_connection():
     server.receive_data(publish5(b"a/b", prop_list(alias(3))), 0.0)
     server.receive_data(publish5(b"", prop_list(alias(3))), 0.0)
     assert [e.publish.topic for e in drain(server)] == ["a/b", "a/b"]
+    # the server's aliases do not survive either: a re-sent message carries its topic
+    sub = SansIOClient5(clean_start=False, auto_ack=False,
+                        properties=props(topic_alias_maximum=5))
+    sub, out = connected_pair(sub)
+    ids = [out.publish("x/y", b"%d" % i, Q1) for i in range(3)]
+    flush(out, sub)
+    assert {p.properties.topic_alias for p in sub.received if isinstance(p, Publish)} != {None}
+    sub.new_connection()  # the client forgets the aliases as it must
+    sub, out2 = connected_pair(sub, session_present=True, resume=out.session_state())
+    again = [p for p in sub.received if isinstance(p, Publish)]
+    assert [(p.packet_id, p.topic) for p in again] == [(i, "x/y") for i in ids]
     # a new connection of the same client: alias 3 means nothing there
     violation_after_connect(publish5(b"", prop_list(alias(3))), reason=PROTOCOL_ERROR,
                             client=SansIOClient5(clean_start=False), **ALIASES)
