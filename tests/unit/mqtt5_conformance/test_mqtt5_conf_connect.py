@@ -274,6 +274,13 @@ def test_MQTT_3_1_2_26_topic_aliases_stay_within_the_client_maximum():
     assert [p.topic for p in client.delivered] == topics
     aliases = {alias for _, alias in _topics_sent(client)} - {None}
     assert aliases <= {1, 2}
+    # a message dropped as too large never took an alias the client did not learn
+    client = SansIOClient5(properties=props(topic_alias_maximum=2, maximum_packet_size=64))
+    client, server = connected_pair(client)
+    assert server.publish("big/one", b"x" * 100, Q1) is None
+    server.publish("big/one", b"small", Q1)
+    flush(server, client)  # the client asserts every alias it is sent was set first
+    assert [p.topic for p in client.delivered] == ["big/one"]
 
 
 def test_MQTT_3_1_2_27_no_topic_alias_maximum_means_no_aliases():
