@@ -398,6 +398,18 @@ def test_MQTT_4_9_0_2_no_qos1_publish_while_the_quota_is_zero():
             server.publish("t", b"over", qos)
     flush(server, client)
     assert len(client.delivered) == 2
+    # a QoS 2 message holds its quota until PUBCOMP, not PUBREC (section 4.9)
+    client = SansIOClient5(properties=props(receive_maximum=1), auto_ack=False)
+    client, server = connected_pair(client)
+    packet_id = server.publish("t", b"x", Q2)
+    flush(server, client)
+    client.send(PubRec(packet_id))
+    pump(client, server)  # PUBREL out; the client's PUBCOMP is not sent yet
+    assert not server.can_publish(Q1)
+    client.data_to_send()
+    client.send(PubComp(packet_id))
+    assert pump(client, server) == [DeliveryComplete(packet_id)]
+    assert server.can_publish(Q1)
 
 
 def test_MQTT_4_9_0_3_other_packets_are_processed_while_the_quota_is_zero():
