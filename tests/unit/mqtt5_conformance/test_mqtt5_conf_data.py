@@ -55,6 +55,13 @@ def test_MQTT_1_5_4_2_null_character_closes_the_connection():
     violation_after_connect(publish5(b"a/\x00b"), reason=MALFORMED)
 
 
+def test_MQTT_1_5_4_2_control_characters_are_refused_too():
+    # 1.5.4: a string SHOULD NOT hold control characters; they would reach logs
+    refused_before_connack(connect5_bytes(client_id=b"dev\x07"), connack=0x85)
+    for topic in (b"a/\x1b[31m", b"a/\xc2\x85", b"a/\x7f"):
+        violation_after_connect(publish5(topic), reason=MALFORMED)
+
+
 def test_MQTT_1_5_4_3_byte_order_mark_is_kept():
     client, server = connected_pair()
     server.receive_data(publish5("\ufeffa/b".encode()), 0.0)
