@@ -248,6 +248,13 @@ def test_MQTT_3_3_4_9_resumed_session_respects_the_new_receive_maximum():
     pump(again, server2)
     resent = [p.packet_id for p in again.received if isinstance(p, Publish)]
     assert resent == ids[:3]
+    assert not server2.can_publish(Q1)  # the held ones still fill the quota
+    for packet_id in ids[1:]:
+        again.send(PubAck(packet_id))
+        pump(again, server2)
+    resent = [p.packet_id for p in again.received if isinstance(p, Publish)]
+    assert resent == ids and server2.session_state().outbound == ()
+    assert server2.can_publish(Q1)
 
 
 def test_MQTT_3_3_4_10_other_packets_flow_while_the_quota_is_spent():
