@@ -50,6 +50,8 @@ def test_MQTT_3_4_2_1_puback_reason_codes_come_from_the_table():
         with pytest.raises((LocalProtocolError, ValueError)):
             server.acknowledge(packet_id, not_a_puback_code)
         assert server.data_to_send() == b""
+    # from the client, a code outside the table is malformed
+    violation_after_connect(bytes((0x40, 4, 0, 1, 0x92, 0)), reason=0x81)
 
 
 def test_MQTT_3_4_2_2_3_puback_drops_reason_string_and_user_properties_over_client_maximum():
@@ -75,6 +77,8 @@ def test_MQTT_3_5_2_1_pubrec_reason_codes_come_from_the_table():
     client, server, packet_id = inbound(Q2)
     with pytest.raises((LocalProtocolError, ValueError)):
         server.acknowledge(packet_id, PubRelReason.PACKET_IDENTIFIER_NOT_FOUND)
+    # from the client, a code outside the table is malformed
+    violation_after_connect(bytes((0x50, 4, 0, 1, 0x92, 0)), reason=0x81)
 
 
 def test_MQTT_3_5_2_2_3_pubrec_drops_reason_string_and_user_properties_over_client_maximum():
@@ -107,6 +111,8 @@ def test_MQTT_3_6_2_1_pubrel_reason_codes_come_from_the_table():
     assert pubrels[1].reason_code in (PubRelReason.SUCCESS,
                                       PubRelReason.PACKET_IDENTIFIER_NOT_FOUND)
     assert {p.reason_code for p in pubrels} <= set(PubRelReason)
+    # from the client, a code outside the table is malformed
+    violation_after_connect(bytes((0x62, 4, 0, 1, 0x10, 0)), reason=0x81)
 
 
 def test_MQTT_3_6_2_2_3_pubrel_never_exceeds_the_client_maximum():
@@ -134,6 +140,8 @@ def test_MQTT_3_7_2_1_pubcomp_reason_codes_come_from_the_table():
     assert pubcomps[1].packet_id == 4242
     assert pubcomps[1].reason_code in (PubRelReason.SUCCESS,
                                        PubRelReason.PACKET_IDENTIFIER_NOT_FOUND)
+    # from the client, a code outside the table is malformed
+    violation_after_connect(bytes((0x70, 4, 0, 1, 0x87, 0)), reason=0x81)
 
 
 def test_MQTT_3_7_2_2_3_pubcomp_never_exceeds_the_client_maximum():
