@@ -20,11 +20,11 @@ from sansio_client5 import (
 from gateway.mqtt import (
     LocalProtocolError,
     PubAck,
-    PubAckReason,
+    PubAckCode,
     PubComp,
     PubRec,
     PubRel,
-    PubRelReason,
+    PubRelCode,
 )
 
 SMALL = 24  # a client Maximum Packet Size with room for an acknowledgement, not for prose
@@ -41,7 +41,7 @@ def inbound(qos, client: SansIOClient5 | None = None, **server_options):
 
 
 def test_MQTT_3_4_2_1_puback_reason_codes_come_from_the_table():
-    for reason in PubAckReason:
+    for reason in PubAckCode:
         client, server, packet_id = inbound(Q1)
         server.acknowledge(packet_id, reason)
         assert flush(server, client) == [PubAck(packet_id, reason)]
@@ -57,26 +57,26 @@ def test_MQTT_3_4_2_1_puback_reason_codes_come_from_the_table():
 def test_MQTT_3_4_2_2_3_puback_drops_reason_string_and_user_properties_over_client_maximum():
     client = SansIOClient5(properties=props(maximum_packet_size=SMALL))
     client, server, packet_id = inbound(Q1, client)
-    server.acknowledge(packet_id, PubAckReason.PAYLOAD_FORMAT_INVALID, **PROSE)
+    server.acknowledge(packet_id, PubAckCode.PAYLOAD_FORMAT_INVALID, **PROSE)
     data = server.data_to_send()
     assert len(data) <= SMALL
     (ack,) = client.receive_data(data)
     assert (ack.packet_id, ack.reason_code) == (packet_id, 0x99)
     assert not ack.properties.reason_string and not ack.properties.user_properties
     client, server, packet_id = inbound(Q1)  # room enough: the reason string goes
-    server.acknowledge(packet_id, PubAckReason.PAYLOAD_FORMAT_INVALID, **PROSE)
+    server.acknowledge(packet_id, PubAckCode.PAYLOAD_FORMAT_INVALID, **PROSE)
     (ack,) = flush(server, client)
     assert ack.properties.reason_string == PROSE["reason_string"]
 
 
 def test_MQTT_3_5_2_1_pubrec_reason_codes_come_from_the_table():
-    for reason in PubAckReason:
+    for reason in PubAckCode:
         client, server, packet_id = inbound(Q2)
         server.acknowledge(packet_id, reason)
         assert flush(server, client)[0] == PubRec(packet_id, reason)
     client, server, packet_id = inbound(Q2)
     with pytest.raises((LocalProtocolError, ValueError)):
-        server.acknowledge(packet_id, PubRelReason.PACKET_IDENTIFIER_NOT_FOUND)
+        server.acknowledge(packet_id, PubRelCode.PACKET_IDENTIFIER_NOT_FOUND)
     # from the client, a code outside the table is malformed
     violation_after_connect(bytes((0x50, 4, 0, 1, 0x92, 0)), reason=0x81)
 
@@ -84,7 +84,7 @@ def test_MQTT_3_5_2_1_pubrec_reason_codes_come_from_the_table():
 def test_MQTT_3_5_2_2_3_pubrec_drops_reason_string_and_user_properties_over_client_maximum():
     client = SansIOClient5(properties=props(maximum_packet_size=SMALL))
     client, server, packet_id = inbound(Q2, client)
-    server.acknowledge(packet_id, PubAckReason.NOT_AUTHORIZED, **PROSE)
+    server.acknowledge(packet_id, PubAckCode.NOT_AUTHORIZED, **PROSE)
     data = server.data_to_send()
     assert len(data) <= SMALL
     (rec,) = client.receive_data(data)
@@ -106,11 +106,11 @@ def test_MQTT_3_6_2_1_pubrel_reason_codes_come_from_the_table():
     client.send(PubRec(999))  # an identifier the server does not know
     pump(client, server)
     pubrels = [p for p in client.received if isinstance(p, PubRel)]
-    assert pubrels[0] == PubRel(packet_id, PubRelReason.SUCCESS)
+    assert pubrels[0] == PubRel(packet_id, PubRelCode.SUCCESS)
     assert pubrels[1].packet_id == 999
-    assert pubrels[1].reason_code in (PubRelReason.SUCCESS,
-                                      PubRelReason.PACKET_IDENTIFIER_NOT_FOUND)
-    assert {p.reason_code for p in pubrels} <= set(PubRelReason)
+    assert pubrels[1].reason_code in (PubRelCode.SUCCESS,
+                                      PubRelCode.PACKET_IDENTIFIER_NOT_FOUND)
+    assert {p.reason_code for p in pubrels} <= set(PubRelCode)
     # from the client, a code outside the table is malformed
     violation_after_connect(bytes((0x62, 4, 0, 1, 0x10, 0)), reason=0x81)
 
@@ -136,10 +136,10 @@ def test_MQTT_3_7_2_1_pubcomp_reason_codes_come_from_the_table():
     client.send(PubRel(4242))  # never seen
     pump(client, server)
     pubcomps = [p for p in client.received if isinstance(p, PubComp)]
-    assert pubcomps[0] == PubComp(packet_id, PubRelReason.SUCCESS)
+    assert pubcomps[0] == PubComp(packet_id, PubRelCode.SUCCESS)
     assert pubcomps[1].packet_id == 4242
-    assert pubcomps[1].reason_code in (PubRelReason.SUCCESS,
-                                       PubRelReason.PACKET_IDENTIFIER_NOT_FOUND)
+    assert pubcomps[1].reason_code in (PubRelCode.SUCCESS,
+                                       PubRelCode.PACKET_IDENTIFIER_NOT_FOUND)
     # from the client, a code outside the table is malformed
     violation_after_connect(bytes((0x70, 4, 0, 1, 0x87, 0)), reason=0x81)
 

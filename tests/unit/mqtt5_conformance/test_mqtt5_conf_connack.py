@@ -25,7 +25,7 @@ from sansio_client5 import (
 
 from gateway.mqtt import (
     ConnAck,
-    ConnAckReason,
+    ConnAckCode,
     Connect,
     ConnectionState,
     ConnectReturnCode,
@@ -67,7 +67,7 @@ def test_MQTT_3_2_0_2_only_one_connack():
     with pytest.raises(LocalProtocolError):
         server.accept()
     with pytest.raises(LocalProtocolError):
-        server.refuse(ConnAckReason.NOT_AUTHORIZED)
+        server.refuse(ConnAckCode.NOT_AUTHORIZED)
     assert [type(p) for p in flush(server, client)] == [ConnAck]
 
 
@@ -97,14 +97,14 @@ def test_MQTT_3_2_2_3_session_present_follows_the_stored_session(stored):
 
 def test_MQTT_3_2_2_6_refusal_has_session_present_0():
     client, server, _ = connect_only(SansIOClient5(clean_start=False))
-    server.refuse(ConnAckReason.BAD_USER_NAME_OR_PASSWORD)
+    server.refuse(ConnAckCode.BAD_USER_NAME_OR_PASSWORD)
     data = server.data_to_send()
     assert data[:4] == bytes((0x20, data[1], 0x00, 0x86))
 
 
 def test_MQTT_3_2_2_7_refusing_connack_closes():
-    for code in (ConnAckReason.NOT_AUTHORIZED, ConnAckReason.BANNED,
-                 ConnAckReason.QUOTA_EXCEEDED, ConnAckReason.SERVER_BUSY):
+    for code in (ConnAckCode.NOT_AUTHORIZED, ConnAckCode.BANNED,
+                 ConnAckCode.QUOTA_EXCEEDED, ConnAckCode.SERVER_BUSY):
         client, server, _ = connect_only()
         server.refuse(code)
         assert server.state is ConnectionState.CLOSED
@@ -125,10 +125,10 @@ def test_MQTT_3_2_2_8_connack_reason_codes_come_from_the_table():
     # a 3.1.1 return code is translated to its MQTT 5 reason
     client, server, _ = connect_only()
     server.refuse(ConnectReturnCode.NOT_AUTHORIZED)
-    assert flush(server, client) == [ConnAck(ConnAckReason.NOT_AUTHORIZED)]
+    assert flush(server, client) == [ConnAck(ConnAckCode.NOT_AUTHORIZED)]
     # every code of table 3-1 goes out as given
-    for code in ConnAckReason:
-        if code == ConnAckReason.SUCCESS:
+    for code in ConnAckCode:
+        if code == ConnAckCode.SUCCESS:
             continue
         client, server, _ = connect_only()
         server.refuse(code)
@@ -202,11 +202,11 @@ def test_MQTT_3_2_2_19_20_connack_drops_reason_string_and_user_properties_over_c
     assert connack.properties.reason_string is None
     assert connack.properties.user_properties == ()
     client, server, _ = connect_only(SansIOClient5(properties=props(maximum_packet_size=40)))
-    server.refuse(ConnAckReason.NOT_AUTHORIZED, reason_string="r" * 60,
+    server.refuse(ConnAckCode.NOT_AUTHORIZED, reason_string="r" * 60,
                   properties=props(user_properties=(("k", "v" * 60),)))
     data = server.data_to_send()
     assert len(data) <= 40
-    assert client.receive_data(data) == [ConnAck(ConnAckReason.NOT_AUTHORIZED)]
+    assert client.receive_data(data) == [ConnAck(ConnAckCode.NOT_AUTHORIZED)]
     # a refusal the session makes by itself fits too (here: no enhanced authentication)
     small = props(maximum_packet_size=20, authentication_method="SCRAM-SHA-256")
     client = SansIOClient5(properties=small)
@@ -217,7 +217,7 @@ def test_MQTT_3_2_2_19_20_connack_drops_reason_string_and_user_properties_over_c
         drain(server)
     data = server.data_to_send()
     assert len(data) <= 20
-    assert client.receive_data(data) == [ConnAck(ConnAckReason.BAD_AUTHENTICATION_METHOD)]
+    assert client.receive_data(data) == [ConnAck(ConnAckCode.BAD_AUTHENTICATION_METHOD)]
     # with room enough both go out
     client, server, _ = connect_only()
     server.accept(properties=props(reason_string="welcome", user_properties=(("k", "v"),)))

@@ -29,13 +29,13 @@ from sansio_client5 import (
 
 from gateway.mqtt import (
     ConnAck,
-    ConnAckReason,
+    ConnAckCode,
     Connect,
     ConnectionState,
     ConnectReceived,
     Disconnect,
+    DisconnectCode,
     Disconnected,
-    DisconnectReason,
     LocalProtocolError,
     PingReq,
     Publish,
@@ -64,7 +64,7 @@ def test_MQTT_3_1_0_2_second_connect_is_a_protocol_error():
 
 def test_MQTT_3_1_2_1_wrong_protocol_name_closes():
     error = refused_before_connack(connect5_bytes(name=b"MQIsdp"), rule="MQTT-3.1.2-1")
-    assert error.connack_code in (None, ConnAckReason.UNSUPPORTED_PROTOCOL_VERSION)
+    assert error.connack_code in (None, ConnAckCode.UNSUPPORTED_PROTOCOL_VERSION)
 
 
 @pytest.mark.parametrize("level", [0, 3, 6, 255])
@@ -320,7 +320,7 @@ def test_MQTT_3_1_2_29_no_problem_information_unless_requested():
             assert (ack.properties.reason_string is not None) is told
             assert bool(ack.properties.user_properties) is told
         # DISCONNECT may always carry them
-        server.disconnect(DisconnectReason.ADMINISTRATIVE_ACTION, reason_string="revoked")
+        server.disconnect(DisconnectCode.ADMINISTRATIVE_ACTION, reason_string="revoked")
         (disconnect,) = flush(server, client)
         assert isinstance(disconnect, Disconnect)
 
@@ -372,12 +372,12 @@ def test_MQTT_3_1_3_6_7_empty_client_id_gets_an_assigned_identifier():
 
 def test_MQTT_3_1_3_8_rejected_client_id_gets_connack_0x85_then_close():
     client, server, _ = connect_only(SansIOClient5("someone-else"))
-    server.refuse(ConnAckReason.CLIENT_IDENTIFIER_NOT_VALID)
-    assert flush(server, client) == [ConnAck(ConnAckReason.CLIENT_IDENTIFIER_NOT_VALID)]
+    server.refuse(ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID)
+    assert flush(server, client) == [ConnAck(ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID)]
     assert server.state is ConnectionState.CLOSED
     # one the session refuses by itself (longer than its limit) gets 0x85 too
     refused_before_connack(encode5(Connect("x" * 24, protocol_level=5)),
-                           connack=ConnAckReason.CLIENT_IDENTIFIER_NOT_VALID,
+                           connack=ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID,
                            max_client_id_length=23)
 
 
@@ -413,7 +413,7 @@ def test_MQTT_3_1_4_1_malformed_connect_closes():
 
 def test_MQTT_3_1_4_2_refused_connect_closes():
     client, server, _ = connect_only()
-    server.refuse(ConnAckReason.NOT_AUTHORIZED, reason_string="certificate revoked")
+    server.refuse(ConnAckCode.NOT_AUTHORIZED, reason_string="certificate revoked")
     (connack,) = flush(server, client)
     assert (connack.return_code, connack.session_present) == (0x87, False)
     assert connack.properties.reason_string == "certificate revoked"
@@ -422,8 +422,8 @@ def test_MQTT_3_1_4_2_refused_connect_closes():
 
 def test_MQTT_3_1_4_3_taken_over_connection_gets_disconnect_0x8e():
     client, server = connected_pair()
-    server.disconnect(DisconnectReason.SESSION_TAKEN_OVER)
-    assert flush(server, client) == [Disconnect(DisconnectReason.SESSION_TAKEN_OVER)]
+    server.disconnect(DisconnectCode.SESSION_TAKEN_OVER)
+    assert flush(server, client) == [Disconnect(DisconnectCode.SESSION_TAKEN_OVER)]
     assert server.state is ConnectionState.CLOSED
 
 
@@ -442,8 +442,8 @@ def test_MQTT_3_1_4_6_nothing_after_a_refused_connect_is_processed():
     server.receive_data(pipelined, 0.0)
     (event,) = drain(server)
     assert isinstance(event, ConnectReceived)
-    server.refuse(ConnAckReason.BANNED)
+    server.refuse(ConnAckCode.BANNED)
     assert server.next_event() is None
     server.receive_data(encode5(PingReq()), 1.0)
     assert server.next_event() is None
-    assert decode5(server.data_to_send()) == ConnAck(ConnAckReason.BANNED)
+    assert decode5(server.data_to_send()) == ConnAck(ConnAckCode.BANNED)

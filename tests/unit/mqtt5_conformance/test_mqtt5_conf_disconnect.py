@@ -28,11 +28,11 @@ from sansio_client5 import (
 
 from gateway.mqtt import (
     Auth,
-    ConnAckReason,
+    ConnAckCode,
     ConnectionState,
     Disconnect,
+    DisconnectCode,
     Disconnected,
-    DisconnectReason,
     LocalProtocolError,
     PingReq,
     PingResp,
@@ -44,7 +44,7 @@ from gateway.mqtt import (
 MALFORMED = 0x81
 PROTOCOL_ERROR = 0x82
 SMALL = 24
-SERVER_REASONS = [r for r in DisconnectReason if r != DisconnectReason.DISCONNECT_WITH_WILL_MESSAGE]
+SERVER_REASONS = [r for r in DisconnectCode if r != DisconnectCode.DISCONNECT_WITH_WILL_MESSAGE]
 
 
 def test_MQTT_3_12_4_1_pingreq_is_answered_with_pingresp():
@@ -58,16 +58,16 @@ def test_MQTT_3_12_4_1_pingreq_is_answered_with_pingresp():
 
 def test_MQTT_3_14_0_1_no_disconnect_before_a_successful_connack():
     client, server, _ = connect_only()
-    server.disconnect(DisconnectReason.SERVER_SHUTTING_DOWN)  # not yet accepted: a close
+    server.disconnect(DisconnectCode.SERVER_SHUTTING_DOWN)  # not yet accepted: a close
     assert server.data_to_send() == b""
     assert server.state is ConnectionState.CLOSED
     client, server, _ = connect_only()
-    server.refuse(ConnAckReason.SERVER_BUSY)
+    server.refuse(ConnAckCode.SERVER_BUSY)
     server.data_to_send()
-    server.disconnect(DisconnectReason.SERVER_SHUTTING_DOWN)
+    server.disconnect(DisconnectCode.SERVER_SHUTTING_DOWN)
     assert server.data_to_send() == b""
     server = ServerConnection()
-    server.disconnect(DisconnectReason.SERVER_SHUTTING_DOWN)  # nothing received at all
+    server.disconnect(DisconnectCode.SERVER_SHUTTING_DOWN)  # nothing received at all
     assert server.data_to_send() == b""
     # protocol errors before the CONNACK are answered with a CONNACK, never a DISCONNECT
     refused_before_connack(connect5_bytes(flags=0x03), connack=MALFORMED)
@@ -83,7 +83,7 @@ def test_MQTT_3_14_2_1_disconnect_reason_codes_come_from_the_table():
         client, server = connected_pair()
         server.disconnect(reason)
         assert [p.reason_code for p in flush(server, client)] == [reason]
-    for not_for_a_server in (DisconnectReason.DISCONNECT_WITH_WILL_MESSAGE, 0x01, 0x10, 0x84, 0xFF):
+    for not_for_a_server in (DisconnectCode.DISCONNECT_WITH_WILL_MESSAGE, 0x01, 0x10, 0x84, 0xFF):
         client, server = connected_pair()
         with pytest.raises((LocalProtocolError, ValueError)):
             server.disconnect(not_for_a_server)
@@ -96,7 +96,7 @@ def test_MQTT_3_14_2_1_disconnect_reason_codes_come_from_the_table():
 def test_MQTT_3_14_2_2_server_disconnect_has_no_session_expiry():
     client = SansIOClient5(properties=props(session_expiry_interval=600))
     client, server = connected_pair(client)
-    server.disconnect(DisconnectReason.ADMINISTRATIVE_ACTION, reason_string="revoked")
+    server.disconnect(DisconnectCode.ADMINISTRATIVE_ACTION, reason_string="revoked")
     (disconnect,) = flush(server, client)
     assert disconnect.properties.session_expiry_interval is None
     assert disconnect.properties.reason_string == "revoked"
@@ -112,22 +112,22 @@ def test_MQTT_3_14_2_2_server_disconnect_has_no_session_expiry():
 def test_MQTT_3_14_2_3_4_disconnect_drops_reason_string_and_user_properties_over_client_maximum():
     client = SansIOClient5(properties=props(maximum_packet_size=SMALL))
     client, server = connected_pair(client)
-    server.disconnect(DisconnectReason.ADMINISTRATIVE_ACTION,
+    server.disconnect(DisconnectCode.ADMINISTRATIVE_ACTION,
                       reason_string="network erased by its owner " + "x" * 40,
                       user_properties=[("k", "v" * 40)])
     data = server.data_to_send()
     assert len(data) <= SMALL
-    assert client.receive_data(data) == [Disconnect(DisconnectReason.ADMINISTRATIVE_ACTION)]
+    assert client.receive_data(data) == [Disconnect(DisconnectCode.ADMINISTRATIVE_ACTION)]
 
 
 def test_MQTT_3_14_4_1_2_nothing_is_sent_after_disconnect_and_the_connection_closes():
     client, server = connected_pair()
     client.ping()
     server.receive_data(client.data_to_send(), 1.0)
-    server.disconnect(DisconnectReason.KEEP_ALIVE_TIMEOUT)
+    server.disconnect(DisconnectCode.KEEP_ALIVE_TIMEOUT)
     assert server.state is ConnectionState.CLOSED
     packets = flush(server, client)
-    assert packets[-1] == Disconnect(DisconnectReason.KEEP_ALIVE_TIMEOUT)
+    assert packets[-1] == Disconnect(DisconnectCode.KEEP_ALIVE_TIMEOUT)
     with pytest.raises(LocalProtocolError):
         server.publish("t", b"x", Q0)
     assert server.next_event() is None
@@ -138,7 +138,7 @@ def test_MQTT_3_14_4_1_2_nothing_is_sent_after_disconnect_and_the_connection_clo
 
 def test_MQTT_3_14_4_3_normal_disconnect_discards_the_will():
     client, server = connected_pair(SansIOClient5(will=Will("status", b"offline", Q1)))
-    client.disconnect(DisconnectReason.NORMAL_DISCONNECTION)
+    client.disconnect(DisconnectCode.NORMAL_DISCONNECTION)
     client.ping()  # after DISCONNECT: never processed
     assert pump(client, server) == [Disconnected(graceful=True)]
     assert not Disconnected(graceful=True).publish_will
@@ -154,7 +154,7 @@ def test_MQTT_3_15_1_1_auth_with_flags_is_malformed():
 def test_MQTT_4_12_0_1_unsupported_authentication_method_gets_connack_0x8c():
     method = prop_list(b"\x15" + utf8("SCRAM-SHA-256"), b"\x16" + utf8(b"client-first"))
     error = refused_before_connack(connect5_bytes(properties=method),
-                                   connack=ConnAckReason.BAD_AUTHENTICATION_METHOD)
+                                   connack=ConnAckCode.BAD_AUTHENTICATION_METHOD)
     assert isinstance(error, RemoteProtocolError)
     # an AUTH the client pipelined after it is never processed
     server = ServerConnection()
@@ -172,7 +172,7 @@ def test_MQTT_4_12_0_6_no_authentication_method_means_no_auth_from_the_server():
     client.ping()
     (event,) = pump(client, server)
     server.acknowledge(event.publish.packet_id)
-    server.disconnect(DisconnectReason.SERVER_SHUTTING_DOWN)
+    server.disconnect(DisconnectCode.SERVER_SHUTTING_DOWN)
     flush(server, client)  # the client fails the test on any AUTH
     assert not any(isinstance(p, Auth) for p in client.received)
 
@@ -201,11 +201,11 @@ def test_MQTT_4_13_1_1_malformed_packet_or_protocol_error_closes():
 
 
 def test_MQTT_4_13_2_1_failure_reason_closes_the_connection():
-    for code in (ConnAckReason.UNSPECIFIED_ERROR, ConnAckReason.USE_ANOTHER_SERVER):
+    for code in (ConnAckCode.UNSPECIFIED_ERROR, ConnAckCode.USE_ANOTHER_SERVER):
         client, server, _ = connect_only()
         server.refuse(code)
         assert server.state is ConnectionState.CLOSED
-    for reason in (DisconnectReason.MESSAGE_RATE_TOO_HIGH, DisconnectReason.USE_ANOTHER_SERVER):
+    for reason in (DisconnectCode.MESSAGE_RATE_TOO_HIGH, DisconnectCode.USE_ANOTHER_SERVER):
         client, server = connected_pair()
         server.disconnect(reason, server_reference="gw-2.example:8883")
         assert server.state is ConnectionState.CLOSED
@@ -213,7 +213,7 @@ def test_MQTT_4_13_2_1_failure_reason_closes_the_connection():
         assert disconnect.reason_code == reason
     # a client's 0x80+ DISCONNECT ends the connection as well
     client, server = connected_pair()
-    client.disconnect(DisconnectReason.UNSPECIFIED_ERROR)
+    client.disconnect(DisconnectCode.UNSPECIFIED_ERROR)
     (event,) = pump(client, server)
     assert isinstance(event, Disconnected) and event.reason_code == 0x80
     assert server.state is ConnectionState.CLOSED

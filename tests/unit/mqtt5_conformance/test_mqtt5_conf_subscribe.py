@@ -24,11 +24,11 @@ from gateway.mqtt import (
     PubAck,
     RetainHandling,
     SubAck,
-    SubAckReason,
+    SubAckCode,
     SubscribeReceived,
     SubscriptionOptions,
     UnsubAck,
-    UnsubAckReason,
+    UnsubAckCode,
     UnsubscribeReceived,
 )
 
@@ -132,13 +132,13 @@ def test_MQTT_3_8_4_6_suback_has_one_reason_code_per_filter():
     for wrong in ([0], [0, 1, 1]):
         with pytest.raises(LocalProtocolError):
             server.grant(event.packet_id, wrong)
-    server.grant(event.packet_id, [0, SubAckReason.NOT_AUTHORIZED])
+    server.grant(event.packet_id, [0, SubAckCode.NOT_AUTHORIZED])
     (suback,) = flush(server, client)
     assert suback.return_codes == (0, 0x87)
 
 
 def test_MQTT_3_8_4_7_reason_code_is_granted_qos_or_failure():
-    failures = [c for c in SubAckReason if c >= 0x80]
+    failures = [c for c in SubAckCode if c >= 0x80]
     client, server, event = subscribed(*[(f"f/{i}", Q2) for i in range(3 + len(failures))])
     server.grant(event.packet_id, [0, 1, 2, *failures])
     (suback,) = flush(server, client)
@@ -162,7 +162,7 @@ def test_MQTT_3_8_4_8_grant_never_exceeds_the_request():
 def test_MQTT_3_9_2_1_2_suback_drops_reason_string_and_user_properties_over_client_maximum():
     small = SansIOClient5(properties=props(maximum_packet_size=SMALL))
     client, server, event = subscribed(("a", Q1), client=small)
-    server.grant(event.packet_id, [SubAckReason.NOT_AUTHORIZED], **PROSE)
+    server.grant(event.packet_id, [SubAckCode.NOT_AUTHORIZED], **PROSE)
     data = server.data_to_send()
     assert len(data) <= SMALL
     (suback,) = client.receive_data(data)
@@ -172,15 +172,15 @@ def test_MQTT_3_9_2_1_2_suback_drops_reason_string_and_user_properties_over_clie
 
 def test_MQTT_3_9_3_1_reason_codes_follow_filter_order():
     client, server, event = subscribed(("x", Q2), ("y", Q0), ("z", Q1))
-    server.grant(event.packet_id, [2, SubAckReason.TOPIC_FILTER_INVALID, 1])
+    server.grant(event.packet_id, [2, SubAckCode.TOPIC_FILTER_INVALID, 1])
     assert flush(server, client)[0].return_codes == (2, 0x8F, 1)
 
 
 def test_MQTT_3_9_3_2_suback_codes_come_from_the_table():
-    client, server, event = subscribed(*[(f"f/{i}", Q2) for i in range(len(SubAckReason))])
-    server.grant(event.packet_id, list(SubAckReason))
+    client, server, event = subscribed(*[(f"f/{i}", Q2) for i in range(len(SubAckCode))])
+    server.grant(event.packet_id, list(SubAckCode))
     (suback,) = flush(server, client)
-    assert set(suback.return_codes) == set(SubAckReason)
+    assert set(suback.return_codes) == set(SubAckCode)
 
 
 def test_MQTT_3_10_1_1_unsubscribe_with_wrong_flags_is_malformed():
@@ -224,7 +224,7 @@ def test_MQTT_3_10_4_5_unsuback_has_the_id_even_when_nothing_existed():
     client, server = connected_pair()
     unsub_id = client.unsubscribe("never/subscribed")
     pump(client, server)
-    server.unsubscribed(unsub_id, [UnsubAckReason.NO_SUBSCRIPTION_EXISTED])
+    server.unsubscribed(unsub_id, [UnsubAckCode.NO_SUBSCRIPTION_EXISTED])
     assert flush(server, client) == [UnsubAck(unsub_id, (0x11,))]
 
 
@@ -242,7 +242,7 @@ def test_MQTT_3_11_2_1_2_unsuback_drops_reason_string_and_user_properties_over_c
     client, server = connected_pair(client)
     unsub_id = client.unsubscribe("a")
     pump(client, server)
-    server.unsubscribed(unsub_id, [UnsubAckReason.NOT_AUTHORIZED], **PROSE)
+    server.unsubscribed(unsub_id, [UnsubAckCode.NOT_AUTHORIZED], **PROSE)
     data = server.data_to_send()
     assert len(data) <= SMALL
     (unsuback,) = client.receive_data(data)
@@ -266,6 +266,6 @@ def test_MQTT_3_11_3_2_unsuback_codes_come_from_the_table():
         with pytest.raises((LocalProtocolError, ValueError)):
             server.unsubscribed(unsub_id, wrong)
     assert server.data_to_send() == b""
-    server.unsubscribed(unsub_id, [UnsubAckReason.SUCCESS, UnsubAckReason.TOPIC_FILTER_INVALID])
+    server.unsubscribed(unsub_id, [UnsubAckCode.SUCCESS, UnsubAckCode.TOPIC_FILTER_INVALID])
     assert [type(p) for p in flush(server, client)] == [UnsubAck]
     assert client.unsubacks[0].reason_codes == (0x00, 0x8F)
