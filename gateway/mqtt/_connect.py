@@ -180,6 +180,10 @@ class ConnectHandling(SessionCore):
             maximum_packet_size=self._max_packet_size,
             reason_string=reason,
             user_properties=users,
+            # Only to a client that asked for it (MQTT-3.1.2-28).
+            response_information=(properties.response_information
+                                  if connect.properties.request_response_information
+                                  else None),
         )
 
     def _check_resume(self, resume: ProtocolSessionState | None) -> dict[int, Publish | PubRel]:
