@@ -41,6 +41,8 @@ class ConnectHandling(SessionCore):
 
     def _check_connect(self, connect: Connect) -> None:
         v5 = connect.protocol_level == PROTOCOL_LEVEL_5
+        if v5:  # a refusal below must fit the client's Maximum Packet Size too
+            self._client_max_packet = connect.properties.maximum_packet_size or 0
         if connect.client_id == "" and not connect.clean_session and not v5:
             raise RemoteProtocolError(
                 "empty client identifier with clean_session=0",
