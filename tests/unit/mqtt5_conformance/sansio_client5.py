@@ -439,11 +439,13 @@ def violation_after_connect(
     reason: int | None = None,
     rule: str | None = None,
     client: SansIOClient5 | None = None,
+    accept: dict | None = None,
     **server_options: int,
 ) -> RemoteProtocolError:
     """Feed `data` to a connected MQTT 5 server: it must fail, end in ERROR and send at
-    most one DISCONNECT, with `reason` when given (4.13)."""
-    client, server = connected_pair(client, **server_options)
+    most one DISCONNECT, with `reason` when given (4.13). `accept` holds accept()'s
+    keyword arguments."""
+    client, server = connected_pair(client, accept=accept, **server_options)
     server.receive_data(data, 1.0)
     with pytest.raises(RemoteProtocolError) as info:
         drain(server)

@@ -147,11 +147,13 @@ def test_MQTT_3_2_2_9_qos2_is_supported_so_no_maximum_qos_is_sent():
 
 
 def test_MQTT_3_2_2_10_subscribe_above_maximum_qos_is_accepted():
-    client, server = connected_pair()
+    limited = {"properties": props(maximum_qos=1)}  # were a Maximum QoS announced
+    client, server = connected_pair(accept=limited)
+    assert client.connacks[0].properties.maximum_qos == 1
     sub_id = client.subscribe(("a", Q0), ("b", Q1), ("c", Q2))
     (event,) = pump(client, server)
     assert event.subscriptions == (("a", Q0), ("b", Q1), ("c", Q2))
-    server.grant(sub_id, [0, 1, 1])  # granting less than asked is the server's right
+    server.grant(sub_id, [0, 1, 1])
     assert flush(server, client)[0].return_codes == (0, 1, 1)
 
 
@@ -249,4 +251,8 @@ def test_MQTT_3_2_2_11_14_qos_2_and_retain_are_always_available():
     client.publish("t", b"y", Q1, retain=True)
     events = pump(client, server)
     assert [(e.publish.qos, e.publish.retain) for e in events] == [(Q2, True), (Q1, True)]
-    assert isinstance(events[0].publish, Publish)
+    # were they announced unavailable, the session would refuse what breaks them
+    violation_after_connect(encode5(Publish("t", b"x", Q2, packet_id=1)), reason=0x9B,
+                            accept={"properties": props(maximum_qos=1)})
+    violation_after_connect(encode5(Publish("t", b"x", Q0, retain=True)), reason=0x9A,
+                            accept={"properties": props(retain_available=0)})
