@@ -41,6 +41,8 @@ class ConnectHandling(SessionCore):
 
     def _check_connect(self, connect: Connect) -> None:
         v5 = connect.protocol_level == PROTOCOL_LEVEL_5
+        if v5:  # a refusal below must fit the client's Maximum Packet Size too
+            self._client_max_packet = connect.properties.maximum_packet_size or 0
         if connect.client_id == "" and not connect.clean_session and not v5:
             raise RemoteProtocolError(
                 "empty client identifier with clean_session=0",
@@ -180,6 +182,10 @@ class ConnectHandling(SessionCore):
             maximum_packet_size=self._max_packet_size,
             reason_string=reason,
             user_properties=users,
+            # Only to a client that asked for it (MQTT-3.1.2-28).
+            response_information=(properties.response_information
+                                  if connect.properties.request_response_information
+                                  else None),
         )
 
     def _check_resume(self, resume: ProtocolSessionState | None) -> dict[int, Publish | PubRel]:

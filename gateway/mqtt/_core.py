@@ -218,7 +218,12 @@ class SessionCore:
         if self._state is _AWAITING_CONNECT and code is not None:
             if code >= 0x80:  # an MQTT 5 reason code: the CONNECT was level 5
                 reason = Properties(reason_string=str(exc)[:MAX_REASON_STRING])
+                size = len(self._out)
                 encode_into(ConnAck(code, False, reason), self._out, PROTOCOL_LEVEL_5)
+                if self._client_max_packet and len(self._out) - size > self._client_max_packet:
+                    # Too large for the client with its reason string (MQTT-3.2.2-19).
+                    del self._out[size:]
+                    encode_into(ConnAck(code, False), self._out, PROTOCOL_LEVEL_5)
             else:
                 encode_into(ConnAck(code, False), self._out)
         elif self._v5 and self._state is not _AWAITING_CONNECT:

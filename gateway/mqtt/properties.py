@@ -10,7 +10,8 @@ checking:
   Identifier (PUBLISH only): a Protocol Error (0x82);
 - values the standard bars: Receive Maximum 0, Maximum Packet Size 0,
   Topic Alias 0, Subscription Identifier 0, a byte-valued flag other than 0 or 1, Maximum
-  QoS other than 0 or 1: Protocol Errors (0x82).
+  QoS other than 0 or 1, a wildcard in a Response Topic (MQTT-3.3.2-14): Protocol Errors
+  (0x82).
 `encode_properties` writes one list and refuses (`LocalProtocolError`) what the decoder
 would refuse, so a conforming peer accepts what we send.
 
@@ -290,6 +291,9 @@ def decode_properties(
             i = stop
         if value == 0 and pid in _NON_ZERO:
             raise protocol_error(f"{kind}: {_NON_ZERO[pid]} is a protocol error")
+        if pid == _P.RESPONSE_TOPIC and ("+" in value or "#" in value):  # type: ignore[operator]
+            raise protocol_error(f"{kind} response topic {value!r} has a wildcard",
+                                 rule="MQTT-3.3.2-14")
         if pid == _P.SUBSCRIPTION_IDENTIFIER:
             if sub_ids is None:
                 sub_ids = []
@@ -457,6 +461,8 @@ def encode_properties(props: Properties, kind: str, out: bytearray) -> None:
                 raise LocalProtocolError(f"property {name} must not be 0")
             body += value.to_bytes(size, "big")
         elif dtype == UTF8:
+            if pid == _P.RESPONSE_TOPIC and ("+" in value or "#" in value):  # type: ignore[operator]
+                raise LocalProtocolError(f"response topic {value!r} has a wildcard (MQTT-3.3.2-14)")
             encode_utf8(value, body)  # type: ignore[arg-type]
         else:
             encode_binary(bytes(value), body)  # type: ignore[arg-type]

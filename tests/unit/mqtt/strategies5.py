@@ -74,6 +74,8 @@ def _value(pid: int, dtype: int) -> st.SearchStrategy[object]:
         return st.integers(low, 0xFFFF)
     if dtype == U32:
         return st.integers(low, 0xFFFF_FFFF)
+    if pid == PropertyId.RESPONSE_TOPIC:
+        return topic_names()  # no wildcards (MQTT-3.3.2-14)
     if dtype == UTF8:
         return mqtt_text(max_size=8)
     if dtype == BINARY:
