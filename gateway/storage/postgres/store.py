@@ -21,6 +21,7 @@ their connection on next use; writing resumes once the server answers again.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -63,7 +64,8 @@ class ReaderPool:
     def __init__(self, connect: Callable[[], psycopg.Connection], size: int) -> None:
         self._connect = connect
         self._idle: list[psycopg.Connection] = []
-        self._all: list[psycopg.Connection] = []
+        self._all: list[psycopg.Connection] = []  # every open one, to close at the end
+        self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(size)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -77,31 +79,40 @@ class ReaderPool:
                     self._idle.append(box[0])
 
     def _call(self, box: list, fn: Callable[..., T], args: tuple) -> T:
-        conn = box[0]
-        if conn is None or conn.closed or conn.broken:
-            box[0] = None
-            conn = self._connect()  # StoreUnavailable
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
-            self._all.append(conn)
-            box[0] = conn
-        try:
-            result = fn(conn, *args)
-            conn.commit()
-            return result
-        except psycopg.Error as exc:
+        # A connection that went stale while idle (server restarted, connection ended) is
+        # found out by its next query: a read is safe to repeat, so it is, once, on a fresh
+        # connection.
+        for attempt in (1, 2):
+            conn = box[0]
+            if conn is None or conn.closed or conn.broken:
+                box[0] = None
+                conn = self._connect()  # StoreUnavailable
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                with self._lock:
+                    self._all = [c for c in self._all if not c.closed] + [conn]
+                box[0] = conn
             try:
-                conn.rollback()
-            except psycopg.Error:
-                pass
-            if conn.broken or conn.closed:
+                result = fn(conn, *args)
+                conn.commit()
+                return result
+            except psycopg.Error as exc:
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    pass
+                if not (conn.broken or conn.closed):
+                    raise StorageError(f"read failed: {exc}") from exc
                 conn.close()
                 box[0] = None
-                raise StoreUnavailable(f"PostgreSQL connection lost: {exc}") from None
-            raise StorageError(f"read failed: {exc}") from exc
+                if attempt == 2:
+                    raise StoreUnavailable(f"PostgreSQL connection lost: {exc}") from None
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
-        for conn in self._all:
+        with self._lock:
+            every, self._all = self._all, []
+        for conn in every:
             conn.close()
 
 
