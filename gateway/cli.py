@@ -9,11 +9,14 @@ EXAMPLES
     fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
     fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0     # any free port, logged
     fleet-gateway serve --ca-home certs --data /var/lib/fleetgate --http 0.0.0.0:8443
+    fleet-gateway serve --ca-home certs --store postgresql://fleetgate@db:5432/fleetgate
 
 Exit codes: 0 stopped by SIGTERM/SIGINT (check-config: the configuration is usable); 2 bad
 usage; 3 bad configuration or missing/unusable file; 4 the listener could not be opened
 (address in use, permission); 5 a backup or restore failed; 7 `audit verify`: the audit
-trail's hash chain is broken (the first broken entry is named).
+trail's hash chain is broken (the first broken entry is named); 8 the store URL is
+malformed; 9 the PostgreSQL store cannot be reached at start; 13 the data folder is in use
+by another fleet-gateway (its pid is named).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from typing import TypeVar
 import trio
 
 from .app import open_log, run_gateway
-from .config import GatewayConfig, load_config
-from .errors import ConfigError
+from .config import GatewayConfig, check_store, load_config
+from .errors import ConfigError, GatewayError
+from .storage.errors import BadStoreURL, FolderInUse, StoreUnavailable
 from .tls import TLSContexts
 
 
@@ -47,11 +51,15 @@ class ExitCode(IntEnum):
     BACKUP = 5
     ACCOUNT = 6  # gateway.accounts.cli.EXIT_ACCOUNT
     AUDIT_BROKEN = 7  # gateway.audit.EXIT_BROKEN
+    STORE_URL = 8  # gateway.storage.BadStoreURL
+    STORE_UNAVAILABLE = 9  # gateway.storage.StoreUnavailable, at start
+    DATA_IN_USE = 13  # gateway.storage.FolderInUse
 
 
 SERVE_EXAMPLES = """examples:
   fleet-gateway serve --ca-home certs                    # MQTT on 127.0.0.1:8883, nothing stored
   fleet-gateway serve --ca-home certs --data var/data    # + store, HTTPS API on 127.0.0.1:8443
+  fleet-gateway serve --ca-home certs --store postgresql://fleetgate@db:5432/fleetgate
   fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
   fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0 # any free port (see `listening`)
   fleet-gateway serve --ca-home certs --metrics 127.0.0.1:9464 --log-level warning
@@ -92,10 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         verb.add_argument("--mqtt", metavar="HOST:PORT",
                           help="MQTT/TLS listener (127.0.0.1:8883)")
         verb.add_argument("--http", metavar="HOST:PORT",
-                          help='HTTPS API listener (127.0.0.1:8443; "off"; needs --data)')
+                          help='HTTPS API listener (127.0.0.1:8443; "off"; needs a store)')
         verb.add_argument("--metrics", metavar="HOST:PORT",
                           help='plain-HTTP /metrics listener for Prometheus ("off")')
         verb.add_argument("--data", type=Path, help="data folder for the store")
+        verb.add_argument("--store", metavar="URL",
+                          help="PostgreSQL store, postgresql://USER@HOST:PORT/DB, instead of "
+                               "SQLite in --data (default: $FLEETGATE_STORE)")
         verb.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
         # Checked with the config (not argparse `choices`): a wrong value is a configuration
         # error, one line and exit 3, whether it came from the flag or the file.
@@ -160,6 +171,7 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
             "http": args.http,
             "metrics": args.metrics,
             "data": args.data,
+            "store": args.store,
             "log_file": args.log_file,
             "log_level": args.log_level,
         },
@@ -167,8 +179,10 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
     if config.ca_home is None and os.environ.get("FLEET_CA_HOME"):
         # Like fleet-ca: the flag, then the config file, then the environment.
         config = dataclasses.replace(config, ca_home=Path(os.environ["FLEET_CA_HOME"]))
-    if args.http not in (None, "off") and config.data is None:
-        raise ConfigError("--http needs --data: the HTTPS API serves the store")
+    if config.store is None and os.environ.get("FLEETGATE_STORE"):
+        config = dataclasses.replace(config, store=check_store(os.environ["FLEETGATE_STORE"]))
+    if args.http not in (None, "off") and config.data is None and config.store is None:
+        raise ConfigError("--http needs --data or --store: the HTTPS API serves the store")
     return config
 
 
@@ -239,7 +253,7 @@ def _check_config(args: argparse.Namespace) -> int:
         TLSContexts(config)  # the files serve would load, loaded the same way
     except ConfigError as exc:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return _config_exit(exc)
     print(_toml(config))
     return ExitCode.OK
 
@@ -266,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         log = open_log(config)
     except ConfigError as exc:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return _config_exit(exc)
 
     async def run() -> None:
         await run_gateway(config, log)
@@ -275,11 +289,17 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(run)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return ExitCode.OK
-    except (OSError, ConfigError, BaseExceptionGroup) as exc:
+    except (OSError, GatewayError, BaseExceptionGroup) as exc:
+        for kind, code in ((StoreUnavailable, ExitCode.STORE_UNAVAILABLE),
+                           (FolderInUse, ExitCode.DATA_IN_USE)):
+            found = _find(exc, kind)
+            if found is not None:
+                print(f"fleet-gateway: error: {found}", file=sys.stderr)
+                return code
         config_error = _find(exc, ConfigError)
         if config_error is not None:
             print(f"fleet-gateway: error: {config_error}", file=sys.stderr)
-            return ExitCode.CONFIG
+            return _config_exit(config_error)
         oserror = _find(exc, OSError)
         if oserror is None:
             raise
@@ -288,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{oserror.strerror or oserror}", file=sys.stderr)
         return ExitCode.LISTEN
     return ExitCode.OK
+
+
+def _config_exit(exc: ConfigError) -> int:
+    """A bad store URL has its own exit code; any other configuration error is 3."""
+    return ExitCode.STORE_URL if isinstance(exc, BadStoreURL) else ExitCode.CONFIG
 
 
 E = TypeVar("E", bound=BaseException)

@@ -34,7 +34,7 @@ import psycopg
 from gateway.model.errors import DeclarationRejected
 from gateway.model.tree import StateKind
 
-from ..errors import StorageError
+from ..errors import StorageError, StoreUnavailable
 from ..writer import Failed
 from .convert import KIND_CODE
 from .schema import create_week, existing_weeks, in_window, week_of
@@ -47,10 +47,6 @@ BACKOFF_MAX = 5.0  # ... doubling up to this
 
 class UnknownValue(StorageError):
     """A report or control names a value UUID this store does not hold (erased meanwhile?)."""
-
-
-class StoreUnavailable(StorageError):
-    """The PostgreSQL server cannot be reached (at open, or while reconnecting)."""
 
 
 def connect(url: str, *, connect_timeout: float = 5.0, autocommit: bool = False

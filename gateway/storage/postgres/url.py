@@ -14,13 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ..errors import StorageError
+from ..errors import BadStoreURL
 
 SCHEMES = ("postgresql", "postgres")
-
-
-class BadStoreURL(StorageError):
-    """The store URL is not a PostgreSQL URL this store can use (the message says why)."""
 
 
 def check_store_url(url: str) -> str:
