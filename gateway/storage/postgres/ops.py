@@ -167,29 +167,52 @@ class WriteSide:
 
     def add_usage(self, per_network: dict[int, int]) -> None:
         """Add bytes to networks' usage rows (in the current transaction)."""
-        for nid, size in sorted(per_network.items()):  # one lock order across nodes
-            (self.usage[nid],) = self.conn.execute(
-                "INSERT INTO network_usage (network_id, stored_bytes) VALUES (%s, %s) "
+        items = sorted(per_network.items())  # one lock order across nodes
+        for nid, total in self.conn.execute(
+                "INSERT INTO network_usage (network_id, stored_bytes) "
+                "SELECT * FROM unnest(%s::int8[], %s::int8[]) "
                 "ON CONFLICT (network_id) DO UPDATE SET "
                 "stored_bytes = network_usage.stored_bytes + excluded.stored_bytes "
-                "RETURNING stored_bytes", (nid, size)).fetchone()
+                "RETURNING network_id, stored_bytes",
+                ([n for n, _ in items], [b for _, b in items])):
+            self.usage[nid] = total
 
     def ensure_partitions(self, ts_values: Sequence[int]) -> None:
         """Create the week partitions these reading times need (within the window)."""
         if self.weeks is None:
             self.weeks = existing_weeks(self.conn)
         weeks = self.weeks
-        missing = {w for w in {week_of(ts) for ts in ts_values} if w not in weeks}
+        first, last = week_of(min(ts_values)), week_of(max(ts_values))
+        if first == last:  # the usual batch: readings of one week
+            if first in weeks:
+                return
+            needed = {first}
+        else:
+            needed = {week_of(ts) for ts in set(ts_values)}
+        missing = {w for w in needed if w not in weeks}
         for week in sorted(missing):
             if in_window(week, self.now_us):
                 create_week(self.conn, week)
                 weeks.add(week)
+
+    def lock_states(self, state_ids: set[int]) -> None:
+        """Hold `state_ids` (KEY SHARE) until the commit: an erasure waits for this batch,
+        or ran before it and they are gone (then the batch fails, to be retried one
+        operation at a time, with the caches dropped: its rows of an erased network fail
+        as UnknownValue). What a foreign key would do, once per state instead of per row."""
+        ids = sorted(state_ids)
+        found = self.conn.execute("SELECT count(*) FROM (SELECT id FROM states "
+                                  "WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE) s",
+                                  (ids,)).fetchone()[0]
+        if found != len(ids):
+            raise StorageError("a state of this batch was erased meanwhile")
 
     # -- batches ----------------------------------------------------------------------
     def flush_rows(self) -> None:
         rows, stamped = self.pending_rows, self.pending_stamped
         if not rows and not stamped:
             return
+        self.lock_states({r[0] for r in rows} | {r[0] for r in stamped})
         self.ensure_partitions([r[1] for r in rows] + [r[1] for r in stamped])
         usage: dict[int, int] = {}
         networks = self.state_networks
