@@ -216,3 +216,38 @@ async def test_an_unreachable_server_at_open_is_one_storage_error(tmp_path):
     with pytest.raises(StorageError, match="cannot reach PostgreSQL"):
         async with open_postgres_store(url, connect_timeout=2):
             pass
+
+
+async def test_an_erasure_on_one_node_leaves_no_reading_another_node_was_writing(
+        postgres_url, network):
+    """Two stores on one database (two gateway nodes): one keeps writing a network's
+    readings while the other erases it; afterwards not one reading of it is left, and the
+    writer's next reports fail instead of landing as orphans."""
+    async with open_postgres_store(postgres_url) as a, open_postgres_store(
+            postgres_url, reset_connections=False) as b:
+        value = await declared(a, network)
+        await b.append_reports([ReportRow(value, "cached", T0, T0)])  # b knows the state
+        erased = trio.Event()
+        after_erasure: list[BaseException] = []
+
+        async def keep_writing() -> None:
+            i = 0
+            while True:
+                try:
+                    await b.append_reports([ReportRow(value, f"r{i}", T0, T0)
+                                            for _ in range(50)])
+                except StorageError as exc:
+                    if erased.is_set():
+                        after_erasure.append(exc)
+                        return
+                    raise
+                i += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_writing)
+            await b.wait_committed(await b.submit_reports([], network))
+            assert await a.erase_network(network) is True
+            erased.set()
+        assert after_erasure, "writing after the erasure failed"
+    assert sql(postgres_url, "SELECT count(*) FROM state_log") == [(0,)]
+    assert sql(postgres_url, "SELECT count(*) FROM network_usage") == [(0,)]
