@@ -227,7 +227,7 @@ async def test_an_erasure_on_one_node_leaves_no_reading_another_node_was_writing
             postgres_url, reset_connections=False) as b:
         value = await declared(a, network)
         await b.append_reports([ReportRow(value, "cached", T0, T0)])  # b knows the state
-        erased = trio.Event()
+        erasing = trio.Event()
         after_erasure: list[BaseException] = []
 
         async def keep_writing() -> None:
@@ -237,7 +237,7 @@ async def test_an_erasure_on_one_node_leaves_no_reading_another_node_was_writing
                     await b.append_reports([ReportRow(value, f"r{i}", T0, T0)
                                             for _ in range(50)])
                 except StorageError as exc:
-                    if erased.is_set():
+                    if erasing.is_set():  # the states are gone: the erasure committed
                         after_erasure.append(exc)
                         return
                     raise
@@ -246,8 +246,8 @@ async def test_an_erasure_on_one_node_leaves_no_reading_another_node_was_writing
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_writing)
             await b.wait_committed(await b.submit_reports([], network))
+            erasing.set()
             assert await a.erase_network(network) is True
-            erased.set()
         assert after_erasure, "writing after the erasure failed"
     assert sql(postgres_url, "SELECT count(*) FROM state_log") == [(0,)]
     assert sql(postgres_url, "SELECT count(*) FROM network_usage") == [(0,)]
