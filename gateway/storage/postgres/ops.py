@@ -37,7 +37,7 @@ from gateway.model.tree import StateKind
 from ..errors import StorageError, StoreUnavailable
 from ..writer import Failed
 from .convert import KIND_CODE
-from .schema import create_week, existing_weeks, in_window, week_of
+from .schema import create_week, existing_weeks, in_window, partition_name, week_of
 
 REPORT, CONTROL = KIND_CODE[StateKind.REPORT], KIND_CODE[StateKind.CONTROL]
 ROW_OVERHEAD = 48  # bytes a stored reading counts besides its data (as the SQLite store)
@@ -177,15 +177,16 @@ class WriteSide:
                 ([n for n, _ in items], [b for _, b in items])):
             self.usage[nid] = total
 
-    def ensure_partitions(self, ts_values: Sequence[int]) -> None:
-        """Create the week partitions these reading times need (within the window)."""
+    def ensure_partitions(self, ts_values: Sequence[int]) -> str | None:
+        """Create the week partitions these reading times need (within the window); return
+        the one partition that holds them all, if there is one (None otherwise)."""
         if self.weeks is None:
             self.weeks = existing_weeks(self.conn)
         weeks = self.weeks
         first, last = week_of(min(ts_values)), week_of(max(ts_values))
         if first == last:  # the usual batch: readings of one week
             if first in weeks:
-                return
+                return partition_name(first)
             needed = {first}
         else:
             needed = {week_of(ts) for ts in set(ts_values)}
@@ -194,6 +195,7 @@ class WriteSide:
             if in_window(week, self.now_us):
                 create_week(self.conn, week)
                 weeks.add(week)
+        return partition_name(first) if first == last and first in weeks else None
 
     def lock_states(self, state_ids: set[int]) -> None:
         """Hold `state_ids` (KEY SHARE) until the commit: an erasure waits for this batch,
@@ -213,13 +215,15 @@ class WriteSide:
         if not rows and not stamped:
             return
         self.lock_states({r[0] for r in rows} | {r[0] for r in stamped})
-        self.ensure_partitions([r[1] for r in rows] + [r[1] for r in stamped])
+        week = self.ensure_partitions([r[1] for r in rows] + [r[1] for r in stamped])
         usage: dict[int, int] = {}
         networks = self.state_networks
         if rows:
+            # Straight into the week's partition when it holds every row (the usual batch):
+            # PostgreSQL then routes no row.
             with self.conn.cursor() as cur, cur.copy(
-                    "COPY state_log (state_id, ts_us, received_us, data) FROM STDIN "
-                    "(FORMAT BINARY)") as copy:
+                    f"COPY {week or 'state_log'} (state_id, ts_us, received_us, data) "
+                    "FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["int8", "int8", "int8", "text"])
                 for row in rows:
                     copy.write_row(row)
