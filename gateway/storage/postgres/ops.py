@@ -30,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from gateway.model.errors import DeclarationRejected
 from gateway.model.tree import StateKind
@@ -49,12 +50,22 @@ class UnknownValue(StorageError):
     """A report or control names a value UUID this store does not hold (erased meanwhile?)."""
 
 
+# TCP keepalives unless the URL sets its own: a server that vanished without closing the
+# connection (host down, network cut) is noticed in about half a minute, not hours, so the
+# batch waiting on it fails and the writer reconnects.
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+              "keepalives_count": "3"}
+
+
 def connect(url: str, *, connect_timeout: float = 5.0, autocommit: bool = False
             ) -> psycopg.Connection:
     """A connection to `url`; raises StoreUnavailable with libpq's reason."""
     try:
-        return psycopg.connect(url, autocommit=autocommit,
-                               connect_timeout=max(1, round(connect_timeout)))
+        given = conninfo_to_dict(url)
+        options = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        if "connect_timeout" not in given:
+            options["connect_timeout"] = str(max(1, round(connect_timeout)))
+        return psycopg.connect(url, autocommit=autocommit, **options)
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreUnavailable(f"cannot reach PostgreSQL: {reason}") from None
@@ -84,6 +95,7 @@ class WriteSide:
         self.now_us = 0  # the batch's wall clock, for the partition window
         self.reconnects = 0  # connections made after the first
         self.lost = 0  # batches failed because the server was lost
+        self.closing = False  # set by the store's close: no more backoff waits
         self._backoff = 0.0
         self._next_try = 0.0
 
@@ -99,6 +111,8 @@ class WriteSide:
         self.conn = None
         wait = self._next_try - self._clock()
         if wait > 0:
+            if self.closing:  # shutting down: fail what is left rather than wait for it
+                raise StoreUnavailable("PostgreSQL is unavailable (the store is closing)")
             self._sleep(wait)
         try:
             self.conn = self._connect()

@@ -282,3 +282,42 @@ async def test_mqtt5_properties_and_expiry_survive_a_restart(postgres_url, netwo
         assert dev.queued == (QueuedMessage(ids[0], "cmd/a", b"1", 1, False, props, expires),
                               QueuedMessage(ids[1], "cmd/b", b"2", 2, True))
         assert [m.id for m in other.queued] == [ids[2]]
+
+
+@pytest.mark.slow
+async def test_a_server_stopped_and_started_again_fails_writes_then_writing_resumes(
+        postgres_server, network):
+    """PostgreSQL restarted under a running store (its own server: the session's stays up):
+    writes fail while it is down, none acknowledged, and resume once it is back; a store
+    closing while it is down does not wait out its backoff."""
+    import tempfile
+    from pathlib import Path
+
+    from gateway.storage.postgres.local_server import LocalPostgres
+
+    own = LocalPostgres(Path(tempfile.mkdtemp(prefix="fleetgate-pg-restart-"))).start()
+    try:
+        url = own.create_database("restart")
+        async with open_postgres_store(url) as store:
+            value = await declared(store, network)
+            await store.append_reports([ReportRow(value, "before", T0, T0)])
+            await trio.to_thread.run_sync(own.stop)
+            with pytest.raises(StorageError):
+                await store.append_reports([ReportRow(value, "while-down", T0, T0)])
+            await trio.to_thread.run_sync(own.start)
+            with trio.fail_after(60):  # the backoff is at most 5 s between tries
+                while True:
+                    try:
+                        await store.append_reports([ReportRow(value, "after", T0, T0)])
+                        break
+                    except StorageError:
+                        continue
+            assert [r.data for r in await store.history(value)] == ["before", "after"]
+            await trio.to_thread.run_sync(own.stop)
+            queued = [await store.submit_reports([ReportRow(value, f"at-close-{i}", T0, T0)])
+                      for i in range(3)]
+        # closed while the server is down: what was queued failed, without backoff waits
+        assert all(isinstance(t.error, StorageError) for t in queued)  # none acknowledged
+        assert store._side.lost >= 1 and store.reconnects >= 1
+    finally:
+        own.remove()
