@@ -235,6 +235,17 @@ class MqttMetrics:
         "log_lines_suppressed_total",
         "connection log lines over log_lines_per_connection, not written")
     log_summaries: Count = _count("log_summaries_total", "log_suppressed summary lines written")
+    # MQTT 5 (docs/operations.md "MQTT 5 limits")
+    messages_expired: Count = _count("messages_expired_total",
+                                     "queued messages past their MQTT 5 expiry, never sent")
+    sessions_expired: Count = _count("sessions_expired_total",
+                                     "MQTT 5 sessions dropped at the end of their expiry")
+    wills_delayed: Count = _count("wills_delayed_total",
+                                  "MQTT 5 wills held for their delay interval")
+    publishes_refused: Count = _count("publishes_refused_total",
+                                      "MQTT 5 PUBLISHes acknowledged with a refusal reason")
+    session_expiry_capped: Count = _count("session_expiry_capped_total",
+                                          "MQTT 5 session expiry intervals capped")
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from ..errors import JailViolation
 from ..http.bars import Bar
 from ..jail import Jail
 from ..metrics import ClusterMetrics
+from ..mqtt.errors import MQTTError
 from ..mqtt.packets import QoS
 from ..reasons import DisconnectReason
 from . import registry
@@ -381,7 +382,7 @@ class Cluster:
     async def _on_relay(self, origin: str, body: str) -> None:
         try:
             relayed = decode_relay(body)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, MQTTError):
             self.log.emit("cluster_bad_note", channel=RELAY, origin=origin)
             return
         self._gateway.broker.publish_relayed(relayed.message, relayed.kept)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from gateway.broker import Broker, Message, SessionState
 from gateway.cluster.relay import decode_relay, encode_relay
 from gateway.mqtt.packets import QoS
+from gateway.mqtt.properties import make_properties
 
 NET, OTHER = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
 
@@ -119,10 +120,15 @@ def test_release_leaves_a_live_session_alone() -> None:
 
 @given(topic=st.text(min_size=1, max_size=50).map(lambda t: f"{NET}/{t}"),
        payload=st.binary(max_size=300), qos=st.sampled_from(list(QoS)),
-       retain=st.booleans(), kept=st.booleans(), now=st.floats(0, 2e9))
-def test_the_relay_body_round_trips(topic, payload, qos, retain, kept, now) -> None:
-    message = Message(topic, payload, qos, retain)
-    stored = Message(topic, payload, qos, True) if retain and kept else None
+       retain=st.booleans(), kept=st.booleans(), now=st.floats(0, 2e9),
+       expires=st.none() | st.floats(0, 2e9), v5=st.booleans())
+def test_the_relay_body_round_trips(topic, payload, qos, retain, kept, now, expires,
+                                    v5) -> None:
+    props = make_properties(content_type="text/plain", user_properties=(("k", "v"),),
+                            response_topic=f"{NET}/answers") if v5 else None
+    message = Message(topic, payload, qos, retain, props=props, expires_at=expires)
+    stored = Message(topic, payload, qos, True, props=props,
+                     expires_at=expires) if retain and kept else None
     relayed = decode_relay(encode_relay(message, stored, now))
     assert relayed.message == message
     assert relayed.kept == stored
