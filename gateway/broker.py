@@ -447,6 +447,8 @@ class Broker(PeerMoves):
                 self._drop_state(state)
                 self.sessions_expired += 1
                 dropped.append(key)
+                if self.peer is not None:  # gone from the cluster's registry too
+                    self.peer.ended(key, False)
                 self._deadlines.cancel(WILL, key)  # its will goes now, with the session
             will = self._wills.pop(key, None)
             if will is not None:

@@ -31,7 +31,8 @@ class BrokerPeer(Protocol):
         """The network's first subscription here appeared (True) or its last went (False)."""
 
     def ended(self, key: SessionKey, persistent: bool) -> None:
-        """The live connection of session `key` detached here (not taken over here)."""
+        """Session `key`'s live connection detached here (not taken over here): its session
+        stays here offline (`persistent`) or is gone (also when its MQTT 5 expiry passed)."""
 
 
 class PeerMoves:

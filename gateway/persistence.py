@@ -65,6 +65,7 @@ from .storage.records import (
 
 __all__ = [
     "DurableRetainedStore", "DurableSessionStore", "Journal", "QueueRef", "load_broker_state",
+    "state_from_stored",
 ]
 
 
@@ -334,6 +335,24 @@ class DurableRetainedStore(MemoryRetainedStore):
         self.journal.add(RetainedChange(network, relative, b"", 0))
 
 
+def state_from_stored(stored: Any, max_queued: int) -> SessionState:
+    """The broker's `SessionState` of a stored persistent session (`StoredSession`): its
+    subscriptions with their grants, its expiry, its queue's count and bytes (the messages
+    stay in the store until `DurableSessionStore.restore`)."""
+    net = str(stored.network)
+    state = SessionState((net, stored.client_id), False, max_queued,
+                         expiry=stored.expiry_interval)
+    jail = Jail(net)
+    for f, code in stored.subscriptions:
+        mounted, grant = jail.mount_filter(f, shared=True), Grant.from_code(code)
+        state.subscriptions[mounted] = grant.qos
+        if not grant.plain:
+            state.options[mounted] = grant
+    state.stored, state.stored_upto = stored.queued_count, stored.queued_upto
+    state.queued_bytes = stored.queued_bytes
+    return state
+
+
 async def load_broker_state(store: Any, *, max_queued: int = 1000,
                             max_sessions_per_network: int = 1000,
                             max_retained_per_network: int = 10_000,
@@ -354,19 +373,8 @@ async def load_broker_state(store: Any, *, max_queued: int = 1000,
     for stored in await store.load_sessions(queued=False):
         if owned is not None and not owned(stored.network, stored.client_id):
             continue
-        net = str(stored.network)
         networks.add(stored.network)
-        state = SessionState((net, stored.client_id), False, max_queued,
-                             expiry=stored.expiry_interval)
-        jail = Jail(net)
-        for f, code in stored.subscriptions:
-            mounted, grant = jail.mount_filter(f, shared=True), Grant.from_code(code)
-            state.subscriptions[mounted] = grant.qos
-            if not grant.plain:
-                state.options[mounted] = grant
-        state.stored, state.stored_upto = stored.queued_count, stored.queued_upto
-        state.queued_bytes = stored.queued_bytes
-        sessions.load(state)
+        sessions.load(state_from_stored(stored, max_queued))
     after: UUID | None = None
     while True:
         page = await store.list_networks(limit=500, after=after)

@@ -37,13 +37,14 @@ from uuid import UUID
 
 import trio
 
-from ..broker import Message, SessionKey, SessionState
+from ..broker import Message, SessionKey
 from ..errors import JailViolation
 from ..http.bars import Bar
 from ..jail import Jail
 from ..metrics import ClusterMetrics
 from ..mqtt.errors import MQTTError
 from ..mqtt.packets import QoS
+from ..persistence import state_from_stored
 from ..reasons import DisconnectReason
 from . import registry
 from .bars import ClusterBars
@@ -247,7 +248,7 @@ class Cluster:
             return False
         for stored in await self._store.load_sessions(network, queued=False):
             if stored.client_id == client_id:
-                broker.adopt(_state_from(stored, broker.max_queued))
+                broker.adopt(state_from_stored(stored, broker.max_queued))
                 return True
         return False
 
@@ -499,17 +500,6 @@ class Cluster:
         return {"node": self.node, "connected": self.bus.connected,
                 "remote_networks": len(self.remote), "local_networks": len(self._local),
                 "writes_waiting": len(self._writes)}
-
-
-def _state_from(stored: Any, max_queued: int) -> SessionState:
-    """A broker session from the store's `StoredSession` (its queue still in the store)."""
-    net = str(stored.network)
-    jail = Jail(net)
-    state = SessionState((net, stored.client_id), False, max_queued)
-    state.subscriptions = {jail.mount_filter(f): QoS(q & 3) for f, q in stored.subscriptions}
-    state.stored, state.stored_upto = stored.queued_count, stored.queued_upto
-    state.queued_bytes = stored.queued_bytes
-    return state
 
 
 def _forget_network(network: UUID, conn: Any) -> None:

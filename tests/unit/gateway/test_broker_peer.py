@@ -133,3 +133,28 @@ def test_the_relay_body_round_trips(topic, payload, qos, retain, kept, now, expi
     assert relayed.message == message
     assert relayed.kept == stored
     assert abs(relayed.sent_at - now) < 1e-5
+
+
+def test_a_session_past_its_mqtt5_expiry_leaves_the_registry_too() -> None:
+    now = [1000.0]
+    broker, peer = _broker(clock=lambda: now[0])
+    outlet = Outlet()
+    broker.connect((NET, "v5"), False, outlet, expiry=30)
+    broker.disconnect((NET, "v5"), outlet)
+    assert peer.ended == [((NET, "v5"), True)]  # offline, still this node's
+    now[0] += 31
+    assert broker.tick()[0] == [(NET, "v5")]
+    assert peer.ended == [((NET, "v5"), True), ((NET, "v5"), False)]
+
+
+def test_release_forgets_a_held_will_and_the_sessions_expiry() -> None:
+    now = [1000.0]
+    broker, peer = _broker(clock=lambda: now[0])
+    outlet = Outlet()
+    broker.connect((NET, "v5"), False, outlet, expiry=30)
+    broker.disconnect((NET, "v5"), outlet)
+    broker.hold_will((NET, "v5"), Message(f"{NET}/will", b"w"), 10)
+    assert broker.release((NET, "v5")) is not None  # resumed on another node
+    now[0] += 60
+    assert broker.tick() == ([], [])  # neither the will nor the expiry fire here
+    assert peer.relayed == []
