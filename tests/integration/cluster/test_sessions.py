@@ -143,3 +143,31 @@ async def test_a_device_back_before_its_dead_node_is_reaped_still_has_its_will_p
     for client in (watcher, back):
         await client.close()
     await doomed.close(graceful=False)
+
+
+async def test_a_node_restarted_under_its_name_holds_its_persistent_sessions_again(
+        nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a", store=True)
+    b = await start_node(nursery, pki, postgres_url, "b", store=True)
+    network = uuid.uuid4()
+    creds = pki.device(network=network)
+    keeper = PahoClient(b.running, creds, "keeper", clean_session=False)
+    assert (await keeper.connect())[1] == 0
+    await keeper.subscribe("inbox/#", qos=1)
+    await keeper.close()
+    await b.logs.wait("disconnected", client_id="keeper")
+    b.scope.cancel()
+    b2 = await start_node(nursery, pki, postgres_url, "b", store=True)
+    assert b2.gateway.broker.sessions.get((str(network), "keeper")) is not None
+    assert (str(network), "keeper") not in {
+        s.key for s in a.gateway.broker.sessions.all()}  # loaded by its owner only
+    await a.knows_interest(str(network), of="b")  # its subscription, told again
+    sender = PahoClient(a.running, pki.device(network=network), "sender")
+    assert (await sender.connect())[1] == 0
+    await sender.publish("inbox/x", b"queued by b", qos=1)
+    await sender.close()
+    back = PahoClient(b2.running, creds, "keeper", clean_session=False)
+    flags, rc = await back.connect()
+    assert rc == 0 and flags.session_present
+    assert (await back.message()).payload == b"queued by b"
+    await back.close()
