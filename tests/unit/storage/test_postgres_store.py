@@ -253,37 +253,6 @@ async def test_an_erasure_on_one_node_leaves_no_reading_another_node_was_writing
     assert sql(postgres_url, "SELECT count(*) FROM network_usage") == [(0,)]
 
 
-async def test_mqtt5_properties_and_expiry_survive_a_restart(postgres_url, network):
-    from gateway.storage import (
-        Enqueued,
-        EnqueuedMany,
-        QueuedMessage,
-        RetainedChange,
-        RetainedMessage,
-        SessionSaved,
-    )
-
-    expires = T0 + timedelta(hours=1)
-    props = b"\x01\x01\x23\x00\x05"  # wire bytes, stored as they came
-    async with open_postgres_store(postgres_url) as store:
-        ids = await store.wait_committed(await store.submit_session_changes([
-            SessionSaved(network, "dev", (("cmd/#", 1 + 4 * 256),), expiry_interval=3600),
-            SessionSaved(network, "other", (("cmd/#", 1),)),
-            RetainedChange(network, "state", b"on", 1, props, expires),
-            Enqueued(network, "dev", "cmd/a", b"1", 1, False, props, expires),
-            EnqueuedMany(network, "cmd/b", b"2", True, (("dev", 2), ("other", 1))),
-        ], T0))
-    async with open_postgres_store(postgres_url) as store:
-        assert await store.retained(network) == [RetainedMessage("state", b"on", 1, props,
-                                                                 expires)]
-        dev, other = await store.load_sessions(network)
-        assert (dev.client_id, dev.expiry_interval, other.expiry_interval) == ("dev", 3600, None)
-        assert dev.subscriptions == (("cmd/#", 1 + 4 * 256),)
-        assert dev.queued == (QueuedMessage(ids[0], "cmd/a", b"1", 1, False, props, expires),
-                              QueuedMessage(ids[1], "cmd/b", b"2", 2, True))
-        assert [m.id for m in other.queued] == [ids[2]]
-
-
 @pytest.mark.slow
 async def test_a_server_stopped_and_started_again_fails_writes_then_writing_resumes(
         postgres_server, network):
