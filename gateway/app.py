@@ -28,7 +28,8 @@ import trio
 
 from .activity import Activity
 from .admission import HandshakeSlots
-from .broker import Broker, Message
+from .broker import Broker
+from .broker_state import Message
 from .commands import RESPONSE_TOPIC, Commands
 from .config import GatewayConfig
 from .device_session import SessionServices

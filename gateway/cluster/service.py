@@ -37,7 +37,7 @@ from uuid import UUID
 
 import trio
 
-from ..broker import Message, SessionKey
+from ..broker_state import Message, SessionKey
 from ..errors import JailViolation
 from ..http.bars import Bar
 from ..jail import Jail
