@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable, Container
+from contextlib import suppress
 from uuid import UUID
 
 import trio
@@ -25,16 +26,18 @@ from .errors import AdmissionRefused, ConnectionEnds
 from .identity import DeviceIdentity, identity_from_der
 from .mqtt.errors import RemoteProtocolError
 from .mqtt.events import ConnectReceived, Disconnected
+from .mqtt.packets import ConnectReturnCode
 from .mqtt.session import ServerConnection
 from .provisioning import ClaimIdentity, claim_of
 from .reasons import DisconnectReason, RefusalCause
 from .tls import TLSContexts, classify_handshake_error
 
-__all__ = ["RECEIVE_SIZE", "HandshakeSlots", "admit_identity", "describe", "handshake",
-           "read_connect"]
+__all__ = ["RECEIVE_SIZE", "HandshakeSlots", "admit_identity", "answer_refusal", "describe",
+           "handshake", "read_connect"]
 
 RECEIVE_SIZE = 64 * 1024
 SLOT_LEASE = 1.0  # seconds a handshake counts against max_handshakes_in_progress at most
+ALERT_GRACE = 1.0  # seconds a refused handshake's alert may take to leave, and be read
 
 
 class HandshakeSlots:
@@ -104,18 +107,67 @@ class HandshakeSlots:
                 "waited": self.waited, "leases_expired": self.leases_expired}
 
 
+class _AlertKeeper:
+    """Stands in for the `SSLContext` while trio builds one connection's `SSLStream`, only
+    to keep the outgoing memory BIO that trio creates and passes to `wrap_bio`.
+
+    Why: Python's ssl over trio is OpenSSL on two `MemoryBIO`s. When OpenSSL refuses a
+    handshake it writes the TLS alert that says why (certificate_required, unknown_ca,
+    certificate_revoked, certificate_expired, unsupported_certificate...) to the outgoing
+    BIO and raises; trio then raises `BrokenResourceError` without sending those bytes, and
+    keeps the BIO private. RFC 8446 section 6.2 and RFC 5246 section 7.2 want the alert on
+    the wire, so `handshake` reads it here and sends it on the TCP stream itself. `wrap_bio`
+    is the one method trio's `SSLStream` calls on its context (ssl's own public API), so
+    this shim depends on nothing private of trio's.
+    """
+
+    __slots__ = ("_context", "outgoing")
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        self.outgoing: ssl.MemoryBIO | None = None
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
+                 **kwargs) -> ssl.SSLObject:
+        self.outgoing = outgoing
+        return self._context.wrap_bio(incoming, outgoing, **kwargs)
+
+
+async def _send_alert(tcp: trio.SocketStream, outgoing: ssl.MemoryBIO | None) -> None:
+    """Send what OpenSSL wrote after refusing the handshake (its alert), then half-close
+    and read what the client had already sent, for ALERT_GRACE at most.
+
+    The drain is what makes the alert arrive: closing a socket with unread data in it
+    (a TLS 1.3 client's Finished and its first MQTT bytes, sent before it learns of the
+    refusal) makes the kernel send a reset, and the client's kernel may then drop the
+    alert before the client reads it.
+    """
+    data = outgoing.read() if outgoing is not None else b""
+    if not data:
+        return
+    with trio.move_on_after(ALERT_GRACE), suppress(trio.BrokenResourceError,
+                                                   trio.ClosedResourceError, OSError):
+        await tcp.send_all(data)
+        await tcp.send_eof()
+        while await tcp.receive_some(RECEIVE_SIZE):
+            pass
+
+
 async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext],
                     timeout: float, slots: HandshakeSlots | None = None) -> trio.SSLStream:
     """The TLS handshake of an accepted socket (MQTT and HTTPS listeners alike), on the
     context `context()` gives when its turn comes in `slots` (after the socket first speaks).
 
     `timeout` bounds the wait for the first bytes and, separately, the handshake itself; the
-    wait for a slot is bounded by the pending pool the caller holds the connection in.
+    wait for a slot is bounded by the pending pool the caller holds the connection in. A
+    handshake OpenSSL refuses sends its TLS alert before this raises (`_AlertKeeper`); the
+    caller closes the socket.
 
     Raises:
         AdmissionRefused: no handshake within `timeout`, or OpenSSL refused it (cause named
             by `classify_handshake_error`: expired, revoked, unknown CA, no certificate...).
     """
+    keeper: _AlertKeeper | None = None
     try:
         with trio.fail_after(timeout):
             await trio.lowlevel.wait_readable(tcp.socket)
@@ -123,7 +175,8 @@ async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext
             await slots.acquire()
         try:
             with trio.fail_after(timeout):
-                stream = trio.SSLStream(tcp, context(), server_side=True)
+                keeper = _AlertKeeper(context())
+                stream = trio.SSLStream(tcp, keeper, server_side=True)  # type: ignore[arg-type]
                 await stream.do_handshake()
         finally:
             if slots is not None:
@@ -133,7 +186,10 @@ async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext
             RefusalCause.HANDSHAKE_TIMEOUT,
             "no TLS handshake within handshake_timeout") from None
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise AdmissionRefused(*classify_handshake_error(exc)) from None
+        refusal = AdmissionRefused(*classify_handshake_error(exc))
+        if keeper is not None:
+            await _send_alert(tcp, keeper.outgoing)
+        raise refusal from None
     return stream
 
 
@@ -193,3 +249,35 @@ async def read_connect(stream: trio.abc.Stream, conn: ServerConnection, timeout:
     if not isinstance(event, ConnectReceived):  # pragma: no cover - the core forbids it
         raise ConnectionEnds(DisconnectReason.CLIENT_ERROR, f"unexpected {event!r}")
     return event
+
+
+# The CONNACK of a peer refused after its TLS handshake (`answer_refusal`): an operator's
+# problem (a stale CRL) is the server's, anything else is the certificate's.
+_REFUSAL_CODES: dict[RefusalCause, ConnectReturnCode] = {
+    RefusalCause.CRL_EXPIRED: ConnectReturnCode.SERVER_UNAVAILABLE,
+}
+
+
+async def answer_refusal(stream: trio.abc.Stream, cause: RefusalCause, timeout: float,
+                         max_packet_size: int) -> None:
+    """Tell a peer refused after its handshake why, in MQTT: read its CONNECT (within
+    `timeout`) and answer CONNACK not authorized (0x05; server unavailable for a stale CRL).
+
+    Why a CONNACK and not a TLS alert: these refusals are the gateway's own checks on a
+    verified certificate (its network barred, an operator or CA certificate, the revoked set
+    on a resumed session). Python's ssl has no verify callback to run them inside the
+    handshake, and once it is over an alert can no longer be sent. A TLS 1.3 client counts
+    its handshake done before the server has checked anything anyway, so the CONNACK is the
+    first answer it can read. A peer that sends no CONNECT, or garbage, is closed without one.
+    """
+    core = ServerConnection(max_packet_size=max_packet_size)
+
+    async def flush() -> None:
+        data = core.data_to_send()
+        if data:
+            await stream.send_all(data)
+
+    with suppress(ConnectionEnds, trio.BrokenResourceError, trio.ClosedResourceError):
+        await read_connect(stream, core, timeout, flush)
+        core.refuse(_REFUSAL_CODES.get(cause, ConnectReturnCode.NOT_AUTHORIZED))
+        await flush()

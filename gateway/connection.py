@@ -7,7 +7,10 @@ claim's `ClaimIdentity`, served by `provisioning.serve_claim`), then the `Device
 
 1. Admission (`gateway.admission`): the pending pool (capped per source and in total, its
    oldest member evicted), the TLS handshake under `handshake_timeout` once the first bytes
-   arrive, the verified certificate's identity. A refusal is logged with its cause.
+   arrive, the verified certificate's identity. A refusal is logged with its cause; one of
+   OpenSSL's sends its TLS alert first, one of the gateway's own after the handshake (a
+   barred network, not a device certificate) answers the CONNECT with CONNACK not
+   authorized (`admission.answer_refusal`).
 2. CONNECT under `connect_timeout`, then `open_session` decides: the session (the client id,
    or one of ours for an empty id; a live session of the same key is taken over) or a
    refusal. Username and password are ignored: they cannot change the identity.
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .admission import RECEIVE_SIZE, admit_identity, handshake, read_connect
+from .admission import RECEIVE_SIZE, admit_identity, answer_refusal, handshake, read_connect
 from .answers import disconnect_reason
 from .device_session import (
     Admitted,
@@ -237,6 +240,9 @@ class Connection:
             gw.metrics.mqtt.handshakes_refused.inc(exc.reason)
             self.log.emit("refused", reason=str(DisconnectReason.AUTH_ERROR), cause=exc.reason,
                           detail=exc.detail, peer=self.log.peer(self.peer))
+            if self.stream is not self.tcp:  # TLS is up: the refusal goes in a CONNACK
+                await answer_refusal(self.stream, exc.reason, self.config.connect_timeout,
+                                     self.config.max_packet_size)
             raise ConnectionEnds(DisconnectReason.AUTH_ERROR, exc.reason) from None
         if isinstance(identity, ClaimIdentity):
             self.phase = identity

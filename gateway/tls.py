@@ -3,7 +3,8 @@ when its files change, independently of the other.
 
 Policy (docs/security.md): TLS 1.2 and 1.3 only; on TLS 1.2 only ECDHE key exchange with
 AES-GCM or ChaCha20-Poly1305 (forward secrecy and AEAD; TLS 1.3 suites all are); a client
-certificate is required and verified against the CA home's root, and the leaf is checked
+certificate is required and verified up to the CA home's root (the issuing CAs of the home
+complete the chain of a device that sends its leaf only), and the leaf is checked
 against the verified CRLs (`VERIFY_CRL_CHECK_LEAF`: no CRL refuses everyone, never admits).
 OpenSSL checks the client certificate's purpose (EKU clientAuth) during the handshake.
 
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from .config import GatewayConfig
 from .errors import ConfigError
@@ -32,11 +36,15 @@ TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
 def build_server_context(root: Path, crl: Path | bytes, cert: Path, key: Path, *,
-                         client_cert: ssl.VerifyMode = ssl.CERT_REQUIRED) -> ssl.SSLContext:
+                         client_cert: ssl.VerifyMode = ssl.CERT_REQUIRED,
+                         issuing: Iterable[x509.Certificate] = ()) -> ssl.SSLContext:
     """Build the server context from PEM files; `crl` is a file or the verified CRLs' PEM.
 
-    Devices send their chain (leaf + issuing CA, as `fleet-ca` bundles hold it), so the
-    root is the only CA certificate the gateway needs.
+    The root is the one trust anchor. `issuing` are the issuing CAs certified by it (the CA
+    home's certificates, never a key): a device whose TLS stack sends only its leaf (many
+    embedded stacks, `openssl s_client -cert`) is verified through them. They complete
+    chains and anchor none: without X509_V_FLAG_PARTIAL_CHAIN OpenSSL still requires every
+    chain to end at the root, so a chain sent with the leaf verifies exactly as before.
 
     Raises:
         ConfigError: a file is missing or unreadable, or holds no usable certificate/key/CRL.
@@ -69,6 +77,9 @@ def build_server_context(root: Path, crl: Path | bytes, cert: Path, key: Path, *
     ctx.num_tickets = 1
     _load(lambda: ctx.load_cert_chain(str(cert), str(key)), "server certificate/key", cert, key)
     _load(lambda: ctx.load_verify_locations(cafile=str(root)), "root certificate", root)
+    der = b"".join(ca.public_bytes(Encoding.DER) for ca in issuing)
+    if der:
+        ctx.load_verify_locations(cadata=der)
     if isinstance(crl, Path):
         _load(lambda: ctx.load_verify_locations(cafile=str(crl)), "CRL", crl)
     else:
@@ -150,9 +161,11 @@ class TLSContexts:
       trust files that verify it) whenever they change, whatever state the server
       certificate/key are in. Revocation never waits for an unrelated file.
     - `current`: the OpenSSL server context, built from root.crt, the server certificate and
-      key, and exactly the verified CRLs; rebuilt when any of them changes and the files are
-      usable. While they are not (a server key mid-rotation), the old context stays and the
-      gateway's own check after every handshake (`refusal`) applies the new revoked set.
+      key, exactly the verified CRLs, and the issuing CAs the root certifies (the CRL
+      signers, from issuing.crt and ca-chain.pem); rebuilt when any of them changes and the
+      files are usable. While they are not (a server key mid-rotation), the old context
+      stays and the gateway's own check after every handshake (`refusal`) applies the new
+      revoked set.
 
     `clock` gives the current UTC time (tests pass their own).
     """
@@ -168,7 +181,7 @@ class TLSContexts:
         self._crl_stamps: tuple[Stamp, ...] = ()
         self.last_load = self._load_revoked(initial=True)
         self.revoked: RevokedSet = self.last_load.revoked
-        self._attempt = (self._stamps(self._context_paths()), self.revoked)
+        self._attempt = self._context_inputs()
         self.state = TLSState(self.build(), self.revoked)
 
     @property
@@ -254,11 +267,16 @@ class TLSContexts:
         c = self._config
         return (c.root_path, c.cert_path, c.key_path)
 
+    def _context_inputs(self) -> tuple[object, ...]:
+        return (self._stamps(self._context_paths()), self.revoked, self._signers)
+
     def context_changed(self) -> bool:
-        """Whether the context's files or the revoked set differ from the last build attempt
-        (a failed attempt is not retried until one of them changes again, or SIGHUP)."""
-        stamps, revoked = self._attempt
-        return revoked is not self.revoked or self._stamps(self._context_paths()) != stamps
+        """Whether the context's files, the revoked set or the trusted issuing CAs differ
+        from the last build attempt (a failed attempt is not retried until one of them
+        changes again, or SIGHUP)."""
+        stamps, revoked, signers = self._attempt
+        return (revoked is not self.revoked or signers != self._signers
+                or self._stamps(self._context_paths()) != stamps)
 
     def build(self, *, client_cert: ssl.VerifyMode = ssl.CERT_REQUIRED) -> ssl.SSLContext:
         """A server context from the files now and the revoked set in force (the HTTPS
@@ -268,8 +286,9 @@ class TLSContexts:
             ConfigError: the files are unusable.
         """
         c = self._config
+        issuing = self._signers.issuing if self._signers is not None else ()
         return build_server_context(c.root_path, self.revoked.pem, c.cert_path, c.key_path,
-                                    client_cert=client_cert)
+                                    client_cert=client_cert, issuing=issuing)
 
     def changed(self) -> bool:
         return self.revocation_changed() or self.context_changed()
@@ -292,7 +311,7 @@ class TLSContexts:
             ConfigError: the files are unusable (the old context stays in force).
         """
         revoked = self.revoked
-        self._attempt = (self._stamps(self._context_paths()), revoked)
+        self._attempt = self._context_inputs()
         try:
             context = self.build()
         except ConfigError:

@@ -102,7 +102,12 @@ async def test_operator_certificate_opens_no_jail(start_gateway, pki, tmp_path):
     files = pki.home.issue_operator(tmp_path / "operator", name="alice")
     creds = Creds(files.cert_path, files.key_path, pki.root)
     running = await start_gateway()
-    await _refused(running, creds, "OPERATOR_CERTIFICATE")
+    # OpenSSL verifies it (EKU clientAuth): the gateway's refusal comes as a CONNACK.
+    refused = ConnAck(ConnectReturnCode.NOT_AUTHORIZED, False)
+    assert await _attempt(running, creds) == refused
+    record = await running.logs.wait("refused", cause="OPERATOR_CERTIFICATE")
+    assert record["reason"] == "AUTH_ERROR"
+    assert not running.logs.find("connected")
 
 
 async def test_handshake_not_finished_in_time_is_dropped(start_gateway):
