@@ -137,10 +137,10 @@ async def _send_alert(tcp: trio.SocketStream, outgoing: ssl.MemoryBIO | None) ->
     """Send what OpenSSL wrote after refusing the handshake (its alert), then half-close
     and read what the client had already sent, for ALERT_GRACE at most.
 
-    The drain is what makes the alert arrive: closing a socket with unread data in it
-    (a TLS 1.3 client's Finished and its first MQTT bytes, sent before it learns of the
-    refusal) makes the kernel send a reset, and the client's kernel may then drop the
-    alert before the client reads it.
+    Why the half-close and the drain (a lingering close, as HTTP servers do): closing a
+    socket with unread data in it (a TLS 1.3 client's first MQTT bytes, sent before it
+    learns of the refusal) makes the kernel send a reset at once and drop what it has not
+    sent yet, which on a slow link is the alert itself.
     """
     data = outgoing.read() if outgoing is not None else b""
     if not data:
