@@ -4,8 +4,9 @@ The simulator talks to the gateway only over the wire, as real firmware would: i
 imports `gateway`, so it cannot hide a gateway bug (a test proves it).
 
 - `Loop` / `start_loop()`: one selector thread driving many paho clients (loop.py);
-- `SimDevice(bundle, loop, host, port, model=, rate=, seed=, backoff=, on_event=)`:
-  one firmware: declare, report, obey controls, back off, buffer offline (device.py);
+- `SimDevice(bundle, loop, host, port, model=, rate=, seed=, backoff=, on_event=, mqtt=)`:
+  one firmware (MQTT 3.1.1 or 5): declare, report, obey controls, back off, buffer
+  offline (device.py);
 - `run_fleet(bundle_dirs, FleetOptions(...), processes=)` -> `FleetResult` (fleet.py);
 - `Matrix(...).run()` -> `list[Result]`, the attack matrix (attack.py);
 - `load_bundle(dir)`, `find_bundles(dir)`, `load_model(file)`, `THERMOSTAT`;

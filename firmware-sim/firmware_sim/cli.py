@@ -6,6 +6,8 @@ EXAMPLES
     firmware-sim run --claim certs/claims/line3 --bundle certs/devices/mine
     firmware-sim fleet --bundles certs/devices --count 1000 --rate 0.2 --duration 60
     firmware-sim fleet --bundles /tmp/b --make-bundles --count 50 --duration 10
+    firmware-sim run --bundle B --mqtt 5     # MQTT 5: refused reports print their reason
+    firmware-sim fleet --bundles B --count 100 --mqtt 5 --session-expiry 600
     firmware-sim attack --bundle certs/devices/<a> --victim-bundle certs/devices/<b>
     firmware-sim attack --resources --bundle A --victim-bundle B --gateway-pid 1234 \
         --data /var/lib/fleetgate --http 127.0.0.1:8443 --operator certs/operator
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import find_bundles, load_bundle, parse_hostport
-from .device import Backoff, SimDevice
+from .device import MQTT_VERSIONS, SESSION_EXPIRY, Backoff, SimDevice
 from .errors import BundleError, ExitCode, GatewayError, RejectedError, SimError
 from .fleet import FleetOptions, live_line, print_table, run_fleet
 from .loop import start_loop
@@ -86,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="first reconnect delay in s (0.5), doubled up to --backoff-max")
         p.add_argument("--backoff-max", type=_positive, default=30.0,
                        help="longest reconnect delay in s (30)")
+        p.add_argument("--mqtt", choices=list(MQTT_VERSIONS), default="3.1.1",
+                       help="MQTT version (3.1.1); with 5 a refused report, CONNACK or the "
+                            "gateway's DISCONNECT prints its reason code and reason string")
+        p.add_argument("--session-expiry", type=int, default=SESSION_EXPIRY, metavar="S",
+                       help=f"MQTT 5: seconds the gateway keeps the session after a "
+                            f"disconnect ({SESSION_EXPIRY}; 3.1.1 sessions do not expire)")
 
     run = verbs.add_parser("run", help="one device: declare, report, obey controls")
     run.add_argument("--bundle", type=Path, required=True, help="device bundle folder")
@@ -213,7 +221,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         device = SimDevice(load_bundle(args.bundle), loop, host, port, model=model,
                            rate=args.rate, seed=args.seed,
                            backoff=Backoff(args.backoff_base, args.backoff_max),
-                           on_event=_print_event(args.json))
+                           on_event=_print_event(args.json), mqtt=args.mqtt,
+                           session_expiry=args.session_expiry)
         device.start()
         renewed = False
         try:
@@ -273,7 +282,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     opts = FleetOptions(host, port, rate=args.rate, duration=args.duration or math.inf,
                         seed=args.seed, model=load_model(args.model) if args.model else None,
                         backoff=Backoff(args.backoff_base, args.backoff_max),
-                        events=args.events, start_spread=min(5.0, len(bundles) / 500))
+                        events=args.events, start_spread=min(5.0, len(bundles) / 500),
+                        mqtt=args.mqtt, session_expiry=args.session_expiry)
     tty = sys.stderr.isatty()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: cleanly
 

@@ -10,6 +10,11 @@ dropped first, and counted) and are sent as `{"reports": [...]}` batches once th
 accepted again. Reconnects back off exponentially with jitter (half to all of
 min(cap, base x 2^n)) so a fleet does not stampede a restarting gateway.
 
+MQTT 3.1.1 by default; `mqtt="5"` speaks MQTT 5 (a persistent session: clean start 0 and a
+session expiry interval) and reports what only MQTT 5 can say: the reason code and reason
+string of a refused report (PUBACK reason >= 0x80, counted in `refused`), of a refused
+CONNACK and of a DISCONNECT the gateway sent.
+
 All methods except `start`/`stop` run on the `Loop` thread; counters in `stats` are plain ints
 other threads may read.
 """
@@ -26,12 +31,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .bundle import Bundle
 from .loop import Loop
 from .model import THERMOSTAT, Readings, ValueSpec, values_of
 
 BATCH_MAX = 1000  # readings per publish (docs/protocol.md section 8)
+MQTT_VERSIONS = {"3.1.1": paho.MQTTv311, "5": paho.MQTTv5}
+SESSION_EXPIRY = 3600  # s the gateway keeps an MQTT 5 session after a disconnect
 # `model/accepted/+`: each device's value UUIDs come on their own topic (docs/protocol.md).
 SUBSCRIPTIONS = [("model/+", 1), ("model/accepted/+", 1), ("errors", 1), ("control/#", 1)]
 
@@ -49,6 +58,7 @@ class DeviceStats:
     disconnects: int = 0
     sent: int = 0  # readings published
     acked: int = 0  # readings the gateway acknowledged (stored)
+    refused: int = 0  # readings the gateway refused in its PUBACK (MQTT 5 reason >= 0x80)
     errors: int = 0  # errors the gateway named (errors topic, model/rejected)
     controls: int = 0  # control commands applied
     buffered: int = 0  # readings now waiting in the offline buffer
@@ -56,7 +66,7 @@ class DeviceStats:
     batches: int = 0  # batch publishes flushed from the buffer
 
     FIELDS = ("connected", "connects", "reconnects", "connect_failures", "disconnects", "sent",
-              "acked", "errors", "controls", "buffered", "dropped", "batches")
+              "acked", "refused", "errors", "controls", "buffered", "dropped", "batches")
 
     def as_dict(self) -> dict[str, int]:
         return {f: getattr(self, f) for f in self.FIELDS}
@@ -96,6 +106,8 @@ class SimDevice:
         backoff: Backoff = Backoff(),
         keepalive: int = 30,
         on_event: EventSink | None = None,
+        mqtt: str = "3.1.1",
+        session_expiry: int = SESSION_EXPIRY,
     ) -> None:
         self.bundle = bundle
         self.loop = loop
@@ -125,15 +137,25 @@ class SimDevice:
         self._on_event = on_event
         self._stop_waiters: list[Callable[[], None]] = []
         self.client_id = client_id or f"sim-{bundle.name}"
+        if mqtt not in MQTT_VERSIONS:
+            raise ValueError(f"MQTT version {mqtt!r}: expected one of {', '.join(MQTT_VERSIONS)}")
+        self.mqtt = mqtt
+        v5 = mqtt == "5"
+        # MQTT 5 has no clean session flag: clean start 0 plus an expiry is the same intent.
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                        clean_session=False, protocol=paho.MQTTv311)
+                        clean_session=None if v5 else False, protocol=MQTT_VERSIONS[mqtt])
         c.tls_set(ca_certs=str(bundle.ca), certfile=str(bundle.cert), keyfile=str(bundle.key),
                   cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
-        c.connect_async(host, port, keepalive)
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry
+            c.connect_async(host, port, keepalive, clean_start=False, properties=props)
+        else:
+            c.connect_async(host, port, keepalive)
         self.client = c
         loop.attach(c)
 
@@ -191,10 +213,10 @@ class SimDevice:
         self._event("retry", delay=round(delay, 3), attempt=self._attempt)
         self.loop.call_later(delay, self._connect)
 
-    def _on_connect(self, client: paho.Client, _u: Any, _flags: Any, rc: Any, _p: Any) -> None:
+    def _on_connect(self, client: paho.Client, _u: Any, _flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
             self.stats.connect_failures += 1
-            self._event("refused", reason=str(rc))
+            self._event("refused", reason=str(rc), **self._why(rc, props))
             return  # paho closes the socket; _on_disconnect schedules the retry
         if self._stopping:  # a connect that was under way when we were told to stop
             client.disconnect()
@@ -210,13 +232,16 @@ class SimDevice:
         client.subscribe(SUBSCRIPTIONS)
         client.publish("model", json.dumps(self.model).encode(), qos=1)
 
-    def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, rc: Any, _p: Any) -> None:
+    def _on_disconnect(self, _c: Any, _u: Any, flags: Any, rc: Any, props: Any) -> None:
         was_up = self.stats.connected
         self.stats.connected = 0
         self.declared = False
         if was_up:
             self.stats.disconnects += 1
-        self._event("disconnected", reason=str(rc))
+        # The gateway's own DISCONNECT (MQTT 5) names why: say it, with its reason string.
+        by_server = getattr(flags, "is_disconnect_packet_from_server", False)
+        self._event("disconnected", reason=str(rc),
+                    **(self._why(rc, props) if by_server and self.mqtt == "5" else {}))
         if self._stopping:
             self._finish()
         else:
@@ -233,6 +258,15 @@ class SimDevice:
         waiters, self._stop_waiters = self._stop_waiters, []
         for waiter in waiters:
             waiter()
+
+    @staticmethod
+    def _why(rc: Any, props: Any) -> dict[str, Any]:
+        """An MQTT 5 answer's reason code (hex, as the spec lists them) and reason string."""
+        why: dict[str, Any] = {"reason_code": f"0x{int(rc.value):02X}"}
+        text = getattr(props, "ReasonString", None)
+        if text:
+            why["reason_string"] = text
+        return why
 
     # -- messages -----------------------------------------------------------------------
 
@@ -308,8 +342,13 @@ class SimDevice:
         if value.reportable:
             self._report(value, data)
 
-    def _on_publish(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        self.stats.acked += self._inflight.pop(mid, 0)
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: Any, props: Any) -> None:
+        readings = self._inflight.pop(mid, 0)
+        if rc.is_failure:  # MQTT 5: the gateway took the message over, and refused it
+            self.stats.refused += readings
+            self._event("report_refused", mid=mid, readings=readings, **self._why(rc, props))
+        else:
+            self.stats.acked += readings
         if self._stopping and not self._inflight:
             self._finish()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .bundle import Bundle, load_bundle
-from .device import Backoff, DeviceStats, SimDevice
+from .device import SESSION_EXPIRY, Backoff, DeviceStats, SimDevice
 from .loop import Loop
 
 PROGRESS_EVERY = 0.5
@@ -41,6 +41,8 @@ class FleetOptions:
     backoff: Backoff = Backoff()
     events: str | None = None  # JSON-lines file of every device event
     start_spread: float = 0.0  # seconds over which device starts are spread
+    mqtt: str = "3.1.1"  # or "5"
+    session_expiry: int = SESSION_EXPIRY  # MQTT 5 only
 
 
 @dataclass
@@ -91,7 +93,8 @@ def run_devices(dirs: list[str], opts: FleetOptions, report: Callable[[dict[str,
             bundle: Bundle = load_bundle(d)
             device = SimDevice(bundle, loop, opts.host, opts.port,
                                model=opts.model or THERMOSTAT, rate=opts.rate,
-                               seed=opts.seed, backoff=opts.backoff, on_event=events)
+                               seed=opts.seed, backoff=opts.backoff, on_event=events,
+                               mqtt=opts.mqtt, session_expiry=opts.session_expiry)
             devices.append(device)
             device.start(delay=opts.start_spread * i / len(dirs))
         deadline = time.monotonic() + opts.duration
