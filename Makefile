@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Debian packages the test suite drives for real: openssl (chain checks), the mosquitto
-# clients (standard clients against the gateway) and broker (the bench smoke run's peer).
+# Debian packages the test suite drives for real: openssl (chain checks, s_client), the
+# mosquitto clients (standard clients against the gateway) and broker (the bench smoke run's
+# peer), Node and npm (MQTT.js, which the interop tests install from npm when missing).
 # postgresql: the PostgreSQL store and cluster tests start their own server from it.
-TEST_DEBS  := openssl mosquitto-clients mosquitto curl chromium chromium-driver postgresql
+TEST_DEBS  := openssl mosquitto-clients mosquitto curl chromium chromium-driver postgresql nodejs npm
 BENCH_DEBS := openssl mosquitto-clients mosquitto curl postgresql
 
 .PHONY: venv test demo certs lint bench clean
