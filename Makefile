@@ -5,9 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the test suite drives for real: openssl (chain checks, s_client), the
 # mosquitto clients (standard clients against the gateway) and broker (the bench smoke run's
-# peer), Node and npm (MQTT.js, which the interop tests install from npm when missing).
-# postgresql: the PostgreSQL store and cluster tests start their own server from it.
-TEST_DEBS  := openssl mosquitto-clients mosquitto curl chromium chromium-driver postgresql nodejs npm
+# peer). postgresql: the PostgreSQL store and cluster tests start their own server from it.
+# NODE_DEBS: Node and npm, for MQTT.js (the interop tests install it from npm when missing),
+# only when no `node`/`npm` is on PATH (a Node from elsewhere carries its own npm).
+TEST_DEBS  := openssl mosquitto-clients mosquitto curl chromium chromium-driver postgresql
+NODE_DEBS  := nodejs npm
 BENCH_DEBS := openssl mosquitto-clients mosquitto curl postgresql
 
 .PHONY: venv test demo certs lint bench clean
@@ -22,6 +24,8 @@ $(STAMP): pyproject.toml
 
 test: venv
 	scripts/ensure-debian-packages $(TEST_DEBS)
+	command -v node >/dev/null && command -v npm >/dev/null || \
+		scripts/ensure-debian-packages $(NODE_DEBS)
 	$(BIN)/python -m pytest
 
 demo: venv
