@@ -26,7 +26,7 @@ from .errors import AdmissionRefused, ConnectionEnds
 from .identity import DeviceIdentity, identity_from_der
 from .mqtt.errors import RemoteProtocolError
 from .mqtt.events import ConnectReceived, Disconnected
-from .mqtt.packets import ConnectReturnCode
+from .mqtt.reason_codes import ConnAckCode
 from .mqtt.session import ServerConnection
 from .provisioning import ClaimIdentity, claim_of
 from .reasons import DisconnectReason, RefusalCause
@@ -251,17 +251,25 @@ async def read_connect(stream: trio.abc.Stream, conn: ServerConnection, timeout:
     return event
 
 
-# The CONNACK of a peer refused after its TLS handshake (`answer_refusal`): an operator's
-# problem (a stale CRL) is the server's, anything else is the certificate's.
-_REFUSAL_CODES: dict[RefusalCause, ConnectReturnCode] = {
-    RefusalCause.CRL_EXPIRED: ConnectReturnCode.SERVER_UNAVAILABLE,
+# The CONNACK of a peer refused after its TLS handshake (`answer_refusal`), as an MQTT 5
+# reason; the core sends 3.1.1 clients its counterpart (0x8A banned and 0x87 are 0x05 not
+# authorized, 0x88 is 0x03 server unavailable). A stale CRL is the operator's problem, not
+# the certificate's: the device may retry later.
+_REFUSAL_CODES: dict[RefusalCause, ConnAckCode] = {
+    RefusalCause.BARRED: ConnAckCode.BANNED,
+    RefusalCause.CRL_EXPIRED: ConnAckCode.SERVER_UNAVAILABLE,
+}
+_REFUSAL_TEXTS: dict[RefusalCause, str] = {
+    RefusalCause.CRL_EXPIRED: "the gateway's certificate revocation list is out of date",
 }
 
 
-async def answer_refusal(stream: trio.abc.Stream, cause: RefusalCause, timeout: float,
+async def answer_refusal(stream: trio.abc.Stream, refusal: AdmissionRefused, timeout: float,
                          max_packet_size: int) -> None:
     """Tell a peer refused after its handshake why, in MQTT: read its CONNECT (within
-    `timeout`) and answer CONNACK not authorized (0x05; server unavailable for a stale CRL).
+    `timeout`) and answer CONNACK not authorized (3.1.1: 0x05; MQTT 5: 0x8A banned for a
+    barred network, else 0x87, with the refusal's detail as reason string; 0x03 / 0x88
+    server unavailable for a stale CRL).
 
     Why a CONNACK and not a TLS alert: these refusals are the gateway's own checks on a
     verified certificate (its network barred, an operator or CA certificate, the revoked set
@@ -277,7 +285,9 @@ async def answer_refusal(stream: trio.abc.Stream, cause: RefusalCause, timeout: 
         if data:
             await stream.send_all(data)
 
+    cause = refusal.reason
     with suppress(ConnectionEnds, trio.BrokenResourceError, trio.ClosedResourceError):
         await read_connect(stream, core, timeout, flush)
-        core.refuse(_REFUSAL_CODES.get(cause, ConnectReturnCode.NOT_AUTHORIZED))
+        core.refuse(_REFUSAL_CODES.get(cause, ConnAckCode.NOT_AUTHORIZED),
+                    reason_string=_REFUSAL_TEXTS.get(cause, refusal.detail))
         await flush()

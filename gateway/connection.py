@@ -241,7 +241,7 @@ class Connection:
             self.log.emit("refused", reason=str(DisconnectReason.AUTH_ERROR), cause=exc.reason,
                           detail=exc.detail, peer=self.log.peer(self.peer))
             if self.stream is not self.tcp:  # TLS is up: the refusal goes in a CONNACK
-                await answer_refusal(self.stream, exc.reason, self.config.connect_timeout,
+                await answer_refusal(self.stream, exc, self.config.connect_timeout,
                                      self.config.max_packet_size)
             raise ConnectionEnds(DisconnectReason.AUTH_ERROR, exc.reason) from None
         if isinstance(identity, ClaimIdentity):
