@@ -6,6 +6,7 @@ The tests import `gateway` to run it; the simulator itself never does.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import queue
@@ -25,7 +26,7 @@ from ca.store import CAHome
 from gateway.app import Gateway
 from gateway.broker_state import Message
 from gateway.config import load_config
-from gateway.ingest import Ingest
+from gateway.ingest import DEFAULT_LIMITS, Ingest
 from gateway.logs import EventLog
 from gateway.mqtt.packets import QoS
 from gateway.server import serve_mqtt
@@ -37,10 +38,12 @@ WAIT = 20.0  # a deadline for "never happened", not a timing assertion
 class GatewayRunner:
     """Start, stop and restart (on the same port) a gateway with ingest and SQLite."""
 
-    def __init__(self, nursery: trio.Nursery, ca_home: Path, data: Path) -> None:
+    def __init__(self, nursery: trio.Nursery, ca_home: Path, data: Path,
+                 config: dict[str, Any] | None = None) -> None:
         self.nursery = nursery
         self.ca_home = ca_home
         self.data = data
+        self.config = config or {}  # options beside ca_home and mqtt
         self.port = 0
         self.ingest: Ingest | None = None
         self.gateway: Gateway | None = None
@@ -57,9 +60,13 @@ class GatewayRunner:
             with trio.CancelScope() as scope:
                 self._scope = scope
                 async with open_sqlite_store(self.data) as store:
-                    self.ingest = Ingest(store)
                     config = load_config(None, {"ca_home": self.ca_home,
-                                                "mqtt": f"127.0.0.1:{self.port}"})
+                                                "mqtt": f"127.0.0.1:{self.port}",
+                                                **self.config})
+                    # As the composition root (gateway.app) builds it.
+                    self.ingest = Ingest(store, limits=dataclasses.replace(
+                        DEFAULT_LIMITS,
+                        max_stored_bytes_per_network=config.max_stored_bytes_per_network))
                     self.gateway = Gateway(config, log=EventLog(io.StringIO(),
                                                                 truncate_ips=True),
                                            ingest=self.ingest)
