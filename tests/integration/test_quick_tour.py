@@ -67,6 +67,7 @@ def test_the_readme_quick_tour_runs_as_written(tmp_path: Path) -> None:
     assert f"provisioned network={claimed}" in out  # by claim, through the gateway
     assert f"renewed network={claimed}" in out  # over MQTT
     assert "9/10" in out  # fleet-ca claims: one use spent
+    assert "alert certificate required" in out  # s_client without a certificate
     revoked = out[out.rindex("NOT AFTER"):out.index("attempts,")]  # fleet-ca list --status revoked
     assert claimed in revoked  # superseded at the new certificate's first use
     assert "audit trail intact" in out
