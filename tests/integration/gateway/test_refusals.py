@@ -204,3 +204,28 @@ async def test_operator_certificate_gets_connack_not_authorized(start_gateway, p
     assert await client.connect("op") == ConnAck(ConnectReturnCode.NOT_AUTHORIZED, False)
     await client.aclose()
     await running.logs.wait("refused", cause="OPERATOR_CERTIFICATE")
+
+
+@needs_openssl
+async def test_a_revoked_leaf_only_device_still_sees_the_certificate_revoked_alert(
+        start_gateway, pki, tmp_path):
+    # Completing the chain from the CA home changes nothing about the CRL check.
+    creds = leaf_only(pki.device(), tmp_path / "leaf")
+    pki.home.revoke(creds.serial, reason="key-compromise")
+    running = await start_gateway()
+    await _alert(running, pki.root, creds, "alert certificate revoked", "CERT_REVOKED")
+
+
+async def test_a_leaf_only_device_of_a_rotated_issuing_ca_connects_after_the_reload(
+        start_gateway, tmp_path):
+    home = CAHome.init(tmp_path / "home", passphrase=None, name="rotating")
+    home.issue_server(home.path / "server", dns=["localhost"], ips=["127.0.0.1"])
+    running = await start_gateway(ca_home=home.path)
+    home.rotate_issuing(None)  # a new issuing CA in ca-chain.pem, and a new CRL
+    await running.logs.wait("tls_reloaded", trigger="file_changed")
+    bundle = home.issue_devices(tmp_path / "b", count=1)[0]
+    creds = leaf_only(Creds(bundle.cert_path, bundle.key_path, home.path / "root.crt",
+                            str(bundle.network_uuid), bundle.serial), tmp_path / "leaf")
+    client = await MQTTTestClient.open(running, creds)
+    assert await client.connect("rotated") == ConnAck(ConnectReturnCode.ACCEPTED, False)
+    await client.aclose()
