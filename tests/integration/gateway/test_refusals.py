@@ -229,3 +229,17 @@ async def test_a_leaf_only_device_of_a_rotated_issuing_ca_connects_after_the_rel
     client = await MQTTTestClient.open(running, creds)
     assert await client.connect("rotated") == ConnAck(ConnectReturnCode.ACCEPTED, False)
     await client.aclose()
+
+
+@pytest.mark.parametrize("sends", [b"\xff\x00garbage", b""], ids=["garbage", "nothing"])
+async def test_a_peer_refused_after_its_handshake_that_sends_no_connect_is_just_closed(
+        start_gateway, pki, tmp_path, sends):
+    files = pki.home.issue_operator(tmp_path / "operator", name="quiet")
+    running = await start_gateway(connect_timeout=0.5)
+    client = await MQTTTestClient.open(running, Creds(files.cert_path, files.key_path, pki.root))
+    if sends:
+        await client.stream.send_all(sends)
+    assert await client.receive() is None  # closed, no CONNACK
+    await client.aclose()
+    await running.logs.wait("refused", cause="OPERATOR_CERTIFICATE")
+    assert not running.logs.find("internal_error")
