@@ -34,6 +34,25 @@ async def test_run_mqtt5_declares_reports_and_every_report_is_acknowledged(
     assert summary["acked"] == summary["sent"] >= 10 and summary["refused"] == 0
 
 
+async def test_fleet_mqtt5_in_two_processes_connects_every_device_in_mqtt5(
+        ca_home, gateway_runner, tmp_path):
+    bundles = tmp_path / "bundles"
+    ca_home.issue_devices(bundles, count=4)
+    done = await trio.run_process(
+        [SIM, "fleet", "--bundles", str(bundles), "--processes", "2", "--rate", "5",
+         "--duration", "2", "--json", "--mqtt", "5", "--session-expiry", "60",
+         "--gateway", f"127.0.0.1:{gateway_runner.port}"],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)
+    assert len(result["devices"]) == 4
+    assert all(d["connects"] == 1 and d["acked"] > 0 for d in result["devices"])
+    assert result["totals"]["refused"] == 0
+    # They spoke MQTT 5: each session is kept for the expiry it asked for (3.1.1: None).
+    kept = [state.expiry for state in gateway_runner.gateway.broker.sessions.all()]
+    assert kept == [60] * 4
+
+
 async def test_a_report_over_the_networks_quota_is_said_with_0x97_and_its_rule(
         nursery, ca_home, make_device, sim_loop, tmp_path):
     # One byte of quota: the first readings are stored, every later one is refused.
