@@ -33,7 +33,7 @@ from .reasons import DisconnectReason, RefusalCause
 from .tls import TLSContexts, classify_handshake_error
 
 __all__ = ["RECEIVE_SIZE", "HandshakeSlots", "admit_identity", "answer_refusal", "describe",
-           "handshake", "read_connect"]
+           "handshake", "read_connect", "send_alert"]
 
 RECEIVE_SIZE = 64 * 1024
 SLOT_LEASE = 1.0  # seconds a handshake counts against max_handshakes_in_progress at most
@@ -116,7 +116,8 @@ class _AlertKeeper:
     certificate_revoked, certificate_expired, unsupported_certificate...) to the outgoing
     BIO and raises; trio then raises `BrokenResourceError` without sending those bytes, and
     keeps the BIO private. RFC 8446 section 6.2 and RFC 5246 section 7.2 want the alert on
-    the wire, so `handshake` reads it here and sends it on the TCP stream itself. `wrap_bio`
+    the wire, so `handshake` reads it here and the caller sends it on the TCP stream itself
+    (`send_alert`). `wrap_bio`
     is the one method trio's `SSLStream` calls on its context (ssl's own public API), so
     this shim depends on nothing private of trio's.
     """
@@ -133,21 +134,22 @@ class _AlertKeeper:
         return self._context.wrap_bio(incoming, outgoing, **kwargs)
 
 
-async def _send_alert(tcp: trio.SocketStream, outgoing: ssl.MemoryBIO | None) -> None:
-    """Send what OpenSSL wrote after refusing the handshake (its alert), then half-close
-    and read what the client had already sent, for ALERT_GRACE at most.
+async def send_alert(tcp: trio.SocketStream, refusal: AdmissionRefused) -> None:
+    """Send the TLS alert of a handshake OpenSSL refused (`refusal.alert`, nothing when there
+    is none), then half-close and read what the client had already sent, for ALERT_GRACE at
+    most. Callers log and count the refusal first, so whatever the client does on reading
+    the alert comes after the gateway's record of it; then they close the socket.
 
     Why the half-close and the drain (a lingering close, as HTTP servers do): closing a
     socket with unread data in it (a TLS 1.3 client's first MQTT bytes, sent before it
     learns of the refusal) makes the kernel send a reset at once and drop what it has not
     sent yet, which on a slow link is the alert itself.
     """
-    data = outgoing.read() if outgoing is not None else b""
-    if not data:
+    if not refusal.alert:
         return
     with trio.move_on_after(ALERT_GRACE), suppress(trio.BrokenResourceError,
                                                    trio.ClosedResourceError, OSError):
-        await tcp.send_all(data)
+        await tcp.send_all(refusal.alert)
         await tcp.send_eof()
         while await tcp.receive_some(RECEIVE_SIZE):
             pass
@@ -160,8 +162,8 @@ async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext
 
     `timeout` bounds the wait for the first bytes and, separately, the handshake itself; the
     wait for a slot is bounded by the pending pool the caller holds the connection in. A
-    handshake OpenSSL refuses sends its TLS alert before this raises (`_AlertKeeper`); the
-    caller closes the socket.
+    handshake OpenSSL refuses raises with the TLS alert OpenSSL wrote (`_AlertKeeper`) in
+    `AdmissionRefused.alert`: the caller sends it (`send_alert`), then closes the socket.
 
     Raises:
         AdmissionRefused: no handshake within `timeout`, or OpenSSL refused it (cause named
@@ -186,10 +188,9 @@ async def handshake(tcp: trio.SocketStream, context: Callable[[], ssl.SSLContext
             RefusalCause.HANDSHAKE_TIMEOUT,
             "no TLS handshake within handshake_timeout") from None
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        refusal = AdmissionRefused(*classify_handshake_error(exc))
-        if keeper is not None:
-            await _send_alert(tcp, keeper.outgoing)
-        raise refusal from None
+        outgoing = keeper.outgoing if keeper is not None else None
+        raise AdmissionRefused(*classify_handshake_error(exc),
+                               alert=outgoing.read() if outgoing is not None else b"") from None
     return stream
 
 

@@ -38,7 +38,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .admission import RECEIVE_SIZE, admit_identity, answer_refusal, handshake, read_connect
+from .admission import (
+    RECEIVE_SIZE,
+    admit_identity,
+    answer_refusal,
+    handshake,
+    read_connect,
+    send_alert,
+)
 from .answers import disconnect_reason
 from .device_session import (
     Admitted,
@@ -240,7 +247,9 @@ class Connection:
             gw.metrics.mqtt.handshakes_refused.inc(exc.reason)
             self.log.emit("refused", reason=str(DisconnectReason.AUTH_ERROR), cause=exc.reason,
                           detail=exc.detail, peer=self.log.peer(self.peer))
-            if self.stream is not self.tcp:  # TLS is up: the refusal goes in a CONNACK
+            if self.stream is self.tcp:  # OpenSSL refused: its alert says why
+                await send_alert(self.tcp, exc)
+            else:  # TLS is up: the refusal goes in a CONNACK
                 await answer_refusal(self.stream, exc, self.config.connect_timeout,
                                      self.config.max_packet_size)
             raise ConnectionEnds(DisconnectReason.AUTH_ERROR, exc.reason) from None

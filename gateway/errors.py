@@ -28,12 +28,14 @@ class ConfigError(GatewayError):
 
 
 class AdmissionRefused(GatewayError):
-    """A verified TLS peer whose certificate is not a device certificate."""
+    """A TLS peer refused: its handshake failed, or its certificate opens no jail. `alert`:
+    the TLS alert OpenSSL wrote when it refused the handshake, still to be sent."""
 
-    def __init__(self, reason: RefusalCause, detail: str) -> None:
+    def __init__(self, reason: RefusalCause, detail: str, *, alert: bytes = b"") -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.alert = alert
 
 
 class JailViolation(GatewayError):

@@ -35,7 +35,7 @@ from typing import Any
 import h11
 import trio
 
-from gateway.admission import handshake
+from gateway.admission import handshake, send_alert
 from gateway.errors import AdmissionRefused
 from gateway.limits import PendingPool, source_key
 
@@ -362,8 +362,9 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
             try:
                 # The same unauthenticated phase as the MQTT listener's (gateway.admission).
                 stream = ssl_stream = await handshake(tcp, context, limits.handshake_timeout)
-            except AdmissionRefused:
+            except AdmissionRefused as refused:
                 stats.metrics.handshakes_refused.inc()
+                await send_alert(tcp, refused)
                 return
             der = ssl_stream.getpeercert(binary_form=True)
             who = authenticate(der, revoked)
