@@ -117,9 +117,8 @@ class _AlertKeeper:
     BIO and raises; trio then raises `BrokenResourceError` without sending those bytes, and
     keeps the BIO private. RFC 8446 section 6.2 and RFC 5246 section 7.2 want the alert on
     the wire, so `handshake` reads it here and the caller sends it on the TCP stream itself
-    (`send_alert`). `wrap_bio`
-    is the one method trio's `SSLStream` calls on its context (ssl's own public API), so
-    this shim depends on nothing private of trio's.
+    (`send_alert`). `wrap_bio` is the one method trio's `SSLStream` calls on its context
+    (ssl's own public API), so this shim depends on nothing private of trio's.
     """
 
     __slots__ = ("_context", "outgoing")
