@@ -57,6 +57,16 @@ def _positive(text: str) -> float:
     return x
 
 
+def _expiry(text: str) -> int:
+    try:
+        x = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if not 0 <= x <= 0xFFFF_FFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 to 4294967295 (MQTT 5 limit)")
+    return x
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("fleetgate")
@@ -91,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--mqtt", choices=list(MQTT_VERSIONS), default="3.1.1",
                        help="MQTT version (3.1.1); with 5 a refused report, CONNACK or the "
                             "gateway's DISCONNECT prints its reason code and reason string")
-        p.add_argument("--session-expiry", type=int, default=SESSION_EXPIRY, metavar="S",
+        p.add_argument("--session-expiry", type=_expiry, default=SESSION_EXPIRY, metavar="S",
                        help=f"MQTT 5: seconds the gateway keeps the session after a "
                             f"disconnect ({SESSION_EXPIRY}; 3.1.1 sessions do not expire)")
 

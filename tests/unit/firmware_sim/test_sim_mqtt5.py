@@ -104,6 +104,8 @@ def test_run_and_fleet_take_mqtt_5_and_3_1_1_only(capsys):
     assert args.mqtt == "3.1.1"
     assert main(["run", "--bundle", "b", "--mqtt", "4"]) == 2
     assert "invalid choice: '4'" in capsys.readouterr().err
+    assert main(["run", "--bundle", "b", "--mqtt", "5", "--session-expiry", "-1"]) == 2
+    assert "must be 0 to 4294967295" in capsys.readouterr().err
 
 
 def test_help_shows_an_mqtt5_example(capsys):
