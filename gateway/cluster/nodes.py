@@ -1,0 +1,420 @@
+"""Cluster membership: each gateway node's heartbeat row, and dead nodes reaped exactly once.
+
+Theory of operation. Every node of a cluster (a gateway process on the shared PostgreSQL)
+owns one row of `cluster_nodes`, keyed by its name (`--node`, default `<host>-<pid>`) and
+stamped with an incarnation id drawn at start:
+
+- `join` inserts the row, refusing a name that a live node holds (`NodeNameInUse`). A row of
+  the same name whose process is gone (its heartbeat lapsed, or its pid no longer runs on
+  this host: a worker restarted by `--workers`) is the node's previous run: the new run takes
+  the row over and reaps that run itself before it serves (`Joined.previous`).
+- `beat` sets `heartbeat_at` (and the live connection count and addresses) every
+  `node_heartbeat_interval`, only while the row still holds this incarnation and is not
+  marked dead. When it is not (another node declared this one dead while it was stalled or
+  cut off) the node is fenced (`NodeFenced`): others have published its wills and taken its
+  sessions, so it must stop serving, not carry on beside them.
+- `claim_lapsed` marks every row whose heartbeat is older than `node_dead_after` as dead and
+  claimed by this node, in one conditional UPDATE inside a transaction holding a cluster-wide
+  advisory lock: of all the survivors scanning at once, exactly one claims a given dead node.
+  The claimer calls the reap hook (publish the dead node's wills, take over its sessions)
+  and then marks the row reaped. A claimer that dies before that leaves a claim whose
+  claimer is itself dead: such a claim is claimable again (at least once, never lost).
+- A node reaps only once it has itself beaten without a gap for `node_dead_after`: after a
+  PostgreSQL outage every node's heartbeat is stale, and the first to reconnect must not
+  declare the others dead before they had their chance to beat.
+- A clean stop deletes the row (`leave`); a dead node's row stays, marked, for
+  `node_dead_retention` seconds, so `fleet-gateway cluster status` and /metrics show it.
+
+Heartbeat times are the nodes' own clocks (passed in): keep the machines' clocks in sync
+(NTP) to well under `node_dead_after`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import trio
+
+NODES_DDL = """
+CREATE TABLE IF NOT EXISTS cluster_nodes (
+    name         text PRIMARY KEY,
+    incarnation  uuid NOT NULL,
+    host         text NOT NULL,
+    pid          integer NOT NULL,
+    started      timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL,
+    connections  integer NOT NULL DEFAULT 0,
+    mqtt         text NOT NULL DEFAULT '',
+    http         text NOT NULL DEFAULT '',
+    version      text NOT NULL DEFAULT '',
+    dead_at      timestamptz,
+    reaped_by    text,
+    reaped_at    timestamptz
+);
+"""
+"""Cluster migration 2: the node heartbeat table (one row per node, a few rows in all)."""
+
+# pg_advisory_xact_lock key of the reaper's scan: "fleetgate reap" in ASCII, as a bigint.
+REAP_LOCK = 0x666C6565_72656170
+
+_COLUMNS = ("name, host, pid, started, heartbeat_at, connections, mqtt, http, version, "
+            "dead_at, reaped_by, reaped_at")
+
+Clock = Callable[[], datetime]
+ReapHook = Callable[[str], "Awaitable[None] | None"]
+
+
+class NodeError(Exception):
+    """Membership cannot go on; `exit_code` is the CLI's for it."""
+
+    exit_code = 10
+
+
+class NodeNameInUse(NodeError):
+    """Another live node holds this name (a second process with the same `--node`)."""
+
+    exit_code = 10
+
+
+class NodeFenced(NodeError):
+    """This node was declared dead by another one (its heartbeat lapsed): it must stop."""
+
+    exit_code = 11
+
+
+def default_node_name() -> str:
+    """`<host>-<pid>`: unique on a machine, and across machines with distinct host names."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One node as `cluster_nodes` shows it."""
+
+    name: str
+    host: str
+    pid: int
+    started: datetime
+    heartbeat_at: datetime
+    connections: int
+    mqtt: str
+    http: str
+    version: str
+    dead_at: datetime | None
+    reaped_by: str | None
+    reaped_at: datetime | None
+
+    def age(self, now: datetime) -> float:
+        """Seconds since its last heartbeat."""
+        return max(0.0, (now - self.heartbeat_at).total_seconds())
+
+    def state(self, now: datetime, dead_after: float) -> str:
+        """"alive"; "lapsed" (heartbeat older than `dead_after`, not yet claimed); "dead"
+        (claimed by a survivor, being reaped); or "reaped" (its wills published)."""
+        if self.reaped_at is not None:
+            return "reaped"
+        if self.dead_at is not None:
+            return "dead"
+        return "lapsed" if self.age(now) > dead_after else "alive"
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """What `join` found: `previous` names this node's previous run when it has to be
+    reaped before serving (it died without a clean stop and nobody reaped it yet)."""
+
+    previous: str | None
+
+
+def ensure_schema(conn: Any) -> None:
+    """Create `cluster_nodes` when missing (until the cluster's migrations carry it)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (REAP_LOCK,))
+        conn.execute(NODES_DDL)
+
+
+class Membership:
+    """One node's row in `cluster_nodes`, over one psycopg (3, sync) connection.
+
+    Each method is one short transaction and blocks: call them from a worker thread
+    (`serve_node` does). `clock` gives UTC-aware now; `pid_alive` checks a pid on this host
+    (tests pass their own).
+
+    Raises (every method): psycopg.Error when PostgreSQL is unreachable or fails.
+    """
+
+    def __init__(self, conn: Any, name: str, *, clock: Clock, dead_after: float,
+                 host: str | None = None, pid: int | None = None, version: str = "",
+                 pid_alive: Callable[[int], bool] = _pid_alive) -> None:
+        self.conn = conn
+        self.name = name
+        self.host = host if host is not None else socket.gethostname()
+        self.pid = pid if pid is not None else os.getpid()
+        self.version = version
+        self.incarnation = uuid.uuid4()
+        self.clock = clock
+        self.dead_after = timedelta(seconds=dead_after)
+        self.mqtt = ""
+        self.http = ""
+        self._pid_alive = pid_alive
+
+    def join(self) -> Joined:
+        """Take this node's row, or refuse.
+
+        Raises:
+            NodeNameInUse: a live node holds the name, or a survivor is reaping its previous
+                run right now (try again in a few seconds).
+        """
+        now = self.clock()
+        with self.conn.transaction():
+            row = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM cluster_nodes WHERE name = %s FOR UPDATE",
+                (self.name,)).fetchone()
+            previous = None
+            if row is not None:
+                old = NodeRow(*row)
+                state = old.state(now, self.dead_after.total_seconds())
+                gone = old.host == self.host and old.pid != self.pid and \
+                    not self._pid_alive(old.pid)
+                if state == "alive" and not gone:
+                    raise NodeNameInUse(
+                        f"node name {self.name!r} is in use by {old.host} pid {old.pid} "
+                        f"(heartbeat {old.age(now):.1f} s ago): give this one another --node")
+                if state == "dead" and not self._claimer_dead(old, now):
+                    raise NodeNameInUse(
+                        f"node name {self.name!r}: its previous run is being reaped by "
+                        f"{old.reaped_by}; try again in a few seconds")
+                if state != "reaped":
+                    previous = self.name
+                self.conn.execute("DELETE FROM cluster_nodes WHERE name = %s", (self.name,))
+            self.conn.execute(
+                "INSERT INTO cluster_nodes (name, incarnation, host, pid, started, "
+                "heartbeat_at, mqtt, http, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (self.name, self.incarnation, self.host, self.pid, now, now, self.mqtt,
+                 self.http, self.version))
+        return Joined(previous)
+
+    def _claimer_dead(self, row: NodeRow, now: datetime) -> bool:
+        claimer = self.conn.execute(
+            "SELECT heartbeat_at, dead_at FROM cluster_nodes WHERE name = %s",
+            (row.reaped_by,)).fetchone()
+        return claimer is None or claimer[1] is not None or \
+            claimer[0] < now - self.dead_after
+
+    def beat(self, connections: int) -> None:
+        """Stamp this node's heartbeat (and its live connections and addresses).
+
+        Raises:
+            NodeFenced: the row is gone or marked dead: another node declared this one dead.
+        """
+        with self.conn.transaction():
+            done = self.conn.execute(
+                "UPDATE cluster_nodes SET heartbeat_at = %s, connections = %s, mqtt = %s, "
+                "http = %s WHERE name = %s AND incarnation = %s AND dead_at IS NULL",
+                (self.clock(), connections, self.mqtt, self.http, self.name,
+                 self.incarnation))
+            if done.rowcount != 1:
+                raise NodeFenced(
+                    f"node {self.name!r} was declared dead by another node (its heartbeat "
+                    f"lapsed for {self.dead_after.total_seconds():g} s): stopping")
+
+    def claim_lapsed(self) -> list[str]:
+        """Declare dead every node whose heartbeat lapsed and claim it for reaping; returns
+        the names this node must now reap (then call `reaped` for each)."""
+        cutoff = self.clock() - self.dead_after
+        with self.conn.transaction():
+            # One scanner at a time: the UPDATE below then sees every claim committed before.
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (REAP_LOCK,))
+            rows = self.conn.execute(
+                "UPDATE cluster_nodes n SET dead_at = coalesce(n.dead_at, %(now)s), "
+                "reaped_by = %(me)s "
+                "WHERE n.name <> %(me)s AND n.reaped_at IS NULL AND n.heartbeat_at < %(cutoff)s "
+                "AND (n.reaped_by IS NULL OR n.reaped_by = %(me)s OR NOT EXISTS (SELECT 1 FROM cluster_nodes r "
+                "WHERE r.name = n.reaped_by AND r.dead_at IS NULL "
+                "AND r.heartbeat_at >= %(cutoff)s)) RETURNING n.name",
+                {"now": self.clock(), "me": self.name, "cutoff": cutoff}).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def reaped(self, name: str) -> None:
+        """Mark `name` reaped (its wills published, its sessions taken over)."""
+        with self.conn.transaction():
+            self.conn.execute(
+                "UPDATE cluster_nodes SET reaped_at = %s WHERE name = %s AND reaped_at IS NULL",
+                (self.clock(), name))
+
+    def forget_dead(self, retention: float) -> int:
+        """Delete the rows of nodes reaped more than `retention` seconds ago."""
+        with self.conn.transaction():
+            done = self.conn.execute(
+                "DELETE FROM cluster_nodes WHERE reaped_at < %s",
+                (self.clock() - timedelta(seconds=retention),))
+        return done.rowcount
+
+    def leave(self) -> None:
+        """A clean stop: delete this node's row (if it is still this run's)."""
+        with self.conn.transaction():
+            self.conn.execute("DELETE FROM cluster_nodes WHERE name = %s AND incarnation = %s",
+                              (self.name, self.incarnation))
+
+
+def read_nodes(conn: Any) -> list[NodeRow]:
+    """Every row of `cluster_nodes`, by name (empty when the table does not exist yet)."""
+    exists = conn.execute("SELECT to_regclass('cluster_nodes')").fetchone()[0]
+    if exists is None:
+        return []
+    return [NodeRow(*row) for row in conn.execute(
+        f"SELECT {_COLUMNS} FROM cluster_nodes ORDER BY name").fetchall()]
+
+
+@dataclass
+class ClusterView:
+    """What this node last read of the cluster, for /metrics (refreshed each heartbeat)."""
+
+    dead_after: float
+    nodes: list[NodeRow] = field(default_factory=list)
+    read_at: datetime | None = None
+    reaped: int = 0  # nodes this node reaped
+    heartbeat_failures: int = 0  # beats that could not reach PostgreSQL
+    bus_lag: Callable[[], float | None] | None = None  # the cluster bus's, when it has one
+
+
+async def _reap_lapsed(membership: Membership, reap: ReapHook, log: Any,
+                       view: ClusterView | None) -> None:
+    """Claim the lapsed nodes and reap each; a reap that fails stays claimed by this node
+    and is tried again at the next scan."""
+    for dead in await trio.to_thread.run_sync(membership.claim_lapsed):
+        log.emit("node_dead", node=dead, reaper=membership.name)
+        try:
+            await _call_reap(reap, dead)
+        except Exception as exc:  # the hook's bug or a lost connection: retried next scan
+            log.emit("reap_failed", node=membership.name, dead=dead,
+                     detail=f"{type(exc).__name__}: {exc}"[:300])
+            continue
+        await trio.to_thread.run_sync(membership.reaped, dead)
+        log.emit("node_reaped", node=membership.name, dead=dead)
+        if view is not None:
+            view.reaped += 1
+
+
+async def _call_reap(reap: ReapHook, name: str) -> None:
+    result = reap(name)
+    if inspect.isawaitable(result):
+        await result
+
+
+async def serve_node(
+    connect: Callable[[], Any],
+    name: str,
+    *,
+    interval: float,
+    dead_after: float,
+    dead_retention: float,
+    reap: ReapHook,
+    connections: Callable[[], int],
+    log: Any,
+    view: ClusterView | None = None,
+    version: str = "",
+    clock: Clock = lambda: datetime.now(UTC),
+    task_status: trio.TaskStatus[Membership] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run this node's membership until cancelled: join (refusing a name in use, reaping
+    this name's previous run), then beat every `interval` seconds, claim and reap lapsed
+    nodes, and on cancellation (a clean stop) delete the row.
+
+    `connect()` opens a psycopg connection (autocommit); it is reopened with backoff when
+    PostgreSQL is lost (the node keeps serving; it resumes beating when it is back).
+    `reap(name)` (sync or async) publishes a dead node's wills and takes over its sessions.
+    `task_status.started(membership)` once the row is this node's: set
+    `membership.mqtt`/`.http` to the bound addresses, the next beat writes them.
+
+    Raises:
+        NodeNameInUse: at the start, the name is held by a live node.
+        NodeFenced: another node declared this one dead.
+        psycopg.Error: PostgreSQL unreachable at the start.
+    """
+    conn = await trio.to_thread.run_sync(connect)
+    await trio.to_thread.run_sync(ensure_schema, conn)
+    membership = Membership(conn, name, clock=clock, dead_after=dead_after, version=version)
+    joined = await trio.to_thread.run_sync(membership.join)
+    if joined.previous is not None:
+        log.emit("node_reaping", node=name, dead=joined.previous,
+                 detail="this node's previous run stopped without a clean stop")
+        await _call_reap(reap, joined.previous)
+        log.emit("node_reaped", node=name, dead=joined.previous)
+    log.emit("node_joined", node=name, incarnation=str(membership.incarnation))
+    task_status.started(membership)
+    beating_since = clock()
+    failures = 0
+    try:
+        while True:
+            await trio.sleep(interval)
+            try:
+                if membership.conn is None:
+                    membership.conn = await trio.to_thread.run_sync(connect)
+                await trio.to_thread.run_sync(membership.beat, connections())
+                now = clock()
+                if failures:
+                    log.emit("heartbeat_resumed", node=name, failures=failures)
+                    failures = 0
+                    beating_since = now
+                if (now - beating_since).total_seconds() >= dead_after:
+                    await _reap_lapsed(membership, reap, log, view)
+                    await trio.to_thread.run_sync(membership.forget_dead, dead_retention)
+                if view is not None:
+                    view.nodes = await trio.to_thread.run_sync(read_nodes, membership.conn)
+                    view.read_at = now
+            except NodeFenced:
+                log.emit("node_fenced", node=name, detail="declared dead by another node")
+                raise
+            except psycopg.Error as exc:  # PostgreSQL lost: keep serving, reconnect, retry
+                failures += 1
+                if view is not None:
+                    view.heartbeat_failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.emit("heartbeat_failed", node=name, failures=failures,
+                             detail=f"{type(exc).__name__}: {exc}".strip()[:300])
+                await trio.to_thread.run_sync(_close_quietly, membership.conn)
+                membership.conn = None
+    except trio.Cancelled:
+        # A clean stop: the row goes, nobody will reap this node (its sessions were closed).
+        with trio.move_on_after(2.0, shield=True):
+            if membership.conn is not None:
+                await trio.to_thread.run_sync(_leave_quietly, membership)
+                log.emit("node_left", node=name)
+        raise
+    finally:
+        if membership.conn is not None:
+            await trio.to_thread.run_sync(_close_quietly, membership.conn)
+
+
+def _close_quietly(conn: Any) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # noqa: S110 - closing a broken connection may fail; it is gone
+            pass
+
+
+def _leave_quietly(membership: Membership) -> None:
+    try:
+        membership.leave()
+    except Exception:  # noqa: S110 - PostgreSQL gone: the row lapses and is reaped instead
+        pass
