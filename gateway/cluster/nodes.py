@@ -246,10 +246,12 @@ class Membership:
             rows = self.conn.execute(
                 "UPDATE cluster_nodes n SET dead_at = coalesce(n.dead_at, %(now)s), "
                 "reaped_by = %(me)s "
-                "WHERE n.name <> %(me)s AND n.reaped_at IS NULL AND n.heartbeat_at < %(cutoff)s "
-                "AND (n.reaped_by IS NULL OR n.reaped_by = %(me)s OR NOT EXISTS (SELECT 1 FROM cluster_nodes r "
-                "WHERE r.name = n.reaped_by AND r.dead_at IS NULL "
-                "AND r.heartbeat_at >= %(cutoff)s)) RETURNING n.name",
+                "WHERE n.name <> %(me)s AND n.reaped_at IS NULL "
+                "AND n.heartbeat_at < %(cutoff)s "
+                # Unclaimed, or claimed by this node (a reap to retry), or by a dead claimer.
+                "AND (n.reaped_by IS NULL OR n.reaped_by = %(me)s OR NOT EXISTS ("
+                "SELECT 1 FROM cluster_nodes r WHERE r.name = n.reaped_by "
+                "AND r.dead_at IS NULL AND r.heartbeat_at >= %(cutoff)s)) RETURNING n.name",
                 {"now": self.clock(), "me": self.name, "cutoff": cutoff}).fetchall()
         return sorted(r[0] for r in rows)
 

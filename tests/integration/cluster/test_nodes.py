@@ -140,12 +140,8 @@ def test_a_lapsed_node_is_claimed_by_exactly_one_of_two_survivors_racing(connect
             s.beat(connections=0)
         claims: list[list[str]] = [[], []]
         start = threading.Barrier(2)
-
-        def scan(i: int, s: Membership) -> None:
-            start.wait()
-            claims[i] = s.claim_lapsed()
-
-        threads = [threading.Thread(target=scan, args=(i, s)) for i, s in enumerate(survivors)]
+        threads = [threading.Thread(target=_scan, args=(start, claims, i, s))
+                   for i, s in enumerate(survivors)]
         for t in threads:
             t.start()
         for t in threads:
@@ -163,6 +159,11 @@ def test_a_lapsed_node_is_claimed_by_exactly_one_of_two_survivors_racing(connect
         # rows are never claimed.
         for s in survivors:
             s.leave()
+
+
+def _scan(start: threading.Barrier, claims: list, i: int, s: Membership) -> None:
+    start.wait()
+    claims[i] = s.claim_lapsed()
 
 
 def test_a_claim_whose_claimer_died_is_claimed_again(connect):
