@@ -42,6 +42,7 @@ from .registry import ConnectionRegistry
 from .tls import TLSContexts
 
 if TYPE_CHECKING:
+    from .cluster.nodes import ClusterView
     from .connection import Connection
     from .identity import DeviceIdentity
     from .persistence import Journal
@@ -99,6 +100,7 @@ class Gateway:
         bars: Container[uuid.UUID] = frozenset(),
         clock: Callable[[], datetime] | None = None,
         metrics: GatewayMetrics | None = None,
+        cluster: ClusterView | None = None,
     ) -> None:
         self.config = config
         # What every part counts (gateway.metrics); built by the composition root.
@@ -118,6 +120,8 @@ class Gateway:
         self.status = status
         self.journal = journal  # the broker's durable MQTT state (persistence.py), if any
         self.bars = bars  # networks barred by an erasure (the HTTP API's BarList)
+        # What this node last read of the cluster's node table (PostgreSQL store only).
+        self.cluster = cluster
         self.limits = ConnectionLimits(
             config.max_connections,
             config.max_connections_per_network,

@@ -372,8 +372,8 @@ def _cluster_status(args: argparse.Namespace) -> int:
     from .cluster.status import ClusterStatus
 
     try:
-        config = load_config(args.config, {"store": args.store} if args.store else {})
-        url = getattr(config, "store", None) or os.environ.get("FLEETGATE_STORE")
+        config = load_config(args.config)
+        url = args.store or getattr(config, "store", None) or os.environ.get("FLEETGATE_STORE")
         if not url or not url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("cluster status needs a PostgreSQL store: pass --store "
                               "postgresql://... or set store in the config")
