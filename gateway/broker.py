@@ -29,6 +29,11 @@ follows from the prefixes: a mounted filter can only match topics under its own 
   ends; past a limit the copy is not queued for that session (`drop_reasons`), the publisher
   is not told. A durable session's queue may still be in the store (`stored`, counted in
   the limits) until its client reconnects and `SessionStore.restore` reads it.
+- In a cluster (`gateway.cluster`) each node's broker holds the sessions that node owns.
+  `peer.relay` hears of every publish (after local routing) and `peer.interest` of each
+  network gaining its first or losing its last subscription here; messages from other nodes
+  come in through `publish_relayed` (routed here, never relayed again); `adopt`/`release`
+  move a persistent session in and out of memory without touching the store.
 """
 
 from __future__ import annotations
@@ -63,6 +68,17 @@ class Message:
     @property
     def network(self) -> str:
         return self.topic.partition("/")[0]
+
+
+class BrokerPeer(Protocol):
+    """The other nodes of a cluster, as the broker sees them (`gateway.cluster`)."""
+
+    def relay(self, message: Message, kept: Message | None) -> None:
+        """`message` was routed here; `kept`: for a retained one, what its topic retains now
+        (None: nothing, cleared or refused)."""
+
+    def interest(self, network: str, present: bool) -> None:
+        """The network's first subscription here appeared (True) or its last went (False)."""
 
 
 class Outlet(Protocol):
@@ -149,6 +165,14 @@ class MemorySessionStore:
     def get(self, key: SessionKey) -> SessionState | None:
         return self._sessions.get(key)
 
+    def load(self, state: SessionState) -> None:
+        """Add a session that already lives in the store (nothing written)."""
+        MemorySessionStore.put(self, state)
+
+    def unload(self, key: SessionKey) -> None:
+        """Forget a session in memory only (another node owns it now)."""
+        MemorySessionStore.delete(self, key)
+
     def put(self, state: SessionState) -> None:
         if state.key not in self._sessions:
             self._per_network[state.key[0]] += 1
@@ -207,6 +231,13 @@ class RetainedStore(Protocol):
 class MemoryRetainedStore(RetainedTree[Message]):
     """Retained messages by mounted topic, in a per-jail topic tree (`gateway.retained`)."""
 
+    def mirror(self, topic: str, kept: Message | None) -> None:
+        """Set (or with None clear) in memory only: another node stored the change."""
+        if kept is None:
+            RetainedTree.clear(self, topic)
+        else:
+            RetainedTree.set(self, kept)
+
 
 @dataclass(frozen=True, slots=True)
 class Attached:
@@ -233,6 +264,7 @@ class Broker:
         max_queued_bytes_per_network: int = 64 * 1024 * 1024,
         sessions: SessionStore | None = None,
         retained: RetainedStore | None = None,
+        peer: BrokerPeer | None = None,
     ) -> None:
         self.max_queued = max_queued
         self.max_sessions_per_network = max_sessions_per_network
@@ -251,14 +283,52 @@ class Broker:
             retained if retained is not None else MemoryRetainedStore()
         )
         self._tree = SubscriptionTree()
+        self.peer = peer
+        self._filters: Counter[str] = Counter()  # subscriptions per network (peer.interest)
         self._live: dict[SessionKey, Outlet] = {}
         self.routed = 0
         self.delivered = 0
         self.dropped = 0
         for state in self.sessions.all():
-            for topic_filter, qos in state.subscriptions.items():
-                self._tree.add(topic_filter, state.key, qos)
-            self._queued_bytes[state.key[0]] += state.queued_bytes
+            self._index(state)
+
+    def _index(self, state: SessionState) -> None:
+        for topic_filter, qos in state.subscriptions.items():
+            self._tree.add(topic_filter, state.key, qos)
+        self._queued_bytes[state.key[0]] += state.queued_bytes
+        self._count_filters(state.key[0], len(state.subscriptions))
+
+    def _count_filters(self, network: str, delta: int) -> None:
+        if not delta:
+            return
+        before = self._filters[network]
+        after = before + delta
+        if after > 0:
+            self._filters[network] = after
+        else:
+            del self._filters[network]
+        if self.peer is not None and (before == 0) != (after <= 0):
+            self.peer.interest(network, after > 0)
+
+    def adopt(self, state: SessionState) -> None:
+        """Hold `state`, a persistent session read from the store (a takeover from another
+        node): indexed, nothing written."""
+        self.release(state.key)
+        self.sessions.load(state)
+        self._index(state)
+
+    def release(self, key: SessionKey) -> SessionState | None:
+        """Forget the offline session `key` in memory only (another node owns it now);
+        returns it, or None when it was live or unknown."""
+        state = self.sessions.get(key)
+        if state is None or key in self._live:
+            return None
+        for topic_filter in state.subscriptions:
+            self._tree.remove(topic_filter, key)
+        self._count_filters(key[0], -len(state.subscriptions))
+        self._charge(state, -state.queued_bytes)
+        self.sessions.unload(key)
+        return state
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -343,6 +413,7 @@ class Broker:
     def _drop_state(self, state: SessionState) -> None:
         for topic_filter in state.subscriptions:
             self._tree.remove(topic_filter, state.key)
+        self._count_filters(state.key[0], -len(state.subscriptions))
         self._charge(state, -state.queued_bytes)
         self.sessions.delete(state.key)
 
@@ -359,6 +430,8 @@ class Broker:
                 and len(state.subscriptions) >= self.max_subscriptions_per_session):
             self.subscriptions_refused += 1
             return False
+        if mounted_filter not in state.subscriptions:
+            self._count_filters(state.key[0], 1)
         state.subscriptions[mounted_filter] = qos
         self._tree.add(mounted_filter, state.key, qos)
         self.sessions.put(state)
@@ -373,6 +446,7 @@ class Broker:
     def unsubscribe(self, state: SessionState, mounted_filter: str) -> None:
         if state.subscriptions.pop(mounted_filter, None) is not None:
             self._tree.remove(mounted_filter, state.key)
+            self._count_filters(state.key[0], -1)
             self.sessions.put(state)
 
     # -- routing ------------------------------------------------------------------------
@@ -385,6 +459,21 @@ class Broker:
                 self.retained.clear(message.topic)
             else:
                 self._retain(message)
+        count = self._route(message)
+        if self.peer is not None:
+            self.peer.relay(message, self.retained.get(message.topic) if message.retain
+                            else None)
+        return count
+
+    def publish_relayed(self, message: Message, kept: Message | None) -> int:
+        """Route a message another node relayed (`BrokerPeer.relay`), never relaying it
+        again; a retained one mirrors that node's retained state (`kept`) in memory."""
+        self.routed += 1
+        if message.retain:
+            self.retained.mirror(message.topic, kept)  # type: ignore[attr-defined]
+        return self._route(message)
+
+    def _route(self, message: Message) -> int:
         matches = self._tree.match(message.topic)
         count = 0
         size = len(message.payload)

@@ -325,6 +325,39 @@ class LatencyMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterMetrics:
+    """The cluster bus (gateway.cluster): NOTIFYs, relayed messages, resyncs, lag."""
+
+    notifies_sent: Count = _count("cluster_notifies_sent_total", "NOTIFYs sent on the bus")
+    notifies_received: Count = _count("cluster_notifies_received_total",
+                                      "NOTIFYs received from the bus")
+    large_bodies: Count = _count("cluster_large_bodies_total",
+                                 "bus payloads sent through a table row (over 8000 bytes)")
+    reconnects: Count = _count("cluster_bus_reconnects_total",
+                               "bus connections lost and opened again")
+    resyncs: Count = _count("cluster_resyncs_total",
+                            "state re-read after the bus (re)connected")
+    relay_sent: Count = _count("cluster_relay_sent_total",
+                               "messages relayed to other nodes")
+    relay_received: Count = _count("cluster_relay_received_total",
+                                   "messages relayed from other nodes, delivered locally")
+    relay_bytes: Count = _count("cluster_relay_bytes_total",
+                                "payload bytes relayed to other nodes")
+    relay_dropped: Count = _count("cluster_relay_dropped_total",
+                                  "bus sends dropped: the send queue was full "
+                                  "(max_cluster_send_queue) or PostgreSQL was unreachable")
+    relay_gaps: Count = _count("cluster_relay_gaps_total",
+                               "relayed messages missed (a gap in an origin's sequence)")
+    takeovers: Count = _count("cluster_takeovers_total",
+                              "sessions handed over to another node")
+    reaped: Count = _count("cluster_reaped_sessions_total",
+                           "sessions of dead nodes taken over (wills published)")
+    lag: Timing = field(default_factory=lambda: Timing(
+        "cluster_relay_lag_seconds", "a relayed message's publish on its node to its "
+        "delivery here (wall clocks of two nodes)"))
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayMetrics:
     """Every metric of one gateway process (see the module docstring for the API)."""
 
@@ -333,6 +366,7 @@ class GatewayMetrics:
     console: ConsoleMetrics = field(default_factory=ConsoleMetrics)
     http: HttpMetrics = field(default_factory=HttpMetrics)
     latency: LatencyMetrics = field(default_factory=LatencyMetrics)
+    cluster: ClusterMetrics = field(default_factory=ClusterMetrics)
 
 
 def families(record: Any) -> Iterator[Metric]:

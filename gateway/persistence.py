@@ -197,6 +197,11 @@ class DurableSessionStore(MemorySessionStore):
         super().put(state)
         self._saved[state.key] = _subscriptions(state)
 
+    def unload(self, key: SessionKey) -> None:
+        """Forget a session in memory only: its rows stay (another node owns it now)."""
+        super().delete(key)
+        self._saved.pop(key, None)
+
     def put(self, state: SessionState) -> None:
         super().put(state)
         if state.clean:
@@ -298,10 +303,12 @@ class DurableRetainedStore(MemoryRetainedStore):
 async def load_broker_state(store: Any, *, max_queued: int = 1000,
                             max_sessions_per_network: int = 1000,
                             max_retained_per_network: int = 10_000,
-                            **limits: int) -> tuple[Broker, Journal]:
+                            owned: Any = None, **limits: Any) -> tuple[Broker, Journal]:
     """A broker holding the store's persistent sessions and retained messages, and the
     journal that keeps them in the store from now on (run `journal.run` beside it).
-    `limits`: the Broker's other keyword limits (e.g. max_retained_bytes_per_network).
+    `limits`: the Broker's other keyword arguments (e.g. max_retained_bytes_per_network,
+    a cluster's `peer`). `owned(network, client_id)`: in a cluster, whether this node owns
+    a stored session (it loads only those; None: all).
 
     Raises:
         StorageError: the store cannot be read.
@@ -311,6 +318,8 @@ async def load_broker_state(store: Any, *, max_queued: int = 1000,
     retained = DurableRetainedStore(journal)
     networks: set[UUID] = set()
     for stored in await store.load_sessions(queued=False):
+        if owned is not None and not owned(stored.network, stored.client_id):
+            continue
         net = str(stored.network)
         networks.add(stored.network)
         state = SessionState((net, stored.client_id), False, max_queued)

@@ -1,2 +1,13 @@
-"""A cluster of gateway nodes on one PostgreSQL: membership and heartbeats (`nodes`), the
-processes of `fleet-gateway serve --workers N` (`workers`)."""
+"""The cluster: gateway nodes sharing one PostgreSQL (docs/architecture.md, "Cluster").
+
+- `Bus` (bus.py): LISTEN/NOTIFY between nodes, trio-native, with resync after reconnects.
+- `schema.MIGRATIONS` / `schema.migrate`: the cluster's tables, numbered migrations.
+- nodes.py: each node's heartbeat row, dead nodes declared by exactly one survivor and
+  reaped; workers.py: `serve --workers N`; status.py: `fleet-gateway cluster status`.
+"""
+
+from .bus import CHANNELS, CONTROL, RELAY, Bus, PgLane
+from .errors import ClusterError, ClusterUnavailable
+
+__all__ = ["CHANNELS", "CONTROL", "RELAY", "Bus", "ClusterError", "ClusterUnavailable",
+           "PgLane"]

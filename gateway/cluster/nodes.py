@@ -43,36 +43,20 @@ from typing import Any
 import psycopg
 import trio
 
-NODES_DDL = """
-CREATE TABLE IF NOT EXISTS cluster_nodes (
-    name         text PRIMARY KEY,
-    incarnation  uuid NOT NULL,
-    host         text NOT NULL,
-    pid          integer NOT NULL,
-    started      timestamptz NOT NULL,
-    heartbeat_at timestamptz NOT NULL,
-    connections  integer NOT NULL DEFAULT 0,
-    mqtt         text NOT NULL DEFAULT '',
-    http         text NOT NULL DEFAULT '',
-    version      text NOT NULL DEFAULT '',
-    dead_at      timestamptz,
-    reaped_by    text,
-    reaped_at    timestamptz
-);
-"""
-"""Cluster migration 2: the node heartbeat table (one row per node, a few rows in all)."""
+from .errors import ClusterError
+from .schema import migrate
 
 # pg_advisory_xact_lock key of the reaper's scan: "fleetgate reap" in ASCII, as a bigint.
 REAP_LOCK = 0x666C6565_72656170
 
 _COLUMNS = ("name, host, pid, started, heartbeat_at, connections, mqtt, http, version, "
-            "dead_at, reaped_by, reaped_at")
+            "dead_at, reaped_by, reaped_at, bus_lag")
 
 Clock = Callable[[], datetime]
 ReapHook = Callable[[str], "Awaitable[None] | None"]
 
 
-class NodeError(Exception):
+class NodeError(ClusterError):
     """Membership cannot go on; `exit_code` is the CLI's for it."""
 
     exit_code = 10
@@ -121,6 +105,9 @@ class NodeRow:
     dead_at: datetime | None
     reaped_by: str | None
     reaped_at: datetime | None
+    bus_lag: float | None = None
+    """Seconds a relayed message took to reach this node, on average since its previous
+    heartbeat (None: none relayed to it meanwhile, or no bus)."""
 
     def age(self, now: datetime) -> float:
         """Seconds since its last heartbeat."""
@@ -145,10 +132,8 @@ class Joined:
 
 
 def ensure_schema(conn: Any) -> None:
-    """Create `cluster_nodes` when missing (until the cluster's migrations carry it)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (REAP_LOCK,))
-        conn.execute(NODES_DDL)
+    """Apply the cluster's migrations (`cluster_nodes` is migration 2)."""
+    migrate(conn)
 
 
 class Membership:
@@ -219,8 +204,8 @@ class Membership:
         return claimer is None or claimer[1] is not None or \
             claimer[0] < now - self.dead_after
 
-    def beat(self, connections: int) -> None:
-        """Stamp this node's heartbeat (and its live connections and addresses).
+    def beat(self, connections: int, bus_lag: float | None = None) -> None:
+        """Stamp this node's heartbeat (and its live connections, addresses, bus lag).
 
         Raises:
             NodeFenced: the row is gone or marked dead: another node declared this one dead.
@@ -228,8 +213,9 @@ class Membership:
         with self.conn.transaction():
             done = self.conn.execute(
                 "UPDATE cluster_nodes SET heartbeat_at = %s, connections = %s, mqtt = %s, "
-                "http = %s WHERE name = %s AND incarnation = %s AND dead_at IS NULL",
-                (self.clock(), connections, self.mqtt, self.http, self.name,
+                "http = %s, bus_lag = %s "
+                "WHERE name = %s AND incarnation = %s AND dead_at IS NULL",
+                (self.clock(), connections, self.mqtt, self.http, bus_lag, self.name,
                  self.incarnation))
             if done.rowcount != 1:
                 raise NodeFenced(
@@ -295,7 +281,6 @@ class ClusterView:
     read_at: datetime | None = None
     reaped: int = 0  # nodes this node reaped
     heartbeat_failures: int = 0  # beats that could not reach PostgreSQL
-    bus_lag: Callable[[], float | None] | None = None  # the cluster bus's, when it has one
 
 
 async def _reap_lapsed(membership: Membership, reap: ReapHook, log: Any,
@@ -333,6 +318,7 @@ async def serve_node(
     connections: Callable[[], int],
     log: Any,
     view: ClusterView | None = None,
+    bus_lag: Callable[[], float | None] = lambda: None,
     version: str = "",
     clock: Clock = lambda: datetime.now(UTC),
     task_status: trio.TaskStatus[Membership] = trio.TASK_STATUS_IGNORED,
@@ -343,7 +329,8 @@ async def serve_node(
 
     `connect()` opens a psycopg connection (autocommit); it is reopened with backoff when
     PostgreSQL is lost (the node keeps serving; it resumes beating when it is back).
-    `reap(name)` (sync or async) publishes a dead node's wills and takes over its sessions.
+    `reap(name)` (sync or async) publishes a dead node's wills and takes over its sessions;
+    `bus_lag()` is written with each beat (see `NodeRow.bus_lag`).
     `task_status.started(membership)` once the row is this node's: set
     `membership.mqtt`/`.http` to the bound addresses, the next beat writes them.
 
@@ -371,7 +358,7 @@ async def serve_node(
             try:
                 if membership.conn is None:
                     membership.conn = await trio.to_thread.run_sync(connect)
-                await trio.to_thread.run_sync(membership.beat, connections())
+                await trio.to_thread.run_sync(membership.beat, connections(), bus_lag())
                 now = clock()
                 if failures:
                     log.emit("heartbeat_resumed", node=name, failures=failures)

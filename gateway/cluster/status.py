@@ -2,8 +2,9 @@
 
 One row per node: its state (alive; lapsed: no heartbeat for `node_dead_after`, not yet
 claimed; dead: claimed by a survivor, being reaped; reaped: its wills published), its
-heartbeat's age (the lag: how far behind the cluster's view of the node is), its live
-connections, addresses, host, pid, version and start. `unhealthy` is true when a node is not
+heartbeat's age, its bus lag (the mean time a message relayed from another node took to
+reach it over its last heartbeat interval; the heartbeat's age where none was relayed), its
+live connections, addresses, host, pid, version and start. `unhealthy` is true when a node is not
 alive, which the CLI turns into its exit code.
 """
 
@@ -40,6 +41,8 @@ class ClusterStatus:
             "nodes": [{
                 "name": n.name, "state": states[n.name],
                 "heartbeat_age": round(n.age(self.now), 3),
+                "bus_lag": n.bus_lag,
+                "lag": round(n.bus_lag if n.bus_lag is not None else n.age(self.now), 3),
                 "connections": n.connections, "mqtt": n.mqtt, "http": n.http,
                 "host": n.host, "pid": n.pid, "version": n.version,
                 "started": n.started.isoformat(), "heartbeat_at": n.heartbeat_at.isoformat(),
@@ -57,15 +60,16 @@ class ClusterStatus:
                 f"{connections:,} live connection(s)")
         if not self.nodes:
             return head + " (no node has joined this store)"
-        columns = ("NODE", "STATE", "HEARTBEAT", "CONNECTIONS", "MQTT", "HTTP", "HOST", "PID",
-                   "VERSION", "NOTE")
+        columns = ("NODE", "STATE", "HEARTBEAT", "BUS LAG", "CONNECTIONS", "MQTT", "HTTP",
+                   "HOST", "PID", "VERSION", "NOTE")
         rows = [columns]
         for n in self.nodes:
             state = states[n.name]
             note = ""
             if n.reaped_by:
                 note = f"reaped by {n.reaped_by}" if n.reaped_at else f"reaping: {n.reaped_by}"
-            rows.append((n.name, state, f"{n.age(self.now):.1f} s ago", f"{n.connections:,}",
+            lag = "-" if n.bus_lag is None else f"{n.bus_lag * 1000:.1f} ms"
+            rows.append((n.name, state, f"{n.age(self.now):.1f}s", lag, f"{n.connections:,}",
                          n.mqtt or "-", n.http or "-", n.host, str(n.pid), n.version or "-",
                          note))
         widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]

@@ -128,7 +128,7 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
         out.append(Sample("connections", len(gateway.connections), kind="gauge",
                           help="live MQTT connections"))
         m = gateway.metrics
-        out += metric_samples(m.mqtt, m.provisioning, m.console, m.latency)
+        out += metric_samples(m.mqtt, m.provisioning, m.console, m.latency, m.cluster)
         for key, value in gateway.broker.statistics().items():
             kind = "gauge" if key == "live_sessions" else "counter"
             name = f"broker_{key}" + ("" if kind == "gauge" else "_total")
@@ -216,14 +216,15 @@ def cluster_samples(view: Any, now: datetime | None = None) -> list[Sample]:
                           help="live MQTT connections of the node, at its last heartbeat"))
         out.append(Sample("cluster_node_up", 1 if states[n.name] == "alive" else 0, labels,
                           kind="gauge", help="1 while the node's heartbeat is fresh"))
-    out.append(Sample("cluster_reaped_total", view.reaped,
+    out.append(Sample("cluster_nodes_reaped_total", view.reaped,
                       help="dead nodes this node reaped (wills published, sessions taken)"))
     out.append(Sample("cluster_heartbeat_failures_total", view.heartbeat_failures,
                       help="heartbeats that could not reach PostgreSQL"))
-    lag = view.bus_lag() if view.bus_lag is not None else None
-    if lag is not None:
-        out.append(Sample("cluster_bus_lag_seconds", lag, kind="gauge",
-                          help="age of the oldest cluster notification not yet applied"))
+    for n in view.nodes:
+        if n.bus_lag is not None:
+            out.append(Sample("cluster_node_bus_lag_seconds", n.bus_lag, (("node", n.name),),
+                              kind="gauge", help="mean relay lag to the node over its last "
+                                                 "heartbeat interval"))
     return out
 
 

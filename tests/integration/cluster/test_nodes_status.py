@@ -23,7 +23,7 @@ def two_nodes(postgres_url):
         alive = Membership(conn, "gw-alive", clock=lambda: now, dead_after=5.0, version="9.9")
         alive.join()
         alive.mqtt = "10.0.0.1:8883"
-        alive.beat(connections=1234)
+        alive.beat(connections=1234, bus_lag=0.0042)
         gone = Membership(conn, "gw-gone", clock=lambda: now - timedelta(minutes=10),
                           dead_after=5.0)
         gone.join()
@@ -42,8 +42,9 @@ def test_cluster_status_lists_each_node_and_exits_12_when_one_is_not_alive(two_n
     assert lines[0].startswith("2 node(s): 1 alive, 1 not; 1,234 live connection(s)")
     row = {line.split()[0]: line.split() for line in lines[2:]}
     assert row["gw-alive"][1] == "alive" and "10.0.0.1:8883" in row["gw-alive"]
+    assert row["gw-alive"][3:5] == ["4.2", "ms"]  # its bus lag
     assert row["gw-gone"][1] == "lapsed"
-    assert float(row["gw-gone"][2]) >= 600
+    assert float(row["gw-gone"][2].removesuffix("s")) >= 600
 
 
 def test_cluster_status_json_has_the_same_figures(two_nodes):
@@ -54,6 +55,7 @@ def test_cluster_status_json_has_the_same_figures(two_nodes):
     assert (doc["alive"], doc["not_alive"], doc["connections"]) == (1, 1, 1234)
     assert nodes["gw-alive"]["state"] == "alive" and nodes["gw-alive"]["version"] == "9.9"
     assert nodes["gw-gone"]["heartbeat_age"] >= 600
+    assert nodes["gw-alive"]["lag"] == 0.004 and nodes["gw-gone"]["lag"] >= 600
 
 
 def test_cluster_status_exits_0_when_every_node_is_alive(postgres_url):
@@ -85,7 +87,8 @@ def test_metrics_show_the_cluster_family(two_nodes):
     assert 'fleetgate_cluster_nodes{state="lapsed"} 1.0' in text
     assert 'fleetgate_cluster_node_connections{node="gw-alive"} 1234.0' in text
     assert 'fleetgate_cluster_node_up{node="gw-gone"} 0.0' in text
-    assert "fleetgate_cluster_reaped_total 3.0" in text
+    assert "fleetgate_cluster_nodes_reaped_total 3.0" in text
+    assert 'fleetgate_cluster_node_bus_lag_seconds{node="gw-alive"} 0.0042' in text
     age = next(line for line in text.splitlines()
                if line.startswith('fleetgate_cluster_node_heartbeat_age_seconds{node="gw-gone"}'))
     assert float(age.split()[-1]) >= 600

@@ -1,0 +1,106 @@
+"""The cluster bus on a real PostgreSQL: NOTIFY between two nodes, in order, once; large
+bodies through their table; a killed LISTEN connection comes back and resyncs."""
+
+from __future__ import annotations
+
+import io
+from functools import partial
+
+import psycopg
+import trio
+
+from gateway.cluster.bus import CONTROL, RELAY, Bus
+from gateway.cluster.schema import MIGRATIONS, migrate
+from gateway.logs import EventLog
+from gateway.metrics import ClusterMetrics
+
+WAIT = 20.0
+
+
+class Node:
+    """A bus with recording handlers."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.got: list[tuple[str, str, str]] = []
+        self.resyncs = 0
+        self.changed = trio.Event()
+        self.logs: list[dict] = []
+        log = EventLog(io.StringIO())
+        log.add_listener(self.logs.append)
+        self.metrics = ClusterMetrics()
+        self.bus = Bus(url, name, handlers={RELAY: partial(self._on, RELAY),
+                                            CONTROL: partial(self._on, CONTROL)},
+                       resync=self._resync, metrics=self.metrics, log=log,
+                       backoff=(0.05, 0.2))
+
+    async def _on(self, channel: str, origin: str, body: str) -> None:
+        self.got.append((channel, origin, body))
+        self.changed.set()
+
+    async def _resync(self) -> None:
+        self.resyncs += 1
+        self.changed.set()
+
+    async def wait(self, predicate) -> None:
+        with trio.fail_after(WAIT):
+            while not predicate():
+                self.changed = trio.Event()
+                await self.changed.wait()
+
+
+def _migrated(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert migrate(conn) == MIGRATIONS[-1][0]
+        assert migrate(conn) == MIGRATIONS[-1][0]  # idempotent
+
+
+async def test_notifies_reach_the_other_node_in_order_once_and_not_the_sender(
+        postgres_url, nursery):
+    _migrated(postgres_url)
+    a, b = Node(postgres_url, "a"), Node(postgres_url, "b")
+    await nursery.start(a.bus.serve)
+    await nursery.start(b.bus.serve)
+    for i in range(300):
+        a.bus.send(RELAY, f"m{i}")
+    a.bus.send(CONTROL, "same")
+    a.bus.send(CONTROL, "same")  # identical bodies are not folded
+    await a.bus.flush()
+    await b.wait(lambda: len(b.got) == 302)
+    assert [body for _, _, body in b.got[:300]] == [f"m{i}" for i in range(300)]
+    assert b.got[300:] == [(CONTROL, "a", "same")] * 2
+    assert a.got == []
+    assert b.metrics.relay_gaps.value == 0
+
+
+async def test_a_body_past_the_notify_limit_goes_through_its_table(postgres_url, nursery):
+    _migrated(postgres_url)
+    a, b = Node(postgres_url, "a"), Node(postgres_url, "b")
+    await nursery.start(a.bus.serve)
+    await nursery.start(b.bus.serve)
+    big = "x" * 50_000
+    a.bus.send(RELAY, "before")
+    a.bus.send(RELAY, big)
+    a.bus.send(RELAY, "after")
+    await b.wait(lambda: len(b.got) == 3)
+    assert [body for _, _, body in b.got] == ["before", big, "after"]
+    assert a.metrics.large_bodies.value == 1
+
+
+async def test_a_killed_listen_connection_reconnects_and_resyncs(postgres_url, nursery):
+    _migrated(postgres_url)
+    a, b = Node(postgres_url, "a"), Node(postgres_url, "b")
+    await nursery.start(a.bus.serve)
+    await nursery.start(b.bus.serve)
+    assert b.resyncs == 1
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "
+            "'LISTEN%%' AND datname = current_database()").fetchall()
+    assert len(killed) == 2  # both nodes' listeners
+    await b.wait(lambda: b.resyncs == 2)
+    await a.wait(lambda: a.resyncs == 2)
+    assert b.metrics.reconnects.value == 1
+    assert any(r["event"] == "cluster_bus_lost" for r in b.logs)
+    a.bus.send(CONTROL, "after the reconnect")
+    await b.wait(lambda: b.got)
+    assert b.got == [(CONTROL, "a", "after the reconnect")]
