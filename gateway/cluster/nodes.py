@@ -407,3 +407,44 @@ def _leave_quietly(membership: Membership) -> None:
         membership.leave()
     except Exception:  # noqa: S110 - PostgreSQL gone: the row lapses and is reaped instead
         pass
+
+
+class _LagSince:
+    """The mean of a latency histogram's observations since the previous call (None when
+    there were none): the bus lag a heartbeat carries."""
+
+    def __init__(self, histogram: Any) -> None:
+        self.histogram = histogram
+        self.sum, self.count = histogram.sum, histogram.count
+
+    def __call__(self) -> float | None:
+        h = self.histogram
+        added, total = h.count - self.count, h.sum - self.sum
+        self.sum, self.count = h.sum, h.count
+        return total / added if added > 0 else None
+
+
+async def serve_gateway_node(gateway: Any, url: str, *, reap: ReapHook,
+                             task_status: trio.TaskStatus[Membership]
+                             = trio.TASK_STATUS_IGNORED) -> None:
+    """`serve_node` as `fleet-gateway serve` runs it on a PostgreSQL store: the node's name
+    and timings from the gateway's config, its live connections, the bus lag from the
+    cluster metrics (`cluster_relay_lag_seconds`), and the view /metrics reads
+    (`gateway.cluster`)."""
+    from functools import partial
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("fleetgate")
+    except PackageNotFoundError:
+        release = "unknown"
+    config = gateway.config
+    lag = getattr(getattr(gateway.metrics, "cluster", None), "lag", None)
+    await serve_node(
+        partial(psycopg.connect, url, autocommit=True, connect_timeout=10),
+        config.node or default_node_name(),
+        interval=config.node_heartbeat_interval, dead_after=config.node_dead_after,
+        dead_retention=config.node_dead_retention, reap=reap,
+        connections=lambda: len(gateway.connections), log=gateway.log, view=gateway.cluster,
+        bus_lag=_LagSince(lag) if lag is not None else (lambda: None), version=release,
+        task_status=task_status)
