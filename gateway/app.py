@@ -18,8 +18,8 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Container, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -300,49 +300,96 @@ def _in_trio() -> bool:
     return True
 
 
-async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
-    """The composition root: build the gateway's services once, then serve until SIGTERM or
-    SIGINT; then stop accepting and close every session.
-
-    Without `data` the gateway routes only. With it: the SQLite store there, ingest through
-    it (acknowledgements mean "committed"), the broker's state loaded from it and journaled
-    to it, and the bar list of erased networks beside it.
+@asynccontextmanager
+async def open_store(config: GatewayConfig) -> AsyncIterator[Any]:
+    """The store the configuration names, open and writing: PostgreSQL at `config.store`,
+    else SQLite in `config.data` (holding that folder's lock while open).
 
     Raises:
-        ConfigError: the TLS files, the store or its MQTT state cannot be loaded.
+        gateway.storage.StoreUnavailable: the PostgreSQL server cannot be reached.
+        gateway.storage.FolderInUse: another process holds the data folder.
+        gateway.storage.StorageError: the store cannot be opened otherwise.
     """
-    data = config.data
-    metrics = GatewayMetrics()  # every part counts into this one object
-    if data is None:
-        gateway = Gateway(config, log=log, metrics=metrics)  # ConfigError: bad TLS files
-        if config.http_address is not None:
-            log.emit("http_off", detail="no data folder (--data): the HTTPS API serves the "
-                                        "store, so it is not started")
-        await _serve_until_signal(gateway)
-        return
-    from .http.bars import BARS_FILE, BarList
-    from .ingest import DEFAULT_LIMITS, Ingest
-    from .storage.errors import StorageError
-    from .storage.sqlite.store import open_sqlite_store
     from .storage.writer import QueueLimits
 
     queue = QueueLimits(config.max_queued_operations_per_network,
                         config.max_queued_reports_per_network, config.max_queued_reports)
+    if config.store is not None:
+        from .storage.postgres import open_postgres_store
+
+        async with open_postgres_store(config.store, queue=queue) as store:
+            yield store
+        return
+    assert config.data is not None, "open_store needs data or store"
+    from .storage.sqlite.store import open_sqlite_store
+
+    async with open_sqlite_store(config.data, queue=queue) as store:
+        yield store
+
+
+async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
+    """The composition root: build the gateway's services once, then serve until SIGTERM or
+    SIGINT; then stop accepting and close every session.
+
+    Without `data` or `store` the gateway routes only. With one: the store (`open_store`),
+    ingest through it (acknowledgements mean "committed"), the broker's state loaded from it
+    and journaled to it, and the bar list of erased networks (`<data>/barred.json`; in
+    memory without a data folder).
+
+    Raises:
+        ConfigError: the TLS files, the store or its MQTT state cannot be loaded.
+        gateway.storage.StoreUnavailable, FolderInUse: as `open_store` (own exit codes).
+    """
+    data = config.data
+    metrics = GatewayMetrics()  # every part counts into this one object
+    if data is None and config.store is None:
+        gateway = Gateway(config, log=log, metrics=metrics)  # ConfigError: bad TLS files
+        if config.http_address is not None:
+            log.emit("http_off", detail="no store (--data or --store): the HTTPS API serves "
+                                        "the store, so it is not started")
+        await _serve_until_signal(gateway)
+        return
+    from .http.bars import BARS_FILE, BarList
+    from .ingest import DEFAULT_LIMITS, Ingest
+    from .storage.errors import FolderInUse, StorageError, StoreUnavailable
+
+    where = str(data) if config.store is None else _redacted(config.store)
     async with AsyncExitStack() as stack:
         try:
-            store = await stack.enter_async_context(open_sqlite_store(data, queue=queue))
+            store = await stack.enter_async_context(open_store(config))
+        except (StoreUnavailable, FolderInUse):
+            raise
         except (StorageError, OSError) as exc:
-            raise ConfigError(f"cannot open the store in {data}: {exc}") from None
+            raise ConfigError(f"cannot open the store in {where}: {exc}") from None
         ingest = Ingest(store, limits=dataclasses.replace(
             DEFAULT_LIMITS, max_stored_bytes_per_network=config.max_stored_bytes_per_network))
         try:
             broker, journal = await load_mqtt_state(config, store, log)
         except StorageError as exc:
-            raise ConfigError(f"cannot load the MQTT state from {data}: {exc}") from None
+            raise ConfigError(f"cannot load the MQTT state from {where}: {exc}") from None
+        if data is None:
+            log.emit("bars_in_memory", detail="no data folder (--data): the bar list of "
+                                              "erased networks lasts until the process ends")
+        # A PostgreSQL store makes this process a cluster node (gateway.cluster.nodes).
+        cluster = None
+        if config.store is not None:
+            from .cluster.nodes import ClusterView
+
+            cluster = ClusterView(dead_after=config.node_dead_after)
         gateway = Gateway(config, log=log, ingest=ingest, status=store, broker=broker,
-                          journal=journal, bars=BarList(data / BARS_FILE), metrics=metrics)
-        log.emit("store_opened", data=str(data))
+                          journal=journal, bars=BarList(data / BARS_FILE if data else None),
+                          metrics=metrics, cluster=cluster)
+        if config.store is None:
+            log.emit("store_opened", data=where)
+        else:
+            log.emit("store_opened", store=where)
         await _serve_until_signal(gateway, store)
+
+
+def _redacted(url: str) -> str:
+    from .storage.postgres.url import redact
+
+    return redact(url)
 
 
 async def load_mqtt_state(config: GatewayConfig, store: object,
@@ -395,12 +442,31 @@ async def _maintain_log(log: EventLog, *, clock: Callable[[], float] = time.time
         await trio.sleep(min(LOG_MAINTENANCE_INTERVAL, DAY - clock() % DAY + 1.0))
 
 
-async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
+def _shown(bound: tuple[str, int]) -> str:
+    return f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+
+
+def _no_reap(node: str) -> None:
+    """The reap hook until the cluster bus is wired: the node is marked dead, nothing else."""
+
+
+async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt,
+                         reap: Callable[[str], Any] = _no_reap) -> None:
+    """Serve until a signal. With `gateway.cluster` (a PostgreSQL store) this process is a
+    cluster node first: `reap(name)` publishes a dead node's wills and takes its sessions."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             if gateway.journal is not None:
                 await nursery.start(gateway.journal.run)
-            await nursery.start(serve_mqtt, gateway)
+            node = None
+            if gateway.cluster is not None:  # join before serving: a name in use refuses
+                from .cluster.nodes import serve_gateway_node
+
+                node = await nursery.start(partial(
+                    serve_gateway_node, gateway, gateway.config.store, reap=reap))
+            bound = await nursery.start(serve_mqtt, gateway)
+            if node is not None:
+                node.mqtt = _shown(bound)
             nursery.start_soon(_maintain_log, gateway.log)
             from .http.server import HttpStatistics
             from .http.wiring import http_limits
@@ -409,7 +475,9 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
             if store is not None and gateway.config.http_address is not None:
                 from .http.wiring import serve_gateway_http  # the API reads the store
 
-                await nursery.start(serve_gateway_http, gateway, store, http_stats)
+                bound = await nursery.start(serve_gateway_http, gateway, store, http_stats)
+                if node is not None:
+                    node.http = _shown(bound)
             if gateway.config.metrics_address is not None:
                 from .http.metrics import gateway_samples, render
                 from .http.scrape import serve_scrape

@@ -25,6 +25,7 @@ from pathlib import Path
 from .storage.audit import AuditEvent, AuditRecord
 from .storage.errors import StorageError
 from .storage.ledger import ErasureLedger
+from .storage.sqlite.lock import lock_folder
 from .storage.sqlite.store import DB_NAME, open_sqlite_store
 
 MANIFEST = "backup.json"
@@ -120,12 +121,21 @@ async def restore_backup(backup: Path, data: Path, ledger: ErasureLedger, *,
                          progress: Progress | None = None) -> Restored:
     """Replace the store in `data` by the backup's, then re-apply later erasures.
 
-    The gateway must not be running on `data`. Raises StorageError (nothing is replaced
-    when the backup or the ledger cannot be read).
+    The gateway must not be running on `data`: the folder's lock is taken first, and a
+    running gateway's makes it `FolderInUse`. Raises StorageError (nothing is replaced
+    when the backup or the ledger cannot be read, or the folder is in use).
     """
     manifest = read_manifest(backup)
     erasures = ledger.since(manifest.taken_at)  # read before anything changes
-    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    held = lock_folder(data)  # FolderInUse while a gateway runs on it
+    try:
+        return await _restore_locked(backup, data, manifest, erasures, progress)
+    finally:
+        held.release()
+
+
+async def _restore_locked(backup: Path, data: Path, manifest: Manifest, erasures: list,
+                          progress: Progress | None) -> Restored:
     staged = data / f"{DB_NAME}.restoring"
     try:
         staged.unlink(missing_ok=True)
@@ -145,7 +155,7 @@ async def restore_backup(backup: Path, data: Path, ledger: ErasureLedger, *,
     except (OSError, sqlite3.Error) as exc:
         staged.unlink(missing_ok=True)
         raise StorageError(f"restore into {data} failed: {exc}") from None
-    async with open_sqlite_store(data) as store:
+    async with open_sqlite_store(data, lock=False) as store:
         # The restored audit trail ends where the backup was taken; the restore and every
         # erasure it re-applies are entries after it (gateway/storage/audit.py).
         now = datetime.now(UTC)

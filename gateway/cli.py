@@ -9,15 +9,18 @@ EXAMPLES
     fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
     fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0     # any free port, logged
     fleet-gateway serve --ca-home certs --data /var/lib/fleetgate --http 0.0.0.0:8443
+    fleet-gateway serve --ca-home certs --store postgresql://fleetgate@db:5432/fleetgate
     fleet-gateway serve --config gateway.toml --workers 4 --node gw-a  # gw-a-1 .. gw-a-4
     fleet-gateway cluster status --config gateway.toml     # nodes, heartbeats, connections
 
 Exit codes: 0 stopped by SIGTERM/SIGINT (check-config: the configuration is usable); 2 bad
 usage; 3 bad configuration or missing/unusable file; 4 the listener could not be opened
 (address in use, permission); 5 a backup or restore failed; 7 `audit verify`: the audit
-trail's hash chain is broken (the first broken entry is named); 10 another live node holds
+trail's hash chain is broken (the first broken entry is named); 8 the store URL is
+malformed; 9 the PostgreSQL store cannot be reached at start; 10 another live node holds
 this node's name; 11 this node was declared dead by another (its heartbeat lapsed); 12
-`cluster status`: a node is not alive.
+`cluster status`: a node is not alive; 13 the data folder is in use by another
+fleet-gateway (its pid is named).
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from typing import TypeVar
 import trio
 
 from .app import open_log, run_gateway
-from .config import GatewayConfig, load_config
-from .errors import ConfigError
+from .config import GatewayConfig, check_store, load_config
+from .errors import ConfigError, GatewayError
+from .storage.errors import BadStoreURL, FolderInUse, StoreUnavailable
 from .tls import TLSContexts
 
 
@@ -53,14 +57,18 @@ class ExitCode(IntEnum):
     BACKUP = 5
     ACCOUNT = 6  # gateway.accounts.cli.EXIT_ACCOUNT
     AUDIT_BROKEN = 7  # gateway.audit.EXIT_BROKEN
+    STORE_URL = 8  # gateway.storage.BadStoreURL
+    STORE_UNAVAILABLE = 9  # gateway.storage.StoreUnavailable, at start
     NODE_NAME_IN_USE = 10  # gateway.cluster.nodes.NodeNameInUse
     NODE_FENCED = 11  # gateway.cluster.nodes.NodeFenced
     CLUSTER_UNHEALTHY = 12
+    DATA_IN_USE = 13  # gateway.storage.FolderInUse
 
 
 SERVE_EXAMPLES = """examples:
   fleet-gateway serve --ca-home certs                    # MQTT on 127.0.0.1:8883, nothing stored
   fleet-gateway serve --ca-home certs --data var/data    # + store, HTTPS API on 127.0.0.1:8443
+  fleet-gateway serve --ca-home certs --store postgresql://fleetgate@db:5432/fleetgate
   fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
   fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0 # any free port (see `listening`)
   fleet-gateway serve --ca-home certs --metrics 127.0.0.1:9464 --log-level warning
@@ -102,10 +110,13 @@ def _parser() -> argparse.ArgumentParser:
         verb.add_argument("--mqtt", metavar="HOST:PORT",
                           help="MQTT/TLS listener (127.0.0.1:8883)")
         verb.add_argument("--http", metavar="HOST:PORT",
-                          help='HTTPS API listener (127.0.0.1:8443; "off"; needs --data)')
+                          help='HTTPS API listener (127.0.0.1:8443; "off"; needs a store)')
         verb.add_argument("--metrics", metavar="HOST:PORT",
                           help='plain-HTTP /metrics listener for Prometheus ("off")')
         verb.add_argument("--data", type=Path, help="data folder for the store")
+        verb.add_argument("--store", metavar="URL",
+                          help="PostgreSQL store, postgresql://USER@HOST:PORT/DB, instead of "
+                               "SQLite in --data (default: $FLEETGATE_STORE)")
         verb.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
         # Checked with the config (not argparse `choices`): a wrong value is a configuration
         # error, one line and exit 3, whether it came from the flag or the file.
@@ -192,6 +203,7 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
             "http": args.http,
             "metrics": args.metrics,
             "data": args.data,
+            "store": args.store,
             "log_file": args.log_file,
             "log_level": args.log_level,
             "node": args.node,
@@ -205,8 +217,10 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
     if config.ca_home is None and os.environ.get("FLEET_CA_HOME"):
         # Like fleet-ca: the flag, then the config file, then the environment.
         config = dataclasses.replace(config, ca_home=Path(os.environ["FLEET_CA_HOME"]))
-    if args.http not in (None, "off") and config.data is None:
-        raise ConfigError("--http needs --data: the HTTPS API serves the store")
+    if config.store is None and os.environ.get("FLEETGATE_STORE"):
+        config = dataclasses.replace(config, store=check_store(os.environ["FLEETGATE_STORE"]))
+    if args.http not in (None, "off") and config.data is None and config.store is None:
+        raise ConfigError("--http needs --data or --store: the HTTPS API serves the store")
     return config
 
 
@@ -277,7 +291,7 @@ def _check_config(args: argparse.Namespace) -> int:
         TLSContexts(config)  # the files serve would load, loaded the same way
     except ConfigError as exc:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return _config_exit(exc)
     print(_toml(config))
     return ExitCode.OK
 
@@ -306,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = _config(args)
-        if config.workers > 1 and not _is_postgres(config):
+        if config.workers > 1 and config.store is None:
             raise ConfigError(f"--workers {config.workers} needs a PostgreSQL store (--store "
                               "postgresql://...): a SQLite data folder is locked to one "
                               "process")
@@ -314,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         log = open_log(config)
     except ConfigError as exc:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return _config_exit(exc)
     supervisor_fd = os.environ.pop(SUPERVISOR_FD_ENV, None)
 
     async def run() -> None:
@@ -336,11 +350,17 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(run)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return ExitCode.OK
-    except (OSError, ConfigError, NodeError, WorkerFailed, BaseExceptionGroup) as exc:
+    except (OSError, GatewayError, WorkerFailed, BaseExceptionGroup) as exc:
+        for kind, code in ((StoreUnavailable, ExitCode.STORE_UNAVAILABLE),
+                           (FolderInUse, ExitCode.DATA_IN_USE)):
+            found = _find(exc, kind)
+            if found is not None:
+                print(f"fleet-gateway: error: {found}", file=sys.stderr)
+                return code
         config_error = _find(exc, ConfigError)
         if config_error is not None:
             print(f"fleet-gateway: error: {config_error}", file=sys.stderr)
-            return ExitCode.CONFIG
+            return _config_exit(config_error)
         node_error = _find(exc, NodeError)
         if node_error is not None:
             print(f"fleet-gateway: error: {node_error}", file=sys.stderr)
@@ -359,9 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     return ExitCode.OK
 
 
-def _is_postgres(config: GatewayConfig) -> bool:
-    store = getattr(config, "store", None)
-    return isinstance(store, str) and store.startswith(("postgresql://", "postgres://"))
+def _config_exit(exc: ConfigError) -> int:
+    """A bad store URL has its own exit code; any other configuration error is 3."""
+    return ExitCode.STORE_URL if isinstance(exc, BadStoreURL) else ExitCode.CONFIG
 
 
 def _cluster_status(args: argparse.Namespace) -> int:
@@ -372,22 +392,24 @@ def _cluster_status(args: argparse.Namespace) -> int:
     from .cluster.status import ClusterStatus
 
     try:
-        config = load_config(args.config)
-        url = args.store or getattr(config, "store", None) or os.environ.get("FLEETGATE_STORE")
-        if not url or not url.startswith(("postgresql://", "postgres://")):
+        config = load_config(args.config, {"store": args.store})
+        if config.store is None and os.environ.get("FLEETGATE_STORE"):
+            config = dataclasses.replace(config,
+                                         store=check_store(os.environ["FLEETGATE_STORE"]))
+        if config.store is None:
             raise ConfigError("cluster status needs a PostgreSQL store: pass --store "
                               "postgresql://... or set store in the config")
     except ConfigError as exc:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return _config_exit(exc)
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(config.store, autocommit=True, connect_timeout=10) as conn:
             nodes = read_nodes(conn)
     except psycopg.Error as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"fleet-gateway: error: cannot read the cluster from PostgreSQL: {detail}",
               file=sys.stderr)
-        return ExitCode.CONFIG
+        return ExitCode.STORE_UNAVAILABLE
     status = ClusterStatus(nodes, datetime.now(UTC), config.node_dead_after)
     if args.json:
         print(json.dumps(status.as_json(), indent=2))

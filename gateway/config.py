@@ -39,11 +39,15 @@ class GatewayConfig:
     mqtt: str = DEFAULT_MQTT
     """MQTT over TLS listener, HOST:PORT (port 0: any free port, logged at start)."""
     http: str = DEFAULT_HTTP
-    """HTTPS API listener, HOST:PORT or "off" (runs with a store, i.e. with `data`)."""
+    """HTTPS API listener, HOST:PORT or "off" (runs with a store: `data` or `store`)."""
     metrics: str = "off"
     """Plain-HTTP /metrics listener for Prometheus, HOST:PORT or "off" (keep it private)."""
     data: Path | None = None
-    """Data folder of the SQLite store; unset: nothing stored, acknowledgements mean routed."""
+    """Data folder of the SQLite store; unset: nothing stored, acknowledgements mean routed.
+    With `store` set, it keeps only the console's accounts and the bar list."""
+    store: str | None = None
+    """PostgreSQL store URL, postgresql://USER@HOST:PORT/DB (env FLEETGATE_STORE); set, it
+    replaces the SQLite store in `data`."""
     erasure_ledger: Path | None = None
     """Append-only record of erasures that a backup restore re-applies. Default
     <data>/erasures.jsonl; better on other storage than the backups."""
@@ -267,6 +271,17 @@ _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
 _SECTIONS = ("tls", "mqtt", "limits", "console", "signer", "cluster", "log")
 
 
+def check_store(url: str) -> str:
+    """Check a store URL (`store`, `--store`, FLEETGATE_STORE) before anything connects.
+
+    Raises:
+        gateway.storage.BadStoreURL: a ConfigError with its own exit code (cli.py).
+    """
+    from .storage.postgres.url import check_store_url  # psycopg only when a URL is given
+
+    return check_store_url(url)
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """Split "HOST:PORT" (IPv6 as "[::1]:PORT") and check the port.
 
@@ -322,6 +337,8 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     config.mqtt_address  # noqa: B018 - raises ConfigError on a bad address
     config.http_address  # noqa: B018
     config.metrics_address  # noqa: B018
+    if config.store is not None:
+        check_store(config.store)
     positive = (
         "crl_poll_interval", "handshake_timeout", "connect_timeout", "keepalive_factor",
         "max_connections", "max_connections_per_network", "connection_rate",

@@ -194,8 +194,12 @@ async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
     limits = http_limits(config)
     stats = stats if stats is not None else HttpStatistics(limits, gateway.metrics.http)
     audit = AuditTrail(store, log=gateway.log, failures=gateway.metrics.http.audit_failures)
+    # The erasure ledger is for restoring an SQLite backup; on PostgreSQL without a data
+    # folder there is none unless `erasure_ledger` names one.
+    ledger = (ErasureLedger(config.erasure_ledger_path)
+              if config.data is not None or config.erasure_ledger is not None else None)
     hooks = GatewayHooks(store=store, ingest=gateway.ingest, gateway=gateway, bars=bars,
-                         ledger=ErasureLedger(config.erasure_ledger_path), audit=audit)
+                         ledger=ledger, audit=audit)
 
     from gateway.console.wiring import console_for
 

@@ -41,6 +41,7 @@ from ..records import (
 )
 from ..writer import DEFAULT_QUEUE_LIMITS, QueueLimits, Ticket, Writer
 from . import audit_ops, ops, queries, session_ops
+from .lock import lock_folder
 from .schema import configure_reader, configure_writer, migrate
 
 DB_NAME = "fleetgate.sqlite3"
@@ -297,18 +298,28 @@ class SQLiteStore:
 async def open_sqlite_store(
     data_dir: str | os.PathLike[str], *, synchronous: str = "FULL", max_queue: int = 10_000,
     max_batch: int = 2_000, reset_connections: bool = True, checkpoint_interval: float = 0.2,
-    queue: QueueLimits = DEFAULT_QUEUE_LIMITS,
+    queue: QueueLimits = DEFAULT_QUEUE_LIMITS, lock: bool = True,
 ) -> AsyncIterator[SQLiteStore]:
     """Open (creating and migrating) `<data_dir>/fleetgate.sqlite3` and run its writer.
+
+    With `lock` (the default) the folder's lock is taken first and held while the store is
+    open (lock.py): a second process opening the folder gets `FolderInUse`. `lock=False` is
+    for a caller that holds it already.
 
     On exit, everything queued is committed before the file is closed. With
     `reset_connections`, networks left online by a previous process are marked offline
     (reason GATEWAY_RESTART): a restarted gateway holds no connection yet.
     """
     path = Path(data_dir) / DB_NAME
-    store = await trio.to_thread.run_sync(
-        lambda: SQLiteStore(path, synchronous=synchronous, max_queue=max_queue,
-                            max_batch=max_batch, queue=queue))
+    held = lock_folder(Path(data_dir)) if lock else None
+    try:
+        store = await trio.to_thread.run_sync(
+            lambda: SQLiteStore(path, synchronous=synchronous, max_queue=max_queue,
+                                max_batch=max_batch, queue=queue))
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(store._serve)
@@ -329,6 +340,8 @@ async def open_sqlite_store(
         raise
     finally:
         store._close_connections()
+        if held is not None:
+            held.release()
 
 
 def _op_cost(op: Any) -> int:

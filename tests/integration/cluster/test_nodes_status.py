@@ -75,7 +75,7 @@ def test_cluster_status_without_a_postgresql_store_is_one_line_and_exit_3(tmp_pa
 
 def test_cluster_status_with_postgresql_unreachable_is_one_line(tmp_path):
     done = status("--store", f"postgresql://nobody@/db?host={tmp_path}&port=1")
-    assert done.returncode == 3
+    assert done.returncode == 9
     assert done.stderr.count("\n") == 1 and "cannot read the cluster" in done.stderr
 
 

@@ -1,1 +1,1 @@
-from storehelpers import network, store  # noqa: F401  (fixtures)
+from storehelpers import backend, network, open_store, store  # noqa: F401  (fixtures)

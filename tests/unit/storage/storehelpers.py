@@ -1,4 +1,10 @@
-"""Storage fixtures: a real SQLite store in a tmp folder, and a small declared model."""
+"""Storage fixtures: a real store of each backend (SQLite in a tmp folder, PostgreSQL in a
+fresh database of the session's server), and a small declared model.
+
+`store` is parametrized over both backends: a test that takes it (or `open_store`, which
+reopens the same store, e.g. across a restart) checks the `Store` contract on both.
+Backend-specific tests open their store themselves.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ MODEL = {"devices": [
     {"name": "door", "values": [{"name": "state", "permission": "r", "string": {"max": 8}}]},
 ]}
 
+BACKENDS = ("sqlite", "postgresql")
+
 
 def model_decl(doc: dict = MODEL):
     return parse_model(json.dumps(doc).encode())
@@ -32,7 +40,56 @@ def network() -> uuid.UUID:
     return uuid.uuid4()
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-async def store(tmp_path):
-    async with open_sqlite_store(tmp_path / "data") as s:
+def open_store(backend, tmp_path, request):
+    """`open_store(**options)`: an async context manager opening THE store of this test
+    (the same folder or database each call); options as `open_sqlite_store`'s (those only
+    SQLite has are dropped for PostgreSQL)."""
+    if backend == "sqlite":
+        folder = tmp_path / "data"
+        return lambda **options: open_sqlite_store(folder, **options)
+    from gateway.storage.postgres import open_postgres_store
+
+    url = request.getfixturevalue("postgres_url")
+
+    def opener(**options):
+        options.pop("checkpoint_interval", None)
+        return open_postgres_store(url, **options)
+    return opener
+
+
+@pytest.fixture
+async def store(open_store):
+    async with open_store() as s:
         yield s
+
+
+def session_ops_of(store):
+    """The backend's module of MQTT-state writer operations (for `store.submit`)."""
+    if type(store).__name__ == "PostgresStore":
+        from gateway.storage.postgres import session_ops
+    else:
+        from gateway.storage.sqlite import session_ops
+    return session_ops
+
+
+def count_rows_in(store, *tables: str) -> tuple[int, ...]:
+    """Row counts of `tables` as another connection to the store sees them."""
+    if type(store).__name__ == "PostgresStore":
+        import psycopg
+
+        with psycopg.connect(store.url) as conn:
+            return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                         for t in tables)
+    import sqlite3
+
+    db = sqlite3.connect(store.path)
+    try:
+        return tuple(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables)
+    finally:
+        db.close()

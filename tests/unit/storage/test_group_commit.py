@@ -8,11 +8,10 @@ from datetime import timedelta
 
 import pytest
 import trio
-from storehelpers import T0, model_decl
+from storehelpers import T0, model_decl, session_ops_of
 
 from gateway.ingest import ReportRow
 from gateway.storage import DB_NAME, StorageError, StoreClosed, open_sqlite_store
-from gateway.storage.sqlite.session_ops import SetRetained
 
 
 async def declared_value(store, network):
@@ -95,11 +94,11 @@ async def test_a_slow_writer_makes_producers_wait_and_loses_nothing(tmp_path, ne
         assert len(await count_rows(store, value)) == producers * each
 
 
-async def test_qos0_style_submit_does_not_wait_yet_is_stored_by_close(tmp_path, network):
-    async with open_sqlite_store(tmp_path) as store:
+async def test_qos0_style_submit_does_not_wait_yet_is_stored_by_close(open_store, network):
+    async with open_store() as store:
         value = await declared_value(store, network)
         tickets = [await store.submit_reports([row(value, i)]) for i in range(100)]
-    async with open_sqlite_store(tmp_path) as store:
+    async with open_store() as store:
         assert len(await count_rows(store, value)) == 100
     assert all(t.done and t.error is None for t in tickets)
 
@@ -125,7 +124,7 @@ async def test_a_report_on_a_write_only_value_has_no_report_state_to_land_in(sto
 
 async def test_an_sql_failure_in_a_batch_is_retried_one_operation_at_a_time(store, network):
     value = await declared_value(store, network)
-    # A row whose data SQLite refuses (NOT NULL) poisons the shared transaction; the writer
+    # A row whose data the database refuses (NOT NULL) poisons the shared transaction; the writer
     # rolls back and re-applies each operation alone, so only that one fails.
     poisoned = ReportRow(value, None, T0, T0)  # type: ignore[arg-type]
     good1 = await store.submit_reports([row(value, 1)])
@@ -138,8 +137,8 @@ async def test_an_sql_failure_in_a_batch_is_retried_one_operation_at_a_time(stor
     assert sorted(await count_rows(store, value)) == ["1", "2"]
 
 
-async def test_writes_after_close_are_refused(tmp_path, network):
-    async with open_sqlite_store(tmp_path) as store:
+async def test_writes_after_close_are_refused(open_store, network):
+    async with open_store() as store:
         value = await declared_value(store, network)
     with pytest.raises(StoreClosed):
         await store.submit_reports([row(value, 1)])
@@ -163,11 +162,12 @@ async def test_the_wal_is_checkpointed_beside_the_writer_not_inside_its_commits(
         conn.close()
 
 
-async def test_a_value_sqlite_cannot_store_fails_only_its_own_operation(store, network):
+async def test_a_value_the_database_cannot_store_fails_only_its_own_operation(store, network):
     value = await declared_value(store, network)
     good = await store.submit_reports([row(value, 1)])
-    # a lone surrogate cannot be encoded as UTF-8 for SQLite: that write fails, alone
-    bad = await store.submit(SetRetained(network, "bad\ud800", b"x", 1, T0))
+    # a lone surrogate cannot be encoded as UTF-8 for the database: that write fails, alone
+    set_retained = session_ops_of(store).SetRetained
+    bad = await store.submit(set_retained(network, "bad\ud800", b"x", 1, T0))
     await store.set_retained(network, "fine", b"y", 1, T0)
     await store.wait_committed(good)
     with pytest.raises(StorageError, match="SetRetained failed"):

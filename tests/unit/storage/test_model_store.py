@@ -40,11 +40,11 @@ async def test_declaring_gives_every_node_a_uuid4_and_states_per_permission(stor
     assert await store.get_tree(network) == tree
 
 
-async def test_declaring_again_after_reopening_returns_the_same_uuids(tmp_path, network):
-    async with open_sqlite_store(tmp_path) as store:
+async def test_declaring_again_after_reopening_returns_the_same_uuids(open_store, network):
+    async with open_store() as store:
         first = uuids_of(await store.declare_model(network, model_decl(), T0))
     for _ in range(2):
-        async with open_sqlite_store(tmp_path) as store:
+        async with open_store() as store:
             again = await store.declare_model(network, model_decl(), T0)
             assert uuids_of(again) == first
             assert uuids_of(await store.get_tree(network)) == first
@@ -126,6 +126,6 @@ def test_the_migrations_are_numbered_from_one_without_gaps():
 
 async def test_a_data_folder_that_cannot_be_created_is_one_storage_error(tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(StorageError, match="cannot create .*file/data/fleetgate.sqlite3"):
+    with pytest.raises(StorageError, match="cannot create .*file/data"):
         async with open_sqlite_store(tmp_path / "file" / "data"):
             pass

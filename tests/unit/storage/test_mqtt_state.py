@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
-from storehelpers import T0
+from storehelpers import T0, count_rows_in
 
 from gateway.storage import (
     DB_NAME,
@@ -18,22 +18,22 @@ from gateway.storage.sqlite.schema import MIGRATIONS
 
 
 async def test_retained_messages_are_set_replaced_cleared_and_kept_across_restart(
-        tmp_path, network):
-    async with open_sqlite_store(tmp_path) as store:
+        open_store, network):
+    async with open_store() as store:
         await store.set_retained(network, "a/b", b"1", 1, T0)
         await store.set_retained(network, "a/b", b"2", 0, T0)
         await store.set_retained(network, "c", b"x", 1, T0)
         await store.set_retained(network, "gone", b"y", 1, T0)
         await store.set_retained(network, "gone", b"", 0, T0)  # empty payload clears
         await store.set_retained(uuid.uuid4(), "a/b", b"other", 1, T0)
-    async with open_sqlite_store(tmp_path) as store:
+    async with open_store() as store:
         assert await store.retained(network) == [RetainedMessage("a/b", b"2", 0),
                                                  RetainedMessage("c", b"x", 1)]
 
 
 async def test_sessions_keep_subscriptions_and_queued_messages_across_restart(
-        tmp_path, network):
-    async with open_sqlite_store(tmp_path) as store:
+        open_store, network):
+    async with open_store() as store:
         await store.save_session(network, "dev1", [("report/#", 1), ("control/+/+", 2)], T0)
         await store.save_session(network, "dev1", [("control/#", 1)], T0)  # replaces
         ids = await store.enqueue(network, "dev1", [("control/a/b", b"1", 1, True),
@@ -42,7 +42,7 @@ async def test_sessions_keep_subscriptions_and_queued_messages_across_restart(
         await store.dequeue(network, "dev1", ids[2:])  # delivered and acknowledged
         await store.save_session(network, "dev2", [], T0)
         await store.delete_session(network, "dev2")
-    async with open_sqlite_store(tmp_path) as store:
+    async with open_store() as store:
         (session,) = await store.load_sessions()
         assert (session.network, session.client_id) == (network, "dev1")
         assert session.subscriptions == (("control/#", 1),)
@@ -59,6 +59,10 @@ async def test_dequeue_only_touches_the_named_session(store, network):
     assert [m.id for m in session.queued] == [mine]
 
 
+def _queued_rows(store) -> tuple[int, int]:
+    return count_rows_in(store, "queued_messages", "queued_refs")
+
+
 def _counts(path) -> tuple[int, int]:
     db = sqlite3.connect(path / DB_NAME)
     try:
@@ -69,15 +73,15 @@ def _counts(path) -> tuple[int, int]:
 
 
 async def test_a_message_for_many_sessions_is_one_row_until_its_last_reference_goes(
-        tmp_path, network):
+        open_store, network):
     clients = [f"dev{i}" for i in range(4)]
-    async with open_sqlite_store(tmp_path) as store:
+    async with open_store() as store:
         for client in clients:
             await store.save_session(network, client, [("cmd/#", 1)], T0)
         ids = await store.wait_committed(await store.submit_session_changes(
             [EnqueuedMany(network, "cmd/x", b"P" * 1000, False,
                           tuple((c, 1 + (i % 2)) for i, c in enumerate(clients)))], T0))
-        assert len(ids) == 4 and _counts(tmp_path) == (1, 4)
+        assert len(ids) == 4 and _queued_rows(store) == (1, 4)
         sessions = await store.load_sessions(queued=False)
         assert [(s.queued, s.queued_count, s.queued_bytes) for s in sessions] == [
             ((), 1, 1000)] * 4
@@ -88,9 +92,9 @@ async def test_a_message_for_many_sessions_is_one_row_until_its_last_reference_g
         await store.dequeue(network, "dev0", [ids[0]])
         await store.delete_session(network, "dev1")
         await store.dequeue(network, "dev2", [ids[2]])
-        assert _counts(tmp_path) == (1, 1)  # dev3 still holds it
+        assert _queued_rows(store) == (1, 1)  # dev3 still holds it
         await store.dequeue(network, "dev3", [ids[3]])
-        assert _counts(tmp_path) == (0, 0)
+        assert _queued_rows(store) == (0, 0)
 
 
 async def test_migration_2_keeps_queued_messages_of_a_version_1_database(tmp_path, network):

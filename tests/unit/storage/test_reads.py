@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from storehelpers import T0, model_decl
 
 from gateway.ingest import ReportRow, StateKind
-from gateway.storage import open_sqlite_store
 
 
 async def settled(store, network) -> None:
@@ -111,10 +110,10 @@ async def test_connection_status_tracks_connects_disconnects_and_history(store, 
     assert await store.connection_status(uuid.uuid4()) is None
 
 
-async def test_a_restart_marks_networks_that_were_online_offline(tmp_path, network):
-    async with open_sqlite_store(tmp_path) as store:
+async def test_a_restart_marks_networks_that_were_online_offline(open_store, network):
+    async with open_store() as store:
         await store.connected(network, "a", "01", datetime.now(UTC) - timedelta(hours=1))
-    async with open_sqlite_store(tmp_path) as store:
+    async with open_store() as store:
         status = await store.connection_status(network)
         assert not status.online and status.disconnect_reason == "GATEWAY_RESTART"
         assert (await store.connection_history(network))[0].reason == "GATEWAY_RESTART"

@@ -1,0 +1,297 @@
+"""The write side on PostgreSQL: operations the single writer applies, many per transaction.
+
+As in the SQLite store (gateway/storage/sqlite/ops.py): each operation is a frozen value with
+`apply(side)`; `WriteSide.apply_batch` runs a batch in ONE transaction and returns one outcome
+per operation (its result, or `Failed`); an operation that finds bad input fails alone before
+touching SQL; if SQL fails, the transaction is rolled back and the batch is retried one
+operation per transaction. Report rows of the batch are written together when the batch
+needs them (before any other operation, and at the end): the rows without a device timestamp
+by one binary COPY, the device-stamped ones by one `INSERT ... SELECT FROM unnest(...)
+ON CONFLICT DO NOTHING` (a resend is stored once: schema.py).
+
+Losing the server. When the connection breaks (server restarted, connection terminated,
+network down), the batch on it fails as a whole (`StorageError`: none of its operations is
+acknowledged; a COMMIT whose answer was lost counts as failed, and a resend is harmless).
+The next batch reconnects first; while the server stays away, each batch waits for the next
+try of a capped exponential backoff and fails if that try fails, so producers see errors at
+the backoff's pace, not in a busy loop, and writing resumes with the first batch after the
+server is back.
+
+Runs only in the writer's worker thread; caches (uuid -> id, partitions known) are that
+thread's and are dropped on any rollback or reconnect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from gateway.model.errors import DeclarationRejected
+from gateway.model.tree import StateKind
+
+from ..errors import StorageError, StoreUnavailable
+from ..writer import Failed
+from .convert import KIND_CODE
+from .schema import create_week, existing_weeks, in_window, week_of
+
+REPORT, CONTROL = KIND_CODE[StateKind.REPORT], KIND_CODE[StateKind.CONTROL]
+ROW_OVERHEAD = 48  # bytes a stored reading counts besides its data (as the SQLite store)
+BACKOFF_FIRST = 0.1  # seconds before the first reconnect try after a loss
+BACKOFF_MAX = 5.0  # ... doubling up to this
+
+
+class UnknownValue(StorageError):
+    """A report or control names a value UUID this store does not hold (erased meanwhile?)."""
+
+
+def connect(url: str, *, connect_timeout: float = 5.0, autocommit: bool = False
+            ) -> psycopg.Connection:
+    """A connection to `url`; raises StoreUnavailable with libpq's reason."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit,
+                               connect_timeout=max(1, round(connect_timeout)))
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailable(f"cannot reach PostgreSQL: {reason}") from None
+
+
+def dedup_digest(data: str) -> bytes:
+    return hashlib.blake2b(data.encode(), digest_size=16).digest()
+
+
+class WriteSide:
+    """The write connection, its reconnection, and its caches (uuid -> integer id)."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection],
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._connect = connect
+        self._clock, self._sleep = clock, sleep
+        self.conn: psycopg.Connection | None = None
+        self.networks: dict[UUID, int] = {}
+        self.report_states: dict[UUID, int] = {}
+        self.state_networks: dict[int, int] = {}  # state id -> network id
+        self.usage: dict[int, int] = {}  # network id -> stored bytes, as last written
+        self.weeks: set[int] | None = None  # weeks with a partition (None: read them)
+        self.pending_rows: list[tuple[int, int, int, str]] = []
+        self.pending_stamped: list[tuple[int, int, int, str]] = []
+        self.pending_bytes: dict[int, int] = {}  # state id -> bytes of its pending rows
+        self.now_us = 0  # the batch's wall clock, for the partition window
+        self.reconnects = 0  # connections made after the first
+        self.lost = 0  # batches failed because the server was lost
+        self._backoff = 0.0
+        self._next_try = 0.0
+
+    # -- the connection ---------------------------------------------------------------
+    def open(self) -> None:
+        """Connect now (the store's open); raises StoreUnavailable."""
+        self.conn = self._connect()
+
+    def _connection(self) -> psycopg.Connection:
+        conn = self.conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        self.conn = None
+        wait = self._next_try - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+        try:
+            self.conn = self._connect()
+        except StorageError as exc:
+            self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._backoff * 2))
+            self._next_try = self._clock() + self._backoff
+            raise StoreUnavailable(str(exc)) from None
+        self._backoff = 0.0
+        self.reconnects += 1
+        return self.conn
+
+    def _broken(self) -> bool:
+        return self.conn is None or self.conn.closed or self.conn.broken
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def reset_caches(self) -> None:
+        self.networks.clear()
+        self.report_states.clear()
+        self.state_networks.clear()
+        self.usage.clear()
+        self.weeks = None
+
+    def stored_bytes(self, network: UUID) -> int | None:
+        """The network's stored bytes as this writer last wrote them; None if not known."""
+        nid = self.networks.get(network)
+        return None if nid is None else self.usage.get(nid)
+
+    # -- lookups ----------------------------------------------------------------------
+    def network_id(self, network: UUID, now_us: int, *, create: bool = True) -> int | None:
+        nid = self.networks.get(network)
+        if nid is not None:
+            return nid
+        conn = self.conn
+        row = conn.execute("SELECT id FROM networks WHERE uuid = %s", (network,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            row = conn.execute(
+                "INSERT INTO networks (uuid, created_us) VALUES (%s, %s) "
+                "ON CONFLICT (uuid) DO UPDATE SET uuid = excluded.uuid RETURNING id",
+                (network, now_us)).fetchone()
+        self.networks[network] = nid = row[0]
+        return nid
+
+    def state_id(self, value: UUID, kind: int) -> int:
+        if kind == REPORT:
+            sid = self.report_states.get(value)
+            if sid is not None:
+                return sid
+        row = self.conn.execute(
+            "SELECT s.id, s.network_id, n.uuid FROM states s "
+            "JOIN value_nodes v ON v.id = s.value_id JOIN networks n ON n.id = s.network_id "
+            "WHERE v.uuid = %s AND s.kind = %s", (value, kind)).fetchone()
+        if row is None:
+            raise UnknownValue(f"no {'Report' if kind == REPORT else 'Control'} state for "
+                               f"value {value}")
+        sid, nid = row[0], row[1]
+        self.state_networks[sid] = nid
+        self.networks[row[2]] = nid
+        if kind == REPORT:
+            self.report_states[value] = sid
+        return sid
+
+    def add_usage(self, per_network: dict[int, int]) -> None:
+        """Add bytes to networks' usage rows (in the current transaction)."""
+        for nid, size in sorted(per_network.items()):  # one lock order across nodes
+            (self.usage[nid],) = self.conn.execute(
+                "INSERT INTO network_usage (network_id, stored_bytes) VALUES (%s, %s) "
+                "ON CONFLICT (network_id) DO UPDATE SET "
+                "stored_bytes = network_usage.stored_bytes + excluded.stored_bytes "
+                "RETURNING stored_bytes", (nid, size)).fetchone()
+
+    def ensure_partitions(self, ts_values: Sequence[int]) -> None:
+        """Create the week partitions these reading times need (within the window)."""
+        if self.weeks is None:
+            self.weeks = existing_weeks(self.conn)
+        weeks = self.weeks
+        missing = {w for w in {week_of(ts) for ts in ts_values} if w not in weeks}
+        for week in sorted(missing):
+            if in_window(week, self.now_us):
+                create_week(self.conn, week)
+                weeks.add(week)
+
+    # -- batches ----------------------------------------------------------------------
+    def flush_rows(self) -> None:
+        rows, stamped = self.pending_rows, self.pending_stamped
+        if not rows and not stamped:
+            return
+        self.ensure_partitions([r[1] for r in rows] + [r[1] for r in stamped])
+        usage: dict[int, int] = {}
+        networks = self.state_networks
+        if rows:
+            with self.conn.cursor() as cur, cur.copy(
+                    "COPY state_log (state_id, ts_us, received_us, data) FROM STDIN "
+                    "(FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "int8", "int8", "text"])
+                for row in rows:
+                    copy.write_row(row)
+            for sid, size in self.pending_bytes.items():
+                nid = networks[sid]
+                usage[nid] = usage.get(nid, 0) + size
+            rows.clear()
+            self.pending_bytes.clear()
+        if stamped:
+            columns = list(zip(*stamped, strict=True))
+            digests = [dedup_digest(d) for d in columns[3]]
+            went_in = self.conn.execute(
+                "INSERT INTO state_log (state_id, ts_us, received_us, data, dedup) "
+                "SELECT * FROM unnest(%s::int8[], %s::int8[], %s::int8[], %s::text[], "
+                "%s::bytea[]) ON CONFLICT DO NOTHING RETURNING state_id, octet_length(data)",
+                (list(columns[0]), list(columns[1]), list(columns[2]), list(columns[3]),
+                 digests)).fetchall()
+            for sid, size in went_in:
+                nid = networks[sid]
+                usage[nid] = usage.get(nid, 0) + size + ROW_OVERHEAD
+            stamped.clear()
+        if usage:
+            self.add_usage(usage)
+
+    def _apply(self, op: Any) -> Any:
+        rows_for = getattr(op, "rows_for", None)  # data_ops.Reports
+        if rows_for is not None:
+            try:
+                rows = rows_for(self)
+            except StorageError as exc:
+                return Failed(exc)
+            plain, sizes = self.pending_rows, self.pending_bytes
+            for row in rows:
+                if row[1] == row[2]:  # no device timestamp: every receipt is a reading
+                    data = row[3]
+                    plain.append(row)
+                    sizes[row[0]] = sizes.get(row[0], 0) + ROW_OVERHEAD + (
+                        len(data) if data.isascii() else len(data.encode()))
+                else:
+                    self.pending_stamped.append(row)
+            return None
+        self.flush_rows()
+        try:
+            return op.apply(self)
+        except (StorageError, DeclarationRejected) as exc:
+            return Failed(exc)
+
+    def apply_batch(self, ops: Sequence[Any]) -> list[Any]:
+        """Apply `ops` in one transaction; one outcome per operation.
+
+        Raises:
+            StorageError: the server is unavailable or was lost during the batch (the whole
+                batch failed; the writer fails every ticket of it).
+        """
+        conn = self._connection()
+        self.now_us = time.time_ns() // 1000
+        try:
+            outcomes = [self._apply(op) for op in ops]
+            self.flush_rows()
+            conn.commit()
+            return outcomes
+        except BaseException as exc:
+            self._rollback()
+            if self._broken():
+                self.lost += 1
+                self._next_try = self._clock() + BACKOFF_FIRST
+                raise StoreUnavailable(f"PostgreSQL connection lost: {exc}") from None
+            if not isinstance(exc, Exception):
+                raise
+        return [self._apply_alone(op) for op in ops]  # SQL failed: isolate the culprit
+
+    def _apply_alone(self, op: Any) -> Any:
+        try:
+            conn = self._connection()
+            outcome = self._apply(op)
+            self.flush_rows()
+            conn.commit()
+            return outcome
+        except Exception as exc:  # this operation alone fails, never the writer
+            self._rollback()
+            if isinstance(exc, StoreUnavailable):
+                return Failed(exc)
+            return Failed(StorageError(f"{type(op).__name__} failed: {exc!r}"))
+
+    def _rollback(self) -> None:
+        self.pending_rows.clear()
+        self.pending_stamped.clear()
+        self.pending_bytes.clear()
+        self.reset_caches()
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            pass  # broken: `_broken()` says so, the next batch reconnects
+        if conn.broken:
+            conn.close()
