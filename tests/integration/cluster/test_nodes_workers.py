@@ -106,10 +106,16 @@ async def test_two_workers_share_one_port_and_both_serve_devices(
         # Twenty devices on the one port: the kernel spreads them over both workers.
         for i in range(20):
             streams.append(await connect_device(port, make_device(), f"dev-{i}"))
-        per_worker = {name: len([r for r in _records(path) if r["event"] == "connected"])
-                      for name, path in logs.items()}
-        assert sum(per_worker.values()) == 20
-        assert all(n > 0 for n in per_worker.values()), per_worker
+        def per_worker() -> dict[str, int]:
+            return {name: len([r for r in _records(path) if r["event"] == "connected"])
+                    for name, path in logs.items()}
+
+        with trio.fail_after(WAIT):  # each worker logs `connected` once it answered
+            while sum(per_worker().values()) < 20:
+                await trio.sleep(0.05)
+        counts = per_worker()
+        assert sum(counts.values()) == 20
+        assert all(n > 0 for n in counts.values()), counts
         code, doc = status(postgres_url)
         assert code == 0 and sorted(n["name"] for n in doc["nodes"]) == ["w-1", "w-2"], doc
         assert all(n["state"] == "alive" for n in doc["nodes"])
