@@ -9,6 +9,7 @@
      to demo-b and reports again; demo-b declares demo-a dead (`cluster status`)
   6. nothing lost: every reading a device had acknowledged is a row in PostgreSQL
 Exits 0 when all of that held; otherwise one line `demo: FAILED: ...` naming the log to read.
+`--quick` (scripts/demo --cluster --quick): a shorter fleet run, the same steps.
 Run by `scripts/demo --cluster` after it made the CA (needs fleet-gateway, fleet-ca and
 firmware-sim on PATH, and Debian's postgresql package).
 """
@@ -29,8 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICES = 20
-FLEET_SECONDS = 30.0
-KILL_AFTER = 8.0  # seconds of the fleet's run before demo-a is killed
+FLEET_SECONDS, QUICK_FLEET_SECONDS = 30.0, 16.0
+KILL_AFTER = 6.0  # seconds of the fleet's run before demo-a is killed
 FAILOVER_BUDGET = 10.0  # every device back and reporting within this, or the demo fails
 
 
@@ -170,7 +171,8 @@ def stored(url: str, since_us: int = 0) -> dict[str, int]:
         return dict(conn.execute(STORED_PER_NETWORK, (since_us,)).fetchall())
 
 
-def run(ca_home: Path, pg_folder: Path, cleanup: list) -> None:
+def run(ca_home: Path, pg_folder: Path, cleanup: list, fleet_seconds: float,
+        kill_after: float) -> None:
     from gateway.storage.postgres.local_server import LocalPostgres
 
     logs = ROOT / "var" / "cluster" / "log"
@@ -200,14 +202,14 @@ def run(ca_home: Path, pg_folder: Path, cleanup: list) -> None:
     cleanup.append(balancer.close)
     print(f"round robin (TLS passed through): 127.0.0.1:{balancer.port}")
 
-    step(f"a {DEVICES}-device fleet through the round robin for {FLEET_SECONDS:g} s")
+    step(f"a {DEVICES}-device fleet through the round robin for {fleet_seconds:g} s")
     events = logs / "fleet-events.jsonl"
     events.write_text("")
     fleet_out = logs / "fleet.json"
     with open(fleet_out, "w") as out:
         fleet = subprocess.Popen(
             ["firmware-sim", "fleet", "--bundles", str(bundles), "--count", str(DEVICES),
-             "--rate", "2", "--duration", str(FLEET_SECONDS), "--gateway",
+             "--rate", "2", "--duration", str(fleet_seconds), "--gateway",
              f"127.0.0.1:{balancer.port}", "--events", str(events), "--json",
              "--backoff-base", "0.2", "--backoff-max", "1"],
             stdout=out, stderr=subprocess.STDOUT)
@@ -220,7 +222,7 @@ def run(ca_home: Path, pg_folder: Path, cleanup: list) -> None:
     print(f"demo-a serves {len(on_a)} devices, demo-b {len(on_b)}")
     if not on_a or not on_b:
         raise Failed("the round robin did not spread the fleet over both nodes")
-    time.sleep(max(0.0, KILL_AFTER - (time.time() - started)))  # let it report a while
+    time.sleep(max(0.0, kill_after - (time.time() - started)))  # let it report a while
 
     step("SIGKILL to demo-a, mid-run")
     killed_at = time.time()
@@ -255,7 +257,7 @@ def run(ca_home: Path, pg_folder: Path, cleanup: list) -> None:
 
     step("the fleet runs to its end; then demo-b stops cleanly")
     try:
-        fleet.wait(FLEET_SECONDS + 60)
+        fleet.wait(fleet_seconds + 60)
     except subprocess.TimeoutExpired:
         raise Failed(f"the fleet did not finish (see {fleet_out})") from None
     if fleet.returncode != 0:
@@ -282,7 +284,9 @@ def main() -> int:
     pg_folder = Path(tempfile.mkdtemp(prefix="fleetgate-demo-pg-"))
     cleanup: list = []
     try:
-        run(ca_home, pg_folder, cleanup)
+        quick = "--quick" in sys.argv[1:]
+        run(ca_home, pg_folder, cleanup, QUICK_FLEET_SECONDS if quick else FLEET_SECONDS,
+            KILL_AFTER)
     except Failed as exc:
         print(f"\ndemo: FAILED: {exc}", file=sys.stderr)
         return 1
