@@ -267,7 +267,7 @@ def _failover_run(bench: Bench, devices: int, seconds: float) -> dict[str, Any]:
         result = json.loads(out.read_text().strip().splitlines()[-1])
         stored = dict(pg.count(STORED_SQL))
     lost = sum(max(0, d["acked"] - stored.get(d["device"], 0)) for d in result["devices"])
-    return {"value": round(back, 3), "devices": devices, "devices_disconnected": hit,
+    return {"value": round(back, 3), "devices": devices, "disconnects": hit,
             "acked": result["totals"]["acked"], "stored": sum(stored.values()), "lost": lost,
             "killed": victim}
 
@@ -300,7 +300,7 @@ def _failover_rows(bench: Bench) -> list[Row]:
             break
         row.add(**run)
         bench.log(f"  failover: every device back in {run['value']} s "
-                  f"({run['devices_disconnected']} disconnected), lost {run['lost']}")
+                  f"({run['disconnects']} disconnects), lost {run['lost']}")
     return [row]
 
 
