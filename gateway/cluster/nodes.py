@@ -159,6 +159,7 @@ class Membership:
         self.dead_after = timedelta(seconds=dead_after)
         self.mqtt = ""
         self.http = ""
+        self.joined: Joined | None = None  # what `join` found
         self._pid_alive = pid_alive
 
     def join(self) -> Joined:
@@ -195,7 +196,8 @@ class Membership:
                 "heartbeat_at, mqtt, http, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (self.name, self.incarnation, self.host, self.pid, now, now, self.mqtt,
                  self.http, self.version))
-        return Joined(previous)
+        self.joined = Joined(previous)
+        return self.joined
 
     def _claimer_dead(self, row: NodeRow, now: datetime) -> bool:
         claimer = self.conn.execute(
@@ -257,10 +259,18 @@ class Membership:
         return done.rowcount
 
     def leave(self) -> None:
-        """A clean stop: delete this node's row (if it is still this run's)."""
+        """A clean stop: delete this node's row (if it is still this run's and not declared
+        dead: a dead node's row is its reaper's)."""
         with self.conn.transaction():
-            self.conn.execute("DELETE FROM cluster_nodes WHERE name = %s AND incarnation = %s",
-                              (self.name, self.incarnation))
+            self.conn.execute("DELETE FROM cluster_nodes WHERE name = %s AND incarnation = %s "
+                              "AND dead_at IS NULL", (self.name, self.incarnation))
+
+    def close(self) -> None:
+        """Leave (quietly: PostgreSQL may be gone, the row then lapses) and disconnect."""
+        if self.conn is not None:
+            _leave_quietly(self)
+            _close_quietly(self.conn)
+            self.conn = None
 
 
 def read_nodes(conn: Any) -> list[NodeRow]:
@@ -281,6 +291,26 @@ class ClusterView:
     read_at: datetime | None = None
     reaped: int = 0  # nodes this node reaped
     heartbeat_failures: int = 0  # beats that could not reach PostgreSQL
+
+
+async def join_node(connect: Callable[[], Any], name: str, *, clock: Clock, dead_after: float,
+                    version: str = "") -> Membership:
+    """Connect, migrate the cluster's tables and take this node's row (`Membership.join`).
+
+    Raises:
+        NodeNameInUse: a live node holds `name`.
+        psycopg.Error: PostgreSQL unreachable.
+    """
+    conn = await trio.to_thread.run_sync(connect)
+    try:
+        await trio.to_thread.run_sync(ensure_schema, conn)
+        membership = Membership(conn, name, clock=clock, dead_after=dead_after,
+                                version=version)
+        await trio.to_thread.run_sync(membership.join)
+    except BaseException:
+        await trio.to_thread.run_sync(_close_quietly, conn)
+        raise
+    return membership
 
 
 async def _reap_lapsed(membership: Membership, reap: ReapHook, log: Any,
@@ -319,6 +349,7 @@ async def serve_node(
     log: Any,
     view: ClusterView | None = None,
     bus_lag: Callable[[], float | None] = lambda: None,
+    membership: Membership | None = None,
     version: str = "",
     clock: Clock = lambda: datetime.now(UTC),
     task_status: trio.TaskStatus[Membership] = trio.TASK_STATUS_IGNORED,
@@ -331,6 +362,8 @@ async def serve_node(
     PostgreSQL is lost (the node keeps serving; it resumes beating when it is back).
     `reap(name)` (sync or async) publishes a dead node's wills and takes over its sessions;
     `bus_lag()` is written with each beat (see `NodeRow.bus_lag`).
+    `membership`: already joined (`join_node`, so that a name in use is refused before
+    anything else starts); its previous run is reaped here, once `reap` can work.
     `task_status.started(membership)` once the row is this node's: set
     `membership.mqtt`/`.http` to the bound addresses, the next beat writes them.
 
@@ -339,11 +372,11 @@ async def serve_node(
         NodeFenced: another node declared this one dead.
         psycopg.Error: PostgreSQL unreachable at the start.
     """
-    conn = await trio.to_thread.run_sync(connect)
-    await trio.to_thread.run_sync(ensure_schema, conn)
-    membership = Membership(conn, name, clock=clock, dead_after=dead_after, version=version)
-    joined = await trio.to_thread.run_sync(membership.join)
-    if joined.previous is not None:
+    if membership is None:
+        membership = await join_node(connect, name, clock=clock, dead_after=dead_after,
+                                     version=version)
+    joined = membership.joined
+    if joined is not None and joined.previous is not None:
         log.emit("node_reaping", node=name, dead=joined.previous,
                  detail="this node's previous run stopped without a clean stop")
         await _call_reap(reap, joined.previous)
@@ -424,27 +457,35 @@ class _LagSince:
         return total / added if added > 0 else None
 
 
-async def serve_gateway_node(gateway: Any, url: str, *, reap: ReapHook,
+def node_connect(url: str) -> Callable[[], Any]:
+    """How a node (re)connects for its heartbeat: autocommit, a 10 s connect deadline."""
+    from functools import partial
+
+    return partial(psycopg.connect, url, autocommit=True, connect_timeout=10)
+
+
+def release() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fleetgate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+async def serve_gateway_node(gateway: Any, membership: Membership, *, reap: ReapHook,
                              task_status: trio.TaskStatus[Membership]
                              = trio.TASK_STATUS_IGNORED) -> None:
     """`serve_node` as `fleet-gateway serve` runs it on a PostgreSQL store: the node's name
     and timings from the gateway's config, its live connections, the bus lag from the
     cluster metrics (`cluster_relay_lag_seconds`), and the view /metrics reads
-    (`gateway.cluster`)."""
-    from functools import partial
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        release = version("fleetgate")
-    except PackageNotFoundError:
-        release = "unknown"
+    (`gateway.cluster`); `membership` from `join_node` at the start."""
     config = gateway.config
     lag = getattr(getattr(gateway.metrics, "cluster", None), "lag", None)
     await serve_node(
-        partial(psycopg.connect, url, autocommit=True, connect_timeout=10),
-        config.node or default_node_name(),
+        node_connect(config.store), membership.name,
         interval=config.node_heartbeat_interval, dead_after=config.node_dead_after,
         dead_retention=config.node_dead_retention, reap=reap,
         connections=lambda: len(gateway.connections), log=gateway.log, view=gateway.cluster,
-        bus_lag=_LagSince(lag) if lag is not None else (lambda: None), version=release,
-        task_status=task_status)
+        bus_lag=_LagSince(lag) if lag is not None else (lambda: None), version=release(),
+        membership=membership, task_status=task_status)
