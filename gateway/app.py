@@ -42,6 +42,7 @@ from .registry import ConnectionRegistry
 from .tls import TLSContexts
 
 if TYPE_CHECKING:
+    from .cluster import Cluster
     from .cluster.nodes import ClusterView
     from .connection import Connection
     from .identity import DeviceIdentity
@@ -100,6 +101,7 @@ class Gateway:
         bars: Container[uuid.UUID] = frozenset(),
         clock: Callable[[], datetime] | None = None,
         metrics: GatewayMetrics | None = None,
+        peers: Cluster | None = None,
         cluster: ClusterView | None = None,
     ) -> None:
         self.config = config
@@ -120,7 +122,10 @@ class Gateway:
         self.status = status
         self.journal = journal  # the broker's durable MQTT state (persistence.py), if any
         self.bars = bars  # networks barred by an erasure (the HTTP API's BarList)
-        # What this node last read of the cluster's node table (PostgreSQL store only).
+        # The other nodes sharing its PostgreSQL (gateway.cluster.Cluster), in cluster mode.
+        self.peers = peers
+        # This node's row in the cluster's node table and what it last read of the others
+        # (gateway.cluster.nodes), in cluster mode.
         self.cluster = cluster
         self.limits = ConnectionLimits(
             config.max_connections,
@@ -363,27 +368,53 @@ async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
             raise ConfigError(f"cannot open the store in {where}: {exc}") from None
         ingest = Ingest(store, limits=dataclasses.replace(
             DEFAULT_LIMITS, max_stored_bytes_per_network=config.max_stored_bytes_per_network))
+        peers, owned, cluster = None, None, None
+        if config.store is not None:  # cluster mode: every node on this PostgreSQL
+            from .cluster.wiring import open_cluster
+
+            # The node's row first: a name a live node holds is refused before anything of
+            # the cluster starts under it.
+            cluster = await _join_cluster(config, stack)
+            peers, owned = await open_cluster(config, store, log, metrics)
         try:
-            broker, journal = await load_mqtt_state(config, store, log)
+            broker, journal = await load_mqtt_state(config, store, log, peer=peers,
+                                                    owned=owned)
         except StorageError as exc:
             raise ConfigError(f"cannot load the MQTT state from {where}: {exc}") from None
         if data is None:
             log.emit("bars_in_memory", detail="no data folder (--data): the bar list of "
                                               "erased networks lasts until the process ends")
-        # A PostgreSQL store makes this process a cluster node (gateway.cluster.nodes).
-        cluster = None
-        if config.store is not None:
-            from .cluster.nodes import ClusterView
-
-            cluster = ClusterView(dead_after=config.node_dead_after)
+        bars = peers.bars if peers is not None else BarList(data / BARS_FILE if data else None)
         gateway = Gateway(config, log=log, ingest=ingest, status=store, broker=broker,
-                          journal=journal, bars=BarList(data / BARS_FILE if data else None),
-                          metrics=metrics, cluster=cluster)
+                          journal=journal, bars=bars, metrics=metrics, peers=peers,
+                          cluster=cluster)
         if config.store is None:
             log.emit("store_opened", data=where)
         else:
             log.emit("store_opened", store=where)
         await _serve_until_signal(gateway, store)
+
+
+async def _join_cluster(config: GatewayConfig, stack: AsyncExitStack) -> ClusterView:
+    """This node's row in the node table (left again if the start fails later on).
+
+    Raises:
+        gateway.cluster.nodes.NodeNameInUse: a live node holds this node's name.
+        ConfigError: PostgreSQL cannot be reached for it.
+    """
+    import psycopg
+
+    from .cluster.nodes import ClusterView, default_node_name, join_node, node_connect, release
+
+    try:
+        node = await join_node(node_connect(config.store or ""),
+                               config.node or default_node_name(),
+                               clock=lambda: datetime.now(UTC),
+                               dead_after=config.node_dead_after, version=release())
+    except psycopg.Error as exc:
+        raise ConfigError(f"cannot join the cluster: {exc}") from None
+    stack.push_async_callback(trio.to_thread.run_sync, node.close)
+    return ClusterView(dead_after=config.node_dead_after, node=node)
 
 
 def _redacted(url: str) -> str:
@@ -392,11 +423,13 @@ def _redacted(url: str) -> str:
     return redact(url)
 
 
-async def load_mqtt_state(config: GatewayConfig, store: object,
-                          log: EventLog) -> tuple[Broker, Journal]:
+async def load_mqtt_state(config: GatewayConfig, store: object, log: EventLog, *,
+                          peer: Any = None, owned: Container[tuple[str, str]] | None = None
+                          ) -> tuple[Broker, Journal]:
     """A broker loaded from `store` (retained messages, persistent sessions and their
     queues) and the journal that keeps its changes there: run `journal.run` beside it, and
-    `await journal.flush()` once the connections are closed.
+    `await journal.flush()` once the connections are closed. In a cluster: `peer` (the
+    node's `Cluster`) and `owned`, the session keys this node owns (it loads only those).
 
     Raises:
         StorageError: the store cannot be read.
@@ -410,7 +443,8 @@ async def load_mqtt_state(config: GatewayConfig, store: object,
         max_retained_bytes_per_network=config.max_retained_bytes_per_network,
         max_subscriptions_per_session=config.max_subscriptions_per_session,
         max_queued_bytes_per_session=config.max_queued_bytes_per_session,
-        max_queued_bytes_per_network=config.max_queued_bytes_per_network)
+        max_queued_bytes_per_network=config.max_queued_bytes_per_network, peer=peer,
+        owned=None if owned is None else lambda net, client: (str(net), client) in owned)
     sessions = sum(1 for _ in broker.sessions.all())
     log.emit("mqtt_state_loaded", sessions=sessions,
              retained=len(broker.retained))  # type: ignore[arg-type]
@@ -447,23 +481,25 @@ def _shown(bound: tuple[str, int]) -> str:
 
 
 def _no_reap(node: str) -> None:
-    """The reap hook until the cluster bus is wired: the node is marked dead, nothing else."""
+    """Without a cluster service (tests that build a Gateway alone): marked dead, no more."""
 
 
-async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt,
-                         reap: Callable[[str], Any] = _no_reap) -> None:
-    """Serve until a signal. With `gateway.cluster` (a PostgreSQL store) this process is a
-    cluster node first: `reap(name)` publishes a dead node's wills and takes its sessions."""
+async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
+    """Serve until a signal. In cluster mode (a PostgreSQL store) the node's cluster service
+    and its heartbeat start first; `peers.reap(name)` publishes a dead node's wills."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             if gateway.journal is not None:
                 await nursery.start(gateway.journal.run)
+            if gateway.peers is not None:  # the other nodes, before the first device
+                await nursery.start(gateway.peers.serve, gateway, store)
             node = None
-            if gateway.cluster is not None:  # join before serving: a name in use refuses
+            if gateway.cluster is not None:  # its heartbeat; it reaps its previous run
                 from .cluster.nodes import serve_gateway_node
 
                 node = await nursery.start(partial(
-                    serve_gateway_node, gateway, gateway.config.store, reap=reap))
+                    serve_gateway_node, gateway, gateway.cluster.node,
+                    reap=gateway.peers.reap if gateway.peers is not None else _no_reap))
             bound = await nursery.start(serve_mqtt, gateway)
             if node is not None:
                 node.mqtt = _shown(bound)

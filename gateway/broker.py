@@ -80,6 +80,9 @@ class BrokerPeer(Protocol):
     def interest(self, network: str, present: bool) -> None:
         """The network's first subscription here appeared (True) or its last went (False)."""
 
+    def ended(self, key: SessionKey, persistent: bool) -> None:
+        """The live connection of session `key` detached here (not taken over here)."""
+
 
 class Outlet(Protocol):
     """A live connection as the broker sees it."""
@@ -365,6 +368,8 @@ class Broker:
             return  # taken over: the session now belongs to the newer connection
         del self._live[key]
         state = self.sessions.get(key)
+        if self.peer is not None:
+            self.peer.ended(key, state is not None and not state.clean)
         if state is not None:
             if state.clean:
                 self._drop_state(state)

@@ -231,9 +231,15 @@ class Connection:
         connect = (await read_connect(self.stream, core, cfg.connect_timeout, self.flush)).connect
         # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
         client_id = self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
+        # In a cluster this node claims the session key first (a takeover across nodes).
+        cluster = gw.peers
+        why = None if cluster is None else await cluster.claim(admitted.jail, client_id, connect)
         opened = open_session(admitted, connect, client_id, core, gw.sessions, self, self.log,
-                              self.wake)
+                              self.wake) if why is None else Refusal(
+            ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED, why)
         if isinstance(opened, Refusal):
+            if cluster is not None and why is None:  # claimed, not opened: give it back
+                cluster.ended((admitted.identity.network, client_id), not connect.clean_session)
             core.refuse(opened.code)
             await self.flush()
             raise ConnectionEnds(opened.reason, opened.detail)

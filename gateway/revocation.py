@@ -47,6 +47,9 @@ def reload_tls(gateway: Gateway, trigger: str, *, force: bool = False) -> bool:
             changed = True
             gateway.check_crl_freshness()
             gateway.close_revoked()
+            cluster = getattr(gateway, "peers", None)
+            if cluster is not None and trigger != "cluster":
+                cluster.crl_reloaded()  # the other nodes reload theirs now
     if force or tls.context_changed():
         try:
             state = tls.rebuild()

@@ -284,9 +284,11 @@ def read_nodes(conn: Any) -> list[NodeRow]:
 
 @dataclass
 class ClusterView:
-    """What this node last read of the cluster, for /metrics (refreshed each heartbeat)."""
+    """What this node last read of the cluster, for /metrics (refreshed each heartbeat), and
+    its own row (`node`, when it joined through `join_node`)."""
 
     dead_after: float
+    node: Membership | None = None
     nodes: list[NodeRow] = field(default_factory=list)
     read_at: datetime | None = None
     reaped: int = 0  # nodes this node reaped
@@ -379,8 +381,12 @@ async def serve_node(
     if joined is not None and joined.previous is not None:
         log.emit("node_reaping", node=name, dead=joined.previous,
                  detail="this node's previous run stopped without a clean stop")
-        await _call_reap(reap, joined.previous)
-        log.emit("node_reaped", node=name, dead=joined.previous)
+        try:
+            await _call_reap(reap, joined.previous)
+            log.emit("node_reaped", node=name, dead=joined.previous)
+        except Exception as exc:  # PostgreSQL lost meanwhile: its wills stay unpublished
+            log.emit("reap_failed", node=name, dead=joined.previous,
+                     detail=f"{type(exc).__name__}: {exc}"[:300])
     log.emit("node_joined", node=name, incarnation=str(membership.incarnation))
     task_status.started(membership)
     beating_since = clock()
@@ -425,6 +431,7 @@ async def serve_node(
     finally:
         if membership.conn is not None:
             await trio.to_thread.run_sync(_close_quietly, membership.conn)
+            membership.conn = None
 
 
 def _close_quietly(conn: Any) -> None:

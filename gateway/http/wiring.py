@@ -112,7 +112,12 @@ class GatewayHooks:
         return ControlOutcome(
             network=network, device=where.device if where else None, topic=reply.topic,
             data=doc["data"], timestamp=datetime.fromisoformat(doc["timestamp"]),
-            device_online=self.online(network))
+            device_online=self.online(network) or await self._online_elsewhere(network))
+
+    async def _online_elsewhere(self, network: UUID) -> bool:
+        """In a cluster: whether the network has a live session on another node."""
+        cluster = getattr(self.gateway, "peers", None)
+        return cluster is not None and await cluster.online(network)
 
     async def erase(self, network: UUID, operator: Operator) -> EraseOutcome:
         now = datetime.now(UTC)
@@ -129,6 +134,9 @@ class GatewayHooks:
         if self.gateway is not None:
             closed = await self._close_sessions(network)
             self._forget_broker_state(network)
+            cluster = getattr(self.gateway, "peers", None)
+            if cluster is not None:  # the other nodes cut the network's sessions too
+                await cluster.erase(network)
             journal = getattr(self.gateway, "journal", None)
             if journal is not None:  # its journaled changes land before the erasure
                 await journal.settle()

@@ -1,0 +1,91 @@
+"""Sessions across nodes: a takeover closes the session on the node that had it, the
+per-network session cap holds cluster-wide, a dead node's wills are published by `reap`,
+and a killed bus connection resyncs what it may have missed."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import trio
+from clusterhelpers import start_node
+from gwhelpers import WAIT, PahoClient
+
+from gateway.cluster import registry
+
+
+async def test_the_same_client_id_on_another_node_takes_the_session_over(
+        nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a")
+    b = await start_node(nursery, pki, postgres_url, "b")
+    creds = pki.device()
+    first = PahoClient(a.running, creds, "sensor")
+    assert (await first.connect())[1] == 0
+    second = PahoClient(b.running, creds, "sensor")
+    assert (await second.connect())[1] == 0
+    line = await a.logs.wait("disconnected", client_id="sensor")
+    assert line["reason"] == "DUPLICATE_CLIENTID"
+    await a.logs.wait("cluster_session_handed_over", client_id="sensor", to="b")
+    await trio.to_thread.run_sync(first.disconnected.wait, WAIT)
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT node, live FROM cluster_sessions WHERE client_id = "
+                            "'sensor'").fetchall()
+    assert rows == [("b", True)]  # a's end did not undo b's claim
+    await second.close()
+
+
+async def test_sessions_per_network_are_counted_cluster_wide(nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a", max_sessions_per_network=2)
+    b = await start_node(nursery, pki, postgres_url, "b", max_sessions_per_network=2)
+    network = uuid.uuid4()
+    one = PahoClient(a.running, pki.device(network=network), "one")
+    two = PahoClient(b.running, pki.device(network=network), "two")
+    three = PahoClient(a.running, pki.device(network=network), "three")
+    assert (await one.connect())[1] == 0
+    assert (await two.connect())[1] == 0
+    assert str((await three.connect())[1]) == "Server unavailable"  # the cap, on both nodes
+    line = await a.logs.wait("disconnected", client_id="three")
+    assert (line["reason"], line["detail"]) == ("THROTTLED", "max_sessions_per_network")
+    await two.close()
+    await b.logs.wait("disconnected", client_id="two")
+    with trio.fail_after(WAIT):  # its row goes with it (the writer is asynchronous)
+        while await _sessions(postgres_url, network) != 1:
+            await trio.sleep(0.02)
+    again = PahoClient(a.running, pki.device(network=network), "three")
+    assert (await again.connect())[1] == 0
+    for client in (one, again):
+        await client.close()
+
+
+async def _sessions(url: str, network: uuid.UUID) -> int:
+    def count() -> int:
+        with psycopg.connect(url) as conn:
+            return registry.sessions_of(network, conn)
+    return await trio.to_thread.run_sync(count)
+
+
+async def test_reap_publishes_the_wills_of_a_node_that_stopped_without_cleanup(
+        nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a")
+    ghost = await start_node(nursery, pki, postgres_url, "ghost")
+    network = uuid.uuid4()
+    watcher = PahoClient(a.running, pki.device(network=network), "watcher")
+    assert (await watcher.connect())[1] == 0
+    await watcher.subscribe("status/#", qos=1)
+    doomed = PahoClient(ghost.running, pki.device(network=network), "doomed",
+                        will=("status/doomed", b"gone", 1, False))
+    assert (await doomed.connect())[1] == 0
+    await ghost.logs.wait("connected", client_id="doomed")
+    # The node stops without cleanup: its cluster tasks are cancelled with everything
+    # else, so its registry rows stay as they were (live, with the will).
+    ghost.scope.cancel()
+    await ghost.logs.wait("disconnected", client_id="doomed")
+    assert await a.cluster.reap("ghost") == 1
+    will = await watcher.message()
+    assert (will.topic, will.payload, will.qos) == ("status/doomed", b"gone", 1)
+    await watcher.publish("status/marker", b"after", qos=1)
+    assert (await watcher.message()).payload == b"after"  # the will came once
+    assert await _sessions(postgres_url, network) == 1  # the watcher's only
+    await a.logs.wait("cluster_reaped", dead_node="ghost", wills=1)
+    await doomed.close(graceful=False)
+    await watcher.close()
