@@ -99,9 +99,12 @@ class ClusterServer(Server):
 
     pg: Postgres | None = None
     worker_pids: dict[str, int] = field(default_factory=dict)
+    pg_readings: list[float] = field(default_factory=list)  # PostgreSQL's part of each read
 
     def cpu_seconds(self) -> float:
-        return super().cpu_seconds() + (self.pg.cpu_seconds() if self.pg else 0.0)
+        pg = self.pg.cpu_seconds() if self.pg else 0.0
+        self.pg_readings.append(pg)
+        return super().cpu_seconds() + pg
 
     def rss_kib(self) -> int:
         return super().rss_kib()
@@ -150,11 +153,18 @@ ROWS_SQL = "SELECT count(*) FROM state_log"
 
 
 @contextlib.contextmanager
-def _pg_system(bench: Bench, workers: int) -> Iterator[tuple[Server, Any, dict]]:
+def _pg_system(bench: Bench, workers: int,
+               pg_cpu: list[float]) -> Iterator[tuple[Server, Any, dict]]:
+    """`_stored_run`'s system on PostgreSQL; appends PostgreSQL's CPU seconds over the
+    measured window (the first to the last CPU reading) to `pg_cpu`."""
     with postgres(bench) as pg, gateway_on(bench, pg, workers) as server:
         prelude = mqttwire.publish("model", FLEETGATE_MODEL, qos=1, packet_id=0xFFFF)
-        yield (server, lambda: pg.count(ROWS_SQL)[0][0],
-               {"topic": "report/bench/v", "prelude": prelude})
+        try:
+            yield (server, lambda: pg.count(ROWS_SQL)[0][0],
+                   {"topic": "report/bench/v", "prelude": prelude})
+        finally:
+            if len(server.pg_readings) >= 2:
+                pg_cpu.append(server.pg_readings[-1] - server.pg_readings[0])
 
 
 SYSTEMS = {
@@ -177,13 +187,19 @@ def _stored_rows(bench: Bench) -> list[Row]:
             "CPU-second figure is the comparable one"])
         rows[system] = row
         for _ in range(bench.runs):
+            pg_cpu: list[float] = []
             try:
                 if workers is None:
                     run = _stored_run(bench, "fleetgate", bench.sizes.stored_seconds, None,
                                       settle=10)
                 else:
                     run = _stored_run(bench, "fleetgate", bench.sizes.stored_seconds, None,
-                                      settle=10, store=lambda w=workers: _pg_system(bench, w))
+                                      settle=10, store=lambda w=workers, c=pg_cpu:
+                                      _pg_system(bench, w, c))
+                    if pg_cpu:
+                        run["postgres_cpu_s"] = round(pg_cpu[-1], 2)
+                        run["stored_per_postgres_cpu_s"] = (
+                            round(run["stored"] / pg_cpu[-1], 1) if pg_cpu[-1] > 0 else None)
             except Unavailable as exc:
                 row.unavailable = str(exc)
                 break
@@ -192,7 +208,8 @@ def _stored_rows(bench: Bench) -> list[Row]:
                 break
             row.add(**run)
             bench.log(f"  {system}: stored {run['stored']} ({run['stored_per_s']}/s, "
-                      f"{run['per_cpu_s']} per CPU-s), lost {run['lost']}")
+                      f"{run['per_cpu_s']} per CPU-s, of which PostgreSQL "
+                      f"{run.get('postgres_cpu_s', 0)} s), lost {run['lost']}")
         note_saturation(row)
     return list(rows.values())
 
