@@ -294,6 +294,19 @@ class ClusterView:
     reaped: int = 0  # nodes this node reaped
     heartbeat_failures: int = 0  # beats that could not reach PostgreSQL
 
+    def gone(self, name: str, now: datetime | None = None) -> bool:
+        """Whether node `name` is known not to run any more: its row is missing, or not
+        alive (lapsed, dead, reaped), or it ran on this host and its pid is gone (a killed
+        `--workers` worker: known at once, before its heartbeat lapses). A takeover from a
+        gone node need not wait for it to let the session go."""
+        row = next((n for n in self.nodes if n.name == name), None)
+        if row is None:
+            return True
+        if row.state(now or datetime.now(UTC), self.dead_after) != "alive":
+            return True
+        return row.host == socket.gethostname() and row.pid != os.getpid() and \
+            not _pid_alive(row.pid)
+
 
 async def join_node(connect: Callable[[], Any], name: str, *, clock: Clock, dead_after: float,
                     version: str = "") -> Membership:

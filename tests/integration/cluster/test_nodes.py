@@ -282,3 +282,22 @@ async def test_serve_node_stops_when_another_node_declared_it_dead(connect):
     assert raised.value.subgroup(NodeFenced) is not None
     # Fenced, not a clean stop: the row stays for its reaper.
     assert rows(connect)["stalled"].reaped_by == "other"
+
+
+def test_the_view_knows_a_node_gone_by_its_row_its_heartbeat_or_its_pid(connect):
+    import os
+    import socket
+
+    clock = Clock()
+    here = member(connect, "here", clock, host=socket.gethostname(), pid=os.getpid())
+    killed = member(connect, "killed", clock, host=socket.gethostname(), pid=2**22 + 7)
+    remote = member(connect, "remote", clock, host="elsewhere", pid=1)
+    for m in (here, killed, remote):
+        m.join()
+    with connect() as conn:
+        view = ClusterView(dead_after=DEAD_AFTER, nodes=read_nodes(conn))
+    assert not view.gone("here", clock())
+    assert view.gone("killed", clock())  # same host, no such pid
+    assert not view.gone("remote", clock())  # another host: only its heartbeat tells
+    assert view.gone("remote", clock() + timedelta(seconds=DEAD_AFTER + 1))
+    assert view.gone("never-joined", clock())
