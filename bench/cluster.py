@@ -1,5 +1,6 @@
 """Figure 8: the cluster. Stored reports per server CPU-second on SQLite, on PostgreSQL, and
-on two nodes sharing PostgreSQL; failover when one of two nodes is killed.
+on two nodes sharing PostgreSQL; relay and takeover across nodes (`bench.cluster_relay`);
+failover when one of two nodes is killed.
 
 - Stored: QoS 1 from 10 clients (figure 3's load), rows counted in the store once it stops
   growing. The server's CPU counts every gateway process (the supervisor and its workers
@@ -111,7 +112,8 @@ class ClusterServer(Server):
 
 
 @contextlib.contextmanager
-def gateway_on(bench: Bench, pg: Postgres, workers: int) -> Iterator[ClusterServer]:
+def gateway_on(bench: Bench, pg: Postgres, workers: int,
+               node: str = "bench") -> Iterator[ClusterServer]:
     """`fleet-gateway serve --store <pg> --workers N`, waiting for every worker's
     `listening` line."""
     exe = Path(sys.executable).parent / "fleet-gateway"
@@ -121,7 +123,7 @@ def gateway_on(bench: Bench, pg: Postgres, workers: int) -> Iterator[ClusterServ
     config = bench.work / "fleetgate-bench.toml"
     config.write_text(servers.FLEETGATE_BENCH_CONFIG)
     cmd = [str(exe), "serve", "--config", str(config), "--ca-home", str(bench.pki.home),
-           "--store", pg.url, "--node", "bench", "--workers", str(workers),
+           "--store", pg.url, "--node", node, "--workers", str(workers),
            "--mqtt", "127.0.0.1:0", "--http", "off"]
     proc = spawn(cmd, log, bench.server_cpus)
     server = ClusterServer(f"{workers} node(s)", 0, [proc], log, pg=pg)
@@ -322,4 +324,6 @@ def _failover_rows(bench: Bench) -> list[Row]:
 
 
 def figure_cluster(bench: Bench) -> list[Row]:
-    return _stored_rows(bench) + _failover_rows(bench)
+    from bench.cluster_relay import relay_rows
+
+    return _stored_rows(bench) + relay_rows(bench) + _failover_rows(bench)

@@ -1,0 +1,179 @@
+"""Figure 8, across nodes: relay rate and latency, and session takeover time.
+
+Two nodes (separate `fleet-gateway serve` processes, names bench-a and bench-b) on one
+PostgreSQL. One network's certificate connects twice (paho, TLS 1.3, mutual):
+
+- relay: a subscriber on bench-b (`chat/#`, QoS 1) and a publisher on bench-a sending QoS 1
+  messages as fast as 100 in flight allow; each payload carries its send time (one machine,
+  one clock). Measured: messages received per second (first send to last receipt) and the
+  latency's p50 and p99.
+- takeover: a persistent session (clean session 0) connected on one node, then the same
+  client id connecting on the other: the time from the TCP connect to its CONNACK (TLS
+  handshake included), beside the same for a fresh client id (no takeover), both medians
+  over `TAKEOVERS` tries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from bench.cluster import gateway_on, postgres
+from bench.context import Bench
+from bench.loadgen import LoadError
+from bench.results import Row
+from bench.servers import Server, Unavailable
+
+TAKEOVERS = 10
+RELAY_WINDOW = 100
+
+
+@contextlib.contextmanager
+def _client(bench: Bench, port: int, client_id: str, *, clean: bool = True,
+            on_message: Any = None) -> Iterator[tuple[mqtt.Client, float]]:
+    """A connected paho client and the seconds its connect took (TCP to CONNACK)."""
+    device = bench.pki.devices[0]
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=clean)
+    client.tls_set(ca_certs=str(bench.pki.root), certfile=str(device.cert),
+                   keyfile=str(device.key))
+    client.max_inflight_messages_set(RELAY_WINDOW)
+    client.max_queued_messages_set(0)
+    # No reconnect while measuring: a session taken over must stay with its new node.
+    client.reconnect_delay_set(min_delay=300, max_delay=300)
+    connected, disconnected = threading.Event(), threading.Event()
+    codes: list[Any] = []
+
+    def on_connect(_c, _u, _f, rc, _p=None) -> None:  # noqa: ANN001
+        codes.append(rc)
+        connected.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *_a: disconnected.set()
+    if on_message is not None:
+        client.on_message = on_message
+    client.user_data_set({"disconnected": disconnected})
+    started = time.perf_counter()
+    client.connect("127.0.0.1", port, keepalive=60)
+    client.loop_start()
+    try:
+        if not connected.wait(30) or codes[0] != 0:
+            raise LoadError(f"{client_id}: no CONNACK 0 from port {port}: {codes}")
+        yield client, time.perf_counter() - started
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _relay_run(bench: Bench, messages: int) -> dict[str, Any]:
+    with postgres(bench) as pg, gateway_on(bench, pg, 1, node="bench-a") as a, \
+            gateway_on(bench, pg, 1, node="bench-b") as b:
+        latencies: list[float] = []
+        received = threading.Event()
+        lock = threading.Lock()
+        probe = threading.Event()
+
+        def on_message(_c, _u, msg) -> None:  # noqa: ANN001
+            now = time.time_ns()
+            if msg.topic.endswith("/probe"):
+                probe.set()
+                return
+            sent, = struct.unpack_from(">q", msg.payload)
+            with lock:
+                latencies.append((now - sent) / 1e9)
+                if len(latencies) >= messages:
+                    received.set()
+
+        with _client(bench, b.port, "relay-sub", on_message=on_message) as (sub, _), \
+                _client(bench, a.port, "relay-pub") as (pub, _):
+            done = threading.Event()
+            sub.on_subscribe = lambda *_a: done.set()
+            sub.subscribe("chat/#", qos=1)
+            if not done.wait(30):
+                raise LoadError("the subscriber got no SUBACK")
+            # bench-a learns of bench-b's subscriber through the bus: probe until relayed.
+            deadline = time.monotonic() + 30
+            while not probe.wait(0.2):
+                pub.publish("chat/probe", b"x", qos=1)
+                if time.monotonic() > deadline:
+                    raise LoadError("no message relayed from bench-a to bench-b in 30 s")
+            cpu0 = Server.cpu_seconds(a) + Server.cpu_seconds(b)  # the gateways alone
+            first = time.time_ns()
+            for i in range(messages):
+                pub.publish("chat/m", struct.pack(">qq", time.time_ns(), i) + b"." * 84, qos=1)
+            if not received.wait(120):
+                raise LoadError(f"relayed {len(latencies)} of {messages} in 120 s")
+            last = time.time_ns()
+            cpu = Server.cpu_seconds(a) + Server.cpu_seconds(b) - cpu0
+    ordered = sorted(latencies)
+    seconds = (last - first) / 1e9
+    return {"value": round(messages / seconds, 1), "messages": messages,
+            "seconds": round(seconds, 3), "p50_ms": round(ordered[len(ordered) // 2] * 1e3, 2),
+            "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1e3, 2),
+            "server_cpu_s": round(cpu, 2),
+            "per_cpu_s": round(messages / cpu, 1) if cpu > 0 else None}
+
+
+def _takeover_run(bench: Bench) -> dict[str, Any]:
+    with postgres(bench) as pg, gateway_on(bench, pg, 1, node="bench-a") as a, \
+            gateway_on(bench, pg, 1, node="bench-b") as b:
+        takeovers, fresh = [], []
+        for i in range(TAKEOVERS):
+            first, second = (a, b) if i % 2 == 0 else (b, a)
+            with _client(bench, first.port, f"roamer-{i}", clean=False) as (old, _):
+                gone = old.user_data_get()["disconnected"]
+                with _client(bench, second.port, f"roamer-{i}", clean=False) as (_, took):
+                    if not gone.wait(30):
+                        raise LoadError("the old session was not closed by the takeover")
+                    takeovers.append(took)
+            with _client(bench, second.port, f"fresh-{i}") as (_, took):
+                fresh.append(took)
+    return {"value": round(statistics.median(takeovers) * 1e3, 2),
+            "fresh_connect_ms": round(statistics.median(fresh) * 1e3, 2),
+            "max_ms": round(max(takeovers) * 1e3, 2), "tries": TAKEOVERS}
+
+
+def relay_rows(bench: Bench) -> list[Row]:
+    messages = 200 if bench.sizes.failover_devices < 10 else 20_000
+    system = "fleetgate, 2 nodes, PostgreSQL"
+    rate = Row("8", "relay across nodes: QoS 1, publisher on A, subscriber on B", system,
+               "relayed messages/s", notes=[
+                   f"{RELAY_WINDOW} QoS 1 messages in flight, 100-byte payloads, same "
+                   "network; per CPU-second counts both gateway processes, not PostgreSQL "
+                   "(the relay goes through LISTEN/NOTIFY: its CPU is in the gateways)"])
+    p50 = Row("8", "relay latency across nodes, p50", system, "ms", lower_is_better=True,
+              cpu_key=None)
+    p99 = Row("8", "relay latency across nodes, p99", system, "ms", lower_is_better=True,
+              cpu_key=None)
+    takeover = Row("8", f"session takeover across nodes (median of {TAKEOVERS})", system,
+                   "ms from connect to CONNACK", lower_is_better=True, cpu_key=None,
+                   notes=["TLS handshake included; fresh_connect_ms is the same connect "
+                          "without a session to take over"])
+    for _ in range(bench.runs):
+        try:
+            run = _relay_run(bench, messages)
+            rate.add(**run)
+            p50.add(value=run["p50_ms"])
+            p99.add(value=run["p99_ms"])
+            bench.log(f"  relay: {run['value']}/s, p50 {run['p50_ms']} ms, "
+                      f"p99 {run['p99_ms']} ms")
+            run = _takeover_run(bench)
+            takeover.add(**run)
+            bench.log(f"  takeover: {run['value']} ms (fresh connect "
+                      f"{run['fresh_connect_ms']} ms)")
+        except Unavailable as exc:
+            for row in (rate, p50, p99, takeover):
+                row.unavailable = str(exc)
+            break
+        except LoadError as exc:
+            for row in (rate, p50, p99, takeover):
+                row.notes.append(f"stopped: {exc}")
+            break
+    return [rate, p50, p99, takeover]
