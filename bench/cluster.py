@@ -39,6 +39,7 @@ from bench.stored import FLEETGATE_MODEL, _stored_run
 
 FAILOVER_BUDGET = 10.0
 LISTENING = re.compile(r'"event": "listening", "mqtt": "127\.0\.0\.1:(\d+)"')
+METRICS_LISTENING = re.compile(r'"event": "listening", "metrics": "127\.0\.0\.1:(\d+)"')
 
 
 @dataclass
@@ -101,6 +102,20 @@ class ClusterServer(Server):
     pg: Postgres | None = None
     worker_pids: dict[str, int] = field(default_factory=dict)
     pg_readings: list[float] = field(default_factory=list)  # PostgreSQL's part of each read
+    metrics_port: int = 0  # its plain /metrics listener (one worker only)
+
+    def metric(self, name: str) -> float | None:
+        """One unlabelled sample of the node's /metrics, or None."""
+        import urllib.request
+
+        if not self.metrics_port:
+            return None
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(f"fleetgate_{name} "):
+                    return float(line.split()[-1])
+        return None
 
     def cpu_seconds(self) -> float:
         pg = self.pg.cpu_seconds() if self.pg else 0.0
@@ -125,6 +140,8 @@ def gateway_on(bench: Bench, pg: Postgres, workers: int,
     cmd = [str(exe), "serve", "--config", str(config), "--ca-home", str(bench.pki.home),
            "--store", pg.url, "--node", node, "--workers", str(workers),
            "--mqtt", "127.0.0.1:0", "--http", "off"]
+    if workers == 1:
+        cmd += ["--metrics", "127.0.0.1:0"]
     proc = spawn(cmd, log, bench.server_cpus)
     server = ClusterServer(f"{workers} node(s)", 0, [proc], log, pg=pg)
     try:
@@ -136,8 +153,10 @@ def gateway_on(bench: Bench, pg: Postgres, workers: int,
                 if '"worker_started"' in line:
                     record = json.loads(line)
                     server.worker_pids[record["node"]] = record["pid"]
-            if len(ports) >= workers:
+            metrics = METRICS_LISTENING.search(text)
+            if len(ports) >= workers and (workers > 1 or metrics):
                 server.port = int(ports[0])
+                server.metrics_port = int(metrics[1]) if metrics else 0
                 break
             if proc.poll() is not None:
                 tail = text.strip().splitlines()[-1:] or ["(no output)"]

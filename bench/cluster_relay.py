@@ -5,8 +5,9 @@ PostgreSQL. One network's certificate connects twice (paho, TLS 1.3, mutual):
 
 - relay: a subscriber on bench-b (`chat/#`, QoS 1) and a publisher on bench-a sending QoS 1
   messages as fast as 100 in flight allow; each payload carries its send time (one machine,
-  one clock). Measured: messages received per second (first send to last receipt) and the
-  latency's p50 and p99.
+  one clock). Measured: messages received per second (first send to last receipt), the
+  latency's p50 and p99, and how many never arrived (the run ends once all arrived or none
+  came for `SETTLE` seconds), with the nodes' own counts of relay drops and gaps.
 - takeover: a persistent session (clean session 0) connected on one node, then the same
   client id connecting on the other: the time from the TCP connect to its CONNACK (TLS
   handshake included), beside the same for a fresh client id (no takeover), both medians
@@ -26,13 +27,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from bench.cluster import gateway_on, postgres
-from bench.context import Bench
+from bench.context import Bench, stopped
 from bench.loadgen import LoadError
 from bench.results import Row
 from bench.servers import Server, Unavailable
 
 TAKEOVERS = 10
 RELAY_WINDOW = 100
+SETTLE = 5.0  # seconds without a new message after which the relay run ends
 
 
 @contextlib.contextmanager
@@ -76,7 +78,7 @@ def _relay_run(bench: Bench, messages: int) -> dict[str, Any]:
     with postgres(bench) as pg, gateway_on(bench, pg, 1, node="bench-a") as a, \
             gateway_on(bench, pg, 1, node="bench-b") as b:
         latencies: list[float] = []
-        received = threading.Event()
+        arrivals: list[int] = []
         lock = threading.Lock()
         probe = threading.Event()
 
@@ -88,8 +90,7 @@ def _relay_run(bench: Bench, messages: int) -> dict[str, Any]:
             sent, = struct.unpack_from(">q", msg.payload)
             with lock:
                 latencies.append((now - sent) / 1e9)
-                if len(latencies) >= messages:
-                    received.set()
+                arrivals.append(now)
 
         with _client(bench, b.port, "relay-sub", on_message=on_message) as (sub, _), \
                 _client(bench, a.port, "relay-pub") as (pub, _):
@@ -108,17 +109,28 @@ def _relay_run(bench: Bench, messages: int) -> dict[str, Any]:
             first = time.time_ns()
             for i in range(messages):
                 pub.publish("chat/m", struct.pack(">qq", time.time_ns(), i) + b"." * 84, qos=1)
-            if not received.wait(120):
-                raise LoadError(f"relayed {len(latencies)} of {messages} in 120 s")
-            last = time.time_ns()
+            # Until all arrived, or none for SETTLE seconds (a relay that dropped some).
+            seen, since = 0, time.monotonic()
+            while seen < messages and time.monotonic() - since < SETTLE:
+                time.sleep(0.1)
+                if len(arrivals) != seen:
+                    seen, since = len(arrivals), time.monotonic()
             cpu = Server.cpu_seconds(a) + Server.cpu_seconds(b) - cpu0
+            dropped = b.metric("cluster_relay_gaps_total"), a.metric(
+                "cluster_relay_dropped_total")
+    if not latencies:
+        raise LoadError("nothing was relayed")
+    last = arrivals[-1]
     ordered = sorted(latencies)
     seconds = (last - first) / 1e9
-    return {"value": round(messages / seconds, 1), "messages": messages,
-            "seconds": round(seconds, 3), "p50_ms": round(ordered[len(ordered) // 2] * 1e3, 2),
+    got = len(latencies)
+    return {"value": round(got / seconds, 1), "messages": messages, "received": got,
+            "lost": messages - got, "relay_gaps_on_b": dropped[0],
+            "relay_dropped_on_a": dropped[1], "seconds": round(seconds, 3),
+            "p50_ms": round(ordered[len(ordered) // 2] * 1e3, 2),
             "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1e3, 2),
             "server_cpu_s": round(cpu, 2),
-            "per_cpu_s": round(messages / cpu, 1) if cpu > 0 else None}
+            "per_cpu_s": round(got / cpu, 1) if cpu > 0 else None}
 
 
 def _takeover_run(bench: Bench) -> dict[str, Any]:
@@ -163,7 +175,7 @@ def relay_rows(bench: Bench) -> list[Row]:
             p50.add(value=run["p50_ms"])
             p99.add(value=run["p99_ms"])
             bench.log(f"  relay: {run['value']}/s, p50 {run['p50_ms']} ms, "
-                      f"p99 {run['p99_ms']} ms")
+                      f"p99 {run['p99_ms']} ms, {run['lost']} of {messages} not relayed")
             run = _takeover_run(bench)
             takeover.add(**run)
             bench.log(f"  takeover: {run['value']} ms (fresh connect "
@@ -174,6 +186,6 @@ def relay_rows(bench: Bench) -> list[Row]:
             break
         except LoadError as exc:
             for row in (rate, p50, p99, takeover):
-                row.notes.append(f"stopped: {exc}")
+                stopped(row, exc)
             break
     return [rate, p50, p99, takeover]

@@ -245,10 +245,7 @@ class Membership:
 
     def reaped(self, name: str) -> None:
         """Mark `name` reaped (its wills published, its sessions taken over)."""
-        with self.conn.transaction():
-            self.conn.execute(
-                "UPDATE cluster_nodes SET reaped_at = %s WHERE name = %s AND reaped_at IS NULL",
-                (self.clock(), name))
+        mark_reaped(self.conn, name, self.clock())
 
     def forget_dead(self, retention: float) -> int:
         """Delete the rows of nodes reaped more than `retention` seconds ago."""
@@ -271,6 +268,13 @@ class Membership:
             _leave_quietly(self)
             _close_quietly(self.conn)
             self.conn = None
+
+
+def mark_reaped(conn: Any, name: str, now: datetime) -> None:
+    """Mark node `name` reaped at `now` (its wills published, its sessions taken over)."""
+    with conn.transaction():
+        conn.execute("UPDATE cluster_nodes SET reaped_at = %s WHERE name = %s "
+                     "AND reaped_at IS NULL", (now, name))
 
 
 def read_nodes(conn: Any) -> list[NodeRow]:
@@ -328,22 +332,51 @@ async def join_node(connect: Callable[[], Any], name: str, *, clock: Clock, dead
     return membership
 
 
-async def _reap_lapsed(membership: Membership, reap: ReapHook, log: Any,
-                       view: ClusterView | None) -> None:
-    """Claim the lapsed nodes and reap each; a reap that fails stays claimed by this node
-    and is tried again at the next scan."""
-    for dead in await trio.to_thread.run_sync(membership.claim_lapsed):
-        log.emit("node_dead", node=dead, reaper=membership.name)
+class _Reaper:
+    """Reaps in tasks of their own, so that a long reap (many sessions, many wills) never
+    holds up this node's heartbeat; one reap per dead node at a time."""
+
+    def __init__(self, membership: Membership, connect: Callable[[], Any], reap: ReapHook,
+                 log: Any, view: ClusterView | None, nursery: trio.Nursery) -> None:
+        self.membership, self.reap, self.log, self.view = membership, reap, log, view
+        self.connect = connect  # its own connection: the heartbeat's is the beat loop's
+        self.nursery = nursery
+        self.busy: set[str] = set()
+
+    async def scan(self) -> None:
+        """Claim the lapsed nodes and start reaping each (a reap that fails stays claimed
+        by this node and is tried again at a later scan)."""
+        for dead in await trio.to_thread.run_sync(self.membership.claim_lapsed):
+            if dead not in self.busy:
+                self.log.emit("node_dead", node=dead, reaper=self.membership.name)
+                self.start(dead)
+
+    def start(self, dead: str, *, mark: bool = True) -> None:
+        self.busy.add(dead)
+        self.nursery.start_soon(self._reap, dead, mark)
+
+    def _mark(self, dead: str) -> None:
+        conn = self.connect()
         try:
-            await _call_reap(reap, dead)
-        except Exception as exc:  # the hook's bug or a lost connection: retried next scan
-            log.emit("reap_failed", node=membership.name, dead=dead,
-                     detail=f"{type(exc).__name__}: {exc}"[:300])
-            continue
-        await trio.to_thread.run_sync(membership.reaped, dead)
-        log.emit("node_reaped", node=membership.name, dead=dead)
-        if view is not None:
-            view.reaped += 1
+            mark_reaped(conn, dead, self.membership.clock())
+        finally:
+            _close_quietly(conn)
+
+    async def _reap(self, dead: str, mark: bool) -> None:
+        name = self.membership.name
+        try:
+            await _call_reap(self.reap, dead)
+            if mark:
+                await trio.to_thread.run_sync(self._mark, dead)
+        except Exception as exc:  # the hook's bug or PostgreSQL lost: retried next scan
+            self.log.emit("reap_failed", node=name, dead=dead,
+                          detail=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        finally:
+            self.busy.discard(dead)
+        self.log.emit("node_reaped", node=name, dead=dead)
+        if self.view is not None:
+            self.view.reaped += 1
 
 
 async def _call_reap(reap: ReapHook, name: str) -> None:
@@ -373,8 +406,9 @@ async def serve_node(
     this name's previous run), then beat every `interval` seconds, claim and reap lapsed
     nodes, and on cancellation (a clean stop) delete the row.
 
-    `connect()` opens a psycopg connection (autocommit); it is reopened with backoff when
-    PostgreSQL is lost (the node keeps serving; it resumes beating when it is back).
+    `connect()` opens a psycopg connection (autocommit); when PostgreSQL is lost it is
+    reopened at each following beat (the node keeps serving; it resumes beating when it is
+    back). Reaps run in tasks of their own: the heartbeat never waits for one.
     `reap(name)` (sync or async) publishes a dead node's wills and takes over its sessions;
     `bus_lag()` is written with each beat (see `NodeRow.bus_lag`).
     `membership`: already joined (`join_node`, so that a name in use is refused before
@@ -390,51 +424,21 @@ async def serve_node(
     if membership is None:
         membership = await join_node(connect, name, clock=clock, dead_after=dead_after,
                                      version=version)
-    joined = membership.joined
-    if joined is not None and joined.previous is not None:
-        log.emit("node_reaping", node=name, dead=joined.previous,
-                 detail="this node's previous run stopped without a clean stop")
-        try:
-            await _call_reap(reap, joined.previous)
-            log.emit("node_reaped", node=name, dead=joined.previous)
-        except Exception as exc:  # PostgreSQL lost meanwhile: its wills stay unpublished
-            log.emit("reap_failed", node=name, dead=joined.previous,
-                     detail=f"{type(exc).__name__}: {exc}"[:300])
-    log.emit("node_joined", node=name, incarnation=str(membership.incarnation))
-    task_status.started(membership)
-    beating_since = clock()
-    failures = 0
     try:
-        while True:
-            await trio.sleep(interval)
-            try:
-                if membership.conn is None:
-                    membership.conn = await trio.to_thread.run_sync(connect)
-                await trio.to_thread.run_sync(membership.beat, connections(), bus_lag())
-                now = clock()
-                if failures:
-                    log.emit("heartbeat_resumed", node=name, failures=failures)
-                    failures = 0
-                    beating_since = now
-                if (now - beating_since).total_seconds() >= dead_after:
-                    await _reap_lapsed(membership, reap, log, view)
-                    await trio.to_thread.run_sync(membership.forget_dead, dead_retention)
-                if view is not None:
-                    view.nodes = await trio.to_thread.run_sync(read_nodes, membership.conn)
-                    view.read_at = now
-            except NodeFenced:
-                log.emit("node_fenced", node=name, detail="declared dead by another node")
-                raise
-            except psycopg.Error as exc:  # PostgreSQL lost: keep serving, reconnect, retry
-                failures += 1
-                if view is not None:
-                    view.heartbeat_failures += 1
-                if failures == 1 or failures % 30 == 0:
-                    log.emit("heartbeat_failed", node=name, failures=failures,
-                             detail=f"{type(exc).__name__}: {exc}".strip()[:300])
-                await trio.to_thread.run_sync(_close_quietly, membership.conn)
-                membership.conn = None
-    except trio.Cancelled:
+        async with trio.open_nursery() as nursery:
+            reaper = _Reaper(membership, connect, reap, log, view, nursery)
+            joined = membership.joined
+            if joined is not None and joined.previous is not None:
+                log.emit("node_reaping", node=name, dead=joined.previous,
+                         detail="this node's previous run stopped without a clean stop")
+                reaper.start(joined.previous, mark=False)  # its row is this run's now
+            log.emit("node_joined", node=name, incarnation=str(membership.incarnation))
+            task_status.started(membership)
+            await _beat_forever(membership, connect, interval=interval, dead_after=dead_after,
+                                dead_retention=dead_retention, connections=connections,
+                                bus_lag=bus_lag, log=log, view=view, clock=clock,
+                                reaper=reaper)
+    except* trio.Cancelled:
         # A clean stop: the row goes, nobody will reap this node (its sessions were closed).
         with trio.move_on_after(2.0, shield=True):
             if membership.conn is not None:
@@ -443,6 +447,45 @@ async def serve_node(
         raise
     finally:
         if membership.conn is not None:
+            await trio.to_thread.run_sync(_close_quietly, membership.conn)
+            membership.conn = None
+
+
+async def _beat_forever(membership: Membership, connect: Callable[[], Any], *,
+                        interval: float, dead_after: float, dead_retention: float,
+                        connections: Callable[[], int], bus_lag: Callable[[], float | None],
+                        log: Any, view: ClusterView | None, clock: Clock,
+                        reaper: _Reaper) -> None:
+    name = membership.name
+    beating_since = clock()
+    failures = 0
+    while True:
+        await trio.sleep(interval)
+        try:
+            if membership.conn is None:
+                membership.conn = await trio.to_thread.run_sync(connect)
+            await trio.to_thread.run_sync(membership.beat, connections(), bus_lag())
+            now = clock()
+            if failures:
+                log.emit("heartbeat_resumed", node=name, failures=failures)
+                failures = 0
+                beating_since = now
+            if (now - beating_since).total_seconds() >= dead_after:
+                await reaper.scan()
+                await trio.to_thread.run_sync(membership.forget_dead, dead_retention)
+            if view is not None:
+                view.nodes = await trio.to_thread.run_sync(read_nodes, membership.conn)
+                view.read_at = now
+        except NodeFenced:
+            log.emit("node_fenced", node=name, detail="declared dead by another node")
+            raise
+        except psycopg.Error as exc:  # PostgreSQL lost: keep serving, reconnect, retry
+            failures += 1
+            if view is not None:
+                view.heartbeat_failures += 1
+            if failures == 1 or failures % 30 == 0:
+                log.emit("heartbeat_failed", node=name, failures=failures,
+                         detail=f"{type(exc).__name__}: {exc}".strip()[:300])
             await trio.to_thread.run_sync(_close_quietly, membership.conn)
             membership.conn = None
 
