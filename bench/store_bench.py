@@ -3,6 +3,7 @@ one-commit-per-insert loop on the same schema, measured in the same run. Not a t
 
     .venv/bin/python bench/store_bench.py                 # defaults below, ~1 minute
     .venv/bin/python bench/store_bench.py --reports 20000 --naive 500   # quick look
+    .venv/bin/python bench/store_bench.py --postgres      # and the same on PostgreSQL
 
 Three figures, each on a fresh database with the real schema (indexes included), durable
 commits (synchronous=FULL: one fsync per transaction), 100-byte string reports spread over
@@ -15,6 +16,14 @@ commits (synchronous=FULL: one fsync per transaction), 100-byte string reports s
   plain-text payload validated against the declaration, then the writer): what the gateway
   calls; N=1 is one call per PUBLISH, N=10 one call per socket read of a pipelining client;
 - naive: `INSERT` + `COMMIT` per report in a loop (the do-it-yourself subscriber's shape).
+
+With --postgres, writer-N and ingest-N run again on the PostgreSQL store (a throwaway local
+server: initdb in a temporary folder, unix socket, fsync on, synchronous_commit on, the
+defaults otherwise). Every run also counts CPU seconds: this process's (the event loop and
+the store's threads: all of SQLite's work, and psycopg's) plus, on PostgreSQL, the server's
+(every postgres process of that server, read from /proc, exited ones through the
+postmaster's reaped-children times), so "reports per CPU-second" compares what each store
+costs the machine, not only how fast one client can push.
 
 Prints a small table and, with --json, the figures as JSON. Exit codes: 0 done; 2 bad args.
 """
@@ -40,6 +49,8 @@ import trio  # noqa: E402
 
 from gateway.ingest import Ingest, ReportRow, parse_model  # noqa: E402
 from gateway.storage import DB_NAME, open_sqlite_store  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 NETWORKS, DEVICES, VALUES = 10, 10, 10
 PAYLOAD = ("x" * 90 + "0123456789")[:100]  # 100 bytes
@@ -88,11 +99,74 @@ async def _drive(calls: int, producers: int, window: int, submit) -> float:
     return time.perf_counter() - started
 
 
+def _stat(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def server_cpu_seconds(postmaster: int | None) -> float:
+    """CPU seconds of a PostgreSQL server: every live process of it (utime + stime), plus
+    the postmaster's reaped children (cutime + cstime: backends that exited)."""
+    if postmaster is None:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))):
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, [postmaster]
+    while todo:
+        pid = todo.pop()
+        fields = _stat(pid)
+        if fields:
+            total += int(fields[11]) + int(fields[12])
+            if pid == postmaster:
+                total += int(fields[13]) + int(fields[14])
+        todo.extend(children.get(pid, []))
+    return total / CLK_TCK
+
+
+class Postgres:
+    """A throwaway PostgreSQL server and a fresh database per run."""
+
+    def __init__(self) -> None:
+        from gateway.storage.postgres.local_server import LocalPostgres
+
+        self.server = LocalPostgres(Path(tempfile.mkdtemp(prefix="fleetgate-bench-pg-")))
+        self.server.start()
+        self.runs = 0
+
+    @property
+    def postmaster(self) -> int:
+        return int((self.server.data / "postmaster.pid").read_text().split()[0])
+
+    def opener(self):
+        from gateway.storage.postgres import open_postgres_store
+
+        self.runs += 1
+        url = self.server.create_database(f"bench{self.runs}")
+        return lambda: open_postgres_store(url)
+
+    def version(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.server.url()) as conn:
+            return conn.execute("SHOW server_version").fetchone()[0]
+
+    def close(self) -> None:
+        self.server.remove()
+
+
 async def bench_writer(data_dir: Path, reports: int, producers: int, window: int,
-                       chunk: int, via_ingest: bool) -> dict:
+                       chunk: int, via_ingest: bool, pg: Postgres | None = None) -> dict:
     """`chunk` reports per submit: 1 = one operation per message; 10 = what one socket
-    read of a pipelining publisher typically decodes (the gateway's `submit_many`)."""
-    async with open_sqlite_store(data_dir) as store:
+    read of a pipelining publisher typically decodes (the gateway's `submit_many`).
+    With `pg`, on a fresh PostgreSQL database instead of SQLite in `data_dir`."""
+    opener = pg.opener() if pg is not None else lambda: open_sqlite_store(data_dir)
+    postmaster = pg.postmaster if pg is not None else None
+    async with opener() as store:
         targets = await _declare(store)
         now = datetime.now(UTC)
         payload = PAYLOAD.encode()
@@ -114,12 +188,15 @@ async def bench_writer(data_dir: Path, reports: int, producers: int, window: int
                 ticket = await store.submit_reports(rows)
                 return lambda: store.wait_committed(ticket)
 
+        cpu0 = time.process_time() + server_cpu_seconds(postmaster)
         seconds = await _drive(reports // chunk, producers, max(1, window // chunk), submit)
+        cpu = time.process_time() + server_cpu_seconds(postmaster) - cpu0
         after = store.statistics()
     commits = after.commits - before.commits
     stored = after.reports - before.reports
     return {"reports": stored, "seconds": round(seconds, 3), "per_second": round(stored / seconds),
-            "transactions": commits, "mean_batch": round(stored / max(commits, 1), 1)}
+            "transactions": commits, "mean_batch": round(stored / max(commits, 1), 1),
+            "cpu_s": round(cpu, 2), "per_cpu_s": round(stored / cpu) if cpu > 0 else None}
 
 
 def bench_naive(data_dir: Path, reports: int) -> dict:
@@ -167,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=100, help="unacknowledged per producer")
     parser.add_argument("--naive", type=int, default=3_000, help="reports in the naive loop")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the databases")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also run writer-N and ingest-N on PostgreSQL (local server)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if min(args.reports, args.producers, args.window, args.naive) < 1:
@@ -185,19 +264,43 @@ def main(argv: list[str] | None = None) -> int:
                                   args.window, 10, True),
             "naive": bench_naive(root / "naive", args.naive),
         }
-    doc = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-           "results": results,
+        postgres_version = None
+        if args.postgres:
+            pg = Postgres()
+            try:
+                postgres_version = pg.version()
+                for name, chunk, via in (("writer-1", 1, False), ("writer-10", 10, False),
+                                         ("ingest-1", 1, True), ("ingest-10", 10, True)):
+                    results[f"pg-{name}"] = trio.run(
+                        bench_writer, root, args.reports, args.producers, args.window, chunk,
+                        via, pg)
+            finally:
+                pg.close()
+        results["naive"]["cpu_s"] = results["naive"]["per_cpu_s"] = None
+    doc = {"machine": {**machine(), "postgresql": postgres_version},
+           "args": {k: str(v) for k, v in vars(args).items()}, "results": results,
            "ratio_ingest10_vs_naive": round(results["ingest-10"]["per_second"]
                                             / results["naive"]["per_second"], 1)}
+    if args.postgres:
+        for name in ("writer-10", "ingest-10"):
+            sqlite_, pg_ = results[name], results[f"pg-{name}"]
+            doc[f"pg_vs_sqlite_{name}_per_cpu_s"] = round(
+                pg_["per_cpu_s"] / sqlite_["per_cpu_s"], 2)
+            doc[f"pg_vs_sqlite_{name}_per_s"] = round(pg_["per_second"] / sqlite_["per_second"],
+                                                     2)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"{'path':<10} {'reports':>9} {'seconds':>8} {'reports/s':>10} {'txns':>8} "
-              f"{'batch':>7}")
+        print(f"{'path':<13} {'reports':>9} {'seconds':>8} {'reports/s':>10} {'txns':>8} "
+              f"{'batch':>7} {'cpu s':>7} {'per cpu-s':>10}")
         for name, r in results.items():
-            print(f"{name:<10} {r['reports']:>9} {r['seconds']:>8} {r['per_second']:>10} "
-                  f"{r['transactions']:>8} {r['mean_batch']:>7}")
+            print(f"{name:<13} {r['reports']:>9} {r['seconds']:>8} {r['per_second']:>10} "
+                  f"{r['transactions']:>8} {r['mean_batch']:>7} {r['cpu_s'] or '-':>7} "
+                  f"{r['per_cpu_s'] or '-':>10}")
         print(f"ingest-10 / naive: {doc['ratio_ingest10_vs_naive']}x")
+        for key, value in doc.items():
+            if key.startswith("pg_vs_sqlite"):
+                print(f"{key}: {value}x")
         print(f"machine: {doc['machine']}")
     return 0
 

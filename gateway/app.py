@@ -29,6 +29,7 @@ import trio
 from .activity import Activity
 from .admission import HandshakeSlots
 from .broker import Broker, Message
+from .commands import RESPONSE_TOPIC, Commands
 from .config import GatewayConfig
 from .device_session import SessionServices
 from .durability import DurabilityHandle, IngestPort, JournaledBatch
@@ -101,6 +102,7 @@ class Gateway:
         bars: Container[uuid.UUID] = frozenset(),
         clock: Callable[[], datetime] | None = None,
         metrics: GatewayMetrics | None = None,
+        wall_clock: Callable[[], float] = time.time,
         peers: Cluster | None = None,
         cluster: ClusterView | None = None,
     ) -> None:
@@ -117,6 +119,7 @@ class Gateway:
             max_retained_per_network=config.max_retained_per_network,
             max_retained_bytes_per_network=config.max_retained_bytes_per_network,
             max_subscriptions_per_session=config.max_subscriptions_per_session,
+            clock=wall_clock,  # MQTT 5 message and session expiry (epoch seconds)
         )
         self.ingest = ingest
         self.status = status
@@ -149,7 +152,12 @@ class Gateway:
         self.provisioning = Provisioning(config, self.log, self.metrics)
         # What every device session shares (device_session.py).
         self.sessions = SessionServices(self.broker, self.limits, self.route, self.durable_mark,
-                                        self.metrics.mqtt, config.max_filters_per_subscribe)
+                                        self.metrics.mqtt, config.max_filters_per_subscribe,
+                                        config.max_session_expiry, config.max_keepalive,
+                                        self.broker.clock)
+        # Control commands awaiting an MQTT 5 device's answer (commands.py, the HTTP API).
+        self.commands = Commands(per_network=config.max_commands_per_network)
+        self._response_suffix = "/" + RESPONSE_TOPIC
         # Reports and refused connections per minute, for the console (activity.py).
         self.activity = Activity(max_networks=config.console_activity_networks,
                                  dropped=self.metrics.console.activity_networks_dropped)
@@ -157,8 +165,16 @@ class Gateway:
     # -- the ingest seam ----------------------------------------------------------------
 
     def route(self, message: Message) -> None:
-        """Relay one mounted message to its subscribers (and the retained store)."""
+        """Relay one mounted message to its subscribers (and the retained store); an MQTT 5
+        answer to a correlated control command is tied to it (`gateway.commands`)."""
         self._messages_in.inc(message.qos)
+        props = message.props
+        if (props is not None and props.correlation_data is not None
+                and message.topic.endswith(self._response_suffix)
+                and self.commands.waiting(message.network)
+                and message.topic == message.network + self._response_suffix):
+            self.commands.answer(message.network, props.correlation_data, message.payload,
+                                 datetime.now(UTC), props.content_type)
         self.broker.publish(message)
 
     def durable_mark(self) -> int:
@@ -193,6 +209,38 @@ class Gateway:
         if journal is None or self.journal is None:
             return pending
         return JournaledBatch(pending, self.journal, journal)
+
+    def drain(self, server_reference: str | None = None) -> int:
+        """Close every live device connection as a draining node does: MQTT 5 clients get
+        DISCONNECT 0x9C use another server (with `server_reference`, e.g. "host:8883");
+        3.1.1 clients are just closed. Returns how many were closed."""
+        closed = 0
+        for outlet in self.broker.live().values():
+            outlet.close(DisconnectReason.USE_ANOTHER_SERVER, server_reference)
+            closed += 1
+        return closed
+
+    def run_deadlines(self) -> None:
+        """Run the broker's due MQTT 5 deadlines (session expiry, delayed wills) and log
+        each (see `serve_deadlines`)."""
+        dropped, wills = self.broker.tick()
+        mqtt = self.metrics.mqtt
+        for network, client_id in dropped:
+            mqtt.sessions_expired.inc()
+            self.log.emit("session_expired", network=network, client_id=client_id)
+        for will in wills:
+            mqtt.wills_published.inc()
+            self.log.emit("will_published", network=will.network, delayed=True)
+
+    async def serve_deadlines(self, *, interval: float = 1.0,
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                              ) -> None:
+        """Run `run_deadlines` every `interval` seconds (the resolution of MQTT 5 session
+        expiry and will delay); cost per pass: what is due."""
+        task_status.started()
+        while True:
+            self.run_deadlines()
+            await trio.sleep(interval)
 
     async def record_connected(self, identity: DeviceIdentity, client_id: str) -> None:
         """Keep the network's connection status in the store (advisory: errors are logged)."""
@@ -289,9 +337,12 @@ class Gateway:
             "readings_rate": {"networks": len(self.readings),
                               "throttled": self.readings.throttled},
             "broker": self.broker.statistics(),
+            "commands": {"answered": self.commands.answered,
+                         "forgotten": self.commands.forgotten},
             **({"mqtt_state": self.journal.statistics()} if self.journal is not None else {}),
+            **({"cluster": self.peers.statistics()} if self.peers is not None else {}),
             "counters": counts(self.metrics.mqtt, self.metrics.provisioning,
-                               self.metrics.console),
+                               self.metrics.console, self.metrics.cluster),
             "tls_reloads": self.tls.reloads,
             "crl_loads": self.tls.crl_loads,
         }
@@ -457,6 +508,10 @@ async def _serve_until_signal(gateway: Gateway, store: object = None) -> None:
     try:
         await _serve_nursery(gateway, store, serve_mqtt)
     finally:
+        # MQTT 5 wills held for their delay are in memory only: publish them before the
+        # journal's last flush rather than lose them.
+        for _ in gateway.broker.release_wills():
+            gateway.metrics.mqtt.wills_published.inc()
         if gateway.journal is not None:
             # What the closing sessions journaled (their offline queues) goes in before
             # the store closes.
@@ -503,6 +558,7 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
             bound = await nursery.start(serve_mqtt, gateway)
             if node is not None:
                 node.mqtt = _shown(bound)
+            await nursery.start(gateway.serve_deadlines)
             nursery.start_soon(_maintain_log, gateway.log)
             from .http.server import HttpStatistics
             from .http.wiring import http_limits

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -146,11 +147,14 @@ def add_verb(verbs: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  fleet-gateway audit show --data /var/lib/fleetgate --since 2026-12-01\n"
                "  fleet-gateway audit verify --data /var/lib/fleetgate\n"
+               "  fleet-gateway audit verify --store postgresql://fleetgate@db/fleetgate\n"
                "  fleet-gateway audit show --json --data D | tail -1   # the hash to keep\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("show", "verify"))
     p.add_argument("--config", type=Path, help="TOML config file (for data)")
     p.add_argument("--data", type=Path, help="the gateway's data folder")
+    p.add_argument("--store", metavar="URL",
+                   help="the PostgreSQL store instead (default: $FLEETGATE_STORE)")
     p.add_argument("--since", type=_since, metavar="YYYY-MM-DD[THH:MM:SSZ]")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -165,14 +169,21 @@ def _since(text: str) -> datetime:
 
 
 def audit_verb(args: argparse.Namespace) -> int:
-    """Run `fleet-gateway audit ...`; return the exit code (3: no store, 7: broken)."""
-    from .config import load_config
+    """Run `fleet-gateway audit ...`; return the exit code (3: no store, 7: broken, 8: a
+    malformed store URL, 9: PostgreSQL unreachable)."""
+    from .config import check_store, load_config
     from .errors import ConfigError
+    from .storage.errors import BadStoreURL
     from .storage.sqlite import audit_ops
     from .storage.sqlite.store import DB_NAME
 
     try:
-        config = load_config(args.config, {"data": args.data})
+        config = load_config(args.config, {"data": args.data, "store": args.store})
+        store = config.store
+        if store is None and os.environ.get("FLEETGATE_STORE"):
+            store = check_store(os.environ["FLEETGATE_STORE"])
+        if store is not None:
+            return _audit_postgres(args, store)
         if config.data is None:
             raise ConfigError("no data folder: pass --data DIR or set data in the config")
         path = config.data / DB_NAME
@@ -181,7 +192,28 @@ def audit_verb(args: argparse.Namespace) -> int:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except (ConfigError, sqlite3.Error) as exc:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
-        return 3
+        return 8 if isinstance(exc, BadStoreURL) else 3
+    return _audit_run(args, audit_ops, conn, sqlite3.Error)
+
+
+def _audit_postgres(args: argparse.Namespace, url: str) -> int:
+    """`audit show|verify` on the PostgreSQL store (a read-only transaction)."""
+    import psycopg
+
+    from .storage.postgres import audit_ops
+
+    try:
+        conn = psycopg.connect(url, connect_timeout=5)
+        conn.read_only = True
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"fleet-gateway: error: cannot reach PostgreSQL: {first}", file=sys.stderr)
+        return 9
+    return _audit_run(args, audit_ops, conn, psycopg.Error)
+
+
+def _audit_run(args: argparse.Namespace, audit_ops: Any, conn: Any,
+               db_error: type[Exception]) -> int:
     try:
         if args.action == "verify":
             n = audit_ops.verify(conn)
@@ -200,7 +232,7 @@ def audit_verb(args: argparse.Namespace) -> int:
     except AuditBroken as exc:
         print(f"fleet-gateway: {exc}", file=sys.stderr)
         return EXIT_BROKEN
-    except sqlite3.Error as exc:  # no audit table yet (a store before schema 4), unreadable
+    except db_error as exc:  # no audit table yet (a store before schema 4), unreadable
         print(f"fleet-gateway: error: cannot read the audit trail: {exc}", file=sys.stderr)
         return 3
     finally:

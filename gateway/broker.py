@@ -18,6 +18,11 @@ follows from the prefixes: a mounted filter can only match topics under its own 
   capped per network by count and by bytes. A new subscription receives the matching ones
   with retain set (MQTT-3.3.1-6) from `retained_for`, a lazy iterator the connection pulls
   only as fast as it can send: a SUBSCRIBE costs what it delivers, never a copied list.
+- MQTT 5 (`gateway.delivery`, `gateway.shared`, `gateway.deadlines`): a message past its
+  expiry is neither routed nor retained nor sent; a session's subscription options and
+  identifiers shape its copy; a shared subscription's group gives each message to one
+  member; an offline session with an expiry interval is dropped when it passes, and a
+  delayed will is published when its delay (or its session) ends.
 - Persistent state sits behind `SessionStore` and `RetainedStore`; the in-memory ones are the
   default, `gateway.persistence` has the durable ones. The copies of one publish queued for
   OFFLINE sessions go to the store in ONE `SessionStore.keep_many` call (a durable store
@@ -29,29 +34,34 @@ follows from the prefixes: a mounted filter can only match topics under its own 
   ends; past a limit the copy is not queued for that session (`drop_reasons`), the publisher
   is not told. A durable session's queue may still be in the store (`stored`, counted in
   the limits) until its client reconnects and `SessionStore.restore` reads it.
-- In a cluster (`gateway.cluster`) each node's broker holds the sessions that node owns.
-  `peer.relay` hears of every publish (after local routing) and `peer.interest` of each
-  network gaining its first or losing its last subscription here; messages from other nodes
-  come in through `publish_relayed` (routed here, never relayed again); `adopt`/`release`
-  move a persistent session in and out of memory without touching the store.
+- In a cluster each node's broker holds the sessions that node owns; its `peer` hears of
+  every publish and of the networks it has subscribers in (`gateway.broker_peer`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .broker_peer import BrokerPeer, PeerMoves
+from .deadlines import Deadlines
+from .delivery import Grant, deliver
 from .mqtt.packets import QoS
+from .mqtt.properties import Properties
 from .mqtt.session import ProtocolSessionState
 from .mqtt.topics import SubscriptionTree
 from .reasons import DisconnectReason
-from .retained import RetainedTree, retained_size
+from .retained import RetainedStore, RetainedTree, retained_size
+from .shared import GroupKey, SharedGroups, split_shared
 
 SessionKey = tuple[str, str]
 """(network UUID, client id)."""
+EXPIRY, WILL = "expiry", "will"
+"""The kinds of the broker's MQTT 5 deadlines."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,24 +74,21 @@ class Message:
     retain: bool = False
     ref: object = field(default=None, compare=False, repr=False)
     """The durable store's handle on a queued copy (`gateway.persistence`), else None."""
+    props: Properties | None = None
+    """MQTT 5 properties passed through to MQTT 5 subscribers (`gateway.delivery`)."""
+    expires_at: float | None = None
+    """MQTT 5 message expiry (wall clock, epoch seconds): never delivered after it."""
+    origin: SessionKey | None = field(default=None, compare=False, repr=False)
+    """The publishing session (MQTT 5 no local), None for the gateway's own messages."""
+    sub_ids: tuple[int, ...] = ()
+    """A copy's subscription identifiers (MQTT-3.3.4-3)."""
 
     @property
     def network(self) -> str:
         return self.topic.partition("/")[0]
 
-
-class BrokerPeer(Protocol):
-    """The other nodes of a cluster, as the broker sees them (`gateway.cluster`)."""
-
-    def relay(self, message: Message, kept: Message | None) -> None:
-        """`message` was routed here; `kept`: for a retained one, what its topic retains now
-        (None: nothing, cleared or refused)."""
-
-    def interest(self, network: str, present: bool) -> None:
-        """The network's first subscription here appeared (True) or its last went (False)."""
-
-    def ended(self, key: SessionKey, persistent: bool) -> None:
-        """The live connection of session `key` detached here (not taken over here)."""
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class Outlet(Protocol):
@@ -114,6 +121,11 @@ class SessionState:
     """The highest store id among those."""
     queued_bytes: int = 0
     """Payload bytes of this session's kept copies (in memory or only stored)."""
+    options: dict[str, Grant] = field(default_factory=dict)
+    """MQTT 5: the grants of `subscriptions` that carry more than a QoS (sparse)."""
+    expiry: int | None = None
+    """MQTT 5 session expiry interval in seconds after a disconnect; None: never (the 3.1.1
+    clean_session=0 rule). A session with expiry 0 is `clean`."""
 
     def offer(self, message: Message) -> bool:
         """Queue a message for delivery; False when the outbox is full (it is not queued)."""
@@ -210,27 +222,6 @@ KEPT = object()
 """`Message.ref` of a copy kept by the in-memory store (counted in the byte limits)."""
 
 
-class RetainedStore(Protocol):
-    """Where retained messages live (`gateway.retained.RetainedTree` in memory; a durable
-    store in `gateway.persistence` journals each change)."""
-
-    def set(self, message: Message) -> None: ...
-
-    def clear(self, topic: str) -> None: ...
-
-    def matching(self, mounted_filter: str) -> Iterator[Message]:
-        """Lazily, the retained messages `mounted_filter` matches (cost: what it reaches)."""
-        ...
-
-    def get(self, topic: str) -> Message | None: ...
-
-    def count(self, network: str) -> int: ...
-
-    def bytes(self, network: str) -> int: ...
-
-    def has(self, topic: str) -> bool: ...
-
-
 class MemoryRetainedStore(RetainedTree[Message]):
     """Retained messages by mounted topic, in a per-jail topic tree (`gateway.retained`)."""
 
@@ -252,7 +243,7 @@ class Attached:
     """The live connection this one took over (already told to close), if any."""
 
 
-class Broker:
+class Broker(PeerMoves):
     """Routes mounted messages between sessions of all networks."""
 
     def __init__(
@@ -266,9 +257,11 @@ class Broker:
         max_queued_bytes_per_session: int = 8 * 1024 * 1024,
         max_queued_bytes_per_network: int = 64 * 1024 * 1024,
         sessions: SessionStore | None = None,
-        retained: RetainedStore | None = None,
+        retained: RetainedStore[Message] | None = None,
+        clock: Callable[[], float] = time.time,
         peer: BrokerPeer | None = None,
     ) -> None:
+        """`clock`: the wall clock in epoch seconds (message and session expiry)."""
         self.max_queued = max_queued
         self.max_sessions_per_network = max_sessions_per_network
         self.max_retained_per_network = max_retained_per_network
@@ -282,61 +275,45 @@ class Broker:
         self.retained_refused_bytes = 0  # over max_retained_bytes_per_network
         self.subscriptions_refused = 0  # over max_subscriptions_per_session
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
-        self.retained: RetainedStore = (
+        self.retained: RetainedStore[Message] = (
             retained if retained is not None else MemoryRetainedStore()
         )
-        self._tree = SubscriptionTree()
+        self.clock = clock
+        self._tree: SubscriptionTree[SessionKey | GroupKey] = SubscriptionTree()
+        self._shared = SharedGroups()
         self.peer = peer
         self._filters: Counter[str] = Counter()  # subscriptions per network (peer.interest)
         self._live: dict[SessionKey, Outlet] = {}
+        # MQTT 5 deadlines (wall clock): sessions kept after a disconnect, delayed wills.
+        self._deadlines: Deadlines[SessionKey] = Deadlines()
+        self._wills: dict[SessionKey, Message] = {}
         self.routed = 0
         self.delivered = 0
         self.dropped = 0
+        self.expired = 0  # messages past their MQTT 5 expiry, never delivered
+        self.sessions_expired = 0
+        now = clock()
         for state in self.sessions.all():
-            self._index(state)
+            self._index(state, now)
 
-    def _index(self, state: SessionState) -> None:
+    def _index(self, state: SessionState, now: float) -> None:
         for topic_filter, qos in state.subscriptions.items():
-            self._tree.add(topic_filter, state.key, qos)
+            self._tree_add(state, topic_filter, state.options.get(topic_filter) or Grant(qos))
         self._queued_bytes[state.key[0]] += state.queued_bytes
         self._count_filters(state.key[0], len(state.subscriptions))
-
-    def _count_filters(self, network: str, delta: int) -> None:
-        if not delta:
-            return
-        before = self._filters[network]
-        after = before + delta
-        if after > 0:
-            self._filters[network] = after
-        else:
-            del self._filters[network]
-        if self.peer is not None and (before == 0) != (after <= 0):
-            self.peer.interest(network, after > 0)
-
-    def adopt(self, state: SessionState) -> None:
-        """Hold `state`, a persistent session read from the store (a takeover from another
-        node): indexed, nothing written."""
-        self.release(state.key)
-        self.sessions.load(state)
-        self._index(state)
-
-    def release(self, key: SessionKey) -> SessionState | None:
-        """Forget the offline session `key` in memory only (another node owns it now);
-        returns it, or None when it was live or unknown."""
-        state = self.sessions.get(key)
-        if state is None or key in self._live:
-            return None
-        for topic_filter in state.subscriptions:
-            self._tree.remove(topic_filter, key)
-        self._count_filters(key[0], -len(state.subscriptions))
-        self._charge(state, -state.queued_bytes)
-        self.sessions.unload(key)
-        return state
+        if state.expiry is not None:  # kept its interval from now (a restart, a takeover)
+            self._deadlines.set(EXPIRY, state.key, now + state.expiry)
 
     # -- sessions -----------------------------------------------------------------------
 
-    def connect(self, key: SessionKey, clean_session: bool, outlet: Outlet) -> Attached | None:
+    def connect(self, key: SessionKey, clean_session: bool, outlet: Outlet, *,
+                expiry: int | None = None) -> Attached | None:
         """Attach a new connection to the session `key`, taking over any live one.
+
+        `clean_session`: discard any previous state (3.1.1 clean session, MQTT 5 clean
+        start). `expiry`: MQTT 5 session expiry interval (0: the session ends with the
+        connection); None: 3.1.1, where `clean_session` also decides persistence. A delayed
+        will of `key` is cancelled (MQTT-3.1.3-9 of 5.0: the client came back in time).
 
         Returns None, changing nothing, when the network already holds
         `max_sessions_per_network` sessions and `key` is not one of them.
@@ -349,21 +326,30 @@ class Broker:
         old = self._live.pop(key, None)
         if old is not None and old is not outlet:
             old.close(DisconnectReason.DUPLICATE_CLIENTID, "another connection took over")
+        self._wills.pop(key, None)
+        self._deadlines.cancel(WILL, key)
+        self._deadlines.cancel(EXPIRY, key)
         state = self.sessions.get(key)
         present = False
         if state is not None and (clean_session or state.clean):
             self._drop_state(state)
             state = None
+        clean = clean_session if expiry is None else expiry == 0
         if state is None:
-            state = SessionState(key, clean_session, self.max_queued)
+            state = SessionState(key, clean, self.max_queued, expiry=expiry)
             self.sessions.put(state)
         else:
             present = True
+            if (state.clean, state.expiry) != (clean, expiry):
+                state.clean, state.expiry = clean, expiry
+                self.sessions.put(state)
         self._live[key] = outlet
         return Attached(state, present, old if old is not outlet else None)
 
-    def disconnect(self, key: SessionKey, outlet: Outlet) -> None:
-        """Detach `outlet`; a clean session ends here (MQTT-3.1.2-6), a persistent one stays."""
+    def disconnect(self, key: SessionKey, outlet: Outlet, *,
+                   expiry: int | None = None) -> None:
+        """Detach `outlet`; a clean session ends here (MQTT-3.1.2-6), a persistent one stays
+        (an MQTT 5 one for its expiry interval; `expiry`: the interval its DISCONNECT set)."""
         if self._live.get(key) is not outlet:
             return  # taken over: the session now belongs to the newer connection
         del self._live[key]
@@ -371,9 +357,14 @@ class Broker:
         if self.peer is not None:
             self.peer.ended(key, state is not None and not state.clean)
         if state is not None:
+            if expiry is not None and state.expiry is not None:
+                state.expiry = expiry
+                state.clean = expiry == 0
             if state.clean:
                 self._drop_state(state)
             else:
+                if state.expiry is not None:
+                    self._deadlines.set(EXPIRY, key, self.clock() + state.expiry)
                 # Sent but unacknowledged (the connection saved them in `inflight`) come
                 # first: a durable store keeps them for a restart too.
                 for packet_id, message in list(state.inflight.items()):
@@ -417,15 +408,60 @@ class Broker:
 
     def _drop_state(self, state: SessionState) -> None:
         for topic_filter in state.subscriptions:
-            self._tree.remove(topic_filter, state.key)
+            self._tree_remove(state, topic_filter)
         self._count_filters(state.key[0], -len(state.subscriptions))
         self._charge(state, -state.queued_bytes)
+        self._deadlines.cancel(EXPIRY, state.key)
         self.sessions.delete(state.key)
+
+    # -- MQTT 5 deadlines: session expiry, will delay -------------------------------------
+
+    def hold_will(self, key: SessionKey, will: Message, delay: float) -> None:
+        """Publish `will` after `delay` seconds unless `key` connects again first
+        (MQTT 5 will delay interval) or its session ends first (then at that end)."""
+        self._wills[key] = will
+        self._deadlines.set(WILL, key, self.clock() + delay)
+
+    def release_wills(self) -> list[Message]:
+        """Publish every held will now (the gateway stops: held wills are not stored, and a
+        will sent early beats one never sent). Returns them."""
+        wills, self._wills = list(self._wills.items()), {}
+        for key, will in wills:
+            self._deadlines.cancel(WILL, key)
+            self.publish(will)
+        return [will for _, will in wills]
+
+    def tick(self, now: float | None = None) -> tuple[list[SessionKey], list[Message]]:
+        """Run what is due by `now`: drop offline sessions past their expiry (their queue
+        goes with them) and publish delayed wills whose time came, a session's will at the
+        latest when the session ends. Returns (sessions dropped, wills published). Cost:
+        the deadlines due (`gateway.deadlines`), never the sessions that exist."""
+        now = self.clock() if now is None else now
+        dropped: list[SessionKey] = []
+        wills: list[Message] = []
+        for kind, key in self._deadlines.due(now):
+            if kind == EXPIRY:
+                state = self.sessions.get(key)
+                if state is None or key in self._live:
+                    continue
+                self._drop_state(state)
+                self.sessions_expired += 1
+                dropped.append(key)
+                if self.peer is not None:  # gone from the cluster's registry too
+                    self.peer.ended(key, False)
+                self._deadlines.cancel(WILL, key)  # its will goes now, with the session
+            will = self._wills.pop(key, None)
+            if will is not None:
+                self.publish(will)
+                wills.append(will)
+        return dropped, wills
 
     # -- subscriptions ------------------------------------------------------------------
 
-    def subscribe(self, state: SessionState, mounted_filter: str, qos: QoS) -> bool:
-        """Add or replace a subscription (MQTT-3.8.4-3).
+    def subscribe(self, state: SessionState, mounted_filter: str, qos: QoS,
+                  grant: Grant | None = None) -> bool:
+        """Add or replace a subscription (MQTT-3.8.4-3); `grant`: its MQTT 5 options (the
+        QoS in it is `qos`).
 
         Returns False, changing nothing, when `mounted_filter` is new to the session and the
         session already holds `max_subscriptions_per_session` filters. The retained messages
@@ -437,28 +473,59 @@ class Broker:
             return False
         if mounted_filter not in state.subscriptions:
             self._count_filters(state.key[0], 1)
+        grant = Grant(qos) if grant is None else dataclasses.replace(grant, qos=QoS(qos))
+        if grant.plain:
+            state.options.pop(mounted_filter, None)
+        else:
+            state.options[mounted_filter] = grant
         state.subscriptions[mounted_filter] = qos
-        self._tree.add(mounted_filter, state.key, qos)
+        self._tree_add(state, mounted_filter, grant)
         self.sessions.put(state)
         return True
 
-    def retained_for(self, mounted_filter: str, qos: QoS) -> Iterator[Message]:
+    def _tree_add(self, state: SessionState, mounted_filter: str, grant: Grant) -> None:
+        if not self._shared.join(self._tree, state.key, mounted_filter, grant):
+            self._tree.add(mounted_filter, state.key, grant.qos)
+
+    def _tree_remove(self, state: SessionState, mounted_filter: str) -> None:
+        if not self._shared.leave(self._tree, state.key, mounted_filter):
+            self._tree.remove(mounted_filter, state.key)
+
+    def retained_for(self, mounted_filter: str, qos: QoS, sub_ids: tuple[int, ...] = ()
+                     ) -> Iterator[Message]:
         """Lazily, the retained messages a new subscription gets (MQTT-3.3.1-6), retain set,
-        each at min(its QoS, the granted `qos`): the caller pulls them as it can send them."""
+        each at min(its QoS, the granted `qos`): the caller pulls them as it can send them.
+        One past its MQTT 5 expiry is cleared, never sent. A shared subscription gets none
+        (MQTT-3.8.4-4 of 5.0)."""
+        if split_shared(mounted_filter) is not None:
+            return
         for m in self.retained.matching(mounted_filter):
-            yield Message(m.topic, m.payload, QoS(min(m.qos, qos)), True)
+            if m.expired(self.clock()):
+                self.expired += 1
+                self.retained.clear(m.topic)
+                continue
+            yield Message(m.topic, m.payload, QoS(min(m.qos, qos)), True, props=m.props,
+                          expires_at=m.expires_at, sub_ids=sub_ids)
 
     def unsubscribe(self, state: SessionState, mounted_filter: str) -> None:
         if state.subscriptions.pop(mounted_filter, None) is not None:
-            self._tree.remove(mounted_filter, state.key)
+            state.options.pop(mounted_filter, None)
+            self._tree_remove(state, mounted_filter)
             self._count_filters(state.key[0], -1)
             self.sessions.put(state)
 
     # -- routing ------------------------------------------------------------------------
 
     def publish(self, message: Message) -> int:
-        """Route one message to every matching session; return how many sessions got it."""
+        """Route one message to every matching session; return how many sessions got it.
+
+        MQTT 5: an expired message goes nowhere; a session with subscription options gets
+        its copy as `gateway.delivery.deliver` says (no local, retain as published,
+        identifiers); a shared subscription's group gives its copy to one member."""
         self.routed += 1
+        if message.expires_at is not None and message.expired(self.clock()):
+            self.expired += 1
+            return 0
         if message.retain:
             if not message.payload:
                 self.retained.clear(message.topic)
@@ -470,25 +537,33 @@ class Broker:
                             else None)
         return count
 
-    def publish_relayed(self, message: Message, kept: Message | None) -> int:
-        """Route a message another node relayed (`BrokerPeer.relay`), never relaying it
-        again; a retained one mirrors that node's retained state (`kept`) in memory."""
-        self.routed += 1
-        if message.retain:
-            self.retained.mirror(message.topic, kept)  # type: ignore[attr-defined]
-        return self._route(message)
-
     def _route(self, message: Message) -> int:
         matches = self._tree.match(message.topic)
         count = 0
         size = len(message.payload)
         offline: list[tuple[SessionState, Message]] = []
         for key, granted in matches.items():
-            state = self.sessions.get(key)
+            retain, sub_ids = False, ()
+            shared = len(key) == 3
+            if shared:  # a shared subscription's group (gateway.shared): one member
+                picked = self._shared.pick(key, self._live.__contains__)  # type: ignore[arg-type]
+                if picked is None:
+                    continue
+                key, grant = picked
+                granted = grant.qos
+                sub_ids = (grant.identifier,) if grant.identifier else ()
+            state = self.sessions.get(key)  # type: ignore[arg-type]
             if state is None:
                 continue
+            if state.options and not shared:
+                how = deliver(state.subscriptions, state.options, message.topic,
+                              message.origin == key)
+                if how is None:
+                    continue
+                granted, keep_retain, sub_ids = how
+                retain = keep_retain and message.retain
             qos = QoS(min(message.qos, granted))
-            outlet = self._live.get(key)
+            outlet = self._live.get(key)  # type: ignore[arg-type]
             if outlet is None and qos == QoS.AT_MOST_ONCE:
                 continue
             if outlet is None:
@@ -497,7 +572,14 @@ class Broker:
                     self.dropped += 1
                     self.drop_reasons[why] += 1
                     continue
-            if state.offer(Message(message.topic, message.payload, qos, False)):
+            # Messages are immutable: a copy that would equal the message is the message.
+            if qos == message.qos and retain == message.retain and not sub_ids \
+                    and message.ref is None:
+                copy = message
+            else:
+                copy = Message(message.topic, message.payload, qos, retain, None,
+                               message.props, message.expires_at, None, sub_ids)
+            if state.offer(copy):
                 count += 1
                 if outlet is not None:
                     outlet.wake()
@@ -525,7 +607,8 @@ class Broker:
         if old is None and self.retained.count(network) >= self.max_retained_per_network:
             self.retained_refused += 1
             return
-        kept = Message(message.topic, message.payload, message.qos, True)
+        kept = Message(message.topic, message.payload, message.qos, True, props=message.props,
+                       expires_at=message.expires_at)
         size = self.retained.bytes(network) + retained_size(kept)
         if old is not None:
             size -= retained_size(old)
@@ -554,4 +637,6 @@ class Broker:
             "retained_refused": self.retained_refused,
             "retained_refused_bytes": self.retained_refused_bytes,
             "subscriptions_refused": self.subscriptions_refused,
+            "expired": self.expired,
+            "sessions_expired": self.sessions_expired,
         }

@@ -235,6 +235,10 @@ def _toml(config: GatewayConfig) -> str:
             lines.append(f"{field.name} = {'true' if value else 'false'}")
         elif isinstance(value, int | float):
             lines.append(f"{field.name} = {value!r}")
+        elif field.name == "store":  # never print a password (it belongs in ~/.pgpass)
+            from .storage.postgres.url import redact
+
+            lines.append(f"{field.name} = {json.dumps(redact(value))}")
         else:
             lines.append(f"{field.name} = {json.dumps(str(value))}")
     return "\n".join(lines)

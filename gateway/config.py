@@ -91,6 +91,26 @@ class GatewayConfig:
     """Topic filters handled per SUBSCRIBE; the ones past it get SUBACK 0x80 unexamined."""
     max_subscriptions_per_session: int = 256
     """Topic filters one session may hold; a new one past it gets SUBACK 0x80."""
+    # MQTT 5 (and the topic limits of both versions): docs/operations.md "MQTT 5 limits"
+    max_session_expiry: int = 7 * 24 * 3600
+    """Longest MQTT 5 session expiry interval granted, in seconds; a longer one (or "never")
+    is granted this, and the CONNACK says so."""
+    receive_maximum: int = 1_000
+    """Unacknowledged QoS 1/2 PUBLISHes a client may have in flight toward the gateway
+    (announced to MQTT 5 clients as the CONNACK's Receive Maximum); one more closes the
+    connection (MQTT 5: DISCONNECT 0x93)."""
+    topic_alias_maximum: int = 16
+    """Topic aliases an MQTT 5 client may use toward the gateway (0: none); past it 0x94."""
+    max_keepalive: int = 3600
+    """Longest keepalive granted to an MQTT 5 client, in seconds (also for one asking 0);
+    a longer one is answered with Server Keep Alive. 0: no cap. 3.1.1 keeps its own."""
+    max_topic_levels: int = 32
+    """Levels of a topic name or filter; past it: 3.1.1 closed, MQTT 5 0x90/0x8F/0x99."""
+    max_mounted_topic_length: int = 1024
+    """UTF-8 bytes of a topic once mounted in its jail; past it: as `max_topic_levels`."""
+    max_commands_per_network: int = 100
+    """Control commands with a correlation id remembered per network for their answer
+    (an hour each); past it the oldest is forgotten."""
     publish_rate: float = 1_000.0
     """Inbound PUBLISH packets per second per connection (token bucket; over it: stop reading)."""
     publish_burst: int = 2_000
@@ -381,6 +401,13 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"option 'log_level' must be one of {', '.join(LOG_LEVELS)}, "
                           f"not {config.log_level!r}")
+    for name, low, top in (("max_session_expiry", 0, 0xFFFF_FFFE),
+                           ("receive_maximum", 1, 0xFFFF), ("topic_alias_maximum", 0, 0xFFFF),
+                           ("max_keepalive", 0, 0xFFFF), ("max_topic_levels", 1, 0xFFFF),
+                           ("max_mounted_topic_length", 1, 0xFFFF),
+                           ("max_commands_per_network", 1, 100_000)):
+        if not low <= getattr(config, name) <= top:
+            raise ConfigError(f"option {name!r} must be in {low}..{top}")
     if config.max_packet_size > 268_435_455:
         raise ConfigError("option 'max_packet_size' exceeds MQTT's 256 MiB limit")
     if config.byte_burst < config.max_packet_size:

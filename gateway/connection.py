@@ -21,7 +21,10 @@ claim's `ClaimIdentity`, served by `provisioning.serve_claim`), then the `Device
 4. `close(reason)` may come from anywhere (takeover, revocation, queue overflow, shutdown):
    it records the first reason and cancels the connection's scope. Cleanup ends the session
    (`DeviceSession.end`: the will unless the client sent DISCONNECT, a persistent session's
-   state kept) and logs one `disconnected` line with the reason.
+   state kept) and logs one `disconnected` line with the reason. An MQTT 5 client is told
+   the reason first (DISCONNECT with its code and the detail as reason string,
+   `gateway.answers.disconnect_reason`), and its will waits its delay interval in the
+   broker when its session outlives the connection.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .admission import RECEIVE_SIZE, admit_identity, handshake, read_connect
+from .answers import disconnect_reason
 from .device_session import (
     Admitted,
     Close,
@@ -48,6 +52,7 @@ from .identity import DeviceIdentity
 from .jail import Jail
 from .limits import ReadPacer, source_key
 from .logs import ConnectionLog
+from .mqtt.errors import LocalProtocolError
 from .mqtt.packets import ConnectReturnCode
 from .mqtt.session import ServerConnection
 from .provisioning import ClaimIdentity, claim_core, serve_claim
@@ -151,8 +156,17 @@ class Connection:
         gw, session = self.gateway, self.phase
         try:
             if isinstance(session, DeviceSession):
+                if session.v5:
+                    self._tell_reason(session)
                 will = session.end(self)
-                if will is not None:
+                delay = session.will_delay
+                if will is not None and delay and (
+                        self.reason is DisconnectReason.DUPLICATE_CLIENTID):
+                    pass  # MQTT 5: a new connection came within the delay, no will
+                elif will is not None and delay and gw.broker.sessions.get(session.key):
+                    gw.broker.hold_will(session.key, will, delay)  # MQTT 5 will delay
+                    gw.metrics.mqtt.wills_delayed.inc()
+                elif will is not None:
                     gw.broker.publish(will)
                     gw.metrics.mqtt.wills_published.inc()
             identity = self.identity
@@ -176,6 +190,16 @@ class Connection:
             with trio.move_on_after(CLOSE_GRACE):
                 await gw.record_disconnected(session.identity, session.client_id,
                                              self.reason or DisconnectReason.CONNECTION_LOST)
+
+    def _tell_reason(self, session: DeviceSession) -> None:
+        """MQTT 5: queue the server's DISCONNECT for this close's reason, if it has one."""
+        code = disconnect_reason(self.reason) if self.reason is not None else None
+        if code is None or session.graceful:
+            return
+        text = str(self.reason) + (f": {self.detail}" if self.detail else "")
+        reference = self.detail if self.reason is DisconnectReason.USE_ANOTHER_SERVER else None
+        with suppress(LocalProtocolError):  # already ended (a protocol error, EOF)
+            session.conn.disconnect(code, reason_string=text, server_reference=reference)
 
     async def flush(self) -> None:
         """Send what the protocol core has queued (nothing before a CONNECT is read)."""
@@ -226,21 +250,28 @@ class Connection:
 
     async def _connect(self, admitted: Admitted) -> DeviceSession:
         gw, cfg = self.gateway, self.config
-        core = self._core = ServerConnection(max_packet_size=cfg.max_packet_size,
-                                             max_inflight=cfg.max_inflight)
+        core = self._core = ServerConnection(
+            max_packet_size=cfg.max_packet_size, max_inflight=cfg.max_inflight,
+            max_inbound_inflight=cfg.receive_maximum,
+            topic_alias_maximum=cfg.topic_alias_maximum, max_topic_levels=cfg.max_topic_levels,
+            # The core sees the device's topic; the limit is on the mounted one.
+            max_topic_length=max(1, cfg.max_mounted_topic_length - len(admitted.jail.prefix)))
         connect = (await read_connect(self.stream, core, cfg.connect_timeout, self.flush)).connect
         # An empty id (clean session only, the core checked) gets one of ours (MQTT-3.1.3-6).
         client_id = self.client_id = connect.client_id or f"auto-{uuid.uuid4()}"
         # In a cluster this node claims the session key first (a takeover across nodes).
         cluster = gw.peers
         why = None if cluster is None else await cluster.claim(admitted.jail, client_id, connect)
-        opened = open_session(admitted, connect, client_id, core, gw.sessions, self, self.log,
-                              self.wake) if why is None else Refusal(
-            ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED, why)
-        if isinstance(opened, Refusal):
-            if cluster is not None and why is None:  # claimed, not opened: give it back
+        opened: DeviceSession | Refusal
+        if why is not None:
+            opened = Refusal(ConnectReturnCode.SERVER_UNAVAILABLE, DisconnectReason.THROTTLED, why)
+        else:
+            opened = open_session(admitted, connect, client_id, core, gw.sessions, self,
+                                  self.log, self.wake)
+            if isinstance(opened, Refusal) and cluster is not None:  # claimed, not opened
                 cluster.ended((admitted.identity.network, client_id), not connect.clean_session)
-            core.refuse(opened.code)
+        if isinstance(opened, Refusal):
+            core.refuse(opened.code, reason_string=opened.detail)  # the string: MQTT 5 only
             await self.flush()
             raise ConnectionEnds(opened.reason, opened.detail)
         self.phase = session = opened
@@ -264,8 +295,10 @@ class Connection:
         await gw.record_connected(admitted.identity, client_id)
         self.log.emit("connected", network=admitted.identity.network, client_id=client_id,
                       serial=admitted.identity.serial, clean_session=connect.clean_session,
-                      session_present=session.session_present, keepalive=connect.keepalive,
-                      peer=self.log.peer(self.peer))
+                      session_present=session.session_present, keepalive=session.keepalive,
+                      peer=self.log.peer(self.peer),
+                      **({"mqtt": 5, "session_expiry": session.state.expiry}
+                         if session.v5 else {}))
         return session
 
     # -- 3: the session's tasks ---------------------------------------------------------
@@ -329,14 +362,14 @@ class Connection:
                 handle = await gw.accept(session.identity.network_uuid, session.client_id,
                                          action.reports, action.journal)
                 if handle is None:  # no ingest: routed is acknowledged (MQTT-4.3.2-2)
-                    session.durable(action.acknowledge)
+                    session.durable(action.acknowledge, (), self._reasons(session, action, ()))
                     continue
                 if handle.readings:
                     # The network's readings budget: the reader pauses for the debt.
                     pacer.owe(gw.readings.debit(session.identity.network, handle.readings,
                                                 trio.current_time()))
                 # Blocks when ACK_BATCHES batches await their commit: the reader stops.
-                await acks.send((handle, action.acknowledge, trio.current_time()))
+                await acks.send((handle, action, trio.current_time()))
             elif type(action) is StoreWait:
                 await gw.wait_durable(action.mark)
             elif type(action) is Renew:  # a CSR for the signer (provisioning.py)
@@ -367,10 +400,12 @@ class Connection:
         gw = self.gateway
         try:
             async with receive:
-                async for handle, ids, read_at in receive:
+                async for handle, action, read_at in receive:
                     replies = await handle.wait()
+                    ids = action.acknowledge
                     # Only now: what must be durable is committed (MQTT-4.3.2-2, 4.3.3-2).
-                    session.durable(ids, replies)
+                    session.durable(ids, replies, self._reasons(
+                        session, action, getattr(handle, "verdicts", ())))
                     if ids:  # one observation per read, weighted by its acknowledgements
                         gw.metrics.latency.publish_ack.observe(trio.current_time() - read_at,
                                                                len(ids))
@@ -384,6 +419,16 @@ class Connection:
             self.close(DisconnectReason.CONNECTION_LOST, "ingest failed")
         finally:
             self._acker_done.set()
+
+    def _reasons(self, session: DeviceSession, action: Submit,
+                 verdicts: object) -> dict[int, tuple[int, str]] | None:
+        """MQTT 5: the refusal reasons of `action`'s acknowledgements (None for 3.1.1)."""
+        if not session.v5:
+            return None
+        reasons = session.reasons_for(action, verdicts)  # type: ignore[arg-type]
+        if reasons:
+            self.gateway.metrics.mqtt.publishes_refused.inc(len(reasons))
+        return reasons
 
     async def _writer(self, session: DeviceSession) -> None:
         """Hand queued messages to the protocol core as the inflight window takes them,

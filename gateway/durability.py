@@ -43,6 +43,9 @@ class DurabilityHandle(Protocol):
     readings it queued (its network's readings rate counts them)."""
 
     readings: int
+    verdicts: Sequence[object | None]
+    """Per submitted report, in order: ingest's refusal of all of it, or None (an MQTT 5
+    device gets it as its PUBACK's reason code, `device_session.ack_reason`)."""
 
     async def wait(self) -> Sequence[ReplyMessage]: ...
 
@@ -62,11 +65,12 @@ class IngestPort(Protocol):
 class JournaledBatch:
     """A read's handle that also waits for the broker journal up to `mark`."""
 
-    __slots__ = ("_pending", "_journal", "_mark", "readings")
+    __slots__ = ("_pending", "_journal", "_mark", "readings", "verdicts")
 
     def __init__(self, pending: DurabilityHandle | None, journal: Journal, mark: int) -> None:
         self._pending, self._journal, self._mark = pending, journal, mark
         self.readings = pending.readings if pending is not None else 0
+        self.verdicts = pending.verdicts if pending is not None else ()
 
     async def wait(self) -> Sequence[ReplyMessage]:
         replies = await self._pending.wait() if self._pending is not None else ()

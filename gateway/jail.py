@@ -17,6 +17,8 @@ from .errors import JailViolation
 
 ERRORS_TOPIC = "errors"
 """The in-jail topic where the gateway tells a device why a publish was not taken."""
+SHARE = "$share/"
+"""An MQTT 5 shared subscription's prefix (section 4.8.2): the one `$` a filter may start with."""
 RENEW, RENEWED, RENEW_REJECTED = "cert/renew", "cert/renewed", "cert/rejected"
 """The in-jail topics of certificate renewal (`gateway.provisioning`): a CSR published to
 RENEW goes to the signer, never to subscribers; the answer comes on RENEWED or REJECTED."""
@@ -42,10 +44,33 @@ class Jail:
         self._check(topic)
         return self.prefix + topic
 
-    def mount_filter(self, topic_filter: str) -> str:
-        """Map a device's topic filter to the broker-wide filter (same rules as names)."""
+    def mount_filter(self, topic_filter: str, *, shared: bool = False) -> str:
+        """Map a device's topic filter to the broker-wide filter (same rules as names).
+
+        An MQTT 5 shared subscription `$share/{group}/{filter}` keeps its group and has its
+        filter mounted: `$share/{group}/{network}/{filter}` (`gateway.shared`), so a group
+        never reaches across jails. Only with `shared` (an MQTT 5 session): for 3.1.1 it is
+        a `$`-filter like any other, refused."""
+        if shared and topic_filter.startswith(SHARE):
+            group, _, rest = topic_filter[len(SHARE):].partition("/")
+            if not group or not rest:
+                raise JailViolation(topic_filter, "a shared subscription names a group and a "
+                                    "filter")
+            self._check(rest)
+            return f"{SHARE}{group}/{self.prefix}{rest}"
         self._check(topic_filter)
         return self.prefix + topic_filter
+
+    def unmount_filter(self, mounted: str) -> str:
+        """The device's filter of a mounted one (`mount_filter` undone).
+
+        Raises:
+            JailViolation: the filter is not inside this jail.
+        """
+        if mounted.startswith(SHARE):
+            group, _, rest = mounted[len(SHARE):].partition("/")
+            return f"{SHARE}{group}/{self.unmount(rest)}"
+        return self.unmount(mounted)
 
     def unmount(self, mounted: str) -> str:
         """Map a broker-wide topic back to the name the device sees.

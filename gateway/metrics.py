@@ -235,6 +235,17 @@ class MqttMetrics:
         "log_lines_suppressed_total",
         "connection log lines over log_lines_per_connection, not written")
     log_summaries: Count = _count("log_summaries_total", "log_suppressed summary lines written")
+    # MQTT 5 (docs/operations.md "MQTT 5 limits")
+    messages_expired: Count = _count("messages_expired_total",
+                                     "queued messages past their MQTT 5 expiry, never sent")
+    sessions_expired: Count = _count("sessions_expired_total",
+                                     "MQTT 5 sessions dropped at the end of their expiry")
+    wills_delayed: Count = _count("wills_delayed_total",
+                                  "MQTT 5 wills held for their delay interval")
+    publishes_refused: Count = _count("publishes_refused_total",
+                                      "MQTT 5 PUBLISHes acknowledged with a refusal reason")
+    session_expiry_capped: Count = _count("session_expiry_capped_total",
+                                          "MQTT 5 session expiry intervals capped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,10 +355,16 @@ class ClusterMetrics:
     relay_bytes: Count = _count("cluster_relay_bytes_total",
                                 "payload bytes relayed to other nodes")
     relay_dropped: Count = _count("cluster_relay_dropped_total",
-                                  "bus sends dropped: the send queue was full "
-                                  "(max_cluster_send_queue) or PostgreSQL was unreachable")
+                                  "bus sends and registry writes dropped: 10 000 were "
+                                  "waiting (PostgreSQL slow or unreachable)")
     relay_gaps: Count = _count("cluster_relay_gaps_total",
                                "relayed messages missed (a gap in an origin's sequence)")
+    sessions_refused: Count = _count(
+        "cluster_sessions_refused_total",
+        "CONNECTs refused: the network holds max_sessions_per_network on all nodes")
+    claims_unavailable: Count = _count(
+        "cluster_claims_unavailable_total",
+        "CONNECTs refused: the session registry could not be reached within 5 s")
     takeovers: Count = _count("cluster_takeovers_total",
                               "sessions handed over to another node")
     reaped: Count = _count("cluster_reaped_sessions_total",

@@ -49,6 +49,7 @@ from .broker import (
     SessionKey,
     SessionState,
 )
+from .delivery import Grant, props_from_wire, props_to_wire
 from .jail import Jail
 from .mqtt.packets import QoS
 from .storage.errors import StorageError, StoreClosed
@@ -64,12 +65,36 @@ from .storage.records import (
 
 __all__ = [
     "DurableRetainedStore", "DurableSessionStore", "Journal", "QueueRef", "load_broker_state",
+    "state_from_stored",
 ]
 
 
 def _split(mounted: str) -> tuple[UUID, str]:
     network, _, relative = mounted.partition("/")
     return UUID(network), relative
+
+
+def _when(at: float | None) -> datetime | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC)
+
+
+def _epoch(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
+
+
+def _v5(message: Message) -> dict[str, Any]:
+    """The MQTT 5 fields of a store record for `message` (wire properties, expiry)."""
+    if message.props is None and message.expires_at is None:
+        return {}
+    return {"properties": props_to_wire(message.props, Jail(message.network)),
+            "expires_at": _when(message.expires_at)}
+
+
+def _from_store(jail: Jail, properties: bytes, expires_at: datetime | None) -> dict[str, Any]:
+    """`Message` keywords for a stored record's MQTT 5 fields."""
+    if not properties and expires_at is None:
+        return {}
+    return {"props": props_from_wire(properties, jail), "expires_at": _epoch(expires_at)}
 
 
 class QueueRef:
@@ -190,12 +215,12 @@ class DurableSessionStore(MemorySessionStore):
     def __init__(self, journal: Journal) -> None:
         super().__init__()
         self.journal = journal
-        self._saved: dict[SessionKey, tuple[tuple[str, int], ...]] = {}
+        self._saved: dict[SessionKey, tuple[tuple[tuple[str, int], ...], int | None]] = {}
 
     def load(self, state: SessionState) -> None:
         """Add a session read from the store (nothing journaled)."""
         super().put(state)
-        self._saved[state.key] = _subscriptions(state)
+        self._saved[state.key] = (_subscriptions(state), state.expiry)
 
     def unload(self, key: SessionKey) -> None:
         """Forget a session in memory only: its rows stay (another node owns it now)."""
@@ -206,10 +231,11 @@ class DurableSessionStore(MemorySessionStore):
         super().put(state)
         if state.clean:
             return
-        subs = _subscriptions(state)
-        if self._saved.get(state.key) != subs:  # only when they changed: a write each
-            self._saved[state.key] = subs
-            self.journal.add(SessionSaved(UUID(state.key[0]), state.key[1], subs))
+        saved = (_subscriptions(state), state.expiry)
+        if self._saved.get(state.key) != saved:  # only when they changed: a write each
+            self._saved[state.key] = saved
+            self.journal.add(SessionSaved(UUID(state.key[0]), state.key[1], saved[0],
+                                          state.expiry))
 
     def delete(self, key: SessionKey) -> None:
         super().delete(key)
@@ -222,7 +248,7 @@ class DurableSessionStore(MemorySessionStore):
         network, topic = _split(message.topic)
         ref = QueueRef()
         self.journal.add(Enqueued(network, state.key[1], topic, message.payload,
-                                  int(message.qos), message.retain), ref)
+                                  int(message.qos), message.retain, **_v5(message)), ref)
         return dataclasses.replace(message, ref=ref)
 
     def keep_many(self, copies: list[tuple[SessionState, Message]]) -> list[Message]:
@@ -236,7 +262,8 @@ class DurableSessionStore(MemorySessionStore):
         refs = [QueueRef() for _ in durable]
         self.journal.add(EnqueuedMany(
             network, topic, first.payload, first.retain,
-            tuple((copies[i][0].key[1], int(copies[i][1].qos)) for i in durable)), *refs)
+            tuple((copies[i][0].key[1], int(copies[i][1].qos)) for i in durable),
+            **_v5(first)), *refs)
         for i, ref in zip(durable, refs, strict=True):
             out[i] = dataclasses.replace(out[i], ref=ref)
         return out
@@ -260,7 +287,9 @@ class DurableSessionStore(MemorySessionStore):
             raise
         jail = Jail(net)
         state.requeue(Message(jail.mount_topic(m.topic), m.payload, QoS(m.qos), m.retain,
-                              ref=QueueRef(m.id)) for m in rows)
+                              ref=QueueRef(m.id), **_from_store(jail, m.properties,
+                                                                m.expires_at))
+                      for m in rows)
 
     def delivered(self, state: SessionState, message: Message) -> None:
         ref = message.ref
@@ -272,7 +301,12 @@ class DurableSessionStore(MemorySessionStore):
 
 
 def _subscriptions(state: SessionState) -> tuple[tuple[str, int], ...]:
-    return tuple(sorted((f.partition("/")[2], int(q)) for f, q in state.subscriptions.items()))
+    """(device filter, grant code) per subscription: the QoS, or the MQTT 5 grant."""
+    jail = Jail(state.key[0])
+    options = state.options
+    return tuple(sorted(
+        (jail.unmount_filter(f), options[f].code if f in options else int(q))
+        for f, q in state.subscriptions.items()))
 
 
 class DurableRetainedStore(MemoryRetainedStore):
@@ -290,7 +324,8 @@ class DurableRetainedStore(MemoryRetainedStore):
     def set(self, message: Message) -> None:
         super().set(message)
         network, topic = _split(message.topic)
-        self.journal.add(RetainedChange(network, topic, message.payload, int(message.qos)))
+        self.journal.add(RetainedChange(network, topic, message.payload, int(message.qos),
+                                        **_v5(message)))
 
     def clear(self, topic: str) -> None:
         if not self.has(topic):
@@ -298,6 +333,24 @@ class DurableRetainedStore(MemoryRetainedStore):
         super().clear(topic)
         network, relative = _split(topic)
         self.journal.add(RetainedChange(network, relative, b"", 0))
+
+
+def state_from_stored(stored: Any, max_queued: int) -> SessionState:
+    """The broker's `SessionState` of a stored persistent session (`StoredSession`): its
+    subscriptions with their grants, its expiry, its queue's count and bytes (the messages
+    stay in the store until `DurableSessionStore.restore`)."""
+    net = str(stored.network)
+    state = SessionState((net, stored.client_id), False, max_queued,
+                         expiry=stored.expiry_interval)
+    jail = Jail(net)
+    for f, code in stored.subscriptions:
+        mounted, grant = jail.mount_filter(f, shared=True), Grant.from_code(code)
+        state.subscriptions[mounted] = grant.qos
+        if not grant.plain:
+            state.options[mounted] = grant
+    state.stored, state.stored_upto = stored.queued_count, stored.queued_upto
+    state.queued_bytes = stored.queued_bytes
+    return state
 
 
 async def load_broker_state(store: Any, *, max_queued: int = 1000,
@@ -320,14 +373,8 @@ async def load_broker_state(store: Any, *, max_queued: int = 1000,
     for stored in await store.load_sessions(queued=False):
         if owned is not None and not owned(stored.network, stored.client_id):
             continue
-        net = str(stored.network)
         networks.add(stored.network)
-        state = SessionState((net, stored.client_id), False, max_queued)
-        jail = Jail(net)
-        state.subscriptions = {jail.mount_filter(f): QoS(q) for f, q in stored.subscriptions}
-        state.stored, state.stored_upto = stored.queued_count, stored.queued_upto
-        state.queued_bytes = stored.queued_bytes
-        sessions.load(state)
+        sessions.load(state_from_stored(stored, max_queued))
     after: UUID | None = None
     while True:
         page = await store.list_networks(limit=500, after=after)
@@ -339,7 +386,7 @@ async def load_broker_state(store: Any, *, max_queued: int = 1000,
         jail = Jail(str(network))
         for kept in await store.retained(network):
             retained.load(Message(jail.mount_topic(kept.topic), kept.payload, QoS(kept.qos),
-                                  True))
+                                  True, **_from_store(jail, kept.properties, kept.expires_at)))
     broker = Broker(max_queued=max_queued, max_sessions_per_network=max_sessions_per_network,
                     max_retained_per_network=max_retained_per_network, sessions=sessions,
                     retained=retained, **limits)

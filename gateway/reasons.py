@@ -26,6 +26,8 @@ class DisconnectReason(StrEnum):
     """An operator erased the network's data (HTTP API); its identity is barred."""
     SERVER_SHUTDOWN = "SERVER_SHUTDOWN"
     """The gateway is stopping."""
+    USE_ANOTHER_SERVER = "USE_ANOTHER_SERVER"
+    """This gateway node is draining (a cluster): MQTT 5 clients are told where to go."""
 
 
 class RefusalCause(StrEnum):

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["Retainable", "RetainedTree", "retained_size"]
+__all__ = ["Retainable", "RetainedStore", "RetainedTree", "retained_size"]
 
 
 class Retainable(Protocol):
@@ -39,6 +39,27 @@ class Retainable(Protocol):
 
 
 M = TypeVar("M", bound=Retainable)
+
+
+class RetainedStore(Protocol[M]):
+    """Where the broker's retained messages live (`RetainedTree` in memory; a durable store
+    in `gateway.persistence` journals each change)."""
+
+    def set(self, message: M) -> None: ...
+
+    def clear(self, topic: str) -> None: ...
+
+    def matching(self, mounted_filter: str) -> Iterator[M]:
+        """Lazily, the retained messages `mounted_filter` matches (cost: what it reaches)."""
+        ...
+
+    def get(self, topic: str) -> M | None: ...
+
+    def count(self, network: str) -> int: ...
+
+    def bytes(self, network: str) -> int: ...
+
+    def has(self, topic: str) -> bool: ...
 
 
 def retained_size(message: Retainable) -> int:

@@ -12,6 +12,12 @@ filters; the work done for it must be bounded by configuration, not by the packe
   its occurrence asked, MQTT-3.9.3).
 - The jail refuses `$`-filters (section 4.7.2); the refusals of one packet make one log
   line (`refusal_summary`), with a count and the first few filters, never one per filter.
+- MQTT 5 (section 3.8.3.1): each filter carries options (no local, retain as published,
+  retain handling) and the packet at most one subscription identifier; they make the
+  filter's `Grant`. `$share/{group}/{filter}` is mounted as a shared subscription (the
+  jail). A refusal's reason code says why: 0x87 not authorized (the jail), 0x97 quota
+  exceeded (a limit). Retain handling 1 sends the retained messages only to a filter new
+  to the session, 2 never (MQTT-3.3.1-10, -11 of 5.0).
 """
 
 from __future__ import annotations
@@ -22,9 +28,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .broker import Broker, Message, SessionState
+from .delivery import Grant
 from .errors import JailViolation
 from .jail import Jail
-from .mqtt.packets import SUBACK_FAILURE, QoS
+from .mqtt.packets import SUBACK_FAILURE, QoS, SubscriptionOptions
+
+NOT_AUTHORIZED, QUOTA_EXCEEDED = 0x87, 0x97
+"""MQTT 5 SUBACK reasons of a refused filter: the jail's, a limit's."""
 
 if TYPE_CHECKING:
     from .metrics import MqttMetrics
@@ -55,6 +65,8 @@ class SubscribeRequest:
     """Occurrences collapsed into an earlier one of the same filter."""
     granted: dict[str, int] = field(default_factory=dict)
     """Device filter -> SUBACK code, filled by the caller as it subscribes."""
+    grants: dict[str, Grant] = field(default_factory=dict)
+    """MQTT 5: device filter -> its options and identifier (absent: a plain grant)."""
 
     def refuse(self, topic_filter: str, why: str) -> None:
         self.refused[topic_filter] = why
@@ -63,14 +75,20 @@ class SubscribeRequest:
     def apply(self, broker: Broker, state: SessionState
               ) -> list[tuple[str, Iterator[Message], QoS]]:
         """Subscribe `state` to each wanted filter (refusing the ones past the session's
-        limit); return (mounted filter, its lazy retained stream, QoS) per granted one."""
+        limit); return (mounted filter, its lazy retained stream, QoS) per granted one
+        whose retain handling asks for its retained messages."""
         streams = []
         for topic_filter, (mounted, qos) in self.wanted.items():
-            if not broker.subscribe(state, mounted, qos):
+            grant = self.grants.get(topic_filter)
+            existed = mounted in state.subscriptions
+            if not broker.subscribe(state, mounted, qos, grant):
                 self.refuse(topic_filter, "max_subscriptions_per_session")
                 continue
             self.granted[topic_filter] = int(qos)
-            streams.append((mounted, broker.retained_for(mounted, qos), qos))
+            handling = 0 if grant is None else grant.retain_handling
+            if handling == 0 or (handling == 1 and not existed):
+                ids = (grant.identifier,) if grant is not None and grant.identifier else ()
+                streams.append((mounted, broker.retained_for(mounted, qos, ids), qos))
         return streams
 
     def log(self, log: Any, ids: dict[str, Any], serial: int) -> None:
@@ -92,13 +110,21 @@ class SubscribeRequest:
             metrics.subscribes_refused.inc("max_filters_per_subscribe", self.unexamined)
         metrics.subscribe_duplicates.inc(self.duplicates)
 
-    def codes(self) -> list[int]:
-        """One SUBACK return code per filter of the packet, in order (MQTT-3.8.4-5)."""
+    def codes(self, v5: bool = False) -> list[int]:
+        """One SUBACK return code per filter of the packet, in order (MQTT-3.8.4-5); `v5`:
+        a refusal says why (0x87 the jail, 0x97 a limit) instead of 0x80."""
         examined = len(self.filters) - self.unexamined
         get = self.granted.get
-        return ([q if get(f, SUBACK_FAILURE) != SUBACK_FAILURE else SUBACK_FAILURE
+        refused = self.refused
+
+        def failure(f: str) -> int:
+            if not v5:
+                return SUBACK_FAILURE
+            return QUOTA_EXCEEDED if refused.get(f, "max_").startswith("max_") else NOT_AUTHORIZED
+
+        return ([q if get(f, SUBACK_FAILURE) != SUBACK_FAILURE else failure(f)
                  for f, q in zip(self.filters[:examined], self.asked, strict=False)]
-                + [SUBACK_FAILURE] * self.unexamined)
+                + [QUOTA_EXCEEDED if v5 else SUBACK_FAILURE] * self.unexamined)
 
     def refusal_summary(self) -> dict[str, Any] | None:
         """The fields of the one log line for this packet's refusals (None: no refusal)."""
@@ -128,14 +154,26 @@ def clip(filters: Sequence[str]) -> list[str]:
 
 
 def examine(subscriptions: Sequence[tuple[str, int]], jail: Jail,
-            max_filters: int) -> SubscribeRequest:
+            max_filters: int, options: Sequence[SubscriptionOptions] = (),
+            identifier: int = 0, *, v5: bool = False) -> SubscribeRequest:
     """Examine the first `max_filters` (filter, QoS) pairs of a SUBSCRIBE: collapse
     duplicates (last QoS wins), mount each distinct filter once or note why the jail
-    refuses it. Cost: O(min(len(subscriptions), max_filters)) filters examined, plus one
-    list of the packet's filter names (already decoded)."""
+    refuses it. MQTT 5 (`v5`): `options` per pair (empty: all default) and the packet's
+    subscription `identifier` (0: none) make each filter's grant, and `$share/` filters are
+    shared subscriptions. Cost: O(min(len(subscriptions), max_filters)) filters examined,
+    plus one list of the packet's filter names (already decoded)."""
     request = SubscribeRequest([f for f, _ in subscriptions], [int(q) for _, q in subscriptions])
     request.unexamined = max(0, len(subscriptions) - max_filters)
-    for topic_filter, qos in subscriptions[:max_filters]:
+    for index, (topic_filter, qos) in enumerate(subscriptions[:max_filters]):
+        if v5:
+            opts = options[index] if options else None
+            grant = Grant(QoS(qos), opts.no_local, opts.retain_as_published,
+                          int(opts.retain_handling), identifier) if opts else Grant(
+                QoS(qos), identifier=identifier)
+            if grant.plain:
+                request.grants.pop(topic_filter, None)
+            else:
+                request.grants[topic_filter] = grant
         if topic_filter in request.refused:
             request.duplicates += 1
             continue
@@ -145,7 +183,7 @@ def examine(subscriptions: Sequence[tuple[str, int]], jail: Jail,
             request.wanted[topic_filter] = (known[0], QoS(qos))
             continue
         try:
-            mounted = jail.mount_filter(topic_filter)
+            mounted = jail.mount_filter(topic_filter, shared=v5)
         except JailViolation as exc:
             request.refuse(topic_filter, exc.why)
             continue

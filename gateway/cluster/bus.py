@@ -51,6 +51,7 @@ NOTIFY_LIMIT = 7900  # payload bytes past which a body goes through a table row
 BODY_TTL = 120.0  # seconds a large body stays readable
 SEND_BATCH = 500  # notifications per sending transaction
 CONNECT_TIMEOUT = 5  # seconds (libpq's connect_timeout)
+YIELD_EVERY = 16  # notifications handled before the listener yields to the event loop
 
 T = TypeVar("T")
 Handler = Callable[[str, str], Awaitable[None]]
@@ -266,8 +267,12 @@ class Bus:
         notes = []
         while (note := pgconn.notifies()) is not None:
             notes.append(note)
-        for note in notes:
+        for i, note in enumerate(notes, 1):
             await self._dispatch(note.relname.decode(), note.extra.decode())
+            if i % YIELD_EVERY == 0:
+                # A burst must not hold the loop: the sessions' writers drain their
+                # outboxes between steps (else a subscriber's max_queued fills at once).
+                await trio.lowlevel.checkpoint()
 
     async def _ping(self, pgconn: Any, sock: int) -> None:
         pgconn.send_query(b"SELECT 1")
@@ -302,8 +307,13 @@ class Bus:
                 return
             body = found
         handler = self._handlers.get(channel)
-        if handler is not None:
+        if handler is None:
+            return
+        try:
             await handler(origin, body)
+        except Exception as exc:  # one bad note must not stop the node's bus
+            self.log.emit("cluster_handler_failed", node=self.node, channel=channel,
+                          origin=origin, detail=f"{type(exc).__name__}: {exc}")
 
 
 def _open_listener(url: str) -> psycopg.Connection:

@@ -37,12 +37,14 @@ from uuid import UUID
 
 import trio
 
-from ..broker import Message, SessionKey, SessionState
+from ..broker import Message, SessionKey
 from ..errors import JailViolation
 from ..http.bars import Bar
 from ..jail import Jail
 from ..metrics import ClusterMetrics
+from ..mqtt.errors import MQTTError
 from ..mqtt.packets import QoS
+from ..persistence import state_from_stored
 from ..reasons import DisconnectReason
 from . import registry
 from .bars import ClusterBars
@@ -55,6 +57,7 @@ __all__ = ["Cluster"]
 
 T = TypeVar("T")
 
+CLAIM_WAIT = 5.0  # seconds a CONNECT waits for its registry claim (then SERVER_UNAVAILABLE)
 HANDOVER_WAIT = 5.0  # seconds a claim waits for the previous owner to let go
 ERASE_WAIT = 5.0  # seconds an erasure waits for the other nodes to close the network
 MAX_WRITES = 10_000  # registry writes waiting before new ones are dropped (and counted)
@@ -116,12 +119,15 @@ class Cluster:
 
     # -- the table writer -----------------------------------------------------------------
 
-    def _queue(self, fn: Callable[[Any], Any], after: Any = None) -> None:
+    def _queue(self, fn: Callable[[Any], Any], after: Any = None) -> bool:
+        """Queue a table write (`after`: what to call once it committed); False when
+        MAX_WRITES are waiting (dropped, counted)."""
         if len(self._writes) >= MAX_WRITES:
             self.metrics.relay_dropped.inc()
-            return
+            return False
         self._writes.append((fn, after))
         self._wake.set()
+        return True
 
     async def _call(self, fn: Callable[[Any], T]) -> T:
         """Run `fn` after every write queued before it; its result.
@@ -131,9 +137,10 @@ class Cluster:
         """
         done = trio.Event()
         box: list[Any] = []
-        self._queue(fn, (done, box))
+        if not self._queue(fn, (done, box)):
+            raise ClusterUnavailable("too many registry writes waiting")
         await done.wait()
-        if isinstance(box[0], ClusterUnavailable):
+        if isinstance(box[0], Exception):
             raise box[0]
         return box[0]
 
@@ -146,14 +153,19 @@ class Cluster:
             fn, after = self._writes[0]
             try:
                 result = await self.bus.query.run(fn)
-            except ClusterUnavailable as exc:
+            except Exception as exc:
+                unavailable = isinstance(exc, ClusterUnavailable)
                 if isinstance(after, tuple):  # a caller waits: it hears the failure
                     self._writes.popleft()
                     after[1].append(exc)
                     after[0].set()
                     continue
-                self.log.emit("cluster_write_failed", node=self.node, detail=str(exc))
-                await trio.sleep(0.5)  # kept: retried in order
+                self.log.emit("cluster_write_failed", node=self.node,
+                              detail=f"{type(exc).__name__}: {exc}")
+                if unavailable:
+                    await trio.sleep(0.5)  # kept: retried in order
+                else:  # refused by PostgreSQL: retrying would not help
+                    self._writes.popleft()
                 continue
             self._writes.popleft()
             if isinstance(after, tuple):
@@ -201,15 +213,23 @@ class Cluster:
                                      int(connect.will.qos), connect.will.retain)
             except JailViolation:
                 pass  # open_session refuses the CONNECT
-        try:
-            claimed = await self._call(partial(
-                registry.claim, network, client_id, self.node, not clean, will,
-                self.max_sessions_per_network))
-        except ClusterUnavailable:
+        key = (str(network), client_id)
+        claimed = None
+        with trio.move_on_after(CLAIM_WAIT):
+            try:
+                claimed = await self._call(partial(
+                    registry.claim, network, client_id, self.node, not clean, will,
+                    self.max_sessions_per_network))
+            except ClusterUnavailable:
+                self.metrics.claims_unavailable.inc()
+                return "cluster_unavailable"
+        if claimed is None:  # PostgreSQL too slow or away: the claim may still land later,
+            self.ended(key, not clean)  # so give the key back after it (writes in order)
+            self.metrics.claims_unavailable.inc()
             return "cluster_unavailable"
         if claimed.refused:
+            self.metrics.sessions_refused.inc()
             return "max_sessions_per_network"
-        key = (str(network), client_id)
         if claimed.previous is not None:
             released = self._released[key] = trio.Event()
             self.bus.send(CONTROL, json.dumps({"k": "takeover", "to": claimed.previous,
@@ -228,7 +248,7 @@ class Cluster:
             return False
         for stored in await self._store.load_sessions(network, queued=False):
             if stored.client_id == client_id:
-                broker.adopt(_state_from(stored, broker.max_queued))
+                broker.adopt(state_from_stored(stored, broker.max_queued))
                 return True
         return False
 
@@ -363,7 +383,7 @@ class Cluster:
     async def _on_relay(self, origin: str, body: str) -> None:
         try:
             relayed = decode_relay(body)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, MQTTError):
             self.log.emit("cluster_bad_note", channel=RELAY, origin=origin)
             return
         self._gateway.broker.publish_relayed(relayed.message, relayed.kept)
@@ -374,9 +394,12 @@ class Cluster:
         try:
             note = json.loads(body)
             kind = note["k"]
-        except (ValueError, KeyError, TypeError):
+            await self._control(origin, kind, note)
+        except (ValueError, KeyError, TypeError, AttributeError):
             self.log.emit("cluster_bad_note", channel=CONTROL, origin=origin)
-            return
+
+    async def _control(self, origin: str, kind: str, note: dict[str, Any]) -> None:
+        """Apply one CONTROL note from `origin` (see the module docstring)."""
         to = note.get("to")
         if to is not None and to != self.node:
             return
@@ -416,7 +439,15 @@ class Cluster:
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._nursery is not None
-        self._nursery.start_soon(fn, *args)
+        self._nursery.start_soon(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Any], *args: Any) -> None:
+        """A background step's failure is logged, never the node's end."""
+        try:
+            await fn(*args)
+        except Exception as exc:
+            self.log.emit("cluster_task_failed", node=self.node, task=fn.__name__,
+                          detail=f"{type(exc).__name__}: {exc}")
 
     async def _resync(self) -> None:
         """After a (re)connect: re-read the interest set and the bars (a NOTIFY may have
@@ -469,17 +500,6 @@ class Cluster:
         return {"node": self.node, "connected": self.bus.connected,
                 "remote_networks": len(self.remote), "local_networks": len(self._local),
                 "writes_waiting": len(self._writes)}
-
-
-def _state_from(stored: Any, max_queued: int) -> SessionState:
-    """A broker session from the store's `StoredSession` (its queue still in the store)."""
-    net = str(stored.network)
-    jail = Jail(net)
-    state = SessionState((net, stored.client_id), False, max_queued)
-    state.subscriptions = {jail.mount_filter(f): QoS(q & 3) for f, q in stored.subscriptions}
-    state.stored, state.stored_upto = stored.queued_count, stored.queued_upto
-    state.queued_bytes = stored.queued_bytes
-    return state
 
 
 def _forget_network(network: UUID, conn: Any) -> None:

@@ -8,7 +8,10 @@ runs the endpoint method named by the route. Endpoints raise `ApiError` for ever
 
 Side effects go through hooks, so this core runs without an MQTT side in tests:
 - `control(value, data, operator) -> ControlOutcome`: validate (ingest), store the Control
-  state, publish it retained QoS 1 into the device's jail; raises `ReadingRejected`.
+  state, publish it retained QoS 1 into the device's jail; raises `ReadingRejected`. With
+  a `correlation_id` (MQTT 5 request/response, `gateway.commands`) the command carries a
+  response topic and the id as correlation data; `command(id)` reads it back with the
+  device's answer.
 - `erase(network, operator) -> EraseOutcome`: bar the identity, close its live sessions,
   erase its rows. `wiring.py` builds both from the running gateway.
 
@@ -18,12 +21,14 @@ streamed page by page from the store (`page` rows per read), never built whole.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from gateway.commands import MAX_CORRELATION_ID
 from gateway.ingest.errors import ReadingRejected, RejectCode
 from gateway.ingest.readings import parse_timestamp
 from gateway.model.declarations import ValueType
@@ -52,6 +57,8 @@ class ControlOutcome:
     data: str  # as stored (normalised by validation)
     timestamp: datetime
     device_online: bool
+    correlation_id: str | None = None
+    response_topic: str | None = None  # device-relative, where an MQTT 5 device answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +68,18 @@ class EraseOutcome:
 
 
 class Hooks(Protocol):
-    async def control(self, value: UUID, data: Any, operator: Operator) -> ControlOutcome: ...
+    async def control(self, value: UUID, data: Any, operator: Operator,
+                      correlation_id: str | None = None) -> ControlOutcome: ...
+
+    def command(self, correlation_id: str) -> Any:
+        """The correlated command (`gateway.commands.Command`) or None."""
 
     async def erase(self, network: UUID, operator: Operator) -> EraseOutcome: ...
+
+
+def _correlation_id(text: object) -> bool:
+    return (isinstance(text, str) and 0 < len(text) <= MAX_CORRELATION_ID
+            and text.isprintable())
 
 
 def _int(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -309,13 +325,22 @@ class Api:
         body = request.json()
         if not isinstance(body, dict) or "data" not in body:
             raise bad_request('send {"data": <string or number>}', "bad_body")
-        if set(body) - {"data"}:
-            raise bad_request(f"unknown field {sorted(set(body) - {'data'})[0]!r}", "bad_body")
+        if set(body) - {"data", "correlation_id"}:
+            extra = sorted(set(body) - {"data", "correlation_id"})[0]
+            raise bad_request(f"unknown field {extra!r}", "bad_body")
+        correlation = body.get("correlation_id")
+        if correlation is not None and not _correlation_id(correlation):
+            raise bad_request(f"correlation_id is 1 to {MAX_CORRELATION_ID} printable "
+                              "characters", "bad_body")
         if self.hooks is None:
             raise ApiError(503, "unavailable", "control is not wired to a broker")
         assert request.operator is not None
         try:
-            out = await self.hooks.control(uuid, body["data"], request.operator)
+            if correlation is None:
+                out = await self.hooks.control(uuid, body["data"], request.operator)
+            else:
+                out = await self.hooks.control(uuid, body["data"], request.operator,
+                                               correlation_id=correlation)
         except ReadingRejected as exc:
             if exc.code is RejectCode.UNKNOWN_VALUE:
                 raise not_found(f"no value {uuid}") from None
@@ -328,6 +353,33 @@ class Api:
                       "timestamp": doc.ts(out.timestamp)},
             "topic": out.topic, "retained": True, "qos": 1,
             "device_online": out.device_online,
+            **({"correlation_id": out.correlation_id, "response_topic": out.response_topic}
+               if out.correlation_id is not None else {}),
+        })
+
+    async def control_answer(self, request: Request, uuid: UUID) -> Response:
+        """A correlated command of this value and the device's answer, if it came."""
+        _only(request.query, "correlation_id")
+        correlation = request.query.get("correlation_id")
+        if correlation is None or not _correlation_id(correlation):
+            raise bad_request("correlation_id is required", "bad_parameter")
+        command = self.hooks.command(correlation) if self.hooks is not None else None
+        if command is None or command.value != str(uuid):
+            raise not_found(f"no command {correlation!r} for value {uuid}")
+        answer = None
+        if command.response is not None:
+            try:
+                text: str | None = command.response.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            answer = {"payload": text, "payload_base64": None if text is not None else
+                      base64.b64encode(command.response).decode(),
+                      "content_type": command.content_type,
+                      "received": doc.ts(command.responded)}
+        return json_response(200, {
+            "correlation_id": command.correlation_id, "value": command.value,
+            "network": command.network, "topic": command.topic, "sent": doc.ts(command.sent),
+            "response": answer,
         })
 
     async def _typed(self, value: UUID, data: str) -> Any:

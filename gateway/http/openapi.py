@@ -96,7 +96,8 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
     "control_value": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["data"], "additionalProperties": False,
-            "properties": {"data": {"type": ["string", "number"]}}}}}},
+            "properties": {"data": {"type": ["string", "number"]},
+                           "correlation_id": {"type": "string", "maxLength": 128}}}}}},
         "responses": {
             "200": _json({"type": "object", "required": ["value", "device_online", "state"],
                           "properties": {"device_online": {"type": "boolean"}}}),
@@ -104,6 +105,13 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
             "415": _json(_ERROR, "not application/json"),
             "422": _json(_ERROR, "data fails the value's type, range, step or size"),
         },
+    },
+    "control_answer": {
+        "parameters": [{"name": "correlation_id", "in": "query", "required": True,
+                        "schema": {"type": "string", "maxLength": 128}}],
+        "responses": {"200": _json({"type": "object", "required": [
+            "correlation_id", "value", "sent", "response"], "properties": {
+                "response": {"type": ["object", "null"]}}})},
     },
     "list_bars": {"responses": {"200": _json({"type": "object", "required": ["barred"]})}},
     "lift_bar": {"responses": {"200": _json({"type": "object"})}},

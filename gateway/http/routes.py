@@ -44,6 +44,8 @@ ROUTES: tuple[Route, ...] = (
           "A value's history, paginated with a cursor, streamed"),
     Route("POST", "/api/v1/values/{uuid}/control", "control_value", True,
           "Send a command to a device: stored as a Control state, published retained"),
+    Route("GET", "/api/v1/values/{uuid}/control", "control_answer", True,
+          "A command sent with a correlation_id and the device's MQTT 5 answer"),
     Route("GET", "/api/v1/bars", "list_bars", True, "Networks barred from connecting"),
     Route("DELETE", "/api/v1/bars/{uuid}", "lift_bar", True,
           "Lift the bar on a network (it may connect again if its certificate is valid)"),

@@ -23,9 +23,11 @@ import trio
 
 from gateway.audit import AuditTrail
 from gateway.broker import Message
+from gateway.commands import RESPONSE_TOPIC, Command
 from gateway.errors import ConfigError
 from gateway.jail import Jail
 from gateway.mqtt.packets import QoS
+from gateway.mqtt.properties import make_properties
 from gateway.reasons import DisconnectReason
 from gateway.storage.ledger import ErasureLedger
 from gateway.tls import TLSContexts
@@ -91,16 +93,32 @@ class GatewayHooks:
         net = str(network)
         return any(key[0] == net for key in self.gateway.broker.live())
 
-    async def control(self, value: UUID, data: Any, operator: Operator) -> ControlOutcome:
+    def command(self, correlation_id: str) -> Command | None:
+        if self.gateway is None:
+            return None
+        return self.gateway.commands.get(correlation_id, datetime.now(UTC))
+
+    async def control(self, value: UUID, data: Any, operator: Operator,
+                      correlation_id: str | None = None) -> ControlOutcome:
         now = datetime.now(UTC)
         network, reply = await self.ingest.control(value, data, now)
         doc = json.loads(reply.payload)
         # Durable first (a restarted gateway still holds the command), then routed.
         await self.store.set_retained(network, reply.topic, reply.payload, 1, now)
+        jail = Jail(str(network))
+        props = None
+        if correlation_id is not None:
+            # MQTT 5 request/response (gateway.commands): an MQTT 5 device answers on the
+            # response topic with this correlation data; 3.1.1 devices get neither.
+            props = make_properties(response_topic=jail.mount_topic(RESPONSE_TOPIC),
+                                    correlation_data=correlation_id.encode())
+            if self.gateway is not None:
+                self.gateway.commands.expect(Command(correlation_id, str(network), str(value),
+                                                     reply.topic, now))
         if self.gateway is not None:
             self.gateway.broker.publish(
-                Message(Jail(str(network)).mount_topic(reply.topic), reply.payload, QoS(1),
-                        True))
+                Message(jail.mount_topic(reply.topic), reply.payload, QoS(1), True,
+                        props=props))
             self.gateway.metrics.mqtt.controls_published.inc()
             journal = getattr(self.gateway, "journal", None)
             if journal is not None:  # copies queued for offline sessions are stored too
@@ -112,7 +130,9 @@ class GatewayHooks:
         return ControlOutcome(
             network=network, device=where.device if where else None, topic=reply.topic,
             data=doc["data"], timestamp=datetime.fromisoformat(doc["timestamp"]),
-            device_online=self.online(network) or await self._online_elsewhere(network))
+            device_online=self.online(network) or await self._online_elsewhere(network),
+            correlation_id=correlation_id,
+            response_topic=RESPONSE_TOPIC if correlation_id is not None else None)
 
     async def _online_elsewhere(self, network: UUID) -> bool:
         """In a cluster: whether the network has a live session on another node."""

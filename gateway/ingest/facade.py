@@ -127,14 +127,19 @@ class _Index:
 class Pending:
     """What `submit` started: `await wait()` gives the replies once durable.
 
-    `readings`: how many readings it queued for the store (the readings-rate budget)."""
+    `readings`: how many readings it queued for the store (the readings-rate budget);
+    `verdicts`: per submitted message, in order, the refusal that kept all of it out of the
+    store (its first one), or None: stored, partly stored, or not a report (the gateway
+    answers an MQTT 5 refusal with a PUBACK reason code)."""
 
-    __slots__ = ("_store", "_tickets", "replies", "readings")
+    __slots__ = ("_store", "_tickets", "replies", "readings", "verdicts")
 
     def __init__(self, store: Any, tickets: list[Any], replies: list[Reply],
-                 readings: int = 0) -> None:
+                 readings: int = 0, verdicts: list[ReadingRejected | None] | None = None
+                 ) -> None:
         self._store, self._tickets, self.replies = store, tickets, replies
         self.readings = readings
+        self.verdicts: list[ReadingRejected | None] = verdicts if verdicts is not None else []
 
     @property
     def must_wait(self) -> bool:
@@ -206,7 +211,9 @@ class Ingest:
         index: _Index | None = None
         over_quota: bool | None = None  # asked once, at the first report
         queued = 0
+        verdicts: list[ReadingRejected | None] = []
         for topic, payload, qos in messages:
+            verdicts.append(None)
             where = route(topic)
             if where is None:
                 continue
@@ -224,22 +231,26 @@ class Ingest:
             if over_quota is None:
                 over_quota = await self._over_quota(network)
             if over_quota:
-                replies.append(self._refuse(topic, [(None, ReadingRejected(
+                quota = ReadingRejected(
                     RejectCode.QUOTA, "this network's stored data reached its quota "
                     f"({self._limits.max_stored_bytes_per_network} bytes); readings are "
-                    "not stored"))]))
+                    "not stored")
+                verdicts[-1] = quota
+                replies.append(self._refuse(topic, [(None, quota)]))
                 continue
             before = len(rows)
             refused = self._validate(index, where, payload, now, rows)
             if refused:
                 replies.append(self._refuse(topic, refused))
+                if len(rows) == before:
+                    verdicts[-1] = refused[0][1]
             if len(rows) > before and qos > 0:
                 must_wait = True
         if rows:
             tickets.append(await self._store.submit_reports(rows, network))
             self._stored += len(rows)
             queued += len(rows)
-        return Pending(self._store, tickets if must_wait else [], replies, queued)
+        return Pending(self._store, tickets if must_wait else [], replies, queued, verdicts)
 
     async def _over_quota(self, network: UUID) -> bool:
         """Whether the network's stored bytes reached `max_stored_bytes_per_network`.

@@ -185,6 +185,8 @@ def check_data(decl: ValueDecl, data: Data) -> str:
         size = len(data.encode("utf-8"))
     except UnicodeEncodeError:  # lone surrogates from a JSON "\ud800" escape
         raise ReadingRejected(RejectCode.MALFORMED, "string is not valid Unicode") from None
+    if "\x00" in data:  # stored as text: PostgreSQL's text holds no U+0000
+        raise ReadingRejected(RejectCode.MALFORMED, "string contains U+0000")
     if isinstance(t, StringType):
         if len(data) > t.max:
             raise ReadingRejected(RejectCode.SIZE,

@@ -201,6 +201,9 @@ def _optional_text(obj: dict, key: str, path: str, cap: int, reasons: _Reasons) 
     if not _valid_unicode(v):
         reasons.add(f"{path}.{key}: not valid Unicode")
         return None
+    if "\x00" in v:  # no database text column holds it (PostgreSQL refuses it)
+        reasons.add(f"{path}.{key}: must not contain U+0000")
+        return None
     return v
 
 

@@ -1,4 +1,4 @@
-"""A sans-IO MQTT 3.1.1 server core: bytes in, events out; events in, bytes out.
+"""A sans-IO MQTT 3.1.1 and 5.0 server core: bytes in, events out; events in, bytes out.
 
 This package imports no trio, ssl, socket or database module, and never reads a clock:
 time is passed in. A test proves it.
@@ -17,7 +17,11 @@ from .events import (
     UnsubscribeReceived,
 )
 from .packets import (
+    DEFAULT_SUBSCRIPTION_OPTIONS,
+    PROTOCOL_LEVEL_3_1_1,
+    PROTOCOL_LEVEL_5,
     SUBACK_FAILURE,
+    Auth,
     ConnAck,
     Connect,
     ConnectReturnCode,
@@ -32,17 +36,56 @@ from .packets import (
     PubRec,
     PubRel,
     QoS,
+    RetainHandling,
     SubAck,
     Subscribe,
+    SubscriptionOptions,
     UnsubAck,
     Unsubscribe,
     Will,
 )
+from .properties import NO_PROPERTIES, Properties, PropertyId, make_properties
+from .reason_codes import (
+    AuthCode,
+    ConnAckCode,
+    DisconnectCode,
+    PubAckCode,
+    PubRelCode,
+    SubAckCode,
+    UnsubAckCode,
+    connack_reason,
+    connect_return_code,
+)
 from .session import ConnectionStatistics, ProtocolSessionState, ServerConnection
-from .topics import SubscriptionTree, topic_matches, validate_topic_filter, validate_topic_name
+from .topics import (
+    SubscriptionTree,
+    split_shared,
+    topic_matches,
+    validate_topic_filter,
+    validate_topic_name,
+)
 
 __all__ = [
+    "DEFAULT_SUBSCRIPTION_OPTIONS",
+    "NO_PROPERTIES",
+    "PROTOCOL_LEVEL_3_1_1",
+    "PROTOCOL_LEVEL_5",
     "SUBACK_FAILURE",
+    "Auth",
+    "AuthCode",
+    "ConnAckCode",
+    "DisconnectCode",
+    "Properties",
+    "PropertyId",
+    "PubAckCode",
+    "PubRelCode",
+    "RetainHandling",
+    "SubAckCode",
+    "SubscriptionOptions",
+    "UnsubAckCode",
+    "connack_reason",
+    "connect_return_code",
+    "make_properties",
     "ConnAck",
     "Connect",
     "ConnectReceived",
@@ -82,6 +125,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_into",
+    "split_shared",
     "topic_matches",
     "validate_topic_filter",
     "validate_topic_name",

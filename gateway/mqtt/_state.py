@@ -1,4 +1,4 @@
-"""The one transition table of a server-side MQTT 3.1.1 connection.
+"""The one transition table of a server-side MQTT 3.1.1 or 5.0 connection.
 
 Rules this table keeps (OASIS MQTT 3.1.1):
 
@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from enum import Enum, IntEnum
 
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import PROTOCOL_ERROR, LocalProtocolError, RemoteProtocolError
 from .packets import (
+    Auth,
     ConnAck,
     Connect,
     Disconnect,
@@ -132,10 +133,14 @@ PACKET_TYPE: dict[type, PacketType] = {
     PingReq: PacketType.PINGREQ,
     PingResp: PacketType.PINGRESP,
     Disconnect: PacketType.DISCONNECT,
+    Auth: PacketType.AUTH,
 }
 """Packet value class -> the type number the tables are keyed by."""
 
 SERVER_NEVER_RECEIVES = frozenset({_P.CONNACK, _P.SUBACK, _P.UNSUBACK, _P.PINGRESP})
+# AUTH (MQTT 5) is in no state's row: this server offers no enhanced authentication, so
+# a client never has an Authentication Method in force and AUTH is a protocol error
+# (section 4.12).
 
 
 def _allowed(table: dict, kind: object) -> str:
@@ -167,6 +172,7 @@ def receive(state: ConnectionState, packet_type: PacketType) -> ConnectionState:
             f"{packet_type.name}{why} received in state {state.name}; allowed in: "
             f"{_allowed(RECEIVE, packet_type)}",
             rule=rule,
+            reason_code=PROTOCOL_ERROR,
         ) from None
 
 

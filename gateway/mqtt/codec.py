@@ -1,4 +1,4 @@
-"""MQTT 3.1.1 packets to bytes and back (OASIS MQTT 3.1.1, chapters 2 and 3).
+"""MQTT 3.1.1 and 5.0 packets to bytes and back (OASIS MQTT 3.1.1 and 5.0, chapters 2, 3).
 
 Theory of operation. Every control packet is a fixed header (a type/flags byte and a
 Remaining Length of 1 to 4 bytes, section 2.2) followed by exactly Remaining Length bytes of
@@ -18,6 +18,11 @@ exactly. What depends on the connection's state (which packets a server may rece
 identifier policy) is the session's job. A violation raises `RemoteProtocolError` with the
 normative statement in `rule`; the reader then stays failed: every later call raises it.
 
+Both versions share the fixed header. A reader starts at 3.1.1 (`protocol_level=4`) and
+switches itself to MQTT 5 when it decodes a CONNECT of protocol level 5: from then on the
+bodies are decoded by `decoder5` (properties, reason codes, AUTH). A client-side reader is
+built with `protocol_level=5` when it speaks 5.
+
 `encode` and `encode_into` (defined in `encoder`, re-exported here so that one module is the
 codec's public face) refuse with `LocalProtocolError` any packet the reader would refuse.
 """
@@ -25,46 +30,20 @@ codec's public face) refuse with `LocalProtocolError` any packet the reader woul
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import TypeVar
 
+from .decoder import DECODERS, DECODERS_5, FIRST_BYTE_ERRORS, FIRST_BYTE_ERRORS_5
 from .encoder import encode, encode_into
 from .errors import PacketTooLarge, RemoteProtocolError
-from .packets import (
-    PROTOCOL_LEVEL_3_1_1,
-    SUBACK_FAILURE,
-    ConnAck,
-    Connect,
-    ConnectReturnCode,
-    Disconnect,
-    Packet,
-    PacketType,
-    PingReq,
-    PingResp,
-    PubAck,
-    PubComp,
-    Publish,
-    PubRec,
-    PubRel,
-    QoS,
-    SubAck,
-    Subscribe,
-    UnsubAck,
-    Unsubscribe,
-    Will,
-)
-from .topics import validate_topic_filter, validate_topic_name
-from .wire import (
-    MAX_REMAINING_LENGTH,
-    decode_binary,
-    decode_remaining_length,
-    decode_u8,
-    decode_u16,
-    decode_utf8,
-)
+from .packets import PROTOCOL_LEVEL_3_1_1, PROTOCOL_LEVEL_5, Packet, Publish, QoS
+from .properties import NO_PROPERTIES, Properties, decode_publish_properties
+from .wire import MAX_REMAINING_LENGTH, decode_remaining_length
 
 DEFAULT_MAX_PACKET_SIZE = 256 * 1024
-_T = TypeVar("_T")
+# A reader keeps up to this many decoded PUBLISH property lists of at most this many
+# bytes, keyed by their bytes (Properties are immutable, so sharing them is safe): memory
+# per connection stays bounded whatever the peer sends.
+_CACHED_LISTS = 8
+_CACHED_PROPERTIES_BYTES = 64
 
 _QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
 
@@ -79,7 +58,7 @@ def _publish_shadow() -> type | None:
     fields ever change, this returns None and the hot path calls Publish() instead.
     """
     names = tuple(f.name for f in dataclasses.fields(Publish))
-    if names != ("topic", "payload", "qos", "retain", "dup", "packet_id"):
+    if names != ("topic", "payload", "qos", "retain", "dup", "packet_id", "properties"):
         return None
     if getattr(Publish, "__slots__", None) != names:
         return None
@@ -94,272 +73,6 @@ def _publish_shadow() -> type | None:
 
 _PublishShadow = _publish_shadow()
 _new_object = object.__new__
-_RETURN_CODES = tuple(ConnectReturnCode)
-_VALID_SUBACK_CODES = frozenset((0, 1, 2, SUBACK_FAILURE))
-_PINGREQ = PingReq()
-_PINGRESP = PingResp()
-_DISCONNECT = Disconnect()
-
-# Fixed-header flags every type but PUBLISH must carry (section 2.2.2, table 2.2), and the
-# normative statement that names the check where the standard has a specific one.
-_REQUIRED_FLAGS = {
-    PacketType.CONNECT: 0,
-    PacketType.CONNACK: 0,
-    PacketType.PUBACK: 0,
-    PacketType.PUBREC: 0,
-    PacketType.PUBREL: 0b0010,
-    PacketType.PUBCOMP: 0,
-    PacketType.SUBSCRIBE: 0b0010,
-    PacketType.SUBACK: 0,
-    PacketType.UNSUBSCRIBE: 0b0010,
-    PacketType.UNSUBACK: 0,
-    PacketType.PINGREQ: 0,
-    PacketType.PINGRESP: 0,
-    PacketType.DISCONNECT: 0,
-}
-_FLAG_RULES = {
-    PacketType.PUBREL: "MQTT-3.6.1-1",
-    PacketType.SUBSCRIBE: "MQTT-3.8.1-1",
-    PacketType.UNSUBSCRIBE: "MQTT-3.10.1-1",
-    PacketType.DISCONNECT: "MQTT-3.14.1-1",
-}
-# Indexed by the whole first byte: None where type and flags are legal (or PUBLISH, whose
-# flags carry meaning and are checked when decoding), else the error to raise.
-_FIRST_BYTE_ERRORS: list[tuple[str, str | None] | None] = []
-for _byte in range(256):
-    _type, _flags = _byte >> 4, _byte & 0x0F
-    if _type in (0, 15):
-        _FIRST_BYTE_ERRORS.append((f"reserved control packet type {_type} (section 2.2.1)", None))
-    elif _type == PacketType.PUBLISH or _flags == _REQUIRED_FLAGS[PacketType(_type)]:
-        _FIRST_BYTE_ERRORS.append(None)
-    else:
-        _FIRST_BYTE_ERRORS.append(
-            (
-                f"{PacketType(_type).name} with fixed-header flags {_flags:04b}, "
-                f"not {_REQUIRED_FLAGS[PacketType(_type)]:04b} (section 2.2.2)",
-                _FLAG_RULES.get(PacketType(_type), "MQTT-2.2.2-2"),
-            )
-        )
-del _byte, _type, _flags
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _packet_id(body: memoryview, offset: int, what: str) -> tuple[int, int]:
-    packet_id, offset = decode_u16(body, offset)
-    if packet_id == 0:
-        raise RemoteProtocolError(f"{what} with packet identifier 0", rule="MQTT-2.3.1-1")
-    return packet_id, offset
-
-
-def _expect_end(body: memoryview, offset: int, what: str) -> None:
-    if offset != len(body):
-        raise RemoteProtocolError(
-            f"{what}: remaining length {len(body)} but its fields end at byte {offset}"
-        )
-
-
-def _field(
-    decoder: Callable[[memoryview, int], tuple[_T, int]], body: memoryview, i: int, rule: str
-) -> tuple[_T, int]:
-    """Decode a CONNECT payload field whose absence breaks `rule` (truncation has no rule
-    of its own; ill-formed UTF-8 keeps its MQTT-1.5.3 rule)."""
-    try:
-        return decoder(body, i)
-    except RemoteProtocolError as exc:
-        if exc.rule is None:
-            exc.rule = rule
-        raise
-
-
-def _decode_connect(flags: int, body: memoryview) -> Connect:
-    # Section 3.1.2: protocol name, level, connect flags, keep alive; 3.1.3: the payload.
-    protocol_name, i = decode_utf8(body, 0)
-    if protocol_name != "MQTT":
-        raise RemoteProtocolError(
-            f"CONNECT protocol name {protocol_name!r} is not 'MQTT'", rule="MQTT-3.1.2-1"
-        )
-    level, i = decode_u8(body, i)
-    if level != PROTOCOL_LEVEL_3_1_1:
-        raise RemoteProtocolError(
-            f"unsupported protocol level {level}",
-            rule="MQTT-3.1.2-2",
-            connack_code=ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION,
-        )
-    cflags, i = decode_u8(body, i)
-    if cflags & 0x01:
-        raise RemoteProtocolError("CONNECT reserved flag is set", rule="MQTT-3.1.2-3")
-    will_flag = cflags & 0x04
-    will_qos = (cflags >> 3) & 0x03
-    will_retain = bool(cflags & 0x20)
-    if will_flag:
-        if will_qos == 3:
-            raise RemoteProtocolError("CONNECT will QoS is 3", rule="MQTT-3.1.2-14")
-    else:
-        if will_qos:
-            raise RemoteProtocolError("will QoS set without the will flag", rule="MQTT-3.1.2-13")
-        if will_retain:
-            raise RemoteProtocolError("will retain set without the will flag", rule="MQTT-3.1.2-15")
-    if cflags & 0x40 and not cflags & 0x80:
-        raise RemoteProtocolError("password flag set without username flag", rule="MQTT-3.1.2-22")
-    keepalive, i = decode_u16(body, i)
-    client_id, i = _field(decode_utf8, body, i, "MQTT-3.1.3-3")
-    will = None
-    if will_flag:
-        will_topic, i = _field(decode_utf8, body, i, "MQTT-3.1.2-9")
-        validate_topic_name(will_topic)
-        will_payload, i = _field(decode_binary, body, i, "MQTT-3.1.2-9")
-        will = Will(will_topic, will_payload, _QOS[will_qos], will_retain)
-    username = password = None
-    if cflags & 0x80:
-        username, i = _field(decode_utf8, body, i, "MQTT-3.1.2-19")
-    if cflags & 0x40:
-        password, i = _field(decode_binary, body, i, "MQTT-3.1.2-21")
-    if i != len(body):
-        # Trailing bytes sit where the first field after the last one present would be: that
-        # field's flag said it is absent (MQTT-3.1.2-11, -18, -20).
-        if password is not None:
-            rule = None
-        elif username is not None:
-            rule = "MQTT-3.1.2-20"
-        elif will is not None:
-            rule = "MQTT-3.1.2-18"
-        else:
-            rule = "MQTT-3.1.2-11"
-        raise RemoteProtocolError(
-            f"CONNECT has {len(body) - i} bytes after its last flagged field", rule=rule
-        )
-    return Connect(
-        client_id=client_id,
-        clean_session=bool(cflags & 0x02),
-        keepalive=keepalive,
-        will=will,
-        username=username,
-        password=password,
-    )
-
-
-def _decode_connack(flags: int, body: memoryview) -> ConnAck:
-    # Section 3.2.2: acknowledge flags (bits 7-1 reserved) and a return code.
-    if len(body) != 2:
-        raise RemoteProtocolError(f"CONNACK remaining length {len(body)}, not 2")
-    ack_flags, code = body[0], body[1]
-    if ack_flags & 0xFE:
-        raise RemoteProtocolError("CONNACK reserved acknowledge flags are set (3.2.2.1)")
-    if code >= len(_RETURN_CODES):
-        raise RemoteProtocolError(f"CONNACK reserved return code {code} (3.2.2.3)")
-    if ack_flags and code:
-        raise RemoteProtocolError(
-            "CONNACK refuses the connection yet says a session is present", rule="MQTT-3.2.2-4"
-        )
-    return ConnAck(_RETURN_CODES[code], bool(ack_flags))
-
-
-def _decode_publish(flags: int, body: memoryview) -> Publish:
-    # Section 3.3: DUP, QoS and RETAIN in the fixed header; topic name; packet id if QoS > 0.
-    qos = (flags >> 1) & 0x03
-    if qos == 3:
-        raise RemoteProtocolError("PUBLISH with QoS 3", rule="MQTT-3.3.1-4")
-    dup = bool(flags & 0x08)
-    if dup and not qos:
-        raise RemoteProtocolError("PUBLISH with QoS 0 and DUP set", rule="MQTT-3.3.1-2")
-    topic, i = decode_utf8(body, 0)
-    validate_topic_name(topic)
-    packet_id = None
-    if qos:
-        packet_id, i = _packet_id(body, i, "PUBLISH")
-    return Publish(topic, bytes(body[i:]), _QOS[qos], bool(flags & 0x01), dup, packet_id)
-
-
-def _ack_decoder(cls: type, name: str) -> Callable[[int, memoryview], Packet]:
-    def decode(flags: int, body: memoryview) -> Packet:
-        if len(body) != 2:
-            raise RemoteProtocolError(f"{name} remaining length {len(body)}, not 2")
-        packet_id = (body[0] << 8) | body[1]
-        if packet_id == 0:
-            raise RemoteProtocolError(f"{name} with packet identifier 0", rule="MQTT-2.3.1-1")
-        return cls(packet_id)
-
-    decode.__name__ = f"_decode_{name.lower()}"
-    return decode
-
-
-def _decode_subscribe(flags: int, body: memoryview) -> Subscribe:
-    # Section 3.8: packet id, then (topic filter, requested QoS) pairs to the end.
-    packet_id, i = _packet_id(body, 0, "SUBSCRIBE")
-    subscriptions = []
-    end = len(body)
-    while i < end:
-        topic_filter, i = decode_utf8(body, i)
-        validate_topic_filter(topic_filter)
-        requested, i = decode_u8(body, i)
-        if requested > 2:
-            raise RemoteProtocolError(
-                f"SUBSCRIBE requested QoS byte {requested:#04x}: reserved bits or QoS 3",
-                rule="MQTT-3.8.3-4",
-            )
-        subscriptions.append((topic_filter, _QOS[requested]))
-    if not subscriptions:
-        raise RemoteProtocolError("SUBSCRIBE without a topic filter", rule="MQTT-3.8.3-3")
-    return Subscribe(packet_id, tuple(subscriptions))
-
-
-def _decode_suback(flags: int, body: memoryview) -> SubAck:
-    # Section 3.9: packet id, then one return code per filter subscribed.
-    packet_id, i = _packet_id(body, 0, "SUBACK")
-    codes = tuple(body[i:])
-    if not codes:
-        raise RemoteProtocolError("SUBACK without a return code (3.9.3)")
-    for code in codes:
-        if code not in _VALID_SUBACK_CODES:
-            raise RemoteProtocolError(f"SUBACK reserved return code {code}", rule="MQTT-3.9.3-2")
-    return SubAck(packet_id, codes)
-
-
-def _decode_unsubscribe(flags: int, body: memoryview) -> Unsubscribe:
-    # Section 3.10: packet id, then topic filters to the end.
-    packet_id, i = _packet_id(body, 0, "UNSUBSCRIBE")
-    filters = []
-    end = len(body)
-    while i < end:
-        topic_filter, i = decode_utf8(body, i)
-        validate_topic_filter(topic_filter)
-        filters.append(topic_filter)
-    if not filters:
-        raise RemoteProtocolError("UNSUBSCRIBE without a topic filter", rule="MQTT-3.10.3-2")
-    return Unsubscribe(packet_id, tuple(filters))
-
-
-def _empty_decoder(packet: Packet, name: str) -> Callable[[int, memoryview], Packet]:
-    def decode(flags: int, body: memoryview) -> Packet:
-        if len(body):
-            raise RemoteProtocolError(f"{name} remaining length {len(body)}, not 0")
-        return packet
-
-    decode.__name__ = f"_decode_{name.lower()}"
-    return decode
-
-
-_DECODERS: tuple[Callable[[int, memoryview], Packet] | None, ...] = (
-    None,
-    _decode_connect,
-    _decode_connack,
-    _decode_publish,
-    _ack_decoder(PubAck, "PUBACK"),
-    _ack_decoder(PubRec, "PUBREC"),
-    _ack_decoder(PubRel, "PUBREL"),
-    _ack_decoder(PubComp, "PUBCOMP"),
-    _decode_subscribe,
-    _decode_suback,
-    _decode_unsubscribe,
-    _ack_decoder(UnsubAck, "UNSUBACK"),
-    _empty_decoder(_PINGREQ, "PINGREQ"),
-    _empty_decoder(_PINGRESP, "PINGRESP"),
-    _empty_decoder(_DISCONNECT, "DISCONNECT"),
-    None,
-)
-
 
 class PacketReader:
     """Turns a stream of bytes into MQTT packets, h11-style: `feed` bytes, then call
@@ -384,9 +97,11 @@ class PacketReader:
     # once, then consumed), so every byte is copied a bounded number of times whatever the
     # chunking. Decoding slices bytes, which yields bytes directly: the common case (feed
     # a recv() buffer, drain it) copies nothing but the fields themselves.
-    __slots__ = ("_buf", "_pos", "_chunks", "_chunked", "_max_packet_size", "_error")
+    __slots__ = ("_buf", "_pos", "_chunks", "_chunked", "_max_packet_size", "_error", "_v5",
+                 "_decoders", "_first_errors", "_props_cache")
 
-    def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+    def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+                 protocol_level: int = PROTOCOL_LEVEL_3_1_1) -> None:
         if max_packet_size < 2:
             raise ValueError("max_packet_size must allow at least a 2-byte packet")
         self._buf = b""
@@ -395,6 +110,24 @@ class PacketReader:
         self._chunked = 0
         self._max_packet_size = max_packet_size
         self._error: RemoteProtocolError | None = None
+        self._v5 = False
+        self._props_cache: dict[bytes, Properties] = {}
+        self._decoders = DECODERS
+        self._first_errors = FIRST_BYTE_ERRORS
+        if protocol_level == PROTOCOL_LEVEL_5:
+            self._switch_to_5()
+        elif protocol_level != PROTOCOL_LEVEL_3_1_1:
+            raise ValueError("protocol_level must be 4 (3.1.1) or 5")
+
+    def _switch_to_5(self) -> None:
+        self._v5 = True
+        self._decoders = DECODERS_5
+        self._first_errors = FIRST_BYTE_ERRORS_5
+
+    @property
+    def protocol_level(self) -> int:
+        """4 until a level-5 CONNECT was decoded (or the reader was built for 5), then 5."""
+        return PROTOCOL_LEVEL_5 if self._v5 else PROTOCOL_LEVEL_3_1_1
 
     @property
     def max_packet_size(self) -> int:
@@ -446,39 +179,74 @@ class PacketReader:
                                 try:
                                     topic = buf[start + 2 : topic_end].decode()
                                 except UnicodeDecodeError:
-                                    topic = ""
+                                    topic = None
                                 packet_id = (
                                     (buf[topic_end] << 8) | buf[topic_end + 1] if qos else None
                                 )
-                                if (
-                                    topic
-                                    and "+" not in topic
-                                    and "#" not in topic
-                                    and "\x00" not in topic
-                                    and packet_id != 0
+                                # isprintable(): False for U+0000 and every control
+                                # character (and some legal text, left to the slow path).
+                                # MQTT 5 allows an empty topic with a topic alias.
+                                if topic is None or packet_id == 0 or not (
+                                    (
+                                        topic
+                                        and "+" not in topic
+                                        and "#" not in topic
+                                        and topic.isprintable()
+                                    )
+                                    or (not topic and self._v5)
                                 ):
-                                    self._pos = end
-                                    if _PublishShadow is None:
-                                        return Publish(
-                                            topic,
-                                            buf[payload_at:end],
-                                            _QOS[qos],
-                                            bool(first & 0x01),
-                                            bool(first & 0x08),
-                                            packet_id,
-                                        )
-                                    packet = _new_object(_PublishShadow)
-                                    packet.topic = topic
-                                    packet.payload = buf[payload_at:end]
-                                    packet.qos = _QOS[qos]
-                                    packet.retain = bool(first & 0x01)
-                                    packet.dup = bool(first & 0x08)
-                                    packet.packet_id = packet_id
-                                    packet.__class__ = Publish
-                                    return packet
-                    elif _FIRST_BYTE_ERRORS[first] is None:
+                                    return self._next_slow()
+                                properties = NO_PROPERTIES
+                                if self._v5:
+                                    if payload_at == end:
+                                        return self._next_slow()
+                                    plen = buf[payload_at]
+                                    if plen:
+                                        props_end = payload_at + 1 + plen
+                                        if props_end > end or plen >= 0x80:
+                                            return self._next_slow()
+                                        # Devices repeat their property lists (alias,
+                                        # expiry, firmware tag): decoded once per reader.
+                                        key = buf[payload_at:props_end]
+                                        properties = self._props_cache.get(key)
+                                        if properties is None:
+                                            fast = decode_publish_properties(buf, payload_at, end)
+                                            if fast is None:
+                                                return self._next_slow()
+                                            properties = fast[0]
+                                            if plen <= _CACHED_PROPERTIES_BYTES:
+                                                if len(self._props_cache) >= _CACHED_LISTS:
+                                                    self._props_cache.clear()
+                                                self._props_cache[key] = properties
+                                        payload_at = props_end
+                                    else:
+                                        payload_at += 1
+                                    if not topic and properties.topic_alias is None:
+                                        return self._next_slow()
+                                self._pos = end
+                                if _PublishShadow is None:
+                                    return Publish(
+                                        topic,
+                                        buf[payload_at:end],
+                                        _QOS[qos],
+                                        bool(first & 0x01),
+                                        bool(first & 0x08),
+                                        packet_id,
+                                        properties,
+                                    )
+                                packet = _new_object(_PublishShadow)
+                                packet.topic = topic
+                                packet.payload = buf[payload_at:end]
+                                packet.qos = _QOS[qos]
+                                packet.retain = bool(first & 0x01)
+                                packet.dup = bool(first & 0x08)
+                                packet.packet_id = packet_id
+                                packet.properties = properties
+                                packet.__class__ = Publish
+                                return packet
+                    elif self._first_errors[first] is None and first != 0x10:
                         self._pos = end
-                        decoder = _DECODERS[first >> 4]
+                        decoder = self._decoders[first >> 4]
                         return decoder(first & 0x0F, memoryview(buf)[pos + 2 : end])  # type: ignore[misc]
             return self._next_slow()
         except RemoteProtocolError as exc:
@@ -491,7 +259,7 @@ class PacketReader:
 
     def _next_slow(self) -> Packet | None:
         """Everything the hot path leaves: headers and packets across chunks, long remaining
-        lengths, every error."""
+        lengths, CONNECT, every error."""
         buf = self._buf
         pos = self._pos
         have = len(buf) - pos
@@ -512,7 +280,7 @@ class PacketReader:
             raise PacketTooLarge(
                 f"packet of {end - pos} bytes exceeds the maximum of {self._max_packet_size}"
             )
-        error = _FIRST_BYTE_ERRORS[first]
+        error = self._first_errors[first]
         if error is not None:
             raise RemoteProtocolError(error[0], rule=error[1])
         if end > len(buf):
@@ -523,7 +291,10 @@ class PacketReader:
             end -= pos
             pos = 0
         self._pos = end
-        return _DECODERS[first >> 4](first & 0x0F, memoryview(buf)[start:end])  # type: ignore[misc]
+        packet = self._decoders[first >> 4](first & 0x0F, memoryview(buf)[start:end])  # type: ignore[misc]
+        if first == 0x10 and packet.protocol_level == PROTOCOL_LEVEL_5:  # type: ignore[union-attr]
+            self._switch_to_5()
+        return packet
 
     def _merge(self) -> bytes:
         chunks = self._chunks
@@ -535,10 +306,13 @@ class PacketReader:
         return buf
 
 
-def decode(data: bytes | bytearray | memoryview) -> Packet:
-    """Decode exactly one whole packet. Raises `RemoteProtocolError` if `data` holds less or
-    more than one packet, or anything the standard forbids."""
-    reader = PacketReader(max_packet_size=MAX_REMAINING_LENGTH + 5)
+def decode(data: bytes | bytearray | memoryview,
+           protocol_level: int = PROTOCOL_LEVEL_3_1_1) -> Packet:
+    """Decode exactly one whole packet of `protocol_level` (4 or 5; a CONNECT carries its
+    own). Raises `RemoteProtocolError` if `data` holds less or more than one packet, or
+    anything the standard forbids."""
+    reader = PacketReader(max_packet_size=MAX_REMAINING_LENGTH + 5,
+                          protocol_level=protocol_level)
     reader.feed(data)
     packet = reader.next_packet()
     if packet is None:

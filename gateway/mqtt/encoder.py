@@ -1,4 +1,4 @@
-"""MQTT 3.1.1 packets to bytes (OASIS MQTT 3.1.1, chapters 2 and 3).
+"""MQTT 3.1.1 packets to bytes (OASIS MQTT 3.1.1, chapters 2 and 3); MQTT 5 in `encoder5`.
 
 Theory of operation: each packet type has one function that appends its wire form to a
 bytearray: fixed header (type and flags, section 2.2), Remaining Length (2.2.3), variable
@@ -10,15 +10,21 @@ Every encoder refuses, with `LocalProtocolError`, a packet the standard forbids 
 that `codec.PacketReader` would refuse (wildcards in a topic name, packet identifier 0, QoS 0
 with DUP, a refusing CONNACK with session present, ...), so a conforming peer accepts what
 we send. It leaves the caller's buffer as it was. `Connect.protocol_level` is written as
-given, so that tests can play a client of another protocol level.
+given, so that tests can play a client of another protocol level; a level-5 CONNECT is
+written by `encoder5`. `encode_into(..., protocol_level=5)` writes any other packet in its
+MQTT 5 form; at level 4 a packet whose MQTT 5 fields (reason code, properties, options,
+AUTH) are not at their defaults is refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from . import encoder5
 from .errors import LocalProtocolError, RemoteProtocolError
 from .packets import (
+    DEFAULT_SUBSCRIPTION_OPTIONS,
+    PROTOCOL_LEVEL_5,
     SUBACK_FAILURE,
     ConnAck,
     Connect,
@@ -37,6 +43,7 @@ from .packets import (
     UnsubAck,
     Unsubscribe,
 )
+from .properties import NO_PROPERTIES, Properties
 from .topics import validate_topic_filter, validate_topic_name
 from .wire import encode_binary, encode_remaining_length, encode_u16, encode_utf8, utf8_bytes
 
@@ -49,6 +56,11 @@ def _check(validate: Callable[[str], None], topic: str) -> None:
         validate(topic)
     except RemoteProtocolError as exc:
         raise LocalProtocolError(str(exc)) from None
+
+
+def _no_5(properties: Properties, what: str, extra: object = None) -> None:
+    if (properties is not NO_PROPERTIES and properties != NO_PROPERTIES) or extra:
+        raise LocalProtocolError(f"a 3.1.1 {what} carries no MQTT 5 reason code or properties")
 
 
 def _frame(first_byte: int, body: bytes | bytearray, out: bytearray) -> None:
@@ -64,6 +76,10 @@ def _check_packet_id(packet_id: int | None, what: str) -> int:
 
 
 def _encode_connect(packet: Connect, out: bytearray) -> None:
+    if packet.protocol_level == PROTOCOL_LEVEL_5:
+        encoder5.ENCODERS[Connect](packet, out)
+        return
+    _no_5(packet.properties, "CONNECT", packet.will is not None and packet.will.properties)
     body = bytearray()
     encode_utf8(packet.protocol_name, body)
     if not 0 <= packet.protocol_level <= 0xFF:
@@ -96,6 +112,7 @@ def _encode_connect(packet: Connect, out: bytearray) -> None:
 
 
 def _encode_connack(packet: ConnAck, out: bytearray) -> None:
+    _no_5(packet.properties, "CONNACK")
     code = packet.return_code
     if not 0 <= code < len(_RETURN_CODES):
         raise LocalProtocolError(f"CONNACK return code {code} is reserved")
@@ -105,6 +122,8 @@ def _encode_connack(packet: ConnAck, out: bytearray) -> None:
 
 
 def _encode_publish(packet: Publish, out: bytearray) -> None:
+    if packet.properties is not NO_PROPERTIES:
+        _no_5(packet.properties, "PUBLISH")
     qos = packet.qos
     topic = packet.topic
     _check(validate_topic_name, topic)
@@ -135,6 +154,8 @@ def _ack_encoder(first_byte: int, name: str) -> Callable[[Packet, bytearray], No
         packet_id = packet.packet_id  # type: ignore[union-attr]
         if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
             _check_packet_id(packet_id, name)
+        if packet.properties is not NO_PROPERTIES or packet.reason_code:  # type: ignore[union-attr]
+            _no_5(packet.properties, name, packet.reason_code)  # type: ignore[union-attr]
         out += bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
 
     encode_ack.__name__ = f"_encode_{name.lower()}"
@@ -142,6 +163,8 @@ def _ack_encoder(first_byte: int, name: str) -> Callable[[Packet, bytearray], No
 
 
 def _encode_subscribe(packet: Subscribe, out: bytearray) -> None:
+    _no_5(packet.properties, "SUBSCRIBE",
+          any(o != DEFAULT_SUBSCRIPTION_OPTIONS for o in packet.options))
     if not packet.subscriptions:
         raise LocalProtocolError("SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-3)")
     body = bytearray(_check_packet_id(packet.packet_id, "SUBSCRIBE").to_bytes(2, "big"))
@@ -155,6 +178,7 @@ def _encode_subscribe(packet: Subscribe, out: bytearray) -> None:
 
 
 def _encode_suback(packet: SubAck, out: bytearray) -> None:
+    _no_5(packet.properties, "SUBACK")
     if not packet.return_codes:
         raise LocalProtocolError("SUBACK needs at least one return code")
     for code in packet.return_codes:
@@ -166,6 +190,7 @@ def _encode_suback(packet: SubAck, out: bytearray) -> None:
 
 
 def _encode_unsubscribe(packet: Unsubscribe, out: bytearray) -> None:
+    _no_5(packet.properties, "UNSUBSCRIBE")
     if not packet.topic_filters:
         raise LocalProtocolError("UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)")
     body = bytearray(_check_packet_id(packet.packet_id, "UNSUBSCRIBE").to_bytes(2, "big"))
@@ -173,6 +198,16 @@ def _encode_unsubscribe(packet: Unsubscribe, out: bytearray) -> None:
         _check(validate_topic_filter, topic_filter)
         encode_utf8(topic_filter, body)
     _frame(0xA2, body, out)
+
+
+def _encode_unsuback(packet: UnsubAck, out: bytearray) -> None:
+    _no_5(packet.properties, "UNSUBACK", packet.reason_codes)
+    out += b"\xb0\x02" + _check_packet_id(packet.packet_id, "UNSUBACK").to_bytes(2, "big")
+
+
+def _encode_disconnect(packet: Disconnect, out: bytearray) -> None:
+    _no_5(packet.properties, "DISCONNECT", packet.reason_code)
+    out += b"\xe0\x00"
 
 
 def _empty_encoder(first_byte: int) -> Callable[[Packet, bytearray], None]:
@@ -195,20 +230,28 @@ _ENCODERS: dict[type, Callable[[Packet, bytearray], None]] = {
     Subscribe: _encode_subscribe,  # type: ignore[dict-item]
     SubAck: _encode_suback,  # type: ignore[dict-item]
     Unsubscribe: _encode_unsubscribe,  # type: ignore[dict-item]
-    UnsubAck: _ack_encoder(0xB0, "UNSUBACK"),
+    UnsubAck: _encode_unsuback,  # type: ignore[dict-item]
     PingReq: _empty_encoder(0xC0),
     PingResp: _empty_encoder(0xD0),
-    Disconnect: _empty_encoder(0xE0),
+    Disconnect: _encode_disconnect,  # type: ignore[dict-item]
+}
+_ENCODERS_BY_LEVEL = {
+    4: _ENCODERS,
+    PROTOCOL_LEVEL_5: {**encoder5.ENCODERS, Connect: _encode_connect},
 }
 
 
-def encode_into(packet: Packet, out: bytearray) -> None:
+def encode_into(packet: Packet, out: bytearray, protocol_level: int = 4) -> None:
     """Append the wire form of `packet` to `out` (batch many packets into one buffer).
 
-    Raises `LocalProtocolError` for a packet the standard forbids sending, leaving `out`
-    as it was.
+    `protocol_level` 4 (3.1.1) or 5 chooses the form; a CONNECT follows its own
+    `protocol_level` whatever this says. Raises `LocalProtocolError` for a packet the
+    standard forbids sending, leaving `out` as it was.
     """
-    encoder = _ENCODERS.get(type(packet))
+    encoders = _ENCODERS_BY_LEVEL.get(protocol_level)
+    if encoders is None:
+        raise LocalProtocolError(f"no encoding for protocol level {protocol_level!r}")
+    encoder = encoders.get(type(packet))
     if encoder is None:
         raise LocalProtocolError(f"not an MQTT packet: {packet!r}")
     size = len(out)
@@ -219,10 +262,10 @@ def encode_into(packet: Packet, out: bytearray) -> None:
         raise
 
 
-def encode(packet: Packet) -> bytes:
+def encode(packet: Packet, protocol_level: int = 4) -> bytes:
     """The wire form of `packet`. Raises `LocalProtocolError` as `encode_into` does."""
     out = bytearray()
-    encode_into(packet, out)
+    encode_into(packet, out, protocol_level)
     return bytes(out)
 
 

@@ -1,4 +1,4 @@
-"""What a `ServerConnection` tells the application (MQTT 3.1.1, chapters 3 and 4).
+"""What a `ServerConnection` tells the application (MQTT 3.1.1 and 5.0, chapters 3 and 4).
 
 `ServerConnection.next_event()` returns one of these frozen values, or None when it needs
 more bytes. Everything the session answers by itself (PINGRESP, PUBREL, PUBCOMP, the
@@ -12,7 +12,12 @@ application decision does, and the application answers with the matching method:
 | `SubscribeReceived`   | `grant(packet_id, return_codes)`                     |
 | `UnsubscribeReceived` | `unsubscribed(packet_id)`                            |
 | `DeliveryComplete`    | nothing (drop the message from its outbound queue)   |
-| `Disconnected`        | publish the will if not graceful; close the socket   |
+| `Disconnected`        | publish the will if `publish_will`; close the socket |
+
+MQTT 5 adds no event: its properties ride on the packets the events carry (`Connect`,
+`Will`, `Publish` each have `.properties`) and on the events' own `properties` fields,
+and the answers take reason codes and reason strings as keyword arguments. The server's
+own DISCONNECT is `ServerConnection.disconnect(reason)`.
 
 It also hands out two values: `ProtocolSessionState` (what a persistent session keeps across
 connections) and `ConnectionStatistics` (queue sizes).
@@ -23,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._state import ConnectionState
-from .packets import Connect, Publish, PubRel, QoS
+from .packets import Connect, Publish, PubRel, QoS, SubscriptionOptions
+from .properties import NO_PROPERTIES, Properties
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,15 @@ class ConnectReceived:
     such a session must not be persistent, which clean_session=1 already guarantees).
     Authentication (certificate, username/password) is the application's: it answers with
     `accept()` or `refuse(code)`.
+
+    MQTT 5 (`connect.protocol_level == 5`): an empty client id is allowed with either
+    Clean Start; the application passes the identifier it assigns to
+    `accept(assigned_client_id=...)` (MQTT-3.2.2-16). A CONNECT with an Authentication
+    Method was already refused with CONNACK 0x8C (no enhanced authentication here).
+    `connect.properties` holds session expiry interval, receive maximum, maximum packet
+    size, topic alias maximum, request problem/response information and user properties
+    (the session itself honours the limits); `connect.will.properties` the will delay
+    interval and the will message's properties.
     """
 
     connect: Connect
@@ -55,6 +70,11 @@ class PublishReceived:
     until the client's PUBREL: a re-sent PUBLISH with the same identifier is answered by
     the session and not emitted again (MQTT-4.3.3-2). QoS 1 re-sends are emitted again
     (at least once, section 4.3.2). The topic name is already validated (no wildcards).
+
+    MQTT 5: a topic alias is already resolved (`publish.topic` is the full name and
+    `publish.properties.topic_alias` is None); the other properties (message expiry,
+    payload format indicator, content type, response topic, correlation data, user
+    properties) are the client's, as sent.
     """
 
     publish: Publish
@@ -67,10 +87,20 @@ class SubscribeReceived:
     The application answers `grant(packet_id, return_codes)` with one return code per
     filter, in order (MQTT-3.8.4-5): the granted QoS (at most the requested one) or
     `SUBACK_FAILURE` (0x80).
+
+    MQTT 5: `options` holds one `SubscriptionOptions` per filter (empty: all defaults, as
+    in 3.1.1; see `Subscribe.options_of`); `subscription_identifier` the identifier to
+    attach to messages delivered through these subscriptions (or None); `properties` the
+    user properties. Shared subscriptions (`$share/{name}/{filter}`) keep their full
+    filter here: their syntax is checked; no local on one was refused (protocol error).
+    `grant` takes MQTT 5 reason codes (`reason_codes.SubAckCode`).
     """
 
     packet_id: int
     subscriptions: tuple[tuple[str, QoS], ...]
+    options: tuple[SubscriptionOptions, ...] = ()
+    subscription_identifier: int | None = None
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +113,7 @@ class UnsubscribeReceived:
 
     packet_id: int
     topic_filters: tuple[str, ...]
+    properties: Properties = NO_PROPERTIES  # MQTT 5 user properties
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +122,15 @@ class DeliveryComplete:
 
     The message left the server's responsibility: the application may forget it. Its
     packet identifier is free again, and one more slot of the inflight window is open.
+
+    MQTT 5: `reason_code` is the PUBACK's or PUBREC's reason (0x10 no matching
+    subscribers, or >= 0x80 when the client refused the message: the flow ends there);
+    `properties` its reason string and user properties.
     """
 
     packet_id: int
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +142,21 @@ class Disconnected:
     DISCONNECT, so the will must be published (MQTT-3.1.2-8). Keepalive expiry and
     protocol errors do not produce this event: the application sees the deadline pass or
     the `RemoteProtocolError`, and publishes the will itself in those cases too.
+
+    MQTT 5: `reason_code` is the client's DISCONNECT reason; 0x04 (disconnect with will
+    message) is graceful yet asks for the will (`publish_will`). `properties` may hold a
+    new session expiry interval (already checked: 0 at CONNECT cannot become non-zero,
+    3.14.2.2.2), a reason string and user properties.
     """
 
     graceful: bool
+    reason_code: int = 0
+    properties: Properties = NO_PROPERTIES
+
+    @property
+    def publish_will(self) -> bool:
+        """Whether the will must be published (MQTT-3.1.2-8, MQTT 5 section 3.14.2.1)."""
+        return not self.graceful or self.reason_code == 0x04
 
 
 Event = (
@@ -149,3 +198,6 @@ class ConnectionStatistics:
     inbound_unacknowledged: int
     inbound_awaiting_pubrel: int
     bytes_to_send: int
+    dropped_too_large: int = 0
+    """MQTT 5: outbound messages discarded as larger than the client's Maximum Packet
+    Size (MQTT-3.1.2-25), since the connection began."""

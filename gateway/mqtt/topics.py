@@ -9,6 +9,11 @@ everything below it (MQTT-4.7.1-2), and "+" alone in any level, matching exactly
 (MQTT-4.7.3-2). A filter starting with a wildcard never matches a name starting with "$"
 (MQTT-4.7.2-1), so "#" does not see "$SYS/...".
 
+Control characters (U+0001..U+001F, U+007F..U+009F) are refused in names and filters: both
+versions let a receiver close the connection over them (3.1.1 section 1.5.3, 5.0 section
+1.5.4), and these strings reach logs and dashboards. MQTT 5 shared subscriptions
+(`$share/{ShareName}/{filter}`, section 4.8.2) are parsed by `split_shared`.
+
 `SubscriptionTree` is a trie of filter levels: matching a name walks its levels once,
 following the literal child, the "+" child and collecting the "#" child at every level, so
 its cost grows with the name's depth and the matching subscriptions, not with the number of
@@ -17,6 +22,7 @@ filters stored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Iterator
 from typing import Generic, TypeVar
 
@@ -25,12 +31,26 @@ from .packets import QoS
 
 K = TypeVar("K", bound=Hashable)
 
+_CONTROL = re.compile("[\x01-\x1f\x7f-\x9f]")
+SHARE_PREFIX = "$share/"
+
+
+def has_control_character(text: str) -> bool:
+    """Whether `text` holds U+0001..U+001F or U+007F..U+009F (U+0000 is refused anyway)."""
+    # isprintable() is a fast C loop and False for every control character; only strings
+    # it refuses (non-ASCII spaces, format characters, ...) need the exact search.
+    return not text.isprintable() and _CONTROL.search(text) is not None
+
 
 def _check_common(topic: str, what: str) -> None:
     if not topic:
         raise RemoteProtocolError(f"a {what} must be at least one character", rule="MQTT-4.7.3-1")
     if "\x00" in topic:
         raise RemoteProtocolError(f"a {what} must not contain U+0000", rule="MQTT-4.7.3-2")
+    if has_control_character(topic):
+        raise RemoteProtocolError(
+            f"a {what} must not contain control characters U+0001-U+001F, U+007F-U+009F"
+        )
     if len(topic) > 16_383 and len(topic.encode("utf-8", "surrogatepass")) > 65_535:
         raise RemoteProtocolError(f"a {what} is at most 65535 bytes", rule="MQTT-4.7.3-3")
 
@@ -69,6 +89,32 @@ def validate_topic_filter(topic_filter: str) -> None:
                 raise RemoteProtocolError(
                     f"'+' must occupy a whole level: {topic_filter!r}", rule="MQTT-4.7.1-3"
                 )
+
+
+def split_shared(topic_filter: str) -> tuple[str, str] | None:
+    """Split an MQTT 5 shared subscription `$share/{ShareName}/{filter}` (section 4.8.2).
+
+    Returns `(share_name, filter)`, or None when `topic_filter` is not shared. The
+    filter is validated as any filter; raises `RemoteProtocolError` (protocol error 0x82,
+    MQTT-4.8.2-1, -2) for an empty ShareName, one holding "+", "#" or "/" (the first "/"
+    after it ends it), or a missing filter.
+    """
+    if not topic_filter.startswith(SHARE_PREFIX):
+        return None
+    rest = topic_filter[len(SHARE_PREFIX):]
+    share_name, slash, inner = rest.partition("/")
+    if not share_name or "+" in share_name or "#" in share_name:
+        raise RemoteProtocolError(
+            f"shared subscription {topic_filter!r}: ShareName must be non-empty, without "
+            "'+', '#' or '/'", rule="MQTT-4.8.2-2", reason_code=0x82,
+        )
+    if not slash or not inner:
+        raise RemoteProtocolError(
+            f"shared subscription {topic_filter!r} has no topic filter after its ShareName",
+            rule="MQTT-4.8.2-1", reason_code=0x82,
+        )
+    validate_topic_filter(inner)
+    return share_name, inner
 
 
 def topic_matches(topic_filter: str, name: str) -> bool:

@@ -126,6 +126,17 @@ def encode_remaining_length(value: int, out: bytearray) -> None:
     out.append(value)
 
 
+encode_varint = encode_remaining_length
+"""Append a Variable Byte Integer (MQTT 5 section 1.5.5; the Remaining Length's format)."""
+
+
+def encode_u32(value: int, out: bytearray) -> None:
+    """Append a Four Byte Integer. Raises `LocalProtocolError` outside 0..2**32-1."""
+    if value < 0 or value > 0xFFFF_FFFF:
+        raise LocalProtocolError(f"{value} does not fit a four-byte integer")
+    out += value.to_bytes(4, "big")
+
+
 def remaining_length_size(value: int) -> int:
     """How many bytes `encode_remaining_length(value)` appends."""
     if value < 0x80:

@@ -2,9 +2,10 @@
 
 `Store` (interface.py) is what callers use; `open_sqlite_store(data_dir)` gives the embedded
 SQLite implementation (one process per data folder: it holds the folder's lock), and
-`gateway.storage.postgres.open_postgres_store(url)` the PostgreSQL one. Writes pass through one group-commit writer (writer.py): many messages
-per transaction, one bounded queue per network in front, served in turn (backpressure for
-that network only, never loss), and an acknowledgement only after the commit.
+`gateway.storage.postgres.open_postgres_store(url)` the PostgreSQL one. Writes pass through
+one group-commit writer (writer.py): many messages per transaction, one bounded queue per
+network in front, served in turn (backpressure for that network only, never loss), and an
+acknowledgement only after the commit.
 """
 
 from .errors import (
@@ -38,7 +39,8 @@ from .sqlite import DB_NAME, SQLiteStore, open_sqlite_store
 from .writer import Ticket
 
 __all__ = [
-    "BadStoreURL", "DB_NAME", "FolderInUse", "StoreUnavailable", "ConnectionEvent", "ConnectionStatus", "Dequeued", "Enqueued", "EnqueuedMany",
+    "BadStoreURL", "DB_NAME", "FolderInUse", "StoreUnavailable", "ConnectionEvent",
+    "ConnectionStatus", "Dequeued", "Enqueued", "EnqueuedMany",
     "QueuedMessage", "ReportRow", "RetainedChange", "RetainedMessage", "SessionChange",
     "SessionDeleted", "SessionSaved", "SQLiteStore", "SchemaError", "StateRecord", "Store",
     "StoreClosed", "StorageError", "StoreStatistics", "StoredSession", "Ticket", "ValueLocation",

@@ -136,6 +136,7 @@ class Control:
     def apply(self, side: WriteSide) -> StateRecord:
         sid = side.state_id(self.value, CONTROL)
         now = to_us(self.now)
+        side.lock_states({sid})
         side.ensure_partitions([now])
         (rid,) = side.conn.execute(
             "INSERT INTO state_log (state_id, ts_us, received_us, data) "
@@ -251,6 +252,11 @@ class Erase:
         nid = side.network_id(self.network, 0, create=False)
         if nid is None:
             return False
+        # Wait for every other writer's batch holding these states (ops.lock_states): the
+        # deletes below then see their readings. (READ COMMITTED: each statement reads
+        # what is committed when it starts.)
+        side.conn.execute("SELECT id FROM states WHERE network_id = %s ORDER BY id "
+                          "FOR UPDATE", (nid,))
         for table, where in ERASE_ORDER:
             side.conn.execute(f"DELETE FROM {table} WHERE {where}", (nid,))
         if self.audit is not None:

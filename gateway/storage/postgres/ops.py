@@ -30,6 +30,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from gateway.model.errors import DeclarationRejected
 from gateway.model.tree import StateKind
@@ -37,7 +38,7 @@ from gateway.model.tree import StateKind
 from ..errors import StorageError, StoreUnavailable
 from ..writer import Failed
 from .convert import KIND_CODE
-from .schema import create_week, existing_weeks, in_window, week_of
+from .schema import create_week, existing_weeks, in_window, partition_name, week_of
 
 REPORT, CONTROL = KIND_CODE[StateKind.REPORT], KIND_CODE[StateKind.CONTROL]
 ROW_OVERHEAD = 48  # bytes a stored reading counts besides its data (as the SQLite store)
@@ -49,12 +50,22 @@ class UnknownValue(StorageError):
     """A report or control names a value UUID this store does not hold (erased meanwhile?)."""
 
 
+# TCP keepalives unless the URL sets its own: a server that vanished without closing the
+# connection (host down, network cut) is noticed in about half a minute, not hours, so the
+# batch waiting on it fails and the writer reconnects.
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+              "keepalives_count": "3"}
+
+
 def connect(url: str, *, connect_timeout: float = 5.0, autocommit: bool = False
             ) -> psycopg.Connection:
     """A connection to `url`; raises StoreUnavailable with libpq's reason."""
     try:
-        return psycopg.connect(url, autocommit=autocommit,
-                               connect_timeout=max(1, round(connect_timeout)))
+        given = conninfo_to_dict(url)
+        options = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        if "connect_timeout" not in given:
+            options["connect_timeout"] = str(max(1, round(connect_timeout)))
+        return psycopg.connect(url, autocommit=autocommit, **options)
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreUnavailable(f"cannot reach PostgreSQL: {reason}") from None
@@ -84,6 +95,7 @@ class WriteSide:
         self.now_us = 0  # the batch's wall clock, for the partition window
         self.reconnects = 0  # connections made after the first
         self.lost = 0  # batches failed because the server was lost
+        self.closing = False  # set by the store's close: no more backoff waits
         self._backoff = 0.0
         self._next_try = 0.0
 
@@ -99,6 +111,8 @@ class WriteSide:
         self.conn = None
         wait = self._next_try - self._clock()
         if wait > 0:
+            if self.closing:  # shutting down: fail what is left rather than wait for it
+                raise StoreUnavailable("PostgreSQL is unavailable (the store is closing)")
             self._sleep(wait)
         try:
             self.conn = self._connect()
@@ -167,36 +181,63 @@ class WriteSide:
 
     def add_usage(self, per_network: dict[int, int]) -> None:
         """Add bytes to networks' usage rows (in the current transaction)."""
-        for nid, size in sorted(per_network.items()):  # one lock order across nodes
-            (self.usage[nid],) = self.conn.execute(
-                "INSERT INTO network_usage (network_id, stored_bytes) VALUES (%s, %s) "
+        items = sorted(per_network.items())  # one lock order across nodes
+        for nid, total in self.conn.execute(
+                "INSERT INTO network_usage (network_id, stored_bytes) "
+                "SELECT * FROM unnest(%s::int8[], %s::int8[]) "
                 "ON CONFLICT (network_id) DO UPDATE SET "
                 "stored_bytes = network_usage.stored_bytes + excluded.stored_bytes "
-                "RETURNING stored_bytes", (nid, size)).fetchone()
+                "RETURNING network_id, stored_bytes",
+                ([n for n, _ in items], [b for _, b in items])):
+            self.usage[nid] = total
 
-    def ensure_partitions(self, ts_values: Sequence[int]) -> None:
-        """Create the week partitions these reading times need (within the window)."""
+    def ensure_partitions(self, ts_values: Sequence[int]) -> str | None:
+        """Create the week partitions these reading times need (within the window); return
+        the one partition that holds them all, if there is one (None otherwise)."""
         if self.weeks is None:
             self.weeks = existing_weeks(self.conn)
         weeks = self.weeks
-        missing = {w for w in {week_of(ts) for ts in ts_values} if w not in weeks}
+        first, last = week_of(min(ts_values)), week_of(max(ts_values))
+        if first == last:  # the usual batch: readings of one week
+            if first in weeks:
+                return partition_name(first)
+            needed = {first}
+        else:
+            needed = {week_of(ts) for ts in set(ts_values)}
+        missing = {w for w in needed if w not in weeks}
         for week in sorted(missing):
             if in_window(week, self.now_us):
                 create_week(self.conn, week)
                 weeks.add(week)
+        return partition_name(first) if first == last and first in weeks else None
+
+    def lock_states(self, state_ids: set[int]) -> None:
+        """Hold `state_ids` (KEY SHARE) until the commit: an erasure waits for this batch,
+        or ran before it and they are gone (then the batch fails, to be retried one
+        operation at a time, with the caches dropped: its rows of an erased network fail
+        as UnknownValue). What a foreign key would do, once per state instead of per row."""
+        ids = sorted(state_ids)
+        found = self.conn.execute("SELECT count(*) FROM (SELECT id FROM states "
+                                  "WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE) s",
+                                  (ids,)).fetchone()[0]
+        if found != len(ids):
+            raise StorageError("a state of this batch was erased meanwhile")
 
     # -- batches ----------------------------------------------------------------------
     def flush_rows(self) -> None:
         rows, stamped = self.pending_rows, self.pending_stamped
         if not rows and not stamped:
             return
-        self.ensure_partitions([r[1] for r in rows] + [r[1] for r in stamped])
+        self.lock_states({r[0] for r in rows} | {r[0] for r in stamped})
+        week = self.ensure_partitions([r[1] for r in rows] + [r[1] for r in stamped])
         usage: dict[int, int] = {}
         networks = self.state_networks
         if rows:
+            # Straight into the week's partition when it holds every row (the usual batch):
+            # PostgreSQL then routes no row.
             with self.conn.cursor() as cur, cur.copy(
-                    "COPY state_log (state_id, ts_us, received_us, data) FROM STDIN "
-                    "(FORMAT BINARY)") as copy:
+                    f"COPY {week or 'state_log'} (state_id, ts_us, received_us, data) "
+                    "FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["int8", "int8", "int8", "text"])
                 for row in rows:
                     copy.write_row(row)

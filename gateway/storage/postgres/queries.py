@@ -123,10 +123,14 @@ def connection_status(conn: psycopg.Connection, network: UUID) -> ConnectionStat
 
 def list_networks(conn: psycopg.Connection, limit: int, after: UUID | None
                   ) -> list[ConnectionStatus]:
-    """Networks ordered by UUID (as text, the SQLite store's order), `limit` at a time
-    after `after` (keyset paging)."""
-    rows = conn.execute(f"{_STATUS} WHERE n.uuid::text > %s ORDER BY n.uuid::text LIMIT %s",
-                        ("" if after is None else str(after), limit)).fetchall()
+    """Networks ordered by UUID, `limit` at a time after `after` (keyset paging on the
+    unique index). PostgreSQL orders uuids by their bytes, which is the order of their text
+    form too: the SQLite store's order."""
+    if after is None:
+        rows = conn.execute(f"{_STATUS} ORDER BY n.uuid LIMIT %s", (limit,)).fetchall()
+    else:
+        rows = conn.execute(f"{_STATUS} WHERE n.uuid > %s ORDER BY n.uuid LIMIT %s",
+                            (after, limit)).fetchall()
     return [_status(r) for r in rows]
 
 
@@ -156,7 +160,7 @@ def sessions(conn: psycopg.Connection, network: UUID | None, with_queued: bool =
     rows = conn.execute(
         "SELECT n.id, n.uuid, s.client_id, s.expiry_interval FROM sessions s "
         f"JOIN networks n ON n.id = s.network_id {where} "
-        "ORDER BY n.uuid::text, s.client_id COLLATE \"C\"", params).fetchall()
+        "ORDER BY n.uuid, s.client_id COLLATE \"C\"", params).fetchall()
     out = []
     for nid, nuuid, client_id, expiry in rows:
         subs = tuple(conn.execute(

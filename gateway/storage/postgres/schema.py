@@ -17,6 +17,12 @@ integer microseconds since the epoch, UTC, and every network's rows reachable fr
   transaction that first needs it, for weeks from `PAST_WEEKS` before now to `AHEAD_WEEKS`
   after; a reading stamped outside that window (a device clock far off) goes to the DEFAULT
   partition `state_log_other`, so what a device sends never decides how many tables exist.
+- No foreign key from `state_log` to `states`: PostgreSQL checks one with a trigger and a
+  row lock per inserted reading, which cost about as much as the insert itself. The writer
+  takes the same lock once per state per batch instead (`FOR KEY SHARE`, ops.py), and an
+  erasure locks its network's states `FOR UPDATE` before it deletes, so a batch of another
+  node either commits before the erasure (whose deletes then see its rows) or finds the
+  states gone and fails: an erased network leaves no reading behind either way.
 - One index on `state_log`: unique `(state_id, ts_us, dedup)`. It serves a value's history
   and latest reading (its prefix), and stores a device-stamped reading once: `dedup` is a
   16-byte digest of the data for a device-stamped reading, NULL otherwise (NULLs never
@@ -76,7 +82,7 @@ CREATE INDEX states_by_network ON states(network_id);
 CREATE SEQUENCE state_log_id_seq AS bigint;
 CREATE TABLE state_log (
     id          bigint NOT NULL DEFAULT nextval('state_log_id_seq'),
-    state_id    bigint NOT NULL REFERENCES states(id),
+    state_id    bigint NOT NULL,
     ts_us       bigint NOT NULL,
     received_us bigint NOT NULL,
     data        text NOT NULL,

@@ -349,6 +349,7 @@ async def open_postgres_store(
                     await store.reset_connections(datetime.now(UTC))
                 yield store
             finally:
+                store._side.closing = True
                 with trio.CancelScope(shield=True):
                     await store._writer.close()
     except BaseExceptionGroup as group:

@@ -163,9 +163,11 @@ def connection_history(conn: sqlite3.Connection, network: UUID, limit: int
 
 def retained(conn: sqlite3.Connection, network: UUID) -> list[RetainedMessage]:
     rows = conn.execute(
-        "SELECT r.topic, r.payload, r.qos FROM retained r JOIN networks n ON n.id = r.network_id "
+        "SELECT r.topic, r.payload, r.qos, r.properties, r.expires_us FROM retained r "
+        "JOIN networks n ON n.id = r.network_id "
         "WHERE n.uuid = ? ORDER BY r.topic", (str(network),)).fetchall()
-    return [RetainedMessage(t, bytes(p), q) for t, p, q in rows]
+    return [RetainedMessage(t, bytes(p), q, bytes(props), from_us(exp))
+            for t, p, q, props, exp in rows]
 
 
 def sessions(conn: sqlite3.Connection, network: UUID | None, with_queued: bool = True
@@ -175,11 +177,11 @@ def sessions(conn: sqlite3.Connection, network: UUID | None, with_queued: bool =
     with snapshot(conn):
         where, params = ("WHERE n.uuid = ?", (str(network),)) if network else ("", ())
         rows = conn.execute(
-            "SELECT n.id, n.uuid, s.client_id FROM sessions s "
+            "SELECT n.id, n.uuid, s.client_id, s.expiry_interval FROM sessions s "
             f"JOIN networks n ON n.id = s.network_id {where} ORDER BY n.uuid, s.client_id",
             params).fetchall()
         out = []
-        for nid, nuuid, client_id in rows:
+        for nid, nuuid, client_id, expiry in rows:
             subs = tuple(conn.execute(
                 "SELECT filter, qos FROM subscriptions WHERE network_id = ? AND client_id = ? "
                 "ORDER BY filter", (nid, client_id)).fetchall())
@@ -188,14 +190,17 @@ def sessions(conn: sqlite3.Connection, network: UUID | None, with_queued: bool =
                 "FROM queued_refs r JOIN queued_messages m ON m.id = r.message_id "
                 "WHERE r.network_id = ? AND r.client_id = ?", (nid, client_id)).fetchone()
             queued = _queued(conn, nid, client_id, upto) if with_queued else ()
-            out.append(StoredSession(UUID(nuuid), client_id, subs, queued, count, size, upto))
+            out.append(StoredSession(UUID(nuuid), client_id, subs, queued, count, size, upto,
+                                     expiry))
     return out
 
 
 def _queued(conn: sqlite3.Connection, nid: int, client_id: str, upto: int
             ) -> tuple[QueuedMessage, ...]:
-    return tuple(QueuedMessage(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in conn.execute(
-        "SELECT r.id, m.topic, m.payload, r.qos, r.retain FROM queued_refs r "
+    return tuple(QueuedMessage(i, t, bytes(p), q, bool(r), bytes(props), from_us(exp))
+                 for i, t, p, q, r, props, exp in conn.execute(
+        "SELECT r.id, m.topic, m.payload, r.qos, r.retain, m.properties, m.expires_us "
+        "FROM queued_refs r "
         "JOIN queued_messages m ON m.id = r.message_id "
         "WHERE r.network_id = ? AND r.client_id = ? AND r.id <= ? ORDER BY r.id",
         (nid, client_id, upto)))

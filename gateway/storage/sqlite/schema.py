@@ -174,6 +174,19 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_by_time ON audit(at);
 """),
+    # MQTT 5 state that survives a restart: a message's properties as wire bytes (empty for
+    # 3.1.1) and its expiry (microseconds since the epoch; NULL: never), on queued and
+    # retained messages; a session's expiry interval in seconds (NULL: never expires, the
+    # 3.1.1 clean_session=0 rule). A subscription's `qos` column holds the whole grant (the
+    # MQTT 5 options byte + subscription identifier * 256): a 3.1.1 grant is its QoS, so
+    # existing rows need no rewrite.
+    (5, """
+ALTER TABLE retained ADD COLUMN properties BLOB NOT NULL DEFAULT x'';
+ALTER TABLE retained ADD COLUMN expires_us INTEGER;
+ALTER TABLE queued_messages ADD COLUMN properties BLOB NOT NULL DEFAULT x'';
+ALTER TABLE queued_messages ADD COLUMN expires_us INTEGER;
+ALTER TABLE sessions ADD COLUMN expiry_interval INTEGER;
+"""),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -28,6 +28,10 @@ from .convert import to_us
 from .ops import WriteSide
 
 
+def _us(at: datetime | None) -> int | None:
+    return None if at is None else to_us(at)
+
+
 @dataclass(frozen=True, slots=True)
 class SetRetained:
     network: UUID
@@ -35,6 +39,8 @@ class SetRetained:
     payload: bytes
     qos: int
     now: datetime
+    properties: bytes = b""
+    expires_at: datetime | None = None
 
     def apply(self, side: WriteSide) -> None:
         nid = side.network_id(self.network, to_us(self.now))
@@ -43,22 +49,30 @@ class SetRetained:
                               (nid, self.topic))
         else:
             side.conn.execute(
-                "INSERT INTO retained (network_id, topic, payload, qos) VALUES (?, ?, ?, ?) "
+                "INSERT INTO retained (network_id, topic, payload, qos, properties, expires_us) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (network_id, topic) DO UPDATE SET payload = excluded.payload, "
-                "qos = excluded.qos", (nid, self.topic, self.payload, self.qos))
+                "qos = excluded.qos, properties = excluded.properties, "
+                "expires_us = excluded.expires_us",
+                (nid, self.topic, self.payload, self.qos, self.properties,
+                 _us(self.expires_at)))
 
 
 @dataclass(frozen=True, slots=True)
 class SaveSession:
     network: UUID
     client_id: str
-    subscriptions: tuple[tuple[str, int], ...]
+    subscriptions: tuple[tuple[str, int], ...]  # (filter, grant: options + id * 256)
     now: datetime
+    expiry_interval: int | None = None  # MQTT 5 session expiry (s); None: never
 
     def apply(self, side: WriteSide) -> None:
         nid = side.network_id(self.network, to_us(self.now))
-        side.conn.execute("INSERT OR IGNORE INTO sessions (network_id, client_id) VALUES (?, ?)",
-                          (nid, self.client_id))
+        side.conn.execute(
+            "INSERT INTO sessions (network_id, client_id, expiry_interval) VALUES (?, ?, ?) "
+            "ON CONFLICT (network_id, client_id) DO UPDATE SET "
+            "expiry_interval = excluded.expiry_interval",
+            (nid, self.client_id, self.expiry_interval))
         side.conn.execute("DELETE FROM subscriptions WHERE network_id = ? AND client_id = ?",
                           (nid, self.client_id))
         side.conn.executemany(
@@ -117,6 +131,8 @@ class EnqueueMany:
     retain: bool
     copies: tuple[tuple[str, int], ...]  # (client id, qos)
     now: datetime
+    properties: bytes = b""
+    expires_at: datetime | None = None
 
     def apply(self, side: WriteSide) -> list[int]:
         if not self.copies:
@@ -126,8 +142,9 @@ class EnqueueMany:
         conn.executemany("INSERT OR IGNORE INTO sessions (network_id, client_id) VALUES (?, ?)",
                          [(nid, client) for client, _ in self.copies])
         message_id = conn.execute(
-            "INSERT INTO queued_messages (network_id, topic, payload) VALUES (?, ?, ?)",
-            (nid, self.topic, self.payload)).lastrowid
+            "INSERT INTO queued_messages (network_id, topic, payload, properties, expires_us) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (nid, self.topic, self.payload, self.properties, _us(self.expires_at))).lastrowid
         retain = int(self.retain)
         return [conn.execute(
             "INSERT INTO queued_refs (network_id, client_id, message_id, qos, retain) "
@@ -168,17 +185,20 @@ class SessionChanges:
         for c in self.changes:
             if isinstance(c, Enqueued):
                 ids.extend(EnqueueMany(c.network, c.topic, c.payload, c.retain,
-                                       ((c.client_id, c.qos),), now).apply(side))
+                                       ((c.client_id, c.qos),), now, c.properties,
+                                       c.expires_at).apply(side))
             elif isinstance(c, EnqueuedMany):
                 ids.extend(EnqueueMany(c.network, c.topic, c.payload, c.retain, c.copies,
-                                       now).apply(side))
+                                       now, c.properties, c.expires_at).apply(side))
             elif isinstance(c, Dequeued):
                 Dequeue(c.network, c.client_id, (c.id,)).apply(side)
             elif isinstance(c, RetainedChange):
                 if c.payload or side.network_id(c.network, 0, create=False) is not None:
-                    SetRetained(c.network, c.topic, c.payload, c.qos, now).apply(side)
+                    SetRetained(c.network, c.topic, c.payload, c.qos, now, c.properties,
+                                c.expires_at).apply(side)
             elif isinstance(c, SessionSaved):
-                SaveSession(c.network, c.client_id, c.subscriptions, now).apply(side)
+                SaveSession(c.network, c.client_id, c.subscriptions, now,
+                            c.expiry_interval).apply(side)
             elif isinstance(c, SessionDeleted):
                 DeleteSession(c.network, c.client_id).apply(side)
             else:  # pragma: no cover - the union is closed

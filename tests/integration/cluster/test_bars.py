@@ -91,3 +91,19 @@ async def test_retained_changes_missed_while_the_bus_was_down_are_read_from_the_
     assert (await reader.message()).payload == b"m"  # state/old is gone
     for client in (device, reader):
         await client.close()
+
+
+async def test_a_crl_read_by_one_node_is_reloaded_by_the_others_at_once(
+        nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a")
+    # b never polls its CRL file in this test: only a's word can make it reload.
+    b = await start_node(nursery, pki, postgres_url, "b", crl_poll_interval=3600)
+    victim = pki.device()
+    device = PahoClient(b.running, victim, "victim")
+    assert (await device.connect())[1] == 0
+    pki.home.revoke(victim.serial, reason="key-compromise")
+    await a.logs.wait("crl_loaded", trigger="file_changed")
+    await b.logs.wait("crl_loaded", trigger="cluster")
+    line = await b.logs.wait("disconnected", client_id="victim")
+    assert line["reason"] == "REVOKED"
+    await device.close(graceful=False)

@@ -20,7 +20,7 @@ WAIT = 20.0
 class Node:
     """A bus with recording handlers."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, relay=None) -> None:
         self.got: list[tuple[str, str, str]] = []
         self.resyncs = 0
         self.changed = trio.Event()
@@ -28,7 +28,7 @@ class Node:
         log = EventLog(io.StringIO())
         log.add_listener(self.logs.append)
         self.metrics = ClusterMetrics()
-        self.bus = Bus(url, name, handlers={RELAY: partial(self._on, RELAY),
+        self.bus = Bus(url, name, handlers={RELAY: relay or partial(self._on, RELAY),
                                             CONTROL: partial(self._on, CONTROL)},
                        resync=self._resync, metrics=self.metrics, log=log,
                        backoff=(0.05, 0.2))
@@ -104,3 +104,24 @@ async def test_a_killed_listen_connection_reconnects_and_resyncs(postgres_url, n
     a.bus.send(CONTROL, "after the reconnect")
     await b.wait(lambda: b.got)
     assert b.got == [(CONTROL, "a", "after the reconnect")]
+
+
+async def test_a_note_no_node_wrote_is_logged_and_the_bus_goes_on(postgres_url, nursery):
+    _migrated(postgres_url)
+
+    async def broken(origin: str, body: str) -> None:
+        if body == "bad":
+            raise KeyError("k")
+        await b._on(RELAY, origin, body)
+
+    a, b = Node(postgres_url, "a"), Node(postgres_url, "b", relay=broken)
+    await nursery.start(a.bus.serve)
+    await nursery.start(b.bus.serve)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("NOTIFY fleetgate_relay, 'no frame at all'")  # ignored: not framed
+    a.bus.send(RELAY, "bad")
+    a.bus.send(RELAY, "good")
+    await b.wait(lambda: b.got)
+    assert b.got == [(RELAY, "a", "good")]
+    assert [r["event"] for r in b.logs if r["event"].startswith("cluster_handler")] == [
+        "cluster_handler_failed"]

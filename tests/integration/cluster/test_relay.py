@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 from clusterhelpers import start_node
 from gwhelpers import PahoClient
 
@@ -53,3 +54,54 @@ async def test_no_relay_without_subscribers_on_another_node(nursery, pki, postgr
         await device.publish("report/x", str(i).encode(), qos=1)
     assert a.cluster.metrics.relay_sent.value == 0
     await device.close()
+
+
+
+async def test_a_burst_larger_than_max_queued_reaches_a_subscriber_on_another_node(
+        nursery, pki, postgres_url):
+    """3000 QoS 0 messages sent back to back arrive in order and the subscriber is not
+    throttled (its outbox holds 1000): relayed batches are delivered as they come."""
+    a = await start_node(nursery, pki, postgres_url, "a")
+    b = await start_node(nursery, pki, postgres_url, "b")
+    network = uuid.uuid4()
+    pub = PahoClient(a.running, pki.device(network=network), "pub")
+    sub = PahoClient(b.running, pki.device(network=network), "sub")
+    for client in (pub, sub):
+        assert (await client.connect())[1] == 0
+    await sub.subscribe("burst/#", qos=0)
+    await a.knows_interest(str(network), of="b")
+    burst = 3000
+    for i in range(burst):
+        pub.client.publish("burst/x", b"%d" % i, 0)
+    await pub.publish("burst/x", b"end", qos=1)
+    got = [(await sub.message()).payload for _ in range(burst + 1)]
+    assert got == [b"%d" % i for i in range(burst)] + [b"end"]
+    assert not b.logs.find("disconnected", client_id="sub")
+    for client in (pub, sub):
+        await client.close()
+
+
+async def test_the_relay_resumes_after_postgresql_ends_every_connection(
+        nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a")
+    b = await start_node(nursery, pki, postgres_url, "b")
+    network = uuid.uuid4()
+    pub = PahoClient(a.running, pki.device(network=network), "pub")
+    sub = PahoClient(b.running, pki.device(network=network), "sub")
+    for client in (pub, sub):
+        assert (await client.connect())[1] == 0
+    await sub.subscribe("x/#", qos=1)
+    await a.knows_interest(str(network), of="b")
+    await pub.publish("x/1", b"before", qos=1)
+    assert (await sub.message()).payload == b"before"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        ended = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                             "datname = current_database() AND pid <> pg_backend_pid()"
+                             ).fetchall()
+    assert len(ended) >= 4  # both nodes' listeners and their lanes
+    await a.logs.wait("cluster_bus_resumed", node="a")
+    await b.logs.wait("cluster_bus_resumed", node="b")
+    await pub.publish("x/2", b"after", qos=1)
+    assert (await sub.message()).payload == b"after"
+    for client in (pub, sub):
+        await client.close()

@@ -46,6 +46,7 @@ async def test_sessions_per_network_are_counted_cluster_wide(nursery, pki, postg
     assert str((await three.connect())[1]) == "Server unavailable"  # the cap, on both nodes
     line = await a.logs.wait("disconnected", client_id="three")
     assert (line["reason"], line["detail"]) == ("THROTTLED", "max_sessions_per_network")
+    assert a.cluster.metrics.sessions_refused.value == 1
     await two.close()
     await b.logs.wait("disconnected", client_id="two")
     with trio.fail_after(WAIT):  # its row goes with it (the writer is asynchronous)
@@ -89,3 +90,29 @@ async def test_reap_publishes_the_wills_of_a_node_that_stopped_without_cleanup(
     await a.logs.wait("cluster_reaped", dead_node="ghost", wills=1)
     await doomed.close(graceful=False)
     await watcher.close()
+
+
+async def test_reap_takes_over_a_dead_nodes_persistent_session_with_its_queue(
+        nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a", store=True)
+    ghost = await start_node(nursery, pki, postgres_url, "ghost", store=True)
+    network = uuid.uuid4()
+    keeper_creds = pki.device(network=network)
+    keeper = PahoClient(ghost.running, keeper_creds, "keeper", clean_session=False)
+    assert (await keeper.connect())[1] == 0
+    await keeper.subscribe("inbox/#", qos=1)
+    await keeper.close()
+    await ghost.logs.wait("disconnected", client_id="keeper")
+    sender = PahoClient(ghost.running, pki.device(network=network), "sender")
+    assert (await sender.connect())[1] == 0
+    for i in range(3):
+        await sender.publish("inbox/x", f"m{i}".encode(), qos=1)  # queued on ghost, stored
+    ghost.scope.cancel()  # its registry rows stay: the cluster's writer stops with it
+    await ghost.logs.wait("disconnected", client_id="sender")
+    assert await a.cluster.reap("ghost") == 2  # the keeper, and the sender live at the end
+    await sender.close(graceful=False)
+    back = PahoClient(a.running, keeper_creds, "keeper", clean_session=False)
+    flags, rc = await back.connect()
+    assert rc == 0 and flags.session_present
+    assert [(await back.message()).payload for _ in range(3)] == [b"m0", b"m1", b"m2"]
+    await back.close()

@@ -47,7 +47,7 @@ def start_gateway(nursery, pki):
     """`await start_gateway(**config_overrides)` runs a gateway on 127.0.0.1:0 in-process
     (`clock=`: its UTC now, for the CRL's freshness)."""
 
-    async def start(ca_home: Path | None = None, ingest=None, clock=None,
+    async def start(ca_home: Path | None = None, ingest=None, clock=None, wall_clock=None,
                     **overrides) -> Running:
         config = load_config(
             None, {"ca_home": ca_home or pki.path, "mqtt": "127.0.0.1:0", **overrides}
@@ -55,7 +55,8 @@ def start_gateway(nursery, pki):
         logs = LogRecords()
         log = EventLog(io.StringIO(), truncate_ips=config.truncate_ip)
         log.add_listener(logs)
-        gateway = Gateway(config, log=log, ingest=ingest, clock=clock)
+        gateway = Gateway(config, log=log, ingest=ingest, clock=clock,
+                          **({"wall_clock": wall_clock} if wall_clock else {}))
         host, port = await nursery.start(serve_mqtt, gateway)
         return Running(gateway, host, port, logs)
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -23,6 +24,7 @@ import trio
 
 WAIT = 30.0  # a deadline for "never happened", not a timing assertion
 EXE = shutil.which("fleet-gateway", path=str(Path(sys.executable).parent)) or "fleet-gateway"
+T0_AUDIT = datetime(2026, 12, 1, tzinfo=UTC)
 MODEL = {"devices": [{"name": "thermo", "values": [
     {"name": "temp", "permission": "r", "number": {"min": -40, "max": 125, "step": 0.5}}]}]}
 
@@ -211,3 +213,29 @@ def test_a_second_gateway_on_the_same_data_folder_refuses_with_exit_13(serving, 
     third = serving("--ca-home", str(ca_home.path), "--mqtt", "127.0.0.1:0", "--http", "off",
                     "--data", str(data))
     third.line("store_opened")
+
+
+def test_audit_verify_reads_the_postgresql_store_and_check_config_masks_its_password(
+        ca_home, postgres_url):
+    from gateway.storage.audit import AuditEvent, AuditRecord
+    from gateway.storage.postgres import open_postgres_store
+
+    async def write() -> None:
+        async with open_postgres_store(postgres_url) as store:
+            for n in range(3):
+                await store.append_audit(AuditRecord("alice", T0_AUDIT, (
+                    AuditEvent("erase", f"net-{n}"),)))
+    trio.run(write)
+    done = run("audit", "verify", "--store", postgres_url)
+    assert done.returncode == 0 and "3 entries" in done.stdout, done.stderr
+    shown = run("audit", "show", "--json", env={**os.environ, "FLEETGATE_STORE": postgres_url})
+    assert [json.loads(line)["subject"] for line in shown.stdout.splitlines()] == [
+        "net-0", "net-1", "net-2"]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+    broken = run("audit", "verify", "--store", postgres_url)
+    assert broken.returncode == 7 and "entry 2" in broken.stderr
+    secret = "postgresql://fleetgate:s3cret@db.example:5432/fleetgate"
+    checked = run("check-config", "--ca-home", str(ca_home.path), "--store", secret)
+    assert checked.returncode == 0, checked.stderr
+    assert "s3cret" not in checked.stdout and "fleetgate:***@db.example" in checked.stdout

@@ -104,3 +104,44 @@ async def test_the_broker_is_rebuilt_from_the_store_with_mounted_topics(tmp_path
     assert broker.publish(Message(f"{net}/a/c", b"new", QoS.AT_LEAST_ONCE)) == 1
     attached = broker.connect((net, "p"), False, Outlet())
     assert attached.session_present
+
+
+async def test_mqtt5_state_goes_through_the_journal_and_comes_back_after_a_restart(tmp_path):
+    from gateway.delivery import Grant
+    from gateway.mqtt.properties import make_properties
+
+    net = str(uuid.uuid4())
+    wall = [1_000_000.0]
+    props = make_properties(content_type="text/plain", response_topic=f"{net}/answers",
+                            correlation_data=b"c", user_properties=(("k", "v"),))
+    async with open_sqlite_store(tmp_path) as store:
+        broker, journal = await load_broker_state(store, clock=lambda: wall[0])
+        outlet = Outlet()
+        key = (net, "v5")
+        state = broker.connect(key, True, outlet, expiry=600).state
+        broker.subscribe(state, f"{net}/t/#", QoS.AT_LEAST_ONCE,
+                         Grant(QoS.AT_LEAST_ONCE, no_local=True, identifier=7))
+        broker.subscribe(state, f"$share/g/{net}/jobs", QoS.AT_LEAST_ONCE)
+        broker.disconnect(key, outlet)
+        broker.publish(Message(f"{net}/t/a", b"q", QoS.AT_LEAST_ONCE, props=props,
+                               expires_at=wall[0] + 60))
+        broker.publish(Message(f"{net}/r", b"kept", QoS.AT_LEAST_ONCE, True, props=props,
+                               expires_at=wall[0] + 90))
+        await journal.flush()
+    async with open_sqlite_store(tmp_path) as store:
+        broker, journal = await load_broker_state(store, clock=lambda: wall[0])
+        state = broker.sessions.get(key)
+        assert (state.expiry, state.clean) == (600, False)
+        assert state.options == {f"{net}/t/#": Grant(QoS.AT_LEAST_ONCE, no_local=True,
+                                                     identifier=7)}
+        assert set(state.subscriptions) == {f"{net}/t/#", f"$share/g/{net}/jobs"}
+        await broker.sessions.restore(state)
+        (queued,) = state.outbox
+        assert (queued.props, queued.expires_at) == (props, wall[0] + 60)
+        (kept,) = broker.retained.matching(f"{net}/r")
+        assert (kept.props, kept.expires_at) == (props, wall[0] + 90)
+        # The shared group is back: a job goes to its one member.
+        assert broker.publish(Message(f"{net}/jobs", b"j", QoS.AT_LEAST_ONCE)) == 1
+        # Its expiry counts from the restart: dropped once it passed.
+        dropped, _ = broker.tick(wall[0] + 600)
+        assert dropped == [key]

@@ -164,3 +164,10 @@ def test_the_same_value_name_in_two_devices_is_fine():
     v = {"name": "t", "permission": "r", "string": {"max": 1}}
     decl = parse_model(model({"name": "a", "values": [v]}, {"name": "b", "values": [v]}))
     assert decl.value_count == 2
+
+
+def test_a_description_holding_u0000_is_refused_with_its_path():
+    doc = model({"name": "d", "description": "a\x00b", "values": [
+        {"name": "v", "permission": "r", "description": "\x00", "string": {"max": 1}}]})
+    assert set(reasons_of(doc)) >= {"devices[0].description: must not contain U+0000",
+                                    "devices[0].values[0].description: must not contain U+0000"}

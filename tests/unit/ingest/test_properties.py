@@ -137,7 +137,9 @@ def valid_values(draw):
         if draw(st.booleans()):
             spec["step"] = draw(st.floats(min_value=0.001, max_value=1000))
         if draw(st.booleans()):
-            spec["unit"] = draw(st.text(max_size=5))
+            spec["unit"] = draw(st.text(st.characters(blacklist_categories=("Cs",),
+                                                      blacklist_characters="\x00"),
+                                        max_size=5))  # U+0000: refused (no store holds it)
         doc["number"] = spec
     else:
         doc[kind] = {"max": draw(st.integers(1, 60000))}

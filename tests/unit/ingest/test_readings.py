@@ -151,6 +151,13 @@ def test_strings_are_limited_in_characters_not_bytes():
     rejected(RejectCode.MALFORMED, check_data, d, "\ud800")
 
 
+def test_text_holding_u0000_is_malformed_for_every_text_type():
+    # Neither store keeps it as text (PostgreSQL's text refuses it): refused with a reason,
+    # never a write that fails and costs the device its connection.
+    for vtype in (StringType(max=10), BlobType(max=10), XmlType(max=10)):
+        assert "U+0000" in rejected(RejectCode.MALFORMED, check_data, decl(vtype), "a\x00b")
+
+
 def test_blobs_are_limited_in_bytes():
     d = decl(BlobType(max=4))
     assert check_data(d, "QUJD") == "QUJD"

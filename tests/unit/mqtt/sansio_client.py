@@ -1,10 +1,12 @@
-"""A small sans-IO MQTT 3.1.1 client for tests, built on our codec only.
+"""A small sans-IO MQTT 3.1.1 / 5.0 client for tests, built on our codec only.
 
 It plays the device's half against a `ServerConnection` over a fake wire: it encodes what
 it sends, decodes what it receives, and answers the QoS flows the way a conforming client
 does (PUBACK/PUBREC for the server's PUBLISH, PUBREL for PUBREC, PUBCOMP for PUBREL). It
 records everything it saw so that tests can assert on it, and keeps a persistent session's
-state across connections when `clean_session` is False.
+state across connections when `clean_session` is False. With `protocol_level=5` it speaks
+MQTT 5: it sends its CONNECT `properties`, resolves the server's topic aliases, answers
+the server's PUBLISH with `ack_reason`, and records a server DISCONNECT.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gateway.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from gateway.mqtt.properties import NO_PROPERTIES, Properties
 from gateway.mqtt.session import ProtocolSessionState, ServerConnection
 
 
@@ -50,7 +53,13 @@ class SansIOClient:
         clean_session: bool = True,
         keepalive: int = 0,
         will: Will | None = None,
+        protocol_level: int = 4,
+        properties: Properties = NO_PROPERTIES,
     ) -> None:
+        self.protocol_level = protocol_level
+        self.properties = properties
+        self.ack_reason = 0  # MQTT 5: the reason of our PUBACK / PUBREC
+        self.disconnects: list[Disconnect] = []
         self.client_id = client_id
         self.clean_session = clean_session
         self.keepalive = keepalive
@@ -73,7 +82,9 @@ class SansIOClient:
 
     def new_connection(self) -> None:
         """Start a new network connection; a clean session forgets its state (3.1.2.4)."""
-        self.reader = PacketReader(max_packet_size=1 << 28)
+        self.reader = PacketReader(max_packet_size=1 << 28, protocol_level=self.protocol_level)
+        self.aliases: dict[int, str] = {}  # the server's topic aliases (MQTT 5)
+        self.own_aliases: dict[int, str] = {}  # ours, for this connection only
         self._out = bytearray()
         self.received: list[Packet] = []
         if self.clean_session:
@@ -87,7 +98,7 @@ class SansIOClient:
 
     def send(self, packet: Packet) -> None:
         """Queue any packet, even one a conforming client would not send."""
-        encode_into(packet, self._out)
+        encode_into(packet, self._out, self.protocol_level)
 
     def send_raw(self, data: bytes) -> None:
         self._out += data
@@ -95,7 +106,8 @@ class SansIOClient:
     # ------------------------------------------------------------------ requests
 
     def connect(self) -> None:
-        self.send(Connect(self.client_id, self.clean_session, self.keepalive, self.will))
+        self.send(Connect(self.client_id, self.clean_session, self.keepalive, self.will,
+                          protocol_level=self.protocol_level, properties=self.properties))
 
     def resend_unacknowledged(self) -> None:
         """After a CONNACK on a resumed session: MQTT-4.4.0-1, DUP=1 (MQTT-3.3.1-1)."""
@@ -110,14 +122,25 @@ class SansIOClient:
         return packet_id
 
     def publish(
-        self, topic: str, payload: bytes, qos: QoS = QoS.AT_MOST_ONCE, retain: bool = False
+        self, topic: str, payload: bytes, qos: QoS = QoS.AT_MOST_ONCE, retain: bool = False,
+        properties: Properties = NO_PROPERTIES,
     ) -> int | None:
+        alias = properties.topic_alias
+        full_topic = topic
+        if alias is not None:  # MQTT 5: ours, for this connection only (3.3.2.3.4)
+            if topic:
+                self.own_aliases[alias] = topic
+            else:
+                full_topic = self.own_aliases.get(alias, "")  # "": a test breaking the rule
         if qos == QoS.AT_MOST_ONCE:
-            self.send(Publish(topic, payload, qos, retain))
+            self.send(Publish(topic, payload, qos, retain, properties=properties))
             return None
         packet_id = self._allocate()
-        packet = Publish(topic, payload, qos, retain, packet_id=packet_id)
-        self.outbound[packet_id] = packet
+        packet = Publish(topic, payload, qos, retain, packet_id=packet_id, properties=properties)
+        # Kept with its full topic and no alias: a re-send after a reconnect cannot use an
+        # alias of the old connection.
+        self.outbound[packet_id] = replace(packet, topic=full_topic, properties=replace(
+            properties, topic_alias=None)) if alias is not None else packet
         self.send(packet)
         return packet_id
 
@@ -149,7 +172,19 @@ class SansIOClient:
             self._handle(packet)
         return packets
 
+    def _resolve(self, packet: Publish) -> Publish:
+        alias = packet.properties.topic_alias
+        if alias is None:
+            return packet
+        if packet.topic:
+            self.aliases[alias] = packet.topic
+            return packet
+        return replace(packet, topic=self.aliases[alias])
+
     def _handle(self, packet: Packet) -> None:
+        if isinstance(packet, Publish):
+            packet = self._resolve(packet)
+        reason = self.ack_reason
         match packet:
             case ConnAck():
                 self.connacks.append(packet)
@@ -157,12 +192,12 @@ class SansIOClient:
                 self.delivered.append(packet)
             case Publish(qos=QoS.AT_LEAST_ONCE, packet_id=packet_id):
                 self.delivered.append(packet)
-                self.send(PubAck(packet_id))
+                self.send(PubAck(packet_id, reason))
             case Publish(qos=QoS.EXACTLY_ONCE, packet_id=packet_id):
                 if packet_id not in self.inbound_qos2:
                     self.inbound_qos2.add(packet_id)
                     self.delivered.append(packet)
-                self.send(PubRec(packet_id))
+                self.send(PubRec(packet_id, reason))
             case PubRel(packet_id=packet_id):
                 self.inbound_qos2.discard(packet_id)
                 self.send(PubComp(packet_id))
@@ -184,6 +219,8 @@ class SansIOClient:
                 self.unsubacks.append(packet)
             case PingResp():
                 self.pingresps += 1
+            case Disconnect():
+                self.disconnects.append(packet)
             case _:
                 raise AssertionError(f"a server sent {packet!r}")
 
@@ -220,18 +257,23 @@ def connected_pair(
     session_present: bool = False,
     resume: ProtocolSessionState | None = None,
     now: float = 0.0,
+    accept: dict | None = None,
     **server_options: int,
 ) -> tuple[SansIOClient, ServerConnection]:
-    """A client and a server past CONNECT/CONNACK."""
+    """A client and a server past CONNECT/CONNACK (`accept`: more arguments for it)."""
     client = client or SansIOClient()
     server = ServerConnection(**server_options)
     client.connect()
     server.receive_data(client.data_to_send(), now)
     (event,) = drain(server)
     assert isinstance(event, ConnectReceived)
-    server.accept(session_present=session_present, resume=resume)
+    server.accept(session_present=session_present, resume=resume, **(accept or {}))
     flush(server, client)
-    assert client.connacks[-1] == ConnAck(ConnectReturnCode.ACCEPTED, session_present)
+    if client.protocol_level == 4:
+        assert client.connacks[-1] == ConnAck(ConnectReturnCode.ACCEPTED, session_present)
+    else:
+        assert client.connacks[-1].return_code == 0
+        assert client.connacks[-1].session_present == session_present
     return client, server
 
 

@@ -45,9 +45,22 @@ def mqtt_text(*, min_size: int = 0, max_size: int = 20) -> st.SearchStrategy[str
     ).filter(lambda s: len(s) >= min_size)
 
 
-# A level of a topic: any MQTT character but the separator and the wildcards.
+# Characters of topics, client identifiers and user names: no control characters
+# (U+0001-U+001F, U+007F-U+009F are category Cc), which the server refuses there.
+identifier_characters = st.characters(
+    exclude_categories=("Cs", "Cc"), max_codepoint=0x10FFFF
+)
+
+
+def identifier_text(*, max_size: int = 20) -> st.SearchStrategy[str]:
+    """Strings a client identifier or user name may carry."""
+    return st.text(identifier_characters, max_size=max_size) | st.sampled_from(
+        ["", "\ufeff", "A\U0002a6d4", "\u00e9t\u00e9", "\uffff"])
+
+
+# A level of a topic: any MQTT character but controls, the separator and the wildcards.
 _level_characters = st.characters(
-    exclude_categories=("Cs",), exclude_characters="\x00/+#", max_codepoint=0x10FFFF
+    exclude_categories=("Cs", "Cc"), exclude_characters="/+#", max_codepoint=0x10FFFF
 )
 topic_levels = st.text(_level_characters, max_size=8) | st.sampled_from(
     ["a", "b", "sensors", "temp", "", "$SYS", "\ufeff"]
@@ -82,10 +95,10 @@ wills = st.builds(Will, topic=topic_names(), payload=payloads, qos=qos_levels, r
 
 @st.composite
 def connects(draw: st.DrawFn) -> Connect:
-    username = draw(st.none() | mqtt_text())
+    username = draw(st.none() | identifier_text())
     password = draw(st.none() | payloads) if username is not None else None
     return Connect(
-        client_id=draw(mqtt_text(max_size=23)),
+        client_id=draw(identifier_text(max_size=23)),
         clean_session=draw(st.booleans()),
         keepalive=draw(st.integers(0, 0xFFFF)),
         will=draw(st.none() | wills),

@@ -20,12 +20,15 @@ def test_codec_bench_runs_and_reports_every_figure() -> None:
         "decode-qos0-one-buffer",
         "decode-qos0-4k-chunks",
         "decode-qos1-one-buffer",
+        "decode-v5-qos1-bare",
+        "decode-v5-qos1-props",
         "encode-puback-batch",
         "encode-publish-qos0",
         "framing-floor (peer)",
     ):
         assert f"{figure} " in result.stdout
     assert "packets/s" in result.stdout
+    assert "v5 PUBLISH decode cost / 3.1.1 (props) = " in result.stdout
     assert result.stdout.startswith("machine: CPython 3.")
 
 

@@ -99,7 +99,7 @@ def test_MQTT_3_1_2_1_wrong_protocol_name_closes_without_connack(name: bytes) ->
     assert error.connack_code is None
 
 
-@pytest.mark.parametrize("level", [0, 3, 5, 255])
+@pytest.mark.parametrize("level", [0, 3, 6, 255])
 def test_MQTT_3_1_2_2_unsupported_protocol_level_answers_connack_0x01(level: int) -> None:
     error = violation(connect_bytes(0x02, b"\x00\x00", level=level))
     assert error.rule == "MQTT-3.1.2-2"
@@ -107,9 +107,16 @@ def test_MQTT_3_1_2_2_unsupported_protocol_level_answers_connack_0x01(level: int
 
 
 def test_MQTT_3_1_2_2_level_is_refused_before_the_rest_is_parsed() -> None:
-    # An MQTT 5 CONNECT carries properties a 3.1.1 parser would misread: the level decides.
-    mqtt5 = frame(0x10, MQTT + b"\x05\x02\x00\x3c\x00\x00\x00")
-    assert violation(mqtt5).connack_code == ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION
+    # A level-6 CONNECT shaped like a 5 one (with properties) is refused on its level alone;
+    # the same bytes at level 5 are an MQTT 5 CONNECT: the level decides.
+    body = b"\x02\x00\x3c\x00\x00\x00"
+    level6 = frame(0x10, MQTT + b"\x06" + body)
+    assert violation(level6).connack_code == ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION
+    reader = PacketReader()
+    reader.feed(frame(0x10, MQTT + b"\x05" + body))
+    packet = reader.next_packet()
+    assert packet is not None and packet.protocol_level == 5
+    assert reader.protocol_level == 5
 
 
 def test_MQTT_3_1_2_3_connect_reserved_flag_is_a_protocol_violation() -> None:

@@ -149,7 +149,7 @@ def test_MQTT_3_1_2_1_wrong_protocol_name_disconnects_without_connack():
 
 def test_MQTT_3_1_2_2_unsupported_level_gets_connack_1_then_close():
     server = ServerConnection()
-    server.receive_data(connect_bytes(level=5), 0.0)
+    server.receive_data(connect_bytes(level=6), 0.0)
     with pytest.raises(RemoteProtocolError) as info:
         server.next_event()
     assert info.value.rule == "MQTT-3.1.2-2"

@@ -69,6 +69,12 @@ async def store(open_store):
         yield s
 
 
+MIGRATION_5_COLUMNS = (("retained", "properties"), ("retained", "expires_us"),
+                       ("queued_messages", "properties"), ("queued_messages", "expires_us"),
+                       ("sessions", "expiry_interval"))
+"""The columns migration 5 adds (a test that re-runs older migrations drops them first)."""
+
+
 def session_ops_of(store):
     """The backend's module of MQTT-state writer operations (for `store.submit`)."""
     if type(store).__name__ == "PostgresStore":

@@ -10,12 +10,13 @@ import uuid
 
 from hypothesis import given
 from hypothesis import strategies as st
-from storehelpers import T0, model_decl
+from storehelpers import MIGRATION_5_COLUMNS, T0, model_decl
 
 from ca import audit as ca_audit
 from gateway.storage import DB_NAME, open_sqlite_store
 from gateway.storage import audit as gw_audit
 from gateway.storage.sqlite import audit_ops
+from gateway.storage.sqlite.schema import LATEST
 
 text = st.text(max_size=40)
 
@@ -66,10 +67,12 @@ async def test_migration_4_adds_the_audit_table_to_a_version_3_store(tmp_path):
         await store.declare_model(uuid.uuid4(), model_decl(), T0)
     conn = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
     conn.execute("DROP TABLE audit")
+    for table, column in MIGRATION_5_COLUMNS:  # migration 5's, applied again after 4
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 3")
     conn.close()
     async with open_sqlite_store(tmp_path) as store:
-        assert store.schema_version == 4
+        assert store.schema_version == LATEST
         await store.append_audit(gw_audit.AuditRecord("op", T0, (
             gw_audit.AuditEvent("bar_lift", "x"),)))
         assert [e.seq for e in await store.audit_entries()] == [1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from datetime import timedelta
 
 from storehelpers import T0, count_rows_in
 
@@ -115,3 +116,34 @@ async def test_migration_2_keeps_queued_messages_of_a_version_1_database(tmp_pat
         assert (session.queued_count, session.queued_bytes, session.queued_upto) == (2, 3, 9)
         await store.dequeue(network, "dev", [7, 9])
     assert _counts(tmp_path) == (0, 0)
+
+
+async def test_mqtt5_properties_and_expiry_survive_a_restart_on_both_stores(open_store, network):
+    from gateway.storage import (
+        Enqueued,
+        EnqueuedMany,
+        QueuedMessage,
+        RetainedChange,
+        RetainedMessage,
+        SessionSaved,
+    )
+
+    expires = T0 + timedelta(hours=1)
+    props = b"\x01\x01\x23\x00\x05"  # wire bytes, stored as they came
+    async with open_store() as store:
+        ids = await store.wait_committed(await store.submit_session_changes([
+            SessionSaved(network, "dev", (("cmd/#", 1 + 4 * 256),), expiry_interval=3600),
+            SessionSaved(network, "other", (("cmd/#", 1),)),
+            RetainedChange(network, "state", b"on", 1, props, expires),
+            Enqueued(network, "dev", "cmd/a", b"1", 1, False, props, expires),
+            EnqueuedMany(network, "cmd/b", b"2", True, (("dev", 2), ("other", 1))),
+        ], T0))
+    async with open_store() as store:
+        assert await store.retained(network) == [RetainedMessage("state", b"on", 1, props,
+                                                                 expires)]
+        dev, other = await store.load_sessions(network)
+        assert (dev.client_id, dev.expiry_interval, other.expiry_interval) == ("dev", 3600, None)
+        assert dev.subscriptions == (("cmd/#", 1 + 4 * 256),)
+        assert dev.queued == (QueuedMessage(ids[0], "cmd/a", b"1", 1, False, props, expires),
+                              QueuedMessage(ids[1], "cmd/b", b"2", 2, True))
+        assert [m.id for m in other.queued] == [ids[2]]

@@ -216,3 +216,77 @@ async def test_an_unreachable_server_at_open_is_one_storage_error(tmp_path):
     with pytest.raises(StorageError, match="cannot reach PostgreSQL"):
         async with open_postgres_store(url, connect_timeout=2):
             pass
+
+
+async def test_an_erasure_on_one_node_leaves_no_reading_another_node_was_writing(
+        postgres_url, network):
+    """Two stores on one database (two gateway nodes): one keeps writing a network's
+    readings while the other erases it; afterwards not one reading of it is left, and the
+    writer's next reports fail instead of landing as orphans."""
+    async with open_postgres_store(postgres_url) as a, open_postgres_store(
+            postgres_url, reset_connections=False) as b:
+        value = await declared(a, network)
+        await b.append_reports([ReportRow(value, "cached", T0, T0)])  # b knows the state
+        erasing = trio.Event()
+        after_erasure: list[BaseException] = []
+
+        async def keep_writing() -> None:
+            i = 0
+            while True:
+                try:
+                    await b.append_reports([ReportRow(value, f"r{i}", T0, T0)
+                                            for _ in range(50)])
+                except StorageError as exc:
+                    if erasing.is_set():  # the states are gone: the erasure committed
+                        after_erasure.append(exc)
+                        return
+                    raise
+                i += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_writing)
+            await b.wait_committed(await b.submit_reports([], network))
+            erasing.set()
+            assert await a.erase_network(network) is True
+        assert after_erasure, "writing after the erasure failed"
+    assert sql(postgres_url, "SELECT count(*) FROM state_log") == [(0,)]
+    assert sql(postgres_url, "SELECT count(*) FROM network_usage") == [(0,)]
+
+
+@pytest.mark.slow
+async def test_a_server_stopped_and_started_again_fails_writes_then_writing_resumes(
+        postgres_server, network):
+    """PostgreSQL restarted under a running store (its own server: the session's stays up):
+    writes fail while it is down, none acknowledged, and resume once it is back; a store
+    closing while it is down does not wait out its backoff."""
+    import tempfile
+    from pathlib import Path
+
+    from gateway.storage.postgres.local_server import LocalPostgres
+
+    own = LocalPostgres(Path(tempfile.mkdtemp(prefix="fleetgate-pg-restart-"))).start()
+    try:
+        url = own.create_database("restart")
+        async with open_postgres_store(url) as store:
+            value = await declared(store, network)
+            await store.append_reports([ReportRow(value, "before", T0, T0)])
+            await trio.to_thread.run_sync(own.stop)
+            with pytest.raises(StorageError):
+                await store.append_reports([ReportRow(value, "while-down", T0, T0)])
+            await trio.to_thread.run_sync(own.start)
+            with trio.fail_after(60):  # the backoff is at most 5 s between tries
+                while True:
+                    try:
+                        await store.append_reports([ReportRow(value, "after", T0, T0)])
+                        break
+                    except StorageError:
+                        continue
+            assert [r.data for r in await store.history(value)] == ["before", "after"]
+            await trio.to_thread.run_sync(own.stop)
+            queued = [await store.submit_reports([ReportRow(value, f"at-close-{i}", T0, T0)])
+                      for i in range(3)]
+        # closed while the server is down: what was queued failed, without backoff waits
+        assert all(isinstance(t.error, StorageError) for t in queued)  # none acknowledged
+        assert store._side.lost >= 1 and store.reconnects >= 1
+    finally:
+        own.remove()

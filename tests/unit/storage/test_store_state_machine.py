@@ -14,6 +14,7 @@ import threading
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 import trio
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -28,10 +29,11 @@ NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
 
 class StoreHost:
-    """A trio loop on a thread holding an open store; `call(fn)` runs `await fn(store)`."""
+    """A trio loop on a thread holding an open store; `call(fn)` runs `await fn(store)`.
+    `opener()`: an async context manager opening the store (the same one each time)."""
 
-    def __init__(self, data_dir: str) -> None:
-        self.data_dir = data_dir
+    def __init__(self, opener) -> None:
+        self.opener = opener
         self.started = threading.Event()
         self.thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
         self.thread.start()
@@ -40,7 +42,7 @@ class StoreHost:
     async def _main(self) -> None:
         self.token = trio.lowlevel.current_trio_token()
         self.stop = trio.Event()
-        async with open_sqlite_store(self.data_dir) as self.store:
+        async with self.opener() as self.store:
             self.started.set()
             await self.stop.wait()
 
@@ -59,7 +61,7 @@ class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp()
-        self.host = StoreHost(self.dir)
+        self.host = StoreHost(self.opener())
         self.uuids: dict[tuple, uuid.UUID] = {}  # (network, device[, value]) -> first UUID
         self.reports: dict[uuid.UUID, int] = {}  # value UUID -> reports stored
 
@@ -99,10 +101,13 @@ class StoreMachine(RuleBasedStateMachine):
         for key in [k for k in self.uuids if k[0] == network]:
             self.reports.pop(self.uuids.pop(key), None)
 
+    def opener(self):
+        return lambda: open_sqlite_store(self.dir)
+
     @rule()
     def restart(self):
         self.host.close()
-        self.host = StoreHost(self.dir)
+        self.host = StoreHost(self.host.opener)
 
     @invariant()
     def trees_and_reports_match(self):
@@ -129,3 +134,28 @@ class StoreMachine(RuleBasedStateMachine):
 StoreMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=15,
                                           deadline=None)
 test_store_state_machine = StoreMachine.TestCase
+
+
+class PostgresStoreMachine(StoreMachine):
+    """The same rules on the PostgreSQL store, a fresh database per example."""
+
+    server = None  # the session's PostgreSQL server (`_postgres` below)
+
+    def opener(self):
+        from gateway.storage.postgres import open_postgres_store
+
+        url = self.server.create_database(f"sm_{uuid.uuid4().hex}")
+        return lambda: open_postgres_store(url)
+
+
+@pytest.fixture(autouse=True)
+def _postgres(request):
+    """Hands the session's server to the PostgreSQL machine (a unittest-style case takes no
+    fixture arguments)."""
+    if "postgres" in request.node.nodeid:
+        PostgresStoreMachine.server = request.getfixturevalue("postgres_server")
+
+
+PostgresStoreMachine.TestCase.settings = settings(max_examples=10, stateful_step_count=15,
+                                                  deadline=None)
+test_postgres_store_state_machine = PostgresStoreMachine.TestCase

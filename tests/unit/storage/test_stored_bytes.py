@@ -8,7 +8,7 @@ import sqlite3
 import uuid
 from datetime import timedelta
 
-from storehelpers import T0, model_decl
+from storehelpers import MIGRATION_5_COLUMNS, T0, model_decl
 
 from gateway.ingest import Ingest, Limits, ReportRow
 from gateway.storage import DB_NAME, open_sqlite_store
@@ -84,11 +84,12 @@ async def test_migration_3_backfills_the_usage_of_a_version_2_database(tmp_path)
     conn.isolation_level = None
     conn.execute("DROP TABLE network_usage")
     conn.execute("DROP TABLE audit")  # migration 4's, applied again after 3
+    for table, column in MIGRATION_5_COLUMNS:  # migration 5's, applied again after 4
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 2")
     conn.close()
-    assert MIGRATIONS[-1][0] == 4
     async with open_sqlite_store(tmp_path) as store:
-        assert store.schema_version == 4
+        assert store.schema_version == MIGRATIONS[-1][0]
         assert usage_rows(tmp_path) == expected
         assert await store.stored_bytes(A) == expected[str(A)]
 
