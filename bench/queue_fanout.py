@@ -41,7 +41,7 @@ def _limits() -> dict[str, int]:
 
 
 async def _fill(data: Path, sessions: int, publishes: int, size: int) -> str:
-    from gateway.broker import Message
+    from gateway.broker_state import Message
     from gateway.mqtt.packets import QoS
     from gateway.persistence import load_broker_state
     from gateway.storage import open_sqlite_store

@@ -12,7 +12,8 @@ import argparse
 import time
 import uuid
 
-from gateway.broker import Broker, Message
+from gateway.broker import Broker
+from gateway.broker_state import Message
 from gateway.delivery import Grant
 from gateway.mqtt.packets import QoS
 

@@ -28,7 +28,7 @@ import trio
 
 from bench.pki import make_pki
 from gateway.app import Gateway
-from gateway.broker import Message
+from gateway.broker_state import Message
 from gateway.config import GatewayConfig, load_config
 from gateway.logs import EventLog
 from gateway.mqtt.codec import PacketReader

@@ -28,7 +28,8 @@ import trio
 
 from .activity import Activity
 from .admission import HandshakeSlots
-from .broker import Broker, Message
+from .broker import Broker
+from .broker_state import Message
 from .commands import RESPONSE_TOPIC, Commands
 from .config import GatewayConfig
 from .device_session import SessionServices
@@ -373,7 +374,10 @@ async def open_store(config: GatewayConfig) -> AsyncIterator[Any]:
     if config.store is not None:
         from .storage.postgres import open_postgres_store
 
-        async with open_postgres_store(config.store, queue=queue) as store:
+        # Other nodes' devices are online in the same tables: a starting node must not mark
+        # them offline; a dead node's are marked by the node that reaps it.
+        async with open_postgres_store(config.store, queue=queue,
+                                       reset_connections=False) as store:
             yield store
         return
     assert config.data is not None, "open_store needs data or store"

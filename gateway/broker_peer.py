@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .broker import Message, SessionKey, SessionState
+    from .broker_state import Message, SessionKey, SessionState
 
 __all__ = ["BrokerPeer", "PeerMoves"]
 
@@ -73,7 +73,7 @@ class PeerMoves:
         """Forget the offline session `key` in memory only (another node owns it now, and
         its held will: the session resumes there); returns it, or None when it was live or
         unknown."""
-        from .broker import EXPIRY, WILL  # its deadline kinds (no import cycle at call time)
+        from .broker import EXPIRY, WILL  # its deadline kinds (no import cycle at call time
 
         state = self.sessions.get(key)
         if state is None or key in self._live:

@@ -37,7 +37,7 @@ from .mqtt.properties import (
 )
 
 if TYPE_CHECKING:
-    from .broker import Message
+    from .broker_state import Message
     from .jail import Jail
 
 __all__ = ["Grant", "deliver", "inbound_props", "outbound_props", "plain_grant",

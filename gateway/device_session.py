@@ -59,7 +59,8 @@ from .answers import (
     granted_expiry,
     granted_keepalive,
 )
-from .broker import Attached, Broker, Message, Outlet
+from .broker import Attached, Broker
+from .broker_state import Message, Outlet
 from .delivery import inbound_props
 from .durability import ReplyMessage
 from .errors import JailViolation

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from .broker import Message
+from .broker_state import Message
 from .delivery import outbound_props
 from .jail import Jail
 from .mqtt.packets import QoS

@@ -41,8 +41,8 @@ from uuid import UUID
 
 import trio
 
-from .broker import (
-    Broker,
+from .broker import Broker
+from .broker_state import (
     MemoryRetainedStore,
     MemorySessionStore,
     Message,

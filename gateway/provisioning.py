@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 from cryptography import x509
 
-from .broker import Message
+from .broker_state import Message
 from .device_session import describe
 from .errors import ConnectionEnds
 from .identity import DeviceIdentity, identity_from_certificate

@@ -27,7 +27,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .broker import Broker, Message, SessionState
+from .broker import Broker
+from .broker_state import Message, SessionState
 from .delivery import Grant
 from .errors import JailViolation
 from .jail import Jail

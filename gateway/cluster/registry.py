@@ -32,6 +32,8 @@ class Claimed:
     refused: bool
     previous: str | None = None
     """The node that owned the row before (None: a new key, or this node already)."""
+    previous_will: Will | None = None
+    """The will of that node's live connection, as its row kept it (None: none, offline)."""
 
 
 def claim(network: UUID, client_id: str, node: str, persistent: bool, will: Will | None,
@@ -40,7 +42,8 @@ def claim(network: UUID, client_id: str, node: str, persistent: bool, will: Will
     network already holds `max_sessions` sessions cluster-wide and this key is not one."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (str(network),))
-        row = conn.execute("SELECT node FROM cluster_sessions WHERE network = %s AND "
+        row = conn.execute("SELECT node, live, will_topic, will_payload, will_qos, "
+                           "will_retain FROM cluster_sessions WHERE network = %s AND "
                            "client_id = %s", (network, client_id)).fetchone()
         if row is None:
             (count,) = conn.execute("SELECT count(*) FROM cluster_sessions WHERE network = %s",
@@ -58,8 +61,11 @@ def claim(network: UUID, client_id: str, node: str, persistent: bool, will: Will
             "will_topic = excluded.will_topic, will_payload = excluded.will_payload, "
             "will_qos = excluded.will_qos, will_retain = excluded.will_retain",
             (network, client_id, node, persistent, *kept))
-    previous = None if row is None or row[0] == node else row[0]
-    return Claimed(False, previous)
+    if row is None or row[0] == node:
+        return Claimed(False)
+    _, live, topic, payload, qos, retain = row
+    will = Will(topic, bytes(payload), qos, retain) if live and topic is not None else None
+    return Claimed(False, row[0], will)
 
 
 def ended(network: UUID, client_id: str, node: str, persistent: bool,

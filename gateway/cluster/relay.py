@@ -13,7 +13,7 @@ import base64
 import json
 from dataclasses import dataclass
 
-from ..broker import Message
+from ..broker_state import Message
 from ..delivery import props_from_wire, props_to_wire
 from ..jail import Jail
 from ..mqtt.packets import QoS

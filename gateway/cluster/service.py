@@ -37,7 +37,7 @@ from uuid import UUID
 
 import trio
 
-from ..broker import Message, SessionKey
+from ..broker_state import Message, SessionKey
 from ..errors import JailViolation
 from ..http.bars import Bar
 from ..jail import Jail
@@ -68,12 +68,16 @@ class Cluster:
     `serve(gateway, store)` beside the listeners."""
 
     def __init__(self, url: str, node: str, *, metrics: ClusterMetrics, log: Any,
-                 max_sessions_per_network: int = 1000, max_queue: int = 10_000) -> None:
+                 max_sessions_per_network: int = 1000, max_queue: int = 10_000,
+                 gone: Callable[[str], bool] | None = None) -> None:
+        """`gone(node)`: whether the node table says `node` no longer runs (a takeover
+        from it then does not wait for its answer); None: never known."""
         self.url = url
         self.node = node
         self.metrics = metrics
         self.log = log
         self.max_sessions_per_network = max_sessions_per_network
+        self._gone = gone if gone is not None else (lambda node: False)
         self.bus = Bus(url, node, handlers={RELAY: self._on_relay, CONTROL: self._on_control},
                        resync=self._resync, metrics=metrics, log=log, max_queue=max_queue)
         self.bars = ClusterBars(self._write_bar)
@@ -234,11 +238,33 @@ class Cluster:
             released = self._released[key] = trio.Event()
             self.bus.send(CONTROL, json.dumps({"k": "takeover", "to": claimed.previous,
                                                "n": key[0], "c": client_id}))
-            with trio.move_on_after(HANDOVER_WAIT):
-                await released.wait()
-            self._released.pop(key, None)
+            if not self._gone(claimed.previous):
+                with trio.move_on_after(HANDOVER_WAIT):
+                    await released.wait()
+            if released.is_set():
+                self._released.pop(key, None)
+            else:  # gone or silent: its connection's will is ours to publish, unless it
+                self._spawn(self._will_unless_released, key, released,  # answers late
+                            claimed.previous, claimed.previous_will)
             await self._adopt(network, client_id)
         return None
+
+    async def _will_unless_released(self, key: SessionKey, released: trio.Event, owner: str,
+                                    will: registry.Will | None) -> None:
+        """The previous owner did not let the session go: if it stays silent for
+        HANDOVER_WAIT, it is dead and its connection's will (kept in the row the claim
+        replaced) is published here; a live owner publishes it itself when it closes."""
+        with trio.move_on_after(HANDOVER_WAIT):
+            await released.wait()
+        if self._released.get(key) is released:
+            del self._released[key]
+        if released.is_set() or will is None:
+            return
+        self._gateway.broker.publish(Message(will.topic, will.payload, QoS(will.qos),
+                                             will.retain))
+        self._gateway.metrics.mqtt.wills_published.inc()
+        self.log.emit("cluster_will_published", network=key[0], client_id=key[1],
+                      dead_node=owner)
 
     async def _adopt(self, network: UUID, client_id: str) -> bool:
         """Load the persistent session from the store into the broker (no-op when it is

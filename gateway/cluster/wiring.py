@@ -23,15 +23,16 @@ def node_name(config: Any) -> str:
     return getattr(config, "node", None) or f"{socket.gethostname()}-{os.getpid()}"
 
 
-async def open_cluster(config: Any, store: Any, log: Any,
-                       metrics: Any) -> tuple[Cluster, set[tuple[str, str]]]:
-    """The node's cluster service, prepared; and the session keys it owns.
+async def open_cluster(config: Any, store: Any, log: Any, metrics: Any, *,
+                       gone: Any = None) -> tuple[Cluster, set[tuple[str, str]]]:
+    """The node's cluster service, prepared; and the session keys it owns. `gone(node)`:
+    whether the node table says `node` no longer runs (`cluster.nodes.ClusterView.gone`).
 
     Raises:
         ConfigError: PostgreSQL cannot be reached for the cluster's tables.
     """
     cluster = Cluster(config.store, node_name(config), metrics=metrics.cluster, log=log,
-                      max_sessions_per_network=config.max_sessions_per_network)
+                      max_sessions_per_network=config.max_sessions_per_network, gone=gone)
     try:
         owned = await cluster.prepare(store)
     except ClusterUnavailable as exc:

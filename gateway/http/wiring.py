@@ -22,7 +22,7 @@ from uuid import UUID
 import trio
 
 from gateway.audit import AuditTrail
-from gateway.broker import Message
+from gateway.broker_state import Message
 from gateway.commands import RESPONSE_TOPIC, Command
 from gateway.errors import ConfigError
 from gateway.jail import Jail

@@ -199,12 +199,15 @@ class WriteSide:
         weeks = self.weeks
         first, last = week_of(min(ts_values)), week_of(max(ts_values))
         if first == last:  # the usual batch: readings of one week
-            if first in weeks:
+            if first in weeks and first + 1 in weeks:
                 return partition_name(first)
             needed = {first}
         else:
             needed = {week_of(ts) for ts in set(ts_values)}
         missing = {w for w in needed if w not in weeks}
+        ahead = week_of(self.now_us) + 1  # next week's, before its first reading needs it
+        if ahead not in weeks:
+            missing.add(ahead)
         for week in sorted(missing):
             if in_window(week, self.now_us):
                 create_week(self.conn, week)

@@ -13,10 +13,12 @@ integer microseconds since the epoch, UTC, and every network's rows reachable fr
 - `state_log` is partitioned by range of `ts_us` (the reading's time, device-stamped or
   received), one partition per week (`state_log_w<YYYYMMDD>`, Monday 00:00 UTC), so that
   retention drops a partition instead of deleting rows, and a value's history over a time
-  range reads only the weeks it covers. The writer creates a week's partition in the
-  transaction that first needs it, for weeks from `PAST_WEEKS` before now to `AHEAD_WEEKS`
-  after; a reading stamped outside that window (a device clock far off) goes to the DEFAULT
-  partition `state_log_other`, so what a device sends never decides how many tables exist.
+  range reads only the weeks it covers. This week's and next week's partitions are created
+  at open, and the writer creates next week's ahead as the week turns (so the Monday
+  rollover never waits for one); another week's is created in the transaction that first
+  needs it, for weeks from `PAST_WEEKS` before now to `AHEAD_WEEKS` after; a reading
+  stamped outside that window (a device clock far off) goes to the DEFAULT partition
+  `state_log_other`, so what a device sends never decides how many tables exist.
 - No foreign key from `state_log` to `states`: PostgreSQL checks one with a trigger and a
   row lock per inserted reading, which cost about as much as the insert itself. The writer
   takes the same lock once per state per batch instead (`FOR KEY SHARE`, ops.py), and an

@@ -22,6 +22,7 @@ their connection on next use; writing resumes once the server answers again.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -53,7 +54,7 @@ from ..writer import DEFAULT_QUEUE_LIMITS, QueueLimits, Ticket, Writer
 from . import audit_ops, data_ops, queries, session_ops
 from .ops import StoreUnavailable, WriteSide, connect
 from .retention import drop_before
-from .schema import migrate
+from .schema import create_week, migrate, week_of
 
 T = TypeVar("T")
 
@@ -128,6 +129,10 @@ class PostgresStore:
         self._side.open()  # StoreUnavailable: the caller says so and exits
         try:
             self.schema_version = migrate(self._side.conn)
+            with self._side.conn.transaction():  # this week's and next week's partitions
+                this_week = week_of(time.time_ns() // 1000)
+                for week in (this_week, this_week + 1):
+                    create_week(self._side.conn, week)
         except psycopg.Error as exc:
             self._side.close()
             raise StorageError(f"cannot set up the schema: {exc}") from None

@@ -44,7 +44,7 @@ class Node:
 
 
 async def start_node(nursery: trio.Nursery, pki, url: str, name: str, *, store: bool = False,
-                     **overrides) -> Node:
+                     gone=None, **overrides) -> Node:
     """A node joined to the cluster on `url`: routing only, or with `store` the PostgreSQL
     store there (ingest, the broker's durable state, as `run_gateway` wires it)."""
     config = load_config(None, {"ca_home": pki.path, "mqtt": "127.0.0.1:0",
@@ -59,7 +59,8 @@ async def start_node(nursery: trio.Nursery, pki, url: str, name: str, *, store: 
         with scope:
             # Named here: two nodes share this process (run_gateway: `open_cluster`).
             cluster = Cluster(url, name, metrics=metrics.cluster, log=log,
-                              max_sessions_per_network=config.max_sessions_per_network)
+                              max_sessions_per_network=config.max_sessions_per_network,
+                              gone=gone)
             if not store:
                 await cluster.prepare(None)
                 broker = Broker(max_queued=config.max_queued,

@@ -116,3 +116,58 @@ async def test_reap_takes_over_a_dead_nodes_persistent_session_with_its_queue(
     assert rc == 0 and flags.session_present
     assert [(await back.message()).payload for _ in range(3)] == [b"m0", b"m1", b"m2"]
     await back.close()
+
+
+async def test_a_device_back_before_its_dead_node_is_reaped_still_has_its_will_published(
+        nursery, pki, postgres_url):
+    """The device reconnects to another node first: the claim replaces the dead node's row
+    (and the will in it), so the claiming node publishes that will once the dead node stays
+    silent; the node table's word (`gone`) spares the CONNECT the wait."""
+    a = await start_node(nursery, pki, postgres_url, "a", gone=lambda node: node == "ghost")
+    ghost = await start_node(nursery, pki, postgres_url, "ghost")
+    network = uuid.uuid4()
+    watcher = PahoClient(a.running, pki.device(network=network), "watcher")
+    assert (await watcher.connect())[1] == 0
+    await watcher.subscribe("status/#", qos=1)
+    creds = pki.device(network=network)
+    doomed = PahoClient(ghost.running, creds, "dev", will=("status/dev", b"gone", 1, False))
+    assert (await doomed.connect())[1] == 0
+    await ghost.logs.wait("connected", client_id="dev")
+    ghost.scope.cancel()  # dies: its row stays live, with the will
+    await ghost.logs.wait("disconnected", client_id="dev")
+    back = PahoClient(a.running, creds, "dev")
+    assert (await back.connect())[1] == 0
+    will = await watcher.message()
+    assert (will.topic, will.payload) == ("status/dev", b"gone")
+    await a.logs.wait("cluster_will_published", client_id="dev", dead_node="ghost")
+    for client in (watcher, back):
+        await client.close()
+    await doomed.close(graceful=False)
+
+
+async def test_a_node_restarted_under_its_name_holds_its_persistent_sessions_again(
+        nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a", store=True)
+    b = await start_node(nursery, pki, postgres_url, "b", store=True)
+    network = uuid.uuid4()
+    creds = pki.device(network=network)
+    keeper = PahoClient(b.running, creds, "keeper", clean_session=False)
+    assert (await keeper.connect())[1] == 0
+    await keeper.subscribe("inbox/#", qos=1)
+    await keeper.close()
+    await b.logs.wait("disconnected", client_id="keeper")
+    b.scope.cancel()
+    b2 = await start_node(nursery, pki, postgres_url, "b", store=True)
+    assert b2.gateway.broker.sessions.get((str(network), "keeper")) is not None
+    assert (str(network), "keeper") not in {
+        s.key for s in a.gateway.broker.sessions.all()}  # loaded by its owner only
+    await a.knows_interest(str(network), of="b")  # its subscription, told again
+    sender = PahoClient(a.running, pki.device(network=network), "sender")
+    assert (await sender.connect())[1] == 0
+    await sender.publish("inbox/x", b"queued by b", qos=1)
+    await sender.close()
+    back = PahoClient(b2.running, creds, "keeper", clean_session=False)
+    flags, rc = await back.connect()
+    assert rc == 0 and flags.session_present
+    assert (await back.message()).payload == b"queued by b"
+    await back.close()

@@ -23,7 +23,7 @@ from firmware_sim.loop import start_loop
 
 from ca.store import CAHome
 from gateway.app import Gateway
-from gateway.broker import Message
+from gateway.broker_state import Message
 from gateway.config import load_config
 from gateway.ingest import Ingest
 from gateway.logs import EventLog

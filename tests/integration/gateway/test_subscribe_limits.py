@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from gwhelpers import MQTTTestClient
 
-from gateway.broker import Message
+from gateway.broker_state import Message
 from gateway.jail import Jail
 from gateway.mqtt.packets import (
     SUBACK_FAILURE,

@@ -18,7 +18,7 @@ import paho.mqtt.client as paho
 import trio
 
 from gateway.app import Gateway
-from gateway.broker import Message
+from gateway.broker_state import Message
 from gateway.config import load_config
 from gateway.ingest import Ingest
 from gateway.logs import EventLog

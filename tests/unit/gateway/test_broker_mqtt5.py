@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.broker import Broker, Message
+from gateway.broker import Broker
+from gateway.broker_state import Message
 from gateway.delivery import Grant, _matches, _split
 from gateway.errors import JailViolation
 from gateway.jail import Jail

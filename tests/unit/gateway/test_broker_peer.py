@@ -7,7 +7,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.broker import Broker, Message, SessionState
+from gateway.broker import Broker
+from gateway.broker_state import Message, SessionState
 from gateway.cluster.relay import decode_relay, encode_relay
 from gateway.mqtt.packets import QoS
 from gateway.mqtt.properties import make_properties

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.broker import Broker, MemoryRetainedStore, MemorySessionStore, Message
+from gateway.broker import Broker
+from gateway.broker_state import MemoryRetainedStore, MemorySessionStore, Message
 from gateway.device_session import (
     Admitted,
     Close,

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.answers import ack_reason, disconnect_reason, granted_expiry, granted_keepalive
-from gateway.broker import Broker, Message
+from gateway.broker import Broker
+from gateway.broker_state import Message
 from gateway.device_session import Admitted, Refusal, SessionServices, Submit, open_session
 from gateway.identity import DeviceIdentity
 from gateway.ingest.errors import ReadingRejected, RejectCode

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.broker import Broker, Message
+from gateway.broker import Broker
+from gateway.broker_state import Message
 from gateway.errors import JailViolation
 from gateway.jail import Jail
 from gateway.mqtt.errors import RemoteProtocolError

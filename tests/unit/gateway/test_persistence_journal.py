@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.broker import Message
+from gateway.broker_state import Message
 from gateway.mqtt.packets import QoS
 from gateway.persistence import QueueRef, load_broker_state
 from gateway.reasons import DisconnectReason

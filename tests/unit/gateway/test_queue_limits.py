@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from gateway.broker import Broker, Message
+from gateway.broker import Broker
+from gateway.broker_state import Message
 from gateway.mqtt.packets import QoS
 from gateway.reasons import DisconnectReason
 

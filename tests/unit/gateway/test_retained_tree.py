@@ -8,7 +8,8 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.broker import Broker, Message
+from gateway.broker import Broker
+from gateway.broker_state import Message
 from gateway.jail import Jail
 from gateway.mqtt.packets import SUBACK_FAILURE, QoS
 from gateway.mqtt.topics import topic_matches

@@ -142,6 +142,13 @@ async def test_readings_go_to_their_weeks_partition_and_far_off_ones_to_the_othe
         assert [r.data for r in await store.history(value)] == ["2", "1", "0", "3"]
 
 
+async def test_this_and_next_weeks_partitions_exist_before_any_reading(postgres_url):
+    this_week = week_of(int(datetime.now(UTC).timestamp() * 1e6))
+    async with open_postgres_store(postgres_url):
+        with psycopg.connect(postgres_url) as conn:
+            assert {this_week, this_week + 1} <= existing_weeks(conn)
+
+
 async def test_retention_drops_whole_weeks_and_keeps_stored_bytes_right(postgres_url,
                                                                          network):
     now = datetime.now(UTC)
