@@ -430,7 +430,7 @@ async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
             # The node's row first: a name a live node holds is refused before anything of
             # the cluster starts under it.
             cluster = await _join_cluster(config, stack)
-            peers, owned = await open_cluster(config, store, log, metrics)
+            peers, owned = await open_cluster(config, store, log, metrics, gone=cluster.gone)
         try:
             broker, journal = await load_mqtt_state(config, store, log, peer=peers,
                                                     owned=owned)
