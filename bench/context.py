@@ -39,6 +39,8 @@ class Sizes:
     revoke_wait: float
     devices: int
     storm: int
+    failover_devices: int = 100
+    failover_seconds: float = 40.0
 
     @classmethod
     def full(cls) -> Sizes:
@@ -50,7 +52,8 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(ca_fleet=5, ca_openssl=3, connects=10, publish_seconds=0.3,
                    publish_clients=(2,), stored_seconds=0.3, overload_seconds=0.5,
-                   idle_connections=(10,), revoke_wait=5.0, devices=4, storm=10)
+                   idle_connections=(10,), revoke_wait=5.0, devices=4, storm=10,
+                   failover_devices=4, failover_seconds=15.0)
 
 
 @dataclass

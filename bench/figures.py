@@ -1,9 +1,9 @@
-"""The seven figures of `make bench`, each a function ``Bench -> list[Row]``.
+"""The eight figures of `make bench`, each a function ``Bench -> list[Row]``.
 
 Every figure measures each system in the same run, on the same machine, with the same load
 generator. Figure numbers follow the issue; `FIGURES` lists them in the order they run
 (cheapest and most wanted first). Figures 3 and 4 live in `bench.stored`, 7 in
-`bench.revocation`.
+`bench.revocation`, 8 in `bench.cluster`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.cluster import figure_cluster
 from bench.context import (
     BROKERS,
     CONNECTING,
@@ -217,6 +218,7 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "4": figure_overload,
     "5": figure_memory,
     "7": figure_revocation,
+    "8": figure_cluster,
 }
 
 TITLES = {
@@ -227,4 +229,5 @@ TITLES = {
     "5": "Memory per idle mTLS connection (server RSS)",
     "6": "CA: device bundles per second",
     "7": "Revocation: `revoke` to the live session closed",
+    "8": "Cluster: stored reports on SQLite, PostgreSQL and two nodes; failover",
 }

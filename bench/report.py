@@ -13,7 +13,7 @@ from bench.figures import TITLES
 from bench.servers import AMQTT_VERSION
 
 HEADING = "## Side by side"
-ORDER = ["1", "2", "3", "4", "5", "6", "7"]
+ORDER = ["1", "2", "3", "4", "5", "6", "7", "8"]
 OURS = ("fleetgate", "fleet-ca")
 
 
@@ -137,10 +137,37 @@ def _goals(rows: list[dict[str, Any]]) -> list[str]:
         v = _median(_find(rows, "7", "fleetgate"))
         add("revocation closes the live session <= 1 s", v, f"{_num(v)} s",
             v is not None and v <= 1.0)
+    out += _cluster_goals(rows, add)
     if not out:
         return []
     return ["### Goals against this run", "", "| goal | measured (median) | |",
             "|---|---|---|", *out, ""]
+
+
+def _cluster_goals(rows: list[dict[str, Any]], add: Any) -> list[str]:
+    """Figure 8's goals (added through `add`; returns nothing itself)."""
+    sqlite = _median(_find(rows, "8", "fleetgate, 1 node, SQLite"), "per_cpu_s")
+    one = _median(_find(rows, "8", "fleetgate, 1 node, PostgreSQL"), "per_cpu_s")
+    two = _find(rows, "8", "fleetgate, 2 nodes")
+    if _find(rows, "8", "fleetgate, 1 node, PostgreSQL"):
+        r = one / sqlite if one and sqlite else None
+        add("PostgreSQL >= 0.7x SQLite, stored reports per server CPU-second", r,
+            f"{r:.2f}x" if r else "", r is not None and r >= 0.7)
+    if two is not None and two["case"].startswith("QoS"):
+        v1 = _median(_find(rows, "8", "fleetgate, 1 node, PostgreSQL"))
+        v2 = _median(two)
+        r = v2 / v1 if v1 and v2 else None
+        add("two nodes >= 1.6x one node, stored reports/s (where cores allow: a core each)",
+            r, f"{r:.2f}x" if r else "", r is not None and r >= 1.6)
+    failover = next((r for r in rows if r["figure"] == "8"
+                     and r["case"].startswith("failover")), None)
+    if failover is not None:
+        v = _median(failover)
+        lost = None if failover.get("unavailable") else sum(
+            r.get("lost", 0) for r in failover["runs"])
+        add("failover: every device back and reporting within 10 s, 0 acknowledged lost", v,
+            f"{_num(v)} s, {lost} lost", v is not None and v <= 10 and lost == 0)
+    return []
 
 
 def render(doc: dict[str, Any], results_path: str) -> str:

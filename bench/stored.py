@@ -85,9 +85,11 @@ def _store_system(bench: Bench, system: str,
 
 
 def _stored_run(bench: Bench, system: str, seconds: float, max_queued: int | None,
-                settle: float) -> dict[str, Any]:
-    """Publish QoS 1 from 10 clients for ``seconds``; wait until the store stops growing."""
-    with _store_system(bench, system, max_queued) as (server, rows, extra):
+                settle: float, store: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Publish QoS 1 from 10 clients for ``seconds``; wait until the store stops growing.
+    ``store()``: another system's context (server, row counter, spec extras) (figure 8)."""
+    system_cm = store() if store is not None else _store_system(bench, system, max_queued)
+    with system_cm as (server, rows, extra):
         spec = bench.spec(server, "publish", qos=1, clients=10, duration=seconds, **extra)
         with LoadRun(spec) as run:
             run.wait_ready()

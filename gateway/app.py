@@ -45,6 +45,7 @@ from .tls import TLSContexts
 
 if TYPE_CHECKING:
     from .cluster import Cluster
+    from .cluster.nodes import ClusterView
     from .connection import Connection
     from .identity import DeviceIdentity
     from .persistence import Journal
@@ -104,6 +105,7 @@ class Gateway:
         metrics: GatewayMetrics | None = None,
         wall_clock: Callable[[], float] = time.time,
         peers: Cluster | None = None,
+        cluster: ClusterView | None = None,
     ) -> None:
         self.config = config
         # What every part counts (gateway.metrics); built by the composition root.
@@ -126,6 +128,9 @@ class Gateway:
         self.bars = bars  # networks barred by an erasure (the HTTP API's BarList)
         # The other nodes sharing its PostgreSQL (gateway.cluster.Cluster), in cluster mode.
         self.peers = peers
+        # This node's row in the cluster's node table and what it last read of the others
+        # (gateway.cluster.nodes), in cluster mode.
+        self.cluster = cluster
         self.limits = ConnectionLimits(
             config.max_connections,
             config.max_connections_per_network,
@@ -418,11 +423,14 @@ async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
             raise ConfigError(f"cannot open the store in {where}: {exc}") from None
         ingest = Ingest(store, limits=dataclasses.replace(
             DEFAULT_LIMITS, max_stored_bytes_per_network=config.max_stored_bytes_per_network))
-        peers, owned = None, None
+        peers, owned, cluster = None, None, None
         if config.store is not None:  # cluster mode: every node on this PostgreSQL
             from .cluster.wiring import open_cluster
 
-            peers, owned = await open_cluster(config, store, log, metrics)
+            # The node's row first: a name a live node holds is refused before anything of
+            # the cluster starts under it.
+            cluster = await _join_cluster(config, stack)
+            peers, owned = await open_cluster(config, store, log, metrics, gone=cluster.gone)
         try:
             broker, journal = await load_mqtt_state(config, store, log, peer=peers,
                                                     owned=owned)
@@ -433,12 +441,35 @@ async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
                                               "erased networks lasts until the process ends")
         bars = peers.bars if peers is not None else BarList(data / BARS_FILE if data else None)
         gateway = Gateway(config, log=log, ingest=ingest, status=store, broker=broker,
-                          journal=journal, bars=bars, metrics=metrics, peers=peers)
+                          journal=journal, bars=bars, metrics=metrics, peers=peers,
+                          cluster=cluster)
         if config.store is None:
             log.emit("store_opened", data=where)
         else:
             log.emit("store_opened", store=where)
         await _serve_until_signal(gateway, store)
+
+
+async def _join_cluster(config: GatewayConfig, stack: AsyncExitStack) -> ClusterView:
+    """This node's row in the node table (left again if the start fails later on).
+
+    Raises:
+        gateway.cluster.nodes.NodeNameInUse: a live node holds this node's name.
+        ConfigError: PostgreSQL cannot be reached for it.
+    """
+    import psycopg
+
+    from .cluster.nodes import ClusterView, default_node_name, join_node, node_connect, release
+
+    try:
+        node = await join_node(node_connect(config.store or ""),
+                               config.node or default_node_name(),
+                               clock=lambda: datetime.now(UTC),
+                               dead_after=config.node_dead_after, version=release())
+    except psycopg.Error as exc:
+        raise ConfigError(f"cannot join the cluster: {exc}") from None
+    stack.push_async_callback(trio.to_thread.run_sync, node.close)
+    return ClusterView(dead_after=config.node_dead_after, node=node)
 
 
 def _redacted(url: str) -> str:
@@ -504,14 +535,33 @@ async def _maintain_log(log: EventLog, *, clock: Callable[[], float] = time.time
         await trio.sleep(min(LOG_MAINTENANCE_INTERVAL, DAY - clock() % DAY + 1.0))
 
 
+def _shown(bound: tuple[str, int]) -> str:
+    return f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+
+
+def _no_reap(node: str) -> None:
+    """Without a cluster service (tests that build a Gateway alone): marked dead, no more."""
+
+
 async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
+    """Serve until a signal. In cluster mode (a PostgreSQL store) the node's cluster service
+    and its heartbeat start first; `peers.reap(name)` publishes a dead node's wills."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             if gateway.journal is not None:
                 await nursery.start(gateway.journal.run)
             if gateway.peers is not None:  # the other nodes, before the first device
                 await nursery.start(gateway.peers.serve, gateway, store)
-            await nursery.start(serve_mqtt, gateway)
+            node = None
+            if gateway.cluster is not None:  # its heartbeat; it reaps its previous run
+                from .cluster.nodes import serve_gateway_node
+
+                node = await nursery.start(partial(
+                    serve_gateway_node, gateway, gateway.cluster.node,
+                    reap=gateway.peers.reap if gateway.peers is not None else _no_reap))
+            bound = await nursery.start(serve_mqtt, gateway)
+            if node is not None:
+                node.mqtt = _shown(bound)
             await nursery.start(gateway.serve_deadlines)
             nursery.start_soon(_maintain_log, gateway.log)
             from .http.server import HttpStatistics
@@ -521,7 +571,9 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
             if store is not None and gateway.config.http_address is not None:
                 from .http.wiring import serve_gateway_http  # the API reads the store
 
-                await nursery.start(serve_gateway_http, gateway, store, http_stats)
+                bound = await nursery.start(serve_gateway_http, gateway, store, http_stats)
+                if node is not None:
+                    node.http = _shown(bound)
             if gateway.config.metrics_address is not None:
                 from .http.metrics import gateway_samples, render
                 from .http.scrape import serve_scrape

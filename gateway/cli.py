@@ -10,13 +10,17 @@ EXAMPLES
     fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0     # any free port, logged
     fleet-gateway serve --ca-home certs --data /var/lib/fleetgate --http 0.0.0.0:8443
     fleet-gateway serve --ca-home certs --store postgresql://fleetgate@db:5432/fleetgate
+    fleet-gateway serve --config gateway.toml --workers 4 --node gw-a  # gw-a-1 .. gw-a-4
+    fleet-gateway cluster status --config gateway.toml     # nodes, heartbeats, connections
 
 Exit codes: 0 stopped by SIGTERM/SIGINT (check-config: the configuration is usable); 2 bad
 usage; 3 bad configuration or missing/unusable file; 4 the listener could not be opened
 (address in use, permission); 5 a backup or restore failed; 7 `audit verify`: the audit
 trail's hash chain is broken (the first broken entry is named); 8 the store URL is
-malformed; 9 the PostgreSQL store cannot be reached at start; 13 the data folder is in use
-by another fleet-gateway (its pid is named).
+malformed; 9 the PostgreSQL store cannot be reached at start; 10 another live node holds
+this node's name; 11 this node was declared dead by another (its heartbeat lapsed); 12
+`cluster status`: a node is not alive; 13 the data folder is in use by another
+fleet-gateway (its pid is named).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from enum import IntEnum
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -53,6 +59,9 @@ class ExitCode(IntEnum):
     AUDIT_BROKEN = 7  # gateway.audit.EXIT_BROKEN
     STORE_URL = 8  # gateway.storage.BadStoreURL
     STORE_UNAVAILABLE = 9  # gateway.storage.StoreUnavailable, at start
+    NODE_NAME_IN_USE = 10  # gateway.cluster.nodes.NodeNameInUse
+    NODE_FENCED = 11  # gateway.cluster.nodes.NodeFenced
+    CLUSTER_UNHEALTHY = 12
     DATA_IN_USE = 13  # gateway.storage.FolderInUse
 
 
@@ -63,6 +72,7 @@ SERVE_EXAMPLES = """examples:
   fleet-gateway serve --config /etc/fleetgate/gateway.toml --mqtt 0.0.0.0:8883
   fleet-gateway serve --ca-home certs --mqtt 127.0.0.1:0 # any free port (see `listening`)
   fleet-gateway serve --ca-home certs --metrics 127.0.0.1:9464 --log-level warning
+  fleet-gateway serve --config gateway.toml --workers 4  # 4 processes, one set of ports
   kill -HUP <pid>   # reload the TLS files and the CRL, reopen the log file (no restart)
 """
 
@@ -113,6 +123,14 @@ def _parser() -> argparse.ArgumentParser:
         verb.add_argument("--log-level", metavar="LEVEL",
                           help="write lines of this level and above: debug, info (default), "
                                "warning or error")
+        verb.add_argument("--node", metavar="NAME",
+                          help="this node's name in the cluster (default: $FLEETGATE_NODE, "
+                               "else <host>-<pid>)")
+        verb.add_argument("--workers", type=int, metavar="N",
+                          help="run N gateway processes sharing the ports (SO_REUSEPORT), "
+                               "named <node>-1..N; needs a PostgreSQL store")
+        verb.add_argument("--reuse-port", action="store_const", const=True,
+                          help="bind the listeners with SO_REUSEPORT (set by --workers)")
     backup = verbs.add_parser(
         "backup", help="copy the data folder's store, or restore a copy (erasures stay erased)",
         description="create: an online, consistent copy of the store (the gateway may run). "
@@ -145,6 +163,20 @@ def _parser() -> argparse.ArgumentParser:
     account.add_argument("--password-file", type=Path, help="file whose first line is it")
     from .audit import add_verb
     add_verb(verbs)
+    cluster = verbs.add_parser(
+        "cluster", help="the cluster's nodes on a PostgreSQL store",
+        description="status: every node's state, heartbeat age, live connections and "
+                    "addresses, from the store's node table. Exit 0 when every node is alive, "
+                    "12 when one is not (lapsed, dead or recently reaped).",
+        epilog="examples:\n"
+               "  fleet-gateway cluster status --config /etc/fleetgate/gateway.toml\n"
+               "  fleet-gateway cluster status --store postgresql://fleetgate@db/fleetgate "
+               "--json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    cluster.add_argument("action", choices=("status",))
+    cluster.add_argument("--config", type=Path, help="TOML config file (for the store)")
+    cluster.add_argument("--store", metavar="URL", help="the PostgreSQL store's URL")
+    cluster.add_argument("--json", action="store_true", help="one JSON document")
     return parser
 
 
@@ -174,8 +206,14 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
             "store": args.store,
             "log_file": args.log_file,
             "log_level": args.log_level,
+            "node": args.node,
+            "workers": args.workers,
+            "reuse_port": args.reuse_port,
         },
     )
+    if config.node is None and os.environ.get("FLEETGATE_NODE"):
+        config = dataclasses.replace(config, node=os.environ["FLEETGATE_NODE"])
+        load_config(None, {"node": config.node})  # checks the name
     if config.ca_home is None and os.environ.get("FLEET_CA_HOME"):
         # Like fleet-ca: the flag, then the config file, then the environment.
         config = dataclasses.replace(config, ca_home=Path(os.environ["FLEET_CA_HOME"]))
@@ -279,21 +317,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "audit":
         from .audit import audit_verb
         return audit_verb(args)
+    if args.verb == "cluster":
+        return _cluster_status(args)
+    from .cluster.nodes import NodeError, default_node_name
+    from .cluster.workers import SUPERVISOR_FD_ENV, WorkerFailed, supervise, watch_supervisor
+
     try:
         config = _config(args)
+        if config.workers > 1 and config.store is None:
+            raise ConfigError(f"--workers {config.workers} needs a PostgreSQL store (--store "
+                              "postgresql://...): a SQLite data folder is locked to one "
+                              "process")
+        config = dataclasses.replace(config, node=config.node or default_node_name())
         log = open_log(config)
     except ConfigError as exc:
         print(f"fleet-gateway: error: {exc}", file=sys.stderr)
         return _config_exit(exc)
+    supervisor_fd = os.environ.pop(SUPERVISOR_FD_ENV, None)
 
     async def run() -> None:
-        await run_gateway(config, log)
+        if config.workers > 1:
+            await supervise(config, (argv if argv is not None else sys.argv[1:])[1:],
+                            config.node or "", log)
+            return
+        async with trio.open_nursery() as nursery:
+            if supervisor_fd is not None:  # a worker of `serve --workers`
+                async def stop_without_supervisor() -> None:
+                    await watch_supervisor(int(supervisor_fd))
+                    os.kill(os.getpid(), signal.SIGTERM)  # the clean stop, as from a shell
+
+                nursery.start_soon(stop_without_supervisor)
+            await run_gateway(config, log)
+            nursery.cancel_scope.cancel()
 
     try:
         trio.run(run)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return ExitCode.OK
-    except (OSError, GatewayError, BaseExceptionGroup) as exc:
+    except (OSError, GatewayError, WorkerFailed, BaseExceptionGroup) as exc:
         for kind, code in ((StoreUnavailable, ExitCode.STORE_UNAVAILABLE),
                            (FolderInUse, ExitCode.DATA_IN_USE)):
             found = _find(exc, kind)
@@ -304,6 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         if config_error is not None:
             print(f"fleet-gateway: error: {config_error}", file=sys.stderr)
             return _config_exit(config_error)
+        node_error = _find(exc, NodeError)
+        if node_error is not None:
+            print(f"fleet-gateway: error: {node_error}", file=sys.stderr)
+            return node_error.exit_code
+        failed = _find(exc, WorkerFailed)
+        if failed is not None:
+            print(f"fleet-gateway: error: {failed}", file=sys.stderr)
+            return failed.code
         oserror = _find(exc, OSError)
         if oserror is None:
             raise
@@ -317,6 +386,40 @@ def main(argv: list[str] | None = None) -> int:
 def _config_exit(exc: ConfigError) -> int:
     """A bad store URL has its own exit code; any other configuration error is 3."""
     return ExitCode.STORE_URL if isinstance(exc, BadStoreURL) else ExitCode.CONFIG
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    """`cluster status`: read the node table, print it, exit 12 when a node is not alive."""
+    import psycopg
+
+    from .cluster.nodes import read_nodes
+    from .cluster.status import ClusterStatus
+
+    try:
+        config = load_config(args.config, {"store": args.store})
+        if config.store is None and os.environ.get("FLEETGATE_STORE"):
+            config = dataclasses.replace(config,
+                                         store=check_store(os.environ["FLEETGATE_STORE"]))
+        if config.store is None:
+            raise ConfigError("cluster status needs a PostgreSQL store: pass --store "
+                              "postgresql://... or set store in the config")
+    except ConfigError as exc:
+        print(f"fleet-gateway: error: {exc}", file=sys.stderr)
+        return _config_exit(exc)
+    try:
+        with psycopg.connect(config.store, autocommit=True, connect_timeout=10) as conn:
+            nodes = read_nodes(conn)
+    except psycopg.Error as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"fleet-gateway: error: cannot read the cluster from PostgreSQL: {detail}",
+              file=sys.stderr)
+        return ExitCode.STORE_UNAVAILABLE
+    status = ClusterStatus(nodes, datetime.now(UTC), config.node_dead_after)
+    if args.json:
+        print(json.dumps(status.as_json(), indent=2))
+    else:
+        print(status.as_text())
+    return ExitCode.CLUSTER_UNHEALTHY if status.unhealthy else ExitCode.OK
 
 
 E = TypeVar("E", bound=BaseException)

@@ -1,9 +1,10 @@
 """The gateway's configuration: defaults, a TOML file, then command-line overrides.
 
 `GatewayConfig` is one frozen value. `load_config(path, overrides)` reads the TOML file (its
-tables are only for reading comfort: `[tls]`, `[mqtt]`, `[limits]`, `[console]`, `[log]`;
-every key maps to one field), applies the overrides (flags win over the file) and validates
-the result. Unknown keys are errors: a typo must not silently fall back to a default.
+tables are only for reading comfort: `[tls]`, `[mqtt]`, `[limits]`, `[console]`, `[signer]`,
+`[cluster]`, `[log]`; every key maps to one field), applies the overrides (flags win over the
+file) and validates the result. Unknown keys are errors: a typo must not silently fall back
+to a default.
 """
 
 from __future__ import annotations
@@ -206,6 +207,22 @@ class GatewayConfig:
     """Renewed certificates remembered until their first connection, which tells the signer
     to revoke the old one at once; past it the oldest is forgotten (its old certificate is
     then revoked at the end of the signer's grace, as after a gateway restart)."""
+    # [cluster]: nodes sharing one PostgreSQL store (docs/operations.md, "Cluster")
+    node: str | None = None
+    """This node's name, unique in the cluster (default: $FLEETGATE_NODE, else <host>-<pid>);
+    a second live node with the same name is refused at start."""
+    workers: int = 1
+    """Gateway processes this `serve` runs, sharing the MQTT and HTTPS ports (SO_REUSEPORT),
+    named <node>-1 .. <node>-N; more than 1 needs a PostgreSQL store."""
+    reuse_port: bool = False
+    """Bind the MQTT and HTTPS listeners with SO_REUSEPORT (set for each of --workers)."""
+    node_heartbeat_interval: float = 1.0
+    """Seconds between a node's heartbeats (its row in the cluster's node table)."""
+    node_dead_after: float = 5.0
+    """Seconds without a heartbeat after which a node is declared dead by one survivor, which
+    publishes its devices' wills and takes over its sessions."""
+    node_dead_retention: float = 900.0
+    """Seconds a dead node stays listed (cluster status, /metrics) after it was reaped."""
     # [log]
     log_file: str = "-"
     """Where JSON log lines go: "-" for stderr, or a file path (appended)."""
@@ -271,7 +288,7 @@ class GatewayConfig:
 
 _PATH_FIELDS = {"ca_home", "cert", "key", "data", "erasure_ledger", "signer_cert", "signer_key"}
 _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
-_SECTIONS = ("tls", "mqtt", "limits", "console", "signer", "log")
+_SECTIONS = ("tls", "mqtt", "limits", "console", "signer", "cluster", "log")
 
 
 def check_store(url: str) -> str:
@@ -372,6 +389,7 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     for name in ("log_lines_per_connection", "log_lines_burst"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"option {name!r} must be greater than 0")
+    _validate_cluster(config)
     if config.signer != "off" and not config.signer.startswith(("unix:", "https://")):
         raise ConfigError(f"option 'signer' must be unix:/PATH, https://HOST:PORT or off, "
                           f"not {config.signer!r}")
@@ -395,6 +413,25 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     if config.byte_burst < config.max_packet_size:
         raise ConfigError("option 'byte_burst' must be at least max_packet_size")
     return config
+
+
+NODE_NAME_MAX = 64
+
+
+def _validate_cluster(config: GatewayConfig) -> None:
+    node = config.node
+    if node is not None and (not node or len(node) > NODE_NAME_MAX or not all(
+            c.isascii() and (c.isalnum() or c in "-_.") for c in node)):
+        raise ConfigError(f"option 'node' must be 1 to {NODE_NAME_MAX} letters, digits, "
+                          f"'-', '_' or '.', not {node!r}")
+    if not 1 <= config.workers <= 256:
+        raise ConfigError("option 'workers' must be 1 to 256")
+    for name in ("node_heartbeat_interval", "node_dead_after", "node_dead_retention"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"option {name!r} must be greater than 0")
+    if config.node_dead_after < 2 * config.node_heartbeat_interval:
+        raise ConfigError("option 'node_dead_after' must be at least twice "
+                          "'node_heartbeat_interval' (one late beat must not kill a node)")
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> GatewayConfig:

@@ -26,10 +26,12 @@ async def serve_mqtt(gateway: Gateway, *, task_status=trio.TASK_STATUS_IGNORED) 
     address (port 0 in the config picks a free port) once the socket listens, after the
     `listening` log line.
     """
+    from .listeners import open_tcp_listeners
     from .revocation import watch_tls_files
 
     host, port = gateway.config.mqtt_address
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
+    listeners = await open_tcp_listeners(port, host=host, backlog=4096,
+                                         reuse_port=gateway.config.reuse_port)
     sockname = listeners[0].socket.getsockname()
     bound = (sockname[0], sockname[1])
     shown = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"

@@ -6,6 +6,8 @@
 - registry.py (the session registry's and interest set's SQL), relay.py (the relay's wire
   form), wiring.py (`open_cluster`, for the composition root).
 - `schema.MIGRATIONS` / `schema.migrate`: the cluster's tables, numbered migrations.
+- nodes.py: each node's heartbeat row, dead nodes declared by exactly one survivor and
+  reaped; workers.py: `serve --workers N`; status.py: `fleet-gateway cluster status`.
 """
 
 from .bars import ClusterBars

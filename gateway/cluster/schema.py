@@ -13,6 +13,10 @@ Migration 1 (the registry and the bus):
 - `cluster_interest`: which node has subscribers in which network (relay goes only there).
 - `cluster_bars`: networks barred by an erasure (the bar list in cluster mode).
 - `cluster_relay_bodies`: bus payloads too large for a NOTIFY (8000 bytes), by id.
+
+Migration 2 (nodes.py): `cluster_nodes`, one row per node: its heartbeat (time, live
+connections, addresses, bus lag) and, once its heartbeat lapsed, who declared it dead and
+when its reaping (wills published, sessions taken over) was done.
 """
 
 from __future__ import annotations
@@ -53,6 +57,24 @@ CREATE TABLE cluster_relay_bodies (
     node text NOT NULL,
     created timestamptz NOT NULL DEFAULT now(),
     body text NOT NULL
+);
+"""),
+    (2, "node heartbeats", """
+CREATE TABLE cluster_nodes (
+    name         text PRIMARY KEY,
+    incarnation  uuid NOT NULL,
+    host         text NOT NULL,
+    pid          integer NOT NULL,
+    started      timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL,
+    connections  integer NOT NULL DEFAULT 0,
+    mqtt         text NOT NULL DEFAULT '',
+    http         text NOT NULL DEFAULT '',
+    version      text NOT NULL DEFAULT '',
+    bus_lag      double precision,
+    dead_at      timestamptz,
+    reaped_by    text,
+    reaped_at    timestamptz
 );
 """),
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -188,6 +189,42 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
                                   "duration of each store transaction (group commit)"))
     if http is not None:
         out += metric_samples(http.metrics)
+    cluster = getattr(gateway, "cluster", None)
+    if cluster is not None:
+        out += cluster_samples(cluster)
+    return out
+
+
+NODE_STATES = ("alive", "lapsed", "dead", "reaped")
+
+
+def cluster_samples(view: Any, now: datetime | None = None) -> list[Sample]:
+    """The `fleetgate_cluster_*` family from a `gateway.cluster.nodes.ClusterView`: what this
+    node read of the node table at its last heartbeat (the same as `cluster status`)."""
+    now = now if now is not None else datetime.now(UTC)
+    states = {n.name: n.state(now, view.dead_after) for n in view.nodes}
+    out = [Sample("cluster_nodes", sum(s == state for s in states.values()),
+                  (("state", state),), kind="gauge",
+                  help="nodes in the node table, by state (alive, lapsed: no heartbeat "
+                       "for node_dead_after, dead: being reaped, reaped)")
+           for state in NODE_STATES]
+    for n in view.nodes:
+        labels = (("node", n.name),)
+        out.append(Sample("cluster_node_heartbeat_age_seconds", n.age(now), labels,
+                          kind="gauge", help="seconds since the node's last heartbeat (its lag)"))
+        out.append(Sample("cluster_node_connections", n.connections, labels, kind="gauge",
+                          help="live MQTT connections of the node, at its last heartbeat"))
+        out.append(Sample("cluster_node_up", 1 if states[n.name] == "alive" else 0, labels,
+                          kind="gauge", help="1 while the node's heartbeat is fresh"))
+    out.append(Sample("cluster_nodes_reaped_total", view.reaped,
+                      help="dead nodes this node reaped (wills published, sessions taken)"))
+    out.append(Sample("cluster_heartbeat_failures_total", view.heartbeat_failures,
+                      help="heartbeats that could not reach PostgreSQL"))
+    for n in view.nodes:
+        if n.bus_lag is not None:
+            out.append(Sample("cluster_node_bus_lag_seconds", n.bus_lag, (("node", n.name),),
+                              kind="gauge", help="mean relay lag to the node over its last "
+                                                 "heartbeat interval"))
     return out
 
 

@@ -39,6 +39,7 @@ from gateway.admission import handshake, send_alert
 from gateway.errors import AdmissionRefused
 from gateway.limits import PendingPool, source_key
 
+from ..listeners import open_tcp_listeners
 from ..metrics import HttpMetrics
 from .api import Api
 from .auth import Operator, authenticate
@@ -279,6 +280,7 @@ async def serve_http(
     stats: HttpStatistics | None = None,
     console: Callable[[Api], Any] | None = None,
     audit: Any = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the HTTP API over TLS on `address` until cancelled.
@@ -287,7 +289,8 @@ async def serve_http(
     to new connections); `hooks` performs control and erasure (`wiring.GatewayHooks`);
     `metrics()` gives the /metrics samples; `certificates` (certs.InventoryLookup) adds
     certificate expiry to network status; `audit` (gateway.audit.AuditTrail) records every
-    request that changed something before it is answered.
+    request that changed something before it is answered. `reuse_port`: bind with
+    SO_REUSEPORT (the processes of `serve --workers` share the port).
     `task_status.started((host, port))` reports the bound address (port 0 picks a free one)
     after the `listening` log line.
     """
@@ -310,7 +313,7 @@ async def serve_http(
     tls()  # an unusable certificate or CRL fails the start, not the first connection
     host, port = address
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_tcp_listeners(port, host=host, reuse_port=reuse_port)
     except OSError as exc:  # named, so the CLI can say which listener failed
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise OSError(exc.errno, exc.strerror, where) from exc

@@ -236,5 +236,5 @@ async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
                          certificates=InventoryLookup(config.ca_home),
                          metrics=lambda: gateway_samples(gateway, store, gateway.ingest, stats),
                          limits=limits, log=gateway.log, stats=stats,
-                         console=console, audit=audit,
+                         console=console, audit=audit, reuse_port=config.reuse_port,
                          task_status=task_status)

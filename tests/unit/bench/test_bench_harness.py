@@ -51,6 +51,26 @@ def test_quick_ca_figure_compares_fleet_ca_with_an_openssl_loop(tmp_path: Path) 
     assert {fig for fig, _, _ in rows} == {"6"}
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/lib/postgresql").exists(),
+                    reason="needs PostgreSQL (Debian package postgresql)")
+def test_quick_cluster_figure_measures_every_case(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--out", str(tmp_path), "--quick", "--runs", "1",
+         "--only", "8", "--no-doc"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _results(tmp_path)
+    assert {fig for fig, _, _ in rows} == {"8"}
+    assert len(rows) == 8
+    for (_, system, case), row in rows.items():
+        assert not row["unavailable"], (system, case, row["unavailable"])
+        assert row["value"] is not None, (system, case)
+    stored = [r for (_, _, case), r in rows.items() if case.startswith("QoS 1")]
+    assert len(stored) == 3 and all(r["runs"][0]["lost"] == 0 for r in stored)
+    [failover] = [r for (_, _, case), r in rows.items() if case.startswith("failover")]
+    assert failover["runs"][0]["lost"] == 0
+
+
 @pytest.mark.skipif(not Path(MOSQUITTO).exists() or shutil.which("openssl") is None,
                     reason="needs the mosquitto binary (Debian package mosquitto) and openssl")
 def test_quick_broker_figures_against_mosquitto_write_well_formed_results(
