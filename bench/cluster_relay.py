@@ -129,7 +129,7 @@ def _relay_run(bench: Bench, messages: int, paced: int) -> dict[str, Any]:
             settle("flood", messages)
             cpu = Server.cpu_seconds(a) + Server.cpu_seconds(b) - cpu0
             dropped = b.metric("cluster_relay_gaps_total"), a.metric(
-                "cluster_relay_dropped_total")
+                "cluster_relay_dropped_total"), b.metric("broker_dropped_total")
     flood, latency = phases["flood"], sorted(x for _, x in phases["paced"])
     if not flood or not latency:
         raise LoadError("nothing was relayed")
@@ -138,6 +138,8 @@ def _relay_run(bench: Bench, messages: int, paced: int) -> dict[str, Any]:
     return {"value": round(got / seconds, 1), "messages": messages, "received": got,
             "lost": messages - got, "paced_lost": paced - len(latency),
             "relay_gaps_on_b": dropped[0], "relay_dropped_on_a": dropped[1],
+            # a live subscriber's outbox past max_queued drops (the slow-reader limit)
+            "outbox_dropped_on_b": dropped[2],
             "seconds": round(seconds, 3),
             "p50_ms": round(latency[len(latency) // 2] * 1e3, 2),
             "p99_ms": round(latency[int(len(latency) * 0.99)] * 1e3, 2),
@@ -190,7 +192,9 @@ def relay_rows(bench: Bench) -> list[Row]:
             p50.add(value=run["p50_ms"])
             p99.add(value=run["p99_ms"])
             bench.log(f"  relay: {run['value']}/s, p50 {run['p50_ms']} ms, "
-                      f"p99 {run['p99_ms']} ms, {run['lost']} of {messages} not relayed")
+                      f"p99 {run['p99_ms']} ms, {run['lost']} of {messages} not received "
+                      f"({run['outbox_dropped_on_b']} dropped by the subscriber's full "
+                      "outbox)")
             run = _takeover_run(bench)
             takeover.add(**run)
             bench.log(f"  takeover: {run['value']} ms (fresh connect "

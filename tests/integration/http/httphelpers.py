@@ -164,6 +164,15 @@ async def seed_network(ingest: Any, network: uuid.UUID, reports: int = 5) -> dic
     return tree
 
 
+async def committed_so_far(store: Any, network: uuid.UUID) -> None:
+    """Return once every write queued so far for `network` is committed.
+
+    Connection status is queued and never waited for; a write that is waited for (clearing a
+    retained topic nobody set) goes into the same per-network FIFO queue behind it, so its
+    commit covers the earlier writes."""
+    await store.set_retained(network, "$barrier", b"", 0, datetime.now(UTC))
+
+
 def value_uuid(tree: dict, name: str) -> str:
     for device in tree["devices"]:
         for value in device["values"]:

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
-from httphelpers import T0, seed_network, value_uuid
+from httphelpers import T0, committed_so_far, seed_network, value_uuid
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -17,6 +17,7 @@ async def test_networks_list_status_serial_and_filters_by_status(env):
     for net in (online, offline):
         await seed_network(env.ingest, net, reports=0)
     await env.store.connected(online, "c1", "abc123", T0)
+    await committed_so_far(env.store, online)
     op = env.operator()
     everyone = (await op.get("/api/v1/networks")).json["networks"]
     by_uuid = {n["uuid"]: n for n in everyone}
@@ -199,9 +200,10 @@ async def test_a_connected_device_shows_online_with_its_serial_and_expiry(env, d
     device = Device(*env.mqtt, device_bundle)
     (_, rc) = await device.connect()
     assert rc == 0
-    # The gateway commits the CONNECT's status before it reads the next packet, so once the
-    # SUBACK is here the status is stored.
+    # The gateway queues the CONNECT's status before it reads the next packet, so once the
+    # SUBACK is here the status is queued; the barrier waits for its commit.
     await device.subscribe("x", 1)
+    await committed_so_far(env.store, device_bundle.network_uuid)
     status = (await env.operator().get(f"/api/v1/networks/{device_bundle.network_uuid}")).json
     got = status["network"]["status"]
     assert got["status"] == "online" and got["cert_serial"] == format(device_bundle.serial, "x")
