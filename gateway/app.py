@@ -150,7 +150,8 @@ class Gateway:
         # network's owner-code hash from its certificate, off the event loop.
         self.owner_codes: Any = None
         # Enrolment by claim and renewal, relayed to the online signer (provisioning.py).
-        self.provisioning = Provisioning(config, self.log, self.metrics)
+        self.provisioning = Provisioning(config, self.log, self.metrics,
+                                         announce=None if peers is None else peers.renewed)
         # What every device session shares (device_session.py).
         self.sessions = SessionServices(self.broker, self.limits, self.route, self.durable_mark,
                                         self.metrics.mqtt, config.max_filters_per_subscribe,

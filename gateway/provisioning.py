@@ -13,7 +13,8 @@ Theory of operation (docs/protocol.md, "Provisioning and renewal"):
 - A device publishing a CSR to `cert/renew` in its own jail gets `cert/renewed` (same
   network, new chain) or `cert/rejected` in its jail (`Provisioning.renew`), the request
   made on behalf of the certificate it connected with; one in flight per network. When the
-  new certificate first connects here, the signer is told (`first_use`) and revokes the old
+  new certificate first connects here (or, in a cluster, on any node: the renewal is
+  announced to every node), the signer is told (`first_use`) and revokes the old
   one as superseded at once; otherwise the signer does at the end of its grace period.
 - A claim revoked while its provisioning session is live: the session is closed as soon as
   the gateway loads the CRL that lists it (`close_claims`), as a revoked device's is.
@@ -104,8 +105,12 @@ def csr_der(payload: bytes) -> bytes | None:
 class Provisioning:
     """The gateway's side of enrolment and renewal: bounds, metrics, the signer client."""
 
-    def __init__(self, config: GatewayConfig, log: EventLog, metrics: GatewayMetrics) -> None:
+    def __init__(self, config: GatewayConfig, log: EventLog, metrics: GatewayMetrics, *,
+                 announce: Callable[[int, str], object] | None = None) -> None:
+        """`announce(serial, network)`: told of each renewal this gateway relayed, so the
+        other nodes of a cluster expect its first use too (None: a single gateway)."""
         self.config, self.log, self.metrics = config, log, metrics
+        self._announce = announce
         self.client: SignerClient | None = None
         if config.signer != "off":
             self.client = SignerClient(config.signer, root=config.root_path,
@@ -152,7 +157,9 @@ class Provisioning:
 
     # -- supersede at first use -------------------------------------------------------
 
-    def _renewed(self, serial: int, network: str) -> None:
+    def expect_first_use(self, serial: int, network: str) -> None:
+        """Watch for the first admission of certificate `serial` (a renewal relayed here or,
+        in a cluster, by another node); the oldest is forgotten past `renewals_awaiting_use`."""
         self._awaiting_use[serial] = network
         while len(self._awaiting_use) > self.config.renewals_awaiting_use:
             self._awaiting_use.popitem(last=False)
@@ -270,7 +277,9 @@ class Provisioning:
             self.metrics.provisioning.renewal_requests.inc(sign_outcome(
                 "accepted" if ok else doc["reason"]))
             if ok:
-                self._renewed(int(doc["serial"], 16), identity.network)
+                self.expect_first_use(int(doc["serial"], 16), identity.network)
+                if self._announce is not None:  # its first use may be on another node
+                    self._announce(int(doc["serial"], 16), identity.network)
             self.log.emit("cert_renewed" if ok else "cert_renewal_rejected",
                           network=identity.network, old_serial=identity.serial_hex,
                           **({"serial": doc["serial"]} if ok else {"reason": doc["reason"]}))

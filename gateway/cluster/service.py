@@ -18,6 +18,8 @@ link to the other nodes, over the `Bus` (NOTIFY for wake-ups) and the tables of
 - Bars and erasure (d): `ClusterBars` in `cluster_bars`; an erasure waits until every node
   holding sessions of the network closed them and forgot its state; a CRL reload on one node
   makes the others reload theirs at once.
+- A renewal relayed by one node is announced to all, so the renewed certificate's first use
+  supersedes the old one on whichever node the device connects to next.
 - `reap(dead)`: the wills of a dead node's live sessions are published, its persistent
   sessions become this node's, its clean ones and its interest go.
 Every write to the tables goes through one queue, in order (a disconnect's row update
@@ -361,6 +363,10 @@ class Cluster:
 
     # -- reap -------------------------------------------------------------------------------
 
+    def renewed(self, serial: int, network: str) -> None:
+        """This node relayed a renewal: every node watches for the new certificate's first use."""
+        self.bus.send(CONTROL, json.dumps({"k": "renewed", "s": serial, "n": network}))
+
     async def reap(self, dead: str) -> int:
         """Take over from the dead node `dead` (it stopped without cleanup): publish the
         wills of its live sessions, own its persistent sessions (loaded from the store),
@@ -460,6 +466,8 @@ class Cluster:
             from ..revocation import reload_tls
 
             reload_tls(self._gateway, "cluster", force=True)
+        elif kind == "renewed":
+            self._gateway.provisioning.expect_first_use(int(note["s"]), str(note["n"]))
         elif kind == "gone":
             self._drop_node(note["node"])
 

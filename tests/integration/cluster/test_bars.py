@@ -110,3 +110,24 @@ async def test_a_crl_read_by_one_node_is_reloaded_by_the_others_at_once(
     line = await b.logs.wait("disconnected", client_id="victim")
     assert line["reason"] == "REVOKED"
     await device.close(graceful=False)
+
+
+async def test_a_renewal_relayed_by_one_node_is_awaited_on_every_node(
+        nursery, pki, postgres_url):
+    a = await start_node(nursery, pki, postgres_url, "a")
+    b = await start_node(nursery, pki, postgres_url, "b")
+    renewed = pki.device()  # stands for the certificate a relayed a renewal for
+
+    def awaiting(node) -> int:
+        return node.gateway.provisioning.statistics()["renewals_awaiting_use"]
+
+    a.cluster.renewed(renewed.serial, renewed.network)
+    with trio.fail_after(WAIT):
+        while awaiting(b) != 1:
+            await trio.sleep(0.01)
+    # Its first connection lands on b, which takes it as the first use.
+    device = PahoClient(b.running, renewed, "renewed")
+    assert (await device.connect())[1] == 0
+    await b.logs.wait("connected", client_id="renewed")
+    assert awaiting(b) == 0
+    await device.close()
