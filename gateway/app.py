@@ -105,7 +105,7 @@ class Gateway:
         metrics: GatewayMetrics | None = None,
         wall_clock: Callable[[], float] = time.time,
         peers: Cluster | None = None,
-        cluster: ClusterView | None = None,
+        membership: ClusterView | None = None,
     ) -> None:
         self.config = config
         # What every part counts (gateway.metrics); built by the composition root.
@@ -130,7 +130,7 @@ class Gateway:
         self.peers = peers
         # This node's row in the cluster's node table and what it last read of the others
         # (gateway.cluster.nodes), in cluster mode.
-        self.cluster = cluster
+        self.membership = membership
         self.limits = ConnectionLimits(
             config.max_connections,
             config.max_connections_per_network,
@@ -424,26 +424,25 @@ async def run_gateway(config: GatewayConfig, log: EventLog) -> None:
             raise ConfigError(f"cannot open the store in {where}: {exc}") from None
         ingest = Ingest(store, limits=dataclasses.replace(
             DEFAULT_LIMITS, max_stored_bytes_per_network=config.max_stored_bytes_per_network))
-        peers, owned, cluster = None, None, None
+        peers, owned, membership = None, None, None
         if config.store is not None:  # cluster mode: every node on this PostgreSQL
             from .cluster.wiring import open_cluster
 
             # The node's row first: a name a live node holds is refused before anything of
             # the cluster starts under it.
-            cluster = await _join_cluster(config, stack)
-            peers, owned = await open_cluster(config, store, log, metrics, gone=cluster.gone)
+            membership = await _join_cluster(config, stack)
+            peers, owned = await open_cluster(config, store, log, metrics,
+                                              gone=membership.gone)
         try:
             broker, journal = await load_mqtt_state(config, store, log, peer=peers,
                                                     owned=owned)
         except StorageError as exc:
             raise ConfigError(f"cannot load the MQTT state from {where}: {exc}") from None
-        if data is None:
-            log.emit("bars_in_memory", detail="no data folder (--data): the bar list of "
-                                              "erased networks lasts until the process ends")
-        bars = peers.bars if peers is not None else BarList(data / BARS_FILE if data else None)
+        # In a cluster the bars are a table every node reads; alone, a file beside the data.
+        bars = peers.bars if peers is not None else BarList(data / BARS_FILE)
         gateway = Gateway(config, log=log, ingest=ingest, status=store, broker=broker,
                           journal=journal, bars=bars, metrics=metrics, peers=peers,
-                          cluster=cluster)
+                          membership=membership)
         if config.store is None:
             log.emit("store_opened", data=where)
         else:
@@ -554,11 +553,11 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
             if gateway.peers is not None:  # the other nodes, before the first device
                 await nursery.start(gateway.peers.serve, gateway, store)
             node = None
-            if gateway.cluster is not None:  # its heartbeat; it reaps its previous run
+            if gateway.membership is not None:  # its heartbeat; it reaps its previous run
                 from .cluster.nodes import serve_gateway_node
 
                 node = await nursery.start(partial(
-                    serve_gateway_node, gateway, gateway.cluster.node,
+                    serve_gateway_node, gateway, gateway.membership.node,
                     reap=gateway.peers.reap if gateway.peers is not None else _no_reap))
             bound = await nursery.start(serve_mqtt, gateway)
             if node is not None:

@@ -542,13 +542,13 @@ async def serve_gateway_node(gateway: Any, membership: Membership, *, reap: Reap
     """`serve_node` as `fleet-gateway serve` runs it on a PostgreSQL store: the node's name
     and timings from the gateway's config, its live connections, the bus lag from the
     cluster metrics (`cluster_relay_lag_seconds`), and the view /metrics reads
-    (`gateway.cluster`); `membership` from `join_node` at the start."""
+    (`gateway.membership`); `membership` from `join_node` at the start."""
     config = gateway.config
     lag = getattr(getattr(gateway.metrics, "cluster", None), "lag", None)
     await serve_node(
         node_connect(config.store), membership.name,
         interval=config.node_heartbeat_interval, dead_after=config.node_dead_after,
         dead_retention=config.node_dead_retention, reap=reap,
-        connections=lambda: len(gateway.connections), log=gateway.log, view=gateway.cluster,
+        connections=lambda: len(gateway.connections), log=gateway.log, view=gateway.membership,
         bus_lag=_LagSince(lag) if lag is not None else (lambda: None), version=release(),
         membership=membership, task_status=task_status)

@@ -189,9 +189,9 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
                                   "duration of each store transaction (group commit)"))
     if http is not None:
         out += metric_samples(http.metrics)
-    cluster = getattr(gateway, "cluster", None)
-    if cluster is not None:
-        out += cluster_samples(cluster)
+    membership = getattr(gateway, "membership", None)
+    if membership is not None:
+        out += cluster_samples(membership)
     return out
 
 

@@ -145,7 +145,6 @@ async def test_serve_with_store_acknowledges_after_commit_and_the_api_reads_it(
     gw = serving("--ca-home", str(ca_home.path), "--mqtt", "127.0.0.1:0",
                  "--http", "127.0.0.1:0", "--store", postgres_url)
     assert gw.line("store_opened")["store"] == postgres_url
-    assert gw.line("bars_in_memory")  # no --data: said once, at start
     mqtt, api = gw.address("mqtt"), gw.address("http")
 
     def device_run() -> list[str]:
