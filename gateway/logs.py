@@ -54,9 +54,20 @@ EVENT_LEVELS = {
     **dict.fromkeys((
         "internal_error", "http_internal_error", "ingest_failed", "accept_error",
         "crl_expired", "status_failed"), "error"),
+    # The cluster (gateway/cluster/): a join, a leave, a reap done, a link back are info.
+    **dict.fromkeys((
+        "node_dead", "node_reaping", "heartbeat_failed", "cluster_bus_down",
+        "cluster_bus_lost", "cluster_send_failed", "cluster_write_failed",
+        "cluster_bad_note", "worker_exited"), "warning"),
+    **dict.fromkeys((
+        "node_fenced", "reap_failed", "cluster_task_failed", "cluster_handler_failed",
+        "cluster_retained_reload_failed"), "error"),
 }
 """Events whose level is not info: per-connection chatter is debug, refusals and degraded
-states are warnings, what needs an operator (or is a bug) is an error."""
+states are warnings, what needs an operator (or is a bug) is an error. In a cluster: a node
+found dead, a lost heartbeat or bus link (the node keeps serving and reconnects), a worker
+that exited (restarted) are warnings; a node fenced (it stops), a reap that failed (wills
+unsent until a later scan), a background step's or a handler's bug are errors."""
 
 
 def truncate_ip(address: str) -> str:
