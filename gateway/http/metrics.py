@@ -184,6 +184,12 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
                    help="submits that waited for room, by the bound that held them"),
             Sample("store_queue_waits_total", st.waits_total_full, (("cause", "total"),)),
         ]
+        reconnects = getattr(store, "reconnects", None)  # PostgreSQL's writer only
+        if reconnects is not None:
+            out.append(Sample("store_reconnects_total", reconnects,
+                              help="store writer connections to PostgreSQL opened again "
+                                   "after a loss (the batch on the lost one failed, "
+                                   "unacknowledged)"))
         if st.commit_latency is not None:
             out.append(_histogram("store_commit_seconds", st.commit_latency,
                                   "duration of each store transaction (group commit)"))
