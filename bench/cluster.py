@@ -40,6 +40,7 @@ from bench.stored import FLEETGATE_MODEL, _stored_run
 FAILOVER_BUDGET = 10.0
 LISTENING = re.compile(r'"event": "listening", "mqtt": "127\.0\.0\.1:(\d+)"')
 METRICS_LISTENING = re.compile(r'"event": "listening", "metrics": "127\.0\.0\.1:(\d+)"')
+HTTP_LISTENING = re.compile(r'"event": "listening", "http": "127\.0\.0\.1:(\d+)"')
 
 
 @dataclass
@@ -103,6 +104,7 @@ class ClusterServer(Server):
     worker_pids: dict[str, int] = field(default_factory=dict)
     pg_readings: list[float] = field(default_factory=list)  # PostgreSQL's part of each read
     metrics_port: int = 0  # its plain /metrics listener (one worker only)
+    http_port: int = 0  # its HTTPS API (`gateway_on(..., http=True)`, one worker only)
 
     def metric(self, name: str) -> float | None:
         """One unlabelled sample of the node's /metrics, or None."""
@@ -127,19 +129,20 @@ class ClusterServer(Server):
 
 
 @contextlib.contextmanager
-def gateway_on(bench: Bench, pg: Postgres, workers: int,
-               node: str = "bench") -> Iterator[ClusterServer]:
+def gateway_on(bench: Bench, pg: Postgres, workers: int, node: str = "bench", *,
+               limits: str = "", http: bool = False) -> Iterator[ClusterServer]:
     """`fleet-gateway serve --store <pg> --workers N`, waiting for every worker's
-    `listening` line."""
+    `listening` line. `limits`: TOML lines added to the bench config's [limits]; `http`:
+    the HTTPS API on a free port too (one worker)."""
     exe = Path(sys.executable).parent / "fleet-gateway"
     if not exe.exists():
         raise Unavailable("fleet-gateway is not installed")
     log = bench.work / f"cluster-{time.monotonic_ns()}.log"
-    config = bench.work / "fleetgate-bench.toml"
-    config.write_text(servers.FLEETGATE_BENCH_CONFIG)
+    config = bench.work / f"fleetgate-bench-{node}.toml"
+    config.write_text(servers.FLEETGATE_BENCH_CONFIG + limits)
     cmd = [str(exe), "serve", "--config", str(config), "--ca-home", str(bench.pki.home),
            "--store", pg.url, "--node", node, "--workers", str(workers),
-           "--mqtt", "127.0.0.1:0", "--http", "off"]
+           "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0" if http else "off"]
     if workers == 1:
         cmd += ["--metrics", "127.0.0.1:0"]
     proc = spawn(cmd, log, bench.server_cpus)
@@ -154,9 +157,11 @@ def gateway_on(bench: Bench, pg: Postgres, workers: int,
                     record = json.loads(line)
                     server.worker_pids[record["node"]] = record["pid"]
             metrics = METRICS_LISTENING.search(text)
-            if len(ports) >= workers and (workers > 1 or metrics):
+            api = HTTP_LISTENING.search(text)
+            if len(ports) >= workers and (workers > 1 or metrics) and (api or not http):
                 server.port = int(ports[0])
                 server.metrics_port = int(metrics[1]) if metrics else 0
+                server.http_port = int(api[1]) if api else 0
                 break
             if proc.poll() is not None:
                 tail = text.strip().splitlines()[-1:] or ["(no output)"]
