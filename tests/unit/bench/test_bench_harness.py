@@ -61,7 +61,7 @@ def test_quick_cluster_figure_measures_every_case(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = _results(tmp_path)
     assert {fig for fig, _, _ in rows} == {"8"}
-    assert len(rows) == 8
+    assert len(rows) == 12
     for (_, system, case), row in rows.items():
         assert not row["unavailable"], (system, case, row["unavailable"])
         assert row["value"] is not None, (system, case)
@@ -69,6 +69,9 @@ def test_quick_cluster_figure_measures_every_case(tmp_path: Path) -> None:
     assert len(stored) == 3 and all(r["runs"][0]["lost"] == 0 for r in stored)
     [failover] = [r for (_, _, case), r in rows.items() if case.startswith("failover")]
     assert failover["runs"][0]["lost"] == 0
+    controls = [r for (_, _, case), r in rows.items() if case.startswith("control latency")]
+    assert len(controls) == 4  # across nodes and on one node, p50 and p99
+    assert controls[0]["runs"][0]["device_online_across"] is True  # the registry knew
 
 
 @pytest.mark.skipif(not Path(MOSQUITTO).exists() or shutil.which("openssl") is None,
