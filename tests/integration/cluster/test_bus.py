@@ -31,7 +31,9 @@ class Node:
         self.bus = Bus(url, name, handlers={RELAY: relay or partial(self._on, RELAY),
                                             CONTROL: partial(self._on, CONTROL)},
                        resync=self._resync, metrics=self.metrics, log=log,
-                       backoff=(0.05, 0.2))
+                       # no idle ping: the kill below finds each listener by its last
+                       # statement (LISTEN), which a ping on a slow run would replace
+                       backoff=(0.05, 0.2), ping_interval=3600.0)
 
     async def _on(self, channel: str, origin: str, body: str) -> None:
         self.got.append((channel, origin, body))
