@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import machine
+from bench import machine, servers
 from bench.context import Bench, Sizes
 from bench.figures import FIGURES
 from bench.pki import PkiError, make_pki
@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += [r.as_dict() for r in FIGURES[fig](bench)]
             log(f"figure {fig}: {time.monotonic() - t0:.1f} s")
         info["loadavg_after"] = machine.loadavg()
+        # amqtt's own venv is created by the first figure that runs it: read it afterwards.
+        info["amqtt"] = servers.amqtt_version()
         info["shared_note"] = args.note or (
             "The machine was shared with other work during the run (other engineers' builds "
             "and test suites), which the load averages show; figures per server CPU-second "
