@@ -36,7 +36,8 @@ from .device_session import SessionServices
 from .durability import DurabilityHandle, IngestPort, JournaledBatch
 from .errors import ConfigError
 from .limits import ConnectionLimits, NetworkRates, PendingPool, SourceRates, TokenBucket
-from .logs import DAY, EventLog, RotatingLogFile, open_log_file
+from .logs import EventLog, RotatingLogFile, open_log_file
+from .maintenance import maintain_history, maintain_log
 from .metrics import GatewayMetrics, counts
 from .provisioning import Provisioning
 from .reasons import DisconnectReason
@@ -523,18 +524,6 @@ async def _serve_until_signal(gateway: Gateway, store: object = None) -> None:
     gateway.log.emit("stopped", **gateway.statistics())
 
 
-LOG_MAINTENANCE_INTERVAL = 3600.0  # seconds between log rotation-by-date and retention checks
-
-
-async def _maintain_log(log: EventLog, *, clock: Callable[[], float] = time.time) -> None:
-    """Rotate the log file by date and delete rotated files past their retention: now, then
-    just after each UTC midnight and at least hourly (a quiet gateway writes no line that
-    would do it). `clock`: the wall clock in epoch seconds."""
-    while True:
-        log.maintain()
-        await trio.sleep(min(LOG_MAINTENANCE_INTERVAL, DAY - clock() % DAY + 1.0))
-
-
 def _shown(bound: tuple[str, int]) -> str:
     return f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
 
@@ -563,7 +552,11 @@ async def _serve_nursery(gateway: Gateway, store: object, serve_mqtt) -> None:
             if node is not None:
                 node.mqtt = _shown(bound)
             await nursery.start(gateway.serve_deadlines)
-            nursery.start_soon(_maintain_log, gateway.log)
+            nursery.start_soon(maintain_log, gateway.log)
+            if store is not None and gateway.config.history_retention_days:
+                nursery.start_soon(partial(
+                    maintain_history, store, gateway.config.history_retention_days,
+                    log=gateway.log, expired=gateway.metrics.storage.history_expired))
             from .http.server import HttpStatistics
             from .http.wiring import http_limits
 

@@ -152,6 +152,9 @@ class GatewayConfig:
     max_stored_bytes_per_network: int = 1024 * 1024 * 1024
     """Bytes one network's stored readings and commands may take (data + 48 per row); past
     it its reports are refused (`errors` topic, code QUOTA). 0: no limit."""
+    history_retention_days: int = 0
+    """Readings and commands older than this many days are deleted, hourly (PostgreSQL: by
+    whole weeks, so up to 7 days later). 0: keep them until the network is erased."""
     # [console]
     console_login_failures: int = 5
     """Failed console logins per email, and per client address, within
@@ -393,8 +396,9 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
     if config.signer != "off" and not config.signer.startswith(("unix:", "https://")):
         raise ConfigError(f"option 'signer' must be unix:/PATH, https://HOST:PORT or off, "
                           f"not {config.signer!r}")
-    if config.max_stored_bytes_per_network < 0:
-        raise ConfigError("option 'max_stored_bytes_per_network' must not be negative")
+    for name in ("max_stored_bytes_per_network", "history_retention_days"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"option {name!r} must not be negative")
     if config.log_max_bytes < 0 or config.log_backups < 0 or config.log_retention_days < 0:
         raise ConfigError("options 'log_max_bytes', 'log_backups' and 'log_retention_days' "
                           "must not be negative")

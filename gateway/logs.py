@@ -50,7 +50,8 @@ EVENT_LEVELS = {
     **dict.fromkeys((
         "refused", "publish_denied", "subscribe_denied", "readings_throttled",
         "log_suppressed", "crl_expiring", "crl_ignored", "crl_signer_ignored", "crl_rejected",
-        "tls_reload_failed", "log_reopen_failed", "http_off"), "warning"),
+        "tls_reload_failed", "log_reopen_failed", "http_off",
+        "history_retention_failed"), "warning"),
     **dict.fromkeys((
         "internal_error", "http_internal_error", "ingest_failed", "accept_error",
         "crl_expired", "status_failed"), "error"),

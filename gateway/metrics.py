@@ -375,6 +375,14 @@ class ClusterMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageMetrics:
+    """The store's housekeeping (gateway.maintenance)."""
+
+    history_expired: Count = _count(
+        "history_expired_total", "readings and commands deleted past history_retention_days")
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayMetrics:
     """Every metric of one gateway process (see the module docstring for the API)."""
 
@@ -384,6 +392,7 @@ class GatewayMetrics:
     http: HttpMetrics = field(default_factory=HttpMetrics)
     latency: LatencyMetrics = field(default_factory=LatencyMetrics)
     cluster: ClusterMetrics = field(default_factory=ClusterMetrics)
+    storage: StorageMetrics = field(default_factory=StorageMetrics)
 
 
 def families(record: Any) -> Iterator[Metric]:

@@ -128,7 +128,8 @@ def gateway_samples(gateway: Any = None, store: Any = None, ingest: Any = None,
         out.append(Sample("connections", len(gateway.connections), kind="gauge",
                           help="live MQTT connections"))
         m = gateway.metrics
-        out += metric_samples(m.mqtt, m.provisioning, m.console, m.latency, m.cluster)
+        out += metric_samples(m.mqtt, m.provisioning, m.console, m.latency, m.cluster,
+                              m.storage)
         for key, value in gateway.broker.statistics().items():
             kind = "gauge" if key == "live_sessions" else "counter"
             name = f"broker_{key}" + ("" if kind == "gauge" else "_total")

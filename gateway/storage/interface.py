@@ -116,6 +116,11 @@ class Store(Protocol):
     async def erase_network(self, network: UUID, audit: AuditRecord | None = None) -> bool:
         """Erase `network`; `audit` goes to the audit trail in the same transaction."""
 
+    async def drop_reports_before(self, cutoff: datetime) -> int:
+        """Retention: remove readings and commands stamped before `cutoff` (PostgreSQL: by
+        whole week partitions, so those of the cutoff's own week stay until it is wholly
+        past), keeping stored bytes right; return how many rows went."""
+
     async def append_audit(self, record: AuditRecord, network: UUID | None = None) -> int:
         """Append to the audit trail (gateway/storage/audit.py); the last seq once committed."""
 

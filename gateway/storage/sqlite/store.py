@@ -41,7 +41,9 @@ from ..records import (
 )
 from ..writer import DEFAULT_QUEUE_LIMITS, QueueLimits, Ticket, Writer
 from . import audit_ops, ops, queries, session_ops
+from .convert import to_us
 from .lock import lock_folder
+from .retention import DropHistoryStep
 from .schema import configure_reader, configure_writer, migrate
 
 DB_NAME = "fleetgate.sqlite3"
@@ -211,6 +213,16 @@ class SQLiteStore:
         """Delete every row of `network` in one transaction, appending `audit` to the audit
         trail in it; False (nothing recorded) if the network was unknown."""
         return await self._write(ops.Erase(network, audit), network)
+
+    async def drop_reports_before(self, cutoff: datetime) -> int:
+        """Retention: delete the readings and commands stamped before `cutoff`, in bounded
+        writer steps (`retention`), keeping each network's stored bytes right. Returns the
+        rows removed."""
+        removed, resume = 0, 0
+        while resume is not None:
+            step, resume = await self._write(DropHistoryStep(to_us(cutoff), resume))
+            removed += step
+        return removed
 
     async def append_audit(self, record: AuditRecord, network: UUID | None = None) -> int:
         """Append `record` to the audit trail (in `network`'s queue, behind its earlier

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 import pytest
 import trio
 
-from gateway.app import _maintain_log, open_log
+from gateway.app import open_log
 from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.logs import DAY, EventLog, RotatingLogFile
+from gateway.maintenance import maintain_log
 
 NOON = 20_000 * DAY + DAY / 2  # 2024-10-04 12:00 UTC
 
@@ -161,7 +162,7 @@ async def test_maintenance_runs_at_start_just_after_utc_midnight_and_at_least_ho
         return start + trio.current_time()
 
     with trio.move_on_after(3 * 3600):
-        await _maintain_log(log, clock=wall)  # type: ignore[arg-type]
+        await maintain_log(log, clock=wall)  # type: ignore[arg-type]
     assert log.at[:2] == [0.0, pytest.approx(11.0)]  # at start, then 1 s past midnight
     assert len(log.at) == 4
     assert all(b - a <= 3600.0 for a, b in zip(log.at, log.at[1:], strict=False))
