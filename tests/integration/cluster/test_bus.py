@@ -9,7 +9,7 @@ from functools import partial
 import psycopg
 import trio
 
-from gateway.cluster.bus import CONTROL, RELAY, Bus
+from gateway.cluster.bus import CONTROL, RELAY, Bus, PgLane
 from gateway.cluster.schema import MIGRATIONS, migrate
 from gateway.logs import EventLog
 from gateway.metrics import ClusterMetrics
@@ -127,3 +127,21 @@ async def test_a_note_no_node_wrote_is_logged_and_the_bus_goes_on(postgres_url, 
     assert b.got == [(RELAY, "a", "good")]
     assert [r["event"] for r in b.logs if r["event"].startswith("cluster_handler")] == [
         "cluster_handler_failed"]
+
+
+async def test_a_lane_whose_connection_the_server_ended_runs_its_next_call_on_a_new_one(
+        postgres_url):
+    lane = PgLane(postgres_url)
+
+    def backend_pid(conn: psycopg.Connection) -> int:
+        return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    try:
+        first = await lane.run(backend_pid)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            # What a restart or a failover does to an idle connection (waits for the end).
+            assert conn.execute("SELECT pg_terminate_backend(%s, 10000)", (first,)
+                                ).fetchone() == (True,)
+        assert await lane.run(backend_pid) != first  # not ClusterUnavailable once first
+    finally:
+        lane.close()
