@@ -35,7 +35,7 @@ from bench.servers import free_port
 BIN = Path(sys.executable).parent
 RESTART_GOAL_S = 5.0
 ATTACKS = ("subscribe-freeze", "offline-fanout", "writer-starvation", "log-amplification",
-           "http-slowloris", "pending-handshakes")
+           "http-slowloris", "pending-handshakes", "tls-flood")
 
 
 class Gateway:

@@ -136,6 +136,17 @@ class GatewayConfig:
     and timing most out). A handshake counts for one second at most."""
     http_unauthenticated_head_timeout: float = 5.0
     """Seconds an HTTPS connection without a client certificate may take per request head."""
+    http_connection_rate: float = 200.0
+    """New HTTPS connections accepted per second in total; past it (and past the burst) they
+    are closed at accept, before TLS: a handshake flood can take a bounded share of the CPU
+    the devices' traffic needs, about 200 x 1 ms of it per second."""
+    http_connection_burst: int = 400
+    """The same, how many may arrive at once."""
+    http_connection_rate_per_source: float = 50.0
+    """New HTTPS connections per second from one source address (an IPv4 address or an IPv6
+    /64), checked before `http_connection_rate`: one source's flood spends only its share."""
+    http_connection_burst_per_source: int = 200
+    """The same, how many may arrive at once (a console page opens several)."""
     max_queued_operations_per_network: int = 1_000
     """Write operations one network may have waiting for the store's writer (one socket
     read's reports are one); past it that network's connections stop reading."""
@@ -373,7 +384,8 @@ def _validate(config: GatewayConfig) -> GatewayConfig:
         "max_retained_bytes_per_network",
         "max_filters_per_subscribe", "max_subscriptions_per_session", "max_pending",
         "max_pending_per_source", "max_handshakes_in_progress",
-        "http_unauthenticated_head_timeout",
+        "http_unauthenticated_head_timeout", "http_connection_rate", "http_connection_burst",
+        "http_connection_rate_per_source", "http_connection_burst_per_source",
         "max_queued_operations_per_network", "max_queued_reports_per_network",
         "max_queued_reports", "max_readings_per_second_per_network",
         "readings_burst_per_network",

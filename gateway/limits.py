@@ -78,6 +78,28 @@ class SourceRates:
         return bucket.try_take(1, now)
 
 
+class AcceptRates:
+    """New connections per second, per source address (`source_key`) first, then in total:
+    the HTTPS listener's guard against a handshake flood. Each TLS handshake costs the
+    gateway about a millisecond of CPU, so without it one source could spend the core the
+    devices' traffic needs; a refused connection is closed at accept, before any TLS."""
+
+    __slots__ = ("per_source", "total", "names")
+
+    def __init__(self, per_source: SourceRates, total: TokenBucket,
+                 names: tuple[str, str]) -> None:
+        self.per_source, self.total, self.names = per_source, total, names
+
+    def refuse(self, source: str, now: float) -> str | None:
+        """Take one accept for `source`; return the name of the limit that refuses it, or
+        None. A source over its own rate spends nothing of the total."""
+        if not self.per_source.try_take(source, now):
+            return self.names[0]
+        if not self.total.try_take(1, now):
+            return self.names[1]
+        return None
+
+
 class NetworkRates:
     """A token bucket per network (`rate` per second, `burst`), e.g. readings per second.
 

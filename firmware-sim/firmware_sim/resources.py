@@ -27,7 +27,7 @@ from typing import Any
 
 from .bundle import load_bundle
 from .errors import ExitCode, SimError
-from .hogs import ATTACKS, Attack, HttpSlowloris, Sizes
+from .hogs import ATTACKS, Attack, HttpSlowloris, Sizes, TlsFlood
 from .victim import Sampler, Victim
 
 PUBACK_GOAL_S = 0.100
@@ -43,6 +43,8 @@ def _make(name: str, args: Any, attacker, host: str, port: int, sizes: Sizes) ->
     cls = ATTACKS[name]
     if cls is HttpSlowloris:
         return cls(attacker, host, port, sizes, http=args.http, operator=args.operator)
+    if cls is TlsFlood:
+        return cls(attacker, host, port, sizes, http=args.http)
     return cls(attacker, host, port, sizes)
 
 
@@ -146,7 +148,7 @@ def sizes_of(args: Any) -> Sizes:
     return Sizes(retained=args.retained, filters=args.filters, sessions=args.sessions,
                  fanout_publishes=args.fanout_publishes, fanout_bytes=args.fanout_bytes,
                  readings=args.readings, slow_http=args.slow_http, pending=args.pending,
-                 source=args.source)
+                 flooders=args.flooders, source=args.source)
 
 
 def run_resources(args: Any) -> int:

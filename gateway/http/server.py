@@ -2,8 +2,10 @@
 
 Theory of operation (the shape of h11's examples/trio-server.py), per accepted connection:
 
-1. Admission: until it shows an operator certificate (or a request of it is answered as of a
-   signed-in console session, `Response.signed_in`) a connection is pending, in a pool
+1. Admission: a new connection over its source's accept rate or the listener's
+   (`connection_rate_per_source`, `connection_rate`: `AcceptRates`) is closed at once,
+   before any TLS work. Then, until it shows an operator certificate (or a request of it is
+   answered as of a signed-in console session, `Response.signed_in`) it is pending, in a pool
    capped per source address and in total (`max_pending`, `max_pending_per_source`); when
    full, the oldest pending connection is dropped, never an authenticated one. TLS: once the first
    bytes arrive, an `SSLStream` on the context current then (server certificate, client
@@ -37,10 +39,10 @@ import trio
 
 from gateway.admission import handshake, send_alert
 from gateway.errors import AdmissionRefused
-from gateway.limits import PendingPool, source_key
+from gateway.limits import AcceptRates, PendingPool, SourceRates, TokenBucket, source_key
 
 from ..listeners import open_tcp_listeners
-from ..metrics import HttpMetrics
+from ..metrics import HTTP_RATE_LIMITS, HttpMetrics
 from .api import Api
 from .auth import Operator, authenticate
 from .errors import ApiError
@@ -66,6 +68,10 @@ class HttpLimits:
     # session); the others live in the pending pool
     max_pending: int = 1_024  # unauthenticated connections (see PendingPool)
     max_pending_per_source: int = 32
+    connection_rate: float = 200.0  # new connections per second, in total ...
+    connection_burst: int = 400
+    connection_rate_per_source: float = 50.0  # ... and per source (see AcceptRates)
+    connection_burst_per_source: int = 200
 
 
 def route_class(path: str) -> str:
@@ -94,6 +100,10 @@ class HttpStatistics:
         self.metrics = metrics if metrics is not None else HttpMetrics()
         self.operator_connections = 0  # operator certificates, and signed-in console sessions
         self.pending = PendingPool(limits.max_pending, limits.max_pending_per_source)
+        self.accepts = AcceptRates(
+            SourceRates(limits.connection_rate_per_source, limits.connection_burst_per_source),
+            TokenBucket(limits.connection_rate, limits.connection_burst, 0.0),
+            HTTP_RATE_LIMITS)
 
 
 class _Connection:
@@ -343,12 +353,18 @@ async def _serve_connection(tcp: trio.SocketStream, tls: TLSProvider, api: Api,
     except OSError:
         await trio.aclose_forcefully(tcp)
         return
+    source = source_key(peer)
+    refused = stats.accepts.refuse(source, trio.current_time())
+    if refused is not None:  # closed before any TLS work: counted, not logged (a flood)
+        stats.metrics.throttled.inc(refused)
+        await trio.aclose_forcefully(tcp)
+        return
     stats.metrics.connections_open.inc()
     stats.metrics.connections.inc()
     # Until it shows an operator certificate a connection lives in the pending pool; when
     # the pool (or its source's share) is full, the oldest pending connection is dropped.
     scope = trio.CancelScope()
-    for victim, limit in stats.pending.admit(scope, source_key(peer)):
+    for victim, limit in stats.pending.admit(scope, source):
         stats.metrics.pending_evicted.inc(limit)
         victim.cancel()  # type: ignore[attr-defined]
     stream: trio.abc.AsyncResource = tcp

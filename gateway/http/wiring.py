@@ -199,7 +199,11 @@ def http_limits(config: Any) -> Any:
     return HttpLimits(handshake_timeout=config.handshake_timeout,
                       unauthenticated_header_timeout=config.http_unauthenticated_head_timeout,
                       max_pending=config.max_pending,
-                      max_pending_per_source=config.max_pending_per_source)
+                      max_pending_per_source=config.max_pending_per_source,
+                      connection_rate=config.http_connection_rate,
+                      connection_burst=config.http_connection_burst,
+                      connection_rate_per_source=config.http_connection_rate_per_source,
+                      connection_burst_per_source=config.http_connection_burst_per_source)
 
 
 async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,

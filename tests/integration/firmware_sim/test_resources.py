@@ -20,10 +20,10 @@ BIN = Path(sys.executable).parent
 SIM = shutil.which("firmware-sim", path=str(BIN)) or "firmware-sim"
 GATEWAY = shutil.which("fleet-gateway", path=str(BIN)) or "fleet-gateway"
 ATTACKS = ["subscribe-freeze", "offline-fanout", "writer-starvation", "log-amplification",
-           "http-slowloris", "pending-handshakes"]
+           "http-slowloris", "pending-handshakes", "tls-flood"]
 SMALL = ["--seconds", "1", "--baseline", "0.5", "--retained", "50", "--filters", "20",
          "--sessions", "5", "--fanout-publishes", "2", "--fanout-bytes", "1000",
-         "--readings", "10", "--slow-http", "5", "--pending", "10"]
+         "--readings", "10", "--slow-http", "5", "--pending", "10", "--flooders", "1"]
 
 
 @pytest.fixture
@@ -88,6 +88,9 @@ def test_resources_runs_every_attack_and_prints_one_row_each(served, ca_home, ma
     assert "slow connections held" in rows["http-slowloris"]["notes"]
     assert re.fullmatch(r"\d+/[1-9]\d*", rows["http-slowloris"]["operator_ok"])
     assert "connected" in rows["pending-handshakes"]["notes"]
+    flood = re.search(r"MQTT: (\d+) handshakes answered, \d+ cut before TLS .*"
+                      r"HTTPS: (\d+) handshakes answered", rows["tls-flood"]["notes"])
+    assert flood and int(flood[1]) > 0 and int(flood[2]) > 0, rows["tls-flood"]["notes"]
     if done.returncode == 1:
         assert "goal missed: " in done.stderr
     # Cleaned up: the retained fill and fan-out publishes are cleared (a fresh `res/#`

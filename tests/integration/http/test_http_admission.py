@@ -58,7 +58,8 @@ async def test_a_flood_of_slow_unauthenticated_connections_does_not_keep_an_oper
     ca_home, tmp_path
 ):
     async with _env(ca_home, tmp_path, max_pending=64, max_pending_per_source=16,
-                    max_connections=4) as env:
+                    max_connections=4, connection_burst=1000,
+                    connection_burst_per_source=1000) as env:  # the pool is the point here
         flood = [await _silent(env, "127.0.0.1") for _ in range(200)]
         flood += [await _slow_head(env, "127.0.0.1") for _ in range(40)]
         await _admitted(env, 240)
@@ -159,3 +160,24 @@ async def test_the_head_deadline_is_short_without_an_operator_certificate_only(
         assert (await _read_all(anonymous)).startswith(b"HTTP/1.1 408 ")
         await operator.send_all(b"Connection: close\r\n\r\n")
         assert (await _read_all(operator)).startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_source_over_its_accept_rate_is_closed_before_tls_and_others_still_get_in(
+    ca_home, tmp_path
+):
+    # Rates so low nothing refills during the test: only the bursts count.
+    async with _env(ca_home, tmp_path, connection_rate_per_source=0.001,
+                    connection_burst_per_source=3, connection_rate=0.001,
+                    connection_burst=5) as env:
+        served = [await _slow_head(env, "127.0.0.2") for _ in range(3)]
+        refused = await _silent(env, "127.0.0.2")  # accepted by the kernel, then closed
+        assert await _closed(refused)
+        other = await _slow_head(env, "127.0.0.3")  # another source: its own share
+        throttled = env.stats.metrics.throttled.values()
+        assert throttled == {"http_connection_rate_per_source": 1, "http_connection_rate": 0}
+        # The total: 4 accepted so far of a burst of 5; a third source gets the last one.
+        last = await _slow_head(env, "127.0.0.4")
+        assert await _closed(await _silent(env, "127.0.0.5"))
+        assert env.stats.metrics.throttled.values()["http_connection_rate"] == 1
+        for stream in (*served, refused, other, last):
+            await trio.aclose_forcefully(stream)
