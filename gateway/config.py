@@ -198,6 +198,10 @@ class GatewayConfig:
     console_activity_networks: int = 10_000
     """Networks active in the last two minutes whose reports and refused connections per
     minute are kept; past it the least recently active is dropped (its figures read 0)."""
+    data_key: Path | None = None
+    """The data key file sealing people's personal data (0600). Default <data>/data.key;
+    with `store` and no `data`, the console runs only when this is set (the same file on
+    every node; never in the database)."""
     # [signer]: device enrolment by claim and renewal (docs/operations.md, "The gateway and
     # the signer"); the gateway relays CSRs and never reads a CA key.
     signer: str = "off"
@@ -287,6 +291,13 @@ class GatewayConfig:
         return self.data / "erasures.jsonl"
 
     @property
+    def data_key_path(self) -> Path | None:
+        """The console's data key file, or None (no console)."""
+        if self.data_key is not None:
+            return self.data_key
+        return None if self.data is None else self.data / "data.key"
+
+    @property
     def mqtt_address(self) -> tuple[str, int]:
         return parse_address(self.mqtt)
 
@@ -300,7 +311,8 @@ class GatewayConfig:
         return self.ca_home
 
 
-_PATH_FIELDS = {"ca_home", "cert", "key", "data", "erasure_ledger", "signer_cert", "signer_key"}
+_PATH_FIELDS = {"ca_home", "cert", "key", "data", "erasure_ledger", "signer_cert", "signer_key",
+                "data_key"}
 _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
 _SECTIONS = ("tls", "mqtt", "limits", "console", "signer", "cluster", "log")
 

@@ -85,6 +85,13 @@ class DataKey:
     def current_id(self) -> str:
         return self._keys[0].kid.hex()
 
+    def holds(self, key_id: str) -> bool:
+        """Whether the key of this id (hex, as `current_id`) is in the file."""
+        try:
+            return bytes.fromhex(key_id) in self._by_id
+        except ValueError:
+            return False
+
     def encrypt(self, plaintext: bytes, purpose: bytes) -> bytes:
         key = self._keys[0]
         nonce = secrets.token_bytes(_NONCE_LEN)

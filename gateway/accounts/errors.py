@@ -24,3 +24,7 @@ class BadLogin(AccountError):
 
 class OwnerCodeRefused(AccountError):
     """An owner code that is unknown or was used already (one answer for both)."""
+
+
+class AccountsUnavailable(AccountError):
+    """The accounts' PostgreSQL database cannot be reached (or the connection was lost)."""

@@ -1,7 +1,7 @@
 """The console's requests: session, CSRF and ownership checks, then one handler per page.
 
 Isolation between owners: every network, value or export an owner asks for is checked with
-`AccountStore.owns` first; anything not theirs answers exactly as a network that does not
+`AccountsBase.owns` first; anything not theirs answers exactly as a network that does not
 exist (404), so a guessed UUID tells nothing. Operators see the whole fleet.
 """
 
@@ -19,7 +19,7 @@ from uuid import UUID
 
 import trio
 
-from ..accounts import AccountError, AccountStore, BadLogin, OwnerCodeRefused
+from ..accounts import AccountError, AccountsBase, BadLogin, OwnerCodeRefused
 from ..accounts.store import Account, Session
 from ..config import GatewayConfig
 from ..http.auth import Operator
@@ -58,7 +58,7 @@ class _Who:
 
 
 class Console:
-    def __init__(self, api: Any, accounts: AccountStore, *, limiter: trio.CapacityLimiter,
+    def __init__(self, api: Any, accounts: AccountsBase, *, limiter: trio.CapacityLimiter,
                  config: GatewayConfig | None = None,
                  monotonic: Callable[[], float] = trio.current_time,
                  wall: Callable[[], datetime] = lambda: datetime.now(UTC),

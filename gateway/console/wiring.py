@@ -1,4 +1,5 @@
-"""The console as `fleet-gateway serve` runs it: the accounts file of the data folder, the
+"""The console as `fleet-gateway serve` runs it: the accounts its configuration names (the
+data folder's file, or the PostgreSQL store's tables: `gateway.accounts.open_accounts`), the
 owner-code sink fed by MQTT admission, and the Console factory `serve_http` takes."""
 
 from __future__ import annotations
@@ -6,25 +7,36 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..accounts import AccountStore
+from ..accounts.errors import AccountsUnavailable, DataKeyError
+from ..accounts.factory import open_accounts
 from ..accounts.sink import OwnerCodeSink
+from ..errors import ConfigError
+from ..storage.errors import StoreUnavailable
 from .app import Console
 
 
 @asynccontextmanager
-async def console_for(gateway: Any, data: Path | None
-                      ) -> AsyncIterator[Callable[[Any], Console] | None]:
-    """Yield the Console factory (None without a data folder: no console)."""
-    if data is None:
+async def console_for(gateway: Any) -> AsyncIterator[Callable[[Any], Console] | None]:
+    """Yield the Console factory of `gateway.config` (None without a data key: no console).
+
+    Raises:
+        ConfigError: the data key file is unusable (`DataKeyError`'s reason): exit 3.
+        StoreUnavailable: the accounts' PostgreSQL cannot be reached: exit 9.
+    """
+    try:
+        accounts = await trio.to_thread.run_sync(
+            lambda: open_accounts(gateway.config, now_us=lambda: time.time_ns() // 1000))
+    except DataKeyError as exc:
+        raise ConfigError(f"console: {exc}") from None
+    except AccountsUnavailable as exc:
+        raise StoreUnavailable(str(exc)) from None
+    if accounts is None:
         yield None
         return
-    accounts = await trio.to_thread.run_sync(
-        lambda: AccountStore.in_folder(data, now_us=lambda: time.time_ns() // 1000))
     limiter = trio.CapacityLimiter(1)
     sink = OwnerCodeSink(accounts, gateway.metrics.console, limiter)
     try:

@@ -235,7 +235,7 @@ async def serve_gateway_http(gateway: Any, store: Any, stats: Any = None, *,
 
     from gateway.console.wiring import console_for
 
-    async with console_for(gateway, config.data) as console:
+    async with console_for(gateway) as console:
         await serve_http(address, http_tls(gateway.tls), store, hooks=hooks, bars=bars,
                          certificates=InventoryLookup(config.ca_home),
                          metrics=lambda: gateway_samples(gateway, store, gateway.ingest, stats),

@@ -90,7 +90,7 @@ async def start_console_env(home: Any, data: Path, nursery: trio.Nursery, store:
     env = ConsoleEnv(home, store, ingest, gateway, ("", 0), mqtt, data, stream)
 
     async def serve(task_status: trio.TaskStatus[Any]) -> None:
-        async with console_for(gateway, data) as factory:
+        async with console_for(gateway) as factory:
             def console(api: Any) -> Any:
                 made = factory(api)
                 env.accounts = made.accounts
