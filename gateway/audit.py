@@ -135,6 +135,35 @@ def record_offline(data: Path, action: str, subject: str, **details: object) -> 
         raise StorageError(f"cannot record in {data / DB_NAME}: {exc}") from None
 
 
+def record_offline_postgres(url: str, action: str, subject: str, **details: object) -> None:
+    """`record_offline` for the PostgreSQL store at `url` (its schema made if missing).
+
+    Raises:
+        StorageError: the store cannot be reached, migrated or written.
+    """
+    import getpass
+
+    import psycopg
+
+    from .storage.postgres import audit_ops
+    from .storage.postgres.schema import migrate
+    from .storage.postgres.url import redact
+
+    try:
+        actor = getpass.getuser()
+    except (KeyError, OSError):
+        actor = "unknown"
+    record = AuditRecord(actor, datetime.now(UTC), (AuditEvent(action, subject, details),))
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            migrate(conn)
+            with conn.transaction():
+                audit_ops.append(conn, record)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StorageError(f"cannot record in {redact(url)}: {first}") from None
+
+
 # -- fleet-gateway audit show|verify ---------------------------------------------------------
 
 def add_verb(verbs: argparse._SubParsersAction) -> None:

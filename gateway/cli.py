@@ -148,18 +148,24 @@ def _parser() -> argparse.ArgumentParser:
                         help="the erasure ledger (default <data>/erasures.jsonl)")
     account = verbs.add_parser(
         "account", help="manage console accounts (add-operator bootstraps the first one)",
-        description="add-operator: create an operator account in <data>/accounts.db "
-                    "(the password from a prompt, or the first line of --password-file). "
-                    "rotate-key: encrypt every account under a fresh data key (stop the "
-                    "gateway first).",
+        description="add-operator: create an operator account in <data>/accounts.db, or "
+                    "with --store in the PostgreSQL store (the password from a prompt, or the "
+                    "first line of --password-file). rotate-key: encrypt every account under "
+                    "a fresh data key (stop the gateway, or every node, first).",
         epilog="examples:\n"
                "  fleet-gateway account add-operator alice@example.com --data /var/lib/fleetgate\n"
-               "  fleet-gateway account rotate-key --data /var/lib/fleetgate\n",
+               "  fleet-gateway account rotate-key --data /var/lib/fleetgate\n"
+               "  fleet-gateway account add-operator alice@example.com --store "
+               "postgresql://fleetgate@db/fleetgate --data-key /etc/fleetgate/data.key\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     account.add_argument("action", choices=("add-operator", "rotate-key"))
     account.add_argument("email", nargs="?")
-    account.add_argument("--config", type=Path, help="TOML config file (for data)")
+    account.add_argument("--config", type=Path, help="TOML config file (data, store, data_key)")
     account.add_argument("--data", type=Path, help="the gateway's data folder")
+    account.add_argument("--store", metavar="URL", help="the PostgreSQL store (accounts there; "
+                         "default: $FLEETGATE_STORE)")
+    account.add_argument("--data-key", type=Path, help="the data key file (default "
+                         "<data>/data.key)")
     account.add_argument("--password-file", type=Path, help="file whose first line is it")
     from .audit import add_verb
     add_verb(verbs)
