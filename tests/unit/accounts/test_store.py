@@ -1,49 +1,28 @@
-"""The accounts file: encryption at rest, login, owner codes, sessions, erasure."""
+"""The account store on both engines (SQLite file, PostgreSQL tables): encryption at rest,
+login, owner codes, sessions, erasure, key rotation."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
-from gateway.accounts import AccountExists, AccountStore, BadLogin, OwnerCodeRefused, passwords
+from gateway.accounts import AccountExists, BadLogin, OwnerCodeRefused, passwords
 from gateway.accounts.errors import AccountError
 from gateway.accounts.store import code_hash
+from tests.unit.accounts.accounthelpers import Clock, engine, store  # noqa: F401 - fixtures
 
 PW = "correct horse battery"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = AccountStore.in_folder(tmp_path, now_us=Clock())
-    yield s
-    s.close()
-
-
-def _raw_rows(path) -> list[tuple]:
-    db = sqlite3.connect(path)
-    try:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return [row for t in tables for row in db.execute(f"SELECT * FROM {t}")]
-    finally:
-        db.close()
-
-
-def test_stored_rows_never_hold_the_email_or_details_in_clear(store, tmp_path):
+def test_stored_rows_never_hold_the_email_or_details_in_clear(store, engine):
     store.add("ada@example.org", PW, "owner", {"name": "Ada Lovelace", "phone": "+44 1"})
+    token, _ = store.open_session(store.authenticate("ada@example.org", PW).id, "127.0.0.1")
     store.close()
-    raw = open(tmp_path / "accounts.db", "rb").read()
-    for clear in (b"ada@example.org", b"Ada Lovelace", b"+44 1", b"example"):
+    raw = engine.raw_dump()  # the SQLite file, or pg_dump of the database
+    assert b"console_accounts" in raw or engine.name == "sqlite"
+    for clear in (b"ada@example.org", b"Ada Lovelace", b"+44 1", b"example", token.encode(),
+                  engine.key_path.read_bytes().split()[1]):
         assert clear not in raw
-    for row in _raw_rows(tmp_path / "accounts.db"):
+    for row in engine.raw_rows():
         assert "ada@" not in repr(row)
 
 
@@ -116,7 +95,7 @@ def test_sessions_listed_revoked_and_expire(store):
     assert store.session(token, max_idle_us=5) is None
 
 
-def test_delete_leaves_no_row_and_returns_owned_networks(store, tmp_path):
+def test_delete_leaves_no_row_and_returns_owned_networks(store, engine):
     ada = store.add("ada@example.org", PW, "owner", {"name": "Ada"})
     bob = store.add("bob@example.org", PW, "owner")
     store.record_owner_code("net-a", code_hash("a"))
@@ -125,27 +104,59 @@ def test_delete_leaves_no_row_and_returns_owned_networks(store, tmp_path):
     store.claim(bob.id, "b")
     store.open_session(ada.id, "127.0.0.1")
     assert store.delete(ada.id) == ["net-a"]
-    rows = _raw_rows(tmp_path / "accounts.db")
+    rows = engine.raw_rows()
     assert all(ada.id not in row[:3] or row[0] == bob.id for row in rows)
     assert not any("net-a" in repr(row) for row in rows)
     assert store.networks_of(bob.id) == ["net-b"]
 
 
-def test_rotate_key_reencrypts_and_login_still_works(store, tmp_path):
+def test_rotate_key_reencrypts_and_login_still_works(store, engine):
     store.add("ada@example.org", PW, "owner", {"name": "Ada"})
     old_id = store.key.current_id
-    before = _raw_rows(tmp_path / "accounts.db")
+    before = engine.raw_rows()
     new_id = store.rotate_key()
     assert new_id != old_id
-    after = _raw_rows(tmp_path / "accounts.db")
+    after = engine.raw_rows()
     assert before != after
     account = store.authenticate("ada@example.org", PW)
     assert account.details == {"name": "Ada"}
-    assert (tmp_path / "data.key").read_text().count("\n") == 1
+    assert engine.key_path.read_text().count("\n") == 1
+    store.close()
+    reopened = engine.open()
+    try:
+        assert reopened.authenticate("ada@example.org", PW).details == {"name": "Ada"}
+    finally:
+        reopened.close()
 
 
-def test_accounts_file_is_0600(store, tmp_path):
+def test_network_erasure_leaves_no_row(store, engine):
+    ada = store.add("ada@example.org", PW, "owner")
+    store.record_owner_code("net-a", code_hash("a"))
+    store.claim(ada.id, "a")
+    store.forget_network("net-a")
+    assert not any("net-a" in repr(row) for row in engine.raw_rows())
+    assert store.networks_of(ada.id) == []
+    store.record_owner_code("net-a", code_hash("a2"))  # a network made again: a new code
+    assert store.claim(ada.id, "a2") == "net-a"
+
+
+def test_release_keeps_the_networks_unowned_and_claimable(store, engine):
+    ada = store.add("ada@example.org", PW, "owner")
+    bob = store.add("bob@example.org", PW, "owner")
+    store.record_owner_codes({"net-a": code_hash("a"), "net-b": code_hash("b")})
+    store.claim(ada.id, "a")
+    assert store.delete(ada.id, release=True) == ["net-a"]
+    assert store.claim(bob.id, "a") == "net-a"
+    assert [row[0] for row in store.all()] == [bob.id]
+
+
+def test_accounts_file_is_0600(tmp_path):
     import stat
+
+    from tests.unit.accounts.accounthelpers import sqlite_engine
+
+    store = sqlite_engine(tmp_path).open()
     store.add("ada@example.org", PW, "owner")
-    for name in ("accounts.db", "accounts.db-wal"):
+    for name in ("accounts.db", "accounts.db-wal", "data.key"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    store.close()
