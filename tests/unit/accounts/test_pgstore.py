@@ -10,8 +10,7 @@ import threading
 import psycopg
 import pytest
 
-from gateway.accounts import AccountsUnavailable, BadLogin, DataKeyError
-from gateway.accounts import pgschema
+from gateway.accounts import AccountsUnavailable, BadLogin, DataKeyError, pgschema
 from gateway.accounts.pgstore import PostgresAccountStore
 from tests.unit.accounts.accounthelpers import Clock
 

@@ -8,7 +8,7 @@ import pytest
 from gateway.accounts import AccountExists, BadLogin, OwnerCodeRefused, passwords
 from gateway.accounts.errors import AccountError
 from gateway.accounts.store import code_hash
-from tests.unit.accounts.accounthelpers import Clock, engine, store  # noqa: F401 - fixtures
+from tests.unit.accounts.accounthelpers import Clock  # noqa: F401 - other tests import it here
 
 PW = "correct horse battery"
 
