@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
         verb.add_argument("--store", metavar="URL",
                           help="PostgreSQL store, postgresql://USER@HOST:PORT/DB, instead of "
                                "SQLite in --data (default: $FLEETGATE_STORE)")
+        verb.add_argument("--data-key", type=Path, metavar="FILE",
+                          help="the console's data key (default <data>/data.key; the same "
+                               "file on every node of a cluster)")
         verb.add_argument("--log-file", help='JSON log destination ("-" for stderr)')
         # Checked with the config (not argparse `choices`): a wrong value is a configuration
         # error, one line and exit 3, whether it came from the flag or the file.
@@ -210,6 +213,7 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
             "metrics": args.metrics,
             "data": args.data,
             "store": args.store,
+            "data_key": args.data_key,
             "log_file": args.log_file,
             "log_level": args.log_level,
             "node": args.node,

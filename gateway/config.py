@@ -44,7 +44,7 @@ class GatewayConfig:
     """Plain-HTTP /metrics listener for Prometheus, HOST:PORT or "off" (keep it private)."""
     data: Path | None = None
     """Data folder of the SQLite store; unset: nothing stored, acknowledgements mean routed.
-    With `store` set, it keeps only the console's accounts and the bar list."""
+    With `store` set, it keeps only the erasure ledger and (by default) the data key."""
     store: str | None = None
     """PostgreSQL store URL, postgresql://USER@HOST:PORT/DB (env FLEETGATE_STORE); set, it
     replaces the SQLite store in `data`."""

@@ -22,11 +22,11 @@ EXE = shutil.which("fleet-gateway", path=str(Path(sys.executable).parent)) or "f
 class NodeProcess:
     """A `fleet-gateway serve` child; its JSON log lines (stderr) read by a thread."""
 
-    def __init__(self, ca_home: Path, url: str, name: str) -> None:
+    def __init__(self, ca_home: Path, url: str, name: str, *extra: str) -> None:
         self.name = name
         self.proc = subprocess.Popen(
             [EXE, "serve", "--ca-home", str(ca_home), "--mqtt", "127.0.0.1:0",
-             "--http", "127.0.0.1:0", "--store", url],
+             "--http", "127.0.0.1:0", "--store", url, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[dict] = []
         self._cond = threading.Condition()

@@ -51,3 +51,45 @@ def test_account_changes_from_the_command_line_are_audit_entries(tmp_path, capsy
         ("account.add-operator", "operator"), ("account.rotate-key", entries[1]["subject"])]
     assert "op@example.org" not in json.dumps(entries)  # the account's id, not its address
     assert main(["audit", "verify", "--data", str(data)]) == 0
+
+
+def test_add_operator_and_rotate_key_on_the_postgresql_store(tmp_path, postgres_url, capsys):
+    import json
+
+    from gateway.accounts.pgstore import PostgresAccountStore
+
+    (tmp_path / "pw").write_text("a long enough password\n")
+    key = tmp_path / "etc" / "data.key"
+    argv = ["account", "add-operator", "op@example.org", "--store", postgres_url,
+            "--data-key", str(key), "--password-file", str(tmp_path / "pw")]
+    assert main(argv) == 0
+    assert "created in PostgreSQL" in capsys.readouterr().out
+    assert not (tmp_path / "data").exists()  # no data folder needed
+    assert main(argv) == 6
+    assert "exists" in capsys.readouterr().err
+    before = key.read_text()
+    assert main(["account", "rotate-key", "--store", postgres_url, "--data-key", str(key)]) == 0
+    assert "copy this file to every node" in capsys.readouterr().out
+    assert key.read_text() != before
+    store = PostgresAccountStore.open(postgres_url, key, now_us=lambda: 0)
+    try:
+        assert store.authenticate("op@example.org", "a long enough password").role == \
+            "operator"
+    finally:
+        store.close()
+    assert main(["audit", "show", "--json", "--store", postgres_url]) == 0
+    entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["action"] for e in entries] == ["account.add-operator", "account.rotate-key"]
+
+
+def test_the_postgresql_accounts_need_a_data_key_and_a_reachable_server(tmp_path, capsys,
+                                                                       postgres_url):
+    (tmp_path / "pw").write_text("a long enough password\n")
+    add = ["account", "add-operator", "op@example.org", "--password-file", str(tmp_path / "pw")]
+    assert main([*add, "--store", postgres_url]) == 3
+    assert "no data key" in capsys.readouterr().err
+    assert main([*add, "--store", "mysql://db/x", "--data-key", str(tmp_path / "k")]) == 8
+    capsys.readouterr()
+    nowhere = f"postgresql://nobody@/db?host={tmp_path}&port=1"
+    assert main([*add, "--store", nowhere, "--data-key", str(tmp_path / "k")]) == 9
+    assert "cannot reach PostgreSQL" in capsys.readouterr().err
