@@ -11,13 +11,15 @@ rows the other nodes cannot open.
 
 One psycopg connection (autocommit) per store, guarded by a lock: calls are synchronous and
 short, from the console's worker thread and the owner-code sink's (the gateway serialises
-them already). A connection found broken is replaced on the next call. A read that fails
-because the connection was lost is retried once on a fresh one; a write is not (it may have
-been applied): it raises `AccountsUnavailable`, which the console answers as a failed request.
+them already). Before each call a connection the server ended while idle (a restart, a
+failover) is replaced. A read that fails because the connection was lost meanwhile is
+retried once on a fresh one; a write is not (it may have been applied): it raises
+`AccountsUnavailable`, which the console answers as a failed request.
 """
 
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -183,7 +185,7 @@ class PostgresAccountStore(AccountsBase):
                     retry = False
 
     def _live(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        if self._conn is None or _ended(self._conn):
             if self._conn is not None:
                 self._conn.close()
             self._conn = None
@@ -198,6 +200,20 @@ class PostgresAccountStore(AccountsBase):
             if self._conn is conn:
                 self._conn = None
         return AccountsUnavailable(f"accounts in PostgreSQL: {_first_line(exc)}")
+
+
+def _ended(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the connection is unusable, or the server ended it while it was idle (a
+    restart, a failover, `pg_terminate_backend`: the backend sent a FATAL notice and closed,
+    so the socket is readable though nothing was asked). Found without a round trip, so the
+    call about to run, a write included, goes to a new connection instead of failing."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
 
 
 def _first_line(exc: Exception) -> str:
