@@ -154,14 +154,15 @@ def _parser() -> argparse.ArgumentParser:
         description="add-operator: create an operator account in <data>/accounts.db, or "
                     "with --store in the PostgreSQL store (the password from a prompt, or the "
                     "first line of --password-file). rotate-key: encrypt every account under "
-                    "a fresh data key (stop the gateway, or every node, first).",
+                    "a fresh data key (stop the gateway, or every node, first). import: copy "
+                    "<data>/accounts.db into the (empty) accounts of the --store.",
         epilog="examples:\n"
                "  fleet-gateway account add-operator alice@example.com --data /var/lib/fleetgate\n"
                "  fleet-gateway account rotate-key --data /var/lib/fleetgate\n"
                "  fleet-gateway account add-operator alice@example.com --store "
                "postgresql://fleetgate@db/fleetgate --data-key /etc/fleetgate/data.key\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    account.add_argument("action", choices=("add-operator", "rotate-key"))
+    account.add_argument("action", choices=("add-operator", "rotate-key", "import"))
     account.add_argument("email", nargs="?")
     account.add_argument("--config", type=Path, help="TOML config file (data, store, data_key)")
     account.add_argument("--data", type=Path, help="the gateway's data folder")

@@ -135,8 +135,7 @@ class AccountsBase:
     def all(self) -> list[tuple[int, str, int]]:
         """(id, role, created_us) of every account: what an operator's list needs, nothing
         decrypted."""
-        return [tuple(r) for r in self._rows(self._sql(  # type: ignore[misc]
-            "SELECT id, role, created_us FROM {accounts} ORDER BY id"))]
+        return self._rows(self._sql("SELECT id, role, created_us FROM {accounts} ORDER BY id"))
 
     def authenticate(self, email: str, password: str) -> Account:
         """The account, or BadLogin whether the email is unknown or the password wrong (same

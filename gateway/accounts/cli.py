@@ -1,13 +1,14 @@
 """`fleet-gateway account add-operator EMAIL`: the first operator, before any console login;
-`fleet-gateway account rotate-key`: every account under a fresh data key.
+`fleet-gateway account rotate-key`: every account under a fresh data key;
+`fleet-gateway account import --data DIR --store URL`: `<data>/accounts.db` into PostgreSQL.
 
 The accounts are those `serve` would use (`open_accounts`): `<data>/accounts.db`, or with
 `--store` (or `$FLEETGATE_STORE`) the PostgreSQL store's, under `--data-key` (default
 `<data>/data.key`).
 
-Exit codes follow gateway.cli: 0 done, 3 configuration (no data folder, no data key), 6
-account refused (exists, bad email or password, unusable key file), 8 malformed store URL,
-9 PostgreSQL cannot be reached.
+Exit codes follow gateway.cli: 0 done, 3 configuration (no data folder, no data key, no
+accounts file to import), 6 account refused (exists, bad email or password, unusable key
+file, accounts in PostgreSQL already), 8 malformed store URL, 9 PostgreSQL cannot be reached.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def account_verb(args: argparse.Namespace) -> int:
     if args.action == "add-operator" and not args.email:
         print("fleet-gateway: error: add-operator needs an EMAIL", file=sys.stderr)
         return 2
+    if args.action == "import":
+        return _import(config)
     try:
         if args.action == "add-operator":
             password = _password(args)
@@ -67,6 +70,40 @@ def account_verb(args: argparse.Namespace) -> int:
         return 0
     print(f"operator account {account.id} created in {_where(config)}")
     _record(config, "account.add-operator", f"operator:{account.id}")
+    return 0
+
+
+def _import(config: GatewayConfig) -> int:
+    from .datakey import DataKey
+    from .transfer import check_key, import_file
+
+    if config.store is None or config.data is None:
+        print("fleet-gateway: error: import needs --data DIR (the accounts file) and --store "
+              "URL (where it goes)", file=sys.stderr)
+        return 3
+    source = config.data / "accounts.db"
+    if not source.is_file():
+        print(f"fleet-gateway: error: no accounts file at {source}", file=sys.stderr)
+        return 3
+    try:
+        key = config.data_key_path
+        assert key is not None
+        check_key(source, DataKey.open(key, create=False))  # before the database records it
+        store = open_accounts(config, now_us=lambda: time.time_ns() // 1000)
+        assert store is not None
+        try:
+            copied = import_file(source, store)  # type: ignore[arg-type]
+        finally:
+            store.close()
+    except AccountsUnavailable as exc:
+        print(f"fleet-gateway: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (AccountError, OSError) as exc:
+        print(f"fleet-gateway: error: {exc}", file=sys.stderr)
+        return EXIT_ACCOUNT
+    print(f"{copied} account(s) copied from {source} into {_where(config)}; once the console "
+          f"works, delete {source} (it holds them too)")
+    _record(config, "account.import", str(copied))
     return 0
 
 

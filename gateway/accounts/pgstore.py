@@ -111,7 +111,7 @@ class PostgresAccountStore(AccountsBase):
         try:
             pgschema.migrate(conn)
             data_key = bind_key(conn, Path(key))
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:  # lost, or refused (e.g. no right to create tables)
             conn.close()
             raise AccountsUnavailable(f"PostgreSQL: {_first_line(exc)}") from None
         except BaseException:

@@ -37,6 +37,13 @@ async def console_for(gateway: Any) -> AsyncIterator[Callable[[Any], Console] | 
     if accounts is None:
         yield None
         return
+    config = gateway.config
+    if config.store is not None and config.data is not None and (
+            config.data / "accounts.db").exists():
+        # Before the accounts moved into PostgreSQL they were this file: said once, at start.
+        gateway.log.emit("console_accounts_file_unused", file=str(config.data / "accounts.db"),
+                         detail="the console's accounts are in PostgreSQL; copy this file's "
+                                "with `fleet-gateway account import` (once, before sign-ups)")
     limiter = trio.CapacityLimiter(1)
     sink = OwnerCodeSink(accounts, gateway.metrics.console, limiter)
     try:

@@ -93,3 +93,39 @@ def test_the_postgresql_accounts_need_a_data_key_and_a_reachable_server(tmp_path
     nowhere = f"postgresql://nobody@/db?host={tmp_path}&port=1"
     assert main([*add, "--store", nowhere, "--data-key", str(tmp_path / "k")]) == 9
     assert "cannot reach PostgreSQL" in capsys.readouterr().err
+
+
+def test_import_moves_the_accounts_file_into_postgresql(tmp_path, postgres_url, capsys):
+    from gateway.accounts import DataKey
+    from gateway.accounts.pgstore import PostgresAccountStore
+    from gateway.accounts.store import code_hash
+
+    data, pw = tmp_path / "data", "a long enough password"
+    (tmp_path / "pw").write_text(pw + "\n")
+    assert main(["account", "add-operator", "op@example.org", "--data", str(data),
+                 "--password-file", str(tmp_path / "pw")]) == 0
+    old = AccountStore.in_folder(data, now_us=lambda: 5)
+    ada = old.add("ada@example.org", pw, "owner", {"name": "Ada"})
+    old.record_owner_code("net-a", code_hash("a"))
+    old.claim(ada.id, "a")
+    token, _ = old.open_session(ada.id, "127.0.0.1")
+    old.close()
+    DataKey.open(tmp_path / "other.key")
+    imp = ["account", "import", "--data", str(data), "--store", postgres_url]
+    assert main([*imp, "--data-key", str(tmp_path / "other.key")]) == 6  # not its key
+    assert "which is not in" in capsys.readouterr().err
+    assert main(imp) == 0
+    assert "2 account(s) copied" in capsys.readouterr().out
+    assert main(imp) == 6  # once only
+    assert "already" in capsys.readouterr().err
+    store = PostgresAccountStore.open(postgres_url, data / "data.key", now_us=lambda: 6)
+    try:
+        assert store.authenticate("ada@example.org", pw) == ada  # same id, details, time
+        assert store.authenticate("op@example.org", pw).role == "operator"
+        assert store.networks_of(ada.id) == ["net-a"]
+        assert store.session(token).account_id == ada.id
+        assert store.add("bob@example.org", pw, "owner").id == ada.id + 1
+    finally:
+        store.close()
+    assert main(["account", "import", "--data", str(tmp_path / "nowhere"), "--store",
+                 postgres_url]) == 3
