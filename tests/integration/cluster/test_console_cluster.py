@@ -107,3 +107,23 @@ def test_without_a_data_key_the_console_is_off(console_nodes, ca_home, postgres_
         assert answer.status == 404
     finally:
         node.stop()
+
+
+async def test_an_accounts_file_beside_the_store_is_named_at_start(console_nodes, ca_home,
+                                                             postgres_url, tmp_path):
+    from gateway.accounts import AccountStore
+
+    data = tmp_path / "old-data"
+    data.mkdir()
+    shutil.copy2(tmp_path / "a" / "data.key", data / "data.key")
+    AccountStore.in_folder(data, now_us=lambda: 0).close()  # as an earlier release left it
+    node = NodeProcess(ca_home.path, postgres_url, "e", "--data", str(data))
+    try:
+        said = node.line("console_accounts_file_unused")
+        assert said["file"] == str(data / "accounts.db")
+        assert "fleet-gateway account import" in said["detail"]
+        node.line("cluster_joined")
+        browser = _browser(ca_home, node)  # its console uses the cluster's accounts
+        assert (await browser.login("op@example.org", PW)).status == 303
+    finally:
+        node.stop()
