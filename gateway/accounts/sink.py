@@ -1,4 +1,4 @@
-"""Owner-code hashes from admitted devices into the accounts file, off the event loop.
+"""Owner-code hashes from admitted devices into the accounts store, off the event loop.
 
 `offer` is called on the trio thread at each admission and only puts the hash in a bounded
 pending map; `run` drains it in batches in a worker thread (one transaction per batch).
@@ -50,6 +50,15 @@ class OwnerCodeSink:
     async def flush(self) -> None:
         async with self._lock:
             await self._flush()
+
+    async def forget(self, network: str) -> None:
+        """Erasure: delete `network`'s owner-code row (its hash, who claimed it), and drop
+        an offer of it still pending, so no later flush writes the row back."""
+        async with self._lock:
+            self._pending.pop(network, None)
+            self._recorded.pop(network, None)
+            await trio.to_thread.run_sync(self.store.forget_network, network,
+                                          limiter=self.limiter)
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, {}

@@ -164,6 +164,9 @@ class GatewayHooks:
             operator.name, "erase", str(network), barred=network in self.bars,
             sessions_closed=closed)
         erased = await self.ingest.erase_network(network, entry)
+        owner_codes = getattr(self.gateway, "owner_codes", None)
+        if owner_codes is not None:  # the console's record of who may claim it, and who did
+            await owner_codes.forget(str(network))
         if entry is not None and not erased:  # its rows went meanwhile: still an erasure
             await self.audit.record(operator.name, "erase", str(network), network=network,
                                     barred=network in self.bars, sessions_closed=closed)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from consolehelpers import PW, start_console_env
-from httphelpers import T0, Device, seed_network, value_uuid
+from consolehelpers import PW, Browser, start_console_env
+from httphelpers import T0, Device, client_context, seed_network, value_uuid
 
 from gateway.storage import DB_NAME, open_sqlite_store
 
@@ -256,6 +256,25 @@ async def test_deleting_an_account_can_release_its_networks_instead(env, make_de
     assert db.execute("SELECT COUNT(*) FROM networks WHERE uuid = ?",
                       (str(bundle.network_uuid),)).fetchone()[0] == 1
     db.close()
+
+
+async def test_an_erasure_through_the_json_api_forgets_the_networks_owner_code(
+        env, make_device, ca_home):
+    bundle = make_device()
+    await env.own_network(bundle, "ada@example.org")
+    accounts = sqlite3.connect(env.data / "accounts.db")
+    try:
+        assert accounts.execute("SELECT network FROM owner_codes").fetchall() == [
+            (str(bundle.network_uuid),)]
+        op = ca_home.path / "operator"
+        operator = Browser(*env.http, client_context(ca_home.path / "root.crt",
+                                                     op / "operator.crt", op / "operator.key"))
+        erased = await operator.request("DELETE", f"/api/v1/networks/{bundle.network_uuid}")
+        assert erased.status == 200, erased.text
+        # Its code hash and its owner went with the network's data, at once.
+        assert accounts.execute("SELECT COUNT(*) FROM owner_codes").fetchone()[0] == 0
+    finally:
+        accounts.close()
 
 
 # -- limits from the configuration ------------------------------------------------------------
