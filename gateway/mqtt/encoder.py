@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import encoder5
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import LocalProtocolError
 from .packets import (
     DEFAULT_SUBSCRIPTION_OPTIONS,
     PROTOCOL_LEVEL_5,
@@ -44,35 +44,24 @@ from .packets import (
     Unsubscribe,
 )
 from .properties import NO_PROPERTIES, Properties
-from .topics import validate_topic_filter, validate_topic_name
-from .wire import encode_binary, encode_remaining_length, encode_u16, encode_utf8, utf8_bytes
+from .topics import check_outgoing, validate_topic_filter, validate_topic_name
+from .wire import (
+    encode_binary,
+    encode_frame,
+    encode_packet_id,
+    encode_remaining_length,
+    encode_u16,
+    encode_utf8,
+    utf8_bytes,
+)
 
 _RETURN_CODES = tuple(ConnectReturnCode)
 _VALID_SUBACK_CODES = frozenset((0, 1, 2, SUBACK_FAILURE))
 
 
-def _check(validate: Callable[[str], None], topic: str) -> None:
-    try:
-        validate(topic)
-    except RemoteProtocolError as exc:
-        raise LocalProtocolError(str(exc)) from None
-
-
 def _no_5(properties: Properties, what: str, extra: object = None) -> None:
     if (properties is not NO_PROPERTIES and properties != NO_PROPERTIES) or extra:
         raise LocalProtocolError(f"a 3.1.1 {what} carries no MQTT 5 reason code or properties")
-
-
-def _frame(first_byte: int, body: bytes | bytearray, out: bytearray) -> None:
-    out.append(first_byte)
-    encode_remaining_length(len(body), out)
-    out += body
-
-
-def _check_packet_id(packet_id: int | None, what: str) -> int:
-    if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
-        raise LocalProtocolError(f"{what} needs a packet identifier 1..65535, not {packet_id!r}")
-    return packet_id
 
 
 def _encode_connect(packet: Connect, out: bytearray) -> None:
@@ -101,14 +90,14 @@ def _encode_connect(packet: Connect, out: bytearray) -> None:
     encode_u16(packet.keepalive, body)
     encode_utf8(packet.client_id, body)
     if will is not None:
-        _check(validate_topic_name, will.topic)
+        check_outgoing(validate_topic_name, will.topic)
         encode_utf8(will.topic, body)
         encode_binary(will.payload, body)
     if packet.username is not None:
         encode_utf8(packet.username, body)
     if packet.password is not None:
         encode_binary(packet.password, body)
-    _frame(0x10, body, out)
+    encode_frame(0x10, body, out)
 
 
 def _encode_connack(packet: ConnAck, out: bytearray) -> None:
@@ -126,7 +115,7 @@ def _encode_publish(packet: Publish, out: bytearray) -> None:
         _no_5(packet.properties, "PUBLISH")
     qos = packet.qos
     topic = packet.topic
-    _check(validate_topic_name, topic)
+    check_outgoing(validate_topic_name, topic)
     topic_bytes = utf8_bytes(topic)
     if qos == 0:
         if packet.packet_id is not None:
@@ -135,7 +124,7 @@ def _encode_publish(packet: Publish, out: bytearray) -> None:
             raise LocalProtocolError("a QoS 0 PUBLISH must not set DUP (MQTT-3.3.1-2)")
         id_size = 0
     elif qos == 1 or qos == 2:
-        _check_packet_id(packet.packet_id, "a QoS 1 or 2 PUBLISH")
+        packet_id = encode_packet_id(packet.packet_id, "a QoS 1 or 2 PUBLISH")
         id_size = 2
     else:
         raise LocalProtocolError(f"PUBLISH QoS {qos} is not 0, 1 or 2")
@@ -145,7 +134,7 @@ def _encode_publish(packet: Publish, out: bytearray) -> None:
     out += len(topic_bytes).to_bytes(2, "big")
     out += topic_bytes
     if id_size:
-        out += packet.packet_id.to_bytes(2, "big")  # type: ignore[union-attr]
+        out += packet_id
     out += payload
 
 
@@ -153,7 +142,7 @@ def _ack_encoder(first_byte: int, name: str) -> Callable[[Packet, bytearray], No
     def encode_ack(packet: Packet, out: bytearray) -> None:
         packet_id = packet.packet_id  # type: ignore[union-attr]
         if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
-            _check_packet_id(packet_id, name)
+            encode_packet_id(packet_id, name)  # raises
         if packet.properties is not NO_PROPERTIES or packet.reason_code:  # type: ignore[union-attr]
             _no_5(packet.properties, name, packet.reason_code)  # type: ignore[union-attr]
         out += bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
@@ -167,14 +156,14 @@ def _encode_subscribe(packet: Subscribe, out: bytearray) -> None:
           any(o != DEFAULT_SUBSCRIPTION_OPTIONS for o in packet.options))
     if not packet.subscriptions:
         raise LocalProtocolError("SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-3)")
-    body = bytearray(_check_packet_id(packet.packet_id, "SUBSCRIBE").to_bytes(2, "big"))
+    body = bytearray(encode_packet_id(packet.packet_id, "SUBSCRIBE"))
     for topic_filter, qos in packet.subscriptions:
-        _check(validate_topic_filter, topic_filter)
+        check_outgoing(validate_topic_filter, topic_filter)
         if qos not in (0, 1, 2):
             raise LocalProtocolError(f"requested QoS {qos} is not 0, 1 or 2")
         encode_utf8(topic_filter, body)
         body.append(qos)
-    _frame(0x82, body, out)
+    encode_frame(0x82, body, out)
 
 
 def _encode_suback(packet: SubAck, out: bytearray) -> None:
@@ -184,25 +173,25 @@ def _encode_suback(packet: SubAck, out: bytearray) -> None:
     for code in packet.return_codes:
         if code not in _VALID_SUBACK_CODES:
             raise LocalProtocolError(f"SUBACK return code {code} is reserved (MQTT-3.9.3-2)")
-    body = bytearray(_check_packet_id(packet.packet_id, "SUBACK").to_bytes(2, "big"))
+    body = bytearray(encode_packet_id(packet.packet_id, "SUBACK"))
     body += bytes(packet.return_codes)
-    _frame(0x90, body, out)
+    encode_frame(0x90, body, out)
 
 
 def _encode_unsubscribe(packet: Unsubscribe, out: bytearray) -> None:
     _no_5(packet.properties, "UNSUBSCRIBE")
     if not packet.topic_filters:
         raise LocalProtocolError("UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)")
-    body = bytearray(_check_packet_id(packet.packet_id, "UNSUBSCRIBE").to_bytes(2, "big"))
+    body = bytearray(encode_packet_id(packet.packet_id, "UNSUBSCRIBE"))
     for topic_filter in packet.topic_filters:
-        _check(validate_topic_filter, topic_filter)
+        check_outgoing(validate_topic_filter, topic_filter)
         encode_utf8(topic_filter, body)
-    _frame(0xA2, body, out)
+    encode_frame(0xA2, body, out)
 
 
 def _encode_unsuback(packet: UnsubAck, out: bytearray) -> None:
     _no_5(packet.properties, "UNSUBACK", packet.reason_codes)
-    out += b"\xb0\x02" + _check_packet_id(packet.packet_id, "UNSUBACK").to_bytes(2, "big")
+    out += b"\xb0\x02" + encode_packet_id(packet.packet_id, "UNSUBACK")
 
 
 def _encode_disconnect(packet: Disconnect, out: bytearray) -> None:
