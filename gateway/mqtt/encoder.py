@@ -10,10 +10,11 @@ Every encoder refuses, with `LocalProtocolError`, a packet the standard forbids 
 that `codec.PacketReader` would refuse (wildcards in a topic name, packet identifier 0, QoS 0
 with DUP, a refusing CONNACK with session present, ...), so a conforming peer accepts what
 we send. It leaves the caller's buffer as it was. `Connect.protocol_level` is written as
-given, so that tests can play a client of another protocol level; a level-5 CONNECT is
-written by `encoder5`. `encode_into(..., protocol_level=5)` writes any other packet in its
-MQTT 5 form; at level 4 a packet whose MQTT 5 fields (reason code, properties, options,
-AUTH) are not at their defaults is refused.
+given, so that tests can play a client of another protocol level, and chooses the form of
+the CONNECT (one function here, since the two versions share its layout). `encode_into(...,
+protocol_level=5)` writes any other packet in its MQTT 5 form (`encoder5`); at level 4 a
+packet whose MQTT 5 fields (reason code, properties, options, AUTH) are not at their
+defaults is refused.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from .packets import (
     UnsubAck,
     Unsubscribe,
 )
-from .properties import NO_PROPERTIES, Properties
+from .properties import CONNECT, NO_PROPERTIES, WILL, Properties, encode_properties
 from .topics import check_outgoing, validate_topic_filter, validate_topic_name
 from .wire import (
     encode_binary,
@@ -65,10 +66,12 @@ def _no_5(properties: Properties, what: str, extra: object = None) -> None:
 
 
 def _encode_connect(packet: Connect, out: bytearray) -> None:
-    if packet.protocol_level == PROTOCOL_LEVEL_5:
-        encoder5.ENCODERS[Connect](packet, out)
-        return
-    _no_5(packet.properties, "CONNECT", packet.will is not None and packet.will.properties)
+    # One layout at both levels (section 3.1, MQTT 5 section 3.1), as `decoder` reads it:
+    # MQTT 5 adds the CONNECT's and the will's property lists and lets a password come
+    # without a user name (3.1.2.9).
+    v5 = packet.protocol_level == PROTOCOL_LEVEL_5
+    if not v5:
+        _no_5(packet.properties, "CONNECT", packet.will is not None and packet.will.properties)
     body = bytearray()
     encode_utf8(packet.protocol_name, body)
     if not 0 <= packet.protocol_level <= 0xFF:
@@ -83,13 +86,19 @@ def _encode_connect(packet: Connect, out: bytearray) -> None:
     if packet.username is not None:
         cflags |= 0x80
     if packet.password is not None:
-        if packet.username is None:
+        if packet.username is None and not v5:
             raise LocalProtocolError("a password needs a username (MQTT-3.1.2-22)")
         cflags |= 0x40
     body.append(cflags)
     encode_u16(packet.keepalive, body)
+    if v5:
+        encode_properties(packet.properties, CONNECT, body)
     encode_utf8(packet.client_id, body)
     if will is not None:
+        if v5:
+            if will.properties.response_topic is not None:
+                check_outgoing(validate_topic_name, will.properties.response_topic)
+            encode_properties(will.properties, WILL, body)
         check_outgoing(validate_topic_name, will.topic)
         encode_utf8(will.topic, body)
         encode_binary(will.payload, body)

@@ -1,7 +1,8 @@
 """MQTT 5.0 packets to bytes (OASIS MQTT 5.0, chapter 3).
 
 Theory of operation: as `encoder` for 3.1.1, one function per packet type appends the
-packet's wire form to a bytearray, here with the MQTT 5 variable headers: property lists
+packet's wire form to a bytearray (but CONNECT, whose layout the versions share and which
+`encoder` writes at both levels), here with the MQTT 5 variable headers: property lists
 (`properties.encode_properties`, which checks that each property is allowed in the packet)
 and reason codes (checked against the packet's enum in `reason_codes`). Where the standard lets
 a sender shorten a packet (an acknowledgement or DISCONNECT with reason 0x00 and no
@@ -18,7 +19,6 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .packets import (
     Auth,
     ConnAck,
-    Connect,
     Disconnect,
     Packet,
     PingReq,
@@ -36,7 +36,6 @@ from .packets import (
 from .properties import (
     AUTH,
     CONNACK,
-    CONNECT,
     DISCONNECT,
     NO_PROPERTIES,
     PUBLISH,
@@ -44,7 +43,6 @@ from .properties import (
     SUBSCRIBE,
     UNSUBACK,
     UNSUBSCRIBE,
-    WILL,
     encode_properties,
 )
 from .reason_codes import (
@@ -58,11 +56,9 @@ from .reason_codes import (
 )
 from .topics import check_outgoing, split_shared, validate_topic_filter, validate_topic_name
 from .wire import (
-    encode_binary,
     encode_frame,
     encode_packet_id,
     encode_remaining_length,
-    encode_u16,
     encode_utf8,
     utf8_bytes,
 )
@@ -96,38 +92,6 @@ def _reason(code: int, allowed: frozenset[int], what: str) -> int:
     if code not in allowed:
         raise LocalProtocolError(f"{what} cannot carry reason code {code!r}")
     return int(code)
-
-
-def _encode_connect(packet: Connect, out: bytearray) -> None:
-    body = bytearray()
-    encode_utf8(packet.protocol_name, body)
-    body.append(packet.protocol_level)
-    cflags = 0x02 if packet.clean_session else 0
-    will = packet.will
-    if will is not None:
-        if will.qos not in (0, 1, 2):
-            raise LocalProtocolError(f"will QoS {will.qos} is not 0, 1 or 2")
-        cflags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
-    if packet.username is not None:
-        cflags |= 0x80
-    if packet.password is not None:
-        cflags |= 0x40  # MQTT 5 allows a password without a user name (3.1.2.9)
-    body.append(cflags)
-    encode_u16(packet.keepalive, body)
-    encode_properties(packet.properties, CONNECT, body)
-    encode_utf8(packet.client_id, body)
-    if will is not None:
-        if will.properties.response_topic is not None:
-            check_outgoing(validate_topic_name, will.properties.response_topic)
-        encode_properties(will.properties, WILL, body)
-        check_outgoing(validate_topic_name, will.topic)
-        encode_utf8(will.topic, body)
-        encode_binary(will.payload, body)
-    if packet.username is not None:
-        encode_utf8(packet.username, body)
-    if packet.password is not None:
-        encode_binary(packet.password, body)
-    encode_frame(0x10, body, out)
 
 
 def _encode_connack(packet: ConnAck, out: bytearray) -> None:
@@ -266,7 +230,6 @@ def _reason_encoder(first_byte: int, name: str, kind: str, codes: frozenset[int]
 
 
 ENCODERS: dict[type, Callable[[Packet, bytearray], None]] = {
-    Connect: _encode_connect,  # type: ignore[dict-item]
     ConnAck: _encode_connack,  # type: ignore[dict-item]
     Publish: encode_publish,  # type: ignore[dict-item]
     PubAck: _ack_encoder(0x40, "PUBACK", _PUBACK_CODES),
@@ -282,6 +245,6 @@ ENCODERS: dict[type, Callable[[Packet, bytearray], None]] = {
     Disconnect: _reason_encoder(0xE0, "DISCONNECT", DISCONNECT, _DISCONNECT_CODES),
     Auth: _reason_encoder(0xF0, "AUTH", AUTH, _AUTH_CODES),
 }
-"""MQTT 5 encoders by packet class."""
+"""MQTT 5 encoders by packet class (CONNECT: `encoder`)."""
 
 __all__ = ["ENCODERS", "encode_publish"]
