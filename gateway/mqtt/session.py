@@ -61,10 +61,10 @@ from ._connect import ConnectHandling
 from ._core import MAX_PACKET_ID
 from ._inbound import InboundFlows
 from ._outbound import OutboundFlows
-from ._state import PACKET_TYPE as _PACKET_TYPE
 from ._state import Action, ConnectionState
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import ConnectionStatistics, Disconnected, Event, ProtocolSessionState
+from .packets import PACKET_TYPE as _PACKET_TYPE
 from .packets import Packet, PacketType
 
 _AWAITING_CONNECT = ConnectionState.AWAITING_CONNECT
