@@ -169,14 +169,20 @@ def _decode_connack(flags: int, body: memoryview) -> ConnAck:
     return ConnAck(code, bool(ack_flags), properties)
 
 
-def decode_publish(flags: int, body: memoryview) -> Publish:
-    """A level-5 PUBLISH (section 3.3): topic, packet id if QoS > 0, properties, payload."""
+def publish_flags(flags: int) -> tuple[int, bool]:
+    """QoS and DUP from a PUBLISH's fixed header (section 3.3.1, the same in 3.1.1)."""
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise RemoteProtocolError("PUBLISH with QoS 3", rule="MQTT-3.3.1-4")
     dup = bool(flags & 0x08)
     if dup and not qos:
         raise RemoteProtocolError("PUBLISH with QoS 0 and DUP set", rule="MQTT-3.3.1-2")
+    return qos, dup
+
+
+def decode_publish(flags: int, body: memoryview) -> Publish:
+    """A level-5 PUBLISH (section 3.3): topic, packet id if QoS > 0, properties, payload."""
+    qos, dup = publish_flags(flags)
     topic, i = decode_utf8(body, 0)
     packet_id = None
     if qos:
