@@ -45,15 +45,7 @@ from .properties import (
     UNSUBSCRIBE,
     encode_properties,
 )
-from .reason_codes import (
-    AuthCode,
-    ConnAckCode,
-    DisconnectCode,
-    PubAckCode,
-    PubRelCode,
-    SubAckCode,
-    UnsubAckCode,
-)
+from .reason_codes import ALLOWED_CODES
 from .topics import check_outgoing, split_shared, validate_topic_filter, validate_topic_name
 from .wire import (
     encode_frame,
@@ -62,19 +54,6 @@ from .wire import (
     encode_utf8,
     utf8_bytes,
 )
-
-
-def _codes(enum: type) -> frozenset[int]:
-    return frozenset(int(member) for member in enum)
-
-
-_PUBACK_CODES = _codes(PubAckCode)
-_PUBREL_CODES = _codes(PubRelCode)
-_SUBACK_CODES = _codes(SubAckCode)
-_UNSUBACK_CODES = _codes(UnsubAckCode)
-_DISCONNECT_CODES = _codes(DisconnectCode)
-_AUTH_CODES = _codes(AuthCode)
-_CONNACK_CODES = _codes(ConnAckCode)
 
 
 def _check_filter(topic_filter: str) -> bool:
@@ -88,14 +67,14 @@ def _check_filter(topic_filter: str) -> bool:
     return False
 
 
-def _reason(code: int, allowed: frozenset[int], what: str) -> int:
-    if code not in allowed:
+def _reason(code: int, what: str) -> int:
+    if code not in ALLOWED_CODES[what]:
         raise LocalProtocolError(f"{what} cannot carry reason code {code!r}")
     return int(code)
 
 
 def _encode_connack(packet: ConnAck, out: bytearray) -> None:
-    code = _reason(packet.return_code, _CONNACK_CODES, "CONNACK")
+    code = _reason(packet.return_code, "CONNACK")
     if packet.session_present and code:
         raise LocalProtocolError("a refusing CONNACK must not say session present (MQTT-3.2.2-6)")
     body = bytearray((1 if packet.session_present else 0, code))
@@ -138,11 +117,10 @@ def encode_publish(packet: Publish, out: bytearray) -> None:
     out += payload
 
 
-def _ack_encoder(first_byte: int, name: str, codes: frozenset[int]
-                 ) -> Callable[[Packet, bytearray], None]:
+def _ack_encoder(first_byte: int, name: str) -> Callable[[Packet, bytearray], None]:
     def encode_ack(packet: Packet, out: bytearray) -> None:
         packet_id = encode_packet_id(packet.packet_id, name)  # type: ignore[union-attr]
-        code = _reason(packet.reason_code, codes, name)  # type: ignore[union-attr]
+        code = _reason(packet.reason_code, name)  # type: ignore[union-attr]
         properties = packet.properties  # type: ignore[union-attr]
         if properties is NO_PROPERTIES:
             if code == 0:
@@ -188,7 +166,7 @@ def _encode_suback(packet: SubAck, out: bytearray) -> None:
     body = bytearray(encode_packet_id(packet.packet_id, "SUBACK"))
     encode_properties(packet.properties, SUBACK, body)
     for code in packet.return_codes:
-        body.append(_reason(code, _SUBACK_CODES, "SUBACK"))
+        body.append(_reason(code, "SUBACK"))
     encode_frame(0x90, body, out)
 
 
@@ -209,14 +187,14 @@ def _encode_unsuback(packet: UnsubAck, out: bytearray) -> None:
     body = bytearray(encode_packet_id(packet.packet_id, "UNSUBACK"))
     encode_properties(packet.properties, UNSUBACK, body)
     for code in packet.reason_codes:
-        body.append(_reason(code, _UNSUBACK_CODES, "UNSUBACK"))
+        body.append(_reason(code, "UNSUBACK"))
     encode_frame(0xB0, body, out)
 
 
-def _reason_encoder(first_byte: int, name: str, kind: str, codes: frozenset[int]
+def _reason_encoder(first_byte: int, name: str, kind: str
                     ) -> Callable[[Packet, bytearray], None]:
     def encode_reason(packet: Packet, out: bytearray) -> None:
-        code = _reason(packet.reason_code, codes, name)  # type: ignore[union-attr]
+        code = _reason(packet.reason_code, name)  # type: ignore[union-attr]
         properties = packet.properties  # type: ignore[union-attr]
         if properties is NO_PROPERTIES:
             out += bytes((first_byte, 0) if code == 0 else (first_byte, 1, code))
@@ -232,18 +210,18 @@ def _reason_encoder(first_byte: int, name: str, kind: str, codes: frozenset[int]
 ENCODERS: dict[type, Callable[[Packet, bytearray], None]] = {
     ConnAck: _encode_connack,  # type: ignore[dict-item]
     Publish: encode_publish,  # type: ignore[dict-item]
-    PubAck: _ack_encoder(0x40, "PUBACK", _PUBACK_CODES),
-    PubRec: _ack_encoder(0x50, "PUBREC", _PUBACK_CODES),
-    PubRel: _ack_encoder(0x62, "PUBREL", _PUBREL_CODES),
-    PubComp: _ack_encoder(0x70, "PUBCOMP", _PUBREL_CODES),
+    PubAck: _ack_encoder(0x40, "PUBACK"),
+    PubRec: _ack_encoder(0x50, "PUBREC"),
+    PubRel: _ack_encoder(0x62, "PUBREL"),
+    PubComp: _ack_encoder(0x70, "PUBCOMP"),
     Subscribe: _encode_subscribe,  # type: ignore[dict-item]
     SubAck: _encode_suback,  # type: ignore[dict-item]
     Unsubscribe: _encode_unsubscribe,  # type: ignore[dict-item]
     UnsubAck: _encode_unsuback,  # type: ignore[dict-item]
     PingReq: lambda packet, out: out.extend(b"\xc0\x00"),
     PingResp: lambda packet, out: out.extend(b"\xd0\x00"),
-    Disconnect: _reason_encoder(0xE0, "DISCONNECT", DISCONNECT, _DISCONNECT_CODES),
-    Auth: _reason_encoder(0xF0, "AUTH", AUTH, _AUTH_CODES),
+    Disconnect: _reason_encoder(0xE0, "DISCONNECT", DISCONNECT),
+    Auth: _reason_encoder(0xF0, "AUTH", AUTH),
 }
 """MQTT 5 encoders by packet class (CONNECT: `encoder`)."""
 
