@@ -53,16 +53,16 @@ from .packets import (
     Unsubscribe,
 )
 from .properties import NO_PROPERTIES, without
-from .reason_codes import CLIENT_SENDS, PubAckCode, SubAckCode, UnsubAckCode
+from .reason_codes import ALLOWED_CODES, CLIENT_SENDS
 from .topics import SHARE_PREFIX
 
 _QOS1 = QoS.AT_LEAST_ONCE
 _QOS2 = QoS.EXACTLY_ONCE
 _ACKNOWLEDGE = Action.ACKNOWLEDGE
 _CONNECTED = _state.ConnectionState.CONNECTED
-_PUBACK_CODES = frozenset(int(c) for c in PubAckCode)
-_SUBACK_CODES = frozenset(int(c) for c in SubAckCode)
-_UNSUBACK_CODES = frozenset(int(c) for c in UnsubAckCode)
+_PUBACK_CODES = ALLOWED_CODES["PUBACK"]
+_SUBACK_CODES = ALLOWED_CODES["SUBACK"]
+_UNSUBACK_CODES = ALLOWED_CODES["UNSUBACK"]
 _TOPIC_FILTER_INVALID = 0x8F
 
 

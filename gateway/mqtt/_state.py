@@ -26,24 +26,7 @@ from __future__ import annotations
 from enum import Enum, IntEnum
 
 from .errors import PROTOCOL_ERROR, LocalProtocolError, RemoteProtocolError
-from .packets import (
-    Auth,
-    ConnAck,
-    Connect,
-    Disconnect,
-    PacketType,
-    PingReq,
-    PingResp,
-    PubAck,
-    PubComp,
-    Publish,
-    PubRec,
-    PubRel,
-    SubAck,
-    Subscribe,
-    UnsubAck,
-    Unsubscribe,
-)
+from .packets import PacketType
 
 
 class ConnectionState(IntEnum):
@@ -118,24 +101,6 @@ ACT: dict[tuple[ConnectionState, Action], ConnectionState] = {
 }
 """(state, application action) -> next state. Absent: our own misuse."""
 
-PACKET_TYPE: dict[type, PacketType] = {
-    Connect: PacketType.CONNECT,
-    ConnAck: PacketType.CONNACK,
-    Publish: PacketType.PUBLISH,
-    PubAck: PacketType.PUBACK,
-    PubRec: PacketType.PUBREC,
-    PubRel: PacketType.PUBREL,
-    PubComp: PacketType.PUBCOMP,
-    Subscribe: PacketType.SUBSCRIBE,
-    SubAck: PacketType.SUBACK,
-    Unsubscribe: PacketType.UNSUBSCRIBE,
-    UnsubAck: PacketType.UNSUBACK,
-    PingReq: PacketType.PINGREQ,
-    PingResp: PacketType.PINGRESP,
-    Disconnect: PacketType.DISCONNECT,
-    Auth: PacketType.AUTH,
-}
-"""Packet value class -> the type number the tables are keyed by."""
 
 SERVER_NEVER_RECEIVES = frozenset({_P.CONNACK, _P.SUBACK, _P.UNSUBACK, _P.PINGRESP})
 # AUTH (MQTT 5) is in no state's row: this server offers no enhanced authentication, so

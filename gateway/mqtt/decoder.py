@@ -236,12 +236,7 @@ def _decode_connack(flags: int, body: memoryview) -> ConnAck:
 
 def _decode_publish(flags: int, body: memoryview) -> Publish:
     # Section 3.3: DUP, QoS and RETAIN in the fixed header; topic name; packet id if QoS > 0.
-    qos = (flags >> 1) & 0x03
-    if qos == 3:
-        raise RemoteProtocolError("PUBLISH with QoS 3", rule="MQTT-3.3.1-4")
-    dup = bool(flags & 0x08)
-    if dup and not qos:
-        raise RemoteProtocolError("PUBLISH with QoS 0 and DUP set", rule="MQTT-3.3.1-2")
+    qos, dup = decoder5.publish_flags(flags)
     topic, i = decode_utf8(body, 0)
     validate_topic_name(topic)
     packet_id = None

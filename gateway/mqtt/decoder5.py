@@ -55,34 +55,13 @@ from .properties import (
     WILL,
     decode_properties,
 )
-from .reason_codes import (
-    AuthCode,
-    ConnAckCode,
-    DisconnectCode,
-    PubAckCode,
-    PubRelCode,
-    SubAckCode,
-    UnsubAckCode,
-)
+from .reason_codes import ALLOWED_CODES, ConnAckCode
 from .topics import has_control_character, split_shared, validate_topic_filter, validate_topic_name
 from .wire import decode_binary, decode_u8, decode_u16, decode_utf8
 
 _QOS = (QoS.AT_MOST_ONCE, QoS.AT_LEAST_ONCE, QoS.EXACTLY_ONCE)
 _HANDLING = tuple(RetainHandling)
 _DEFAULT_OPTIONS = SubscriptionOptions()
-
-
-def _codes(enum: type) -> frozenset[int]:
-    return frozenset(int(member) for member in enum)
-
-
-_PUBACK_CODES = _codes(PubAckCode)
-_PUBREL_CODES = _codes(PubRelCode)
-_SUBACK_CODES = _codes(SubAckCode)
-_UNSUBACK_CODES = _codes(UnsubAckCode)
-_DISCONNECT_CODES = _codes(DisconnectCode)
-_AUTH_CODES = _codes(AuthCode)
-_CONNACK_CODES = _codes(ConnAckCode)
 
 
 def _packet_id(body: memoryview, offset: int, what: str) -> tuple[int, int]:
@@ -92,8 +71,8 @@ def _packet_id(body: memoryview, offset: int, what: str) -> tuple[int, int]:
     return packet_id, offset
 
 
-def _reason(code: int, allowed: frozenset[int], what: str) -> int:
-    if code not in allowed:
+def _reason(code: int, what: str) -> int:
+    if code not in ALLOWED_CODES[what]:
         raise RemoteProtocolError(f"{what} reason code {code:#04x} is not one it may carry")
     return code
 
@@ -158,7 +137,7 @@ def _decode_connack(flags: int, body: memoryview) -> ConnAck:
     code, i = decode_u8(body, i)
     if ack_flags & 0xFE:
         raise RemoteProtocolError("CONNACK reserved acknowledge flags are set (3.2.2.1.1)")
-    _reason(code, _CONNACK_CODES, "CONNACK")
+    _reason(code, "CONNACK")
     if ack_flags and code:
         raise RemoteProtocolError(
             "CONNACK refuses the connection yet says a session is present", rule="MQTT-3.2.2-6"
@@ -169,14 +148,20 @@ def _decode_connack(flags: int, body: memoryview) -> ConnAck:
     return ConnAck(code, bool(ack_flags), properties)
 
 
-def decode_publish(flags: int, body: memoryview) -> Publish:
-    """A level-5 PUBLISH (section 3.3): topic, packet id if QoS > 0, properties, payload."""
+def publish_flags(flags: int) -> tuple[int, bool]:
+    """QoS and DUP from a PUBLISH's fixed header (section 3.3.1, the same in 3.1.1)."""
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise RemoteProtocolError("PUBLISH with QoS 3", rule="MQTT-3.3.1-4")
     dup = bool(flags & 0x08)
     if dup and not qos:
         raise RemoteProtocolError("PUBLISH with QoS 0 and DUP set", rule="MQTT-3.3.1-2")
+    return qos, dup
+
+
+def decode_publish(flags: int, body: memoryview) -> Publish:
+    """A level-5 PUBLISH (section 3.3): topic, packet id if QoS > 0, properties, payload."""
+    qos, dup = publish_flags(flags)
     topic, i = decode_utf8(body, 0)
     packet_id = None
     if qos:
@@ -192,13 +177,12 @@ def decode_publish(flags: int, body: memoryview) -> Publish:
                    properties)
 
 
-def _ack_decoder(cls: type, name: str, codes: frozenset[int]
-                 ) -> Callable[[int, memoryview], Packet]:
+def _ack_decoder(cls: type, name: str) -> Callable[[int, memoryview], Packet]:
     def decode(flags: int, body: memoryview) -> Packet:
         packet_id, i = _packet_id(body, 0, name)
         if len(body) == 2:
             return cls(packet_id)  # reason 0x00, no properties (3.4.2.1)
-        code = _reason(body[2], codes, name)
+        code = _reason(body[2], name)
         if len(body) == 3:
             return cls(packet_id, code)
         properties, i = decode_properties(body, 3, name)
@@ -257,7 +241,7 @@ def _decode_suback(flags: int, body: memoryview) -> SubAck:
     if not codes:
         raise RemoteProtocolError("SUBACK without a reason code (3.9.3)")
     for code in codes:
-        _reason(code, _SUBACK_CODES, "SUBACK")
+        _reason(code, "SUBACK")
     return SubAck(packet_id, codes, properties)
 
 
@@ -283,18 +267,18 @@ def _decode_unsuback(flags: int, body: memoryview) -> UnsubAck:
     if not codes:
         raise RemoteProtocolError("UNSUBACK without a reason code (3.11.3)")
     for code in codes:
-        _reason(code, _UNSUBACK_CODES, "UNSUBACK")
+        _reason(code, "UNSUBACK")
     return UnsubAck(packet_id, codes, properties)
 
 
-def _reason_and_properties(cls: type, name: str, kind: str, codes: frozenset[int]
+def _reason_and_properties(cls: type, name: str, kind: str
                            ) -> Callable[[int, memoryview], Packet]:
     default = cls()
 
     def decode(flags: int, body: memoryview) -> Packet:
         if not body:
             return default  # reason 0x00, no properties (3.14.2.1, 3.15.2.1)
-        code = _reason(body[0], codes, name)
+        code = _reason(body[0], name)
         if len(body) == 1:
             return cls(code)
         properties, i = decode_properties(body, 1, kind)
@@ -324,18 +308,18 @@ DECODERS: tuple[Callable[[int, memoryview], Packet] | None, ...] = (
     _connect_unreachable,  # replaced by codec with its version-dispatching decoder
     _decode_connack,
     decode_publish,
-    _ack_decoder(PubAck, "PUBACK", _PUBACK_CODES),
-    _ack_decoder(PubRec, "PUBREC", _PUBACK_CODES),
-    _ack_decoder(PubRel, "PUBREL", _PUBREL_CODES),
-    _ack_decoder(PubComp, "PUBCOMP", _PUBREL_CODES),
+    _ack_decoder(PubAck, "PUBACK"),
+    _ack_decoder(PubRec, "PUBREC"),
+    _ack_decoder(PubRel, "PUBREL"),
+    _ack_decoder(PubComp, "PUBCOMP"),
     _decode_subscribe,
     _decode_suback,
     _decode_unsubscribe,
     _decode_unsuback,
     _empty(PingReq(), "PINGREQ"),
     _empty(PingResp(), "PINGRESP"),
-    _reason_and_properties(Disconnect, "DISCONNECT", DISCONNECT, _DISCONNECT_CODES),
-    _reason_and_properties(Auth, "AUTH", AUTH, _AUTH_CODES),
+    _reason_and_properties(Disconnect, "DISCONNECT", DISCONNECT),
+    _reason_and_properties(Auth, "AUTH", AUTH),
 )
 """Body decoders of MQTT 5, indexed by packet type."""
 

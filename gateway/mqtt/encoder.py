@@ -10,10 +10,11 @@ Every encoder refuses, with `LocalProtocolError`, a packet the standard forbids 
 that `codec.PacketReader` would refuse (wildcards in a topic name, packet identifier 0, QoS 0
 with DUP, a refusing CONNACK with session present, ...), so a conforming peer accepts what
 we send. It leaves the caller's buffer as it was. `Connect.protocol_level` is written as
-given, so that tests can play a client of another protocol level; a level-5 CONNECT is
-written by `encoder5`. `encode_into(..., protocol_level=5)` writes any other packet in its
-MQTT 5 form; at level 4 a packet whose MQTT 5 fields (reason code, properties, options,
-AUTH) are not at their defaults is refused.
+given, so that tests can play a client of another protocol level, and chooses the form of
+the CONNECT (one function here, since the two versions share its layout). `encode_into(...,
+protocol_level=5)` writes any other packet in its MQTT 5 form (`encoder5`); at level 4 a
+packet whose MQTT 5 fields (reason code, properties, options, AUTH) are not at their
+defaults is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import encoder5
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import LocalProtocolError
 from .packets import (
     DEFAULT_SUBSCRIPTION_OPTIONS,
     PROTOCOL_LEVEL_5,
@@ -43,19 +44,20 @@ from .packets import (
     UnsubAck,
     Unsubscribe,
 )
-from .properties import NO_PROPERTIES, Properties
-from .topics import validate_topic_filter, validate_topic_name
-from .wire import encode_binary, encode_remaining_length, encode_u16, encode_utf8, utf8_bytes
+from .properties import CONNECT, NO_PROPERTIES, WILL, Properties, encode_properties
+from .topics import check_outgoing, validate_topic_filter, validate_topic_name
+from .wire import (
+    encode_binary,
+    encode_frame,
+    encode_packet_id,
+    encode_remaining_length,
+    encode_u16,
+    encode_utf8,
+    utf8_bytes,
+)
 
 _RETURN_CODES = tuple(ConnectReturnCode)
 _VALID_SUBACK_CODES = frozenset((0, 1, 2, SUBACK_FAILURE))
-
-
-def _check(validate: Callable[[str], None], topic: str) -> None:
-    try:
-        validate(topic)
-    except RemoteProtocolError as exc:
-        raise LocalProtocolError(str(exc)) from None
 
 
 def _no_5(properties: Properties, what: str, extra: object = None) -> None:
@@ -63,23 +65,13 @@ def _no_5(properties: Properties, what: str, extra: object = None) -> None:
         raise LocalProtocolError(f"a 3.1.1 {what} carries no MQTT 5 reason code or properties")
 
 
-def _frame(first_byte: int, body: bytes | bytearray, out: bytearray) -> None:
-    out.append(first_byte)
-    encode_remaining_length(len(body), out)
-    out += body
-
-
-def _check_packet_id(packet_id: int | None, what: str) -> int:
-    if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
-        raise LocalProtocolError(f"{what} needs a packet identifier 1..65535, not {packet_id!r}")
-    return packet_id
-
-
 def _encode_connect(packet: Connect, out: bytearray) -> None:
-    if packet.protocol_level == PROTOCOL_LEVEL_5:
-        encoder5.ENCODERS[Connect](packet, out)
-        return
-    _no_5(packet.properties, "CONNECT", packet.will is not None and packet.will.properties)
+    # One layout at both levels (section 3.1, MQTT 5 section 3.1), as `decoder` reads it:
+    # MQTT 5 adds the CONNECT's and the will's property lists and lets a password come
+    # without a user name (3.1.2.9).
+    v5 = packet.protocol_level == PROTOCOL_LEVEL_5
+    if not v5:
+        _no_5(packet.properties, "CONNECT", packet.will is not None and packet.will.properties)
     body = bytearray()
     encode_utf8(packet.protocol_name, body)
     if not 0 <= packet.protocol_level <= 0xFF:
@@ -94,21 +86,27 @@ def _encode_connect(packet: Connect, out: bytearray) -> None:
     if packet.username is not None:
         cflags |= 0x80
     if packet.password is not None:
-        if packet.username is None:
+        if packet.username is None and not v5:
             raise LocalProtocolError("a password needs a username (MQTT-3.1.2-22)")
         cflags |= 0x40
     body.append(cflags)
     encode_u16(packet.keepalive, body)
+    if v5:
+        encode_properties(packet.properties, CONNECT, body)
     encode_utf8(packet.client_id, body)
     if will is not None:
-        _check(validate_topic_name, will.topic)
+        if v5:
+            if will.properties.response_topic is not None:
+                check_outgoing(validate_topic_name, will.properties.response_topic)
+            encode_properties(will.properties, WILL, body)
+        check_outgoing(validate_topic_name, will.topic)
         encode_utf8(will.topic, body)
         encode_binary(will.payload, body)
     if packet.username is not None:
         encode_utf8(packet.username, body)
     if packet.password is not None:
         encode_binary(packet.password, body)
-    _frame(0x10, body, out)
+    encode_frame(0x10, body, out)
 
 
 def _encode_connack(packet: ConnAck, out: bytearray) -> None:
@@ -126,7 +124,7 @@ def _encode_publish(packet: Publish, out: bytearray) -> None:
         _no_5(packet.properties, "PUBLISH")
     qos = packet.qos
     topic = packet.topic
-    _check(validate_topic_name, topic)
+    check_outgoing(validate_topic_name, topic)
     topic_bytes = utf8_bytes(topic)
     if qos == 0:
         if packet.packet_id is not None:
@@ -135,7 +133,7 @@ def _encode_publish(packet: Publish, out: bytearray) -> None:
             raise LocalProtocolError("a QoS 0 PUBLISH must not set DUP (MQTT-3.3.1-2)")
         id_size = 0
     elif qos == 1 or qos == 2:
-        _check_packet_id(packet.packet_id, "a QoS 1 or 2 PUBLISH")
+        packet_id = encode_packet_id(packet.packet_id, "a QoS 1 or 2 PUBLISH")
         id_size = 2
     else:
         raise LocalProtocolError(f"PUBLISH QoS {qos} is not 0, 1 or 2")
@@ -145,7 +143,7 @@ def _encode_publish(packet: Publish, out: bytearray) -> None:
     out += len(topic_bytes).to_bytes(2, "big")
     out += topic_bytes
     if id_size:
-        out += packet.packet_id.to_bytes(2, "big")  # type: ignore[union-attr]
+        out += packet_id
     out += payload
 
 
@@ -153,7 +151,7 @@ def _ack_encoder(first_byte: int, name: str) -> Callable[[Packet, bytearray], No
     def encode_ack(packet: Packet, out: bytearray) -> None:
         packet_id = packet.packet_id  # type: ignore[union-attr]
         if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
-            _check_packet_id(packet_id, name)
+            encode_packet_id(packet_id, name)  # raises
         if packet.properties is not NO_PROPERTIES or packet.reason_code:  # type: ignore[union-attr]
             _no_5(packet.properties, name, packet.reason_code)  # type: ignore[union-attr]
         out += bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
@@ -167,14 +165,14 @@ def _encode_subscribe(packet: Subscribe, out: bytearray) -> None:
           any(o != DEFAULT_SUBSCRIPTION_OPTIONS for o in packet.options))
     if not packet.subscriptions:
         raise LocalProtocolError("SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-3)")
-    body = bytearray(_check_packet_id(packet.packet_id, "SUBSCRIBE").to_bytes(2, "big"))
+    body = bytearray(encode_packet_id(packet.packet_id, "SUBSCRIBE"))
     for topic_filter, qos in packet.subscriptions:
-        _check(validate_topic_filter, topic_filter)
+        check_outgoing(validate_topic_filter, topic_filter)
         if qos not in (0, 1, 2):
             raise LocalProtocolError(f"requested QoS {qos} is not 0, 1 or 2")
         encode_utf8(topic_filter, body)
         body.append(qos)
-    _frame(0x82, body, out)
+    encode_frame(0x82, body, out)
 
 
 def _encode_suback(packet: SubAck, out: bytearray) -> None:
@@ -184,25 +182,25 @@ def _encode_suback(packet: SubAck, out: bytearray) -> None:
     for code in packet.return_codes:
         if code not in _VALID_SUBACK_CODES:
             raise LocalProtocolError(f"SUBACK return code {code} is reserved (MQTT-3.9.3-2)")
-    body = bytearray(_check_packet_id(packet.packet_id, "SUBACK").to_bytes(2, "big"))
+    body = bytearray(encode_packet_id(packet.packet_id, "SUBACK"))
     body += bytes(packet.return_codes)
-    _frame(0x90, body, out)
+    encode_frame(0x90, body, out)
 
 
 def _encode_unsubscribe(packet: Unsubscribe, out: bytearray) -> None:
     _no_5(packet.properties, "UNSUBSCRIBE")
     if not packet.topic_filters:
         raise LocalProtocolError("UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)")
-    body = bytearray(_check_packet_id(packet.packet_id, "UNSUBSCRIBE").to_bytes(2, "big"))
+    body = bytearray(encode_packet_id(packet.packet_id, "UNSUBSCRIBE"))
     for topic_filter in packet.topic_filters:
-        _check(validate_topic_filter, topic_filter)
+        check_outgoing(validate_topic_filter, topic_filter)
         encode_utf8(topic_filter, body)
-    _frame(0xA2, body, out)
+    encode_frame(0xA2, body, out)
 
 
 def _encode_unsuback(packet: UnsubAck, out: bytearray) -> None:
     _no_5(packet.properties, "UNSUBACK", packet.reason_codes)
-    out += b"\xb0\x02" + _check_packet_id(packet.packet_id, "UNSUBACK").to_bytes(2, "big")
+    out += b"\xb0\x02" + encode_packet_id(packet.packet_id, "UNSUBACK")
 
 
 def _encode_disconnect(packet: Disconnect, out: bytearray) -> None:

@@ -1,7 +1,8 @@
 """MQTT 5.0 packets to bytes (OASIS MQTT 5.0, chapter 3).
 
 Theory of operation: as `encoder` for 3.1.1, one function per packet type appends the
-packet's wire form to a bytearray, here with the MQTT 5 variable headers: property lists
+packet's wire form to a bytearray (but CONNECT, whose layout the versions share and which
+`encoder` writes at both levels), here with the MQTT 5 variable headers: property lists
 (`properties.encode_properties`, which checks that each property is allowed in the packet)
 and reason codes (checked against the packet's enum in `reason_codes`). Where the standard lets
 a sender shorten a packet (an acknowledgement or DISCONNECT with reason 0x00 and no
@@ -18,7 +19,6 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .packets import (
     Auth,
     ConnAck,
-    Connect,
     Disconnect,
     Packet,
     PingReq,
@@ -36,7 +36,6 @@ from .packets import (
 from .properties import (
     AUTH,
     CONNACK,
-    CONNECT,
     DISCONNECT,
     NO_PROPERTIES,
     PUBLISH,
@@ -44,40 +43,17 @@ from .properties import (
     SUBSCRIBE,
     UNSUBACK,
     UNSUBSCRIBE,
-    WILL,
     encode_properties,
 )
-from .reason_codes import (
-    AuthCode,
-    ConnAckCode,
-    DisconnectCode,
-    PubAckCode,
-    PubRelCode,
-    SubAckCode,
-    UnsubAckCode,
+from .reason_codes import ALLOWED_CODES
+from .topics import check_outgoing, split_shared, validate_topic_filter, validate_topic_name
+from .wire import (
+    encode_frame,
+    encode_packet_id,
+    encode_remaining_length,
+    encode_utf8,
+    utf8_bytes,
 )
-from .topics import split_shared, validate_topic_filter, validate_topic_name
-from .wire import encode_binary, encode_remaining_length, encode_u16, encode_utf8, utf8_bytes
-
-
-def _codes(enum: type) -> frozenset[int]:
-    return frozenset(int(member) for member in enum)
-
-
-_PUBACK_CODES = _codes(PubAckCode)
-_PUBREL_CODES = _codes(PubRelCode)
-_SUBACK_CODES = _codes(SubAckCode)
-_UNSUBACK_CODES = _codes(UnsubAckCode)
-_DISCONNECT_CODES = _codes(DisconnectCode)
-_AUTH_CODES = _codes(AuthCode)
-_CONNACK_CODES = _codes(ConnAckCode)
-
-
-def _check(validate: Callable[[str], object], topic: str) -> None:
-    try:
-        validate(topic)
-    except RemoteProtocolError as exc:
-        raise LocalProtocolError(str(exc)) from None
 
 
 def _check_filter(topic_filter: str) -> bool:
@@ -91,63 +67,19 @@ def _check_filter(topic_filter: str) -> bool:
     return False
 
 
-def _reason(code: int, allowed: frozenset[int], what: str) -> int:
-    if code not in allowed:
+def _reason(code: int, what: str) -> int:
+    if code not in ALLOWED_CODES[what]:
         raise LocalProtocolError(f"{what} cannot carry reason code {code!r}")
     return int(code)
 
 
-def _frame(first_byte: int, body: bytes | bytearray, out: bytearray) -> None:
-    out.append(first_byte)
-    encode_remaining_length(len(body), out)
-    out += body
-
-
-def _packet_id(packet_id: int | None, what: str) -> bytes:
-    if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
-        raise LocalProtocolError(f"{what} needs a packet identifier 1..65535, not {packet_id!r}")
-    return packet_id.to_bytes(2, "big")
-
-
-def _encode_connect(packet: Connect, out: bytearray) -> None:
-    body = bytearray()
-    encode_utf8(packet.protocol_name, body)
-    body.append(packet.protocol_level)
-    cflags = 0x02 if packet.clean_session else 0
-    will = packet.will
-    if will is not None:
-        if will.qos not in (0, 1, 2):
-            raise LocalProtocolError(f"will QoS {will.qos} is not 0, 1 or 2")
-        cflags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
-    if packet.username is not None:
-        cflags |= 0x80
-    if packet.password is not None:
-        cflags |= 0x40  # MQTT 5 allows a password without a user name (3.1.2.9)
-    body.append(cflags)
-    encode_u16(packet.keepalive, body)
-    encode_properties(packet.properties, CONNECT, body)
-    encode_utf8(packet.client_id, body)
-    if will is not None:
-        if will.properties.response_topic is not None:
-            _check(validate_topic_name, will.properties.response_topic)
-        encode_properties(will.properties, WILL, body)
-        _check(validate_topic_name, will.topic)
-        encode_utf8(will.topic, body)
-        encode_binary(will.payload, body)
-    if packet.username is not None:
-        encode_utf8(packet.username, body)
-    if packet.password is not None:
-        encode_binary(packet.password, body)
-    _frame(0x10, body, out)
-
-
 def _encode_connack(packet: ConnAck, out: bytearray) -> None:
-    code = _reason(packet.return_code, _CONNACK_CODES, "CONNACK")
+    code = _reason(packet.return_code, "CONNACK")
     if packet.session_present and code:
         raise LocalProtocolError("a refusing CONNACK must not say session present (MQTT-3.2.2-6)")
     body = bytearray((1 if packet.session_present else 0, code))
     encode_properties(packet.properties, CONNACK, body)
-    _frame(0x20, body, out)
+    encode_frame(0x20, body, out)
 
 
 def encode_publish(packet: Publish, out: bytearray) -> None:
@@ -156,9 +88,9 @@ def encode_publish(packet: Publish, out: bytearray) -> None:
     topic = packet.topic
     properties = packet.properties
     if topic or properties.topic_alias is None:
-        _check(validate_topic_name, topic)
+        check_outgoing(validate_topic_name, topic)
     if properties.response_topic is not None:
-        _check(validate_topic_name, properties.response_topic)  # MQTT-3.3.2-14
+        check_outgoing(validate_topic_name, properties.response_topic)  # MQTT-3.3.2-14
     topic_bytes = utf8_bytes(topic)
     if qos == 0:
         if packet.packet_id is not None:
@@ -167,7 +99,7 @@ def encode_publish(packet: Publish, out: bytearray) -> None:
             raise LocalProtocolError("a QoS 0 PUBLISH must not set DUP (MQTT-3.3.1-2)")
         packet_id = b""
     elif qos == 1 or qos == 2:
-        packet_id = _packet_id(packet.packet_id, "a QoS 1 or 2 PUBLISH")
+        packet_id = encode_packet_id(packet.packet_id, "a QoS 1 or 2 PUBLISH")
     else:
         raise LocalProtocolError(f"PUBLISH QoS {qos} is not 0, 1 or 2")
     if properties is NO_PROPERTIES:
@@ -185,11 +117,10 @@ def encode_publish(packet: Publish, out: bytearray) -> None:
     out += payload
 
 
-def _ack_encoder(first_byte: int, name: str, codes: frozenset[int]
-                 ) -> Callable[[Packet, bytearray], None]:
+def _ack_encoder(first_byte: int, name: str) -> Callable[[Packet, bytearray], None]:
     def encode_ack(packet: Packet, out: bytearray) -> None:
-        packet_id = _packet_id(packet.packet_id, name)  # type: ignore[union-attr]
-        code = _reason(packet.reason_code, codes, name)  # type: ignore[union-attr]
+        packet_id = encode_packet_id(packet.packet_id, name)  # type: ignore[union-attr]
+        code = _reason(packet.reason_code, name)  # type: ignore[union-attr]
         properties = packet.properties  # type: ignore[union-attr]
         if properties is NO_PROPERTIES:
             if code == 0:
@@ -200,7 +131,7 @@ def _ack_encoder(first_byte: int, name: str, codes: frozenset[int]
         body = bytearray(packet_id)
         body.append(code)
         encode_properties(properties, name, body)
-        _frame(first_byte, body, out)
+        encode_frame(first_byte, body, out)
 
     encode_ack.__name__ = f"_encode_{name.lower()}5"
     return encode_ack
@@ -211,7 +142,7 @@ def _encode_subscribe(packet: Subscribe, out: bytearray) -> None:
         raise LocalProtocolError("SUBSCRIBE needs at least one topic filter (MQTT-3.8.3-2)")
     if packet.options and len(packet.options) != len(packet.subscriptions):
         raise LocalProtocolError("SUBSCRIBE needs one options value per filter, or none")
-    body = bytearray(_packet_id(packet.packet_id, "SUBSCRIBE"))
+    body = bytearray(encode_packet_id(packet.packet_id, "SUBSCRIBE"))
     encode_properties(packet.properties, SUBSCRIBE, body)
     for index, (topic_filter, qos) in enumerate(packet.subscriptions):
         shared = _check_filter(topic_filter)
@@ -226,73 +157,72 @@ def _encode_subscribe(packet: Subscribe, out: bytearray) -> None:
         body.append(int(qos) | (0x04 if options.no_local else 0)
                     | (0x08 if options.retain_as_published else 0)
                     | (int(options.retain_handling) << 4))
-    _frame(0x82, body, out)
+    encode_frame(0x82, body, out)
 
 
 def _encode_suback(packet: SubAck, out: bytearray) -> None:
     if not packet.return_codes:
         raise LocalProtocolError("SUBACK needs at least one reason code")
-    body = bytearray(_packet_id(packet.packet_id, "SUBACK"))
+    body = bytearray(encode_packet_id(packet.packet_id, "SUBACK"))
     encode_properties(packet.properties, SUBACK, body)
     for code in packet.return_codes:
-        body.append(_reason(code, _SUBACK_CODES, "SUBACK"))
-    _frame(0x90, body, out)
+        body.append(_reason(code, "SUBACK"))
+    encode_frame(0x90, body, out)
 
 
 def _encode_unsubscribe(packet: Unsubscribe, out: bytearray) -> None:
     if not packet.topic_filters:
         raise LocalProtocolError("UNSUBSCRIBE needs at least one topic filter (MQTT-3.10.3-2)")
-    body = bytearray(_packet_id(packet.packet_id, "UNSUBSCRIBE"))
+    body = bytearray(encode_packet_id(packet.packet_id, "UNSUBSCRIBE"))
     encode_properties(packet.properties, UNSUBSCRIBE, body)
     for topic_filter in packet.topic_filters:
         _check_filter(topic_filter)
         encode_utf8(topic_filter, body)
-    _frame(0xA2, body, out)
+    encode_frame(0xA2, body, out)
 
 
 def _encode_unsuback(packet: UnsubAck, out: bytearray) -> None:
     if not packet.reason_codes:
         raise LocalProtocolError("an MQTT 5 UNSUBACK needs one reason code per filter")
-    body = bytearray(_packet_id(packet.packet_id, "UNSUBACK"))
+    body = bytearray(encode_packet_id(packet.packet_id, "UNSUBACK"))
     encode_properties(packet.properties, UNSUBACK, body)
     for code in packet.reason_codes:
-        body.append(_reason(code, _UNSUBACK_CODES, "UNSUBACK"))
-    _frame(0xB0, body, out)
+        body.append(_reason(code, "UNSUBACK"))
+    encode_frame(0xB0, body, out)
 
 
-def _reason_encoder(first_byte: int, name: str, kind: str, codes: frozenset[int]
+def _reason_encoder(first_byte: int, name: str, kind: str
                     ) -> Callable[[Packet, bytearray], None]:
     def encode_reason(packet: Packet, out: bytearray) -> None:
-        code = _reason(packet.reason_code, codes, name)  # type: ignore[union-attr]
+        code = _reason(packet.reason_code, name)  # type: ignore[union-attr]
         properties = packet.properties  # type: ignore[union-attr]
         if properties is NO_PROPERTIES:
             out += bytes((first_byte, 0) if code == 0 else (first_byte, 1, code))
             return
         body = bytearray((code,))
         encode_properties(properties, kind, body)
-        _frame(first_byte, body, out)
+        encode_frame(first_byte, body, out)
 
     encode_reason.__name__ = f"_encode_{name.lower()}5"
     return encode_reason
 
 
 ENCODERS: dict[type, Callable[[Packet, bytearray], None]] = {
-    Connect: _encode_connect,  # type: ignore[dict-item]
     ConnAck: _encode_connack,  # type: ignore[dict-item]
     Publish: encode_publish,  # type: ignore[dict-item]
-    PubAck: _ack_encoder(0x40, "PUBACK", _PUBACK_CODES),
-    PubRec: _ack_encoder(0x50, "PUBREC", _PUBACK_CODES),
-    PubRel: _ack_encoder(0x62, "PUBREL", _PUBREL_CODES),
-    PubComp: _ack_encoder(0x70, "PUBCOMP", _PUBREL_CODES),
+    PubAck: _ack_encoder(0x40, "PUBACK"),
+    PubRec: _ack_encoder(0x50, "PUBREC"),
+    PubRel: _ack_encoder(0x62, "PUBREL"),
+    PubComp: _ack_encoder(0x70, "PUBCOMP"),
     Subscribe: _encode_subscribe,  # type: ignore[dict-item]
     SubAck: _encode_suback,  # type: ignore[dict-item]
     Unsubscribe: _encode_unsubscribe,  # type: ignore[dict-item]
     UnsubAck: _encode_unsuback,  # type: ignore[dict-item]
     PingReq: lambda packet, out: out.extend(b"\xc0\x00"),
     PingResp: lambda packet, out: out.extend(b"\xd0\x00"),
-    Disconnect: _reason_encoder(0xE0, "DISCONNECT", DISCONNECT, _DISCONNECT_CODES),
-    Auth: _reason_encoder(0xF0, "AUTH", AUTH, _AUTH_CODES),
+    Disconnect: _reason_encoder(0xE0, "DISCONNECT", DISCONNECT),
+    Auth: _reason_encoder(0xF0, "AUTH", AUTH),
 }
-"""MQTT 5 encoders by packet class."""
+"""MQTT 5 encoders by packet class (CONNECT: `encoder`)."""
 
 __all__ = ["ENCODERS", "encode_publish"]

@@ -261,3 +261,22 @@ Packet = (
     Connect | ConnAck | Publish | PubAck | PubRec | PubRel | PubComp | Subscribe | SubAck
     | Unsubscribe | UnsubAck | PingReq | PingResp | Disconnect | Auth
 )
+
+PACKET_TYPE: dict[type, PacketType] = {
+    Connect: PacketType.CONNECT,
+    ConnAck: PacketType.CONNACK,
+    Publish: PacketType.PUBLISH,
+    PubAck: PacketType.PUBACK,
+    PubRec: PacketType.PUBREC,
+    PubRel: PacketType.PUBREL,
+    PubComp: PacketType.PUBCOMP,
+    Subscribe: PacketType.SUBSCRIBE,
+    SubAck: PacketType.SUBACK,
+    Unsubscribe: PacketType.UNSUBSCRIBE,
+    UnsubAck: PacketType.UNSUBACK,
+    PingReq: PacketType.PINGREQ,
+    PingResp: PacketType.PINGRESP,
+    Disconnect: PacketType.DISCONNECT,
+    Auth: PacketType.AUTH,
+}
+"""Packet value class -> its type number (section 2.2.1), which `_state`'s tables are keyed by."""

@@ -163,6 +163,24 @@ class AuthCode(IntEnum):
     RE_AUTHENTICATE = 0x19
 
 
+def _values(enum: type[IntEnum]) -> frozenset[int]:
+    return frozenset(int(member) for member in enum)
+
+
+ALLOWED_CODES: dict[str, frozenset[int]] = {
+    "CONNACK": _values(ConnAckCode),
+    "PUBACK": _values(PubAckCode),
+    "PUBREC": _values(PubAckCode),
+    "PUBREL": _values(PubRelCode),
+    "PUBCOMP": _values(PubRelCode),
+    "SUBACK": _values(SubAckCode),
+    "UNSUBACK": _values(UnsubAckCode),
+    "DISCONNECT": _values(DisconnectCode),
+    "AUTH": _values(AuthCode),
+}
+"""Packet name -> the reason codes it may carry (its enum's values, as plain ints for a
+fast membership test), for the MQTT 5 encoder and decoder alike."""
+
 _TO_V5 = {
     ConnectReturnCode.ACCEPTED: ConnAckCode.SUCCESS,
     ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION: ConnAckCode.UNSUPPORTED_PROTOCOL_VERSION,
@@ -208,6 +226,7 @@ def connect_return_code(code: ConnectReturnCode | ConnAckCode | int) -> ConnectR
 
 
 __all__ = [
+    "ALLOWED_CODES",
     "CLIENT_SENDS",
     "SERVER_SENDS_NEVER",
     "AuthCode",

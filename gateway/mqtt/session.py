@@ -61,11 +61,10 @@ from ._connect import ConnectHandling
 from ._core import MAX_PACKET_ID
 from ._inbound import InboundFlows
 from ._outbound import OutboundFlows
-from ._state import PACKET_TYPE as _PACKET_TYPE
 from ._state import Action, ConnectionState
-from .codec import DEFAULT_MAX_PACKET_SIZE
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import ConnectionStatistics, Disconnected, Event, ProtocolSessionState
+from .packets import PACKET_TYPE as _PACKET_TYPE
 from .packets import Packet, PacketType
 
 _AWAITING_CONNECT = ConnectionState.AWAITING_CONNECT
@@ -97,27 +96,6 @@ class ServerConnection(ConnectHandling, InboundFlows, OutboundFlows):
         topic_alias_maximum: MQTT 5 topic aliases the client may set (announced in the
             CONNACK when above 0); a higher alias is DISCONNECT 0x94.
     """
-
-    def __init__(
-        self,
-        *,
-        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
-        max_inflight: int = 20,
-        max_client_id_length: int = 256,
-        max_inbound_inflight: int = 1000,
-        max_topic_levels: int = 32,
-        max_topic_length: int = 1024,
-        topic_alias_maximum: int = 16,
-    ) -> None:
-        super().__init__(
-            max_packet_size=max_packet_size,
-            max_inflight=max_inflight,
-            max_client_id_length=max_client_id_length,
-            max_inbound_inflight=max_inbound_inflight,
-            max_topic_levels=max_topic_levels,
-            max_topic_length=max_topic_length,
-            topic_alias_maximum=topic_alias_maximum,
-        )
 
     # ---------------------------------------------------------------- bytes in / out
 

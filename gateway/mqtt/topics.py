@@ -23,10 +23,10 @@ filters stored.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 from .packets import QoS
 
 K = TypeVar("K", bound=Hashable)
@@ -89,6 +89,15 @@ def validate_topic_filter(topic_filter: str) -> None:
                 raise RemoteProtocolError(
                     f"'+' must occupy a whole level: {topic_filter!r}", rule="MQTT-4.7.1-3"
                 )
+
+
+def check_outgoing(validate: Callable[[str], object], topic: str) -> None:
+    """Run `validate` (e.g. `validate_topic_name`) on a topic we are about to send: its
+    failure is our own mistake, raised as `LocalProtocolError`."""
+    try:
+        validate(topic)
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(str(exc)) from None
 
 
 def split_shared(topic_filter: str) -> tuple[str, str] | None:

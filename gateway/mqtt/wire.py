@@ -126,6 +126,21 @@ def encode_remaining_length(value: int, out: bytearray) -> None:
     out.append(value)
 
 
+def encode_frame(first_byte: int, body: bytes | bytearray, out: bytearray) -> None:
+    """Append a packet from its first byte (type and flags) and its body (section 2.2)."""
+    out.append(first_byte)
+    encode_remaining_length(len(body), out)
+    out += body
+
+
+def encode_packet_id(packet_id: int | None, what: str) -> bytes:
+    """A Packet Identifier's two bytes (2.3.1). Raises `LocalProtocolError` unless it is an
+    int in 1..65535 (`what` names the packet in the message)."""
+    if type(packet_id) is not int or not 0 < packet_id <= 0xFFFF:
+        raise LocalProtocolError(f"{what} needs a packet identifier 1..65535, not {packet_id!r}")
+    return packet_id.to_bytes(2, "big")
+
+
 encode_varint = encode_remaining_length
 """Append a Variable Byte Integer (MQTT 5 section 1.5.5; the Remaining Length's format)."""
 

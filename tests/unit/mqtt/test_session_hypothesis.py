@@ -34,6 +34,7 @@ from gateway.mqtt import (
     _state,
 )
 from gateway.mqtt.codec import encode
+from gateway.mqtt.packets import PACKET_TYPE
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -136,7 +137,7 @@ def server_in(state: ConnectionState) -> ServerConnection:
 @given(state=st.sampled_from(list(ConnectionState)), packet=packets)
 def test_every_packet_in_every_state_is_a_legal_transition_or_an_error(state, packet):
     server = server_in(state)
-    packet_type = _state.PACKET_TYPE[type(packet)]
+    packet_type = PACKET_TYPE[type(packet)]
     server.receive_data(encode(packet), 1.0)
     if state is ConnectionState.CONNECT_RECEIVED:
         with pytest.raises(LocalProtocolError):

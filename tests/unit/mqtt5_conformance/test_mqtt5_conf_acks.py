@@ -5,16 +5,16 @@ docs/mqtt5-conformance.md maps them."""
 from __future__ import annotations
 
 import pytest
-from sansio_client5 import (
+from sansio_client import (
     Q1,
     Q2,
     SansIOClient5,
-    connected_pair,
+    connected_pair5,
     encode5,
     flush,
     props,
     pump,
-    violation_after_connect,
+    violation_after_connect5,
 )
 
 from gateway.mqtt import (
@@ -34,7 +34,7 @@ PROSE = {"reason_string": "payload failed validation: " + "x" * 40,
 
 def inbound(qos, client: SansIOClient5 | None = None, **server_options):
     """A connected pair and one inbound message of `qos` awaiting acknowledge()."""
-    client, server = connected_pair(client, **server_options)
+    client, server = connected_pair5(client, **server_options)
     client.publish("t", b"x", qos)
     (event,) = pump(client, server)
     return client, server, event.publish.packet_id
@@ -51,7 +51,7 @@ def test_MQTT_3_4_2_1_puback_reason_codes_come_from_the_table():
             server.acknowledge(packet_id, not_a_puback_code)
         assert server.data_to_send() == b""
     # from the client, a code outside the table is malformed
-    violation_after_connect(bytes((0x40, 4, 0, 1, 0x92, 0)), reason=0x81)
+    violation_after_connect5(bytes((0x40, 4, 0, 1, 0x92, 0)), reason=0x81)
 
 
 def test_MQTT_3_4_2_2_3_puback_drops_reason_string_and_user_properties_over_client_maximum():
@@ -78,7 +78,7 @@ def test_MQTT_3_5_2_1_pubrec_reason_codes_come_from_the_table():
     with pytest.raises((LocalProtocolError, ValueError)):
         server.acknowledge(packet_id, PubRelCode.PACKET_IDENTIFIER_NOT_FOUND)
     # from the client, a code outside the table is malformed
-    violation_after_connect(bytes((0x50, 4, 0, 1, 0x92, 0)), reason=0x81)
+    violation_after_connect5(bytes((0x50, 4, 0, 1, 0x92, 0)), reason=0x81)
 
 
 def test_MQTT_3_5_2_2_3_pubrec_drops_reason_string_and_user_properties_over_client_maximum():
@@ -94,12 +94,12 @@ def test_MQTT_3_5_2_2_3_pubrec_drops_reason_string_and_user_properties_over_clie
 
 def test_MQTT_3_6_1_1_pubrel_with_wrong_flags_is_malformed():
     for first in (0x60, 0x63, 0x6A):
-        violation_after_connect(bytes((first, 2, 0, 1)), reason=0x81)
+        violation_after_connect5(bytes((first, 2, 0, 1)), reason=0x81)
 
 
 def test_MQTT_3_6_2_1_pubrel_reason_codes_come_from_the_table():
     client = SansIOClient5(auto_ack=False)
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     packet_id = server.publish("t", b"x", Q2)
     flush(server, client)
     client.send(PubRec(packet_id))
@@ -112,12 +112,12 @@ def test_MQTT_3_6_2_1_pubrel_reason_codes_come_from_the_table():
                                       PubRelCode.PACKET_IDENTIFIER_NOT_FOUND)
     assert {p.reason_code for p in pubrels} <= set(PubRelCode)
     # from the client, a code outside the table is malformed
-    violation_after_connect(bytes((0x62, 4, 0, 1, 0x10, 0)), reason=0x81)
+    violation_after_connect5(bytes((0x62, 4, 0, 1, 0x10, 0)), reason=0x81)
 
 
 def test_MQTT_3_6_2_2_3_pubrel_never_exceeds_the_client_maximum():
     client = SansIOClient5(properties=props(maximum_packet_size=SMALL), auto_ack=False)
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     packet_id = server.publish("t", b"x", Q2)
     flush(server, client)
     client.send(PubRec(packet_id))
@@ -141,7 +141,7 @@ def test_MQTT_3_7_2_1_pubcomp_reason_codes_come_from_the_table():
     assert pubcomps[1].reason_code in (PubRelCode.SUCCESS,
                                        PubRelCode.PACKET_IDENTIFIER_NOT_FOUND)
     # from the client, a code outside the table is malformed
-    violation_after_connect(bytes((0x70, 4, 0, 1, 0x87, 0)), reason=0x81)
+    violation_after_connect5(bytes((0x70, 4, 0, 1, 0x87, 0)), reason=0x81)
 
 
 def test_MQTT_3_7_2_2_3_pubcomp_never_exceeds_the_client_maximum():

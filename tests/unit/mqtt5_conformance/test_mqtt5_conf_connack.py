@@ -4,13 +4,13 @@ with real bytes. One test per statement; docs/mqtt5-conformance.md maps them."""
 from __future__ import annotations
 
 import pytest
-from sansio_client5 import (
+from sansio_client import (
     Q0,
     Q1,
     Q2,
     SansIOClient5,
-    connect_only,
-    connected_pair,
+    connect_only5,
+    connected_pair5,
     decode_all5,
     drain,
     encode5,
@@ -20,7 +20,7 @@ from sansio_client5 import (
     pump,
     raw,
     utf8,
-    violation_after_connect,
+    violation_after_connect5,
 )
 
 from gateway.mqtt import (
@@ -62,7 +62,7 @@ def test_MQTT_3_2_0_1_connack_comes_before_anything_else():
 
 
 def test_MQTT_3_2_0_2_only_one_connack():
-    client, server, _ = connect_only()
+    client, server, _ = connect_only5()
     server.accept()
     with pytest.raises(LocalProtocolError):
         server.accept()
@@ -73,7 +73,7 @@ def test_MQTT_3_2_0_2_only_one_connack():
 
 @pytest.mark.parametrize("session_present", [False, True])
 def test_MQTT_3_2_2_1_connack_reserved_flag_bits_are_zero(session_present):
-    client, server, _ = connect_only(SansIOClient5(clean_start=False))
+    client, server, _ = connect_only5(SansIOClient5(clean_start=False))
     server.accept(session_present=session_present)
     data = server.data_to_send()
     assert data[0] == 0x20
@@ -81,22 +81,22 @@ def test_MQTT_3_2_2_1_connack_reserved_flag_bits_are_zero(session_present):
 
 
 def test_MQTT_3_2_2_2_clean_start_gets_session_present_0():
-    client, server = connected_pair(SansIOClient5(clean_start=True))
+    client, server = connected_pair5(SansIOClient5(clean_start=True))
     assert client.connacks[-1].session_present is False
-    client, fresh, _ = connect_only(SansIOClient5(clean_start=True))
+    client, fresh, _ = connect_only5(SansIOClient5(clean_start=True))
     with pytest.raises(LocalProtocolError):
         fresh.accept(session_present=True)
 
 
 @pytest.mark.parametrize("stored", [False, True])
 def test_MQTT_3_2_2_3_session_present_follows_the_stored_session(stored):
-    client, server = connected_pair(SansIOClient5(clean_start=False), session_present=stored)
+    client, server = connected_pair5(SansIOClient5(clean_start=False), session_present=stored)
     (connack,) = client.connacks
     assert (connack.return_code, connack.session_present) == (0x00, stored)
 
 
 def test_MQTT_3_2_2_6_refusal_has_session_present_0():
-    client, server, _ = connect_only(SansIOClient5(clean_start=False))
+    client, server, _ = connect_only5(SansIOClient5(clean_start=False))
     server.refuse(ConnAckCode.BAD_USER_NAME_OR_PASSWORD)
     data = server.data_to_send()
     assert data[:4] == bytes((0x20, data[1], 0x00, 0x86))
@@ -105,7 +105,7 @@ def test_MQTT_3_2_2_6_refusal_has_session_present_0():
 def test_MQTT_3_2_2_7_refusing_connack_closes():
     for code in (ConnAckCode.NOT_AUTHORIZED, ConnAckCode.BANNED,
                  ConnAckCode.QUOTA_EXCEEDED, ConnAckCode.SERVER_BUSY):
-        client, server, _ = connect_only()
+        client, server, _ = connect_only5()
         server.refuse(code)
         assert server.state is ConnectionState.CLOSED
         assert flush(server, client) == [ConnAck(code)]
@@ -118,25 +118,25 @@ def test_MQTT_3_2_2_7_refusing_connack_closes():
 
 def test_MQTT_3_2_2_8_connack_reason_codes_come_from_the_table():
     for not_a_connack_code in (0x8F, 0x10, 0x8E, 0x91, 0xA1, 0x100):  # 0..5: 3.1.1 codes
-        client, server, _ = connect_only()
+        client, server, _ = connect_only5()
         with pytest.raises((LocalProtocolError, ValueError)):
             server.refuse(not_a_connack_code)
         assert server.data_to_send() == b""
     # a 3.1.1 return code is translated to its MQTT 5 reason
-    client, server, _ = connect_only()
+    client, server, _ = connect_only5()
     server.refuse(ConnectReturnCode.NOT_AUTHORIZED)
     assert flush(server, client) == [ConnAck(ConnAckCode.NOT_AUTHORIZED)]
     # every code of table 3-1 goes out as given
     for code in ConnAckCode:
         if code == ConnAckCode.SUCCESS:
             continue
-        client, server, _ = connect_only()
+        client, server, _ = connect_only5()
         server.refuse(code)
         assert flush(server, client)[0].return_code == code
 
 
 def test_MQTT_3_2_2_9_qos2_is_supported_so_no_maximum_qos_is_sent():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     assert client.connacks[0].properties.maximum_qos is None  # absent: QoS 2 supported
     client.publish("t", b"x", Q2)
     (event,) = pump(client, server)
@@ -148,7 +148,7 @@ def test_MQTT_3_2_2_9_qos2_is_supported_so_no_maximum_qos_is_sent():
 
 def test_MQTT_3_2_2_10_subscribe_above_maximum_qos_is_accepted():
     limited = {"properties": props(maximum_qos=1)}  # were a Maximum QoS announced
-    client, server = connected_pair(accept=limited)
+    client, server = connected_pair5(accept=limited)
     assert client.connacks[0].properties.maximum_qos == 1
     sub_id = client.subscribe(("a", Q0), ("b", Q1), ("c", Q2))
     (event,) = pump(client, server)
@@ -159,43 +159,43 @@ def test_MQTT_3_2_2_10_subscribe_above_maximum_qos_is_accepted():
 
 def test_MQTT_3_2_2_13_will_retain_is_accepted_and_retain_available():
     will = Will("status", b"offline", Q1, retain=True)
-    client, server = connected_pair(SansIOClient5(will=will))
+    client, server = connected_pair5(SansIOClient5(will=will))
     assert client.connacks[0].properties.retain_available in (None, 1)
     assert server.connect.will.retain is True
 
 
 def test_MQTT_3_2_2_15_packet_over_server_maximum_gets_disconnect_0x95():
-    client, server = connected_pair(max_packet_size=128)
+    client, server = connected_pair5(max_packet_size=128)
     assert client.connacks[0].properties.maximum_packet_size == 128  # announced
-    violation_after_connect(encode5(Publish("t", b"x" * 200)), reason=0x95, max_packet_size=128)
+    violation_after_connect5(encode5(Publish("t", b"x" * 200)), reason=0x95, max_packet_size=128)
 
 
 def test_MQTT_3_2_2_16_assigned_client_identifier_is_in_the_connack():
-    client, server, _ = connect_only(SansIOClient5(""))
+    client, server, _ = connect_only5(SansIOClient5(""))
     server.accept(assigned_client_id="auto-1b2c")
     (connack,) = flush(server, client)
     assert connack.return_code == 0
     assert connack.properties.assigned_client_identifier == "auto-1b2c"
     # a client that chose its own id is not sent one
-    client, server = connected_pair(SansIOClient5("device-1"))
+    client, server = connected_pair5(SansIOClient5("device-1"))
     assert client.connacks[0].properties.assigned_client_identifier is None
 
 
 def test_MQTT_3_2_2_17_topic_alias_over_server_maximum_gets_disconnect_0x94():
-    client, server = connected_pair(topic_alias_maximum=4)
+    client, server = connected_pair5(topic_alias_maximum=4)
     assert client.connacks[0].properties.topic_alias_maximum == 4
-    violation_after_connect(publish_with_alias(5), reason=0x94, topic_alias_maximum=4)
+    violation_after_connect5(publish_with_alias(5), reason=0x94, topic_alias_maximum=4)
 
 
 def test_MQTT_3_2_2_18_topic_alias_when_none_allowed_gets_disconnect_0x94():
-    client, server = connected_pair(topic_alias_maximum=0)
+    client, server = connected_pair5(topic_alias_maximum=0)
     assert client.connacks[0].properties.topic_alias_maximum in (None, 0)
-    violation_after_connect(publish_with_alias(1), reason=0x94, topic_alias_maximum=0)
+    violation_after_connect5(publish_with_alias(1), reason=0x94, topic_alias_maximum=0)
 
 
 def test_MQTT_3_2_2_19_20_connack_drops_reason_string_and_user_properties_over_client_maximum():
     small = SansIOClient5(properties=props(maximum_packet_size=40))
-    client, server, _ = connect_only(small)
+    client, server, _ = connect_only5(small)
     server.accept(properties=props(reason_string="r" * 60, user_properties=(("k", "v" * 60),)))
     data = server.data_to_send()
     assert len(data) <= 40
@@ -203,7 +203,7 @@ def test_MQTT_3_2_2_19_20_connack_drops_reason_string_and_user_properties_over_c
     assert connack.return_code == 0
     assert connack.properties.reason_string is None
     assert connack.properties.user_properties == ()
-    client, server, _ = connect_only(SansIOClient5(properties=props(maximum_packet_size=40)))
+    client, server, _ = connect_only5(SansIOClient5(properties=props(maximum_packet_size=40)))
     server.refuse(ConnAckCode.NOT_AUTHORIZED, reason_string="r" * 60,
                   properties=props(user_properties=(("k", "v" * 60),)))
     data = server.data_to_send()
@@ -221,7 +221,7 @@ def test_MQTT_3_2_2_19_20_connack_drops_reason_string_and_user_properties_over_c
     assert len(data) <= 20
     assert client.receive_data(data) == [ConnAck(ConnAckCode.BAD_AUTHENTICATION_METHOD)]
     # with room enough both go out
-    client, server, _ = connect_only()
+    client, server, _ = connect_only5()
     server.accept(properties=props(reason_string="welcome", user_properties=(("k", "v"),)))
     (connack,) = flush(server, client)
     assert connack.properties.reason_string == "welcome"
@@ -229,10 +229,10 @@ def test_MQTT_3_2_2_19_20_connack_drops_reason_string_and_user_properties_over_c
 
 
 def test_MQTT_3_2_2_22_server_keeps_the_clients_keep_alive_unless_it_sends_its_own():
-    client, server = connected_pair(SansIOClient5(keepalive=60), now=100.0)
+    client, server = connected_pair5(SansIOClient5(keepalive=60), now=100.0)
     assert client.connacks[0].properties.server_keep_alive is None
     assert server.keepalive_deadline() == 190.0
-    client, server, _ = connect_only(SansIOClient5(keepalive=60), now=100.0)
+    client, server, _ = connect_only5(SansIOClient5(keepalive=60), now=100.0)
     server.accept(server_keep_alive=10)
     (connack,) = flush(server, client)
     assert connack.properties.server_keep_alive == 10
@@ -243,7 +243,7 @@ def test_MQTT_3_2_2_22_server_keeps_the_clients_keep_alive_unless_it_sends_its_o
 
 
 def test_MQTT_3_2_2_11_14_qos_2_and_retain_are_always_available():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     connack = client.connacks[0]
     assert connack.properties.maximum_qos is None
     assert connack.properties.retain_available in (None, 1)
@@ -252,7 +252,7 @@ def test_MQTT_3_2_2_11_14_qos_2_and_retain_are_always_available():
     events = pump(client, server)
     assert [(e.publish.qos, e.publish.retain) for e in events] == [(Q2, True), (Q1, True)]
     # were they announced unavailable, the session would refuse what breaks them
-    violation_after_connect(encode5(Publish("t", b"x", Q2, packet_id=1)), reason=0x9B,
+    violation_after_connect5(encode5(Publish("t", b"x", Q2, packet_id=1)), reason=0x9B,
                             accept={"properties": props(maximum_qos=1)})
-    violation_after_connect(encode5(Publish("t", b"x", Q0, retain=True)), reason=0x9A,
+    violation_after_connect5(encode5(Publish("t", b"x", Q0, retain=True)), reason=0x9A,
                             accept={"properties": props(retain_available=0)})

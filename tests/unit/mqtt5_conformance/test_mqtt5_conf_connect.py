@@ -4,14 +4,14 @@ with real bytes. One test per statement; docs/mqtt5-conformance.md maps them."""
 from __future__ import annotations
 
 import pytest
-from sansio_client5 import (
+from sansio_client import (
     Q0,
     Q1,
     Q2,
     SansIOClient5,
     connect5_bytes,
-    connect_only,
-    connected_pair,
+    connect_only5,
+    connected_pair5,
     decode5,
     decode_all5,
     drain,
@@ -24,7 +24,7 @@ from sansio_client5 import (
     refused_before_connack,
     split_packets,
     utf8,
-    violation_after_connect,
+    violation_after_connect5,
 )
 
 from gateway.mqtt import (
@@ -59,7 +59,7 @@ def test_MQTT_3_1_0_1_first_packet_must_be_connect():
 
 def test_MQTT_3_1_0_2_second_connect_is_a_protocol_error():
     second = encode5(Connect("device-1", protocol_level=5))
-    violation_after_connect(second, reason=PROTOCOL_ERROR, rule="MQTT-3.1.0-2")
+    violation_after_connect5(second, reason=PROTOCOL_ERROR, rule="MQTT-3.1.0-2")
 
 
 def test_MQTT_3_1_2_1_wrong_protocol_name_closes():
@@ -86,7 +86,7 @@ def test_MQTT_3_1_2_3_reserved_connect_flag_is_malformed():
 
 
 def test_MQTT_3_1_2_4_clean_start_discards_the_session():
-    client, server, _ = connect_only(SansIOClient5(clean_start=True))
+    client, server, _ = connect_only5(SansIOClient5(clean_start=True))
     old = ServerConnection()
     with pytest.raises(LocalProtocolError):
         server.accept(session_present=True)
@@ -98,19 +98,19 @@ def test_MQTT_3_1_2_4_clean_start_discards_the_session():
 
 
 def test_MQTT_3_1_2_5_clean_start_0_resumes_the_session():
-    client, server = connected_pair(SansIOClient5(clean_start=False, auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(clean_start=False, auto_ack=False))
     packet_id = server.publish("t", b"kept", Q1)
     flush(server, client)
     server.receive_data(b"", 1.0)
     assert drain(server) == [Disconnected(graceful=False)]
     client.new_connection()
-    client2, server2 = connected_pair(client, session_present=True, resume=server.session_state())
+    client2, server2 = connected_pair5(client, session_present=True, resume=server.session_state())
     (again,) = [p for p in client2.received if isinstance(p, Publish)]
     assert (again.packet_id, again.payload, again.dup) == (packet_id, b"kept", True)
 
 
 def test_MQTT_3_1_2_6_clean_start_0_without_session_creates_one():
-    client, server = connected_pair(SansIOClient5(clean_start=False), session_present=False)
+    client, server = connected_pair5(SansIOClient5(clean_start=False), session_present=False)
     assert client.connacks[-1].session_present is False
     packet_id = server.publish("t", b"new", Q1)
     assert [p.packet_id for p in server.session_state().outbound] == [packet_id]
@@ -120,7 +120,7 @@ def test_MQTT_3_1_2_7_will_and_its_properties_are_handed_to_the_server():
     will_props = props(will_delay_interval=30, content_type="text/plain",
                        user_properties=(("k", "v"),), message_expiry_interval=60)
     will = Will("status", b"offline", Q1, retain=False, properties=will_props)
-    client, server, event = connect_only(SansIOClient5(will=will))
+    client, server, event = connect_only5(SansIOClient5(will=will))
     assert event.connect.will == will
     server.accept()
     assert server.connect.will == will
@@ -142,12 +142,12 @@ def test_MQTT_3_1_2_9_will_flag_requires_will_properties_topic_and_payload():
 def test_MQTT_3_1_2_10_normal_disconnect_discards_the_will_0x04_keeps_it():
     will = Will("status", b"offline")
     for reason, publish_will in ((0x00, False), (0x04, True)):
-        client, server = connected_pair(SansIOClient5(will=will))
+        client, server = connected_pair5(SansIOClient5(will=will))
         client.disconnect(reason)
         (event,) = pump(client, server)
         assert isinstance(event, Disconnected) and event.graceful
         assert (event.reason_code, event.publish_will) == (reason, publish_will)
-    client, server = connected_pair(SansIOClient5(will=will))
+    client, server = connected_pair5(SansIOClient5(will=will))
     server.receive_data(b"", 1.0)
     (event,) = drain(server)
     assert event.publish_will  # the connection broke: the will stays due
@@ -171,7 +171,7 @@ def test_MQTT_3_1_2_13_will_retain_without_will_flag_is_malformed():
 def test_MQTT_3_1_2_14_15_will_retain_is_handed_to_the_server():
     for retain in (False, True):
         will = Will("status", b"offline", Q2, retain=retain)
-        client, server, event = connect_only(SansIOClient5(will=will))
+        client, server, event = connect_only5(SansIOClient5(will=will))
         assert event.connect.will.retain is retain
 
 
@@ -193,24 +193,24 @@ def test_MQTT_3_1_2_19_password_flag_requires_a_password():
     refused_before_connack(connect5_bytes(flags=0x02 | USER_NAME | PASSWORD,
                                           payload_tail=utf8("user")), connack=MALFORMED)
     # MQTT 5 allows a password without a user name (3.1.2.9)
-    client, server, event = connect_only(SansIOClient5(password=b"secret"))
+    client, server, event = connect_only5(SansIOClient5(password=b"secret"))
     assert (event.connect.username, event.connect.password) == (None, b"secret")
 
 
 def test_MQTT_3_1_2_22_keep_alive_deadline_is_one_and_a_half_keep_alives():
-    client, server = connected_pair(SansIOClient5(keepalive=60), now=100.0)
+    client, server = connected_pair5(SansIOClient5(keepalive=60), now=100.0)
     assert server.keepalive_deadline() == 190.0
     client.ping()
     pump(client, server, now=150.0)
     assert server.keepalive_deadline() == 240.0
-    client0, server0 = connected_pair(SansIOClient5(keepalive=0))
+    client0, server0 = connected_pair5(SansIOClient5(keepalive=0))
     assert server0.keepalive_deadline() is None
 
 
 def test_MQTT_3_1_2_23_session_expiry_is_handed_to_the_server_and_state_survives():
     client = SansIOClient5(clean_start=False, auto_ack=False,
                            properties=props(session_expiry_interval=3600))
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     assert server.connect.properties.session_expiry_interval == 3600
     packet_id = server.publish("t", b"kept", Q2)
     flush(server, client)
@@ -221,7 +221,7 @@ def test_MQTT_3_1_2_23_session_expiry_is_handed_to_the_server_and_state_survives
 
 def test_MQTT_3_1_2_24_never_sends_a_packet_over_the_client_maximum():
     client = SansIOClient5(properties=props(maximum_packet_size=64))
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     server.publish("t", b"x" * 40, Q0)  # 46 bytes: goes
     server.publish("t", b"x" * 80, Q0)  # 86 bytes: must not
     server.publish("t", b"x" * 80, Q1)
@@ -237,7 +237,7 @@ def test_MQTT_3_1_2_24_never_sends_a_packet_over_the_client_maximum():
 
 
 def test_MQTT_3_1_2_25_oversized_publish_is_dropped_as_if_delivered():
-    client, server = connected_pair(SansIOClient5(properties=props(maximum_packet_size=64)))
+    client, server = connected_pair5(SansIOClient5(properties=props(maximum_packet_size=64)))
     assert server.publish("t", b"x" * 100, Q1) is None
     assert server.publish("t", b"x" * 100, Q2) is None
     stats = server.statistics()
@@ -248,12 +248,12 @@ def test_MQTT_3_1_2_25_oversized_publish_is_dropped_as_if_delivered():
     assert [p.packet_id for p in flush(server, client)] == [packet_id]
     # a resumed session holding a message too large for the client's new maximum
     roomy = SansIOClient5(clean_start=False, auto_ack=False)
-    roomy, first = connected_pair(roomy)
+    roomy, first = connected_pair5(roomy)
     big = first.publish("t", b"x" * 100, Q1)
     small = first.publish("t", b"y", Q1)
     flush(first, roomy)
     tight = SansIOClient5(clean_start=False, properties=props(maximum_packet_size=64))
-    tight, second = connected_pair(tight, session_present=True, resume=first.session_state())
+    tight, second = connected_pair5(tight, session_present=True, resume=first.session_state())
     assert [p.packet_id for p in tight.received if isinstance(p, Publish)] == [small]
     assert second.statistics().dropped_too_large == 1
     assert big not in [p.packet_id for p in second.session_state().outbound]
@@ -266,7 +266,7 @@ def _topics_sent(client: SansIOClient5) -> list[tuple[str, int | None]]:
 
 def test_MQTT_3_1_2_26_topic_aliases_stay_within_the_client_maximum():
     client = SansIOClient5(properties=props(topic_alias_maximum=2))
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     topics = ["a/1", "a/2", "a/3", "a/1", "a/2", "a/3", "a/4", "a/1"] * 3
     for topic in topics:
         server.publish(topic, b"x", Q0)
@@ -276,7 +276,7 @@ def test_MQTT_3_1_2_26_topic_aliases_stay_within_the_client_maximum():
     assert aliases <= {1, 2}
     # a message dropped as too large never took an alias the client did not learn
     client = SansIOClient5(properties=props(topic_alias_maximum=2, maximum_packet_size=64))
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     assert server.publish("big/one", b"x" * 100, Q1) is None
     server.publish("big/one", b"small", Q1)
     flush(server, client)  # the client asserts every alias it is sent was set first
@@ -285,7 +285,7 @@ def test_MQTT_3_1_2_26_topic_aliases_stay_within_the_client_maximum():
 
 def test_MQTT_3_1_2_27_no_topic_alias_maximum_means_no_aliases():
     for properties in (props(), props(topic_alias_maximum=0)):
-        client, server = connected_pair(SansIOClient5(properties=properties))
+        client, server = connected_pair5(SansIOClient5(properties=properties))
         for topic in ["a/1", "a/2", "a/1", "a/1"] * 5:
             server.publish(topic, b"x", Q1)
         flush(server, client)
@@ -296,7 +296,7 @@ def test_MQTT_3_1_2_28_no_response_information_unless_requested():
     offered = props(response_information="replies/device-1")
     for request, expected in ((None, None), (0, None), (1, "replies/device-1")):
         client = SansIOClient5(properties=props(request_response_information=request))
-        client, server, _ = connect_only(client)
+        client, server, _ = connect_only5(client)
         server.accept(properties=offered)
         (connack,) = flush(server, client)
         assert connack.properties.response_information == expected
@@ -305,7 +305,7 @@ def test_MQTT_3_1_2_28_no_response_information_unless_requested():
 def test_MQTT_3_1_2_29_no_problem_information_unless_requested():
     for request, told in ((0, False), (1, True), (None, True)):
         client = SansIOClient5(properties=props(request_problem_information=request))
-        client, server = connected_pair(client)
+        client, server = connected_pair5(client)
         client.publish("t", b"x", Q1)
         sub_id = client.subscribe(("a", Q1))
         unsub_id = client.unsubscribe("a")
@@ -354,13 +354,13 @@ def test_MQTT_3_1_3_4_client_identifier_must_be_utf8():
 
 def test_MQTT_3_1_3_5_allows_1_to_23_alphanumeric_client_ids():
     for client_id in ("a", "0123456789abcdefghijklm", "ZZZZZZZZZZZZZZZZZZZZZZZ"):
-        client, server = connected_pair(SansIOClient5(client_id, clean_start=False))
+        client, server = connected_pair5(SansIOClient5(client_id, clean_start=False))
         assert server.connect.client_id == client_id
 
 
 def test_MQTT_3_1_3_6_7_empty_client_id_gets_an_assigned_identifier():
     for clean_start in (True, False):
-        client, server, event = connect_only(SansIOClient5("", clean_start=clean_start))
+        client, server, event = connect_only5(SansIOClient5("", clean_start=clean_start))
         assert event.connect.client_id == ""
         with pytest.raises(LocalProtocolError):
             server.accept()  # the server must assign one
@@ -371,7 +371,7 @@ def test_MQTT_3_1_3_6_7_empty_client_id_gets_an_assigned_identifier():
 
 
 def test_MQTT_3_1_3_8_rejected_client_id_gets_connack_0x85_then_close():
-    client, server, _ = connect_only(SansIOClient5("someone-else"))
+    client, server, _ = connect_only5(SansIOClient5("someone-else"))
     server.refuse(ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID)
     assert flush(server, client) == [ConnAck(ConnAckCode.CLIENT_IDENTIFIER_NOT_VALID)]
     assert server.state is ConnectionState.CLOSED
@@ -384,7 +384,7 @@ def test_MQTT_3_1_3_8_rejected_client_id_gets_connack_0x85_then_close():
 def test_MQTT_3_1_3_10_will_user_properties_keep_their_order():
     pairs = (("b", "1"), ("a", "2"), ("b", "0"), ("a", "2"))
     will = Will("status", b"offline", properties=props(user_properties=pairs))
-    client, server, event = connect_only(SansIOClient5(will=will))
+    client, server, event = connect_only5(SansIOClient5(will=will))
     assert event.connect.will.properties.user_properties == pairs
 
 
@@ -412,7 +412,7 @@ def test_MQTT_3_1_4_1_malformed_connect_closes():
 
 
 def test_MQTT_3_1_4_2_refused_connect_closes():
-    client, server, _ = connect_only()
+    client, server, _ = connect_only5()
     server.refuse(ConnAckCode.NOT_AUTHORIZED, reason_string="certificate revoked")
     (connack,) = flush(server, client)
     assert (connack.return_code, connack.session_present) == (0x87, False)
@@ -421,14 +421,14 @@ def test_MQTT_3_1_4_2_refused_connect_closes():
 
 
 def test_MQTT_3_1_4_3_taken_over_connection_gets_disconnect_0x8e():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     server.disconnect(DisconnectCode.SESSION_TAKEN_OVER)
     assert flush(server, client) == [Disconnect(DisconnectCode.SESSION_TAKEN_OVER)]
     assert server.state is ConnectionState.CLOSED
 
 
 def test_MQTT_3_1_4_5_accepted_connect_gets_connack_0x00():
-    client, server, _ = connect_only()
+    client, server, _ = connect_only5()
     server.accept()
     (connack,) = flush(server, client)
     assert (connack.return_code, connack.session_present) == (0x00, False)

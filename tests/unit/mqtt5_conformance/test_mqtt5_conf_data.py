@@ -7,13 +7,13 @@ statement to its test.
 
 from __future__ import annotations
 
-from sansio_client5 import (
+from sansio_client import (
     Q0,
     Q1,
     Q2,
     SansIOClient5,
     connect5_bytes,
-    connected_pair,
+    connected_pair5,
     drain,
     flush,
     prop_list,
@@ -23,7 +23,7 @@ from sansio_client5 import (
     refused_before_connack,
     utf8,
     varint,
-    violation_after_connect,
+    violation_after_connect5,
 )
 
 from gateway.mqtt import PubAck, PubRec, PubRel, SubAck, UnsubAck
@@ -46,24 +46,24 @@ def user_property(key: bytes, value: bytes) -> bytes:
 def test_MQTT_1_5_4_1_ill_formed_utf8_closes_the_connection():
     refused_before_connack(connect5_bytes(client_id=b"dev\xc3"), connack=MALFORMED)
     refused_before_connack(connect5_bytes(client_id=b"\xed\xa0\x80"), connack=MALFORMED)  # U+D800
-    violation_after_connect(publish5(b"a/\xff"), reason=MALFORMED)
-    violation_after_connect(publish5(b"a/\xed\xbf\xbf"), reason=MALFORMED)  # U+DFFF
+    violation_after_connect5(publish5(b"a/\xff"), reason=MALFORMED)
+    violation_after_connect5(publish5(b"a/\xed\xbf\xbf"), reason=MALFORMED)  # U+DFFF
 
 
 def test_MQTT_1_5_4_2_null_character_closes_the_connection():
     refused_before_connack(connect5_bytes(client_id=b"dev\x00ice"), connack=MALFORMED)
-    violation_after_connect(publish5(b"a/\x00b"), reason=MALFORMED)
+    violation_after_connect5(publish5(b"a/\x00b"), reason=MALFORMED)
 
 
 def test_MQTT_1_5_4_2_control_characters_are_refused_too():
     # 1.5.4: a string SHOULD NOT hold control characters; they would reach logs
     refused_before_connack(connect5_bytes(client_id=b"dev\x07"), connack=0x85)
     for topic in (b"a/\x1b[31m", b"a/\xc2\x85", b"a/\x7f"):
-        violation_after_connect(publish5(topic), reason=MALFORMED)
+        violation_after_connect5(publish5(topic), reason=MALFORMED)
 
 
 def test_MQTT_1_5_4_3_byte_order_mark_is_kept():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     server.receive_data(publish5("\ufeffa/b".encode()), 0.0)
     (event,) = drain(server)
     assert event.publish.topic == "\ufeffa/b"
@@ -74,7 +74,7 @@ def test_MQTT_1_5_4_3_byte_order_mark_is_kept():
 
 
 def test_MQTT_1_5_5_1_variable_byte_integers_use_the_fewest_bytes():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     for size in (0, 120, 121, 16_000, 16_500, 2_097_000, 2_098_000):
         server.publish("t", b"x" * size, Q0)
         data = server.data_to_send()
@@ -89,8 +89,8 @@ def test_MQTT_1_5_5_1_variable_byte_integers_use_the_fewest_bytes():
 def test_MQTT_1_5_7_1_user_property_strings_must_be_utf8():
     bad_key = prop_list(user_property(b"k\xff", b"v"))
     bad_value = prop_list(user_property(b"k", b"v\x00"))
-    violation_after_connect(publish5(b"a", properties=bad_key), reason=MALFORMED)
-    violation_after_connect(publish5(b"a", properties=bad_value), reason=MALFORMED)
+    violation_after_connect5(publish5(b"a", properties=bad_key), reason=MALFORMED)
+    violation_after_connect5(publish5(b"a", properties=bad_value), reason=MALFORMED)
     refused_before_connack(connect5_bytes(properties=bad_key), connack=MALFORMED)
 
 
@@ -98,27 +98,27 @@ def test_MQTT_1_5_7_1_user_property_strings_must_be_utf8():
 
 
 def test_MQTT_2_1_3_1_invalid_fixed_header_flags_are_malformed():
-    violation_after_connect(bytes((0xC1, 0)), reason=MALFORMED)  # PINGREQ with a flag
-    violation_after_connect(bytes((0x41, 2, 0, 1)), reason=MALFORMED)  # PUBACK with a flag
-    violation_after_connect(bytes((0xE2, 0)), reason=MALFORMED)  # DISCONNECT with a flag
-    violation_after_connect(bytes((0xF4, 0)), reason=MALFORMED)  # AUTH with a flag
+    violation_after_connect5(bytes((0xC1, 0)), reason=MALFORMED)  # PINGREQ with a flag
+    violation_after_connect5(bytes((0x41, 2, 0, 1)), reason=MALFORMED)  # PUBACK with a flag
+    violation_after_connect5(bytes((0xE2, 0)), reason=MALFORMED)  # DISCONNECT with a flag
+    violation_after_connect5(bytes((0xF4, 0)), reason=MALFORMED)  # AUTH with a flag
     refused_before_connack(bytes((0x12,)) + connect5_bytes()[1:])
 
 
 def test_MQTT_2_2_1_2_qos0_publish_carries_no_packet_identifier():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     assert server.publish("t", b"payload", Q0) is None
     assert server.data_to_send() == raw(0x30, utf8("t") + b"\x00" + b"payload")
 
 
 def test_MQTT_2_2_1_3_zero_packet_identifier_is_malformed():
-    violation_after_connect(raw(0x32, utf8("a") + b"\x00\x00" + b"\x00x"))  # PUBLISH QoS 1
-    violation_after_connect(raw(0x82, b"\x00\x00" + b"\x00" + utf8("a") + b"\x00"))  # SUBSCRIBE
-    violation_after_connect(raw(0xA2, b"\x00\x00" + b"\x00" + utf8("a")))  # UNSUBSCRIBE
+    violation_after_connect5(raw(0x32, utf8("a") + b"\x00\x00" + b"\x00x"))  # PUBLISH QoS 1
+    violation_after_connect5(raw(0x82, b"\x00\x00" + b"\x00" + utf8("a") + b"\x00"))  # SUBSCRIBE
+    violation_after_connect5(raw(0xA2, b"\x00\x00" + b"\x00" + utf8("a")))  # UNSUBSCRIBE
 
 
 def test_MQTT_2_2_1_4_server_uses_unused_non_zero_identifiers():
-    client, server = connected_pair(SansIOClient5(auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(auto_ack=False))
     ids = [server.publish("t", b"%d" % i, Q1) for i in range(5)]
     assert len(set(ids)) == 5 and 0 not in ids
     flush(server, client)
@@ -131,7 +131,7 @@ def test_MQTT_2_2_1_4_server_uses_unused_non_zero_identifiers():
 
 
 def test_MQTT_2_2_1_5_acknowledgements_carry_the_publish_identifier():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.publish("t", b"1", Q1)
     client.publish("t", b"2", Q2)
     e1, e2 = pump(client, server)
@@ -149,7 +149,7 @@ def test_MQTT_2_2_1_5_acknowledgements_carry_the_publish_identifier():
 
 
 def test_MQTT_2_2_1_6_suback_and_unsuback_carry_the_request_identifier():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     sub_id = client.subscribe(("a/#", Q1))
     unsub_id = client.unsubscribe("a/#")
     sub, unsub = pump(client, server)
@@ -161,7 +161,7 @@ def test_MQTT_2_2_1_6_suback_and_unsuback_carry_the_request_identifier():
 
 
 def test_MQTT_2_2_2_1_no_properties_is_a_zero_property_length():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     sub_id = client.subscribe(("a", Q0), ("b", Q1))
     unsub_id = client.unsubscribe("a")
     pump(client, server)

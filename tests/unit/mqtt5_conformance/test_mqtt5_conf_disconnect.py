@@ -6,13 +6,13 @@ maps them."""
 from __future__ import annotations
 
 import pytest
-from sansio_client5 import (
+from sansio_client import (
     Q0,
     Q1,
     SansIOClient5,
     connect5_bytes,
-    connect_only,
-    connected_pair,
+    connect_only5,
+    connected_pair5,
     decode5,
     drain,
     encode5,
@@ -23,7 +23,7 @@ from sansio_client5 import (
     raw,
     refused_before_connack,
     utf8,
-    violation_after_connect,
+    violation_after_connect5,
 )
 
 from gateway.mqtt import (
@@ -48,7 +48,7 @@ SERVER_REASONS = [r for r in DisconnectCode if r != DisconnectCode.DISCONNECT_WI
 
 
 def test_MQTT_3_12_4_1_pingreq_is_answered_with_pingresp():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.ping()
     client.ping()
     assert pump(client, server) == []
@@ -57,11 +57,11 @@ def test_MQTT_3_12_4_1_pingreq_is_answered_with_pingresp():
 
 
 def test_MQTT_3_14_0_1_no_disconnect_before_a_successful_connack():
-    client, server, _ = connect_only()
+    client, server, _ = connect_only5()
     server.disconnect(DisconnectCode.SERVER_SHUTTING_DOWN)  # not yet accepted: a close
     assert server.data_to_send() == b""
     assert server.state is ConnectionState.CLOSED
-    client, server, _ = connect_only()
+    client, server, _ = connect_only5()
     server.refuse(ConnAckCode.SERVER_BUSY)
     server.data_to_send()
     server.disconnect(DisconnectCode.SERVER_SHUTTING_DOWN)
@@ -75,43 +75,43 @@ def test_MQTT_3_14_0_1_no_disconnect_before_a_successful_connack():
 
 def test_MQTT_3_14_1_1_disconnect_with_reserved_bits_is_malformed():
     for first in (0xE1, 0xE8, 0xEF):
-        violation_after_connect(bytes((first, 0)), reason=MALFORMED)
+        violation_after_connect5(bytes((first, 0)), reason=MALFORMED)
 
 
 def test_MQTT_3_14_2_1_disconnect_reason_codes_come_from_the_table():
     for reason in SERVER_REASONS:
-        client, server = connected_pair()
+        client, server = connected_pair5()
         server.disconnect(reason)
         assert [p.reason_code for p in flush(server, client)] == [reason]
     for not_for_a_server in (DisconnectCode.DISCONNECT_WITH_WILL_MESSAGE, 0x01, 0x10, 0x84, 0xFF):
-        client, server = connected_pair()
+        client, server = connected_pair5()
         with pytest.raises((LocalProtocolError, ValueError)):
             server.disconnect(not_for_a_server)
         assert server.data_to_send() == b""
     # from the client: a code outside the table, or one only a server sends, is refused
     for code in (0x01, 0x84, 0x8E, 0x9C):
-        violation_after_connect(raw(0xE0, bytes((code, 0))))
+        violation_after_connect5(raw(0xE0, bytes((code, 0))))
 
 
 def test_MQTT_3_14_2_2_server_disconnect_has_no_session_expiry():
     client = SansIOClient5(properties=props(session_expiry_interval=600))
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     server.disconnect(DisconnectCode.ADMINISTRATIVE_ACTION, reason_string="revoked")
     (disconnect,) = flush(server, client)
     assert disconnect.properties.session_expiry_interval is None
     assert disconnect.properties.reason_string == "revoked"
     # the client's may, unless its CONNECT said 0: then it is a protocol error
-    client, server = connected_pair(SansIOClient5(properties=props(session_expiry_interval=600)))
+    client, server = connected_pair5(SansIOClient5(properties=props(session_expiry_interval=600)))
     client.disconnect(0, props(session_expiry_interval=0))
     (event,) = pump(client, server)
     assert event.properties.session_expiry_interval == 0
-    violation_after_connect(encode5(Disconnect(0, props(session_expiry_interval=60))),
+    violation_after_connect5(encode5(Disconnect(0, props(session_expiry_interval=60))),
                             reason=PROTOCOL_ERROR)
 
 
 def test_MQTT_3_14_2_3_4_disconnect_drops_reason_string_and_user_properties_over_client_maximum():
     client = SansIOClient5(properties=props(maximum_packet_size=SMALL))
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     server.disconnect(DisconnectCode.ADMINISTRATIVE_ACTION,
                       reason_string="network erased by its owner " + "x" * 40,
                       user_properties=[("k", "v" * 40)])
@@ -121,7 +121,7 @@ def test_MQTT_3_14_2_3_4_disconnect_drops_reason_string_and_user_properties_over
 
 
 def test_MQTT_3_14_4_1_2_nothing_is_sent_after_disconnect_and_the_connection_closes():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.ping()
     server.receive_data(client.data_to_send(), 1.0)
     server.disconnect(DisconnectCode.KEEP_ALIVE_TIMEOUT)
@@ -137,7 +137,7 @@ def test_MQTT_3_14_4_1_2_nothing_is_sent_after_disconnect_and_the_connection_clo
 
 
 def test_MQTT_3_14_4_3_normal_disconnect_discards_the_will():
-    client, server = connected_pair(SansIOClient5(will=Will("status", b"offline", Q1)))
+    client, server = connected_pair5(SansIOClient5(will=Will("status", b"offline", Q1)))
     client.disconnect(DisconnectCode.NORMAL_DISCONNECTION)
     client.ping()  # after DISCONNECT: never processed
     assert pump(client, server) == [Disconnected(graceful=True)]
@@ -148,7 +148,7 @@ def test_MQTT_3_14_4_3_normal_disconnect_discards_the_will():
 
 def test_MQTT_3_15_1_1_auth_with_flags_is_malformed():
     for first in (0xF1, 0xF2, 0xF8):
-        violation_after_connect(raw(first, b"\x00\x00"), reason=MALFORMED)
+        violation_after_connect5(raw(first, b"\x00\x00"), reason=MALFORMED)
 
 
 def test_MQTT_4_12_0_1_unsupported_authentication_method_gets_connack_0x8c():
@@ -165,7 +165,7 @@ def test_MQTT_4_12_0_1_unsupported_authentication_method_gets_connack_0x8c():
 
 
 def test_MQTT_4_12_0_6_no_authentication_method_means_no_auth_from_the_server():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     assert client.connacks[0].properties.authentication_method is None
     assert client.connacks[0].properties.authentication_data is None
     client.publish("t", b"x", Q1)
@@ -179,16 +179,16 @@ def test_MQTT_4_12_0_6_no_authentication_method_means_no_auth_from_the_server():
 
 def test_MQTT_4_12_0_7_auth_without_authentication_method_is_a_protocol_error():
     for reason in (0x00, 0x18, 0x19):
-        violation_after_connect(encode5(Auth(reason)), reason=PROTOCOL_ERROR)
+        violation_after_connect5(encode5(Auth(reason)), reason=PROTOCOL_ERROR)
     # before the CONNACK too: an AUTH first is not a CONNECT
     refused_before_connack(encode5(Auth(0x18)))
 
 
 def test_MQTT_4_13_1_1_malformed_packet_or_protocol_error_closes():
-    malformed = violation_after_connect(bytes((0xC0, 1, 0)), reason=MALFORMED)  # PINGREQ body
-    protocol = violation_after_connect(encode5(Auth(0x19)), reason=PROTOCOL_ERROR)
+    malformed = violation_after_connect5(bytes((0xC0, 1, 0)), reason=MALFORMED)  # PINGREQ body
+    protocol = violation_after_connect5(encode5(Auth(0x19)), reason=PROTOCOL_ERROR)
     assert (malformed.reason_code, protocol.reason_code) == (MALFORMED, PROTOCOL_ERROR)
-    client, server = connected_pair()
+    client, server = connected_pair5()
     server.receive_data(bytes((0x00, 0)), 1.0)  # reserved packet type 0
     with pytest.raises(RemoteProtocolError) as first:
         server.next_event()
@@ -202,17 +202,17 @@ def test_MQTT_4_13_1_1_malformed_packet_or_protocol_error_closes():
 
 def test_MQTT_4_13_2_1_failure_reason_closes_the_connection():
     for code in (ConnAckCode.UNSPECIFIED_ERROR, ConnAckCode.USE_ANOTHER_SERVER):
-        client, server, _ = connect_only()
+        client, server, _ = connect_only5()
         server.refuse(code)
         assert server.state is ConnectionState.CLOSED
     for reason in (DisconnectCode.MESSAGE_RATE_TOO_HIGH, DisconnectCode.USE_ANOTHER_SERVER):
-        client, server = connected_pair()
+        client, server = connected_pair5()
         server.disconnect(reason, server_reference="gw-2.example:8883")
         assert server.state is ConnectionState.CLOSED
         (disconnect,) = flush(server, client)
         assert disconnect.reason_code == reason
     # a client's 0x80+ DISCONNECT ends the connection as well
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.disconnect(DisconnectCode.UNSPECIFIED_ERROR)
     (event,) = pump(client, server)
     assert isinstance(event, Disconnected) and event.reason_code == 0x80

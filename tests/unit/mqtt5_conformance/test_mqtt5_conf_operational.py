@@ -6,12 +6,12 @@ docs/mqtt5-conformance.md maps them."""
 from __future__ import annotations
 
 import pytest
-from sansio_client5 import (
+from sansio_client import (
     Q0,
     Q1,
     Q2,
     SansIOClient5,
-    connected_pair,
+    connected_pair5,
     drain,
     encode5,
     flush,
@@ -19,7 +19,7 @@ from sansio_client5 import (
     pump,
     raw,
     utf8,
-    violation_after_connect,
+    violation_after_connect5,
 )
 
 from gateway.mqtt import (
@@ -48,7 +48,7 @@ def subscribe5(topic_filter: bytes, options: int = 0, packet_id: int = 1) -> byt
 
 def filter_refused(topic_filter: bytes) -> None:
     """A SUBSCRIBE with this filter closes the connection, or gets SUBACK 0x8F for it."""
-    client, server = connected_pair()
+    client, server = connected_pair5()
     server.receive_data(subscribe5(topic_filter), 1.0)
     try:
         events = drain(server)
@@ -60,7 +60,7 @@ def filter_refused(topic_filter: bytes) -> None:
 
 
 def filter_accepted(topic_filter: str) -> None:
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.subscribe((topic_filter, Q1))
     (event,) = pump(client, server)
     assert event.subscriptions == ((topic_filter, Q1),)
@@ -70,7 +70,7 @@ def filter_accepted(topic_filter: str) -> None:
 
 
 def test_MQTT_4_1_0_1_session_state_is_kept_while_connected():
-    client, server = connected_pair(SansIOClient5(clean_start=False, auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(clean_start=False, auto_ack=False))
     ids = [server.publish("t", b"%d" % i, q) for i, q in enumerate((Q1, Q2, Q1))]
     server.receive_data(encode5(Publish("in", b"x", Q2, packet_id=77)), 1.0)
     drain(server)
@@ -85,7 +85,7 @@ def test_MQTT_4_1_0_1_session_state_is_kept_while_connected():
 
 def test_MQTT_4_1_0_2_session_expiry_is_what_the_client_asked():
     client = SansIOClient5(clean_start=False, properties=props(session_expiry_interval=300))
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     assert server.connect.properties.session_expiry_interval == 300
     client.disconnect(0, props(session_expiry_interval=30))
     (event,) = pump(client, server)
@@ -97,14 +97,14 @@ def test_MQTT_4_1_0_2_session_expiry_is_what_the_client_asked():
 
 
 def test_MQTT_4_3_1_1_qos0_is_sent_with_qos0_and_dup0():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     assert server.publish("t", b"x", Q0) is None
     (packet,) = flush(server, client)
     assert (packet.qos, packet.dup, packet.packet_id) == (Q0, False, None)
 
 
 def test_MQTT_4_3_2_1_2_3_qos1_sender_flow():
-    client, server = connected_pair(SansIOClient5(auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(auto_ack=False))
     first = server.publish("t", b"1", Q1)
     second = server.publish("t", b"2", Q1)
     assert first != second
@@ -117,7 +117,7 @@ def test_MQTT_4_3_2_1_2_3_qos1_sender_flow():
 
 
 def test_MQTT_4_3_2_4_5_qos1_receiver_flow():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.send(Publish("t", b"x", Q1, packet_id=5))
     (event,) = pump(client, server)
     assert client.acks == []  # no PUBACK before the application owns the message
@@ -131,7 +131,7 @@ def test_MQTT_4_3_2_4_5_qos1_receiver_flow():
 
 
 def test_MQTT_4_3_3_1_to_6_qos2_sender_flow():
-    client, server = connected_pair(SansIOClient5(clean_start=False, auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(clean_start=False, auto_ack=False))
     packet_id = server.publish("t", b"x", Q2)
     (packet,) = flush(server, client)
     assert (packet.qos, packet.dup, packet.packet_id) == (Q2, False, packet_id)
@@ -142,7 +142,7 @@ def test_MQTT_4_3_3_1_to_6_qos2_sender_flow():
     assert server.session_state().outbound == (PubRel(packet_id),)
     # resumed before PUBCOMP: PUBREL again, never the PUBLISH
     client.new_connection()
-    client2, server2 = connected_pair(client, session_present=True, resume=server.session_state())
+    client2, server2 = connected_pair5(client, session_present=True, resume=server.session_state())
     assert [type(p) for p in client2.received[1:]] == [PubRel]
     client2.send(PubComp(packet_id))
     assert pump(client2, server2) == [DeliveryComplete(packet_id)]
@@ -150,13 +150,13 @@ def test_MQTT_4_3_3_1_to_6_qos2_sender_flow():
 
 
 def test_MQTT_4_3_3_7_message_in_flight_is_resent_whatever_its_expiry():
-    client, server = connected_pair(SansIOClient5(clean_start=False, auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(clean_start=False, auto_ack=False))
     packet_id = server.publish("t", b"x", Q2, properties=props(message_expiry_interval=1))
     flush(server, client)
     server.receive_data(b"", 500.0)
     drain(server)
     client.new_connection()
-    client2, server2 = connected_pair(client, session_present=True,
+    client2, server2 = connected_pair5(client, session_present=True,
                                       resume=server.session_state(), now=10_000.0)
     (again,) = [p for p in client2.received if isinstance(p, Publish)]
     assert (again.packet_id, again.dup) == (packet_id, True)
@@ -164,7 +164,7 @@ def test_MQTT_4_3_3_7_message_in_flight_is_resent_whatever_its_expiry():
 
 
 def test_MQTT_4_3_3_8_to_12_qos2_receiver_flow():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.send(Publish("t", b"x", Q2, packet_id=9))
     (event,) = pump(client, server)
     assert client.acks == []
@@ -182,7 +182,7 @@ def test_MQTT_4_3_3_8_to_12_qos2_receiver_flow():
 
 
 def test_MQTT_4_3_3_9_refused_pubrec_frees_the_identifier():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.send(Publish("t", b"x", Q2, packet_id=3))
     (event,) = pump(client, server)
     server.acknowledge(3, 0x87)
@@ -194,7 +194,7 @@ def test_MQTT_4_3_3_9_refused_pubrec_frees_the_identifier():
 
 
 def test_MQTT_4_3_3_13_qos2_exchange_completes_after_expiry():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.send(Publish("t", b"x", Q2, packet_id=4, properties=props(message_expiry_interval=1)))
     (event,) = pump(client, server, now=0.0)
     server.acknowledge(4)  # the application may drop the expired message; the flow goes on
@@ -207,7 +207,7 @@ def test_MQTT_4_3_3_13_qos2_exchange_completes_after_expiry():
 
 
 def test_MQTT_4_4_0_1_resends_only_when_a_session_resumes():
-    client, server = connected_pair(SansIOClient5(clean_start=False, auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(clean_start=False, auto_ack=False))
     ids = [server.publish("t", b"%d" % i, Q1) for i in range(3)]
     flush(server, client)
     for now in (60.0, 600.0):
@@ -215,13 +215,13 @@ def test_MQTT_4_4_0_1_resends_only_when_a_session_resumes():
         pump(client, server, now=now)
     assert [type(p) for p in client.received[4:]] == [PingResp, PingResp]  # no re-send
     client.new_connection()
-    client2, _ = connected_pair(client, session_present=True, resume=server.session_state())
+    client2, _ = connected_pair5(client, session_present=True, resume=server.session_state())
     again = [p for p in client2.received if isinstance(p, Publish)]
     assert [(p.packet_id, p.dup) for p in again] == [(i, True) for i in ids]
 
 
 def test_MQTT_4_4_0_2_failed_acknowledgement_ends_the_flow():
-    client, server = connected_pair(SansIOClient5(clean_start=False, auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(clean_start=False, auto_ack=False))
     q1 = server.publish("t", b"1", Q1)
     q2 = server.publish("t", b"2", Q2)
     flush(server, client)
@@ -237,19 +237,19 @@ def test_MQTT_4_4_0_2_failed_acknowledgement_ends_the_flow():
 
 
 def test_MQTT_4_6_0_1_resent_publishes_keep_their_order():
-    client, server = connected_pair(SansIOClient5(clean_start=False, auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(clean_start=False, auto_ack=False))
     ids = [server.publish("t", b"%d" % i, q) for i, q in enumerate((Q2, Q1, Q2, Q1))]
     flush(server, client)
     client.send(PubRec(ids[0]))  # the first becomes a PUBREL, keeping its place
     pump(client, server)
     client.new_connection()
-    client2, _ = connected_pair(client, session_present=True, resume=server.session_state())
+    client2, _ = connected_pair5(client, session_present=True, resume=server.session_state())
     assert [p.packet_id for p in client2.received[1:]] == ids
     assert [type(p) for p in client2.received[1:]] == [PubRel, Publish, Publish, Publish]
 
 
 def test_MQTT_4_6_0_2_3_acknowledgements_follow_the_order_of_acknowledge():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     for i in range(1, 5):
         client.send(Publish("t", b"x", Q1 if i % 2 else Q2, packet_id=i))
     events = pump(client, server)
@@ -260,7 +260,7 @@ def test_MQTT_4_6_0_2_3_acknowledgements_follow_the_order_of_acknowledge():
 
 
 def test_MQTT_4_6_0_4_pubrels_follow_the_order_of_pubrecs():
-    client, server = connected_pair(SansIOClient5(auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(auto_ack=False))
     ids = [server.publish("t", b"x", Q2) for _ in range(3)]
     flush(server, client)
     for packet_id in reversed(ids):
@@ -270,7 +270,7 @@ def test_MQTT_4_6_0_4_pubrels_follow_the_order_of_pubrecs():
 
 
 def test_MQTT_4_6_0_5_publishes_leave_in_the_order_they_were_made():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     expected = []
     for i in range(12):
         qos = (Q0, Q1, Q2)[i % 3]
@@ -287,7 +287,7 @@ def test_MQTT_4_7_0_1_wildcards_are_refused_in_topic_names():
     for name in ("a/+", "#", "a/#/b", "+/x"):
         with pytest.raises(MQTTError):
             validate_topic_name(name)
-        violation_after_connect(raw(0x30, utf8(name) + b"\x00x"))
+        violation_after_connect5(raw(0x30, utf8(name) + b"\x00x"))
     filter_accepted("a/+/#")
 
 
@@ -315,14 +315,14 @@ def test_MQTT_4_7_2_1_wildcards_never_match_dollar_topics():
 
 
 def test_MQTT_4_7_3_1_empty_topic_is_refused():
-    violation_after_connect(raw(0x30, utf8(b"") + b"\x00x"), reason=0x82)  # no alias either
+    violation_after_connect5(raw(0x30, utf8(b"") + b"\x00x"), reason=0x82)  # no alias either
     filter_refused(b"")
     with pytest.raises(MQTTError):
         validate_topic_name("")
 
 
 def test_MQTT_4_7_3_2_null_character_in_topic_is_refused():
-    violation_after_connect(raw(0x30, utf8(b"a\x00") + b"\x00x"), reason=0x81)
+    violation_after_connect5(raw(0x30, utf8(b"a\x00") + b"\x00x"), reason=0x81)
     filter_refused(b"a/\x00/#")
 
 
@@ -331,7 +331,7 @@ def test_MQTT_4_7_3_3_topic_over_65535_bytes_is_refused():
         validate_topic_name("a" * 65_536)
     with pytest.raises(MQTTError):
         validate_topic_filter("a" * 65_536)
-    client, server = connected_pair()
+    client, server = connected_pair5()
     with pytest.raises(LocalProtocolError):
         server.publish("a" * 65_536, b"x", Q0)
 
@@ -341,7 +341,7 @@ def test_MQTT_4_7_3_4_matching_does_not_normalise():
     assert not topic_matches(composed, decomposed)
     assert not topic_matches("A/b", "a/b")
     assert not topic_matches("a/b ", "a/b")
-    client, server = connected_pair()
+    client, server = connected_pair5()
     client.publish(decomposed, b"x")
     (event,) = pump(client, server)
     assert event.publish.topic == decomposed
@@ -364,7 +364,7 @@ def test_MQTT_4_8_2_2_share_name_rules():
 
 
 def test_MQTT_4_8_2_6_failed_acknowledgement_is_reported_with_its_reason():
-    client, server = connected_pair(SansIOClient5(auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(auto_ack=False))
     packet_id = server.publish("t", b"x", Q1)
     flush(server, client)
     client.send(PubAck(packet_id, 0x97))
@@ -379,7 +379,7 @@ def test_MQTT_4_8_2_6_failed_acknowledgement_is_reported_with_its_reason():
 def test_MQTT_4_9_0_1_send_quota_starts_at_the_receive_maximum():
     for receive_maximum, window in ((3, 3), (None, 20), (65_535, 20)):
         client = SansIOClient5(properties=props(receive_maximum=receive_maximum), auto_ack=False)
-        client, server = connected_pair(client, max_inflight=20)
+        client, server = connected_pair5(client, max_inflight=20)
         sent = 0
         while server.can_publish(Q1):
             server.publish("t", b"x", Q1)
@@ -389,7 +389,7 @@ def test_MQTT_4_9_0_1_send_quota_starts_at_the_receive_maximum():
 
 def test_MQTT_4_9_0_2_no_qos1_publish_while_the_quota_is_zero():
     client = SansIOClient5(properties=props(receive_maximum=2), auto_ack=False)
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     server.publish("t", b"1", Q1)
     server.publish("t", b"2", Q2)
     for qos in (Q1, Q2):
@@ -400,7 +400,7 @@ def test_MQTT_4_9_0_2_no_qos1_publish_while_the_quota_is_zero():
     assert len(client.delivered) == 2
     # a QoS 2 message holds its quota until PUBCOMP, not PUBREC (section 4.9)
     client = SansIOClient5(properties=props(receive_maximum=1), auto_ack=False)
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     packet_id = server.publish("t", b"x", Q2)
     flush(server, client)
     client.send(PubRec(packet_id))
@@ -414,7 +414,7 @@ def test_MQTT_4_9_0_2_no_qos1_publish_while_the_quota_is_zero():
 
 def test_MQTT_4_9_0_3_other_packets_are_processed_while_the_quota_is_zero():
     client = SansIOClient5(properties=props(receive_maximum=1), auto_ack=False)
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     server.publish("t", b"1", Q2)
     flush(server, client)
     client.ping()

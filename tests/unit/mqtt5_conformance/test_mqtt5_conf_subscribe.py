@@ -5,18 +5,18 @@ bytes. One test per statement; docs/mqtt5-conformance.md maps them."""
 from __future__ import annotations
 
 import pytest
-from sansio_client5 import (
+from sansio_client import (
     Q0,
     Q1,
     Q2,
     SansIOClient5,
-    connected_pair,
+    connected_pair5,
     flush,
     props,
     pump,
     raw,
     utf8,
-    violation_after_connect,
+    violation_after_connect5,
 )
 
 from gateway.mqtt import (
@@ -51,7 +51,7 @@ def unsubscribe5(*filters: bytes, packet_id: int = 1, first: int = 0xA2) -> byte
 
 
 def subscribed(*subscriptions, options=(), client=None):
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     packet_id = client.subscribe(*subscriptions, options=options)
     (event,) = pump(client, server)
     assert isinstance(event, SubscribeReceived) and event.packet_id == packet_id
@@ -72,16 +72,16 @@ def test_MQTT_3_3_1_12_13_retain_as_published_reaches_the_server():
 
 def test_MQTT_3_8_1_1_subscribe_with_wrong_flags_is_malformed():
     for first in (0x80, 0x83, 0x8A):
-        violation_after_connect(subscribe5((b"a", 0), first=first), reason=MALFORMED)
+        violation_after_connect5(subscribe5((b"a", 0), first=first), reason=MALFORMED)
 
 
 def test_MQTT_3_8_3_1_subscribe_filters_must_be_utf8():
-    violation_after_connect(subscribe5((b"a/\xff", 0)), reason=MALFORMED)
-    violation_after_connect(subscribe5((b"a/\x00", 0)), reason=MALFORMED)
+    violation_after_connect5(subscribe5((b"a/\xff", 0)), reason=MALFORMED)
+    violation_after_connect5(subscribe5((b"a/\x00", 0)), reason=MALFORMED)
 
 
 def test_MQTT_3_8_3_2_subscribe_without_filters_is_a_protocol_error():
-    violation_after_connect(subscribe5(), reason=PROTOCOL_ERROR, rule="MQTT-3.8.3-2")
+    violation_after_connect5(subscribe5(), reason=PROTOCOL_ERROR, rule="MQTT-3.8.3-2")
 
 
 def test_MQTT_3_8_3_3_no_local_reaches_the_server():
@@ -91,7 +91,7 @@ def test_MQTT_3_8_3_3_no_local_reaches_the_server():
 
 
 def test_MQTT_3_8_3_4_no_local_on_a_shared_subscription_is_a_protocol_error():
-    violation_after_connect(subscribe5((b"$share/g/a", 0x04)), reason=PROTOCOL_ERROR,
+    violation_after_connect5(subscribe5((b"$share/g/a", 0x04)), reason=PROTOCOL_ERROR,
                             rule="MQTT-3.8.3-4")
     client, server, event = subscribed(("$share/g/a", Q1))  # without no local: fine
     assert event.subscriptions == (("$share/g/a", Q1),)
@@ -99,9 +99,9 @@ def test_MQTT_3_8_3_4_no_local_on_a_shared_subscription_is_a_protocol_error():
 
 def test_MQTT_3_8_3_5_reserved_subscription_option_bits_are_malformed():
     for options in (0x40, 0x80, 0xC1):
-        violation_after_connect(subscribe5((b"a", options)), reason=MALFORMED,
+        violation_after_connect5(subscribe5((b"a", options)), reason=MALFORMED,
                                 rule="MQTT-3.8.3-5")
-    violation_after_connect(subscribe5((b"a", 0x30)))  # retain handling 3: protocol error
+    violation_after_connect5(subscribe5((b"a", 0x30)))  # retain handling 3: protocol error
 
 
 def test_MQTT_3_8_4_1_subscribe_is_answered_with_suback():
@@ -112,7 +112,7 @@ def test_MQTT_3_8_4_1_subscribe_is_answered_with_suback():
 
 
 def test_MQTT_3_8_4_2_suback_has_the_subscribe_identifier():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     ids = [client.subscribe(("a", Q0)) for _ in range(3)]
     events = pump(client, server)
     for event in reversed(events):
@@ -185,19 +185,19 @@ def test_MQTT_3_9_3_2_suback_codes_come_from_the_table():
 
 def test_MQTT_3_10_1_1_unsubscribe_with_wrong_flags_is_malformed():
     for first in (0xA0, 0xA3, 0xAA):
-        violation_after_connect(unsubscribe5(b"a", first=first), reason=MALFORMED)
+        violation_after_connect5(unsubscribe5(b"a", first=first), reason=MALFORMED)
 
 
 def test_MQTT_3_10_3_1_unsubscribe_filters_must_be_utf8():
-    violation_after_connect(unsubscribe5(b"a/\xc3"), reason=MALFORMED)
+    violation_after_connect5(unsubscribe5(b"a/\xc3"), reason=MALFORMED)
 
 
 def test_MQTT_3_10_3_2_unsubscribe_without_filters_is_a_protocol_error():
-    violation_after_connect(unsubscribe5(), reason=PROTOCOL_ERROR, rule="MQTT-3.10.3-2")
+    violation_after_connect5(unsubscribe5(), reason=PROTOCOL_ERROR, rule="MQTT-3.10.3-2")
 
 
 def test_MQTT_3_10_4_3_unsubscribe_does_not_abort_messages_in_flight():
-    client, server = connected_pair(SansIOClient5(auto_ack=False))
+    client, server = connected_pair5(SansIOClient5(auto_ack=False))
     packet_id = server.publish("a/1", b"x", Q1)
     flush(server, client)
     unsub_id = client.unsubscribe("a/#")
@@ -211,7 +211,7 @@ def test_MQTT_3_10_4_3_unsubscribe_does_not_abort_messages_in_flight():
 
 
 def test_MQTT_3_10_4_4_unsubscribe_is_answered_with_unsuback():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     unsub_id = client.unsubscribe("a/#")
     (event,) = pump(client, server)
     assert event == UnsubscribeReceived(unsub_id, ("a/#",))
@@ -221,7 +221,7 @@ def test_MQTT_3_10_4_4_unsubscribe_is_answered_with_unsuback():
 
 
 def test_MQTT_3_10_4_5_unsuback_has_the_id_even_when_nothing_existed():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     unsub_id = client.unsubscribe("never/subscribed")
     pump(client, server)
     server.unsubscribed(unsub_id, [UnsubAckCode.NO_SUBSCRIPTION_EXISTED])
@@ -229,7 +229,7 @@ def test_MQTT_3_10_4_5_unsuback_has_the_id_even_when_nothing_existed():
 
 
 def test_MQTT_3_10_4_6_many_filters_get_one_unsuback():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     unsub_id = client.unsubscribe("a", "b/+", "c/#")
     (event,) = pump(client, server)
     assert event.topic_filters == ("a", "b/+", "c/#")
@@ -239,7 +239,7 @@ def test_MQTT_3_10_4_6_many_filters_get_one_unsuback():
 
 def test_MQTT_3_11_2_1_2_unsuback_drops_reason_string_and_user_properties_over_client_maximum():
     client = SansIOClient5(properties=props(maximum_packet_size=SMALL))
-    client, server = connected_pair(client)
+    client, server = connected_pair5(client)
     unsub_id = client.unsubscribe("a")
     pump(client, server)
     server.unsubscribed(unsub_id, [UnsubAckCode.NOT_AUTHORIZED], **PROSE)
@@ -251,7 +251,7 @@ def test_MQTT_3_11_2_1_2_unsuback_drops_reason_string_and_user_properties_over_c
 
 
 def test_MQTT_3_11_3_1_unsuback_codes_follow_filter_order():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     unsub_id = client.unsubscribe("x", "y", "z")
     pump(client, server)
     server.unsubscribed(unsub_id, [0x11, 0x00, 0x87])
@@ -259,7 +259,7 @@ def test_MQTT_3_11_3_1_unsuback_codes_follow_filter_order():
 
 
 def test_MQTT_3_11_3_2_unsuback_codes_come_from_the_table():
-    client, server = connected_pair()
+    client, server = connected_pair5()
     unsub_id = client.unsubscribe("x", "y")
     pump(client, server)
     for wrong in ([0x00], [0x00, 0x10], [0x00, 0x8E], [0x00, 0x02]):
