@@ -198,11 +198,16 @@ async def test_will_waits_its_delay_and_a_reconnect_in_time_cancels_it(
     connect = props(PacketTypes.CONNECT, SessionExpiryInterval=300)
     dev = Paho5(running, net_a, "dev")
     await dev.connect(properties=connect, will=will)
+    broker = running.gateway.broker
+    # The will is held at some instant between these two readings of the broker's clock:
+    # 29 s after the first is before its delay ends, 31 s after the second past it, however
+    # long a loaded machine takes in between.
+    before = broker.clock()
     await dev.close(graceful=False)
     await running.logs.wait("disconnected", client_id="dev")
-    broker = running.gateway.broker
-    assert broker.tick(broker.clock() + 29)[1] == [] and watcher.messages.empty()
-    _, wills = broker.tick(broker.clock() + 31)
+    after = broker.clock()
+    assert broker.tick(before + 29)[1] == [] and watcher.messages.empty()
+    _, wills = broker.tick(after + 31)
     assert [w.payload for w in wills] == [b"gone"]
     assert (await watcher.message()).payload == b"gone"
     # Again, but the device comes back within the delay: no will.
