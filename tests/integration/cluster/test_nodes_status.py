@@ -30,13 +30,27 @@ def two_nodes(postgres_url):
     return postgres_url
 
 
+# The CLI reads the node table at its own now, after its start-up: a heartbeat written by a
+# fixture must stay "alive" however slowly a loaded machine starts the process (the default
+# node_dead_after of 5 s did not), and the lapsed one (600 s old) stays past it.
+DEAD_AFTER = 120.0
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text(f"[cluster]\nnode_dead_after = {DEAD_AFTER}\n")
+    return str(path)
+
+
 def status(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gateway.cli", "cluster", "status", *args],
                           capture_output=True, text=True, timeout=60)
 
 
-def test_cluster_status_lists_each_node_and_exits_12_when_one_is_not_alive(two_nodes):
-    done = status("--store", two_nodes)
+def test_cluster_status_lists_each_node_and_exits_12_when_one_is_not_alive(two_nodes,
+                                                                           config):
+    done = status("--store", two_nodes, "--config", config)
     assert done.returncode == 12, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("2 node(s): 1 alive, 1 not; 1,234 live connection(s)")
@@ -47,8 +61,8 @@ def test_cluster_status_lists_each_node_and_exits_12_when_one_is_not_alive(two_n
     assert float(row["gw-gone"][2].removesuffix("s")) >= 600
 
 
-def test_cluster_status_json_has_the_same_figures(two_nodes):
-    done = status("--store", two_nodes, "--json")
+def test_cluster_status_json_has_the_same_figures(two_nodes, config):
+    done = status("--store", two_nodes, "--config", config, "--json")
     assert done.returncode == 12
     doc = json.loads(done.stdout)
     nodes = {n["name"]: n for n in doc["nodes"]}
@@ -58,11 +72,11 @@ def test_cluster_status_json_has_the_same_figures(two_nodes):
     assert nodes["gw-alive"]["lag"] == 0.004 and nodes["gw-gone"]["lag"] >= 600
 
 
-def test_cluster_status_exits_0_when_every_node_is_alive(postgres_url):
+def test_cluster_status_exits_0_when_every_node_is_alive(postgres_url, config):
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         ensure_schema(conn)
         Membership(conn, "only", clock=lambda: datetime.now(UTC), dead_after=60.0).join()
-    done = status("--store", postgres_url)
+    done = status("--store", postgres_url, "--config", config)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("1 node(s): 1 alive, 0 not")
 
@@ -81,7 +95,7 @@ def test_cluster_status_with_postgresql_unreachable_is_one_line(tmp_path):
 
 def test_metrics_show_the_cluster_family(two_nodes):
     with psycopg.connect(two_nodes, autocommit=True) as conn:
-        view = ClusterView(dead_after=5.0, nodes=read_nodes(conn), reaped=3)
+        view = ClusterView(dead_after=DEAD_AFTER, nodes=read_nodes(conn), reaped=3)
     text = render(cluster_samples(view)).decode()
     assert 'fleetgate_cluster_nodes{state="alive"} 1.0' in text
     assert 'fleetgate_cluster_nodes{state="lapsed"} 1.0' in text
