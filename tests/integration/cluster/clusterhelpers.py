@@ -44,9 +44,11 @@ class Node:
 
 
 async def start_node(nursery: trio.Nursery, pki, url: str, name: str, *, store: bool = False,
-                     gone=None, **overrides) -> Node:
+                     gone=None, ping_interval: float | None = None, **overrides) -> Node:
     """A node joined to the cluster on `url`: routing only, or with `store` the PostgreSQL
-    store there (ingest, the broker's durable state, as `run_gateway` wires it)."""
+    store there (ingest, the broker's durable state, as `run_gateway` wires it).
+    `ping_interval`: the bus's idle ping (a test that finds the listener by its LISTEN
+    statement in pg_stat_activity needs none: a ping replaces that statement)."""
     config = load_config(None, {"ca_home": pki.path, "mqtt": "127.0.0.1:0",
                                 **({"store": url} if store else {}), **overrides})
     logs = LogRecords()
@@ -61,6 +63,8 @@ async def start_node(nursery: trio.Nursery, pki, url: str, name: str, *, store: 
             cluster = Cluster(url, name, metrics=metrics.cluster, log=log,
                               max_sessions_per_network=config.max_sessions_per_network,
                               gone=gone)
+            if ping_interval is not None:
+                cluster.bus.ping_interval = ping_interval
             if not store:
                 await cluster.prepare(None)
                 broker = Broker(max_queued=config.max_queued,
