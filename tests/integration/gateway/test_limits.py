@@ -28,9 +28,10 @@ async def _client(running, creds, client_id):
 
 async def test_a_thousand_idle_tcp_connections_do_not_keep_a_device_out(start_gateway, net_a):
     # Pending caps raised: this is about the cost of idle sockets, not about eviction
-    # (test_pending.py).
+    # (test_pending.py); nor about their deadline (handshake_timeout closes a silent socket,
+    # after 5 s by default: opening a thousand takes longer than that on a loaded machine).
     running = await start_gateway(max_pending=2000, max_pending_per_source=2000,
-                                  connection_burst_per_source=2000)
+                                  connection_burst_per_source=2000, handshake_timeout=120)
     idle = [await trio.open_tcp_stream(running.host, running.port) for _ in range(1000)]
     try:
         started = trio.current_time()
