@@ -13,6 +13,9 @@ from gateway.limits import source_key
 from gateway.mqtt.packets import ConnAck, ConnectReturnCode, PingReq, PingResp
 
 OK = ConnAck(ConnectReturnCode.ACCEPTED, False)
+# A silent socket is also closed after handshake_timeout (5 s by default): longer than any
+# wait here, so a close seen within WAIT is an eviction, however loaded the machine.
+SILENT_FOR = 3 * WAIT
 
 
 async def _idle(running, source: str) -> trio.SocketStream:
@@ -38,7 +41,8 @@ async def _evicted(stream: trio.SocketStream) -> bool:
 async def test_a_flood_of_silent_sockets_from_the_devices_own_source_does_not_keep_it_out(
     start_gateway, net_a
 ):
-    running = await start_gateway(max_pending=64, max_pending_per_source=16)
+    running = await start_gateway(max_pending=64, max_pending_per_source=16,
+                                  handshake_timeout=SILENT_FOR)
     flood = [await _idle(running, "127.0.0.1") for _ in range(300)]
     try:
         await _admitted(running, 300)
@@ -58,7 +62,8 @@ async def test_a_flood_of_silent_sockets_from_the_devices_own_source_does_not_ke
 
 
 async def test_the_per_source_cap_evicts_that_sources_oldest_pending_socket(start_gateway):
-    running = await start_gateway(max_pending=100, max_pending_per_source=2)
+    running = await start_gateway(max_pending=100, max_pending_per_source=2,
+                                  handshake_timeout=SILENT_FOR)
     other = await _idle(running, "127.0.0.3")
     first = await _idle(running, "127.0.0.2")
     second = await _idle(running, "127.0.0.2")
@@ -74,7 +79,8 @@ async def test_the_per_source_cap_evicts_that_sources_oldest_pending_socket(star
 
 
 async def test_the_total_cap_evicts_the_oldest_pending_socket_of_any_source(start_gateway):
-    running = await start_gateway(max_pending=3, max_pending_per_source=10)
+    running = await start_gateway(max_pending=3, max_pending_per_source=10,
+                                  handshake_timeout=SILENT_FOR)
     oldest = await _idle(running, "127.0.0.2")
     await _admitted(running, 1)
     rest = [await _idle(running, "127.0.0.3"), await _idle(running, "127.0.0.4")]
@@ -90,7 +96,8 @@ async def test_the_total_cap_evicts_the_oldest_pending_socket_of_any_source(star
 
 
 async def test_a_device_that_finished_its_handshake_is_never_evicted(start_gateway, net_a):
-    running = await start_gateway(max_pending=4, max_pending_per_source=2)
+    running = await start_gateway(max_pending=4, max_pending_per_source=2,
+                                  handshake_timeout=SILENT_FOR)
     device = await MQTTTestClient.open(running, net_a)
     assert await device.connect("real-device") == OK
     flood = [await _idle(running, "127.0.0.1") for _ in range(20)]

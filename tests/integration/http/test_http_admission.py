@@ -15,6 +15,11 @@ from gateway.http import HttpLimits
 from gateway.storage import open_sqlite_store
 
 WAIT = 20.0  # a deadline for "never happened", not a timing assertion
+# A pending connection is also closed by its own deadlines (a silent socket after
+# handshake_timeout, a half head after unauthenticated_header_timeout: 5 s by default). The
+# eviction tests set them past any wait here, so a close seen within WAIT is an eviction,
+# however loaded the machine.
+SLOW = {"handshake_timeout": 3 * WAIT, "unauthenticated_header_timeout": 3 * WAIT}
 
 
 @asynccontextmanager
@@ -59,7 +64,7 @@ async def test_a_flood_of_slow_unauthenticated_connections_does_not_keep_an_oper
 ):
     async with _env(ca_home, tmp_path, max_pending=64, max_pending_per_source=16,
                     max_connections=4, connection_burst=1000,
-                    connection_burst_per_source=1000) as env:  # the pool is the point here
+                    connection_burst_per_source=1000, **SLOW) as env:  # the pool is the point
         flood = [await _silent(env, "127.0.0.1") for _ in range(200)]
         flood += [await _slow_head(env, "127.0.0.1") for _ in range(40)]
         await _admitted(env, 240)
@@ -75,7 +80,8 @@ async def test_a_flood_of_slow_unauthenticated_connections_does_not_keep_an_oper
 
 
 async def test_the_per_source_cap_drops_that_sources_oldest_connection(ca_home, tmp_path):
-    async with _env(ca_home, tmp_path, max_pending=100, max_pending_per_source=2) as env:
+    async with _env(ca_home, tmp_path, max_pending=100, max_pending_per_source=2,
+                    **SLOW) as env:
         other = await _slow_head(env, "127.0.0.3")
         first = await _slow_head(env, "127.0.0.2")
         second = await _silent(env, "127.0.0.2")
@@ -91,7 +97,8 @@ async def test_the_per_source_cap_drops_that_sources_oldest_connection(ca_home, 
 
 
 async def test_the_total_cap_drops_the_oldest_connection_of_any_source(ca_home, tmp_path):
-    async with _env(ca_home, tmp_path, max_pending=2, max_pending_per_source=10) as env:
+    async with _env(ca_home, tmp_path, max_pending=2, max_pending_per_source=10,
+                    **SLOW) as env:
         oldest = await _silent(env, "127.0.0.2")
         await _admitted(env, 1)
         newer = await _silent(env, "127.0.0.3")
@@ -109,7 +116,8 @@ async def test_the_total_cap_drops_the_oldest_connection_of_any_source(ca_home, 
 
 
 async def test_an_operator_connection_leaves_the_pool_and_is_never_evicted(ca_home, tmp_path):
-    async with _env(ca_home, tmp_path, max_pending=2, max_pending_per_source=2) as env:
+    async with _env(ca_home, tmp_path, max_pending=2, max_pending_per_source=2,
+                    **SLOW) as env:
         op = env.operator()
         assert (await op.get("/api/v1/networks")).status == 200
         assert len(env.stats.pending) == 0
