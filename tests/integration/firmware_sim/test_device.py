@@ -3,7 +3,7 @@ the offline buffer, all over real TLS with certificates from our own CA."""
 
 from __future__ import annotations
 
-from conftest import tree_uuids
+from conftest import WAIT, tree_uuids
 
 
 async def test_device_declares_the_thermostat_and_gets_its_uuids(make_device, sim_device):
@@ -22,7 +22,9 @@ async def test_reports_are_stored_in_range_and_acknowledged(make_device, sim_dev
     await watched.wait("declared")
     uuids = tree_uuids(watched.device.tree)
     await watched.wait("tick", n=10)
-    watched.device.stop()  # drains: returns once every reading sent is acknowledged
+    # Drains: stops once every reading sent is acknowledged (up to `drain`, 5 s by default:
+    # a loaded machine may need longer, and waiting longer costs nothing when acks come).
+    watched.device.stop(drain=WAIT)
     stopped = await watched.wait("stopped")
     assert stopped["acked"] == stopped["sent"] >= 20
     temps = await gateway_runner.history(uuids["thermostat/temperature"])
@@ -44,7 +46,7 @@ async def test_control_command_is_applied_and_the_new_value_reported(make_device
     await gateway_runner.control(setpoint, "22.5")
     applied = await watched.wait("control")
     assert applied == {"value": "thermostat/setpoint", "data": 22.5}
-    watched.device.stop()
+    watched.device.stop(drain=WAIT)
     await watched.wait("stopped")
     reported = await gateway_runner.history(setpoint)
     # what it had when it declared, then what it was told
@@ -81,7 +83,7 @@ async def test_device_reconnects_after_gateway_restart_and_flushes_its_buffer(
     await watched.wait("connected", reconnect=True)
     flushed = await watched.wait("flushed", value="thermostat/temperature")
     assert flushed["readings"] >= 6
-    watched.device.stop()
+    watched.device.stop(drain=WAIT)
     stopped = await watched.wait("stopped")
     assert stopped["reconnects"] == 1 and stopped["batches"] >= 2
     assert stopped["dropped"] == 0 and stopped["acked"] == stopped["sent"]
