@@ -27,10 +27,14 @@ def _tour() -> str:
     return found.group(1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: each socket stays bound until all are chosen (one
+    released before the next bind may be handed out again)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 @pytest.mark.slow
@@ -39,7 +43,8 @@ def _free_port() -> int:
 def test_the_readme_quick_tour_runs_as_written(tmp_path: Path) -> None:
     script = _tour()
     assert "8883" in script and "8443" in script
-    script = script.replace("8883", str(_free_port())).replace("8443", str(_free_port()))
+    mqtt, https = _free_ports(2)
+    script = script.replace("8883", str(mqtt)).replace("8443", str(https))
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / "bin").symlink_to(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if k != "FLEET_CA_HOME"}
