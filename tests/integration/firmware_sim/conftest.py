@@ -10,7 +10,9 @@ import dataclasses
 import io
 import json
 import queue
+import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +38,12 @@ WAIT = 20.0  # a deadline for "never happened", not a timing assertion
 
 
 class GatewayRunner:
-    """Start, stop and restart (on the same port) a gateway with ingest and SQLite."""
+    """Start, stop and restart (on the same port) a gateway with ingest and SQLite.
+
+    While stopped, the port stays bound by a socket that does not listen: a device's
+    connection is refused as by a gateway that is down, and the port cannot be handed to
+    another socket of this busy machine (an outgoing connection's ephemeral port) before
+    the restart binds it again (SO_REUSEADDR on both)."""
 
     def __init__(self, nursery: trio.Nursery, ca_home: Path, data: Path,
                  config: dict[str, Any] | None = None) -> None:
@@ -49,10 +56,16 @@ class GatewayRunner:
         self.gateway: Gateway | None = None
         self._scope: trio.CancelScope | None = None
         self._done: trio.Event | None = None
+        self._held: socket.socket | None = None  # the port, while stopped
 
     async def start(self) -> int:
         self._done = trio.Event()
-        self.port = await self.nursery.start(self._serve, self._done)
+        try:
+            self.port = await self.nursery.start(self._serve, self._done)
+        finally:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
         return self.port
 
     async def _serve(self, done: trio.Event, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -81,6 +94,10 @@ class GatewayRunner:
         assert self._scope is not None and self._done is not None
         self._scope.cancel()
         await self._done.wait()
+        held = socket.socket()
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", self.port))
+        self._held = held
 
     async def control(self, value: str, data: str) -> None:
         """What the HTTP API does for POST /values/{uuid}/control."""
@@ -99,10 +116,13 @@ class GatewayRunner:
 
 
 @pytest.fixture
-async def gateway_runner(nursery, ca_home: CAHome, tmp_path: Path) -> GatewayRunner:
+async def gateway_runner(nursery, ca_home: CAHome, tmp_path: Path
+                         ) -> AsyncIterator[GatewayRunner]:
     runner = GatewayRunner(nursery, ca_home.path, tmp_path / "var")
     await runner.start()
-    return runner
+    yield runner
+    if runner._held is not None:  # stopped by the test, never started again
+        runner._held.close()
 
 
 @dataclass
