@@ -42,6 +42,15 @@ class ConsoleEnv:
     accounts: Any = None
     stats: HttpStatistics = field(default_factory=HttpStatistics)
 
+    def stop_the_minute(self) -> None:
+        """Stop the per-minute figures' clock (`gateway.activity`) at the start of the
+        current minute: what is counted from now on is read back whole. On the running
+        clock a count read just past a minute boundary reads lower (the trailing minute
+        weighs the previous one down as the new one goes on)."""
+        activity = self.gateway.activity
+        start = activity.clock() // 60 * 60
+        activity.clock = lambda: start
+
     def browser(self) -> Browser:
         return Browser(self.http[0], self.http[1],
                        client_context(self.home.path / "root.crt"))

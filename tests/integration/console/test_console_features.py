@@ -328,6 +328,7 @@ async def test_activity_figures_count_reports_over_mqtt_and_stay_with_their_owne
     operator = await _login(env, "op@example.org", "operator")
     ada = env.browser()
     assert (await ada.login("ada@example.org", PW)).status == 303
+    env.stop_the_minute()
     device = Device(*env.mqtt, ada_bundle, client_id="fig")
     (_, rc) = await device.connect()
     assert rc == 0
