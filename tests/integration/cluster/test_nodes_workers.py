@@ -22,14 +22,18 @@ WAIT = 60.0  # a deadline for "never happened", not a timing assertion
 
 
 def _records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
+    """Every JSON line of the log at `path`, oldest first. The gateway rotates its log file
+    at the first line of a UTC day: a run across midnight has its earlier lines in
+    `<path>.1` (a fresh tmp_path holds no older backup)."""
     out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
+    for part in (path.with_name(path.name + ".1"), path):
+        if not part.exists():
             continue
+        for line in part.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
     return out
 
 
