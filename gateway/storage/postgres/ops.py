@@ -1,13 +1,14 @@
 """The write side on PostgreSQL: operations the single writer applies, many per transaction.
 
-As in the SQLite store (gateway/storage/sqlite/ops.py): each operation is a frozen value with
-`apply(side)`; `WriteSide.apply_batch` runs a batch in ONE transaction and returns one outcome
-per operation (its result, or `Failed`); an operation that finds bad input fails alone before
-touching SQL; if SQL fails, the transaction is rolled back and the batch is retried one
-operation per transaction. Report rows of the batch are written together when the batch
-needs them (before any other operation, and at the end): the rows without a device timestamp
-by one binary COPY, the device-stamped ones by one `INSERT ... SELECT FROM unnest(...)
-ON CONFLICT DO NOTHING` (a resend is stored once: schema.py).
+The operations are the shared ones (gateway/storage/sql/: data_ops, session_ops,
+audit_ops), as in the SQLite store: `WriteSide.apply_batch` runs a batch in ONE transaction
+and returns one outcome per operation (its result, or `Failed`); an operation that finds bad
+input fails alone before touching SQL; if SQL fails, the transaction is rolled back and the
+batch is retried one operation per transaction. Report rows of the batch are written
+together when the batch needs them (before any other operation, and at the end): the rows
+without a device timestamp by one binary COPY, the device-stamped ones by one
+`INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING` (a resend is stored once:
+schema.py).
 
 Losing the server. When the connection breaks (server restarted, connection terminated,
 network down), the batch on it fails as a whole (`StorageError`: none of its operations is
@@ -18,7 +19,7 @@ the backoff's pace, not in a busy loop, and writing resumes with the first batch
 server is back.
 
 Runs only in the writer's worker thread; caches (uuid -> id, partitions known) are that
-thread's and are dropped on any rollback or reconnect.
+thread's and are dropped on any rollback or reconnect (gateway/storage/sql/write_side.py).
 """
 
 from __future__ import annotations
@@ -27,27 +28,18 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from uuid import UUID
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from gateway.model.errors import DeclarationRejected
-from gateway.model.tree import StateKind
-
 from ..errors import StorageError, StoreUnavailable
+from ..sql.write_side import ROW_OVERHEAD, WriteSideBase
 from ..writer import Failed
-from .convert import KIND_CODE
+from .dialect import PostgresDialect
 from .schema import create_week, existing_weeks, in_window, partition_name, week_of
 
-REPORT, CONTROL = KIND_CODE[StateKind.REPORT], KIND_CODE[StateKind.CONTROL]
-ROW_OVERHEAD = 48  # bytes a stored reading counts besides its data (as the SQLite store)
 BACKOFF_FIRST = 0.1  # seconds before the first reconnect try after a loss
 BACKOFF_MAX = 5.0  # ... doubling up to this
-
-
-class UnknownValue(StorageError):
-    """A report or control names a value UUID this store does not hold (erased meanwhile?)."""
 
 
 # TCP keepalives unless the URL sets its own: a server that vanished without closing the
@@ -75,23 +67,19 @@ def dedup_digest(data: str) -> bytes:
     return hashlib.blake2b(data.encode(), digest_size=16).digest()
 
 
-class WriteSide:
-    """The write connection, its reconnection, and its caches (uuid -> integer id)."""
+class WriteSide(WriteSideBase):
+    """The write connection, its reconnection, its caches, and PostgreSQL's batches."""
+
+    dialect = PostgresDialect
 
     def __init__(self, connect: Callable[[], psycopg.Connection],
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__()
         self._connect = connect
         self._clock, self._sleep = clock, sleep
-        self.conn: psycopg.Connection | None = None
-        self.networks: dict[UUID, int] = {}
-        self.report_states: dict[UUID, int] = {}
-        self.state_networks: dict[int, int] = {}  # state id -> network id
-        self.usage: dict[int, int] = {}  # network id -> stored bytes, as last written
         self.weeks: set[int] | None = None  # weeks with a partition (None: read them)
-        self.pending_rows: list[tuple[int, int, int, str]] = []
         self.pending_stamped: list[tuple[int, int, int, str]] = []
-        self.pending_bytes: dict[int, int] = {}  # state id -> bytes of its pending rows
         self.now_us = 0  # the batch's wall clock, for the partition window
         self.reconnects = 0  # connections made after the first
         self.lost = 0  # batches failed because the server was lost
@@ -132,52 +120,25 @@ class WriteSide:
             self.conn.close()
 
     def reset_caches(self) -> None:
-        self.networks.clear()
-        self.report_states.clear()
-        self.state_networks.clear()
-        self.usage.clear()
+        super().reset_caches()
         self.weeks = None
 
-    def stored_bytes(self, network: UUID) -> int | None:
-        """The network's stored bytes as this writer last wrote them; None if not known."""
-        nid = self.networks.get(network)
-        return None if nid is None else self.usage.get(nid)
+    # -- hooks of the shared operations ----------------------------------------------
+    def lock_network(self, network_id: int) -> None:
+        # Two nodes declaring the same network at once would each see the other's new rows
+        # only after commit: one declaration per network at a time.
+        self.conn.execute("SELECT id FROM networks WHERE id = %s FOR UPDATE", (network_id,))
 
-    # -- lookups ----------------------------------------------------------------------
-    def network_id(self, network: UUID, now_us: int, *, create: bool = True) -> int | None:
-        nid = self.networks.get(network)
-        if nid is not None:
-            return nid
-        conn = self.conn
-        row = conn.execute("SELECT id FROM networks WHERE uuid = %s", (network,)).fetchone()
-        if row is None:
-            if not create:
-                return None
-            row = conn.execute(
-                "INSERT INTO networks (uuid, created_us) VALUES (%s, %s) "
-                "ON CONFLICT (uuid) DO UPDATE SET uuid = excluded.uuid RETURNING id",
-                (network, now_us)).fetchone()
-        self.networks[network] = nid = row[0]
-        return nid
+    def prepare_reading(self, state_id: int, ts_us: int) -> None:
+        self.lock_states({state_id})
+        self.ensure_partitions([ts_us])
 
-    def state_id(self, value: UUID, kind: int) -> int:
-        if kind == REPORT:
-            sid = self.report_states.get(value)
-            if sid is not None:
-                return sid
-        row = self.conn.execute(
-            "SELECT s.id, s.network_id, n.uuid FROM states s "
-            "JOIN value_nodes v ON v.id = s.value_id JOIN networks n ON n.id = s.network_id "
-            "WHERE v.uuid = %s AND s.kind = %s", (value, kind)).fetchone()
-        if row is None:
-            raise UnknownValue(f"no {'Report' if kind == REPORT else 'Control'} state for "
-                               f"value {value}")
-        sid, nid = row[0], row[1]
-        self.state_networks[sid] = nid
-        self.networks[row[2]] = nid
-        if kind == REPORT:
-            self.report_states[value] = sid
-        return sid
+    def lock_network_states(self, network_id: int) -> None:
+        # Wait for every other writer's batch holding these states (`lock_states`): the
+        # deletes then see their readings. (READ COMMITTED: each statement reads what is
+        # committed when it starts.)
+        self.conn.execute("SELECT id FROM states WHERE network_id = %s ORDER BY id "
+                          "FOR UPDATE", (network_id,))
 
     def add_usage(self, per_network: dict[int, int]) -> None:
         """Add bytes to networks' usage rows (in the current transaction)."""
@@ -266,7 +227,7 @@ class WriteSide:
             self.add_usage(usage)
 
     def _apply(self, op: Any) -> Any:
-        rows_for = getattr(op, "rows_for", None)  # data_ops.Reports
+        rows_for = getattr(op, "rows_for", None)  # sql.data_ops.Reports
         if rows_for is not None:
             try:
                 rows = rows_for(self)
@@ -282,11 +243,7 @@ class WriteSide:
                 else:
                     self.pending_stamped.append(row)
             return None
-        self.flush_rows()
-        try:
-            return op.apply(self)
-        except (StorageError, DeclarationRejected) as exc:
-            return Failed(exc)
+        return self.apply_one(op)
 
     def apply_batch(self, ops: Sequence[Any]) -> list[Any]:
         """Apply `ops` in one transaction; one outcome per operation.

@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .convert import to_us
-from .ops import ROW_OVERHEAD
+from ..sql.convert import to_us
+from ..sql.write_side import ROW_OVERHEAD
 from .schema import PARTITION_LOCK, existing_weeks, partition_name, week_bounds
 
 

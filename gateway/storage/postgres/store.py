@@ -23,35 +23,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
-from uuid import UUID
 
 import psycopg
 import trio
 
-from gateway.model.declarations import ModelDecl
-from gateway.model.limits import DEFAULT_LIMITS, Limits
-from gateway.model.tree import DeviceNode, NetworkTree, ReportRow, StateKind
-
-from ..audit import AuditEntry, AuditRecord
 from ..errors import StorageError
-from ..records import (
-    ConnectionEvent,
-    ConnectionStatus,
-    QueuedMessage,
-    RetainedMessage,
-    SessionChange,
-    StateRecord,
-    StoredSession,
-    StoreStatistics,
-    ValueLocation,
-)
-from ..writer import DEFAULT_QUEUE_LIMITS, QueueLimits, Ticket, Writer
-from . import audit_ops, data_ops, queries, session_ops
+from ..sql.store_base import SQLStore, make_writer, running
+from ..writer import DEFAULT_QUEUE_LIMITS, QueueLimits
+from .dialect import PostgresDialect
 from .ops import StoreUnavailable, WriteSide, connect
 from .retention import drop_before
 from .schema import create_week, migrate, week_of
@@ -94,7 +78,7 @@ class ReaderPool:
                     self._all = [c for c in self._all if not c.closed] + [conn]
                 box[0] = conn
             try:
-                result = fn(conn, *args)
+                result = fn(PostgresDialect(conn), *args)
                 conn.commit()
                 return result
             except psycopg.Error as exc:
@@ -117,7 +101,7 @@ class ReaderPool:
             conn.close()
 
 
-class PostgresStore:
+class PostgresStore(SQLStore):
     """A `gateway.storage.Store` on one PostgreSQL database. Build it with
     `open_postgres_store`. `max_batch`, `max_queue` and `queue` as for `SQLiteStore`."""
 
@@ -141,12 +125,8 @@ class PostgresStore:
             raise
         self._readers = ReaderPool(
             partial(connect, url, connect_timeout=connect_timeout), max(1, readers))
-        self._writer = Writer(
-            self._side.apply_batch, max_queue=max_queue, max_batch=max_batch,
-            max_queued_cost=queue.max_queued_reports,
-            max_queue_per_key=queue.max_queued_operations_per_network,
-            max_cost_per_key=queue.max_queued_reports_per_network,
-            cost=_op_cost, count_rows=data_ops.report_count)
+        self._writer = make_writer(self._side, max_queue=max_queue, max_batch=max_batch,
+                                   queue=queue)
 
     @property
     def reconnects(self) -> int:
@@ -154,167 +134,22 @@ class PostgresStore:
         return self._side.reconnects
 
     # -- lifecycle ----------------------------------------------------------------------
-    async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                     ) -> None:
-        await self._writer.run(task_status=task_status)
+    def _closing(self) -> None:
+        self._side.closing = True  # no more reconnection waits: fail what cannot commit
 
     def _close_connections(self) -> None:
         self._side.close()
         self._readers.close()
 
-    # -- write plumbing -----------------------------------------------------------------
-    async def submit(self, op: Any, network: UUID | None = None) -> Ticket:
-        """Queue one write operation in `network`'s queue (None: the shared one); waits
-        while that queue is full (backpressure for that network only)."""
-        return await self._writer.submit(op, network)
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._readers.run(fn, *args)
 
-    async def wait_committed(self, ticket: Ticket) -> Any:
-        """Return (the operation's result) once its transaction committed; raise if it failed."""
-        return await self._writer.wait(ticket)
-
-    async def _write(self, op: Any, network: UUID | None = None) -> Any:
-        return await self._writer.wait(await self._writer.submit(op, network))
-
-    # -- writes -------------------------------------------------------------------------
-    async def declare_model(self, network: UUID, model: ModelDecl, now: datetime,
-                            limits: Limits = DEFAULT_LIMITS) -> NetworkTree:
-        return await self._write(data_ops.Declare(network, model, now, limits), network)
-
-    async def submit_reports(self, rows: Sequence[ReportRow], network: UUID | None = None
-                             ) -> Ticket:
-        return await self.submit(data_ops.Reports(tuple(rows)), network)
-
-    async def append_reports(self, rows: Sequence[ReportRow], network: UUID | None = None
-                             ) -> None:
-        await self._write(data_ops.Reports(tuple(rows)), network)
-
-    async def stored_bytes(self, network: UUID) -> int:
-        """What this writer last wrote for the network if it touched it since start (no
-        I/O), else a read of its `network_usage` row."""
-        known = self._side.stored_bytes(network)
-        if known is not None:
-            return known
-        return await self._readers.run(queries.stored_bytes, network)
-
-    async def append_control(self, value: UUID, data: str, now: datetime) -> StateRecord:
-        return await self._write(data_ops.Control(value, data, now))
-
-    async def connected(self, network: UUID, client_id: str, cert_serial: str | None,
-                        now: datetime) -> None:
-        """Queued, not waited for (see `SQLiteStore.connected`)."""
-        await self.submit(data_ops.MarkConnected(network, client_id, cert_serial, now),
-                          network)
-
-    async def disconnected(self, network: UUID, client_id: str, reason: str,
-                           now: datetime) -> None:
-        await self.submit(data_ops.MarkDisconnected(network, client_id, reason, now), network)
-
-    async def seen(self, network: UUID, now: datetime) -> None:
-        await self.submit(data_ops.Seen(network, now), network)
-
-    async def reset_connections(self, now: datetime, reason: str = "GATEWAY_RESTART") -> int:
-        return await self._write(data_ops.ResetConnections(reason, now))
-
-    async def set_retained(self, network: UUID, topic: str, payload: bytes, qos: int,
-                           now: datetime) -> None:
-        await self._write(session_ops.SetRetained(network, topic, bytes(payload), int(qos),
-                                                  now), network)
-
-    async def save_session(self, network: UUID, client_id: str,
-                           subscriptions: Sequence[tuple[str, int]], now: datetime) -> None:
-        subs = tuple((f, int(q)) for f, q in subscriptions)
-        await self._write(session_ops.SaveSession(network, client_id, subs, now), network)
-
-    async def delete_session(self, network: UUID, client_id: str) -> None:
-        await self._write(session_ops.DeleteSession(network, client_id), network)
-
-    async def enqueue(self, network: UUID, client_id: str,
-                      messages: Sequence[tuple[str, bytes, int, bool]], now: datetime
-                      ) -> list[int]:
-        msgs = tuple((t, bytes(p), int(q), bool(r)) for t, p, q, r in messages)
-        return await self._write(session_ops.Enqueue(network, client_id, msgs, now), network)
-
-    async def dequeue(self, network: UUID, client_id: str, ids: Sequence[int]) -> None:
-        await self._write(session_ops.Dequeue(network, client_id, tuple(ids)), network)
-
-    async def submit_session_changes(self, changes: Sequence[SessionChange], now: datetime
-                                     ) -> Ticket:
-        return await self.submit(session_ops.SessionChanges(tuple(changes), now))
-
-    async def erase_network(self, network: UUID, audit: AuditRecord | None = None) -> bool:
-        return await self._write(data_ops.Erase(network, audit), network)
-
-    async def append_audit(self, record: AuditRecord, network: UUID | None = None) -> int:
-        return await self._write(audit_ops.AppendAudit(record), network)
-
-    async def audit_entries(self, *, since: datetime | None = None, after: int = 0,
-                            limit: int = 100) -> list[AuditEntry]:
-        return await self._readers.run(
-            lambda conn: list(audit_ops.entries(conn, since, limit, after)))
-
-    async def audit_newest(self, *, before: int | None = None, limit: int = 100
-                           ) -> list[AuditEntry]:
-        return await self._readers.run(audit_ops.newest, before, limit)
-
+    # -- retention ----------------------------------------------------------------------
     async def drop_reports_before(self, cutoff: datetime) -> int:
         """Retention: drop every week partition wholly older than `cutoff` (and delete
         older readings of the out-of-window partition), keeping `stored_bytes` right.
         Returns the readings removed. Runs through the writer, like any write."""
         return await self._write(_DropBefore(cutoff))
-
-    # -- reads --------------------------------------------------------------------------
-    async def get_tree(self, network: UUID) -> NetworkTree | None:
-        return await self._readers.run(queries.tree, network)
-
-    async def find_value(self, value: UUID) -> ValueLocation | None:
-        return await self._readers.run(queries.find_value, value)
-
-    async def find_device(self, device: UUID) -> tuple[UUID, DeviceNode] | None:
-        return await self._readers.run(queries.find_device, device)
-
-    async def history(self, value: UUID, *, kind: StateKind = StateKind.REPORT,
-                      since: datetime | None = None, until: datetime | None = None,
-                      limit: int = 100, newest_first: bool = False,
-                      after: StateRecord | None = None) -> list[StateRecord]:
-        return await self._readers.run(queries.history, value, kind, since, until, limit,
-                                       newest_first, after)
-
-    async def latest_states(self, network: UUID) -> dict[UUID, StateRecord]:
-        return await self._readers.run(queries.latest_states, network)
-
-    async def connection_status(self, network: UUID) -> ConnectionStatus | None:
-        return await self._readers.run(queries.connection_status, network)
-
-    async def list_networks(self, *, limit: int = 100, after: UUID | None = None
-                            ) -> list[ConnectionStatus]:
-        return await self._readers.run(queries.list_networks, limit, after)
-
-    async def connection_history(self, network: UUID, *, limit: int = 100
-                                 ) -> list[ConnectionEvent]:
-        return await self._readers.run(queries.connection_history, network, limit)
-
-    async def retained(self, network: UUID) -> list[RetainedMessage]:
-        return await self._readers.run(queries.retained, network)
-
-    async def load_sessions(self, network: UUID | None = None, *, queued: bool = True
-                            ) -> list[StoredSession]:
-        return await self._readers.run(queries.sessions, network, queued)
-
-    async def load_queued(self, network: UUID, client_id: str, upto: int
-                          ) -> list[QueuedMessage]:
-        return await self._readers.run(queries.queued, network, client_id, upto)
-
-    def statistics(self) -> StoreStatistics:
-        w = self._writer
-        q = w.statistics()
-        return StoreStatistics(
-            queued=q.queued, queue_capacity=w._capacity, producers_waiting=q.producers_waiting,
-            commits=w.commits, operations=w.operations, reports=w.rows,
-            failed_operations=w.failed, busy_retries=0,
-            last_batch=w.last_batch, last_commit_seconds=w.last_commit_seconds,
-            queued_reports=q.queued_cost, queued_networks=q.keys,
-            waits_network_full=q.waits_key_full, waits_total_full=q.waits_total_full,
-            largest_queues=q.largest, commit_latency=w.commit_latency)
 
 
 class _DropBefore:
@@ -346,32 +181,8 @@ async def open_postgres_store(
     store = await trio.to_thread.run_sync(
         lambda: PostgresStore(url, max_queue=max_queue, max_batch=max_batch, queue=queue,
                               readers=readers, connect_timeout=connect_timeout))
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store._serve)
-            try:
-                if reset_connections:
-                    await store.reset_connections(datetime.now(UTC))
-                yield store
-            finally:
-                store._side.closing = True
-                with trio.CancelScope(shield=True):
-                    await store._writer.close()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
-    finally:
-        store._close_connections()
-
-
-def _op_cost(op: Any) -> int:
-    """What an operation costs the writer's fair queues: its readings, its changes, or 1."""
-    if isinstance(op, data_ops.Reports):
-        return len(op.rows)
-    if isinstance(op, session_ops.SessionChanges):
-        return len(op.changes)
-    return 1
+    async with running(store, reset_connections=reset_connections):
+        yield store
 
 
 __all__ = ["PostgresStore", "ReaderPool", "open_postgres_store"]

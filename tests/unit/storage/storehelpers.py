@@ -76,11 +76,9 @@ MIGRATION_5_COLUMNS = (("retained", "properties"), ("retained", "expires_us"),
 
 
 def session_ops_of(store):
-    """The backend's module of MQTT-state writer operations (for `store.submit`)."""
-    if type(store).__name__ == "PostgresStore":
-        from gateway.storage.postgres import session_ops
-    else:
-        from gateway.storage.sqlite import session_ops
+    """The module of MQTT-state writer operations (for `store.submit`; both stores')."""
+    from gateway.storage.sql import session_ops
+
     return session_ops
 
 

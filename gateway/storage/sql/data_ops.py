@@ -1,8 +1,11 @@
-"""Writer operations on the data model, readings, commands, connections and erasure.
+"""Writer operations on the data model, readings, commands, connections and erasure, written
+once for both engines.
 
-The same operations as the SQLite store's (gateway/storage/sqlite/ops.py), in PostgreSQL's
-SQL: `RETURNING id` for new rows, `ON CONFLICT` for the upserts. Run by `WriteSide` (ops.py)
-in the writer's thread, many per transaction.
+Each operation is a frozen value with `apply(side)`, run by the single writer in its worker
+thread, many per one transaction (the engine's `WriteSide.apply_batch` says how, and how one
+failing operation is kept from failing the others). `Reports` alone is not applied: the
+engine's write side takes its rows (`rows_for`) and writes a batch's readings together
+(SQLite: executemany; PostgreSQL: binary COPY).
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import psycopg
-
 from gateway.model.declarations import ModelDecl
 from gateway.model.errors import DeclarationRejected
 from gateway.model.limits import Limits
@@ -25,16 +26,19 @@ from gateway.model.tree import NetworkTree, ReportRow, StateKind
 from ..audit import AuditRecord
 from ..records import StateRecord
 from . import audit_ops
-from .convert import load_tree, to_us
-from .ops import CONTROL, REPORT, ROW_OVERHEAD, WriteSide
+from .convert import CONTROL, REPORT, load_tree, to_us
+from .dialect import Dialect
+from .write_side import ROW_OVERHEAD, WriteSideBase
 
 
 @dataclass(frozen=True, slots=True)
 class Reports:
     rows: Sequence[ReportRow]
 
-    def rows_for(self, side: WriteSide) -> list[tuple[int, int, int, str]]:
-        # The writer thread's hot loop: rows of one socket read share their datetimes.
+    def rows_for(self, side: WriteSideBase) -> list[tuple[int, int, int, str]]:
+        """(state id, ts_us, received_us, data) per row. Raises UnknownValue."""
+        # The hot loop of the writer thread (which shares the GIL with the event loop): rows
+        # of one publish or socket read share their datetime objects, so convert each once.
         out = []
         last_dt, last_us = None, 0
         states = side.report_states
@@ -60,65 +64,67 @@ class Declare:
     now: datetime
     limits: Limits
 
-    def apply(self, side: WriteSide) -> NetworkTree:
-        conn, now = side.conn, to_us(self.now)
+    def apply(self, side: WriteSideBase) -> NetworkTree:
+        """Create or update the declared nodes; the network's whole tree.
+
+        Raises DeclarationRejected (nothing written) when the network would pass its caps."""
+        db, now = side.db, to_us(self.now)
         nid = side.network_id(self.network, now)
-        # Two nodes declaring the same network at once would each see the other's new rows
-        # only after commit: one declaration per network at a time.
-        conn.execute("SELECT id FROM networks WHERE id = %s FOR UPDATE", (nid,))
-        self._check_caps(conn, nid)
+        side.lock_network(nid)
+        self._check_caps(db, nid)
         for dev in self.model.devices:
-            row = conn.execute("SELECT id, description FROM devices WHERE network_id = %s "
-                               "AND name = %s", (nid, dev.name)).fetchone()
+            row = db.execute("SELECT id, description FROM devices WHERE network_id = ? "
+                             "AND name = ?", (nid, dev.name)).fetchone()
             if row is None:
-                (did,) = conn.execute(
+                (did,) = db.execute(
                     "INSERT INTO devices (uuid, network_id, name, description, created_us, "
-                    "updated_us) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                    (uuidlib.uuid4(), nid, dev.name, dev.description, now, now)).fetchone()
+                    "updated_us) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    (db.uuid_in(uuidlib.uuid4()), nid, dev.name, dev.description, now, now)
+                ).fetchone()
             else:
                 did = row[0]
                 if row[1] != dev.description:
-                    conn.execute("UPDATE devices SET description = %s, updated_us = %s "
-                                 "WHERE id = %s", (dev.description, now, did))
+                    db.execute("UPDATE devices SET description = ?, updated_us = ? "
+                               "WHERE id = ?", (dev.description, now, did))
             for v in dev.values:
                 decl = json.dumps(v.to_json(), sort_keys=True)
-                row = conn.execute("SELECT id, decl FROM value_nodes WHERE device_id = %s "
-                                   "AND name = %s", (did, v.name)).fetchone()
+                row = db.execute("SELECT id, decl FROM value_nodes WHERE device_id = ? "
+                                 "AND name = ?", (did, v.name)).fetchone()
                 if row is None:
-                    (vid,) = conn.execute(
+                    (vid,) = db.execute(
                         "INSERT INTO value_nodes (uuid, device_id, network_id, name, decl, "
-                        "created_us, updated_us) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                        "RETURNING id",
-                        (uuidlib.uuid4(), did, nid, v.name, decl, now, now)).fetchone()
+                        "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                        (db.uuid_in(uuidlib.uuid4()), did, nid, v.name, decl, now, now)
+                    ).fetchone()
                 else:
                     vid = row[0]
                     if row[1] != decl:
-                        conn.execute("UPDATE value_nodes SET decl = %s, updated_us = %s "
-                                     "WHERE id = %s", (decl, now, vid))
+                        db.execute("UPDATE value_nodes SET decl = ?, updated_us = ? "
+                                   "WHERE id = ?", (decl, now, vid))
                 # States are created when the permission first needs them and never deleted:
                 # a value that goes from rw to r keeps its Control history.
                 kinds = ([REPORT] if v.permission.reportable else []) + (
                     [CONTROL] if v.permission.controllable else [])
                 for kind in kinds:
-                    conn.execute("INSERT INTO states (uuid, value_id, network_id, kind) "
-                                 "VALUES (%s, %s, %s, %s) ON CONFLICT (value_id, kind) "
-                                 "DO NOTHING", (uuidlib.uuid4(), vid, nid, kind))
+                    db.execute("INSERT INTO states (uuid, value_id, network_id, kind) "
+                               "VALUES (?, ?, ?, ?) ON CONFLICT (value_id, kind) DO NOTHING",
+                               (db.uuid_in(uuidlib.uuid4()), vid, nid, kind))
         side.report_states.clear()  # a value may have gained or lost reportability
-        tree = load_tree(conn, self.network)
+        tree = load_tree(db, self.network)
         assert tree is not None
         return tree
 
-    def _check_caps(self, conn: psycopg.Connection, nid: int) -> None:
-        existing_devices = {name for (name,) in conn.execute(
-            "SELECT name FROM devices WHERE network_id = %s", (nid,))}
+    def _check_caps(self, db: Dialect, nid: int) -> None:
+        existing_devices = {name for (name,) in db.execute(
+            "SELECT name FROM devices WHERE network_id = ?", (nid,))}
         new_devices = {d.name for d in self.model.devices} - existing_devices
         if len(existing_devices) + len(new_devices) > self.limits.max_devices_per_network:
             raise DeclarationRejected([
                 f"the network would have {len(existing_devices) + len(new_devices)} devices; "
                 f"the limit is {self.limits.max_devices_per_network}"])
-        existing_values = {(d, v) for d, v in conn.execute(
+        existing_values = {(d, v) for d, v in db.execute(
             "SELECT d.name, v.name FROM value_nodes v JOIN devices d ON d.id = v.device_id "
-            "WHERE v.network_id = %s", (nid,))}
+            "WHERE v.network_id = ?", (nid,))}
         declared = {(d.name, v.name) for d in self.model.devices for v in d.values}
         total = len(existing_values | declared)
         if total > self.limits.max_values_per_network:
@@ -133,14 +139,14 @@ class Control:
     data: str
     now: datetime
 
-    def apply(self, side: WriteSide) -> StateRecord:
+    def apply(self, side: WriteSideBase) -> StateRecord:
+        """Store a command (a Control state). Raises UnknownValue."""
         sid = side.state_id(self.value, CONTROL)
         now = to_us(self.now)
-        side.lock_states({sid})
-        side.ensure_partitions([now])
-        (rid,) = side.conn.execute(
-            "INSERT INTO state_log (state_id, ts_us, received_us, data) "
-            "VALUES (%s, %s, %s, %s) RETURNING id", (sid, now, now, self.data)).fetchone()
+        side.prepare_reading(sid, now)
+        (rid,) = side.db.execute(
+            "INSERT INTO state_log (state_id, ts_us, received_us, data) VALUES (?, ?, ?, ?) "
+            "RETURNING id", (sid, now, now, self.data)).fetchone()
         side.add_usage({side.state_networks[sid]: len(self.data.encode()) + ROW_OVERHEAD})
         return StateRecord(rid, self.value, StateKind.CONTROL, self.data, self.now, self.now)
 
@@ -152,22 +158,22 @@ class MarkConnected:
     cert_serial: str | None
     now: datetime
 
-    def apply(self, side: WriteSide) -> None:
+    def apply(self, side: WriteSideBase) -> None:
         now = to_us(self.now)
         nid = side.network_id(self.network, now)
-        side.conn.execute(
+        side.db.execute(
             "INSERT INTO connection_status AS c (network_id, connections, connected_since_us, "
             "last_seen_us, cert_serial, client_id, disconnect_reason) "
-            "VALUES (%s, 1, %s, %s, %s, %s, NULL) ON CONFLICT (network_id) DO UPDATE SET "
+            "VALUES (?, 1, ?, ?, ?, ?, NULL) ON CONFLICT (network_id) DO UPDATE SET "
             "connections = c.connections + 1, "
             "connected_since_us = CASE WHEN c.connections = 0 "
             "THEN excluded.connected_since_us ELSE c.connected_since_us END, "
             "last_seen_us = excluded.last_seen_us, cert_serial = excluded.cert_serial, "
             "client_id = excluded.client_id, disconnect_reason = NULL",
             (nid, now, now, self.cert_serial, self.client_id))
-        side.conn.execute(
+        side.db.execute(
             "INSERT INTO connection_log (network_id, event, at_us, client_id, cert_serial) "
-            "VALUES (%s, 'connect', %s, %s, %s)", (nid, now, self.client_id, self.cert_serial))
+            "VALUES (?, 'connect', ?, ?, ?)", (nid, now, self.client_id, self.cert_serial))
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,19 +183,20 @@ class MarkDisconnected:
     reason: str
     now: datetime
 
-    def apply(self, side: WriteSide) -> None:
+    def apply(self, side: WriteSideBase) -> None:
         now = to_us(self.now)
         nid = side.network_id(self.network, now, create=False)
         if nid is None:
             return  # erased while connected (HTTP API): must not come back as a new row
-        side.conn.execute(
-            "UPDATE connection_status SET connections = greatest(connections - 1, 0), "
+        side.db.execute(
+            "UPDATE connection_status SET "
+            "connections = CASE WHEN connections > 1 THEN connections - 1 ELSE 0 END, "
             "connected_since_us = CASE WHEN connections <= 1 THEN NULL "
-            "ELSE connected_since_us END, last_seen_us = %s, disconnect_reason = %s "
-            "WHERE network_id = %s", (now, self.reason, nid))
-        side.conn.execute(
+            "ELSE connected_since_us END, last_seen_us = ?, disconnect_reason = ? "
+            "WHERE network_id = ?", (now, self.reason, nid))
+        side.db.execute(
             "INSERT INTO connection_log (network_id, event, at_us, client_id, reason) "
-            "VALUES (%s, 'disconnect', %s, %s, %s)", (nid, now, self.client_id, self.reason))
+            "VALUES (?, 'disconnect', ?, ?, ?)", (nid, now, self.client_id, self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +204,11 @@ class Seen:
     network: UUID
     now: datetime
 
-    def apply(self, side: WriteSide) -> None:
+    def apply(self, side: WriteSideBase) -> None:
         nid = side.network_id(self.network, to_us(self.now), create=False)
         if nid is not None:
-            side.conn.execute("UPDATE connection_status SET last_seen_us = %s "
-                              "WHERE network_id = %s", (to_us(self.now), nid))
+            side.db.execute("UPDATE connection_status SET last_seen_us = ? "
+                            "WHERE network_id = ?", (to_us(self.now), nid))
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,35 +218,36 @@ class ResetConnections:
     reason: str
     now: datetime
 
-    def apply(self, side: WriteSide) -> int:
-        now = to_us(self.now)
-        stale = side.conn.execute(
+    def apply(self, side: WriteSideBase) -> int:
+        """Mark every network offline; the number that were online."""
+        db, now = side.db, to_us(self.now)
+        stale = db.execute(
             "SELECT network_id FROM connection_status WHERE connections > 0").fetchall()
         for (nid,) in stale:
-            side.conn.execute(
+            db.execute(
                 "INSERT INTO connection_log (network_id, event, at_us, reason) "
-                "VALUES (%s, 'disconnect', %s, %s)", (nid, now, self.reason))
-        side.conn.execute(
+                "VALUES (?, 'disconnect', ?, ?)", (nid, now, self.reason))
+        db.execute(
             "UPDATE connection_status SET connections = 0, connected_since_us = NULL, "
-            "disconnect_reason = %s WHERE connections > 0", (self.reason,))
+            "disconnect_reason = ? WHERE connections > 0", (self.reason,))
         return len(stale)
 
 
 ERASE_ORDER = (
     # children before parents (foreign keys)
-    ("state_log", "state_id IN (SELECT id FROM states WHERE network_id = %s)"),
-    ("states", "network_id = %s"),
-    ("value_nodes", "network_id = %s"),
-    ("devices", "network_id = %s"),
-    ("connection_status", "network_id = %s"),
-    ("connection_log", "network_id = %s"),
-    ("retained", "network_id = %s"),
-    ("queued_refs", "network_id = %s"),
-    ("queued_messages", "network_id = %s"),
-    ("subscriptions", "network_id = %s"),
-    ("sessions", "network_id = %s"),
-    ("network_usage", "network_id = %s"),
-    ("networks", "id = %s"),
+    ("state_log", "state_id IN (SELECT id FROM states WHERE network_id = ?)"),
+    ("states", "network_id = ?"),
+    ("value_nodes", "network_id = ?"),
+    ("devices", "network_id = ?"),
+    ("connection_status", "network_id = ?"),
+    ("connection_log", "network_id = ?"),
+    ("retained", "network_id = ?"),
+    ("queued_refs", "network_id = ?"),
+    ("queued_messages", "network_id = ?"),
+    ("subscriptions", "network_id = ?"),
+    ("sessions", "network_id = ?"),
+    ("network_usage", "network_id = ?"),
+    ("networks", "id = ?"),
 )
 
 
@@ -248,24 +256,26 @@ class Erase:
     network: UUID
     audit: AuditRecord | None = None  # the erasure's entry, committed with it
 
-    def apply(self, side: WriteSide) -> bool:
+    def apply(self, side: WriteSideBase) -> bool:
+        """Delete every row of the network (and append `audit`); False if it was unknown.
+
+        The engines make the deletes final their own way (`network_erased`): SQLite's
+        writer runs with secure_delete and truncates the WAL after the batch; PostgreSQL's
+        waits first for every batch holding the network's states (`lock_network_states`)."""
         nid = side.network_id(self.network, 0, create=False)
         if nid is None:
             return False
-        # Wait for every other writer's batch holding these states (ops.lock_states): the
-        # deletes below then see their readings. (READ COMMITTED: each statement reads
-        # what is committed when it starts.)
-        side.conn.execute("SELECT id FROM states WHERE network_id = %s ORDER BY id "
-                          "FOR UPDATE", (nid,))
+        side.lock_network_states(nid)
         for table, where in ERASE_ORDER:
-            side.conn.execute(f"DELETE FROM {table} WHERE {where}", (nid,))
+            side.db.execute(f"DELETE FROM {table} WHERE {where}", (nid,))
         if self.audit is not None:
-            audit_ops.append(side.conn, self.audit)
-        side.reset_caches()
+            audit_ops.append(side.db, self.audit)
+        side.network_erased()
         return True
 
 
 def report_count(op: Any) -> int:
+    """The readings an operation writes (the writer's `rows` statistic)."""
     return len(op.rows) if isinstance(op, Reports) else 0
 
 

@@ -1,10 +1,12 @@
-"""The write side of the broker's MQTT state: retained messages, persistent sessions and
-their subscriptions, and queued messages stored once with one reference per session copy
-(`queued_messages` + `queued_refs`; a message row goes when its last reference does).
+"""The write side of the broker's MQTT state, written once for both engines: retained
+messages, persistent sessions and their subscriptions, and queued messages stored once with
+one reference per session copy (`queued_messages` + `queued_refs`; a message row goes when
+its last reference does). MQTT 5 properties (wire bytes) and expiry travel with retained and
+queued messages, a session's expiry interval with the session.
 
-Operations like those of `ops`: frozen values with `apply(side)`, run by the single writer in
-its worker thread, many per transaction. `SessionChanges` applies the broker journal's
-changes in their order.
+Operations like those of data_ops.py: frozen values with `apply(side)`, run by the single
+writer in its worker thread, many per transaction. `SessionChanges` applies the broker
+journal's changes in their order.
 """
 
 from __future__ import annotations
@@ -24,12 +26,8 @@ from ..records import (
     SessionDeleted,
     SessionSaved,
 )
-from .convert import to_us
-from .ops import WriteSide
-
-
-def _us(at: datetime | None) -> int | None:
-    return None if at is None else to_us(at)
+from .convert import opt_us, to_us
+from .write_side import WriteSideBase
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +40,19 @@ class SetRetained:
     properties: bytes = b""
     expires_at: datetime | None = None
 
-    def apply(self, side: WriteSide) -> None:
+    def apply(self, side: WriteSideBase) -> None:
         nid = side.network_id(self.network, to_us(self.now))
         if not self.payload:  # MQTT 3.1.1 section 3.3.1.3: empty payload clears it
-            side.conn.execute("DELETE FROM retained WHERE network_id = ? AND topic = ?",
-                              (nid, self.topic))
+            side.db.execute("DELETE FROM retained WHERE network_id = ? AND topic = ?",
+                            (nid, self.topic))
         else:
-            side.conn.execute(
+            side.db.execute(
                 "INSERT INTO retained (network_id, topic, payload, qos, properties, expires_us) "
-                "VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (network_id, topic) DO UPDATE SET payload = excluded.payload, "
-                "qos = excluded.qos, properties = excluded.properties, "
-                "expires_us = excluded.expires_us",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (network_id, topic) DO UPDATE SET "
+                "payload = excluded.payload, qos = excluded.qos, "
+                "properties = excluded.properties, expires_us = excluded.expires_us",
                 (nid, self.topic, self.payload, self.qos, self.properties,
-                 _us(self.expires_at)))
+                 opt_us(self.expires_at)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,25 +63,29 @@ class SaveSession:
     now: datetime
     expiry_interval: int | None = None  # MQTT 5 session expiry (s); None: never
 
-    def apply(self, side: WriteSide) -> None:
+    def apply(self, side: WriteSideBase) -> None:
         nid = side.network_id(self.network, to_us(self.now))
-        side.conn.execute(
+        db = side.db
+        db.execute(
             "INSERT INTO sessions (network_id, client_id, expiry_interval) VALUES (?, ?, ?) "
             "ON CONFLICT (network_id, client_id) DO UPDATE SET "
             "expiry_interval = excluded.expiry_interval",
             (nid, self.client_id, self.expiry_interval))
-        side.conn.execute("DELETE FROM subscriptions WHERE network_id = ? AND client_id = ?",
-                          (nid, self.client_id))
-        side.conn.executemany(
+        db.execute("DELETE FROM subscriptions WHERE network_id = ? AND client_id = ?",
+                   (nid, self.client_id))
+        db.executemany(
             "INSERT INTO subscriptions (network_id, client_id, filter, qos) VALUES (?, ?, ?, ?)",
             [(nid, self.client_id, f, q) for f, q in self.subscriptions])
 
 
-def _drop_orphans(side: WriteSide, message_ids: Sequence[int]) -> None:
+def _drop_orphans(side: WriteSideBase, message_ids: Sequence[int]) -> None:
     """Delete the queued messages among `message_ids` that no session references any more."""
-    side.conn.executemany(
-        "DELETE FROM queued_messages WHERE id = ? AND NOT EXISTS "
-        "(SELECT 1 FROM queued_refs WHERE message_id = ?)", [(m, m) for m in message_ids])
+    if message_ids:
+        db = side.db
+        db.execute(
+            f"DELETE FROM queued_messages AS m WHERE {db.id_in('m.id')} AND NOT EXISTS "
+            "(SELECT 1 FROM queued_refs r WHERE r.message_id = m.id)",
+            (db.id_list(message_ids),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,33 +93,17 @@ class DeleteSession:
     network: UUID
     client_id: str
 
-    def apply(self, side: WriteSide) -> None:
+    def apply(self, side: WriteSideBase) -> None:
         nid = side.network_id(self.network, 0, create=False)
         if nid is None:
             return
         key = (nid, self.client_id)
-        held = [m for (m,) in side.conn.execute(
-            "SELECT DISTINCT message_id FROM queued_refs WHERE network_id = ? AND client_id = ?",
-            key)]
-        for table in ("queued_refs", "subscriptions", "sessions"):
-            side.conn.execute(f"DELETE FROM {table} WHERE network_id = ? AND client_id = ?",
-                              key)
-        _drop_orphans(side, held)
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueue:
-    """Queue messages for ONE session (each stored with a single reference)."""
-
-    network: UUID
-    client_id: str
-    messages: tuple[tuple[str, bytes, int, bool], ...]  # topic, payload, qos, retain
-    now: datetime
-
-    def apply(self, side: WriteSide) -> list[int]:
-        return [i for topic, payload, qos, retain in self.messages
-                for i in EnqueueMany(self.network, topic, payload, retain,
-                                     ((self.client_id, qos),), self.now).apply(side)]
+        held = {m for (m,) in side.db.execute(
+            "DELETE FROM queued_refs WHERE network_id = ? AND client_id = ? "
+            "RETURNING message_id", key)}
+        for table in ("subscriptions", "sessions"):
+            side.db.execute(f"DELETE FROM {table} WHERE network_id = ? AND client_id = ?", key)
+        _drop_orphans(side, sorted(held))
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,22 +119,33 @@ class EnqueueMany:
     properties: bytes = b""
     expires_at: datetime | None = None
 
-    def apply(self, side: WriteSide) -> list[int]:
+    def apply(self, side: WriteSideBase) -> list[int]:
         if not self.copies:
             return []
         nid = side.network_id(self.network, to_us(self.now))
-        conn = side.conn
-        conn.executemany("INSERT OR IGNORE INTO sessions (network_id, client_id) VALUES (?, ?)",
-                         [(nid, client) for client, _ in self.copies])
-        message_id = conn.execute(
+        db = side.db
+        db.add_sessions(nid, [client for client, _ in self.copies])
+        (message_id,) = db.execute(
             "INSERT INTO queued_messages (network_id, topic, payload, properties, expires_us) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (nid, self.topic, self.payload, self.properties, _us(self.expires_at))).lastrowid
-        retain = int(self.retain)
-        return [conn.execute(
-            "INSERT INTO queued_refs (network_id, client_id, message_id, qos, retain) "
-            "VALUES (?, ?, ?, ?, ?)", (nid, client, message_id, qos, retain)).lastrowid
-            for client, qos in self.copies]
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (nid, self.topic, self.payload, self.properties, opt_us(self.expires_at))
+        ).fetchone()
+        return db.insert_refs(nid, message_id, bool(self.retain), self.copies)
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """Queue messages for ONE session (each stored with a single reference)."""
+
+    network: UUID
+    client_id: str
+    messages: tuple[tuple[str, bytes, int, bool], ...]  # topic, payload, qos, retain
+    now: datetime
+
+    def apply(self, side: WriteSideBase) -> list[int]:
+        return [i for topic, payload, qos, retain in self.messages
+                for i in EnqueueMany(self.network, topic, payload, retain,
+                                     ((self.client_id, qos),), self.now).apply(side)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,18 +154,16 @@ class Dequeue:
     client_id: str
     ids: tuple[int, ...]
 
-    def apply(self, side: WriteSide) -> None:
+    def apply(self, side: WriteSideBase) -> None:
         nid = side.network_id(self.network, 0, create=False)
-        if nid is None:
+        if nid is None or not self.ids:
             return
-        held = []
-        for i in self.ids:
-            row = side.conn.execute(
-                "DELETE FROM queued_refs WHERE id = ? AND network_id = ? AND client_id = ? "
-                "RETURNING message_id", (i, nid, self.client_id)).fetchone()
-            if row is not None:
-                held.append(row[0])
-        _drop_orphans(side, held)
+        db = side.db
+        held = {m for (m,) in db.execute(
+            f"DELETE FROM queued_refs WHERE {db.id_in('id')} AND network_id = ? "
+            "AND client_id = ? RETURNING message_id",
+            (db.id_list(self.ids), nid, self.client_id))}
+        _drop_orphans(side, sorted(held))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +173,7 @@ class SessionChanges:
     changes: tuple[SessionChange, ...]
     now: datetime
 
-    def apply(self, side: WriteSide) -> list[int]:
+    def apply(self, side: WriteSideBase) -> list[int]:
         ids: list[int] = []
         now = self.now
         for c in self.changes:
