@@ -57,6 +57,29 @@ class Reports:
         return out
 
 
+def _declare_node(db: Dialect, table: str, parent: tuple[str, int],
+                  more: tuple[tuple[str, Any], ...], name: str, field: str, value: Any,
+                  now: int) -> int:
+    """The id of node `name` under `parent` (column, id) in `table` (devices, value_nodes):
+    created with a new uuid4 and the `more` columns if it is missing, its `field` set to
+    `value` (and `updated_us` to `now`) if that differs. A node keeps its uuid forever."""
+    column, parent_id = parent
+    row = db.execute(f"SELECT id, {field} FROM {table} WHERE {column} = ? AND name = ?",
+                     (parent_id, name)).fetchone()
+    if row is None:
+        columns = (("uuid", db.uuid_in(uuidlib.uuid4())), parent, *more, ("name", name),
+                   (field, value), ("created_us", now), ("updated_us", now))
+        (node_id,) = db.execute(
+            f"INSERT INTO {table} ({', '.join(c for c, _ in columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)}) RETURNING id",
+            tuple(v for _, v in columns)).fetchone()
+        return node_id
+    if row[1] != value:
+        db.execute(f"UPDATE {table} SET {field} = ?, updated_us = ? WHERE id = ?",
+                   (value, now, row[0]))
+    return row[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Declare:
     network: UUID
@@ -73,34 +96,11 @@ class Declare:
         side.lock_network(nid)
         self._check_caps(db, nid)
         for dev in self.model.devices:
-            row = db.execute("SELECT id, description FROM devices WHERE network_id = ? "
-                             "AND name = ?", (nid, dev.name)).fetchone()
-            if row is None:
-                (did,) = db.execute(
-                    "INSERT INTO devices (uuid, network_id, name, description, created_us, "
-                    "updated_us) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                    (db.uuid_in(uuidlib.uuid4()), nid, dev.name, dev.description, now, now)
-                ).fetchone()
-            else:
-                did = row[0]
-                if row[1] != dev.description:
-                    db.execute("UPDATE devices SET description = ?, updated_us = ? "
-                               "WHERE id = ?", (dev.description, now, did))
+            did = _declare_node(db, "devices", ("network_id", nid), (), dev.name,
+                                "description", dev.description, now)
             for v in dev.values:
-                decl = json.dumps(v.to_json(), sort_keys=True)
-                row = db.execute("SELECT id, decl FROM value_nodes WHERE device_id = ? "
-                                 "AND name = ?", (did, v.name)).fetchone()
-                if row is None:
-                    (vid,) = db.execute(
-                        "INSERT INTO value_nodes (uuid, device_id, network_id, name, decl, "
-                        "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                        (db.uuid_in(uuidlib.uuid4()), did, nid, v.name, decl, now, now)
-                    ).fetchone()
-                else:
-                    vid = row[0]
-                    if row[1] != decl:
-                        db.execute("UPDATE value_nodes SET decl = ?, updated_us = ? "
-                                   "WHERE id = ?", (decl, now, vid))
+                vid = _declare_node(db, "value_nodes", ("device_id", did), (("network_id", nid),),
+                                    v.name, "decl", json.dumps(v.to_json(), sort_keys=True), now)
                 # States are created when the permission first needs them and never deleted:
                 # a value that goes from rw to r keeps its Control history.
                 kinds = ([REPORT] if v.permission.reportable else []) + (
@@ -151,6 +151,14 @@ class Control:
         return StateRecord(rid, self.value, StateKind.CONTROL, self.data, self.now, self.now)
 
 
+def _log_connection(db: Dialect, nid: int, event: str, now: int, client_id: str | None, *,
+                    cert_serial: str | None = None, reason: str | None = None) -> None:
+    """Append one event ('connect' or 'disconnect') to the network's connection log."""
+    db.execute("INSERT INTO connection_log (network_id, event, at_us, client_id, cert_serial, "
+               "reason) VALUES (?, ?, ?, ?, ?, ?)",
+               (nid, event, now, client_id, cert_serial, reason))
+
+
 @dataclass(frozen=True, slots=True)
 class MarkConnected:
     network: UUID
@@ -171,9 +179,8 @@ class MarkConnected:
             "last_seen_us = excluded.last_seen_us, cert_serial = excluded.cert_serial, "
             "client_id = excluded.client_id, disconnect_reason = NULL",
             (nid, now, now, self.cert_serial, self.client_id))
-        side.db.execute(
-            "INSERT INTO connection_log (network_id, event, at_us, client_id, cert_serial) "
-            "VALUES (?, 'connect', ?, ?, ?)", (nid, now, self.client_id, self.cert_serial))
+        _log_connection(side.db, nid, "connect", now, self.client_id,
+                        cert_serial=self.cert_serial)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +201,7 @@ class MarkDisconnected:
             "connected_since_us = CASE WHEN connections <= 1 THEN NULL "
             "ELSE connected_since_us END, last_seen_us = ?, disconnect_reason = ? "
             "WHERE network_id = ?", (now, self.reason, nid))
-        side.db.execute(
-            "INSERT INTO connection_log (network_id, event, at_us, client_id, reason) "
-            "VALUES (?, 'disconnect', ?, ?, ?)", (nid, now, self.client_id, self.reason))
+        _log_connection(side.db, nid, "disconnect", now, self.client_id, reason=self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +229,7 @@ class ResetConnections:
         stale = db.execute(
             "SELECT network_id FROM connection_status WHERE connections > 0").fetchall()
         for (nid,) in stale:
-            db.execute(
-                "INSERT INTO connection_log (network_id, event, at_us, reason) "
-                "VALUES (?, 'disconnect', ?, ?)", (nid, now, self.reason))
+            _log_connection(db, nid, "disconnect", now, None, reason=self.reason)
         db.execute(
             "UPDATE connection_status SET connections = 0, connected_since_us = NULL, "
             "disconnect_reason = ? WHERE connections > 0", (self.reason,))
