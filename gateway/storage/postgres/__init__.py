@@ -1,8 +1,9 @@
 """The PostgreSQL store (psycopg 3) and a disposable local server for tests and demos.
 
 `open_postgres_store(url)` gives a `gateway.storage.Store` on one database; `check_store_url`
-says whether a `--store` URL is one this store takes. SQL and PostgreSQL specifics stay in
-this package (the schema's reasons: schema.py).
+says whether a `--store` URL is one this store takes. PostgreSQL's specifics stay in this
+package (the schema's reasons: schema.py; COPY, partitions, reconnection: ops.py); the SQL
+both stores share is gateway/storage/sql/, spoken here through dialect.py.
 """
 
 from .ops import StoreUnavailable

@@ -36,7 +36,9 @@ class WriteSideBase:
 
     `conn` is the engine's connection (None while a PostgreSQL writer has none); `db`, the
     same in the shared SQL, is set with it. Subclasses name their dialect in `dialect` and
-    implement `add_usage`; the hooks below do nothing unless an engine needs them to.
+    implement `apply_batch` (the writer's entry: a batch in one transaction, one outcome per
+    operation), `flush_rows` and `add_usage`; the hooks below do nothing unless an engine
+    needs them to.
     """
 
     dialect: type[Dialect]

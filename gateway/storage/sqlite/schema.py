@@ -149,7 +149,7 @@ DROP TABLE queued;
     # What each network holds in `state_log` (its readings and commands), kept up to date in
     # the transaction that inserts (or erases) them, so the stored-bytes quota never needs a
     # SUM over the table at run time: this backfill is the only one. A row counts its data's
-    # UTF-8 bytes plus ROW_OVERHEAD (ops.py: the row and its index entry).
+    # UTF-8 bytes plus ROW_OVERHEAD (sql/write_side.py: the row and its index entry).
     (3, """
 CREATE TABLE network_usage (
     network_id   INTEGER PRIMARY KEY REFERENCES networks(id),
