@@ -2,7 +2,8 @@
 
 `Store` (interface.py) is what callers use; `open_sqlite_store(data_dir)` gives the embedded
 SQLite implementation (one process per data folder: it holds the folder's lock), and
-`gateway.storage.postgres.open_postgres_store(url)` the PostgreSQL one. Writes pass through
+`gateway.storage.postgres.open_postgres_store(url)` the PostgreSQL one; both run the same
+operations and queries (sql/), each through its own dialect. Writes pass through
 one group-commit writer (writer.py): many messages per transaction, one bounded queue per
 network in front, served in turn (backpressure for that network only, never loss), and an
 acknowledgement only after the commit.

@@ -96,9 +96,6 @@ class Dialect:
         raise NotImplementedError
 
 
-_PERCENT_SIGN = "%"
-
-
 def translate_placeholders(sql: str, cache: dict[str, str]) -> str:
     """`sql` with each `?` as `%s` (psycopg's placeholder), from `cache` after the first time.
 
@@ -108,7 +105,7 @@ def translate_placeholders(sql: str, cache: dict[str, str]) -> str:
     """
     out = cache.get(sql)
     if out is None:
-        if _PERCENT_SIGN in sql:
+        if "%" in sql:
             raise ValueError(f"a '%' in shared SQL: {sql!r}")
         out = cache[sql] = sql.replace("?", "%s")
     return out
