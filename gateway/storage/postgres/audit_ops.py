@@ -1,5 +1,5 @@
 """The audit trail (gateway/storage/sql/audit_ops.py) on a plain psycopg connection, for
-callers outside the store (`fleet-gateway audit show|verify --store URL`)."""
+callers outside the store (`fleet-gateway account --store URL`, `audit show|verify`)."""
 
 from __future__ import annotations
 
