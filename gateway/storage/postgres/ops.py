@@ -123,6 +123,13 @@ class WriteSide(WriteSideBase):
         super().reset_caches()
         self.weeks = None
 
+    def forget_partitions_and_usage(self) -> None:
+        """After retention ran beside the writer: read the partitions and the networks'
+        stored bytes again (each a single attribute store or dict clear, whole under the
+        GIL, so safe from the event loop while the writer's thread works)."""
+        self.weeks = None
+        self.usage.clear()
+
     # -- hooks of the shared operations ----------------------------------------------
     def lock_network(self, network_id: int) -> None:
         # Two nodes declaring the same network at once would each see the other's new rows

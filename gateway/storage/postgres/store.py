@@ -148,18 +148,25 @@ class PostgresStore(SQLStore):
     async def drop_reports_before(self, cutoff: datetime) -> int:
         """Retention: drop every week partition wholly older than `cutoff` (and delete
         older readings of the out-of-window partition), keeping `stored_bytes` right.
-        Returns the readings removed. Runs through the writer, like any write."""
-        return await self._write(_DropBefore(cutoff))
+        Returns the readings removed. On a connection of its own, beside the writer
+        (`retention`); then this node reads the networks' stored bytes afresh.
 
+        Raises:
+            StoreUnavailable: PostgreSQL cannot be reached.
+            StorageError: PostgreSQL refused a statement.
+        """
+        def run() -> int:
+            with connect(self.url, autocommit=True) as conn:
+                try:
+                    return drop_before(conn, cutoff)
+                except psycopg.OperationalError as exc:
+                    raise StoreUnavailable(f"PostgreSQL connection lost: {exc}") from None
+                except psycopg.Error as exc:
+                    raise StorageError(f"retention failed: {exc}") from None
 
-class _DropBefore:
-    __slots__ = ("cutoff",)
-
-    def __init__(self, cutoff: datetime) -> None:
-        self.cutoff = cutoff
-
-    def apply(self, side: WriteSide) -> int:
-        return drop_before(side, self.cutoff)
+        removed = await trio.to_thread.run_sync(run)
+        self._side.forget_partitions_and_usage()
+        return removed
 
 
 @asynccontextmanager
