@@ -19,7 +19,6 @@ retried once on a fresh one; a write is not (it may have been applied): it raise
 
 from __future__ import annotations
 
-import select
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from ..storage.postgres.ops import ended_by_server
 from . import pgschema
 from .base import AccountsBase
 from .datakey import DataKey
@@ -185,7 +185,7 @@ class PostgresAccountStore(AccountsBase):
                     retry = False
 
     def _live(self) -> psycopg.Connection[Any]:
-        if self._conn is None or _ended(self._conn):
+        if self._conn is None or ended_by_server(self._conn):
             if self._conn is not None:
                 self._conn.close()
             self._conn = None
@@ -200,20 +200,6 @@ class PostgresAccountStore(AccountsBase):
             if self._conn is conn:
                 self._conn = None
         return AccountsUnavailable(f"accounts in PostgreSQL: {_first_line(exc)}")
-
-
-def _ended(conn: psycopg.Connection[Any]) -> bool:
-    """Whether the connection is unusable, or the server ended it while it was idle (a
-    restart, a failover, `pg_terminate_backend`: the backend sent a FATAL notice and closed,
-    so the socket is readable though nothing was asked). Found without a round trip, so the
-    call about to run, a write included, goes to a new connection instead of failing."""
-    if conn.closed or conn.broken:
-        return True
-    try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    except (OSError, ValueError, psycopg.Error):
-        return True
-    return bool(readable)
 
 
 def _first_line(exc: Exception) -> str:

@@ -27,7 +27,6 @@ must return promptly (long work goes to a task of their own).
 
 from __future__ import annotations
 
-import select
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +37,7 @@ import psycopg
 import trio
 
 from ..metrics import ClusterMetrics
+from ..storage.postgres.ops import ended_by_server
 from .errors import ClusterUnavailable
 
 __all__ = ["CHANNELS", "CONTROL", "RELAY", "Bus", "PgLane"]
@@ -63,20 +63,6 @@ def _connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
 
 
-def _ended_by_server(conn: psycopg.Connection) -> bool:
-    """Whether the server ended this idle connection (a restart, a failover,
-    `pg_terminate_backend`): its backend sent a FATAL notice and closed, so the socket is
-    readable though nothing was asked (a lane never LISTENs). Found without a round trip, so
-    the call about to run goes to a new connection instead of failing on the old one."""
-    if conn.closed or conn.broken:
-        return True
-    try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    except (OSError, ValueError, psycopg.Error):
-        return True
-    return bool(readable)
-
-
 class PgLane:
     """One psycopg connection used from a worker thread, one call at a time, opened when
     first needed and again after a failure."""
@@ -99,7 +85,7 @@ class PgLane:
                 raise ClusterUnavailable(f"PostgreSQL: {exc}".strip()) from None
 
     def _call(self, fn: Callable[[psycopg.Connection], T]) -> T:
-        if self._conn is not None and _ended_by_server(self._conn):
+        if self._conn is not None and ended_by_server(self._conn):
             self.close()  # a restart or a failover: the call goes to a new connection
         if self._conn is None or self._conn.closed:
             self._conn = _connect(self.url)

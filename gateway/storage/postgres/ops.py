@@ -25,6 +25,7 @@ thread's and are dropped on any rollback or reconnect (gateway/storage/sql/write
 from __future__ import annotations
 
 import hashlib
+import select
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,6 +68,21 @@ def dedup_digest(data: str) -> bytes:
     return hashlib.blake2b(data.encode(), digest_size=16).digest()
 
 
+def ended_by_server(conn: psycopg.Connection) -> bool:
+    """Whether the server ended this idle connection (a restart, a failover,
+    `pg_terminate_backend`): its backend sent a FATAL notice and closed, so the socket is
+    readable though nothing was asked (for a connection that does not LISTEN). Found without
+    a round trip, so the work about to run goes to a new connection instead of failing on
+    the old one."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
 class WriteSide(WriteSideBase):
     """The write connection, its reconnection, its caches, and PostgreSQL's batches."""
 
@@ -94,8 +110,10 @@ class WriteSide(WriteSideBase):
 
     def _connection(self) -> psycopg.Connection:
         conn = self.conn
-        if conn is not None and not conn.closed and not conn.broken:
+        if conn is not None and not ended_by_server(conn):
             return conn
+        if conn is not None:
+            conn.close()  # a failover or restart while idle: no batch fails for it
         self.conn = None
         wait = self._next_try - self._clock()
         if wait > 0:
