@@ -36,7 +36,7 @@ from .device_session import SessionServices
 from .durability import DurabilityHandle, IngestPort, JournaledBatch
 from .errors import ConfigError
 from .limits import ConnectionLimits, NetworkRates, PendingPool, SourceRates, TokenBucket
-from .logs import EventLog, RotatingLogFile, open_log_file
+from .logs import EventLog, RotatingLogFile, SourceLog, open_log_file
 from .maintenance import maintain_history, maintain_log
 from .metrics import GatewayMetrics, counts
 from .provisioning import Provisioning
@@ -141,6 +141,9 @@ class Gateway:
         )
         self.pending = PendingPool(config.max_pending, config.max_pending_per_source)
         self.handshakes = HandshakeSlots(config.max_handshakes_in_progress)
+        # Refusals of connections not yet identified: a log budget per source address.
+        self.refusals = SourceLog(self.log, rate=config.log_lines_per_connection,
+                                  burst=config.log_lines_burst, metrics=self.metrics.mqtt)
         # Readings per second per network, shared by its connections (time: trio's clock,
         # passed in by the caller).
         self.readings = NetworkRates(config.max_readings_per_second_per_network,

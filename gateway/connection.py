@@ -245,8 +245,10 @@ class Connection:
             identity = admit_identity(self.stream, gw.tls, gw.bars)  # type: ignore[arg-type]
         except AdmissionRefused as exc:
             gw.metrics.mqtt.handshakes_refused.inc(exc.reason)
-            self.log.emit("refused", reason=str(DisconnectReason.AUTH_ERROR), cause=exc.reason,
-                          detail=exc.detail, peer=self.log.peer(self.peer))
+            # Not yet identified: the line counts against its source's budget.
+            gw.refusals.emit(source_key(self.peer), "refused",
+                             reason=str(DisconnectReason.AUTH_ERROR), cause=exc.reason,
+                             detail=exc.detail, peer=self.log.peer(self.peer))
             if self.stream is self.tcp:  # OpenSSL refused: its alert says why
                 await send_alert(self.tcp, exc)
             else:  # TLS is up: the refusal goes in a CONNACK

@@ -20,6 +20,11 @@ counted, not written, and one `log_suppressed` line (count, and per event name) 
 the budget refills or the connection ends. The lines that tell a connection's story
 (`connected`, `disconnected`, `refused`, `revoked`, `internal_error`: at most a few per
 connection) bypass the budget, so they are never lost.
+
+Before a device is known, a connection's refusal (an accept over a rate, a failed TLS
+handshake) is one line per connection, and connections cost an attacker nothing: those lines
+go through a `SourceLog` instead, the same budget per source address, so a flood of refused
+connections from one source writes a few lines a second and one summary, not a line each.
 """
 
 from __future__ import annotations
@@ -32,12 +37,12 @@ import logging.handlers
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .limits import TokenBucket
+from .limits import SourceRates, TokenBucket
 
 if TYPE_CHECKING:
     from .metrics import MqttMetrics
@@ -341,3 +346,41 @@ class ConnectionLog:
         self._metrics.log_summaries.inc()
         self._log.emit("log_suppressed", suppressed=sum(events.values()), events=events,
                        **self._context)
+
+
+class SourceLog:
+    """Lines about connections not yet identified, within a budget per source address
+    (`source_key`): `log_lines_per_connection` per second, burst `log_lines_burst`, in a
+    bounded LRU of sources (`SourceRates`).
+
+    A line over its source's budget is counted (in `metrics.log_lines_suppressed`, and per
+    source); the source's next line within budget is preceded by one `log_suppressed` line
+    with that count. Memory stays bounded whatever the number of sources.
+    """
+
+    def __init__(self, log: EventLog, *, rate: float, burst: int, metrics: MqttMetrics,
+                 clock: Callable[[], float] = time.monotonic, max_sources: int = 4_096
+                 ) -> None:
+        self._log = log
+        self._rates = SourceRates(rate, burst, max_sources)
+        self._metrics = metrics
+        self._clock = clock
+        self._suppressed: OrderedDict[str, int] = OrderedDict()
+        self._max_sources = max_sources
+
+    def emit(self, source: str, event: str, **fields: Any) -> dict[str, Any] | None:
+        """Write `event` if `source`'s budget allows; return it, or None if suppressed."""
+        if not self._log.writes(event):
+            return self._log.emit(event, **fields)
+        if not self._rates.try_take(source, self._clock()):
+            self._suppressed[source] = self._suppressed.pop(source, 0) + 1
+            if len(self._suppressed) > self._max_sources:
+                self._suppressed.popitem(last=False)
+            self._metrics.log_lines_suppressed.inc()
+            return None
+        count = self._suppressed.pop(source, 0)
+        if count:
+            self._metrics.log_summaries.inc()
+            self._log.emit("log_suppressed", suppressed=count, events={event: count},
+                           peer=fields.get("peer"))
+        return self._log.emit(event, **fields)

@@ -70,12 +70,13 @@ async def _accept_loop(
         except OSError:
             await stream.aclose()
             continue
-        why = gateway.limits.open_socket(trio.current_time(), source_key(peer))
+        source = source_key(peer)
+        why = gateway.limits.open_socket(trio.current_time(), source)
         if why is not None:
             gateway.metrics.mqtt.throttled.inc(why)
             gateway.activity.refused()
-            gateway.log.emit(
-                "refused", reason=str(DisconnectReason.THROTTLED), cause=why,
+            gateway.refusals.emit(
+                source, "refused", reason=str(DisconnectReason.THROTTLED), cause=why,
                 peer=gateway.log.peer(peer),
             )
             await stream.aclose()

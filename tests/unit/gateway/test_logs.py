@@ -1,4 +1,4 @@
-"""The per-connection log budget and the size-capped log file."""
+"""The per-connection and per-source log budgets and the size-capped log file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from gateway.app import open_log
 from gateway.config import load_config
 from gateway.errors import ConfigError
-from gateway.logs import ConnectionLog, EventLog, RotatingLogFile
+from gateway.logs import ConnectionLog, EventLog, RotatingLogFile, SourceLog
 from gateway.metrics import MqttMetrics
 
 
@@ -61,6 +61,23 @@ def test_essential_lines_bypass_the_budget_and_follow_the_summary():
     assert [r["event"] for r in lines(out)] == [
         "connected", "publish_denied", "log_suppressed", "disconnected"]
     assert lines(out)[2]["suppressed"] == 1
+
+
+def test_refusals_of_one_source_stay_within_its_budget_and_others_keep_theirs():
+    out, clock, metrics = io.StringIO(), Clock(), MqttMetrics()
+    log = SourceLog(EventLog(out), rate=1.0, burst=3, metrics=metrics, clock=clock)
+    for _ in range(1000):  # a flood of refused connections from one source
+        log.emit("10.0.0.0", "refused", reason="THROTTLED", peer="10.0.0.0/24")
+    assert log.emit("10.0.1.0", "refused", reason="AUTH_ERROR", peer="10.0.1.0/24")
+    assert [(r["event"], r["peer"]) for r in lines(out)] == [
+        ("refused", "10.0.0.0/24")] * 3 + [("refused", "10.0.1.0/24")]
+    assert metrics.log_lines_suppressed.value == 997
+    clock.now = 1.0  # one line's worth later: the summary, then the line
+    log.emit("10.0.0.0", "refused", reason="THROTTLED", peer="10.0.0.0/24")
+    summary, line = lines(out)[-2:]
+    assert (summary["event"], summary["suppressed"], summary["events"]) == (
+        "log_suppressed", 997, {"refused": 997})
+    assert line["event"] == "refused" and metrics.log_summaries.value == 1
 
 
 def test_the_log_file_is_rotated_at_its_cap_and_old_files_kept(tmp_path):
