@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..storage.postgres.tracks import migrate_track
+
 LOCK_ID = 0x636F6E73  # pg_advisory_xact_lock key ("cons"): one node migrating or binding the key
 
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -62,18 +64,4 @@ TABLES = ("console_accounts", "console_owner_codes", "console_sessions", "consol
 def migrate(conn: Any) -> int:
     """Apply the missing migrations on the psycopg connection `conn` (blocking; run it in a
     worker thread). Returns the schema version now in force."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
-        conn.execute("CREATE TABLE IF NOT EXISTS console_schema_version ("
-                     "version integer PRIMARY KEY, purpose text NOT NULL, "
-                     "applied timestamptz NOT NULL DEFAULT now())")
-        row = conn.execute("SELECT coalesce(max(version), 0) FROM console_schema_version"
-                           ).fetchone()
-        current = row[0]
-        for number, purpose, sql in MIGRATIONS:
-            if number > current:
-                conn.execute(sql)
-                conn.execute("INSERT INTO console_schema_version (version, purpose) "
-                             "VALUES (%s, %s)", (number, purpose))
-                current = number
-    return current
+    return migrate_track(conn, "console_schema_version", LOCK_ID, MIGRATIONS)
