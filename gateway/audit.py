@@ -97,6 +97,17 @@ def action_of(fields: dict[str, Any]) -> tuple[str, str] | None:
     return API_ACTIONS.get(endpoint, endpoint), str(target or "")
 
 
+def _by_os_user(action: str, subject: str, details: dict[str, object]) -> AuditRecord:
+    """One entry by the OS user running this process (a command line outside the gateway)."""
+    import getpass
+
+    try:
+        actor = getpass.getuser()
+    except (KeyError, OSError):
+        actor = "unknown"
+    return AuditRecord(actor, datetime.now(UTC), (AuditEvent(action, subject, details),))
+
+
 def record_offline(data: Path, action: str, subject: str, **details: object) -> None:
     """Append one entry, by the OS user running this process, to the store in `data` from
     outside the gateway (`fleet-gateway account ...`), creating the store if it is missing;
@@ -105,17 +116,11 @@ def record_offline(data: Path, action: str, subject: str, **details: object) -> 
     Raises:
         StorageError: the store cannot be opened or written.
     """
-    import getpass
-
     from .storage.sqlite import audit_ops
     from .storage.sqlite.schema import configure_writer, migrate
     from .storage.sqlite.store import DB_NAME, _create_private
 
-    try:
-        actor = getpass.getuser()
-    except (KeyError, OSError):
-        actor = "unknown"
-    record = AuditRecord(actor, datetime.now(UTC), (AuditEvent(action, subject, details),))
+    record = _by_os_user(action, subject, details)
     try:
         _create_private(data / DB_NAME)
         conn = sqlite3.connect(data / DB_NAME, isolation_level=None)
@@ -141,19 +146,13 @@ def record_offline_postgres(url: str, action: str, subject: str, **details: obje
     Raises:
         StorageError: the store cannot be reached, migrated or written.
     """
-    import getpass
-
     import psycopg
 
     from .storage.postgres import audit_ops
     from .storage.postgres.schema import migrate
     from .storage.postgres.url import redact
 
-    try:
-        actor = getpass.getuser()
-    except (KeyError, OSError):
-        actor = "unknown"
-    record = AuditRecord(actor, datetime.now(UTC), (AuditEvent(action, subject, details),))
+    record = _by_os_user(action, subject, details)
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
             migrate(conn)
